@@ -1,0 +1,6 @@
+//! One module per subcommand: its clap arguments and the function that runs it.
+
+pub mod bench;
+pub mod probe;
+pub mod prog;
+pub mod trace;
