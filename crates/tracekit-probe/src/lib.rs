@@ -1,1 +1,13 @@
-//! (being written)
+//! Dynamic probes on user functions.
+//!
+//! Two engines share one vocabulary: a [`ProbeSpec`] says where to probe, a [`ProbeResult`]
+//! says what was seen there. The BPF engine attaches uprobes/uretprobes and aggregates in the
+//! kernel; the ptrace engine is tracekit's own implementation of the kprobe design (breakpoint,
+//! pre-handler, simulate or single-step out of line, post-handler).
+#![deny(missing_docs)]
+
+pub mod report;
+pub mod spec;
+
+pub use report::{ProbeReport, ProbeResult};
+pub use spec::{ProbeKind, ProbeSpec};
