@@ -141,19 +141,28 @@ impl Style {
 #[derive(Debug, Clone, Default)]
 pub struct OutputTarget {
     path: Option<PathBuf>,
+    stderr: bool,
 }
 
 impl OutputTarget {
     /// Standard output when `path` is `None` or `-`, otherwise the file.
     pub fn new(path: Option<&Path>) -> Self {
-        OutputTarget { path: path.filter(|p| p.as_os_str() != "-").map(Path::to_path_buf) }
+        OutputTarget { path: path.filter(|p| p.as_os_str() != "-").map(Path::to_path_buf), stderr: false }
+    }
+
+    /// Like [`OutputTarget::new`], but standard error instead of standard output when no file
+    /// is given: for tools that run a command whose own output must stay untouched (as
+    /// `strace -c` and `perf trace` do).
+    pub fn new_or_stderr(path: Option<&Path>) -> Self {
+        OutputTarget { stderr: true, ..Self::new(path) }
     }
 
     /// The style for this destination: colour only for a terminal on standard output, and
     /// never when `NO_COLOR` is set.
     pub fn style(&self) -> Style {
+        let terminal = if self.stderr { io::stderr().is_terminal() } else { io::stdout().is_terminal() };
         let colour = self.path.is_none()
-            && io::stdout().is_terminal()
+            && terminal
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         Style { colour }
     }
@@ -161,6 +170,7 @@ impl OutputTarget {
     /// Writes the whole report at once (creating or truncating the file).
     pub fn write(&self, text: &str) -> io::Result<()> {
         match &self.path {
+            None if self.stderr => io::stderr().lock().write_all(text.as_bytes()),
             None => {
                 let mut out = io::stdout().lock();
                 out.write_all(text.as_bytes())?;

@@ -1,1 +1,71 @@
-//! (being written)
+//! `trace summary`: per-syscall count, errors and latency statistics, aggregated inside the
+//! kernel by BPF.
+//!
+//! Design (and why it differs from `perf trace -s --bpf-summary`):
+//! - `tp_btf/sys_enter` stores a timestamp in the task's local storage, so there is no
+//!   fixed-size per-thread map that silently drops threads;
+//! - `tp_btf/sys_exit` folds the latency into **per-CPU** statistics: no entry is shared between
+//!   CPUs, so there are no atomics and no min/max races;
+//! - the statistics keep a 128-bit sum of squares, so the standard deviation is exact;
+//! - untraced tasks are filtered at `sys_enter` before any storage is touched;
+//! - anything that cannot be recorded (a map full) is counted and reported as `dropped`.
+//!
+//! Data flows one way: [`Tracer`] (kernel maps) → [`Summary`] (typed statistics) →
+//! [`render`] (table or JSON).
+//!
+//! ```no_run
+//! use tracekit_summary::{Mode, Options, Tracer};
+//! let mut tracer = Tracer::attach(&Options { mode: Mode::Total, filter: true, ..Options::default() })?;
+//! tracer.trace_tgid(1234)?;
+//! std::thread::sleep(std::time::Duration::from_secs(1));
+//! let summary = tracer.read()?;
+//! print!("{}", tracekit_summary::render::table(&summary, Default::default(), Default::default()));
+//! # Ok::<(), tracekit_summary::SummaryError>(())
+//! ```
+#![deny(missing_docs)]
+
+mod kernel;
+mod model;
+pub mod render;
+mod session;
+
+pub use kernel::{attach_floor, Options, Tracer};
+pub use model::{Dropped, Group, Mode, SortKey, Summary, SyscallRow};
+pub use session::{run, Outcome, Target};
+
+use thiserror::Error;
+
+/// Why a summary could not be taken. Each message says what to do about it.
+#[derive(Debug, Error)]
+pub enum SummaryError {
+    /// The BPF object could not be loaded (verifier, missing BTF, no privilege).
+    #[error("cannot load the syscall-summary BPF program: {0}\n  hint: run as root (or with CAP_BPF and CAP_PERFMON) on a kernel with BTF (/sys/kernel/btf/vmlinux)")]
+    Load(String),
+    /// A program could not be attached to its tracepoint.
+    #[error("cannot attach to tracepoint {tracepoint}: {reason}\n  hint: this needs tp_btf (BTF-enabled raw tracepoints, Linux 5.5+)")]
+    Attach {
+        /// The tracepoint name.
+        tracepoint: &'static str,
+        /// The kernel's answer.
+        reason: String,
+    },
+    /// A map could not be read or written.
+    #[error("BPF map {map}: {reason}")]
+    Map {
+        /// The map name.
+        map: &'static str,
+        /// The kernel's answer.
+        reason: String,
+    },
+    /// A pid given with `-p` does not exist.
+    #[error("no such process: {0}\n  hint: check the pid with `ps -p {0}`")]
+    NoSuchProcess(u32),
+    /// The command could not be started.
+    #[error("cannot run '{command}': {reason}")]
+    Spawn {
+        /// The program name.
+        command: String,
+        /// Why not.
+        reason: String,
+    },
+}

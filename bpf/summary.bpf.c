@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: GPL-2.0
+// In-kernel syscall summary for `tracekit trace summary`.
+//
+// sys_enter stores a timestamp in the task's local storage (no fixed-size per-thread map);
+// sys_exit turns it into a latency and folds it into per-CPU statistics, so no entry is
+// ever shared between CPUs and no atomics are needed. User space reads the maps once at
+// the end and merges the per-CPU values (count, sum, min, max and a 128-bit sum of squares
+// are all mergeable exactly). Nothing goes through a ring buffer, so nothing is lost;
+// whatever cannot be recorded is counted in `dropped`.
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef long long s64;
+
+#define MAX_SYSCALLS 1024
+#define MAX_ERRNO 4095
+
+// x86-64 and generic (aarch64) numbers of the syscalls that never return.
+#if defined(__TARGET_ARCH_arm64)
+#define NR_EXIT 93
+#define NR_EXIT_GROUP 94
+#else
+#define NR_EXIT 60
+#define NR_EXIT_GROUP 231
+#endif
+
+enum mode { MODE_TOTAL = 0, MODE_PROCESS = 1, MODE_THREAD = 2 };
+enum drop_reason { DROP_START = 0, DROP_STATS = 1, DROP_ERRNO = 2, DROP_FORK = 3, DROP_COMM = 4, DROP_REASONS = 5 };
+
+// Set by user space before loading; the verifier removes the branches they disable.
+const volatile u32 cfg_mode = MODE_TOTAL;
+const volatile u32 cfg_filter = 0;   // 0: every task; 1: only tgids in traced_tgids
+const volatile u32 cfg_self_tgid = 0; // tracekit itself, never traced
+const volatile u32 cfg_errno = 0;    // keep the per-errno breakdown
+
+struct task_struct {
+    int pid;
+    int tgid;
+} __attribute__((preserve_access_index));
+
+struct start {
+    u64 ts;
+    u32 nr;
+    u32 pad;
+};
+
+struct syscall_stats {
+    u64 count;
+    u64 errors;
+    u64 total_ns;
+    u64 min_ns;
+    u64 max_ns;
+    u64 sum_sq_lo;
+    u64 sum_sq_hi;
+    u64 pad;
+};
+
+struct id_key {
+    u32 id; // tgid (process mode), tid (thread mode) or 0 (total mode)
+    u32 nr;
+};
+
+struct errno_key {
+    u32 id;
+    u32 nr;
+    u32 err;
+    u32 pad;
+};
+
+struct comm {
+    char name[16];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
+    __type(value, struct start);
+} starts SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, MAX_SYSCALLS);
+    __type(key, u32);
+    __type(value, struct syscall_stats);
+} total_stats SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct id_key);
+    __type(value, struct syscall_stats);
+} task_stats SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, struct errno_key);
+    __type(value, u64);
+} errno_counts SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, u32);
+    __type(value, u32);
+} traced_tgids SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, u32);
+    __type(value, struct comm);
+} comms SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, DROP_REASONS);
+    __type(key, u32);
+    __type(value, u64);
+} dropped SEC(".maps");
+
+static __always_inline void count_drop(u32 reason)
+{
+    u64 *n = bpf_map_lookup_elem(&dropped, &reason);
+    if (n)
+        *n += 1;
+}
+
+static __always_inline int traced(u32 tgid)
+{
+    if (tgid == cfg_self_tgid)
+        return 0;
+    if (!cfg_filter)
+        return 1;
+    return bpf_map_lookup_elem(&traced_tgids, &tgid) != 0;
+}
+
+static __always_inline u32 group_id(void)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    return cfg_mode == MODE_THREAD ? (u32)pid_tgid : (u32)(pid_tgid >> 32);
+}
+
+// Remembers the comm of a process/thread the first time it has stats, so a report can name
+// tasks that have exited by the time user space reads the maps.
+static __always_inline void remember_comm(u32 id, int overwrite)
+{
+    struct comm c = {};
+    bpf_get_current_comm(c.name, sizeof(c.name));
+    if (bpf_map_update_elem(&comms, &id, &c, overwrite ? BPF_ANY : BPF_NOEXIST) == -7 /* E2BIG */)
+        count_drop(DROP_COMM);
+}
+
+static __always_inline struct syscall_stats *stats_for(u32 nr)
+{
+    if (cfg_mode == MODE_TOTAL)
+        return bpf_map_lookup_elem(&total_stats, &nr);
+
+    struct id_key key = { .id = group_id(), .nr = nr };
+    struct syscall_stats *st = bpf_map_lookup_elem(&task_stats, &key);
+    if (st)
+        return st;
+    struct syscall_stats zero = {};
+    if (bpf_map_update_elem(&task_stats, &key, &zero, BPF_NOEXIST) && bpf_map_lookup_elem(&task_stats, &key) == 0) {
+        count_drop(DROP_STATS);
+        return 0;
+    }
+    remember_comm(key.id, 0);
+    return bpf_map_lookup_elem(&task_stats, &key);
+}
+
+// sum_sq += d * d on a 128-bit (hi, lo) pair: BPF has no 64x64->128 multiply.
+static __always_inline void add_square(struct syscall_stats *st, u64 d)
+{
+    u64 lo, hi = 0;
+    if (d >> 32 == 0) {
+        lo = d * d;
+    } else {
+        u64 a = d >> 32, b = d & 0xffffffffULL;
+        u64 ab = a * b;                      // d^2 = a^2 2^64 + 2ab 2^32 + b^2
+        u64 mid = ab << 33;
+        hi = a * a + (ab >> 31);
+        lo = b * b + mid;
+        if (lo < mid)
+            hi++;
+    }
+    u64 sum = st->sum_sq_lo + lo;
+    st->sum_sq_hi += hi + (sum < lo);
+    st->sum_sq_lo = sum;
+}
+
+static __always_inline void record(u32 nr, u64 delta, s64 ret)
+{
+    if (nr >= MAX_SYSCALLS)
+        return;
+    struct syscall_stats *st = stats_for(nr);
+    if (!st)
+        return;
+    if (st->count == 0 || delta < st->min_ns)
+        st->min_ns = delta;
+    if (delta > st->max_ns)
+        st->max_ns = delta;
+    st->count++;
+    st->total_ns += delta;
+    add_square(st, delta);
+    if (ret < 0 && ret >= -MAX_ERRNO) {
+        st->errors++;
+        if (cfg_errno) {
+            struct errno_key key = { .id = cfg_mode == MODE_TOTAL ? 0 : group_id(), .nr = nr, .err = (u32)-ret };
+            u64 *n = bpf_map_lookup_elem(&errno_counts, &key);
+            if (n) {
+                *n += 1;
+            } else {
+                u64 one = 1;
+                if (bpf_map_update_elem(&errno_counts, &key, &one, BPF_NOEXIST))
+                    count_drop(DROP_ERRNO);
+            }
+        }
+    }
+}
+
+SEC("tp_btf/sys_enter")
+int sys_enter(u64 *ctx)
+{
+    if (!traced(bpf_get_current_pid_tgid() >> 32))
+        return 0;
+    u32 nr = (u32)ctx[1];
+    // exit and exit_group never reach sys_exit: count them here, with no latency.
+    if (nr == NR_EXIT || nr == NR_EXIT_GROUP) {
+        record(nr, 0, 0);
+        return 0;
+    }
+    struct start *s = bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0,
+                                           BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!s) {
+        count_drop(DROP_START);
+        return 0;
+    }
+    s->nr = nr;
+    s->ts = bpf_ktime_get_ns();
+    return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int sys_exit(u64 *ctx)
+{
+    // Untraced tasks have no storage (or a zero timestamp): no filter lookup needed here.
+    struct start *s = bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0);
+    if (!s || !s->ts)
+        return 0;
+    u64 delta = bpf_ktime_get_ns() - s->ts;
+    s->ts = 0;
+    record(s->nr, delta, (s64)ctx[1]);
+    return 0;
+}
+
+// Children forked by a traced process are traced too (threads share the tgid already).
+SEC("tp_btf/sched_process_fork")
+int sched_process_fork(u64 *ctx)
+{
+    if (!cfg_filter)
+        return 0;
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (!bpf_map_lookup_elem(&traced_tgids, &parent))
+        return 0;
+    struct task_struct *child = (struct task_struct *)ctx[1];
+    u32 tgid = child->tgid, one = 1;
+    if (bpf_map_update_elem(&traced_tgids, &tgid, &one, BPF_ANY))
+        count_drop(DROP_FORK);
+    return 0;
+}
+
+// After exec the comm changes: keep the name users know the process by.
+SEC("tp_btf/sched_process_exec")
+int sched_process_exec(u64 *ctx)
+{
+    if (cfg_mode == MODE_TOTAL || !traced(bpf_get_current_pid_tgid() >> 32))
+        return 0;
+    remember_comm(group_id(), 1);
+    return 0;
+}
+
+// Empty programs on the same hooks: the cost floor of any in-kernel syscall tracer,
+// used by bench/trace-summary.sh.
+SEC("tp_btf/sys_enter")
+int floor_enter(u64 *ctx)
+{
+    return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int floor_exit(u64 *ctx)
+{
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,97 @@
+//! A workload whose system calls are known exactly, for tests and benchmarks of
+//! `trace summary`. Each step makes exactly the calls it names, with raw syscalls so that
+//! libc cannot add or cache any.
+//!
+//! usage: tracekit-syscall-workload STEP...
+//!   getppid N          N getppid calls
+//!   ebadf N            N close(-1) calls, each failing with EBADF
+//!   enoent N           N openat of a missing file, each failing with ENOENT
+//!   sleep NS...        one nanosleep of each length (ns)
+//!   threads T N        T threads, each making N getppid calls
+//!   fork C N           C child processes, each making N getppid calls
+//!   wait               block until a line arrives on stdin
+//!   exit CODE          exit with CODE now
+
+use std::io::BufRead;
+
+fn getppid(n: u64) {
+    for _ in 0..n {
+        // SAFETY: getppid has no arguments and cannot fail.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize| -> u64 {
+        args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage(&format!("expected a number at argument {}", i + 1)))
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "getppid" => { getppid(num(i + 1)); i += 2; }
+            "ebadf" => {
+                for _ in 0..num(i + 1) {
+                    // SAFETY: closing fd -1 only returns EBADF.
+                    unsafe { libc::syscall(libc::SYS_close, -1) };
+                }
+                i += 2;
+            }
+            "enoent" => {
+                let path = c"/nonexistent/tracekit-workload";
+                for _ in 0..num(i + 1) {
+                    // SAFETY: the path is a valid C string; the call fails with ENOENT.
+                    unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+                }
+                i += 2;
+            }
+            "sleep" => {
+                i += 1;
+                while let Some(ns) = args.get(i).and_then(|s| s.parse::<i64>().ok()) {
+                    let ts = libc::timespec { tv_sec: ns / 1_000_000_000, tv_nsec: ns % 1_000_000_000 };
+                    // SAFETY: ts is a valid timespec; no remainder pointer.
+                    unsafe { libc::syscall(libc::SYS_nanosleep, &ts, std::ptr::null_mut::<libc::timespec>()) };
+                    i += 1;
+                }
+            }
+            "threads" => {
+                let (t, n) = (num(i + 1), num(i + 2));
+                let handles: Vec<_> = (0..t).map(|_| std::thread::spawn(move || getppid(n))).collect();
+                handles.into_iter().for_each(|h| h.join().expect("worker thread"));
+                i += 3;
+            }
+            "fork" => {
+                let (c, n) = (num(i + 1), num(i + 2));
+                for _ in 0..c {
+                    // SAFETY: the child only makes raw syscalls and exits without unwinding.
+                    match unsafe { libc::fork() } {
+                        0 => {
+                            getppid(n);
+                            unsafe { libc::_exit(0) };
+                        }
+                        -1 => usage("fork failed"),
+                        _ => {}
+                    }
+                }
+                for _ in 0..c {
+                    let mut status = 0;
+                    // SAFETY: waits for any child; status is a valid out-pointer.
+                    unsafe { libc::wait(&mut status) };
+                }
+                i += 3;
+            }
+            "wait" => {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).expect("read stdin");
+                i += 1;
+            }
+            "exit" => std::process::exit(num(i + 1) as i32),
+            other => usage(&format!("unknown step '{other}'")),
+        }
+    }
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("tracekit-syscall-workload: {msg}\nusage: tracekit-syscall-workload [getppid N | ebadf N | enoent N | sleep NS... | threads T N | fork C N | wait | exit CODE]...");
+    std::process::exit(2)
+}

@@ -1,0 +1,249 @@
+//! The kernel side: load `bpf/summary.bpf.c`, attach it, and read its maps into typed rows.
+
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader, Pod};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tracekit_core::stats::LatencyStats;
+
+use crate::SummaryError;
+use crate::model::{Dropped, Mode, RawRow, Summary};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bpf/obj/summary.bpf.o"));
+
+/// Must match MAX_SYSCALLS in summary.bpf.c.
+const MAX_SYSCALLS: u32 = 1024;
+const DROP_REASONS: u32 = 5;
+
+/// Mirrors `struct syscall_stats` in summary.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct KernelStats {
+    count: u64,
+    errors: u64,
+    total_ns: u64,
+    min_ns: u64,
+    max_ns: u64,
+    sum_sq_lo: u64,
+    sum_sq_hi: u64,
+    pad: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IdKey {
+    id: u32,
+    nr: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ErrnoKey {
+    id: u32,
+    nr: u32,
+    err: u32,
+    pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Comm([u8; 16]);
+
+// SAFETY: all four are repr(C) plain integers/bytes with no padding the kernel could leave
+// uninitialised (explicit `pad` fields), matching the C definitions byte for byte.
+unsafe impl Pod for KernelStats {}
+unsafe impl Pod for IdKey {}
+unsafe impl Pod for ErrnoKey {}
+unsafe impl Pod for Comm {}
+
+/// What to collect; fixed when the program is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// One table for everything, or one per process or thread.
+    pub mode: Mode,
+    /// Trace only the processes given to [`Tracer::trace_tgid`] and their descendants;
+    /// `false` traces the whole system (except tracekit itself).
+    pub filter: bool,
+    /// Keep a per-errno breakdown of failed calls.
+    pub errno: bool,
+    /// Capacity of the per-process/thread statistics map (entries of (task, syscall)).
+    pub max_entries: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { mode: Mode::Total, filter: true, errno: false, max_entries: 65536 }
+    }
+}
+
+/// A loaded and attached syscall-summary program. Dropping it detaches everything.
+pub struct Tracer {
+    ebpf: Ebpf,
+    options: Options,
+    started: Instant,
+}
+
+impl Tracer {
+    /// Loads the BPF program with `options` and attaches it to the syscall tracepoints.
+    pub fn attach(options: &Options) -> Result<Tracer, SummaryError> {
+        let load_err = |e: &dyn std::fmt::Display| SummaryError::Load(e.to_string());
+        let btf = Btf::from_sys_fs().map_err(|e| load_err(&e))?;
+        let mode = options.mode as u32;
+        let filter = u32::from(options.filter);
+        let errno = u32::from(options.errno);
+        let self_tgid = std::process::id();
+        let mut loader = EbpfLoader::new();
+        let mut ebpf = loader
+            .allow_unsupported_maps()
+            .btf(Some(&btf))
+            .override_global("cfg_mode", &mode, true)
+            .override_global("cfg_filter", &filter, true)
+            .override_global("cfg_errno", &errno, true)
+            .override_global("cfg_self_tgid", &self_tgid, true)
+            .map_max_entries("task_stats", options.max_entries.max(1))
+            .load(OBJECT)
+            .map_err(|e| load_err(&error_chain(&e)))?;
+        let mut hooks = vec![("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
+        if options.filter {
+            hooks.push(("sched_process_fork", "sched_process_fork"));
+        }
+        if options.mode != Mode::Total {
+            hooks.push(("sched_process_exec", "sched_process_exec"));
+        }
+        for (prog, tracepoint) in hooks {
+            attach_tp_btf(&mut ebpf, &btf, prog, tracepoint)?;
+        }
+        Ok(Tracer { ebpf, options: *options, started: Instant::now() })
+    }
+
+    /// Starts tracing the process `tgid` (all its threads, and every child it forks later).
+    pub fn trace_tgid(&mut self, tgid: u32) -> Result<(), SummaryError> {
+        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "traced_tgids", reason: e.to_string() };
+        let mut map: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(self.ebpf.map_mut("traced_tgids").expect("map in object")).map_err(map_err)?;
+        map.insert(tgid, 1, 0).map_err(map_err)
+    }
+
+    /// Reads the statistics collected so far (the programs stay attached).
+    pub fn read(&self) -> Result<Summary, SummaryError> {
+        let rows = match self.options.mode {
+            Mode::Total => self.read_total()?,
+            Mode::Process | Mode::Thread => self.read_per_task()?,
+        };
+        let errnos = if self.options.errno { self.read_errnos()? } else { BTreeMap::new() };
+        let comms = if self.options.mode == Mode::Total { BTreeMap::new() } else { self.read_comms()? };
+        Ok(Summary::build(self.options.mode, rows, errnos, comms, self.read_dropped()?, self.started.elapsed()))
+    }
+
+    fn read_total(&self) -> Result<Vec<RawRow>, SummaryError> {
+        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "total_stats", reason: e.to_string() };
+        let map: PerCpuArray<&MapData, KernelStats> =
+            PerCpuArray::try_from(self.ebpf.map("total_stats").expect("map in object")).map_err(map_err)?;
+        let mut rows = Vec::new();
+        for nr in 0..MAX_SYSCALLS {
+            let (stats, errors) = merge_cpus(&map.get(&nr, 0).map_err(map_err)?);
+            if stats.count > 0 {
+                rows.push(RawRow { id: 0, nr, stats, errors });
+            }
+        }
+        Ok(rows)
+    }
+
+    fn read_per_task(&self) -> Result<Vec<RawRow>, SummaryError> {
+        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "task_stats", reason: e.to_string() };
+        let map: PerCpuHashMap<&MapData, IdKey, KernelStats> =
+            PerCpuHashMap::try_from(self.ebpf.map("task_stats").expect("map in object")).map_err(map_err)?;
+        let mut rows = Vec::new();
+        for entry in map.iter() {
+            let (key, values) = entry.map_err(map_err)?;
+            let (stats, errors) = merge_cpus(&values);
+            rows.push(RawRow { id: key.id, nr: key.nr, stats, errors });
+        }
+        Ok(rows)
+    }
+
+    fn read_errnos(&self) -> Result<BTreeMap<(u32, u32), BTreeMap<i32, u64>>, SummaryError> {
+        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "errno_counts", reason: e.to_string() };
+        let map: PerCpuHashMap<&MapData, ErrnoKey, u64> =
+            PerCpuHashMap::try_from(self.ebpf.map("errno_counts").expect("map in object")).map_err(map_err)?;
+        let mut out: BTreeMap<(u32, u32), BTreeMap<i32, u64>> = BTreeMap::new();
+        for entry in map.iter() {
+            let (key, values) = entry.map_err(map_err)?;
+            *out.entry((key.id, key.nr)).or_default().entry(key.err as i32).or_default() += values.iter().sum::<u64>();
+        }
+        Ok(out)
+    }
+
+    fn read_comms(&self) -> Result<BTreeMap<u32, String>, SummaryError> {
+        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "comms", reason: e.to_string() };
+        let map: HashMap<&MapData, u32, Comm> =
+            HashMap::try_from(self.ebpf.map("comms").expect("map in object")).map_err(map_err)?;
+        let mut out = BTreeMap::new();
+        for entry in map.iter() {
+            let (id, Comm(raw)) = entry.map_err(map_err)?;
+            let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            out.insert(id, String::from_utf8_lossy(&raw[..len]).into_owned());
+        }
+        Ok(out)
+    }
+
+    fn read_dropped(&self) -> Result<Dropped, SummaryError> {
+        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "dropped", reason: e.to_string() };
+        let map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("dropped").expect("map in object")).map_err(map_err)?;
+        let mut counts = [0u64; DROP_REASONS as usize];
+        for (reason, slot) in counts.iter_mut().enumerate() {
+            *slot = map.get(&(reason as u32), 0).map_err(map_err)?.iter().sum();
+        }
+        let [start, stats, errno, fork, comm] = counts;
+        Ok(Dropped { start, stats, errno, fork, comm })
+    }
+}
+
+fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, prog: &'static str, tracepoint: &'static str) -> Result<(), SummaryError> {
+    let err = |e: &dyn std::fmt::Display| SummaryError::Attach { tracepoint, reason: e.to_string() };
+    let program: &mut BtfTracePoint =
+        ebpf.program_mut(prog).expect("program in object").try_into().map_err(|e| err(&e))?;
+    program.load(tracepoint, btf).map_err(|e| err(&error_chain(&e)))?;
+    program.attach().map_err(|e| err(&error_chain(&e)))?;
+    Ok(())
+}
+
+/// Loads and attaches the empty `sys_enter`/`sys_exit` pair: the cost floor of any in-kernel
+/// syscall tracer, for benchmarks. Keep the returned value alive while measuring.
+pub fn attach_floor() -> Result<Ebpf, SummaryError> {
+    let btf = Btf::from_sys_fs().map_err(|e| SummaryError::Load(e.to_string()))?;
+    let mut ebpf = EbpfLoader::new().allow_unsupported_maps().load(OBJECT).map_err(|e| SummaryError::Load(error_chain(&e)))?;
+    attach_tp_btf(&mut ebpf, &btf, "floor_enter", "sys_enter")?;
+    attach_tp_btf(&mut ebpf, &btf, "floor_exit", "sys_exit")?;
+    Ok(ebpf)
+}
+
+fn merge_cpus(values: &PerCpuValues<KernelStats>) -> (LatencyStats, u64) {
+    let mut stats = LatencyStats::new();
+    let mut errors = 0;
+    for v in values.iter().filter(|v| v.count > 0) {
+        stats.merge(&LatencyStats {
+            count: v.count,
+            total: v.total_ns,
+            min: v.min_ns,
+            max: v.max_ns,
+            sum_sq: (u128::from(v.sum_sq_hi) << 64) | u128::from(v.sum_sq_lo),
+        });
+        errors += v.errors;
+    }
+    (stats, errors)
+}
+
+/// aya's errors nest the kernel's answer (and the verifier log) as sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,185 @@
+//! Typed statistics built from the kernel maps: what a report is made of.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tracekit_core::stats::LatencyStats;
+use tracekit_core::syscalls::Arch;
+
+/// How statistics are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One table for every traced task.
+    Total = 0,
+    /// One table per process (tgid).
+    Process = 1,
+    /// One table per thread (tid).
+    Thread = 2,
+}
+
+/// The column a table is sorted by (descending, except by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    /// Total time spent in the syscall.
+    #[default]
+    Total,
+    /// Number of calls.
+    Calls,
+    /// Number of failed calls.
+    Errors,
+    /// Mean latency.
+    Avg,
+    /// Largest latency.
+    Max,
+    /// Syscall name, alphabetically.
+    Name,
+}
+
+/// Events the kernel side could not record, by cause. All zero in a complete summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Dropped {
+    /// Syscalls not timed because the task's storage could not be allocated.
+    pub start: u64,
+    /// Syscalls not recorded because the per-process/thread statistics map was full.
+    pub stats: u64,
+    /// Errors not broken down by errno because that map was full.
+    pub errno: u64,
+    /// Forked children not followed because the traced-process map was full.
+    pub fork: u64,
+    /// Tasks whose name could not be remembered.
+    pub comm: u64,
+}
+
+impl Dropped {
+    /// Total of every cause.
+    pub fn total(&self) -> u64 {
+        self.start + self.stats + self.errno + self.fork + self.comm
+    }
+}
+
+/// One syscall's statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyscallRow {
+    /// Syscall number on this architecture.
+    pub nr: u32,
+    /// Syscall name.
+    pub name: String,
+    /// Number of calls and their latencies in ns.
+    pub stats: LatencyStats,
+    /// Number of calls that returned an error.
+    pub errors: u64,
+    /// Failed calls by errno (positive values), when the breakdown was asked for.
+    pub errnos: BTreeMap<i32, u64>,
+}
+
+/// The statistics of one process or thread (or of everything, in total mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// pid (process mode) or tid (thread mode); `None` in total mode.
+    pub id: Option<u32>,
+    /// The task's name (empty in total mode).
+    pub comm: String,
+    /// One row per syscall seen, unsorted.
+    pub syscalls: Vec<SyscallRow>,
+}
+
+impl Group {
+    /// The row of the syscall called `name`, if it was seen.
+    pub fn syscall(&self, name: &str) -> Option<&SyscallRow> {
+        self.syscalls.iter().find(|r| r.name == name)
+    }
+
+    /// Number of events (calls) in the group.
+    pub fn events(&self) -> u64 {
+        self.syscalls.iter().map(|r| r.stats.count).sum()
+    }
+
+    /// Sorts the rows by `key`.
+    pub fn sort(&mut self, key: SortKey) {
+        let by = |r: &SyscallRow| -> f64 {
+            match key {
+                SortKey::Total => r.stats.total as f64,
+                SortKey::Calls => r.stats.count as f64,
+                SortKey::Errors => r.errors as f64,
+                SortKey::Avg => r.stats.mean(),
+                SortKey::Max => r.stats.max as f64,
+                SortKey::Name => 0.0,
+            }
+        };
+        if key == SortKey::Name {
+            self.syscalls.sort_by(|a, b| a.name.cmp(&b.name));
+        } else {
+            self.syscalls.sort_by(|a, b| by(b).total_cmp(&by(a)).then_with(|| a.name.cmp(&b.name)));
+        }
+    }
+}
+
+/// A complete summary: every group, what was dropped, how long it ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The grouping.
+    pub mode: Mode,
+    /// Groups in pid/tid order (a single group in total mode).
+    pub groups: Vec<Group>,
+    /// What could not be recorded.
+    pub dropped: Dropped,
+    /// Time from attach to read.
+    pub elapsed: Duration,
+}
+
+/// One (task, syscall) entry as read from the kernel, before naming and grouping.
+pub(crate) struct RawRow {
+    pub id: u32,
+    pub nr: u32,
+    pub stats: LatencyStats,
+    pub errors: u64,
+}
+
+impl Summary {
+    pub(crate) fn build(
+        mode: Mode,
+        rows: Vec<RawRow>,
+        mut errnos: BTreeMap<(u32, u32), BTreeMap<i32, u64>>,
+        comms: BTreeMap<u32, String>,
+        dropped: Dropped,
+        elapsed: Duration,
+    ) -> Summary {
+        let arch = Arch::host();
+        let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
+        for row in rows {
+            let group = groups.entry(row.id).or_insert_with(|| Group {
+                id: (mode != Mode::Total).then_some(row.id),
+                comm: comms.get(&row.id).cloned().unwrap_or_default(),
+                syscalls: Vec::new(),
+            });
+            group.syscalls.push(SyscallRow {
+                nr: row.nr,
+                name: arch.display_name(row.nr),
+                stats: row.stats,
+                errors: row.errors,
+                errnos: errnos.remove(&(row.id, row.nr)).unwrap_or_default(),
+            });
+        }
+        let mut groups: Vec<Group> = groups.into_values().collect();
+        if mode == Mode::Total && groups.is_empty() {
+            groups.push(Group { id: None, comm: String::new(), syscalls: Vec::new() });
+        }
+        Summary { mode, groups, dropped, elapsed }
+    }
+
+    /// The single group of a total-mode summary (the first group otherwise).
+    pub fn total(&self) -> &Group {
+        &self.groups[0]
+    }
+
+    /// The group of process/thread `id`.
+    pub fn group(&self, id: u32) -> Option<&Group> {
+        self.groups.iter().find(|g| g.id == Some(id))
+    }
+
+    /// Sorts every group's rows.
+    pub fn sort(&mut self, key: SortKey) {
+        self.groups.iter_mut().for_each(|g| g.sort(key));
+    }
+}

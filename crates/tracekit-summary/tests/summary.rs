@@ -1,0 +1,156 @@
+//! `trace summary` against the real kernel: workloads with exactly known syscalls.
+//! Needs root (BPF); CI runs as root.
+
+use std::ffi::OsString;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use tracekit_summary::{Mode, Options, Summary, Target, Tracer};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_tracekit-syscall-workload");
+
+/// BPF programs of parallel tests would see each other's fork hooks only in filtered mode,
+/// which is harmless, but system-wide tests must not run beside timing-sensitive ones.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn run_workload(mode: Mode, errno: bool, steps: &[&str]) -> (Summary, i32) {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut argv: Vec<OsString> = vec![WORKLOAD.into()];
+    argv.extend(steps.iter().map(OsString::from));
+    let options = Options { mode, errno, ..Options::default() };
+    let outcome = tracekit_summary::run(&options, &Target::Command(argv), None, &AtomicBool::new(false)).unwrap();
+    (outcome.summary, outcome.exit.unwrap().code().unwrap())
+}
+
+fn calls(summary: &Summary, name: &str) -> u64 {
+    summary.total().syscall(name).map_or(0, |r| r.stats.count)
+}
+
+#[test]
+fn exact_getppid_count() {
+    let (summary, code) = run_workload(Mode::Total, false, &["getppid", "1000"]);
+    assert_eq!(code, 0);
+    assert_eq!(calls(&summary, "getppid"), 1000);
+    assert_eq!(summary.total().syscall("getppid").unwrap().errors, 0);
+    assert_eq!(summary.dropped.total(), 0);
+    // exit_group never returns; it is counted at entry.
+    assert_eq!(calls(&summary, "exit_group"), 1);
+}
+
+#[test]
+fn errors_by_errno() {
+    let (summary, _) = run_workload(Mode::Total, true, &["ebadf", "37", "enoent", "5"]);
+    let close = summary.total().syscall("close").unwrap();
+    // The workload's runtime closes a few descriptors successfully; only its 37 fail.
+    assert_eq!(close.errors, 37);
+    assert!(close.stats.count >= 37);
+    assert_eq!(close.errnos.get(&libc::EBADF), Some(&37));
+    let openat = summary.total().syscall("openat").unwrap();
+    assert!(openat.errnos.get(&libc::ENOENT).copied().unwrap_or(0) >= 5, "{openat:?}");
+}
+
+#[test]
+fn latency_statistics_match_known_sleeps() {
+    // 5 sleeps of 2 ms and 5 of 6 ms: mean 4 ms, population stddev 2 ms.
+    let sleeps = ["2000000", "6000000"].repeat(5);
+    let mut steps = vec!["sleep"];
+    steps.extend(sleeps.iter().copied());
+    let (summary, _) = run_workload(Mode::Total, false, &steps);
+    let s = summary.total().syscall("nanosleep").unwrap().stats;
+    assert_eq!(s.count, 10);
+    assert!(s.min <= s.mean() as u64 && s.mean() as u64 <= s.max);
+    assert!(s.min >= 2_000_000 && s.min < 2_000_000 + 1_500_000, "min {}", s.min);
+    assert!(s.max >= 6_000_000 && s.max < 6_000_000 + 1_500_000, "max {}", s.max);
+    let mean_ms = s.mean() / 1e6;
+    let stddev_ms = s.stddev() / 1e6;
+    assert!((4.0..4.8).contains(&mean_ms), "mean {mean_ms} ms");
+    assert!((1.8..2.3).contains(&stddev_ms), "stddev {stddev_ms} ms");
+}
+
+#[test]
+fn threads_and_forked_children_are_followed() {
+    let (summary, _) = run_workload(Mode::Total, false, &["threads", "4", "250", "fork", "3", "100"]);
+    assert_eq!(calls(&summary, "getppid"), 4 * 250 + 3 * 100);
+}
+
+#[test]
+fn process_and_thread_modes_group_by_task() {
+    let (summary, _) = run_workload(Mode::Process, false, &["getppid", "10", "fork", "2", "100"]);
+    let mut per_process: Vec<u64> =
+        summary.groups.iter().map(|g| g.syscall("getppid").map_or(0, |r| r.stats.count)).collect();
+    per_process.sort();
+    assert_eq!(per_process, vec![10, 100, 100]);
+    assert!(summary.groups.iter().all(|g| g.comm.starts_with("tracekit-syscal")), "{:?}", summary.groups);
+
+    let (summary, _) = run_workload(Mode::Thread, false, &["threads", "3", "50"]);
+    let with_getppid: Vec<u64> = summary
+        .groups
+        .iter()
+        .filter_map(|g| g.syscall("getppid").map(|r| r.stats.count))
+        .collect();
+    assert_eq!(with_getppid, vec![50, 50, 50]);
+}
+
+#[test]
+fn exit_status_is_reported() {
+    let (summary, code) = run_workload(Mode::Total, false, &["getppid", "3", "exit", "7"]);
+    assert_eq!(code, 7);
+    assert_eq!(calls(&summary, "getppid"), 3);
+}
+
+fn spawn_waiting(n: &str) -> std::process::Child {
+    Command::new(WORKLOAD).args(["wait", "getppid", n]).stdin(Stdio::piped()).spawn().unwrap()
+}
+
+fn release(child: &mut std::process::Child) {
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn pid_target_sees_another_process() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = spawn_waiting("321");
+    let mut tracer = Tracer::attach(&Options::default()).unwrap();
+    tracer.trace_tgid(child.id()).unwrap();
+    release(&mut child);
+    let summary = tracer.read().unwrap();
+    assert_eq!(calls(&summary, "getppid"), 321);
+}
+
+#[test]
+fn system_wide_sees_another_process() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = spawn_waiting("4321");
+    let tracer = Tracer::attach(&Options { filter: false, mode: Mode::Process, ..Options::default() }).unwrap();
+    release(&mut child);
+    let summary = tracer.read().unwrap();
+    let group = summary.group(child.id()).expect("the workload's process is in the system-wide summary");
+    assert_eq!(group.syscall("getppid").unwrap().stats.count, 4321);
+}
+
+#[test]
+fn dead_pid_and_unknown_command_are_refused() {
+    let stop = AtomicBool::new(false);
+    let err = tracekit_summary::run(&Options::default(), &Target::Pids(vec![999_999_999]), None, &stop).unwrap_err();
+    assert!(err.to_string().contains("no such process: 999999999"), "{err}");
+    let err = tracekit_summary::run(&Options::default(), &Target::Command(vec!["/no/such/cmd".into()]), None, &stop)
+        .unwrap_err();
+    assert!(err.to_string().contains("command not found"), "{err}");
+}
+
+#[test]
+fn duration_ends_a_pid_run() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = spawn_waiting("1");
+    let started = std::time::Instant::now();
+    let options = Options::default();
+    let outcome =
+        tracekit_summary::run(&options, &Target::Pids(vec![child.id()]), Some(Duration::from_millis(300)), &AtomicBool::new(false))
+            .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(calls(&outcome.summary, "getppid"), 0);
+    release(&mut child);
+}

@@ -1,0 +1,27 @@
+//! Ctrl-C and SIGTERM end a run gracefully: the first one sets a flag that the running
+//! command polls (it then prints its report and detaches everything); a second one exits at once.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// A flag set by the first SIGINT or SIGTERM. Installing it again returns a new flag.
+pub fn flag() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Order matters: the conditional shutdown sees the flag before this signal sets it.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig as i32, Arc::clone(&stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+/// The exit code that passes a command's status through: its exit code, or 128 + signal.
+pub fn exit_code_of(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => (128 + sig) as u8,
+        (None, None) => 1,
+    }
+}
