@@ -106,8 +106,9 @@ pub struct JsonSyscall<'a> {
     errnos: Option<BTreeMap<String, u64>>,
 }
 
+/// One process or thread in the JSON document.
 #[derive(Serialize)]
-struct JsonGroup<'a> {
+pub struct JsonGroup<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,8 +117,9 @@ struct JsonGroup<'a> {
     syscalls: Vec<JsonSyscall<'a>>,
 }
 
+/// The JSON document of a summary; see [`json`].
 #[derive(Serialize)]
-struct JsonReport<'a> {
+pub struct JsonReport<'a> {
     mode: Mode,
     elapsed_ns: u128,
     dropped: Dropped,
@@ -132,7 +134,7 @@ struct JsonReport<'a> {
 
 /// The JSON document: `syscalls` in total mode, `processes` or `threads` (each with its own
 /// `syscalls`) in the other modes.
-pub fn json<'a>(summary: &'a Summary, options: RenderOptions) -> serde_json::Value {
+pub fn json<'a>(summary: &'a Summary, options: RenderOptions) -> JsonReport<'a> {
     let rows = |g: &'a Group| -> Vec<JsonSyscall<'a>> { g.syscalls.iter().map(|r| json_row(r, options)).collect() };
     let groups = |is_tid: bool| -> Vec<JsonGroup<'a>> {
         summary
@@ -155,7 +157,7 @@ pub fn json<'a>(summary: &'a Summary, options: RenderOptions) -> serde_json::Val
         processes: (summary.mode == Mode::Process).then(|| groups(false)),
         threads: (summary.mode == Mode::Thread).then(|| groups(true)),
     };
-    serde_json::to_value(report).expect("report serialises")
+    report
 }
 
 fn json_row(row: &SyscallRow, options: RenderOptions) -> JsonSyscall<'_> {

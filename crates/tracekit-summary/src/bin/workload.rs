@@ -11,6 +11,8 @@
 //!   fork C N           C child processes, each making N getppid calls
 //!   wait               block until a line arrives on stdin
 //!   exit CODE          exit with CODE now
+//!   timefile PATH      when the steps are done, write their wall time in ns to PATH
+//!                      (used by the benchmark, so that tool start-up is not counted)
 
 use std::io::BufRead;
 
@@ -26,6 +28,8 @@ fn main() {
     let num = |i: usize| -> u64 {
         args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage(&format!("expected a number at argument {}", i + 1)))
     };
+    let started = std::time::Instant::now();
+    let mut timefile: Option<String> = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -85,13 +89,20 @@ fn main() {
                 std::io::stdin().lock().read_line(&mut line).expect("read stdin");
                 i += 1;
             }
+            "timefile" => {
+                timefile = args.get(i + 1).cloned();
+                i += 2;
+            }
             "exit" => std::process::exit(num(i + 1) as i32),
             other => usage(&format!("unknown step '{other}'")),
         }
     }
+    if let Some(path) = timefile {
+        std::fs::write(&path, started.elapsed().as_nanos().to_string()).expect("write timefile");
+    }
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("tracekit-syscall-workload: {msg}\nusage: tracekit-syscall-workload [getppid N | ebadf N | enoent N | sleep NS... | threads T N | fork C N | wait | exit CODE]...");
+    eprintln!("tracekit-syscall-workload: {msg}\nusage: tracekit-syscall-workload [getppid N | ebadf N | enoent N | sleep NS... | threads T N | fork C N | wait | exit CODE | timefile PATH]...");
     std::process::exit(2)
 }
