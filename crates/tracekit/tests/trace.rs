@@ -1,0 +1,158 @@
+//! `tracekit trace summary` end to end: the real binary, the real kernel (root in CI).
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
+
+/// The workload binary of tracekit-summary, built beside this one by `cargo test --workspace`.
+fn workload() -> PathBuf {
+    let dir = PathBuf::from(TRACEKIT).parent().unwrap().to_path_buf();
+    let path = dir.join("tracekit-syscall-workload");
+    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
+    path
+}
+
+fn tracekit(args: &[&str]) -> Output {
+    Command::new(TRACEKIT).args(args).output().unwrap()
+}
+
+fn summary_json(extra: &[&str], steps: &[&str]) -> (serde_json::Value, Output) {
+    let w = workload();
+    let mut args = vec!["trace", "summary", "--json"];
+    args.extend(extra);
+    args.push("--");
+    args.push(w.to_str().unwrap());
+    args.extend(steps);
+    let out = tracekit(&args);
+    // The report goes to stderr when a command is traced, leaving its stdout alone.
+    let doc = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (doc, out)
+}
+
+fn calls(syscalls: &serde_json::Value, name: &str) -> u64 {
+    syscalls.as_array().unwrap().iter().find(|s| s["name"] == name).map_or(0, |s| s["calls"].as_u64().unwrap())
+}
+
+#[test]
+fn json_reports_exactly_1000_getppid() {
+    let (doc, out) = summary_json(&[], &["getppid", "1000"]);
+    assert!(out.status.success());
+    assert_eq!(calls(&doc["syscalls"], "getppid"), 1000);
+    let row = doc["syscalls"].as_array().unwrap().iter().find(|s| s["name"] == "getppid").unwrap();
+    for key in ["name", "nr", "calls", "errors", "total_ns", "min_ns", "avg_ns", "max_ns", "stddev_ns"] {
+        assert!(row.get(key).is_some(), "missing {key} in {row}");
+    }
+    assert_eq!(row["nr"], 110);
+    assert_eq!(doc["dropped_total"], 0);
+}
+
+#[test]
+fn errno_breakdown_and_exit_status() {
+    let (doc, out) = summary_json(&["--errno"], &["ebadf", "12", "exit", "42"]);
+    assert_eq!(out.status.code(), Some(42), "the command's exit status is passed through");
+    let close = doc["syscalls"].as_array().unwrap().iter().find(|s| s["name"] == "close").unwrap();
+    assert_eq!(close["errors"], 12);
+    assert_eq!(close["errnos"]["EBADF"], 12);
+}
+
+#[test]
+fn per_process_mode_groups() {
+    let (doc, _) = summary_json(&["--mode", "process"], &["fork", "2", "30"]);
+    let procs = doc["processes"].as_array().unwrap();
+    let counts: Vec<u64> = procs.iter().map(|p| calls(&p["syscalls"], "getppid")).filter(|&c| c > 0).collect();
+    assert_eq!(counts, vec![30, 30]);
+    assert!(procs.iter().all(|p| p["pid"].as_u64().is_some() && p["comm"].is_string()));
+}
+
+#[test]
+fn table_to_file_and_command_output_untouched() {
+    let dir = std::env::temp_dir().join(format!("tracekit-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("report.txt");
+    let out = Command::new(TRACEKIT)
+        .args(["trace", "summary", "--sort", "calls", "-o", report.to_str().unwrap(), "--", "echo", "hello"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"hello\n");
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("syscall") && text.contains("stddev(msec)") && text.contains("write"), "{text}");
+    assert!(!text.contains('\x1b'), "no colour in files");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sigint_prints_the_summary_so_far() {
+    let w = workload();
+    let mut child = Command::new(TRACEKIT)
+        .args(["trace", "summary", "--json", "--"])
+        .arg(&w)
+        .args(["getppid", "77", "wait"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(calls(&doc["syscalls"], "getppid"), 77);
+    // The workload still waits on its stdin (closed now): it ends with status 0 or by tracekit's deadline.
+    assert!(out.status.code().is_some());
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let out = tracekit(&["trace", "summary", "--", "/no/such/command"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("command not found"));
+
+    let out = tracekit(&["trace", "summary", "-p", "999999999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such process: 999999999"));
+
+    let out = tracekit(&["trace", "summary", "--mode", "cpu", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values: total, process, thread"));
+
+    let out = tracekit(&["trace", "summary"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to trace"));
+
+    for out in [&tracekit(&["trace", "summary", "--help"]), &tracekit(&["--help"])] {
+        assert!(out.status.success());
+    }
+}
+
+#[test]
+fn pid_and_all_targets_with_duration() {
+    let w = workload();
+    for target in [vec!["-p".to_string()], vec!["-a".to_string(), "--mode".into(), "process".into()]] {
+        let mut victim = Command::new(&w).args(["wait", "getppid", "555"]).stdin(Stdio::piped()).spawn().unwrap();
+        let mut args: Vec<String> = vec!["trace".into(), "summary".into(), "--json".into(), "--duration".into(), "2".into()];
+        args.extend(target.iter().cloned());
+        if target[0] == "-p" {
+            args.push(victim.id().to_string());
+        }
+        let tk = Command::new(TRACEKIT).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        use std::io::Write;
+        victim.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        victim.wait().unwrap();
+        let out = tk.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let n = if target[0] == "-p" {
+            calls(&doc["syscalls"], "getppid")
+        } else {
+            let procs = doc["processes"].as_array().unwrap();
+            let me = procs.iter().find(|p| p["pid"] == victim.id()).expect("victim in system-wide report");
+            calls(&me["syscalls"], "getppid")
+        };
+        assert_eq!(n, 555, "{target:?}");
+    }
+}
