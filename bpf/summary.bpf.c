@@ -194,8 +194,10 @@ static __always_inline void add_square(struct syscall_stats *st, u64 d)
 
 static __always_inline void record(u32 nr, u64 delta, s64 ret)
 {
-    if (nr >= MAX_SYSCALLS)
+    if (nr >= MAX_SYSCALLS) {
+        count_drop(DROP_STATS);
         return;
+    }
     struct syscall_stats *st = stats_for(nr);
     if (!st)
         return;
