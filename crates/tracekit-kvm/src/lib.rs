@@ -1,1 +1,37 @@
-//! (being written)
+//! tracekit's KVM multi-vCPU memory performance-test library (the counterpart of the KVM
+//! selftests' perf_test_util / memstress), and the two tests built on it.
+//!
+//! A [`PerfTestVm`] has N vCPUs in 64-bit long mode with 4-level paging and 4 KiB guest pages.
+//! Its test memory (N × bytes per vCPU) is a memory slot at the top of guest physical memory,
+//! mapped at guest virtual address [`TEST_GVA`]; vCPU `i` owns the `i`-th slice ([`Layout`]),
+//! described by an argument block the guest reads. The guest code ([`guest::guest_code`],
+//! assembled with iced-x86, integer instructions only) writes [`page_value`] into the first
+//! 8 bytes of every page of its slice and then exits to the host. [`Toucher::run_pass`] runs
+//! all vCPUs at once, one thread each, and times each.
+//!
+//! On top of it: [`run_demand_paging`] (faults served by the kernel or by userfaultfd
+//! handlers, [`UffdHandlers`]) and [`run_dirty_log`] (KVM_GET_DIRTY_LOG / KVM_CLEAR_DIRTY_LOG
+//! between passes). [`HostToucher`] runs the same pattern from host threads, without KVM.
+#![deny(missing_docs)]
+
+pub mod demand;
+pub mod dirty;
+pub mod error;
+pub mod guest;
+pub mod host;
+pub mod layout;
+pub mod memory;
+pub mod runner;
+pub mod uffd;
+pub mod vm;
+
+pub use demand::{DemandPagingConfig, DemandPagingReport, Engine, run_demand_paging};
+pub use dirty::{DirtyLogConfig, DirtyLogReport, run_dirty_log};
+pub use error::{Error, Result};
+pub use guest::page_value;
+pub use host::HostToucher;
+pub use layout::{Layout, TEST_GVA, Verification};
+pub use memory::{Backing, HostMemory};
+pub use runner::{PassTimes, Toucher};
+pub use uffd::{HandlerMode, UffdHandlers, UffdStats};
+pub use vm::{KVM_DEVICE, PerfTestVm, VmOptions, max_vcpus};

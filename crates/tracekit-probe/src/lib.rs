@@ -1,13 +1,18 @@
 //! Dynamic probes on user functions.
 //!
-//! Two engines share one vocabulary: a [`ProbeSpec`] says where to probe, a [`ProbeResult`]
-//! says what was seen there. The BPF engine attaches uprobes/uretprobes and aggregates in the
-//! kernel; the ptrace engine is tracekit's own implementation of the kprobe design (breakpoint,
-//! pre-handler, simulate or single-step out of line, post-handler).
+//! Two engines share one vocabulary: a [`ProbeSpec`] says where to probe, [`symbols::resolve`]
+//! places it in a file, a [`ProbeResult`] says what was seen there. The BPF engine attaches
+//! uprobes/uretprobes and aggregates in the kernel; the ptrace engine is tracekit's own
+//! implementation of the kprobe design (breakpoint, pre-handler, simulate or single-step out of
+//! line, post-handler).
 #![deny(missing_docs)]
 
+pub mod bpf;
+pub mod ptrace;
 pub mod report;
 pub mod spec;
+pub mod symbols;
 
 pub use report::{ProbeReport, ProbeResult};
-pub use spec::{ProbeKind, ProbeSpec};
+pub use spec::{ProbeKind, ProbeLocation, ProbeSpec, SpecError};
+pub use symbols::{Lookup, ResolvedProbe, SymbolError, resolve, resolve_with};

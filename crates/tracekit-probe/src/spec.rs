@@ -1,5 +1,14 @@
 //! Probe specifications as users write them (`uprobe:/bin/bash:readline+4`).
-//! Parsing lives here; see [`ProbeSpec`].
+//! Parsing lives here; see [`ProbeSpec::parse`].
+//!
+//! Accepted forms (bpftrace's, plus a short form):
+//! - `uprobe:BINARY:SYMBOL`, `uprobe:BINARY:SYMBOL+OFF`, `uprobe:BINARY:0xADDR`
+//! - `uretprobe:BINARY:SYMBOL` (and `u:` / `ur:` abbreviations)
+//! - `kprobe:FUNC` (`k:`)
+//! - `BINARY:SYMBOL`, meaning both `uprobe:` and `uretprobe:` on it.
+//!
+//! BINARY is kept as written; [`crate::symbols`] turns it into a file (PATH lookup, library
+//! directories, or the target's `/proc/PID/maps`).
 
 use serde::Serialize;
 use std::path::PathBuf;
@@ -14,6 +23,17 @@ pub enum ProbeKind {
     Uretprobe,
     /// Entry of a kernel function.
     Kprobe,
+}
+
+impl ProbeKind {
+    /// The spec prefix of this kind (`uprobe`, `uretprobe`, `kprobe`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ProbeKind::Uprobe => "uprobe",
+            ProbeKind::Uretprobe => "uretprobe",
+            ProbeKind::Kprobe => "kprobe",
+        }
+    }
 }
 
 /// Where a probe goes inside a binary.
@@ -42,4 +62,237 @@ pub struct ProbeSpec {
     pub binary: PathBuf,
     /// Where in the binary (for kprobes: the function name).
     pub location: ProbeLocation,
+}
+
+/// Why a probe spec could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Nothing to parse.
+    #[error("empty probe spec; write e.g. uprobe:/bin/bash:readline or /bin/bash:readline")]
+    Empty,
+    /// The prefix before the first `:` is not a probe type.
+    #[error("unknown probe type `{kind}` in `{spec}`; use uprobe:, uretprobe: or kprobe:")]
+    UnknownKind {
+        /// The whole spec.
+        spec: String,
+        /// The unknown prefix.
+        kind: String,
+    },
+    /// A user probe without `BINARY:` or without a location.
+    #[error("`{spec}` lacks {what}; write {kind}:BINARY:SYMBOL[+OFFSET] or {kind}:BINARY:0xADDRESS")]
+    Incomplete {
+        /// The whole spec.
+        spec: String,
+        /// The probe type written.
+        kind: &'static str,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// `+OFF` or `0xADDR` is not a number.
+    #[error("`{text}` in `{spec}` is not a number; offsets are decimal or 0x-hex, addresses 0x-hex")]
+    BadNumber {
+        /// The whole spec.
+        spec: String,
+        /// The part that failed.
+        text: String,
+    },
+    /// Something this tool parses but does not offer.
+    #[error("`{spec}`: {reason}")]
+    Unsupported {
+        /// The whole spec.
+        spec: String,
+        /// What to do instead.
+        reason: &'static str,
+    },
+}
+
+impl ProbeSpec {
+    /// Parses one spec as written on the command line. The short form `BINARY:SYMBOL`
+    /// yields two specs (entry then return), every other form one.
+    pub fn parse(text: &str) -> Result<Vec<ProbeSpec>, SpecError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(SpecError::Empty);
+        }
+        let (head, rest) = text.split_once(':').unwrap_or((text, ""));
+        let kind = match head {
+            "uprobe" | "u" => ProbeKind::Uprobe,
+            "uretprobe" | "ur" => ProbeKind::Uretprobe,
+            "kprobe" | "k" => ProbeKind::Kprobe,
+            "kretprobe" | "kr" | "fentry" | "fexit" | "kfunc" | "kretfunc" => {
+                return Err(SpecError::Unsupported {
+                    spec: text.into(),
+                    reason: "only kprobe: is accepted for kernel functions (and this needs a kernel with \
+                             kprobes); for system calls use `tracekit trace summary`",
+                });
+            }
+            "tracepoint" | "t" | "rawtracepoint" | "usdt" | "profile" | "interval" => {
+                return Err(SpecError::Unsupported {
+                    spec: text.into(),
+                    reason: "tracepoints, USDT and timers are not probe targets; \
+                             use `tracekit trace summary` for system calls",
+                });
+            }
+            // BINARY:SYMBOL has exactly one ':' (a longer path would need the full form).
+            _ if !rest.is_empty() && !rest.contains(':') => {
+                return Self::parse_short(text);
+            }
+            _ => {
+                return Err(SpecError::UnknownKind { spec: text.into(), kind: head.into() });
+            }
+        };
+        if kind == ProbeKind::Kprobe {
+            return Self::parse_kprobe(text, rest).map(|s| vec![s]);
+        }
+        let incomplete = |what| SpecError::Incomplete { spec: text.into(), kind: kind.prefix(), what };
+        // rsplit: the location never contains ':', a path might.
+        let (binary, loc) = rest.rsplit_once(':').ok_or_else(|| incomplete("a BINARY: part"))?;
+        if binary.is_empty() {
+            return Err(incomplete("a binary"));
+        }
+        let location = parse_location(text, loc).map_err(|e| match e {
+            None => incomplete("a symbol or address"),
+            Some(e) => e,
+        })?;
+        Ok(vec![ProbeSpec { text: text.into(), kind, binary: binary.into(), location }])
+    }
+
+    /// Parses every spec of a command line, expanding short forms, in order.
+    pub fn parse_all<S: AsRef<str>>(texts: &[S]) -> Result<Vec<ProbeSpec>, SpecError> {
+        let mut out = Vec::new();
+        for t in texts {
+            out.extend(Self::parse(t.as_ref())?);
+        }
+        Ok(out)
+    }
+
+    fn parse_short(text: &str) -> Result<Vec<ProbeSpec>, SpecError> {
+        let mut specs = Vec::with_capacity(2);
+        for kind in [ProbeKind::Uprobe, ProbeKind::Uretprobe] {
+            let full = format!("{}:{text}", kind.prefix());
+            let mut s = Self::parse(&full)?;
+            specs.append(&mut s);
+        }
+        Ok(specs)
+    }
+
+    fn parse_kprobe(text: &str, rest: &str) -> Result<ProbeSpec, SpecError> {
+        let incomplete = |what| SpecError::Incomplete { spec: text.into(), kind: "kprobe", what };
+        if rest.contains(':') {
+            return Err(SpecError::Unsupported {
+                spec: text.into(),
+                reason: "kprobe takes only a kernel function name: kprobe:FUNC[+OFFSET]",
+            });
+        }
+        match parse_location(text, rest) {
+            Err(None) => Err(incomplete("a kernel function name")),
+            Err(Some(e)) => Err(e),
+            Ok(location) => Ok(ProbeSpec { text: text.into(), kind: ProbeKind::Kprobe, binary: PathBuf::new(), location }),
+        }
+    }
+
+    /// The symbol name, if the probe is placed by symbol.
+    pub fn symbol(&self) -> Option<&str> {
+        match &self.location {
+            ProbeLocation::Symbol { name, .. } => Some(name),
+            ProbeLocation::Address(_) => None,
+        }
+    }
+}
+
+/// `SYMBOL`, `SYMBOL+OFF` or `0xADDR`; `Err(None)` when empty.
+fn parse_location(spec: &str, loc: &str) -> Result<ProbeLocation, Option<SpecError>> {
+    if loc.is_empty() {
+        return Err(None);
+    }
+    let bad = |t: &str| Some(SpecError::BadNumber { spec: spec.into(), text: t.into() });
+    if let Some(hex) = loc.strip_prefix("0x").or_else(|| loc.strip_prefix("0X")) {
+        return u64::from_str_radix(hex, 16).map(ProbeLocation::Address).map_err(|_| bad(loc));
+    }
+    let (name, offset) = match loc.split_once('+') {
+        Some((name, off)) => (name, parse_number(off).ok_or_else(|| bad(off))?),
+        None => (loc, 0),
+    };
+    if name.is_empty() {
+        return Err(None);
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(bad(name));
+    }
+    Ok(ProbeLocation::Symbol { name: name.into(), offset })
+}
+
+fn parse_number(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+impl std::fmt::Display for ProbeSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(s: &str) -> ProbeSpec {
+        let mut v = ProbeSpec::parse(s).unwrap();
+        assert_eq!(v.len(), 1, "{s}");
+        v.remove(0)
+    }
+
+    #[test]
+    fn uprobe_forms() {
+        let s = one("uprobe:/bin/bash:readline");
+        assert_eq!(s.kind, ProbeKind::Uprobe);
+        assert_eq!(s.binary, PathBuf::from("/bin/bash"));
+        assert_eq!(s.location, ProbeLocation::Symbol { name: "readline".into(), offset: 0 });
+        let s = one("uretprobe:libc.so.6:malloc+0x10");
+        assert_eq!(s.kind, ProbeKind::Uretprobe);
+        assert_eq!(s.binary, PathBuf::from("libc.so.6"));
+        assert_eq!(s.location, ProbeLocation::Symbol { name: "malloc".into(), offset: 16 });
+        assert_eq!(one("u:bash:main+4").location, ProbeLocation::Symbol { name: "main".into(), offset: 4 });
+        assert_eq!(one("uprobe:./target:0x1139").location, ProbeLocation::Address(0x1139));
+        assert_eq!(one("ur:/a:b:f").binary, PathBuf::from("/a:b"));
+    }
+
+    #[test]
+    fn short_form_is_entry_and_return() {
+        let v = ProbeSpec::parse("/bin/bash:readline").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].kind, v[1].kind), (ProbeKind::Uprobe, ProbeKind::Uretprobe));
+        assert_eq!(v[0].text, "uprobe:/bin/bash:readline");
+        assert_eq!(v[1].text, "uretprobe:/bin/bash:readline");
+        assert_eq!(ProbeSpec::parse_all(&["bash:main", "uprobe:x:y"]).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn kprobe() {
+        let s = one("kprobe:do_sys_openat2");
+        assert_eq!(s.kind, ProbeKind::Kprobe);
+        assert_eq!(s.binary, PathBuf::new());
+        assert_eq!(s.symbol(), Some("do_sys_openat2"));
+    }
+
+    #[test]
+    fn bad_specs_say_what_to_write() {
+        assert_eq!(ProbeSpec::parse(" "), Err(SpecError::Empty));
+        let e = ProbeSpec::parse("uprobe:/bin/bash").unwrap_err();
+        assert!(e.to_string().contains("BINARY:SYMBOL"), "{e}");
+        let e = ProbeSpec::parse("uprobe:/bin/bash:").unwrap_err();
+        assert!(matches!(e, SpecError::Incomplete { what: "a symbol or address", .. }), "{e}");
+        let e = ProbeSpec::parse("uprobe:/bin/bash:0xzz").unwrap_err();
+        assert!(matches!(e, SpecError::BadNumber { .. }), "{e}");
+        let e = ProbeSpec::parse("uprobe:/bin/bash:f+x").unwrap_err();
+        assert!(matches!(e, SpecError::BadNumber { .. }), "{e}");
+        let e = ProbeSpec::parse("bogus:a:b").unwrap_err();
+        assert!(matches!(e, SpecError::UnknownKind { .. }), "{e}");
+        assert!(ProbeSpec::parse("readline").is_err());
+        assert!(ProbeSpec::parse("kprobe:").is_err());
+        assert!(matches!(ProbeSpec::parse("kretprobe:f"), Err(SpecError::Unsupported { .. })));
+    }
 }

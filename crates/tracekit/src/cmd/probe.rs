@@ -1,10 +1,316 @@
-//! (being written)
+//! `tracekit probe`: function probes with BPF uprobes or tracekit's own ptrace engine.
+//! Maps flags to `tracekit_probe` calls and renders the report; the work is in the library.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-/// Arguments (being written).
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tracekit_core::report::{Column, OutputTarget, Style, Table};
+use tracekit_core::units::ns_to_ms;
+use tracekit_probe::bpf::{self, BpfOptions};
+use tracekit_probe::{Lookup, ProbeKind, ProbeReport, ProbeSpec, ResolvedProbe, resolve_with};
+
+/// Which probe engine runs the probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// BPF, falling back to ptrace when the kernel refuses BPF (no CAP_BPF, EPERM).
+    Auto,
+    /// BPF uprobes/uretprobes, aggregated in the kernel.
+    Bpf,
+    /// tracekit's own breakpoint engine on ptrace (x86-64; no privileges beyond ptrace).
+    Ptrace,
+}
+
+/// Arguments of `tracekit probe`.
 #[derive(clap::Args)]
-pub struct ProbeArgs {}
+#[command(
+    long_about = "Count calls of user functions and measure their latency, like bpftrace uprobes \
+        or ltrace, with BPF uprobes (default) or tracekit's own ptrace breakpoint engine.\n\n\
+        SPEC is one of:\n  \
+        uprobe:BINARY:SYMBOL[+OFFSET]   function entry (or an instruction inside it)\n  \
+        uprobe:BINARY:0xADDRESS         an ELF virtual address, as `nm` prints it\n  \
+        uretprobe:BINARY:SYMBOL         function return, with entry-to-return latency\n  \
+        BINARY:SYMBOL                   both of the above\n  \
+        kprobe:FUNC                     kernel function (needs kprobes or BPF trampolines)\n\
+        BINARY is a path, a program on PATH, or a library name (libc.so.6; with -p, `libc` \
+        finds the process's own).\n\n\
+        The report lists hits per probe and, for return probes, total/min/avg/max/stddev and a \
+        log2 histogram of the latency. Ctrl-C or SIGTERM ends the run, prints the report and \
+        detaches; the traced command's exit status is passed through.",
+    after_help = "Examples:\n  \
+        tracekit probe /bin/bash:readline -p 1234\n  \
+        tracekit probe uprobe:libc.so.6:malloc --print -- ls\n  \
+        tracekit probe ./app:handle_request --json -o probe.json -- ./app --port 8080\n  \
+        tracekit probe --engine ptrace uretprobe:./app:parse -- ./app input.txt"
+)]
+pub struct ProbeArgs {
+    /// Probe specs (see above); each gives one line of the report (the short form two).
+    #[arg(required = true, value_name = "SPEC")]
+    specs: Vec<String>,
+    /// Trace this running process (all its threads) until it exits or Ctrl-C.
+    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    pid: Option<u32>,
+    /// Probe engine: bpf, ptrace, or auto (bpf, falling back to ptrace when bpf is refused).
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    engine: Engine,
+    /// Print every hit as it happens (arguments at entry; return value and latency at return).
+    #[arg(long)]
+    print: bool,
+    /// How many integer arguments --print shows (0-6).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=6))]
+    args: u8,
+    /// Write the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// ptrace engine: pin tracer and tracee to this CPU (a stop then costs a context switch
+    /// instead of a cross-CPU wake-up).
+    #[arg(long, value_name = "CPU")]
+    pin_cpu: Option<usize>,
+    /// The command to run and probe (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
 
-pub fn run(_args: ProbeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// How the run ended, engine-independent.
+enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// One streamed hit, engine-independent.
+struct Hit {
+    probe: usize,
+    tid: i64,
+    kind: ProbeKind,
+    args: [u64; 6],
+    retval: Option<u64>,
+    latency_ns: Option<u64>,
+}
+
+struct RunResult {
+    report: ProbeReport,
+    exit: Option<Exit>,
+    notes: Vec<String>,
+}
+
+pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    let specs = ProbeSpec::parse_all(&args.specs)?;
+    if specs.iter().any(|s| s.kind == ProbeKind::Kprobe) {
+        let k = specs.iter().find(|s| s.kind == ProbeKind::Kprobe).expect("checked");
+        if args.engine == Engine::Ptrace {
+            bail!("`{k}`: the ptrace engine probes user functions only; use uprobe:BINARY:SYMBOL");
+        }
+        return Err(bpf::kernel::unavailable(&k.text).into());
+    }
+    let (program, rest) = match (args.pid, args.command.split_first()) {
+        (Some(_), _) => (None, Vec::new()),
+        (None, Some((p, rest))) => (Some(PathBuf::from(p)), rest.to_vec()),
+        (None, None) => bail!("nothing to trace: give -p PID, or a command after `--` (tracekit probe SPEC -- COMMAND ARGS...)"),
+    };
+    if let Some(pid) = args.pid {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("no process with pid {pid}; check the pid with `ps` (the process may have exited)");
+        }
+    }
+    let command_path = program.as_deref().map(bpf::launch::find_program).transpose().context("cannot run the command")?;
+    let lookup = Lookup { pid: args.pid, command: command_path.clone() };
+    let probes: Vec<ResolvedProbe> =
+        specs.iter().map(|s| resolve_with(s, &lookup)).collect::<Result<_, _>>()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install the signal handler")?;
+    }
+    let out = OutputTarget::new(args.output.as_deref());
+    // Streamed hits go to stdout, unless the JSON report goes there.
+    let events_to_stderr = args.json && args.output.is_none();
+    let nargs = usize::from(args.args);
+    let mut on_hit = |h: &Hit| print_hit(h, &probes, nargs, events_to_stderr);
+
+    let result = match args.engine {
+        Engine::Bpf => run_bpf(&probes, &args, command_path.as_ref(), &rest, &stop, &mut on_hit)?,
+        Engine::Ptrace => run_ptrace(&probes, &args, command_path.as_ref(), &rest, &stop, &mut on_hit)?,
+        Engine::Auto => match run_bpf(&probes, &args, command_path.as_ref(), &rest, &stop, &mut on_hit) {
+            Err(e) if e.downcast_ref::<bpf::BpfError>().is_some_and(bpf::BpfError::is_refused) => {
+                eprintln!("tracekit: BPF engine refused ({e:#}); falling back to the ptrace engine");
+                run_ptrace(&probes, &args, command_path.as_ref(), &rest, &stop, &mut on_hit)?
+            }
+            r => r?,
+        },
+    };
+    for note in &result.notes {
+        eprintln!("tracekit: {note}");
+    }
+    if args.json {
+        out.write_json(&json_report(&result))?;
+    } else {
+        out.write(&text_report(&result, out.style()))?;
+    }
+    Ok(match result.exit {
+        Some(Exit::Code(c)) => ExitCode::from(c.clamp(0, 255) as u8),
+        Some(Exit::Signal(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn run_bpf(
+    probes: &[ResolvedProbe],
+    args: &ProbeArgs,
+    program: Option<&PathBuf>,
+    rest: &[OsString],
+    stop: &AtomicBool,
+    on_hit: &mut dyn FnMut(&Hit),
+) -> anyhow::Result<RunResult> {
+    let target = match (args.pid, program) {
+        (Some(pid), _) => bpf::Target::Pid(pid),
+        (None, Some(p)) => bpf::Target::Command { program: p.clone(), args: rest.to_vec() },
+        (None, None) => unreachable!("checked by run"),
+    };
+    let mut forward = |e: &bpf::HitEvent| {
+        on_hit(&Hit { probe: e.probe, tid: e.tid.into(), kind: e.kind, args: e.args, retval: e.retval, latency_ns: e.latency_ns })
+    };
+    let out = bpf::run(probes, &target, &BpfOptions { print: args.print, on_attached: args.pid.map(|_| attached as fn(usize)) }, stop, &mut forward)?;
+    let mut notes = Vec::new();
+    if out.lost_events > 0 {
+        notes.push(format!("{} streamed hits lost (ring buffer full); the counts in the report are complete", out.lost_events));
+    }
+    let exit = out.exit.map(|e| match e {
+        bpf::ExitStatus::Code(c) => Exit::Code(c),
+        bpf::ExitStatus::Signal(s) => Exit::Signal(s),
+    });
+    Ok(RunResult { report: out.report, exit, notes })
+}
+
+fn run_ptrace(
+    probes: &[ResolvedProbe],
+    args: &ProbeArgs,
+    program: Option<&PathBuf>,
+    rest: &[OsString],
+    stop: &AtomicBool,
+    on_hit: &mut dyn FnMut(&Hit),
+) -> anyhow::Result<RunResult> {
+    use tracekit_probe::ptrace;
+    let target = match (args.pid, program) {
+        (Some(pid), _) => ptrace::Target::Attach(i32::try_from(pid).context("pid out of range")?),
+        (None, Some(p)) => ptrace::Target::Spawn { program: p.clone(), args: rest.to_vec() },
+        (None, None) => unreachable!("checked by run"),
+    };
+    let opts = ptrace::PtraceOptions { print: args.print, pin_cpu: args.pin_cpu, ..Default::default() };
+    let mut forward = |e: &ptrace::HitEvent| {
+        on_hit(&Hit { probe: e.probe, tid: e.tid.into(), kind: e.kind, args: e.args, retval: e.retval, latency_ns: e.latency_ns })
+    };
+    let out = ptrace::run(probes, target, &opts, stop, &mut forward)?;
+    let exit = out.exit.map(|e| match e {
+        ptrace::ExitStatus::Code(c) => Exit::Code(c),
+        ptrace::ExitStatus::Signal(s) => Exit::Signal(s),
+    });
+    Ok(RunResult { report: out.report, exit, notes: out.warnings })
+}
+
+/// With -p the user starts the workload (or a test releases it) once this is printed.
+fn attached(n: usize) {
+    eprintln!("tracekit: {n} probe{} attached; tracing until the process exits or Ctrl-C", if n == 1 { "" } else { "s" });
+}
+
+fn print_hit(h: &Hit, probes: &[ResolvedProbe], nargs: usize, to_stderr: bool) {
+    let spec = probes.get(h.probe).map_or("?", |p| p.spec.text.as_str());
+    let mut line = format!("{:>7} {spec}", h.tid);
+    if h.kind == ProbeKind::Uretprobe {
+        if let Some(r) = h.retval {
+            let _ = write!(line, " = {}", fmt_int(r));
+        }
+        if let Some(ns) = h.latency_ns {
+            let _ = write!(line, "  ({} us)", fmt_us(ns as f64));
+        }
+    } else if nargs > 0 {
+        let a: Vec<String> = h.args[..nargs].iter().map(|&v| fmt_int(v)).collect();
+        let _ = write!(line, "({})", a.join(", "));
+    }
+    line.push('\n');
+    let _ = if to_stderr { std::io::stderr().write_all(line.as_bytes()) } else { std::io::stdout().write_all(line.as_bytes()) };
+}
+
+/// Small values (positive or negative) in decimal, anything else (pointers) in hex.
+fn fmt_int(v: u64) -> String {
+    let s = v as i64;
+    if (-1_000_000_000..=1_000_000_000_000).contains(&s) { s.to_string() } else { format!("{v:#x}") }
+}
+
+fn fmt_us(ns: f64) -> String {
+    format!("{:.3}", ns / 1e3)
+}
+
+fn text_report(r: &RunResult, style: Style) -> String {
+    let mut table = Table::new(vec![
+        Column::left("probe"),
+        Column::right("hits"),
+        Column::right("missed"),
+        Column::right("total(ms)"),
+        Column::right("min(us)"),
+        Column::right("avg(us)"),
+        Column::right("max(us)"),
+        Column::right("stddev(%)"),
+    ]);
+    for p in &r.report.probes {
+        let mut row = vec![p.spec.clone(), p.hits.to_string(), p.missed.to_string()];
+        if let Some(l) = p.latency.filter(|l| l.count > 0) {
+            row.extend([
+                ns_to_ms(l.total as f64),
+                fmt_us(l.min as f64),
+                fmt_us(l.mean()),
+                fmt_us(l.max as f64),
+                format!("{:.2}", l.rel_stddev_pct()),
+            ]);
+        }
+        table.row(row);
+    }
+    let mut text = format!("\n Probes ({} engine)", r.report.engine);
+    match r.exit {
+        Some(Exit::Code(c)) => { let _ = write!(text, ", command exited with status {c}"); }
+        Some(Exit::Signal(s)) => { let _ = write!(text, ", command killed by signal {s}"); }
+        None => {}
+    }
+    text.push_str(":\n\n");
+    text.push_str(&table.render(style));
+    for p in &r.report.probes {
+        if let Some(h) = p.histogram.as_ref().filter(|h| h.total() > 0) {
+            let _ = write!(text, "\n@latency_ns[{}]:\n{}", p.spec, h.render(""));
+        }
+    }
+    text
+}
+
+fn json_report(r: &RunResult) -> Value {
+    let probes: Vec<Value> = r
+        .report
+        .probes
+        .iter()
+        .map(|p| {
+            let latency = p.latency.map(|l| {
+                json!({
+                    "count": l.count, "total_ns": l.total, "min_ns": l.min, "max_ns": l.max,
+                    "avg_ns": l.mean(), "stddev_ns": l.stddev(), "sum_sq_ns2": l.sum_sq.to_string(),
+                })
+            });
+            json!({
+                "spec": p.spec, "kind": p.kind, "hits": p.hits, "missed": p.missed,
+                "latency": latency, "histogram_log2": p.histogram.as_ref().map(|h| &h.buckets),
+            })
+        })
+        .collect();
+    let exit = match r.exit {
+        Some(Exit::Code(c)) => json!({"code": c}),
+        Some(Exit::Signal(s)) => json!({"signal": s}),
+        None => Value::Null,
+    };
+    json!({ "engine": r.report.engine, "probes": probes, "exit": exit, "notes": r.notes })
 }

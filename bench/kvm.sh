@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Benchmark: `tracekit bench demand-paging` on KVM, with and without userfaultfd, for 1 and 2
+# vCPUs at 256 MiB per vCPU, next to the host floors measured in the same run:
+#   first touch   host threads writing the first 8 bytes of every fresh page (--no-kvm): the
+#                 cost of a plain anonymous page fault, no guest involved
+#   UFFDIO_COPY   the same host threads faulting on userfaultfd-registered memory, each fault
+#                 served by a handler thread with UFFDIO_COPY (--no-kvm -u)
+# Each configuration runs REPS times (fresh VM and fresh memory each time); the table shows the
+# median, min and max demand-paging rate (pages/sec = all pages / total time) and the ratio of
+# the median to the matching host floor (kernel faults vs first touch, -u vs UFFDIO_COPY).
+# Pinned runs use -c (vCPU i and its handler on CPU i); the unpinned -u rows show what happens
+# when the scheduler separates a faulting vCPU from its handler.
+#
+# Usage: bash bench/kvm.sh [REPS] [BYTES_PER_VCPU]   (root, /dev/kvm; default 5 and 256M)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${1:-5}
+BYTES=${2:-256M}
+TARGET=${CARGO_TARGET_DIR:-target}
+cargo build --release -q -p tracekit
+TK="$TARGET/release/tracekit"
+command -v jq >/dev/null || { echo "bench/kvm.sh: jq not found (apt-get install jq)" >&2; exit 1; }
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# run NAME ARGS...: REPS runs of one configuration; one pages/sec value per line in $WORK/NAME.
+run() {
+    local name=$1
+    shift
+    : >"$WORK/$name"
+    for _ in $(seq "$REPS"); do
+        "$TK" bench demand-paging -b "$BYTES" "$@" --json -o "$WORK/r.json"
+        [ "$(jq .verified "$WORK/r.json")" = true ] || { echo "bench/kvm.sh: $name not verified" >&2; exit 1; }
+        jq .pages_per_sec "$WORK/r.json" >>"$WORK/$name"
+    done
+}
+
+# row LABEL NAME [FLOOR]: median/min/max of NAME, and its median over FLOOR's median.
+row() {
+    local label=$1 name=$2 floor=${3:-}
+    sort -g "$WORK/$name" | awk -v label="$label" -v floor="$( [ -n "$floor" ] && sort -g "$WORK/$floor" | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')" '
+        {v[NR]=$1}
+        END {
+            med = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2
+            ratio = (floor != "") ? sprintf("%.2fx", med/floor) : "floor"
+            printf "%-44s %12.0f %12.0f %12.0f %10s\n", label, med, v[1], v[NR], ratio
+        }'
+}
+
+printf '\nmachine: %s CPUs, %s, load average %s\n' "$(nproc)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf 'demand paging, %s per vCPU (4 KiB pages), anonymous memory, %s runs per row\n\n' "$BYTES" "$REPS"
+for V in 1 2; do
+    CPUS=$(seq -s, 0 $((V - 1)))
+    run "host$V" -v "$V" --no-kvm -c "$CPUS"
+    run "hostu$V" -v "$V" --no-kvm -u -c "$CPUS"
+    run "kvm$V" -v "$V"
+    run "kvmu$V" -v "$V" -u -c "$CPUS"
+    run "kvmun$V" -v "$V" -u
+done
+printf '%-44s %12s %12s %12s %10s\n' "configuration" "pages/sec" "min" "max" "vs floor"
+printf '%-44s %12s %12s %12s %10s\n' "-------------" "---------" "---" "---" "--------"
+for V in 1 2; do
+    CPUS=$(seq -s, 0 $((V - 1)))
+    row "host first touch, $V thread(s) (-c $CPUS)" "host$V"
+    row "kvm kernel faults, $V vCPU(s)" "kvm$V" "host$V"
+    row "host UFFDIO_COPY, $V thread(s) (-u -c $CPUS)" "hostu$V"
+    row "kvm userfaultfd, $V vCPU(s) (-u -c $CPUS)" "kvmu$V" "hostu$V"
+    row "kvm userfaultfd, $V vCPU(s) (-u, unpinned)" "kvmun$V" "hostu$V"
+done
+printf '\nload average after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

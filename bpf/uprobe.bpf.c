@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: GPL-2.0
+// In-kernel aggregation for `tracekit probe` (BPF engine).
+//
+// One entry program and one return program serve every probe: each attachment carries a
+// BPF cookie that says which probe it is, so probes cost no extra programs or maps.
+//   entry cookie:  bits 0-15  probe id + 1 whose hits this attachment counts (0: none)
+//                  bits 16-31 return-probe id + 1 whose entry time it stamps (0: none)
+//   return cookie: bits 0-15  return-probe id + 1
+// Entry times go on a small per-thread stack (keyed by thread and probe) so recursion pairs
+// each return with its own entry. Latencies fold into per-CPU statistics (count, sum, min,
+// max, 128-bit sum of squares, log2 buckets), all exactly mergeable in user space; nothing
+// is shared between CPUs and no atomics are needed. `--print` streams events through a ring
+// buffer; a full buffer is counted per probe, never silently dropped.
+#include <linux/bpf.h>
+#include <asm/ptrace.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+#define MAX_PROBES 256
+#define MAX_DEPTH 32
+#define HIST_BUCKETS 64
+
+enum event_kind { EV_ENTRY = 0, EV_RETURN = 1 };
+
+// Set by user space before loading; the verifier removes the branches they disable.
+const volatile u32 cfg_tgid = 0;  // 0: any process (the attachments are already scoped)
+const volatile u32 cfg_print = 0; // stream events to `events`
+
+struct probe_stats {
+    u64 hits;
+    u64 missed;   // returns without a recorded entry (entered before attach, stack too deep, map full)
+    u64 lost;     // events the ring buffer had no room for
+    u64 lat_count;
+    u64 lat_total;
+    u64 lat_min;
+    u64 lat_max;
+    u64 sum_sq_lo;
+    u64 sum_sq_hi;
+    u64 hist[HIST_BUCKETS];
+};
+
+struct stack_key {
+    u32 tid;
+    u32 probe;
+};
+
+struct stack {
+    u32 depth;
+    u32 pad;
+    u64 ts[MAX_DEPTH];
+};
+
+struct event {
+    u64 ts;
+    u32 tgid;
+    u32 tid;
+    u32 probe;
+    u32 kind;
+    u64 args[6]; // entry: the six integer argument registers; return: args[0] = return value
+    u64 latency; // return: ns since the matching entry, 0 if unknown
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, MAX_PROBES);
+    __type(key, u32);
+    __type(value, struct probe_stats);
+} stats SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, struct stack_key);
+    __type(value, struct stack);
+} stacks SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+static __always_inline int wanted(void)
+{
+    return cfg_tgid == 0 || (bpf_get_current_pid_tgid() >> 32) == cfg_tgid;
+}
+
+static __always_inline struct probe_stats *stats_of(u32 id)
+{
+    return bpf_map_lookup_elem(&stats, &id);
+}
+
+// sum_sq += d * d on a 128-bit (hi, lo) pair: BPF has no 64x64->128 multiply.
+static __always_inline void add_square(struct probe_stats *st, u64 d)
+{
+    u64 lo, hi = 0;
+    if (d >> 32 == 0) {
+        lo = d * d;
+    } else {
+        u64 a = d >> 32, b = d & 0xffffffffULL;
+        u64 ab = a * b; // d^2 = a^2 2^64 + 2ab 2^32 + b^2
+        u64 mid = ab << 33;
+        hi = a * a + (ab >> 31);
+        lo = b * b + mid;
+        if (lo < mid)
+            hi++;
+    }
+    u64 sum = st->sum_sq_lo + lo;
+    st->sum_sq_hi += hi + (sum < lo);
+    st->sum_sq_lo = sum;
+}
+
+// Bucket 0 holds 0, bucket k holds [2^(k-1), 2^k): the bit length of the value.
+static __always_inline u32 log2_bucket(u64 v)
+{
+    u32 n = 0;
+#pragma unroll
+    for (int shift = 32; shift > 0; shift >>= 1) {
+        if (v >> shift) {
+            v >>= shift;
+            n += shift;
+        }
+    }
+    return v ? n + 1 : n;
+}
+
+static __always_inline void record_latency(struct probe_stats *st, u64 d)
+{
+    if (st->lat_count == 0 || d < st->lat_min)
+        st->lat_min = d;
+    if (d > st->lat_max)
+        st->lat_max = d;
+    st->lat_count++;
+    st->lat_total += d;
+    add_square(st, d);
+    u32 b = log2_bucket(d);
+    if (b < HIST_BUCKETS)
+        st->hist[b]++;
+}
+
+static __always_inline void emit(struct pt_regs *ctx, struct probe_stats *st, u32 id, u32 kind, u64 latency)
+{
+    struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+    if (!e) {
+        st->lost++;
+        return;
+    }
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    e->ts = bpf_ktime_get_ns();
+    e->tgid = pid_tgid >> 32;
+    e->tid = (u32)pid_tgid;
+    e->probe = id;
+    e->kind = kind;
+    if (kind == EV_ENTRY) {
+        e->args[0] = PT_REGS_PARM1(ctx);
+        e->args[1] = PT_REGS_PARM2(ctx);
+        e->args[2] = PT_REGS_PARM3(ctx);
+        e->args[3] = PT_REGS_PARM4(ctx);
+        e->args[4] = PT_REGS_PARM5(ctx);
+        e->args[5] = ctx->r9; // this libbpf has no PT_REGS_PARM6
+    } else {
+        e->args[0] = PT_REGS_RC(ctx);
+        e->args[1] = e->args[2] = e->args[3] = e->args[4] = e->args[5] = 0;
+    }
+    e->latency = latency;
+    bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void push_entry(u32 ret_id, u64 now)
+{
+    struct stack_key key = { .tid = (u32)bpf_get_current_pid_tgid(), .probe = ret_id };
+    struct stack *s = bpf_map_lookup_elem(&stacks, &key);
+    if (!s) {
+        struct stack zero = {};
+        bpf_map_update_elem(&stacks, &key, &zero, BPF_NOEXIST);
+        s = bpf_map_lookup_elem(&stacks, &key);
+        if (!s)
+            return; // the return side counts it as missed
+    }
+    u32 d = s->depth;
+    if (d < MAX_DEPTH)
+        s->ts[d] = now;
+    if (d < 0xffff) // deeper frames still pair up; they are counted missed on return
+        s->depth = d + 1;
+}
+
+// Pops the entry time of this thread's innermost call of `ret_id`; 0 if none was recorded.
+static __always_inline u64 pop_entry(u32 ret_id)
+{
+    struct stack_key key = { .tid = (u32)bpf_get_current_pid_tgid(), .probe = ret_id };
+    struct stack *s = bpf_map_lookup_elem(&stacks, &key);
+    if (!s || s->depth == 0)
+        return 0;
+    u32 d = s->depth - 1;
+    s->depth = d;
+    if (d >= MAX_DEPTH)
+        return 0;
+    return s->ts[d];
+}
+
+SEC("uprobe")
+int tk_entry(struct pt_regs *ctx)
+{
+    if (!wanted())
+        return 0;
+    u64 cookie = bpf_get_attach_cookie(ctx);
+    u32 hit = cookie & 0xffff, ret = (cookie >> 16) & 0xffff;
+    if (ret)
+        push_entry(ret - 1, bpf_ktime_get_ns());
+    if (hit) {
+        struct probe_stats *st = stats_of(hit - 1);
+        if (!st)
+            return 0;
+        st->hits++;
+        if (cfg_print)
+            emit(ctx, st, hit - 1, EV_ENTRY, 0);
+    }
+    return 0;
+}
+
+SEC("uretprobe")
+int tk_return(struct pt_regs *ctx)
+{
+    if (!wanted())
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    u32 id = (bpf_get_attach_cookie(ctx) & 0xffff) - 1;
+    struct probe_stats *st = stats_of(id);
+    if (!st)
+        return 0;
+    st->hits++;
+    u64 start = pop_entry(id);
+    u64 latency = 0;
+    if (start && start <= now) {
+        latency = now - start;
+        record_latency(st, latency);
+    } else {
+        st->missed++;
+    }
+    if (cfg_print)
+        emit(ctx, st, id, EV_RETURN, latency);
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,207 @@
+//! The demand-paging test: every vCPU touches each of its pages once while the pages are still
+//! missing on the host, so each touch is a fault served by the kernel or by userfaultfd.
+
+use crate::error::{Error, Result};
+use crate::host::HostToucher;
+use crate::layout::Verification;
+use crate::memory::Backing;
+use crate::runner::{PassTimes, Toucher};
+use crate::uffd::{COPY_PATTERN, HandlerMode, UffdHandlers, UffdStats};
+use crate::vm::{PerfTestVm, VmOptions};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Which threads touch the memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// vCPUs of a KVM guest.
+    Kvm,
+    /// Host threads (`--no-kvm`).
+    Host,
+}
+
+/// Parameters of a demand-paging run.
+#[derive(Debug, Clone)]
+pub struct DemandPagingConfig {
+    /// Who touches the memory.
+    pub engine: Engine,
+    /// Number of vCPUs (threads).
+    pub vcpus: usize,
+    /// Bytes of test memory per vCPU.
+    pub bytes_per_vcpu: u64,
+    /// Host backing.
+    pub backing: Backing,
+    /// Serve faults with userfaultfd, in this mode; `None`: the kernel serves them.
+    pub uffd: Option<HandlerMode>,
+    /// Pin vCPU `i` (and its handler) to `cpus[i]`.
+    pub cpus: Option<Vec<usize>>,
+    /// The KVM device (normally /dev/kvm).
+    pub kvm_device: PathBuf,
+}
+
+/// Result of a demand-paging run, as printed and as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemandPagingReport {
+    /// Always "demand-paging".
+    pub test: &'static str,
+    /// Who touched the memory.
+    pub engine: Engine,
+    /// Guest CPU mode (KVM only).
+    pub guest_mode: Option<&'static str>,
+    /// Number of vCPUs.
+    pub vcpus: usize,
+    /// Bytes per vCPU.
+    pub bytes_per_vcpu: u64,
+    /// Guest pages per vCPU.
+    pub pages_per_vcpu: u64,
+    /// Guest pages in all.
+    pub total_pages: u64,
+    /// Host backing.
+    pub backing: Backing,
+    /// Guest physical address of the test slot (KVM only).
+    pub test_gpa: Option<u64>,
+    /// Guest virtual address of the test memory.
+    pub test_gva: u64,
+    /// CPUs the vCPUs were pinned to.
+    pub cpus: Option<Vec<usize>>,
+    /// userfaultfd handler statistics, when faults were served by userfaultfd.
+    pub uffd: Option<UffdStats>,
+    /// Seconds each vCPU took.
+    pub vcpu_seconds: Vec<f64>,
+    /// Seconds from the first vCPU starting to the last finishing.
+    pub total_seconds: f64,
+    /// Pages faulted in per second over all vCPUs: total pages / total seconds.
+    pub pages_per_sec: f64,
+    /// True only when every page was checked after the run and held what was written.
+    pub verified: bool,
+    /// Details of the check.
+    pub verification: Verification,
+}
+
+/// The CPU mode the guest runs in.
+pub const GUEST_MODE: &str = "x86-64 long mode, 4-level paging, 4 KiB guest pages";
+
+/// Runs the demand-paging test; `tick` gets the pages touched so far every 100 ms.
+pub fn run_demand_paging(
+    config: &DemandPagingConfig,
+    tick: &mut dyn FnMut(u64),
+) -> Result<DemandPagingReport> {
+    let mut toucher: Box<dyn Toucher> = match config.engine {
+        Engine::Kvm => {
+            let options = VmOptions {
+                device: config.kvm_device.clone(),
+                ..VmOptions::new(config.backing)
+            };
+            Box::new(PerfTestVm::new(
+                config.vcpus,
+                config.bytes_per_vcpu,
+                &options,
+            )?)
+        }
+        Engine::Host => Box::new(HostToucher::new(
+            config.vcpus,
+            config.bytes_per_vcpu,
+            config.backing,
+        )?),
+    };
+    let cpus = config.cpus.as_deref();
+    crate::runner::check_cpus(cpus, config.vcpus)?;
+    let layout = *toucher.layout();
+    let handlers = match config.uffd {
+        Some(mode) => Some(UffdHandlers::start(toucher.memory(), &layout, mode, cpus)?),
+        None => None,
+    };
+    let times: PassTimes = toucher.run_pass(0, cpus, tick)?;
+    let uffd = handlers.map(UffdHandlers::stop).transpose()?;
+    let tail = if uffd.is_some() { COPY_PATTERN } else { 0 };
+    let verification = layout.verify(toucher.memory(), |_| 0, tail);
+    let total_seconds = times.total.as_secs_f64();
+    let report = DemandPagingReport {
+        test: "demand-paging",
+        engine: config.engine,
+        guest_mode: (config.engine == Engine::Kvm).then_some(GUEST_MODE),
+        vcpus: layout.vcpus,
+        bytes_per_vcpu: layout.bytes_per_vcpu,
+        pages_per_vcpu: layout.pages_per_vcpu,
+        total_pages: layout.total_pages(),
+        backing: config.backing,
+        test_gpa: toucher.test_gpa(),
+        test_gva: layout.gva,
+        cpus: config.cpus.clone(),
+        uffd,
+        vcpu_seconds: times.per_vcpu.iter().map(|d| d.as_secs_f64()).collect(),
+        total_seconds,
+        pages_per_sec: layout.total_pages() as f64 / total_seconds.max(1e-9),
+        verified: verification.ok(layout.total_pages()),
+        verification,
+    };
+    Ok(report)
+}
+
+impl DemandPagingReport {
+    /// An error describing the first page that did not hold what was written, if any.
+    pub fn verification_error(&self) -> Option<Error> {
+        let m = self.verification.first_mismatch?;
+        Some(Error::Invalid(format!(
+            "{} of {} pages lost their contents (first: vCPU {} page {}: expected {:#x}, found {:#x}, page tail {:#x}); \
+             the memory was not faulted in correctly",
+            self.verification.mismatches,
+            self.total_pages,
+            m.vcpu,
+            m.page,
+            m.expected,
+            m.found,
+            m.tail
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(engine: Engine, vcpus: usize, uffd: Option<HandlerMode>) -> DemandPagingConfig {
+        DemandPagingConfig {
+            engine,
+            vcpus,
+            bytes_per_vcpu: 4 << 20,
+            backing: Backing::Anonymous,
+            uffd,
+            cpus: None,
+            kvm_device: crate::vm::KVM_DEVICE.into(),
+        }
+    }
+
+    fn check(config: &DemandPagingConfig) -> DemandPagingReport {
+        let mut ticks = 0;
+        let r = run_demand_paging(config, &mut |_| ticks += 1).unwrap();
+        assert!(r.verified, "{:?}", r.verification);
+        assert_eq!(r.verification.pages_checked, config.vcpus as u64 * 1024);
+        assert_eq!(r.vcpu_seconds.len(), config.vcpus);
+        assert!(ticks >= 1);
+        if let Some(u) = r.uffd {
+            assert_eq!(u.copies + u.already_present, config.vcpus as u64 * 1024);
+        }
+        r
+    }
+
+    #[test]
+    fn kvm_one_vcpu_kernel_faults() {
+        let r = check(&config(Engine::Kvm, 1, None));
+        eprintln!("kvm 1 vcpu: {:.0} pages/s", r.pages_per_sec);
+    }
+
+    #[test]
+    fn kvm_two_vcpus_uffd() {
+        let r = check(&config(Engine::Kvm, 2, Some(HandlerMode::PerVcpu)));
+        assert_eq!(r.uffd.unwrap().copies, 2048);
+        eprintln!("kvm 2 vcpu uffd: {:.0} pages/s", r.pages_per_sec);
+    }
+
+    #[test]
+    fn host_variant_with_shared_handler() {
+        let r = check(&config(Engine::Host, 2, Some(HandlerMode::Shared)));
+        assert_eq!(r.uffd.unwrap().handlers, 1);
+    }
+}

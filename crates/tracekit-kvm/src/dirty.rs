@@ -1,0 +1,395 @@
+//! The dirty-logging test (the seed's dirty_log_perf_test): populate the memory, enable dirty
+//! logging on the test slot, then per iteration let every vCPU dirty its pages and collect the
+//! dirty bitmap (KVM_GET_DIRTY_LOG, then KVM_CLEAR_DIRTY_LOG with manual protection), checking
+//! the bitmap is exactly the pages written.
+
+use crate::demand::{Engine, GUEST_MODE};
+use crate::error::{Error, Result};
+use crate::host::HostToucher;
+use crate::layout::{Layout, Verification};
+use crate::memory::Backing;
+use crate::runner::Toucher;
+use crate::vm::{PerfTestVm, VmOptions};
+use kvm_bindings::{kvm_clear_dirty_log, kvm_clear_dirty_log__bindgen_ty_1};
+use kvm_ioctls::VmFd;
+use serde::Serialize;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Instant;
+use tracekit_core::stats::{SampleSummary, Samples};
+
+// kvm-ioctls 0.25 has no wrapper for KVM_CLEAR_DIRTY_LOG (_IOWR(KVMIO, 0xc0, ...)).
+mod sys {
+    use kvm_bindings::kvm_clear_dirty_log;
+    nix::ioctl_readwrite!(
+        /// KVM_CLEAR_DIRTY_LOG.
+        kvm_clear_dirty_log_ioctl,
+        0xae,
+        0xc0,
+        kvm_clear_dirty_log
+    );
+}
+
+/// The iteration number is stored in the top 16 bits of every value the guest writes.
+pub const MAX_ITERATIONS: u64 = 0xffff;
+
+/// Re-protects the pages set in `bitmap` (one bit per page from the slot's first page).
+pub(crate) fn clear_dirty_log(vm: &VmFd, slot: u32, pages: u64, bitmap: &mut [u64]) -> Result<()> {
+    let num_pages = u32::try_from(pages)
+        .map_err(|_| Error::Invalid("test slot too large for KVM_CLEAR_DIRTY_LOG".into()))?;
+    let mut clear = kvm_clear_dirty_log {
+        slot,
+        num_pages,
+        first_page: 0,
+        __bindgen_anon_1: kvm_clear_dirty_log__bindgen_ty_1 {
+            dirty_bitmap: bitmap.as_mut_ptr().cast(),
+        },
+    };
+    // SAFETY: KVM reads `num_pages` bits from `bitmap`, which holds at least that many (it came
+    // from KVM_GET_DIRTY_LOG of the same slot), and reads/writes only the struct itself.
+    unsafe { sys::kvm_clear_dirty_log_ioctl(vm.as_raw_fd(), &mut clear) }.map_err(|e| {
+        Error::Kvm {
+            what: "KVM_CLEAR_DIRTY_LOG",
+            errno: kvm_ioctls::Error::new(e as i32),
+        }
+    })?;
+    Ok(())
+}
+
+/// Parameters of a dirty-log run.
+#[derive(Debug, Clone)]
+pub struct DirtyLogConfig {
+    /// Who dirties the memory: vCPUs, or host threads (no log to collect then).
+    pub engine: Engine,
+    /// Number of vCPUs.
+    pub vcpus: usize,
+    /// Bytes of test memory per vCPU.
+    pub bytes_per_vcpu: u64,
+    /// Number of dirty-and-collect iterations after the populate pass.
+    pub iterations: u64,
+    /// Host backing.
+    pub backing: Backing,
+    /// Write one page in `wr_fract` during the iterations (read the others).
+    pub wr_fract: u64,
+    /// Use KVM_CLEAR_DIRTY_LOG (manual protection) when the kernel supports it.
+    pub manual_protect: bool,
+    /// Pin vCPU `i` to `cpus[i]`.
+    pub cpus: Option<Vec<usize>>,
+    /// The KVM device (normally /dev/kvm).
+    pub kvm_device: PathBuf,
+}
+
+/// One dirty-and-collect iteration.
+#[derive(Debug, Clone, Serialize)]
+pub struct IterationReport {
+    /// Iteration number (1-based; 0 is the populate pass).
+    pub iteration: u64,
+    /// Seconds from the first vCPU starting to the last finishing.
+    pub dirty_seconds: f64,
+    /// Seconds each vCPU took.
+    pub vcpu_seconds: Vec<f64>,
+    /// Seconds of KVM_GET_DIRTY_LOG (KVM only).
+    pub get_log_seconds: Option<f64>,
+    /// Seconds of KVM_CLEAR_DIRTY_LOG, with manual protection.
+    pub clear_log_seconds: Option<f64>,
+    /// Bits set in the bitmap (KVM only).
+    pub dirty_pages: Option<u64>,
+    /// Whether the bitmap was exactly the pages written (KVM only).
+    pub bitmap_exact: Option<bool>,
+}
+
+/// Result of a dirty-log run.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirtyLogReport {
+    /// Always "dirty-log".
+    pub test: &'static str,
+    /// Who dirtied the memory.
+    pub engine: Engine,
+    /// Guest CPU mode (KVM only).
+    pub guest_mode: Option<&'static str>,
+    /// The memory layout.
+    pub layout: Layout,
+    /// Host backing.
+    pub backing: Backing,
+    /// One page in `wr_fract` written per iteration.
+    pub wr_fract: u64,
+    /// Whether KVM_CLEAR_DIRTY_LOG (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) was used.
+    pub manual_protect: bool,
+    /// Seconds of the populate pass (first touch of every page, logging off).
+    pub populate_seconds: f64,
+    /// Seconds to enable dirty logging on the test slot (KVM only).
+    pub enable_seconds: Option<f64>,
+    /// Seconds to disable it at the end (KVM only).
+    pub disable_seconds: Option<f64>,
+    /// Pages each iteration writes, so must report dirty.
+    pub expected_dirty_pages: u64,
+    /// Every iteration.
+    pub iterations: Vec<IterationReport>,
+    /// Dirtying seconds over the iterations.
+    pub dirty_seconds: Option<SampleSummary>,
+    /// KVM_GET_DIRTY_LOG seconds over the iterations.
+    pub get_log_seconds: Option<SampleSummary>,
+    /// KVM_CLEAR_DIRTY_LOG seconds over the iterations.
+    pub clear_log_seconds: Option<SampleSummary>,
+    /// True when every iteration's bitmap was exactly the pages written (KVM only).
+    pub bitmap_exact: Option<bool>,
+    /// True only when every page was checked after the run and held its last write.
+    pub verified: bool,
+    /// Details of the memory check.
+    pub verification: Verification,
+}
+
+/// The memory's writers: a VM, whose dirty log is collected, or host threads.
+enum Subject {
+    Kvm(PerfTestVm),
+    Host(HostToucher),
+}
+
+impl Subject {
+    fn new(config: &DirtyLogConfig) -> Result<Self> {
+        Ok(match config.engine {
+            Engine::Kvm => {
+                let options = VmOptions {
+                    device: config.kvm_device.clone(),
+                    backing: config.backing,
+                    manual_dirty_protect: config.manual_protect,
+                };
+                Subject::Kvm(PerfTestVm::new(
+                    config.vcpus,
+                    config.bytes_per_vcpu,
+                    &options,
+                )?)
+            }
+            Engine::Host => Subject::Host(HostToucher::new(
+                config.vcpus,
+                config.bytes_per_vcpu,
+                config.backing,
+            )?),
+        })
+    }
+
+    fn toucher(&mut self) -> &mut dyn Toucher {
+        match self {
+            Subject::Kvm(vm) => vm,
+            Subject::Host(host) => host,
+        }
+    }
+
+    fn set_wr_fract(&mut self, wr_fract: u64) {
+        match self {
+            Subject::Kvm(vm) => vm.set_wr_fract(wr_fract),
+            Subject::Host(host) => host.set_wr_fract(wr_fract),
+        }
+    }
+
+    /// Turns logging on or off and returns how long that took (KVM only).
+    fn set_logging(&mut self, on: bool) -> Result<Option<f64>> {
+        let Subject::Kvm(vm) = self else {
+            return Ok(None);
+        };
+        let start = Instant::now();
+        vm.set_dirty_logging(on)?;
+        Ok(Some(start.elapsed().as_secs_f64()))
+    }
+}
+
+/// What collecting one iteration's dirty log found and cost.
+struct Collected {
+    get_log_seconds: f64,
+    clear_log_seconds: Option<f64>,
+    dirty_pages: u64,
+    bitmap_exact: bool,
+}
+
+fn collect(vm: &PerfTestVm, expected: &[u64]) -> Result<Collected> {
+    let start = Instant::now();
+    let mut bitmap = vm.get_dirty_log()?;
+    let get_log_seconds = start.elapsed().as_secs_f64();
+    let dirty_pages = bitmap.iter().map(|w| u64::from(w.count_ones())).sum();
+    let bitmap_exact = bitmap == expected;
+    let clear_log_seconds = if vm.manual_protect() {
+        let start = Instant::now();
+        vm.clear_dirty_log(&mut bitmap)?;
+        Some(start.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+    Ok(Collected {
+        get_log_seconds,
+        clear_log_seconds,
+        dirty_pages,
+        bitmap_exact,
+    })
+}
+
+/// Runs the dirty-log test; `tick` gets the pages visited so far over all passes
+/// (`(iterations + 1) × total pages` in all).
+pub fn run_dirty_log(config: &DirtyLogConfig, tick: &mut dyn FnMut(u64)) -> Result<DirtyLogReport> {
+    if config.iterations == 0 || config.iterations > MAX_ITERATIONS {
+        return Err(Error::Invalid(format!(
+            "{} iterations requested; choose between 1 and {MAX_ITERATIONS}",
+            config.iterations
+        )));
+    }
+    let wr_fract = config.wr_fract.max(1);
+    let mut subject = Subject::new(config)?;
+    let layout = *subject.toucher().layout();
+    let cpus = config.cpus.as_deref();
+    let total = layout.total_pages();
+    let populate = subject.toucher().run_pass(0, cpus, &mut |p| tick(p))?;
+
+    let enable_seconds = subject.set_logging(true)?;
+    subject.set_wr_fract(wr_fract);
+    let expected = expected_bitmap(&layout, wr_fract);
+    let expected_dirty_pages = expected.iter().map(|w| u64::from(w.count_ones())).sum();
+    let mut iterations = Vec::new();
+    for iteration in 1..=config.iterations {
+        let times = subject
+            .toucher()
+            .run_pass(iteration, cpus, &mut |p| tick(iteration * total + p))?;
+        let collected = match &subject {
+            Subject::Kvm(vm) => Some(collect(vm, &expected)?),
+            Subject::Host(_) => None,
+        };
+        iterations.push(IterationReport {
+            iteration,
+            dirty_seconds: times.total.as_secs_f64(),
+            vcpu_seconds: times.per_vcpu.iter().map(|d| d.as_secs_f64()).collect(),
+            get_log_seconds: collected.as_ref().map(|c| c.get_log_seconds),
+            clear_log_seconds: collected.as_ref().and_then(|c| c.clear_log_seconds),
+            dirty_pages: collected.as_ref().map(|c| c.dirty_pages),
+            bitmap_exact: collected.as_ref().map(|c| c.bitmap_exact),
+        });
+    }
+    let disable_seconds = subject.set_logging(false)?;
+
+    let last = config.iterations;
+    let verification = layout.verify(
+        subject.toucher().memory(),
+        |page| if page % wr_fract == 0 { last } else { 0 },
+        0,
+    );
+    let summary = |f: &dyn Fn(&IterationReport) -> Option<f64>| {
+        iterations
+            .iter()
+            .filter_map(f)
+            .collect::<Samples>()
+            .summary()
+    };
+    let manual_protect = matches!(&subject, Subject::Kvm(vm) if vm.manual_protect());
+    Ok(DirtyLogReport {
+        test: "dirty-log",
+        engine: config.engine,
+        guest_mode: (config.engine == Engine::Kvm).then_some(GUEST_MODE),
+        layout,
+        backing: config.backing,
+        wr_fract,
+        manual_protect,
+        populate_seconds: populate.total.as_secs_f64(),
+        enable_seconds,
+        disable_seconds,
+        expected_dirty_pages,
+        dirty_seconds: summary(&|i| Some(i.dirty_seconds)),
+        get_log_seconds: summary(&|i| i.get_log_seconds),
+        clear_log_seconds: summary(&|i| i.clear_log_seconds),
+        bitmap_exact: (config.engine == Engine::Kvm)
+            .then(|| iterations.iter().all(|i| i.bitmap_exact == Some(true))),
+        iterations,
+        verified: verification.ok(total),
+        verification,
+    })
+}
+
+/// The bitmap KVM must report after an iteration: page `j` of each vCPU when `j % wr_fract == 0`.
+pub fn expected_bitmap(layout: &Layout, wr_fract: u64) -> Vec<u64> {
+    let mut bitmap = vec![0u64; layout.total_pages().div_ceil(64) as usize];
+    for vcpu in 0..layout.vcpus {
+        for page in (0..layout.pages_per_vcpu).step_by(wr_fract as usize) {
+            let bit = vcpu as u64 * layout.pages_per_vcpu + page;
+            bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+    bitmap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::KVM_DEVICE;
+
+    fn config(vcpus: usize, wr_fract: u64, manual_protect: bool) -> DirtyLogConfig {
+        DirtyLogConfig {
+            engine: Engine::Kvm,
+            vcpus,
+            bytes_per_vcpu: 2 << 20,
+            iterations: 2,
+            backing: Backing::Anonymous,
+            wr_fract,
+            manual_protect,
+            cpus: None,
+            kvm_device: KVM_DEVICE.into(),
+        }
+    }
+
+    #[test]
+    fn expected_bitmap_marks_every_wr_fract_page_of_each_vcpu() {
+        let layout = Layout::new(2, 70 * 4096, Backing::Anonymous, 8).unwrap();
+        let bitmap = expected_bitmap(&layout, 4);
+        // vCPU 0: pages 0,4,...,68 (bits 0..68); vCPU 1: pages 70+0, 70+4, ..., 70+68.
+        let set: Vec<u64> = (0..140)
+            .filter(|b| bitmap[(b / 64) as usize] >> (b % 64) & 1 == 1)
+            .collect();
+        let want: Vec<u64> = (0..70)
+            .step_by(4)
+            .chain((0..70).step_by(4).map(|p| 70 + p))
+            .collect();
+        assert_eq!(set, want);
+        assert_eq!(bitmap.len(), 3);
+    }
+
+    #[test]
+    fn every_iteration_reports_exactly_the_written_pages() {
+        for (vcpus, wr_fract, manual) in [(1, 1, true), (2, 2, true), (2, 5, false)] {
+            let r = run_dirty_log(&config(vcpus, wr_fract, manual), &mut |_| {}).unwrap();
+            let per_vcpu = 512u64.div_ceil(wr_fract);
+            assert_eq!(r.expected_dirty_pages, per_vcpu * vcpus as u64);
+            assert_eq!(r.iterations.len(), 2);
+            for it in &r.iterations {
+                assert_eq!(
+                    (it.dirty_pages, it.bitmap_exact),
+                    (Some(per_vcpu * vcpus as u64), Some(true)),
+                    "{vcpus} {wr_fract}"
+                );
+                assert_eq!(it.clear_log_seconds.is_some(), r.manual_protect);
+            }
+            assert!(r.verified, "{:?}", r.verification);
+        }
+    }
+
+    #[test]
+    fn host_threads_dirty_the_same_pages_without_a_log() {
+        let mut c = config(2, 3, true);
+        c.engine = Engine::Host;
+        let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+        assert_eq!(
+            (r.bitmap_exact, r.manual_protect, r.enable_seconds),
+            (None, false, None)
+        );
+        assert!(
+            r.iterations
+                .iter()
+                .all(|i| i.dirty_pages.is_none() && i.vcpu_seconds.len() == 2)
+        );
+        assert!(r.verified, "{:?}", r.verification);
+    }
+
+    #[test]
+    fn zero_iterations_are_refused() {
+        let mut c = config(1, 1, true);
+        c.iterations = 0;
+        assert!(matches!(
+            run_dirty_log(&c, &mut |_| {}),
+            Err(Error::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,227 @@
+//! What the guest runs and sees: the memory-touching loop (assembled with iced-x86, integer
+//! instructions only, because software-virtualized KVM cannot emulate SSE), the per-vCPU
+//! argument block it reads, and the x86-64 4-level page tables that map it all.
+
+use crate::memory::{HostMemory, PAGE_SIZE};
+use iced_x86::IcedError;
+use iced_x86::code_asm::*;
+
+/// I/O port the guest writes to when it has touched all its pages (the seed's GUEST_SYNC).
+pub const SYNC_PORT: u16 = 0x10;
+/// I/O port the guest writes to when its argument block is not its own (the seed's GUEST_ASSERT).
+pub const ASSERT_PORT: u16 = 0x11;
+
+/// Bytes per vCPU argument block; one cache line so the guest's progress stores do not
+/// bounce a line between vCPUs.
+pub const ARGS_SIZE: u64 = 64;
+
+/// Offsets of the fields of a vCPU's argument block (all little-endian u64).
+pub mod args {
+    /// Guest virtual address of the vCPU's first test page.
+    pub const GVA: u64 = 0;
+    /// Number of pages to visit.
+    pub const PAGES: u64 = 8;
+    /// Guest page size (distance between visited addresses).
+    pub const PAGE_SIZE: u64 = 16;
+    /// Iteration number, stored in bits 48..63 of every value written.
+    pub const ITERATION: u64 = 24;
+    /// Write one page in `WR_FRACT`, read the others (the seed's `wr_fract`).
+    pub const WR_FRACT: u64 = 32;
+    /// The vCPU's index, checked by the guest against its RSI.
+    pub const VCPU_ID: u64 = 40;
+    /// Pages visited so far in this pass, written by the guest (progress).
+    pub const DONE: u64 = 48;
+}
+
+/// The value the guest writes into the first 8 bytes of the page at `gva` in `iteration`:
+/// unique per page and per iteration, so a lost or stale page cannot go unnoticed.
+pub fn page_value(gva: u64, iteration: u64) -> u64 {
+    (iteration << 48) | gva
+}
+
+/// Assembles the guest loop at guest address `ip`.
+///
+/// On entry RDI holds the address of the vCPU's argument block and RSI its index. Each pass
+/// reads the block, writes `page_value(gva, iteration)` to the first 8 bytes of every
+/// `wr_fract`-th page (reading the others), then exits to the host through `SYNC_PORT`; the
+/// host may change the block before resuming it for the next pass.
+pub fn guest_code(ip: u64) -> Result<Vec<u8>, IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    let mut pass = a.create_label();
+    let mut next_page = a.create_label();
+    let mut read_only = a.create_label();
+    let mut advance = a.create_label();
+    let mut no_wrap = a.create_label();
+    let mut done = a.create_label();
+    let mut bad_args = a.create_label();
+
+    a.set_label(&mut pass)?;
+    a.cmp(qword_ptr(rdi + args::VCPU_ID), rsi)?;
+    a.jne(bad_args)?;
+    a.mov(rax, qword_ptr(rdi + args::GVA))?; // address of the current page
+    a.mov(rcx, qword_ptr(rdi + args::PAGES))?;
+    a.mov(rdx, qword_ptr(rdi + args::PAGE_SIZE))?;
+    a.mov(rbx, qword_ptr(rdi + args::ITERATION))?;
+    a.shl(rbx, 48)?;
+    a.mov(r11, qword_ptr(rdi + args::WR_FRACT))?;
+    a.xor(r9, r9)?; // pages visited
+    a.xor(r10, r10)?; // position modulo wr_fract
+
+    a.set_label(&mut next_page)?;
+    a.cmp(r9, rcx)?;
+    a.jae(done)?;
+    a.test(r10, r10)?;
+    a.jnz(read_only)?;
+    a.mov(r8, rax)?;
+    a.or(r8, rbx)?;
+    a.mov(qword_ptr(rax), r8)?;
+    a.jmp(advance)?;
+    a.set_label(&mut read_only)?;
+    a.mov(r8, qword_ptr(rax))?;
+    a.set_label(&mut advance)?;
+    a.inc(r10)?;
+    a.cmp(r10, r11)?;
+    a.jb(no_wrap)?;
+    a.xor(r10, r10)?;
+    a.set_label(&mut no_wrap)?;
+    a.add(rax, rdx)?;
+    a.inc(r9)?;
+    a.mov(qword_ptr(rdi + args::DONE), r9)?;
+    a.jmp(next_page)?;
+
+    a.set_label(&mut done)?;
+    a.out(u32::from(SYNC_PORT), al)?;
+    a.jmp(pass)?;
+
+    a.set_label(&mut bad_args)?;
+    a.out(u32::from(ASSERT_PORT), al)?;
+    a.jmp(bad_args)?;
+    a.assemble(ip)
+}
+
+/// A 64-bit GDT: null, flat code (selector 0x08), flat data (selector 0x10).
+pub const GDT: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+/// Code segment selector.
+pub const CODE_SELECTOR: u16 = 0x08;
+/// Data segment selector.
+pub const DATA_SELECTOR: u16 = 0x10;
+
+const PTE_PRESENT: u64 = 1;
+const PTE_WRITABLE: u64 = 1 << 1;
+const PTE_ACCESSED: u64 = 1 << 5;
+const PTE_DIRTY: u64 = 1 << 6;
+const ENTRIES: u64 = 512;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Number of page-table pages needed to map `pages` contiguous 4 KiB pages with 4-level
+/// paging, counting one extra table per level for a range that straddles a boundary.
+pub fn table_pages_for(pages: u64) -> u64 {
+    let pt = pages.div_ceil(ENTRIES) + 1;
+    let pd = pt.div_ceil(ENTRIES) + 1;
+    let pdpt = pd.div_ceil(ENTRIES) + 1;
+    pt + pd + pdpt
+}
+
+/// Builds 4-level page tables in slot-0 memory (identity mapped: guest physical address ==
+/// offset in `mem`), allocating table pages upwards from a start address.
+pub struct PageTables<'a> {
+    mem: &'a HostMemory,
+    /// Guest physical address of the PML4 (the value of CR3).
+    pub root: u64,
+    next: u64,
+    end: u64,
+}
+
+impl<'a> PageTables<'a> {
+    /// Tables live in `[start, end)` of `mem`; the PML4 is the first page.
+    pub fn new(mem: &'a HostMemory, start: u64, end: u64) -> Self {
+        PageTables {
+            mem,
+            root: start,
+            next: start + PAGE_SIZE,
+            end,
+        }
+    }
+
+    /// Maps `pages` 4 KiB pages from `gva` to `gpa`, with Accessed and Dirty preset so the
+    /// guest never updates its own tables during the test. Returns `false` when the table area
+    /// is exhausted (a sizing bug).
+    pub fn map(&mut self, gva: u64, gpa: u64, pages: u64) -> bool {
+        (0..pages).all(|i| self.map_page(gva + i * PAGE_SIZE, gpa + i * PAGE_SIZE))
+    }
+
+    fn map_page(&mut self, gva: u64, gpa: u64) -> bool {
+        let mut table = self.root;
+        for level in (1..4).rev() {
+            let index = (gva >> (12 + 9 * level)) & (ENTRIES - 1);
+            let entry_at = (table + index * 8) as usize;
+            let entry = self.mem.read_u64(entry_at);
+            table = if entry & PTE_PRESENT != 0 {
+                entry & ADDR_MASK
+            } else {
+                if self.next >= self.end {
+                    return false;
+                }
+                let fresh = self.next;
+                self.next += PAGE_SIZE;
+                self.mem
+                    .write_u64(entry_at, fresh | PTE_PRESENT | PTE_WRITABLE | PTE_ACCESSED);
+                fresh
+            };
+        }
+        let index = (gva >> 12) & (ENTRIES - 1);
+        self.mem.write_u64(
+            (table + index * 8) as usize,
+            gpa | PTE_PRESENT | PTE_WRITABLE | PTE_ACCESSED | PTE_DIRTY,
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic};
+
+    #[test]
+    fn guest_code_is_integer_only_and_ends_in_port_io() {
+        let code = guest_code(0x2000).unwrap();
+        let mut decoder = Decoder::with_ip(64, &code, 0x2000, DecoderOptions::NONE);
+        let mut outs = 0;
+        for insn in &mut decoder {
+            assert!(!insn.is_invalid());
+            // No SSE/AVX: every register operand is a general-purpose register.
+            for op in 0..insn.op_count() {
+                let reg = insn.op_register(op);
+                assert!(
+                    reg == iced_x86::Register::None || reg.is_gpr(),
+                    "{insn} uses {reg:?}"
+                );
+            }
+            if insn.mnemonic() == Mnemonic::Out {
+                outs += 1;
+            }
+            assert_ne!(insn.flow_control(), FlowControl::Call);
+        }
+        assert_eq!(outs, 2);
+    }
+
+    #[test]
+    fn page_tables_translate() {
+        let mem = HostMemory::new(64 * PAGE_SIZE, crate::memory::Backing::Anonymous).unwrap();
+        let mut pt = PageTables::new(&mem, 0, 64 * PAGE_SIZE);
+        assert!(pt.map(0xc000_0000, 0x7fff_0000_0000, 3));
+        // Walk by hand: PML4[0] -> PDPT[3] -> PD[0] -> PT[2].
+        let walk = |gva: u64| {
+            let mut t = pt.root;
+            for level in (0..4).rev() {
+                let e = mem.read_u64((t + ((gva >> (12 + 9 * level)) & 511) * 8) as usize);
+                assert_ne!(e & 1, 0);
+                t = e & ADDR_MASK;
+            }
+            t
+        };
+        assert_eq!(walk(0xc000_2000), 0x7fff_0000_2000);
+        assert_eq!(table_pages_for(1), 6);
+    }
+}

@@ -1,0 +1,138 @@
+//! Running one pass of all vCPUs (or host threads) at once and timing each: the seed's
+//! start_vcpu_threads/join_vcpu_threads, with a start barrier so thread creation (which takes
+//! mmap_lock for writing) does not disturb the first faults.
+
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::memory::HostMemory;
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::unistd::Pid;
+use std::sync::RwLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How often the progress callback runs while a pass is under way.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Wall-clock times of one pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassTimes {
+    /// Time each vCPU took from the common start to touching its last page.
+    pub per_vcpu: Vec<Duration>,
+    /// From the first vCPU starting to the last one finishing.
+    pub total: Duration,
+}
+
+/// Something that touches a [`Layout`]'s pages from N threads: the KVM guest
+/// ([`PerfTestVm`](crate::PerfTestVm)) or the host-only floor ([`HostToucher`](crate::HostToucher)).
+pub trait Toucher {
+    /// The test memory layout.
+    fn layout(&self) -> &Layout;
+    /// The host mapping of the test memory (for userfaultfd registration and verification).
+    fn memory(&self) -> &HostMemory;
+    /// Guest physical address of the test memory, for a guest.
+    fn test_gpa(&self) -> Option<u64> {
+        None
+    }
+    /// Runs one pass: every vCPU visits all of its pages once, writing
+    /// [`page_value`](crate::page_value)`(gva, iteration)`. With `cpus`, vCPU `i` runs pinned
+    /// to `cpus[i]`. `tick` gets the number of pages visited so far, every 100 ms.
+    fn run_pass(
+        &mut self,
+        iteration: u64,
+        cpus: Option<&[usize]>,
+        tick: &mut dyn FnMut(u64),
+    ) -> Result<PassTimes>;
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(|errno| Error::Pin { cpu, errno })?;
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|errno| Error::Pin { cpu, errno })
+}
+
+/// Checks that a CPU list has one CPU per vCPU.
+pub fn check_cpus(cpus: Option<&[usize]>, vcpus: usize) -> Result<()> {
+    match cpus {
+        Some(c) if c.len() != vcpus => Err(Error::CpuListLength {
+            given: c.len(),
+            vcpus,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Runs each job on its own thread (pinned when `cpus` is given), all released together,
+/// calling `tick(progress())` every 100 ms until they are done.
+pub(crate) fn run_threads<F>(
+    jobs: Vec<F>,
+    cpus: Option<&[usize]>,
+    progress: &(dyn Fn() -> u64 + Sync),
+    tick: &mut dyn FnMut(u64),
+) -> Result<PassTimes>
+where
+    F: FnOnce() -> Result<()> + Send,
+{
+    check_cpus(cpus, jobs.len())?;
+    // The gate holds every thread until all are created; its value says "abort" when
+    // creating one of them failed.
+    let gate = RwLock::new(false);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let results: Vec<Result<(Instant, Instant)>> = std::thread::scope(|scope| {
+        let mut closed = gate.write().unwrap_or_else(|e| e.into_inner());
+        let mut handles = Vec::with_capacity(jobs.len());
+        let mut spawn_error = None;
+        for (i, job) in jobs.into_iter().enumerate() {
+            let (gate, done_tx) = (&gate, done_tx.clone());
+            let cpu = cpus.map(|c| c[i]);
+            let handle = std::thread::Builder::new()
+                .name(format!("vcpu{i}"))
+                .spawn_scoped(scope, move || {
+                    let pinned = cpu.map_or(Ok(()), pin_current_thread);
+                    let abort = *gate.read().unwrap_or_else(|e| e.into_inner());
+                    let start = Instant::now();
+                    let result = match pinned {
+                        Ok(()) if abort => {
+                            Err(Error::Invalid("another vCPU thread could not start".into()))
+                        }
+                        Ok(()) => job().map(|()| (start, Instant::now())),
+                        Err(e) => Err(e),
+                    };
+                    let _ = done_tx.send(());
+                    result
+                });
+            match handle {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    spawn_error = Some(Error::Thread(e));
+                    break;
+                }
+            }
+        }
+        *closed = spawn_error.is_some();
+        drop(closed);
+        drop(done_tx);
+        let mut finished = 0;
+        while finished < handles.len() {
+            match done_rx.recv_timeout(TICK) {
+                Ok(()) => finished += 1,
+                Err(mpsc::RecvTimeoutError::Timeout) => tick(progress()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        tick(progress());
+        let joined = handles.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::Invalid("a vCPU thread panicked".into())))
+        });
+        spawn_error.map(Err).into_iter().chain(joined).collect()
+    });
+    let spans = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let first = spans.iter().map(|s| s.0).min().expect("at least one vCPU");
+    let last = spans.iter().map(|s| s.1).max().expect("at least one vCPU");
+    Ok(PassTimes {
+        per_vcpu: spans.iter().map(|(s, e)| *e - *s).collect(),
+        total: last - first,
+    })
+}

@@ -1,0 +1,445 @@
+//! The perf-test VM: N vCPUs in 64-bit long mode (4-level paging, 4 KiB guest pages), a low
+//! identity-mapped slot with code, arguments and page tables, and the test slot at the top of
+//! guest physical memory mapped at [`TEST_GVA`](crate::layout::TEST_GVA).
+
+use crate::error::{Error, Result, kvm};
+use crate::guest::{self, ARGS_SIZE, ASSERT_PORT, PageTables, SYNC_PORT, args};
+use crate::layout::Layout;
+use crate::memory::{Backing, HostMemory, PAGE_SIZE};
+use crate::runner::{PassTimes, Toucher, run_threads};
+use kvm_bindings::{
+    KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, kvm_segment, kvm_userspace_memory_region,
+};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Memory slot of the low (system) memory.
+const LOW_SLOT: u32 = 0;
+/// Memory slot of the test memory (the seed's PERF_TEST_MEM_SLOT_INDEX).
+pub const TEST_SLOT: u32 = 1;
+const GDT_GPA: u64 = PAGE_SIZE;
+const CODE_GPA: u64 = 2 * PAGE_SIZE;
+const ARGS_GPA: u64 = 3 * PAGE_SIZE;
+
+const CR0_PE: u64 = 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+
+/// The KVM device opened unless told otherwise.
+pub const KVM_DEVICE: &str = "/dev/kvm";
+
+/// The largest number of vCPUs the KVM at `device` accepts in one VM.
+pub fn max_vcpus(device: &Path) -> Result<usize> {
+    Ok(open_kvm(device)?.get_max_vcpus())
+}
+
+fn open_kvm(device: &Path) -> Result<Kvm> {
+    let name = device.display().to_string();
+    let path = CString::new(device.as_os_str().as_bytes())
+        .map_err(|_| Error::NoKvm(name.clone(), std::io::ErrorKind::InvalidInput.into()))?;
+    Kvm::new_with_path(path)
+        .map_err(|e| Error::NoKvm(name, std::io::Error::from_raw_os_error(e.errno())))
+}
+
+/// Options for [`PerfTestVm::new`].
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    /// The KVM device, normally [`KVM_DEVICE`].
+    pub device: PathBuf,
+    /// Host backing of the test memory.
+    pub backing: Backing,
+    /// Enable KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 when the kernel has it, so that collecting the
+    /// dirty log and re-protecting pages (KVM_CLEAR_DIRTY_LOG) are separate steps.
+    pub manual_dirty_protect: bool,
+}
+
+impl VmOptions {
+    /// Options for `backing` memory on /dev/kvm, without manual dirty-log protection.
+    pub fn new(backing: Backing) -> Self {
+        VmOptions {
+            device: KVM_DEVICE.into(),
+            backing,
+            manual_dirty_protect: false,
+        }
+    }
+}
+
+/// A VM built for multi-vCPU memory-touching tests.
+pub struct PerfTestVm {
+    vm: VmFd,
+    vcpus: Vec<VcpuFd>,
+    low: HostMemory,
+    test: HostMemory,
+    layout: Layout,
+    test_gpa: u64,
+    manual_protect: bool,
+}
+
+impl PerfTestVm {
+    /// Creates the VM for `vcpus` vCPUs with `bytes_per_vcpu` of test memory each.
+    pub fn new(vcpus: usize, bytes_per_vcpu: u64, options: &VmOptions) -> Result<Self> {
+        let kvm_sys = open_kvm(&options.device)?;
+        let layout = Layout::new(
+            vcpus,
+            bytes_per_vcpu,
+            options.backing,
+            kvm_sys.get_max_vcpus(),
+        )?;
+        let cpuid = kvm_sys
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let phys_bits = cpuid
+            .as_slice()
+            .iter()
+            .find(|e| e.function == 0x8000_0008)
+            .map_or(36, |e| u64::from(e.eax & 0xff));
+        let vm = kvm_sys.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
+        let manual_protect = options.manual_dirty_protect && enable_manual_protect(&kvm_sys, &vm)?;
+
+        let low_bytes = low_pages(&layout) * PAGE_SIZE;
+        let test_gpa = test_gpa(&layout, phys_bits, low_bytes)?;
+        let low = HostMemory::new(low_bytes, Backing::Anonymous)?;
+        let test = HostMemory::new(layout.total_bytes(), options.backing)?;
+        let mut this = PerfTestVm {
+            vm,
+            vcpus: Vec::with_capacity(vcpus),
+            low,
+            test,
+            layout,
+            test_gpa,
+            manual_protect,
+        };
+        this.set_slot(LOW_SLOT, 0, &this.low, 0)?;
+        this.set_slot(TEST_SLOT, test_gpa, &this.test, 0)?;
+        let cr3 = this.build_low_memory()?;
+        for id in 0..vcpus {
+            let vcpu = this
+                .vm
+                .create_vcpu(id as u64)
+                .map_err(kvm("KVM_CREATE_VCPU"))?;
+            vcpu.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
+            setup_long_mode(&vcpu, cr3, id)?;
+            this.vcpus.push(vcpu);
+        }
+        Ok(this)
+    }
+
+    /// The test memory layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Guest physical address of the test slot.
+    pub fn test_gpa(&self) -> u64 {
+        self.test_gpa
+    }
+
+    /// Whether KVM_CLEAR_DIRTY_LOG is in use (manual dirty-log protection).
+    pub fn manual_protect(&self) -> bool {
+        self.manual_protect
+    }
+
+    /// Sets how many pages out of `wr_fract` the guest writes (1: all; the rest are read).
+    pub fn set_wr_fract(&mut self, wr_fract: u64) {
+        for vcpu in 0..self.layout.vcpus {
+            self.low
+                .write_u64(arg_at(vcpu, args::WR_FRACT), wr_fract.max(1));
+        }
+    }
+
+    /// Starts or stops dirty logging on the test slot.
+    pub fn set_dirty_logging(&mut self, on: bool) -> Result<()> {
+        let flags = if on { KVM_MEM_LOG_DIRTY_PAGES } else { 0 };
+        self.set_slot(TEST_SLOT, self.test_gpa, &self.test, flags)
+    }
+
+    /// KVM_GET_DIRTY_LOG for the test slot: one bit per guest page, vCPU 0's pages first.
+    pub fn get_dirty_log(&self) -> Result<Vec<u64>> {
+        self.vm
+            .get_dirty_log(TEST_SLOT, self.test.len())
+            .map_err(kvm("KVM_GET_DIRTY_LOG"))
+    }
+
+    /// KVM_CLEAR_DIRTY_LOG for the pages set in `bitmap` (only with manual protection):
+    /// write-protects them again so the next writes are logged.
+    pub fn clear_dirty_log(&self, bitmap: &mut [u64]) -> Result<()> {
+        crate::dirty::clear_dirty_log(&self.vm, TEST_SLOT, self.layout.total_pages(), bitmap)
+    }
+
+    fn set_slot(&self, slot: u32, gpa: u64, mem: &HostMemory, flags: u32) -> Result<()> {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags,
+            guest_phys_addr: gpa,
+            memory_size: mem.len() as u64,
+            userspace_addr: mem.as_ptr() as u64,
+        };
+        // SAFETY: `mem` is a live mapping of `memory_size` bytes owned by `self`, which also owns
+        // the VM; the VM (and so the slot) is dropped before the mapping (field order).
+        unsafe { self.vm.set_user_memory_region(region) }.map_err(kvm("KVM_SET_USER_MEMORY_REGION"))
+    }
+
+    /// Writes GDT, code, per-vCPU arguments and page tables into low memory; returns CR3.
+    fn build_low_memory(&self) -> Result<u64> {
+        for (i, entry) in guest::GDT.iter().enumerate() {
+            self.low
+                .write_u64((GDT_GPA + 8 * i as u64) as usize, *entry);
+        }
+        let code = guest::guest_code(CODE_GPA)
+            .map_err(|e| Error::Invalid(format!("assembling guest code: {e}")))?;
+        self.low.write_bytes(CODE_GPA as usize, &code);
+        for vcpu in 0..self.layout.vcpus {
+            let fields = [
+                (args::GVA, self.layout.page_gva(vcpu, 0)),
+                (args::PAGES, self.layout.pages_per_vcpu),
+                (args::PAGE_SIZE, self.layout.guest_page_size),
+                (args::ITERATION, 0),
+                (args::WR_FRACT, 1),
+                (args::VCPU_ID, vcpu as u64),
+            ];
+            for (field, value) in fields {
+                self.low.write_u64(arg_at(vcpu, field), value);
+            }
+        }
+        let tables_start = ARGS_GPA + args_pages(&self.layout) * PAGE_SIZE;
+        let mut pt = PageTables::new(&self.low, tables_start, self.low.len() as u64);
+        let low_pages = self.low.len() as u64 / PAGE_SIZE;
+        // Identity-map low memory except page 0, so a null pointer in the guest faults.
+        let ok = pt.map(PAGE_SIZE, PAGE_SIZE, low_pages - 1)
+            && pt.map(self.layout.gva, self.test_gpa, self.layout.total_pages());
+        if !ok {
+            return Err(Error::Invalid(
+                "internal error: guest page-table area too small; please report".into(),
+            ));
+        }
+        Ok(pt.root)
+    }
+}
+
+impl Toucher for PerfTestVm {
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn memory(&self) -> &HostMemory {
+        &self.test
+    }
+
+    fn test_gpa(&self) -> Option<u64> {
+        Some(self.test_gpa)
+    }
+
+    fn run_pass(
+        &mut self,
+        iteration: u64,
+        cpus: Option<&[usize]>,
+        tick: &mut dyn FnMut(u64),
+    ) -> Result<PassTimes> {
+        for vcpu in 0..self.layout.vcpus {
+            self.low.write_u64(arg_at(vcpu, args::ITERATION), iteration);
+            self.low.write_u64(arg_at(vcpu, args::DONE), 0);
+        }
+        let PerfTestVm {
+            vcpus, low, layout, ..
+        } = self;
+        let work = vcpus
+            .iter_mut()
+            .enumerate()
+            .map(|(i, vcpu)| move || run_to_sync(vcpu, i))
+            .collect();
+        let progress = || {
+            (0..layout.vcpus)
+                .map(|v| low.read_u64(arg_at(v, args::DONE)))
+                .sum()
+        };
+        run_threads(work, cpus, &progress, tick)
+    }
+}
+
+fn run_to_sync(vcpu: &mut VcpuFd, index: usize) -> Result<()> {
+    loop {
+        let exit = match vcpu.run() {
+            Ok(VcpuExit::IoOut(SYNC_PORT, _)) => return Ok(()),
+            Ok(VcpuExit::IoOut(ASSERT_PORT, _)) => {
+                "the guest found another vCPU's argument block".to_owned()
+            }
+            Ok(VcpuExit::Shutdown) => {
+                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or_default();
+                format!("guest triple fault (KVM_EXIT_SHUTDOWN) near RIP {rip:#x}")
+            }
+            Ok(other) => format!("{other:?}"),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) => return Err(kvm("KVM_RUN")(e)),
+        };
+        return Err(Error::GuestExit { vcpu: index, exit });
+    }
+}
+
+fn enable_manual_protect(kvm_sys: &Kvm, vm: &VmFd) -> Result<bool> {
+    let cap = kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+    let supported = kvm_sys.check_extension_raw(cap.into());
+    let wanted = u64::from(kvm_bindings::KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE);
+    if supported < 0 || (supported as u64) & wanted == 0 {
+        return Ok(false);
+    }
+    let mut enable = kvm_bindings::kvm_enable_cap {
+        cap,
+        ..Default::default()
+    };
+    enable.args[0] = wanted;
+    vm.enable_cap(&enable)
+        .map_err(kvm("KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2)"))?;
+    Ok(true)
+}
+
+fn arg_at(vcpu: usize, field: u64) -> usize {
+    (ARGS_GPA + vcpu as u64 * ARGS_SIZE + field) as usize
+}
+
+fn args_pages(layout: &Layout) -> u64 {
+    (layout.vcpus as u64 * ARGS_SIZE).div_ceil(PAGE_SIZE)
+}
+
+/// Pages of low memory: null page, GDT, code, arguments, then page tables for the test region
+/// and for low memory itself (solved by iterating, since the tables map themselves).
+fn low_pages(layout: &Layout) -> u64 {
+    let fixed = 3 + args_pages(layout) + 1; // + PML4
+    let test_tables = guest::table_pages_for(layout.total_pages());
+    let mut pages = fixed + test_tables;
+    loop {
+        let next = fixed + test_tables + guest::table_pages_for(pages);
+        if next <= pages {
+            return pages;
+        }
+        pages = next;
+    }
+}
+
+/// Places the test slot at the top of guest physical memory, aligned down to the backing's
+/// page size, as the seed does; refuses a region that would not fit above low memory.
+fn test_gpa(layout: &Layout, phys_bits: u64, low_bytes: u64) -> Result<u64> {
+    let region_end_gfn = 1u64 << (phys_bits - 12);
+    let pages = layout.total_pages();
+    let low_gfns = low_bytes / PAGE_SIZE + layout.host_page_size / PAGE_SIZE;
+    if pages + 1 + low_gfns > region_end_gfn {
+        return Err(Error::TooMuchMemory {
+            pages,
+            space: "guest physical address space",
+            limit: region_end_gfn.saturating_sub(1 + low_gfns),
+        });
+    }
+    if low_bytes >= layout.gva {
+        return Err(Error::TooMuchMemory {
+            pages,
+            space: "identity-mapped low memory (page tables)",
+            limit: 0,
+        });
+    }
+    let gpa = (region_end_gfn - pages - 1) * PAGE_SIZE;
+    Ok(gpa & !(layout.host_page_size - 1))
+}
+
+fn setup_long_mode(vcpu: &VcpuFd, cr3: u64, id: usize) -> Result<()> {
+    let mut sregs = vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
+    let segment = |selector: u16, type_: u8| kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: u8::from(selector != guest::CODE_SELECTOR),
+        s: 1,
+        l: u8::from(selector == guest::CODE_SELECTOR),
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    sregs.cs = segment(guest::CODE_SELECTOR, 0xb);
+    let data = segment(guest::DATA_SELECTOR, 0x3);
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+    // VM entry in long mode wants a busy 64-bit TSS in TR even though nothing uses it.
+    sregs.tr = kvm_segment {
+        base: 0,
+        limit: 0x67,
+        selector: 0x18,
+        type_: 0xb,
+        present: 1,
+        ..Default::default()
+    };
+    sregs.gdt.base = GDT_GPA;
+    sregs.gdt.limit = (guest::GDT.len() * 8 - 1) as u16;
+    sregs.cr0 = CR0_PE | CR0_ET | CR0_NE | CR0_PG;
+    sregs.cr3 = cr3;
+    sregs.cr4 = CR4_PAE;
+    sregs.efer = EFER_LME | EFER_LMA;
+    vcpu.set_sregs(&sregs).map_err(kvm("KVM_SET_SREGS"))?;
+    let regs = kvm_bindings::kvm_regs {
+        rip: CODE_GPA,
+        rflags: 2,
+        rdi: ARGS_GPA + id as u64 * ARGS_SIZE,
+        rsi: id as u64,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::Toucher;
+
+    #[test]
+    fn test_slot_sits_at_the_top_of_guest_physical_memory() {
+        let layout = Layout::new(2, 4 << 20, Backing::Anonymous, 8).unwrap();
+        let low = low_pages(&layout) * PAGE_SIZE;
+        // 2048 pages below the last gfn of a 40-bit space.
+        assert_eq!(
+            test_gpa(&layout, 40, low).unwrap(),
+            (1u64 << 40) - 2049 * PAGE_SIZE
+        );
+        let huge = Layout::new(2, 4 << 20, Backing::Hugetlb, 8).unwrap();
+        assert_eq!(test_gpa(&huge, 40, low).unwrap() % (2 << 20), 0);
+        // 8 MiB does not fit a 20-bit (1 MiB) guest physical space.
+        assert!(matches!(
+            test_gpa(&layout, 20, low),
+            Err(Error::TooMuchMemory { .. })
+        ));
+    }
+
+    #[test]
+    fn low_memory_holds_the_page_tables() {
+        let layout = Layout::new(4, 64 << 20, Backing::Anonymous, 8).unwrap();
+        let pages = low_pages(&layout);
+        let tables =
+            guest::table_pages_for(layout.total_pages()) + guest::table_pages_for(pages) + 1;
+        assert!(pages >= 3 + args_pages(&layout) + tables);
+    }
+
+    #[test]
+    fn guest_checks_its_argument_block() {
+        let mut vm = PerfTestVm::new(2, 1 << 20, &VmOptions::new(Backing::Anonymous)).unwrap();
+        vm.low.write_u64(arg_at(1, args::VCPU_ID), 0);
+        let err = vm.run_pass(0, None, &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(&err, Error::GuestExit { vcpu: 1, exit } if exit.contains("another vCPU's argument block")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn passes_repeat_with_new_iteration_values() {
+        let mut vm = PerfTestVm::new(1, 1 << 20, &VmOptions::new(Backing::Anonymous)).unwrap();
+        for iteration in [0, 1, 7] {
+            vm.run_pass(iteration, None, &mut |_| {}).unwrap();
+            assert!(vm.layout().verify(vm.memory(), |_| iteration, 0).ok(256));
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Starting a command so that probes can be attached before it runs its first instruction.
+//!
+//! The child is forked by [`std::process::Command`] (so PATH lookup, environment and exec
+//! errors behave as usual) and, between fork and exec, reports its pid on one pipe and waits
+//! for a byte on another. The parent attaches its probes to that pid, then opens the gate.
+//! `Command::spawn` only returns once the child has exec'd, so it runs on a helper thread.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::thread::JoinHandle;
+
+/// A forked child held before `exec` until [`GatedChild::release`].
+#[derive(Debug)]
+pub struct GatedChild {
+    pid: u32,
+    gate: Option<File>,
+    spawner: Option<JoinHandle<io::Result<Child>>>,
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Finds `program` like `execvp` would, so a missing program is reported before anything is
+/// attached.
+pub fn find_program(program: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return if executable(program) {
+            Ok(program.to_path_buf())
+        } else {
+            Err(io::Error::new(io::ErrorKind::NotFound, format!("{} is not an executable file", program.display())))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found on PATH", program.display())))
+}
+
+impl GatedChild {
+    /// Forks `program args...` and leaves it waiting before `exec`.
+    pub fn spawn(program: &Path, args: &[OsString]) -> io::Result<GatedChild> {
+        let program = find_program(program)?;
+        let (pid_r, pid_w) = pipe()?;
+        let (gate_r, gate_w) = pipe()?;
+        let (pid_w_fd, gate_r_fd, gate_w_fd) = (pid_w.as_raw_fd(), gate_r.as_raw_fd(), gate_w.as_raw_fd());
+        let mut cmd = Command::new(&program);
+        cmd.args(args);
+        // SAFETY: the closure runs in the forked child and only calls async-signal-safe
+        // functions (close, getpid, write, read) on descriptors the parent keeps open until
+        // the spawn returns (they are moved into the spawner thread below).
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::close(gate_w_fd);
+                let pid = libc::getpid().to_ne_bytes();
+                if libc::write(pid_w_fd, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                    return Err(io::Error::last_os_error());
+                }
+                let mut byte = 0u8;
+                match libc::read(gate_r_fd, (&raw mut byte).cast(), 1) {
+                    1 if byte == b'g' => Ok(()),
+                    _ => Err(io::Error::new(io::ErrorKind::Interrupted, "tracekit did not release the command")),
+                }
+            });
+        }
+        let spawner = std::thread::spawn(move || {
+            let result = cmd.spawn();
+            drop((pid_w, gate_r));
+            result
+        });
+        let mut pid = [0u8; 4];
+        let mut reader = File::from(pid_r);
+        if let Err(e) = reader.read_exact(&mut pid) {
+            // The fork itself failed: the spawner has the real error.
+            return Err(match spawner.join() {
+                Ok(Err(err)) => err,
+                _ => e,
+            });
+        }
+        Ok(GatedChild { pid: i32::from_ne_bytes(pid) as u32, gate: Some(File::from(gate_w)), spawner: Some(spawner) })
+    }
+
+    /// The child's pid (valid before and after exec).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Lets the child exec and returns its handle once it has.
+    pub fn release(mut self) -> io::Result<Child> {
+        let mut gate = self.gate.take().expect("gate is open until release");
+        gate.write_all(b"g")?;
+        drop(gate);
+        self.spawner.take().expect("spawner until release").join().map_err(|_| io::Error::other("spawner thread panicked"))?
+    }
+}
+
+impl Drop for GatedChild {
+    /// Not released: closing the gate makes the child's pre-exec step fail, so it never runs
+    /// the command; the spawner then reaps it.
+    fn drop(&mut self) {
+        drop(self.gate.take());
+        if let Some(s) = self.spawner.take() {
+            let _ = s.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_waits_at_the_gate_then_runs() {
+        let child = GatedChild::spawn(Path::new("sh"), &["-c".into(), "exit 7".into()]).unwrap();
+        let pid = child.pid();
+        // Still tracekit's image: it has not exec'd.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(exe, std::env::current_exe().unwrap());
+        let status = child.release().unwrap().wait().unwrap();
+        assert_eq!(status.code(), Some(7));
+    }
+
+    #[test]
+    fn dropped_gate_never_runs_the_command() {
+        let marker = std::env::temp_dir().join(format!("tk-gate-{}", std::process::id()));
+        let child = GatedChild::spawn(Path::new("touch"), &[marker.clone().into()]).unwrap();
+        drop(child);
+        assert!(!marker.exists());
+    }
+
+    #[test]
+    fn missing_program_is_an_error_up_front() {
+        let e = GatedChild::spawn(Path::new("no-such-program-tk"), &[]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}

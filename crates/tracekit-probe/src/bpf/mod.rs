@@ -1,0 +1,491 @@
+//! The BPF engine: uprobes and uretprobes through aya, aggregated in the kernel.
+//!
+//! One entry program and one return program (`bpf/uprobe.bpf.c`) serve every probe; each
+//! attachment carries a BPF cookie naming its probe. Entry and return probes on the same
+//! function share one entry attachment (it counts the hit and stamps the entry time), so the
+//! short form `BINARY:SYMBOL` costs one uprobe plus one uretprobe per call. The kernel keeps
+//! per-CPU statistics; user space reads them once at the end. `--print` adds a ring buffer.
+
+pub mod kernel;
+pub mod launch;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::num::NonZeroU32;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use aya::programs::UProbe;
+use aya::{Ebpf, EbpfLoader, Pod};
+use tracekit_core::stats::{LatencyStats, Log2Histogram};
+
+use crate::report::{ProbeReport, ProbeResult};
+use crate::spec::ProbeKind;
+use crate::symbols::ResolvedProbe;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bpf/obj/uprobe.bpf.o"));
+
+/// Probes one run can hold (the size of the kernel's statistics array).
+pub const MAX_PROBES: usize = 256;
+const HIST_BUCKETS: usize = 64;
+const RING_BYTES: u32 = 1 << 22;
+
+/// Why the BPF engine could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    /// The kernel refused to load the program or create its maps.
+    #[error("cannot load the uprobe BPF program: {reason}{}", if *.refused { "; run as root or grant CAP_BPF and CAP_PERFMON, or use --engine ptrace" } else { "" })]
+    Load {
+        /// The loader's error chain.
+        reason: String,
+        /// Whether this was a permission refusal (EPERM/EACCES): `--engine auto` falls back.
+        refused: bool,
+    },
+    /// A uprobe could not be attached.
+    #[error("cannot attach `{spec}` ({binary} at file offset {offset:#x}): {reason}{}", if *.refused { "; run as root or grant CAP_BPF and CAP_PERFMON, or use --engine ptrace" } else { "" })]
+    Attach {
+        /// The probe.
+        spec: String,
+        /// Its binary.
+        binary: PathBuf,
+        /// Its file offset.
+        offset: u64,
+        /// The kernel's answer.
+        reason: String,
+        /// Whether this was a permission refusal.
+        refused: bool,
+    },
+    /// Kernel probes on a kernel without what they need.
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelProbeError),
+    /// Too many probes for the kernel's statistics array.
+    #[error("{0} probes given; at most {MAX_PROBES} per run")]
+    TooMany(usize),
+    /// Reading a map failed.
+    #[error("cannot read the BPF map `{map}`: {reason}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The command could not be started.
+    #[error("cannot run {program}: {error}; check the path and that it is executable")]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// The OS error (shown in the message, so not a `source`).
+        error: io::Error,
+    },
+    /// The process to trace does not exist.
+    #[error("no process with pid {0}; check the pid with `ps` (the process may have exited)")]
+    NoSuchProcess(u32),
+}
+
+impl BpfError {
+    /// Whether the kernel refused BPF for lack of privilege (the case where `--engine auto`
+    /// falls back to ptrace).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, BpfError::Load { refused: true, .. } | BpfError::Attach { refused: true, .. })
+    }
+}
+
+/// The error chain as one line, and whether any OS error in it is EPERM/EACCES.
+fn describe(err: &(dyn std::error::Error + 'static)) -> (String, bool) {
+    let mut text = err.to_string();
+    let mut refused = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            refused |= matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES));
+        }
+        if !std::ptr::eq(e, err) {
+            let s = e.to_string();
+            if !text.contains(&s) {
+                text = format!("{text}: {s}");
+            }
+        }
+        cur = e.source();
+    }
+    (text, refused)
+}
+
+/// Mirror of `struct probe_stats` in uprobe.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KernelStats {
+    hits: u64,
+    missed: u64,
+    lost: u64,
+    lat_count: u64,
+    lat_total: u64,
+    lat_min: u64,
+    lat_max: u64,
+    sum_sq_lo: u64,
+    sum_sq_hi: u64,
+    hist: [u64; HIST_BUCKETS],
+}
+
+/// Mirror of `struct event` in uprobe.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KernelEvent {
+    ts: u64,
+    tgid: u32,
+    tid: u32,
+    probe: u32,
+    kind: u32,
+    args: [u64; 6],
+    latency: u64,
+}
+
+// SAFETY: both are plain repr(C) structs of integers with no padding; any bit pattern is valid.
+unsafe impl Pod for KernelStats {}
+// SAFETY: as above.
+unsafe impl Pod for KernelEvent {}
+
+/// One hit streamed by `--print`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HitEvent {
+    /// Index of the probe in the slice given to [`Session::attach`].
+    pub probe: usize,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Entry or return.
+    pub kind: ProbeKind,
+    /// The six integer argument registers at entry (zero for returns).
+    pub args: [u64; 6],
+    /// The return value, for return probes.
+    pub retval: Option<u64>,
+    /// Entry-to-return time in ns, for return probes whose entry was seen.
+    pub latency_ns: Option<u64>,
+    /// Kernel monotonic timestamp in ns.
+    pub timestamp_ns: u64,
+}
+
+/// Engine options.
+#[derive(Debug, Clone, Default)]
+pub struct BpfOptions {
+    /// Stream every hit through a ring buffer (see [`Session::poll`]).
+    pub print: bool,
+    /// Called by [`run`] once every probe is attached (before a command starts), with the
+    /// number of probes: the moment a user (or a test) can start the workload.
+    pub on_attached: Option<fn(usize)>,
+}
+
+/// One entry attachment: the hit it counts and the return probe whose entry it stamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EntryAttach {
+    probe_index: usize,
+    hit: Option<usize>,
+    stamp: Option<usize>,
+}
+
+impl EntryAttach {
+    fn cookie(&self) -> u64 {
+        let id = |o: Option<usize>| o.map_or(0, |i| i as u64 + 1);
+        id(self.hit) | (id(self.stamp) << 16)
+    }
+}
+
+/// Entry attachments for `probes`: entry and return probes at the same place share one.
+fn plan_entries(probes: &[ResolvedProbe]) -> Vec<EntryAttach> {
+    let mut plan: Vec<EntryAttach> = Vec::new();
+    let mut by_place: HashMap<(PathBuf, u64), Vec<usize>> = HashMap::new();
+    for (i, p) in probes.iter().enumerate() {
+        let is_return = p.spec.kind == ProbeKind::Uretprobe;
+        let slots = by_place.entry((p.binary.clone(), p.file_offset)).or_default();
+        let free = slots.iter().copied().find(|&k| if is_return { plan[k].stamp.is_none() } else { plan[k].hit.is_none() });
+        let k = free.unwrap_or_else(|| {
+            plan.push(EntryAttach { probe_index: i, hit: None, stamp: None });
+            slots.push(plan.len() - 1);
+            plan.len() - 1
+        });
+        if is_return { plan[k].stamp = Some(i) } else { plan[k].hit = Some(i) }
+    }
+    plan
+}
+
+/// Loaded programs with every probe attached. Dropping it detaches everything.
+pub struct Session {
+    ebpf: Ebpf,
+    probes: Vec<ResolvedProbe>,
+    events: Option<RingBuf<MapData>>,
+}
+
+impl Session {
+    /// Loads the programs and attaches every probe, firing only in process `pid` (all its
+    /// threads). Probes must be user probes from [`crate::symbols::resolve_with`].
+    pub fn attach(probes: &[ResolvedProbe], pid: u32, opts: &BpfOptions) -> Result<Session, BpfError> {
+        if probes.len() > MAX_PROBES {
+            return Err(BpfError::TooMany(probes.len()));
+        }
+        if let Some(k) = probes.iter().find(|p| p.spec.kind == ProbeKind::Kprobe) {
+            return Err(kernel::unavailable(&k.spec.text).into());
+        }
+        let load_err = |e: &(dyn std::error::Error + 'static)| {
+            let (reason, refused) = describe(e);
+            BpfError::Load { reason, refused }
+        };
+        let print = u32::from(opts.print);
+        // Without --print the ring buffer is never written; keep it one page.
+        let ring = if opts.print { RING_BYTES } else { 4096 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("cfg_print", &print, true)
+            .map_max_entries("events", ring)
+            .load(OBJECT)
+            .map_err(|e| load_err(&e))?;
+        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        for (name, is_return) in [("tk_return", true), ("tk_entry", false)] {
+            let prog: &mut UProbe = ebpf
+                .program_mut(name)
+                .expect("program in object")
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| load_err(&e))?;
+            prog.load().map_err(|e| load_err(&e))?;
+            // Return probes first: a call in flight during attach then shows up as one missed
+            // latency rather than as a stale entry time.
+            let attachments: Vec<(usize, u64)> = if is_return {
+                (probes.iter().enumerate())
+                    .filter(|(_, p)| p.spec.kind == ProbeKind::Uretprobe)
+                    .map(|(i, _)| (i, i as u64 + 1))
+                    .collect()
+            } else {
+                plan_entries(probes).iter().map(|a| (a.probe_index, a.cookie())).collect()
+            };
+            for (i, cookie) in attachments {
+                let p = &probes[i];
+                let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(p.file_offset), cookie: Some(cookie) };
+                prog.attach(point, &p.binary, scope).map_err(|e| {
+                    let (reason, refused) = describe(&e);
+                    BpfError::Attach { spec: p.spec.text.clone(), binary: p.binary.clone(), offset: p.file_offset, reason, refused }
+                })?;
+            }
+        }
+        let events = if opts.print {
+            let map = ebpf.take_map("events").expect("map in object");
+            Some(RingBuf::try_from(map).map_err(|e| BpfError::Map { map: "events", reason: e.to_string() })?)
+        } else {
+            None
+        };
+        Ok(Session { ebpf, probes: probes.to_vec(), events })
+    }
+
+    /// Waits up to `timeout` for streamed hits and passes each to `on_hit`; returns how many.
+    /// Without [`BpfOptions::print`] it just sleeps.
+    pub fn poll(&mut self, timeout: Duration, on_hit: &mut dyn FnMut(&HitEvent)) -> usize {
+        let Some(ring) = self.events.as_mut() else {
+            std::thread::sleep(timeout);
+            return 0;
+        };
+        let mut n = drain(ring, on_hit);
+        if n == 0 {
+            let mut pfd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, and its count.
+            unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
+            n = drain(ring, on_hit);
+        }
+        n
+    }
+
+    /// Reads the kernel's statistics (the probes stay attached).
+    pub fn report(&self) -> Result<ProbeReport, BpfError> {
+        let map_err = |e: aya::maps::MapError| BpfError::Map { map: "stats", reason: e.to_string() };
+        let map: PerCpuArray<&MapData, KernelStats> =
+            PerCpuArray::try_from(self.ebpf.map("stats").expect("map in object")).map_err(map_err)?;
+        let mut probes = Vec::with_capacity(self.probes.len());
+        for (i, p) in self.probes.iter().enumerate() {
+            let per_cpu = map.get(&(i as u32), 0).map_err(map_err)?;
+            probes.push(result_of(p, per_cpu.iter()));
+        }
+        Ok(ProbeReport { engine: "bpf".into(), probes })
+    }
+
+    /// Events the ring buffer had no room for, over all probes.
+    pub fn lost(&self) -> Result<u64, BpfError> {
+        let map_err = |e: aya::maps::MapError| BpfError::Map { map: "stats", reason: e.to_string() };
+        let map: PerCpuArray<&MapData, KernelStats> =
+            PerCpuArray::try_from(self.ebpf.map("stats").expect("map in object")).map_err(map_err)?;
+        let mut lost = 0;
+        for i in 0..self.probes.len() {
+            lost += map.get(&(i as u32), 0).map_err(map_err)?.iter().map(|s| s.lost).sum::<u64>();
+        }
+        Ok(lost)
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, on_hit: &mut dyn FnMut(&HitEvent)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        if item.len() >= size_of::<KernelEvent>() {
+            // SAFETY: the item holds at least one KernelEvent written by the BPF program; the
+            // read is unaligned-safe.
+            let e: KernelEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            on_hit(&event_of(&e));
+            n += 1;
+        }
+    }
+    n
+}
+
+fn event_of(e: &KernelEvent) -> HitEvent {
+    let ret = e.kind == 1;
+    HitEvent {
+        probe: e.probe as usize,
+        pid: e.tgid,
+        tid: e.tid,
+        kind: if ret { ProbeKind::Uretprobe } else { ProbeKind::Uprobe },
+        args: if ret { [0; 6] } else { e.args },
+        retval: ret.then_some(e.args[0]),
+        latency_ns: (ret && e.latency > 0).then_some(e.latency),
+        timestamp_ns: e.ts,
+    }
+}
+
+/// Merges the per-CPU statistics of one probe.
+fn result_of<'a>(p: &ResolvedProbe, per_cpu: impl Iterator<Item = &'a KernelStats>) -> ProbeResult {
+    let mut hits = 0;
+    let mut missed = 0;
+    let mut latency = LatencyStats::new();
+    let mut histogram = Log2Histogram::default();
+    for s in per_cpu {
+        hits += s.hits;
+        missed += s.missed + s.lost;
+        latency.merge(&LatencyStats {
+            count: s.lat_count,
+            total: s.lat_total,
+            min: s.lat_min,
+            max: s.lat_max,
+            sum_sq: (u128::from(s.sum_sq_hi) << 64) | u128::from(s.sum_sq_lo),
+        });
+        for (b, &c) in s.hist.iter().enumerate().filter(|(_, c)| **c > 0) {
+            histogram.add_bucket(b, c);
+        }
+    }
+    let is_return = p.spec.kind == ProbeKind::Uretprobe;
+    ProbeResult {
+        spec: p.spec.text.clone(),
+        kind: p.spec.kind,
+        hits,
+        missed,
+        latency: is_return.then_some(latency),
+        histogram: is_return.then_some(histogram),
+    }
+}
+
+/// What to trace.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Start this command, attach before it runs, report when it exits.
+    Command {
+        /// The program (looked up on `PATH` if it has no slash).
+        program: PathBuf,
+        /// Its arguments, without `argv[0]`.
+        args: Vec<OsString>,
+    },
+    /// A running process (all its threads), until it exits or the run is stopped.
+    Pid(u32),
+}
+
+/// How the traced command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Per-probe hits and latencies, in the order given.
+    pub report: ProbeReport,
+    /// How the command ended (`None` for `-p`, or when the run was stopped first).
+    pub exit: Option<ExitStatus>,
+    /// Streamed events lost because the ring buffer was full.
+    pub lost_events: u64,
+}
+
+/// Runs `probes` on `target` until it exits or `stop` becomes true, then detaches.
+/// `on_hit` sees every hit when [`BpfOptions::print`] is set.
+pub fn run(
+    probes: &[ResolvedProbe],
+    target: &Target,
+    opts: &BpfOptions,
+    stop: &AtomicBool,
+    on_hit: &mut dyn FnMut(&HitEvent),
+) -> Result<Outcome, BpfError> {
+    const TICK: Duration = Duration::from_millis(50);
+    match target {
+        Target::Pid(pid) => {
+            if !alive(*pid) {
+                return Err(BpfError::NoSuchProcess(*pid));
+            }
+            let mut session = Session::attach(probes, *pid, opts)?;
+            if let Some(f) = opts.on_attached {
+                f(probes.len());
+            }
+            while !stop.load(Ordering::Relaxed) && alive(*pid) {
+                session.poll(TICK, on_hit);
+            }
+            finish(session, None, on_hit)
+        }
+        Target::Command { program, args } => {
+            let spawn_err = |error| BpfError::Spawn { program: program.clone(), error };
+            let gated = launch::GatedChild::spawn(program, args).map_err(spawn_err)?;
+            // On error the gate closes and the command never runs.
+            let mut session = Session::attach(probes, gated.pid(), opts)?;
+            if let Some(f) = opts.on_attached {
+                f(probes.len());
+            }
+            let mut child = gated.release().map_err(spawn_err)?;
+            let mut status = None;
+            while !stop.load(Ordering::Relaxed) {
+                session.poll(TICK, on_hit);
+                if let Some(s) = child.try_wait().map_err(spawn_err)? {
+                    status = Some(s);
+                    break;
+                }
+            }
+            if status.is_none() {
+                // Stopped (Ctrl-C reaches the command too): give it a moment to end.
+                std::thread::sleep(Duration::from_millis(100));
+                status = child.try_wait().ok().flatten();
+            }
+            finish(session, status.map(exit_of), on_hit)
+        }
+    }
+}
+
+fn finish(mut session: Session, exit: Option<ExitStatus>, on_hit: &mut dyn FnMut(&HitEvent)) -> Result<Outcome, BpfError> {
+    while session.poll(Duration::ZERO, on_hit) > 0 {}
+    Ok(Outcome { report: session.report()?, exit, lost_events: session.lost()? })
+}
+
+fn exit_of(s: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => ExitStatus::Code(c),
+        (None, Some(sig)) => ExitStatus::Signal(sig),
+        (None, None) => ExitStatus::Code(-1),
+    }
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

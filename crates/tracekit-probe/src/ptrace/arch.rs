@@ -1,0 +1,139 @@
+//! The one architecture trait of the probe engine.
+//!
+//! Everything that depends on the instruction set lives behind [`Arch`]: decoding, deciding
+//! how a displaced instruction is handled, simulating it on a register set, writing its copy
+//! into a slot, and the breakpoint encoding. The engine core never looks at an opcode. A new
+//! architecture (LoongArch64 next) is one more module implementing this trait.
+
+use std::fmt::Debug;
+use std::io;
+
+use super::target::Memory;
+
+/// How a displaced instruction is executed after its breakpoint fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handling {
+    /// Its effect is computed on the registers (and memory) by the tracer: one stop per hit.
+    Simulate,
+    /// A copy runs from a slot in the tracee, re-encoded for the slot's address.
+    OutOfLine,
+    /// It cannot be handled; the reason says why.
+    Refuse(String),
+}
+
+/// How a slot hands control back after the copied instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotReturn {
+    /// A jump to the instruction after the original (boosted kprobe): no second stop.
+    Jump,
+    /// A breakpoint: the engine's post-handler runs, then the thread resumes after the original.
+    Breakpoint,
+}
+
+/// Where a function's return address is at its first instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnSlot {
+    /// In memory at this address (x86-64: `[rsp]`).
+    Memory(u64),
+    /// In the link register (LoongArch: `ra`).
+    Register,
+}
+
+/// An instruction set, as the probe engine needs it.
+pub trait Arch: 'static {
+    /// A thread's general registers.
+    type Regs: Copy + Debug;
+    /// One decoded instruction (knows its address and length).
+    type Insn: Clone + Debug;
+
+    /// The breakpoint instruction's bytes.
+    const BREAKPOINT: &'static [u8];
+    /// The system call instruction's bytes (used to inject `mmap`/`munmap`).
+    const SYSCALL: &'static [u8];
+    /// Longest instruction, in bytes.
+    const MAX_INSN_LEN: usize;
+    /// Bytes reserved per slot (the copy, its way back, alignment).
+    const SLOT_SIZE: u64;
+
+    /// Decodes the instruction at the start of `code`, which sits at `addr`.
+    fn decode(code: &[u8], addr: u64) -> Option<Self::Insn>;
+    /// Its length in bytes.
+    fn len(insn: &Self::Insn) -> usize;
+    /// Human-readable text, e.g. `mov rax,[rip+2EE5h]`.
+    fn text(insn: &Self::Insn) -> String;
+    /// Simulate, execute out of line, or refuse.
+    fn classify(insn: &Self::Insn) -> Handling;
+    /// Whether [`Arch::simulate`] handles it (a subset of what is not refused).
+    fn can_simulate(insn: &Self::Insn) -> bool;
+    /// Whether it must be simulated even when out-of-line execution is preferred (branches,
+    /// calls, returns: their copy would go the wrong way).
+    fn must_simulate(insn: &Self::Insn) -> bool;
+    /// Applies the instruction's effect to `regs` (and `mem`), leaving the pc after it or at
+    /// its branch target.
+    fn simulate(insn: &Self::Insn, regs: &mut Self::Regs, mem: &mut dyn Memory) -> io::Result<()>;
+    /// The slot's bytes: the instruction re-encoded to run at `slot`, then the way back to
+    /// the instruction after the original.
+    fn prepare_slot(insn: &Self::Insn, slot: u64, ret: SlotReturn) -> Result<Vec<u8>, String>;
+
+    /// Program counter.
+    fn pc(regs: &Self::Regs) -> u64;
+    /// Sets the program counter.
+    fn set_pc(regs: &mut Self::Regs, pc: u64);
+    /// Stack pointer.
+    fn sp(regs: &Self::Regs) -> u64;
+    /// The breakpoint's address, given the pc reported at its trap.
+    fn breakpoint_address(trap_pc: u64) -> u64;
+    /// The first six integer arguments at a function's entry.
+    fn args(regs: &Self::Regs) -> [u64; 6];
+    /// The integer return value at a function's return.
+    fn return_value(regs: &Self::Regs) -> u64;
+    /// Where the return address is at a function's first instruction.
+    fn return_slot(regs: &Self::Regs) -> ReturnSlot;
+    /// Sets the return-address register (for [`ReturnSlot::Register`] architectures).
+    fn set_return_register(regs: &mut Self::Regs, value: u64);
+    /// Registers that run system call `nr` with `args` from a syscall instruction at `at`;
+    /// `saved` supplies everything else (and is restored afterwards).
+    fn syscall_regs(saved: &Self::Regs, at: u64, nr: u64, args: [u64; 6]) -> Self::Regs;
+    /// The result of a system call, after it ran.
+    fn syscall_result(regs: &Self::Regs) -> i64;
+}
+
+/// Where `addr` sits among the instructions of a function that starts at `start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boundary {
+    /// `addr` starts an instruction.
+    Exact,
+    /// `addr` is inside the instruction `text` at `start`; the next one is at `next`.
+    Inside {
+        /// The instruction's text.
+        text: String,
+        /// Its start.
+        start: u64,
+        /// The next instruction's start.
+        next: u64,
+    },
+    /// Decoding stopped (bad bytes, or the code given ends) before reaching `addr`.
+    Unknown,
+}
+
+/// Decodes a function from its first byte up to `addr` to tell whether `addr` is an
+/// instruction boundary (a probe in the middle of an instruction corrupts it).
+pub fn boundary<A: Arch>(code: &[u8], start: u64, addr: u64) -> Boundary {
+    let mut pc = start;
+    while pc < addr {
+        let off = (pc - start) as usize;
+        let Some(insn) = code.get(off..).and_then(|c| A::decode(c, pc)) else {
+            return Boundary::Unknown;
+        };
+        let next = pc + A::len(&insn) as u64;
+        if next > addr {
+            return Boundary::Inside {
+                text: A::text(&insn),
+                start: pc,
+                next,
+            };
+        }
+        pc = next;
+    }
+    Boundary::Exact
+}

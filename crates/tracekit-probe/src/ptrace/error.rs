@@ -1,0 +1,136 @@
+//! Why the ptrace engine could not do what was asked, and what to do instead.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors of the ptrace engine. Each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum PtraceError {
+    /// The probe address falls inside an instruction.
+    #[error(
+        "{spec}: address {addr:#x} is in the middle of the instruction `{insn}` at {start:#x}; \
+         probe an instruction boundary instead: {start:#x} or {next:#x}"
+    )]
+    MidInstruction {
+        /// The probe spec.
+        spec: String,
+        /// The ELF address asked for.
+        addr: u64,
+        /// The instruction containing it.
+        insn: String,
+        /// Where that instruction starts.
+        start: u64,
+        /// Where the next one starts.
+        next: u64,
+    },
+    /// The instruction at the probe point cannot be simulated nor executed out of line.
+    #[error(
+        "{spec}: cannot probe the instruction `{insn}`: {reason}; probe another instruction of the function (use SYMBOL+OFFSET)"
+    )]
+    Unsupported {
+        /// The probe spec.
+        spec: String,
+        /// The instruction.
+        insn: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The bytes at the probe point do not decode.
+    #[error(
+        "{spec}: the bytes at {addr:#x} do not decode as an instruction; is this code? check the symbol and offset"
+    )]
+    Undecodable {
+        /// The probe spec.
+        spec: String,
+        /// The ELF address.
+        addr: u64,
+    },
+    /// A return probe not at the start of a function.
+    #[error("{spec}: a return probe must be at the function's first instruction (no +OFFSET)")]
+    ReturnNotAtEntry {
+        /// The probe spec.
+        spec: String,
+    },
+    /// Not an x86-64 binary.
+    #[error("{spec}: {binary} is not x86-64; the ptrace engine supports x86-64 only for now")]
+    WrongArch {
+        /// The probe spec.
+        spec: String,
+        /// The binary.
+        binary: PathBuf,
+    },
+    /// No process with this pid.
+    #[error("no process with pid {0}; check the pid with `ps` (the process may have exited)")]
+    NoSuchProcess(i32),
+    /// ptrace refused.
+    #[error(
+        "not allowed to trace pid {pid} ({source}): run as root, or as the process's owner with \
+         /proc/sys/kernel/yama/ptrace_scope set to 0 (now {scope}), and make sure no other \
+         debugger or tracer is attached"
+    )]
+    PermissionDenied {
+        /// The pid.
+        pid: i32,
+        /// Current Yama ptrace_scope, or "unknown".
+        scope: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The program to run could not be started.
+    #[error("cannot run {program}: {source}; check the path and that it is executable")]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The probe point already holds a breakpoint.
+    #[error(
+        "{spec}: there is already a breakpoint at {addr:#x} (another debugger, or the same probe twice?)"
+    )]
+    AlreadyBreakpoint {
+        /// The probe spec.
+        spec: String,
+        /// The runtime address.
+        addr: u64,
+    },
+    /// No executable slot area could be placed near the probed code.
+    #[error("cannot map an executable slot area within 2 GiB of {addr:#x} in pid {pid}: {reason}")]
+    SlotArea {
+        /// The pid.
+        pid: i32,
+        /// The probed address.
+        addr: u64,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A return trampoline fired with no saved return address: the tracee cannot continue.
+    #[error(
+        "thread {tid} returned through the trampoline with no saved return address (stack switched?); the tracee was stopped"
+    )]
+    LostReturn {
+        /// The thread.
+        tid: i32,
+    },
+    /// A system call failed while tracing.
+    #[error("{what} failed for pid {pid}: {source}")]
+    Sys {
+        /// What was being done.
+        what: &'static str,
+        /// The thread or process.
+        pid: i32,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl PtraceError {
+    /// `Sys` from the current errno.
+    pub(crate) fn last(what: &'static str, pid: i32) -> Self {
+        PtraceError::Sys {
+            what,
+            pid,
+            source: io::Error::last_os_error(),
+        }
+    }
+}

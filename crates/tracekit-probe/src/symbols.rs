@@ -1,0 +1,562 @@
+//! From a [`ProbeSpec`] to a place in a file: which binary, which ELF virtual address, which
+//! file offset (what uprobes attach to), and, for a running process, which runtime address.
+//!
+//! Binaries are found the way a user thinks of them: a path, a bare program name on `PATH`, a
+//! library name such as `libc.so.6` (in the target's `/proc/PID/maps` when a pid is known,
+//! otherwise in the usual library directories). Symbols come from `.symtab` and `.dynsym`; a
+//! name that is not there comes back with the closest names that are.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+
+use crate::spec::{ProbeKind, ProbeLocation, ProbeSpec};
+
+/// Directories searched for a library name when no process is given.
+const LIBRARY_DIRS: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+    "/usr/local/lib",
+];
+
+/// Why a probe could not be placed in a file.
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolError {
+    /// The binary named in the spec does not exist anywhere we looked.
+    #[error("cannot find binary `{name}`: {hint}")]
+    BinaryNotFound {
+        /// The name as written.
+        name: PathBuf,
+        /// Where we looked and what to write instead.
+        hint: String,
+    },
+    /// The file could not be read.
+    #[error("cannot read {path}: {error}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error (shown in the message, so not a `source`).
+        error: std::io::Error,
+    },
+    /// The file is not an ELF object this tool can read.
+    #[error("{path} is not a usable ELF file ({reason}); point the probe at an executable or shared library")]
+    NotElf {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The symbol is not in `.symtab` nor `.dynsym`.
+    #[error("symbol `{symbol}` not found in {path}; {}", suggest(.suggestions, .path))]
+    SymbolNotFound {
+        /// The name asked for.
+        symbol: String,
+        /// The file searched.
+        path: PathBuf,
+        /// Close function names that do exist, best first.
+        suggestions: Vec<String>,
+    },
+    /// `SYMBOL+OFF` with OFF past the end of the function.
+    #[error("offset {offset:#x} is past the end of `{symbol}` ({size} bytes) in {path}")]
+    OffsetOutOfRange {
+        /// The symbol.
+        symbol: String,
+        /// The offset asked for.
+        offset: u64,
+        /// The symbol's size.
+        size: u64,
+        /// The file.
+        path: PathBuf,
+    },
+    /// An address that no loadable segment of the file covers.
+    #[error("address {vaddr:#x} is not in any loaded segment of {path}; addresses are ELF virtual addresses as `nm` prints them")]
+    AddressNotMapped {
+        /// The address.
+        vaddr: u64,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The probe address falls inside an instruction, where a breakpoint would corrupt it.
+    #[error(
+        "{vaddr:#x} is in the middle of the {len}-byte instruction at {insn:#x} ({text}) in {path}; \
+         probe points must be instruction boundaries (try {insn:#x} or {next:#x})"
+    )]
+    MidInstruction {
+        /// The address asked for.
+        vaddr: u64,
+        /// Start of the instruction that covers it.
+        insn: u64,
+        /// Length of that instruction.
+        len: usize,
+        /// Start of the next instruction.
+        next: u64,
+        /// The instruction, disassembled.
+        text: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The process does not exist (any more).
+    #[error("no process {pid} (it may have exited); check the pid with `ps -p {pid}`")]
+    NoProcess {
+        /// The pid.
+        pid: u32,
+    },
+    /// The binary is not mapped in the process at the probe's offset.
+    #[error("{path} is not mapped at file offset {offset:#x} in process {pid}; is the probe's binary the one the process runs?")]
+    NotMappedInProcess {
+        /// The binary.
+        path: PathBuf,
+        /// The file offset.
+        offset: u64,
+        /// The process.
+        pid: u32,
+    },
+    /// A kernel probe has no user binary.
+    #[error("`{spec}` is a kernel probe; it has no user binary to resolve")]
+    KernelProbe {
+        /// The spec.
+        spec: String,
+    },
+}
+
+fn suggest(suggestions: &[String], path: &Path) -> String {
+    if suggestions.is_empty() {
+        format!("no similar function names; list them with `nm -C {}` or `nm -D {}`", path.display(), path.display())
+    } else {
+        format!("did you mean: {}?", suggestions.join(", "))
+    }
+}
+
+/// Where the binaries of a run are looked up: the traced process (its `/proc/PID/maps`) and
+/// the command about to be run (so `target:f -- ./target` finds `./target`).
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    /// The traced process, if it already exists.
+    pub pid: Option<u32>,
+    /// The program of `-- COMMAND`, if any.
+    pub command: Option<PathBuf>,
+}
+
+/// A probe placed in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedProbe {
+    /// The spec this came from.
+    pub spec: ProbeSpec,
+    /// Canonical path of the binary (what uprobes attach to).
+    pub binary: PathBuf,
+    /// The symbol the probe is in (for addresses: the one containing it, if any).
+    pub symbol: Option<String>,
+    /// ELF virtual address of the symbol's start (the probe address when no symbol covers it).
+    pub symbol_vaddr: u64,
+    /// Size of the symbol in bytes (0 if unknown).
+    pub symbol_size: u64,
+    /// ELF virtual address of the probe point.
+    pub vaddr: u64,
+    /// Offset of the probe point in the file: what the kernel's uprobe API takes, and how a
+    /// runtime address is found from `/proc/PID/maps`.
+    pub file_offset: u64,
+    /// The function's bytes from its start (the first up to 256 when the size is unknown),
+    /// for engines that decode instructions.
+    pub code: Vec<u8>,
+    /// Whether the file is x86-64.
+    pub x86_64: bool,
+}
+
+impl ResolvedProbe {
+    /// The probe point's address in a running process that maps the binary.
+    pub fn runtime_address(&self, pid: u32) -> Result<u64, SymbolError> {
+        runtime_address(pid, &self.binary, self.file_offset)
+    }
+}
+
+/// Resolves a user probe spec with no process context (binaries by path, `PATH` or
+/// library directories).
+pub fn resolve(spec: &ProbeSpec) -> Result<ResolvedProbe, SymbolError> {
+    resolve_with(spec, &Lookup::default())
+}
+
+/// Resolves a user probe spec, finding bare binary names in the traced process or command first.
+pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, SymbolError> {
+    if spec.kind == ProbeKind::Kprobe {
+        return Err(SymbolError::KernelProbe { spec: spec.text.clone() });
+    }
+    let binary = find_binary(&spec.binary, lookup)?;
+    let elf = Elf::load(&binary)?;
+    let (symbol, vaddr) = match &spec.location {
+        ProbeLocation::Symbol { name, offset } => {
+            let sym = elf.symbol(name)?;
+            if *offset > 0 && sym.size > 0 && *offset >= sym.size {
+                return Err(SymbolError::OffsetOutOfRange {
+                    symbol: name.clone(),
+                    offset: *offset,
+                    size: sym.size,
+                    path: binary,
+                });
+            }
+            (Some(sym), sym.vaddr + offset)
+        }
+        ProbeLocation::Address(a) => (elf.containing(*a), *a),
+    };
+    let file_offset = elf.file_offset(vaddr)?;
+    let (symbol_vaddr, symbol_size) = symbol.map_or((vaddr, 0), |s| (s.vaddr, s.size));
+    let code_len = if symbol_size > 0 { symbol_size } else { 256 };
+    let start = elf.file_offset(symbol_vaddr)?;
+    let code = elf.bytes(start, code_len).to_vec();
+    let resolved = ResolvedProbe {
+        spec: spec.clone(),
+        symbol: symbol.map(|s| s.name.clone()),
+        symbol_vaddr,
+        symbol_size,
+        vaddr,
+        file_offset,
+        code,
+        x86_64: elf.x86_64,
+        binary,
+    };
+    check_boundary(&resolved)?;
+    Ok(resolved)
+}
+
+/// Refuses an x86-64 probe point inside an instruction, by decoding the function from its start.
+fn check_boundary(p: &ResolvedProbe) -> Result<(), SymbolError> {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, GasFormatter};
+    if !p.x86_64 || p.vaddr == p.symbol_vaddr || p.symbol_size == 0 {
+        return Ok(());
+    }
+    let mut decoder = Decoder::with_ip(64, &p.code, p.symbol_vaddr, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        let insn = decoder.decode();
+        let (start, next) = (insn.ip(), insn.next_ip());
+        if start == p.vaddr {
+            return Ok(());
+        }
+        if start < p.vaddr && p.vaddr < next {
+            let mut text = String::new();
+            GasFormatter::new().format(&insn, &mut text);
+            return Err(SymbolError::MidInstruction {
+                vaddr: p.vaddr,
+                insn: start,
+                len: insn.len(),
+                next,
+                text,
+                path: p.binary.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Finds the file a spec's BINARY names. See the module documentation for the search order.
+pub fn find_binary(name: &Path, lookup: &Lookup) -> Result<PathBuf, SymbolError> {
+    let canonical = |p: &Path| fs::canonicalize(p).map_err(|source| SymbolError::Io { path: p.into(), error: source });
+    if name.as_os_str().is_empty() {
+        return Err(SymbolError::BinaryNotFound { name: name.into(), hint: "the spec names no binary".into() });
+    }
+    let bare = name.components().count() == 1 && !name.to_string_lossy().contains('/');
+    if !bare {
+        if !name.exists() {
+            return Err(SymbolError::BinaryNotFound {
+                name: name.into(),
+                hint: "no such file; check the path".into(),
+            });
+        }
+        return canonical(name);
+    }
+    if let Some(pid) = lookup.pid {
+        if let Some(p) = find_in_maps(pid, name)? {
+            return Ok(p);
+        }
+    }
+    if let Some(cmd) = &lookup.command {
+        if cmd.file_name() == Some(name.as_os_str()) {
+            let path = if cmd.components().count() > 1 { Some(cmd.clone()) } else { which(name) };
+            if let Some(p) = path.filter(|p| p.exists()) {
+                return canonical(&p);
+            }
+        }
+    }
+    if let Some(p) = which(name) {
+        return canonical(&p);
+    }
+    for dir in LIBRARY_DIRS {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return canonical(&p);
+        }
+    }
+    let hint = if lookup.pid.is_some() {
+        "not mapped by the process, not on PATH nor in the library directories; give a full path"
+    } else {
+        "not on PATH nor in the library directories; give a full path (or -p PID to search its libraries)"
+    };
+    Err(SymbolError::BinaryNotFound { name: name.into(), hint: hint.into() })
+}
+
+fn which(name: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// One line of `/proc/PID/maps` that maps a file.
+struct MapLine {
+    start: u64,
+    end: u64,
+    offset: u64,
+    dev_ino: Option<(u64, u64)>,
+    path: PathBuf,
+}
+
+fn read_maps(pid: u32) -> Result<Vec<MapLine>, SymbolError> {
+    let text = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SymbolError::NoProcess { pid },
+        _ => SymbolError::Io { path: format!("/proc/{pid}/maps").into(), error: e },
+    })?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(range), Some(_perms), Some(off), Some(dev), Some(ino)) = (f.next(), f.next(), f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let path: String = f.collect::<Vec<_>>().join(" ");
+        if !path.starts_with('/') {
+            continue;
+        }
+        let Some((s, e)) = range.split_once('-') else { continue };
+        let hex = |t: &str| u64::from_str_radix(t, 16).ok();
+        let dev_ino = dev.split_once(':').and_then(|(ma, mi)| {
+            let (ma, mi) = (hex(ma)?, hex(mi)?);
+            Some((libc::makedev(ma as u32, mi as u32), ino.parse().ok()?))
+        });
+        if let (Some(start), Some(end), Some(offset)) = (hex(s), hex(e), hex(off)) {
+            out.push(MapLine { start, end, offset, dev_ino, path: path.into() });
+        }
+    }
+    Ok(out)
+}
+
+/// A library or executable mapped by `pid` whose file name is `name` (or starts with
+/// `name.`/`name-`, so `libc` finds `libc.so.6`), seen through `/proc/PID/root`.
+fn find_in_maps(pid: u32, name: &Path) -> Result<Option<PathBuf>, SymbolError> {
+    let maps = read_maps(pid)?;
+    let name = name.to_string_lossy();
+    let file_name = |m: &MapLine| m.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let exact = maps.iter().find(|m| file_name(m) == name);
+    let prefix = || maps.iter().find(|m| {
+        let f = file_name(m);
+        f.starts_with(&format!("{name}.")) || f.starts_with(&format!("{name}-"))
+    });
+    let Some(m) = exact.or_else(prefix) else { return Ok(None) };
+    // Through the process's root, so a process in another mount namespace still works.
+    let rooted = PathBuf::from(format!("/proc/{pid}/root{}", m.path.display()));
+    let path = if m.path.exists() { m.path.clone() } else { rooted };
+    Ok(Some(fs::canonicalize(&path).unwrap_or(path)))
+}
+
+/// The runtime address of `file_offset` of `binary` in process `pid`, from `/proc/PID/maps`.
+/// Mappings are matched by device and inode, so a path seen differently still matches.
+pub fn runtime_address(pid: u32, binary: &Path, file_offset: u64) -> Result<u64, SymbolError> {
+    let meta = fs::metadata(binary).map_err(|source| SymbolError::Io { path: binary.into(), error: source })?;
+    let id = (meta.dev(), meta.ino());
+    read_maps(pid)?
+        .iter()
+        .filter(|m| m.dev_ino == Some(id) || m.path == binary)
+        .find(|m| m.offset <= file_offset && file_offset < m.offset + (m.end - m.start))
+        .map(|m| m.start + (file_offset - m.offset))
+        .ok_or_else(|| SymbolError::NotMappedInProcess { path: binary.into(), offset: file_offset, pid })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sym<'a> {
+    name: &'a String,
+    vaddr: u64,
+    size: u64,
+}
+
+/// The parts of an ELF file symbol resolution needs.
+struct Elf {
+    path: PathBuf,
+    data: Vec<u8>,
+    /// (name, vaddr, size) of every defined function, .symtab first.
+    functions: Vec<(String, u64, u64)>,
+    /// (vaddr, memsz, file offset, filesz) of each loadable segment.
+    segments: Vec<(u64, u64, u64, u64)>,
+    x86_64: bool,
+}
+
+impl Elf {
+    fn load(path: &Path) -> Result<Elf, SymbolError> {
+        let data = fs::read(path).map_err(|source| SymbolError::Io { path: path.into(), error: source })?;
+        let not_elf = |reason: String| SymbolError::NotElf { path: path.into(), reason };
+        let file = object::File::parse(&*data).map_err(|e| not_elf(e.to_string()))?;
+        if file.format() != object::BinaryFormat::Elf {
+            return Err(not_elf(format!("{:?} format", file.format())));
+        }
+        let functions = file
+            .symbols()
+            .chain(file.dynamic_symbols())
+            .filter(|s| s.kind() == SymbolKind::Text && s.is_definition() && s.address() != 0)
+            .filter_map(|s| Some((s.name().ok()?.to_owned(), s.address(), s.size())))
+            .collect();
+        let segments = file
+            .segments()
+            .map(|s| {
+                let (off, filesz) = s.file_range();
+                (s.address(), s.size(), off, filesz)
+            })
+            .collect();
+        let x86_64 = file.architecture() == object::Architecture::X86_64;
+        Ok(Elf { path: path.into(), functions, segments, x86_64, data })
+    }
+
+    fn symbol(&self, name: &str) -> Result<Sym<'_>, SymbolError> {
+        // Symbol versions (`memcpy@@GLIBC_2.14`) are not part of what users write.
+        let matches = |n: &str| n == name || n.split('@').next() == Some(name);
+        self.functions
+            .iter()
+            .filter(|(n, ..)| matches(n))
+            .max_by_key(|(_, _, size)| *size > 0)
+            .map(|(n, vaddr, size)| Sym { name: n, vaddr: *vaddr, size: *size })
+            .ok_or_else(|| SymbolError::SymbolNotFound {
+                symbol: name.into(),
+                path: self.path.clone(),
+                suggestions: self.close_matches(name),
+            })
+    }
+
+    /// Up to five function names near `name`: small edit distance first, then substrings.
+    fn close_matches(&self, name: &str) -> Vec<String> {
+        let names: BTreeSet<&str> = self.functions.iter().map(|(n, ..)| n.as_str()).collect();
+        let limit = (name.len() / 3).max(2);
+        let lower = name.to_lowercase();
+        let mut scored: Vec<(usize, &str)> = names
+            .into_iter()
+            .filter_map(|n| {
+                let d = strsim::levenshtein(name, n);
+                let l = n.to_lowercase();
+                let sub = lower.len() >= 3 && (l.contains(&lower) || (l.len() >= 3 && lower.contains(&l)));
+                (d <= limit || sub).then_some((if d <= limit { d } else { 100 + d }, n))
+            })
+            .collect();
+        scored.sort();
+        scored.into_iter().take(5).map(|(_, n)| n.to_owned()).collect()
+    }
+
+    fn containing(&self, vaddr: u64) -> Option<Sym<'_>> {
+        // Aliases share an address: prefer the public name (`getpid` over `__getpid`).
+        self.functions
+            .iter()
+            .filter(|(_, a, s)| *a <= vaddr && vaddr < a + s)
+            .min_by_key(|(n, ..)| n.len() - n.trim_start_matches('_').len())
+            .map(|(n, a, s)| Sym { name: n, vaddr: *a, size: *s })
+    }
+
+    fn file_offset(&self, vaddr: u64) -> Result<u64, SymbolError> {
+        self.segments
+            .iter()
+            .find(|(a, _, _, filesz)| *a <= vaddr && vaddr < a + filesz)
+            .map(|(a, _, off, _)| vaddr - a + off)
+            .ok_or_else(|| SymbolError::AddressNotMapped { vaddr, path: self.path.clone() })
+    }
+
+    fn bytes(&self, offset: u64, len: u64) -> &[u8] {
+        let start = (offset as usize).min(self.data.len());
+        let end = start.saturating_add(len as usize).min(self.data.len());
+        &self.data[start..end]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn libc() -> PathBuf {
+        find_binary(Path::new("libc.so.6"), &Lookup::default()).unwrap()
+    }
+
+    fn spec(s: &str) -> ProbeSpec {
+        ProbeSpec::parse(s).unwrap().remove(0)
+    }
+
+    #[test]
+    fn finds_libc_symbol_and_its_file_offset() {
+        let r = resolve(&spec("uprobe:libc.so.6:getpid")).unwrap();
+        assert_eq!(r.binary, libc());
+        assert_eq!(r.symbol.as_deref(), Some("getpid"));
+        assert_eq!(r.vaddr, r.symbol_vaddr);
+        assert!(r.symbol_size > 0);
+        // The bytes at the file offset are the function's first bytes.
+        let data = fs::read(&r.binary).unwrap();
+        assert_eq!(&data[r.file_offset as usize..][..4], &r.code[..4]);
+        // And this process maps them at the runtime address.
+        let addr = r.runtime_address(std::process::id()).unwrap();
+        assert_eq!(addr, libc::getpid as *const () as usize as u64);
+    }
+
+    #[test]
+    fn bare_program_names_are_found_on_path() {
+        let sh = find_binary(Path::new("sh"), &Lookup::default()).unwrap();
+        assert_eq!(sh, fs::canonicalize("/bin/sh").unwrap());
+        let e = resolve(&spec("uprobe:no-such-program-xyz:main")).unwrap_err();
+        assert!(matches!(e, SymbolError::BinaryNotFound { .. }), "{e}");
+        assert!(e.to_string().contains("full path"), "{e}");
+    }
+
+    #[test]
+    fn library_names_are_found_in_a_process() {
+        let lookup = Lookup { pid: Some(std::process::id()), command: None };
+        assert_eq!(find_binary(Path::new("libc"), &lookup).unwrap(), libc());
+        let e = find_binary(Path::new("libc"), &Lookup { pid: Some(0x7fff_fff0), command: None }).unwrap_err();
+        assert!(matches!(e, SymbolError::NoProcess { .. }), "{e}");
+    }
+
+    #[test]
+    fn missing_symbol_lists_close_matches() {
+        let e = resolve(&spec("uprobe:libc.so.6:getpidd")).unwrap_err();
+        let SymbolError::SymbolNotFound { suggestions, .. } = &e else { panic!("{e}") };
+        assert_eq!(suggestions.first().map(String::as_str), Some("getpid"), "{e}");
+        assert!(e.to_string().contains("did you mean: getpid"), "{e}");
+    }
+
+    #[test]
+    fn garbage_is_not_elf() {
+        let path = std::env::temp_dir().join(format!("tk-garbage-{}", std::process::id()));
+        fs::write(&path, b"this is not an ELF file at all, just text\n").unwrap();
+        let e = resolve(&spec(&format!("uprobe:{}:main", path.display()))).unwrap_err();
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(e, SymbolError::NotElf { .. }), "{e}");
+        assert!(e.to_string().contains("not a usable ELF file"), "{e}");
+    }
+
+    #[test]
+    fn offsets_must_be_inside_and_on_instruction_boundaries() {
+        let r = resolve(&spec("uprobe:libc.so.6:getpid")).unwrap();
+        let e = resolve(&spec(&format!("uprobe:libc.so.6:getpid+{}", r.symbol_size + 1))).unwrap_err();
+        assert!(matches!(e, SymbolError::OffsetOutOfRange { .. }), "{e}");
+        // Find the first instruction longer than one byte and probe its second byte.
+        let mut d = iced_x86::Decoder::with_ip(64, &r.code, r.symbol_vaddr, 0);
+        let insn = std::iter::from_fn(|| d.can_decode().then(|| d.decode())).find(|i| i.len() > 1).unwrap();
+        let off = insn.ip() - r.symbol_vaddr;
+        resolve(&spec(&format!("uprobe:libc.so.6:getpid+{off}"))).unwrap();
+        let e = resolve(&spec(&format!("uprobe:libc.so.6:getpid+{}", off + 1))).unwrap_err();
+        assert!(matches!(e, SymbolError::MidInstruction { .. }), "{e}");
+        // An address resolves to the symbol containing it.
+        let a = resolve(&spec(&format!("uprobe:libc.so.6:{:#x}", insn.ip()))).unwrap();
+        assert_eq!(a.symbol.as_deref(), Some("getpid"));
+        assert_eq!(a.file_offset, r.file_offset + off);
+    }
+
+    #[test]
+    fn kernel_probes_have_no_binary() {
+        assert!(matches!(resolve(&spec("kprobe:vfs_read")), Err(SymbolError::KernelProbe { .. })));
+    }
+}

@@ -1,0 +1,120 @@
+//! Shared helpers for the ptrace engine tests: build the test target once, resolve probes,
+//! run the engine with the target's stdout captured.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+
+use tracekit_probe::ProbeSpec;
+use tracekit_probe::ptrace::{self, HitEvent, PtraceError, PtraceOptions, PtraceOutcome, Target};
+use tracekit_probe::symbols::{self, ResolvedProbe};
+
+/// Builds `testdata/target.c` with `gcc -O1 -g ... -lpthread` into a temp dir, once per test
+/// binary, and returns the executable's path.
+pub fn build_target() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("tracekit-ptrace-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("probe-target");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/target.c");
+        let st = Command::new("gcc")
+            .args(["-O1", "-g", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .arg("-lpthread")
+            .status()
+            .expect("gcc must be installed to build the probe test target");
+        assert!(st.success(), "gcc failed to build {}", src.display());
+        out
+    })
+}
+
+/// Resolves spec texts (short forms expand to entry + return) against the test target.
+pub fn probes(specs: &[String]) -> Vec<ResolvedProbe> {
+    ProbeSpec::parse_all(specs)
+        .unwrap()
+        .iter()
+        .map(|s| symbols::resolve(s).unwrap())
+        .collect()
+}
+
+/// `uprobe:TARGET:sym` etc. for the test target.
+pub fn spec(kind: &str, sym: &str) -> String {
+    format!("{kind}:{}:{sym}", build_target().display())
+}
+
+/// The target's stdout when run without any tracer.
+pub fn plain_output(args: &[&str]) -> (String, Option<i32>) {
+    let out = Command::new(build_target()).args(args).output().unwrap();
+    (String::from_utf8(out.stdout).unwrap(), out.status.code())
+}
+
+/// Runs any program under the engine with default options, capturing its stdout.
+pub fn traced_program(
+    probes: &[ResolvedProbe],
+    program: &str,
+    args: &[&str],
+) -> (Result<PtraceOutcome, PtraceError>, String) {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let collector = std::thread::spawn(move || {
+        let mut s = String::new();
+        reader.read_to_string(&mut s).unwrap();
+        s
+    });
+    let target = Target::SpawnRedirected {
+        program: program.into(),
+        args: args.iter().map(OsString::from).collect(),
+        stdin: None,
+        stdout: Some(writer.into()),
+    };
+    let r = ptrace::run(probes, target, &PtraceOptions::default(), &AtomicBool::new(false), &mut |_| {});
+    (r, collector.join().unwrap())
+}
+
+/// Runs the target under the engine, capturing its stdout.
+pub fn traced(
+    probes: &[ResolvedProbe],
+    args: &[&str],
+    opts: &PtraceOptions,
+    stop: &AtomicBool,
+    on_hit: &mut dyn FnMut(&HitEvent),
+) -> (Result<PtraceOutcome, PtraceError>, String) {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let collector = std::thread::spawn(move || {
+        let mut s = String::new();
+        reader.read_to_string(&mut s).unwrap();
+        s
+    });
+    let target = Target::SpawnRedirected {
+        program: build_target().to_path_buf(),
+        args: args.iter().map(OsString::from).collect(),
+        stdin: None,
+        stdout: Some(writer.into()),
+    };
+    let r = ptrace::run(probes, target, opts, stop, on_hit);
+    if let Ok(o) = &r
+        && o.exit.is_none()
+    {
+        // Detached early: the program is still our child; let it finish and reap it.
+        let mut status = 0;
+        // SAFETY: waiting for our own child; status is a valid out pointer.
+        unsafe { libc::waitpid(o.pid, &mut status, 0) };
+    }
+    (r, collector.join().unwrap())
+}
+
+/// Hits of the probe whose spec text is `spec`.
+pub fn hits(o: &PtraceOutcome, spec: &str) -> u64 {
+    o.report
+        .probes
+        .iter()
+        .find(|p| p.spec == spec)
+        .unwrap_or_else(|| panic!("no probe {spec}"))
+        .hits
+}

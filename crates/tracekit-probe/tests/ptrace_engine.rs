@@ -1,0 +1,444 @@
+//! The ptrace probe engine on the real kernel, against `testdata/target.c`.
+
+mod ptrace_common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ptrace_common::*;
+use tracekit_probe::ProbeKind;
+use tracekit_probe::ptrace::{ExitStatus, HitEvent, PtraceError, PtraceOptions};
+
+fn run_ok(
+    specs: &[String],
+    args: &[&str],
+    opts: &PtraceOptions,
+) -> (tracekit_probe::ptrace::PtraceOutcome, String) {
+    let (r, stdout) = traced(
+        &probes(specs),
+        args,
+        opts,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    );
+    (r.unwrap(), stdout)
+}
+
+#[test]
+fn exact_hits_one_thread_and_output_unchanged() {
+    let specs = vec![spec("uprobe", "tk_empty"), spec("uretprobe", "tk_empty")];
+    let args = ["--only", "tk_empty", "1000"];
+    let (out, stdout) = run_ok(&specs, &args, &PtraceOptions::default());
+    assert_eq!(hits(&out, &specs[0]), 1000);
+    assert_eq!(hits(&out, &specs[1]), 1000);
+    assert_eq!(stdout, plain_output(&args).0);
+    assert_eq!(out.exit, Some(ExitStatus::Code(0)));
+}
+
+#[test]
+fn exact_hits_four_threads() {
+    let specs = vec![
+        spec("uprobe", "tk_empty"),
+        spec("uretprobe", "tk_empty"),
+        spec("uprobe", "tk_push"),
+    ];
+    let args = ["--threads", "4", "300"];
+    let (out, stdout) = run_ok(&specs, &args, &PtraceOptions::default());
+    assert_eq!(hits(&out, &specs[0]), 1200);
+    assert_eq!(hits(&out, &specs[1]), 1200);
+    assert_eq!(hits(&out, &specs[2]), 1200);
+    assert_eq!(stdout, plain_output(&args).0);
+}
+
+#[test]
+fn sleep_latency_is_about_one_ms() {
+    let specs = vec![spec("uretprobe", "tk_sleep_1ms")];
+    let args = ["--only", "tk_sleep_1ms", "--sleep", "20", "0"];
+    let (out, _) = run_ok(&specs, &args, &PtraceOptions::default());
+    let p = &out.report.probes[0];
+    assert_eq!(p.hits, 20);
+    let lat = p.latency.unwrap();
+    assert_eq!(lat.count, 20);
+    let mean_ms = lat.mean() / 1e6;
+    assert!((0.9..5.0).contains(&mean_ms), "mean latency {mean_ms} ms");
+    // Times are taken when the tracer sees each stop, so one may come out a little short.
+    assert!(lat.min >= 500_000, "min {} ns is far below the 1 ms sleep", lat.min);
+    assert_eq!(p.histogram.as_ref().unwrap().total(), 20);
+}
+
+/// Every first-instruction kind, entry and return, in the given mode.
+fn all_kinds(opts: &PtraceOptions) {
+    let funcs = [
+        "tk_empty",
+        "tk_riprel",
+        "tk_lea",
+        "tk_call",
+        "tk_jmp",
+        "tk_jcc",
+        "tk_push",
+    ];
+    let specs: Vec<String> = funcs
+        .iter()
+        .flat_map(|f| [spec("uprobe", f), spec("uretprobe", f)])
+        .collect();
+    let args = ["--print", "200"];
+    let (out, stdout) = run_ok(&specs, &args, opts);
+    for s in &specs {
+        assert_eq!(hits(&out, s), 200, "{s}");
+        assert_eq!(
+            out.report
+                .probes
+                .iter()
+                .find(|p| &p.spec == s)
+                .unwrap()
+                .missed,
+            0
+        );
+    }
+    assert_eq!(stdout, plain_output(&args).0);
+}
+
+#[test]
+fn every_first_instruction_kind_simulated_or_boosted() {
+    all_kinds(&PtraceOptions::default());
+}
+
+#[test]
+fn every_first_instruction_kind_out_of_line_with_slot_breakpoint() {
+    all_kinds(&PtraceOptions {
+        no_simulate: true,
+        slot_breakpoint: true,
+        ..Default::default()
+    });
+}
+
+#[test]
+fn every_first_instruction_kind_out_of_line_boosted() {
+    all_kinds(&PtraceOptions {
+        no_simulate: true,
+        ..Default::default()
+    });
+}
+
+#[test]
+fn probe_inside_a_function_at_an_instruction_boundary() {
+    // tk_push: push rbp (1) ; mov rbp,rsp (3) ; lea rax,[rdi+rsi*2] at +4.
+    let specs = vec![spec("uprobe", "tk_push+4"), spec("uprobe", "tk_push+1")];
+    let (out, _) = run_ok(
+        &specs,
+        &["--only", "tk_push", "50"],
+        &PtraceOptions::default(),
+    );
+    assert_eq!(hits(&out, &specs[0]), 50);
+    assert_eq!(hits(&out, &specs[1]), 50);
+}
+
+#[test]
+fn print_streams_args_and_return_values() {
+    let specs = vec![spec("uprobe", "tk_empty"), spec("uretprobe", "tk_empty")];
+    let mut events: Vec<HitEvent> = vec![];
+    let opts = PtraceOptions {
+        print: true,
+        ..Default::default()
+    };
+    let (r, _) = traced(
+        &probes(&specs),
+        &["--only", "tk_empty", "3"],
+        &opts,
+        &AtomicBool::new(false),
+        &mut |e| events.push(e.clone()),
+    );
+    r.unwrap();
+    assert_eq!(events.len(), 6);
+    for (i, pair) in events.chunks(2).enumerate() {
+        let i = i as u64;
+        assert_eq!(
+            (pair[0].kind, pair[0].args[0], pair[0].args[1]),
+            (ProbeKind::Uprobe, i, 2)
+        );
+        assert_eq!(
+            (pair[1].kind, pair[1].retval),
+            (ProbeKind::Uretprobe, Some(i + 2))
+        );
+    }
+}
+
+#[test]
+fn exit_status_passes_through() {
+    let specs = vec![spec("uprobe", "tk_empty")];
+    let (out, _) = run_ok(
+        &specs,
+        &["--only", "tk_empty", "--exit", "7", "5"],
+        &PtraceOptions::default(),
+    );
+    assert_eq!(out.exit, Some(ExitStatus::Code(7)));
+    assert_eq!(hits(&out, &specs[0]), 5);
+}
+
+#[test]
+fn signals_pass_through() {
+    let specs = vec![spec("uprobe", "tk_empty"), spec("uretprobe", "tk_jcc")];
+    let args = ["--signal", "--threads", "2", "100"];
+    let (out, stdout) = run_ok(&specs, &args, &PtraceOptions::default());
+    assert!(stdout.contains("got SIGUSR1: 1\n"), "{stdout}");
+    assert_eq!(stdout, plain_output(&args).0);
+    assert_eq!(hits(&out, &specs[0]), 200);
+}
+
+#[test]
+fn stop_flag_mid_run_detaches_and_the_program_finishes_correctly() {
+    // Stop while return addresses are hijacked (inside tk_sleep_1ms) and slots are in use.
+    let specs = vec![spec("uretprobe", "tk_sleep_1ms"), spec("uprobe", "tk_lea")];
+    let args = ["--threads", "2", "--sleep", "60", "20"];
+    let stop = AtomicBool::new(false);
+    let mut n = 0;
+    let opts = PtraceOptions {
+        print: true,
+        no_simulate: true,
+        ..Default::default()
+    };
+    let (r, stdout) = traced(&probes(&specs), &args, &opts, &stop, &mut |e| {
+        if e.kind == ProbeKind::Uretprobe {
+            n += 1;
+            if n == 10 {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    let out = r.unwrap();
+    assert_eq!(
+        out.exit, None,
+        "the engine should have detached before the end"
+    );
+    assert!(hits(&out, &specs[0]) >= 10 && hits(&out, &specs[0]) < 120);
+    assert_eq!(stdout, plain_output(&args).0);
+}
+
+#[test]
+fn attach_to_running_process_and_detach() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let specs = vec![
+        spec("uprobe", "tk_empty"),
+        spec("uretprobe", "tk_sleep_1ms"),
+    ];
+    let args = ["--wait-stdin", "--sleep", "200", "50"];
+    let mut child = Command::new(build_target())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let stop = AtomicBool::new(false);
+    let probes = probes(&specs);
+    let out = std::thread::scope(|s| {
+        let engine = s.spawn(|| {
+            let mut n = 0;
+            let opts = PtraceOptions {
+                print: true,
+                ..Default::default()
+            };
+            tracekit_probe::ptrace::run(
+                &probes,
+                tracekit_probe::ptrace::Target::Attach(pid),
+                &opts,
+                &stop,
+                &mut |e| {
+                    if e.kind == ProbeKind::Uretprobe {
+                        n += 1;
+                        if n == 20 {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                },
+            )
+        });
+        // Start the calls once the breakpoint is in place.
+        let addr = probes[0].runtime_address(pid as u32).unwrap();
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+        let mut b = [0u8];
+        for _ in 0..500 {
+            std::os::unix::fs::FileExt::read_exact_at(&mem, &mut b, addr).unwrap();
+            if b[0] == 0xcc {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(b[0], 0xcc, "breakpoint never placed");
+        child.stdin.take().unwrap().write_all(b"g").unwrap();
+        engine.join().unwrap()
+    });
+    let out = out.unwrap();
+    assert_eq!(out.exit, None);
+    assert_eq!(hits(&out, &specs[0]), 50);
+    assert!(hits(&out, &specs[1]) >= 20);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        plain_output(&args).0
+    );
+}
+
+#[test]
+fn mid_instruction_address_is_refused_with_the_boundaries() {
+    // tk_riprel starts with a 7-byte mov rax,[rip+..]. The resolver refuses +3 itself, so
+    // move a resolved probe by hand to check that the engine does too.
+    let mut p = probes(&[spec("uprobe", "tk_riprel")]);
+    p[0].vaddr += 3;
+    p[0].file_offset += 3;
+    let (r, _) = traced(
+        &p,
+        &["1"],
+        &PtraceOptions::default(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    );
+    let err = r.unwrap_err();
+    assert!(matches!(err, PtraceError::MidInstruction { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("mov rax,[") && msg.contains("instruction boundary"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn dead_pid_is_a_clear_error() {
+    let specs = vec![spec("uprobe", "tk_empty")];
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id() as i32;
+    child.wait().unwrap();
+    let r = tracekit_probe::ptrace::run(
+        &probes(&specs),
+        tracekit_probe::ptrace::Target::Attach(pid),
+        &PtraceOptions::default(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    );
+    let err = r.unwrap_err();
+    assert!(
+        matches!(err, PtraceError::NoSuchProcess(p) if p == pid),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_program_is_a_clear_error() {
+    let specs = vec![spec("uprobe", "tk_empty")];
+    let r = tracekit_probe::ptrace::run(
+        &probes(&specs),
+        tracekit_probe::ptrace::Target::Spawn {
+            program: "/nonexistent/prog".into(),
+            args: vec![],
+        },
+        &PtraceOptions::default(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    );
+    assert!(matches!(r, Err(PtraceError::Spawn { .. })), "{r:?}");
+}
+
+#[test]
+fn forked_child_is_cleaned_and_let_go_by_default() {
+    // With the breakpoints left in the child's copy it would die of SIGTRAP ("child exit 133").
+    let specs = vec![
+        spec("uprobe", "tk_empty"),
+        spec("uretprobe", "tk_call"),
+        spec("uprobe", "tk_riprel"),
+    ];
+    let args = ["--fork", "100"];
+    let (out, stdout) = run_ok(
+        &specs,
+        &args,
+        &PtraceOptions {
+            no_simulate: true,
+            ..Default::default()
+        },
+    );
+    assert!(stdout.contains("child exit 0\n"), "{stdout}");
+    assert_eq!(stdout, plain_output(&args).0);
+    for s in &specs {
+        assert_eq!(hits(&out, s), 100, "{s}: only the parent's calls");
+    }
+}
+
+#[test]
+fn forked_child_is_followed_when_asked() {
+    let specs = vec![spec("uprobe", "tk_empty"), spec("uretprobe", "tk_call")];
+    let args = ["--fork", "100"];
+    let (out, stdout) = run_ok(
+        &specs,
+        &args,
+        &PtraceOptions {
+            follow_forks: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(stdout, plain_output(&args).0);
+    for s in &specs {
+        assert_eq!(hits(&out, s), 200, "{s}: parent and child");
+    }
+}
+
+#[test]
+fn pinned_to_one_cpu_counts_the_same() {
+    let specs = vec![spec("uprobe", "tk_empty"), spec("uretprobe", "tk_empty")];
+    let args = ["--threads", "2", "--only", "tk_empty", "500"];
+    let (out, stdout) = run_ok(
+        &specs,
+        &args,
+        &PtraceOptions {
+            pin_cpu: Some(0),
+            ..Default::default()
+        },
+    );
+    assert_eq!(hits(&out, &specs[0]), 1000);
+    assert_eq!(hits(&out, &specs[1]), 1000);
+    assert_eq!(stdout, plain_output(&args).0);
+}
+
+#[test]
+fn vfork_child_shares_the_breakpoints_until_exec() {
+    // The vfork child runs in its parent's memory: it is traced as a thread (its tk_empty call
+    // counts) and let go at exec; the parent's breakpoints must stay in place.
+    let specs = vec![spec("uprobe", "tk_empty"), spec("uretprobe", "tk_empty")];
+    let args = ["--vfork", "--only", "tk_empty", "50"];
+    let (out, stdout) = run_ok(&specs, &args, &PtraceOptions::default());
+    assert!(stdout.contains("vfork child exit 0\n"), "{stdout}");
+    assert_eq!(stdout, plain_output(&args).0);
+    assert_eq!(hits(&out, &specs[0]), 51);
+    assert_eq!(hits(&out, &specs[1]), 51);
+}
+
+#[test]
+fn probes_are_placed_after_exec_through_a_shell() {
+    // sh execs the target: the probes go in at the new image's entry point.
+    let specs = vec![spec("uprobe", "tk_empty")];
+    let cmd = format!("exec {} --only tk_empty 40", build_target().display());
+    let (r, stdout) = traced_program(&probes(&specs), "/bin/sh", &["-c", &cmd]);
+    let out = r.unwrap();
+    assert_eq!(hits(&out, &specs[0]), 40);
+    assert_eq!(stdout, plain_output(&["--only", "tk_empty", "40"]).0);
+}
+
+#[test]
+fn out_of_line_slots_near_the_program_and_near_libc_at_once() {
+    // clock_nanosleep starts with `cmp edi,3` (out of line); libc is terabytes away from the
+    // PIE program, so each needs its own slot area within RIP-relative reach.
+    let specs = vec![
+        "uprobe:libc.so.6:clock_nanosleep".to_string(),
+        "uretprobe:libc.so.6:clock_nanosleep".to_string(),
+        spec("uprobe", "tk_lea"),
+        spec("uprobe", "tk_riprel"),
+    ];
+    let args = ["--sleep", "3", "5"];
+    let opts = PtraceOptions { no_simulate: true, ..Default::default() };
+    let (out, stdout) = run_ok(&specs, &args, &opts);
+    assert_eq!(hits(&out, &specs[0]), 3);
+    assert_eq!(hits(&out, &specs[1]), 3);
+    assert_eq!(hits(&out, &specs[2]), 5);
+    assert_eq!(hits(&out, &specs[3]), 5);
+    assert_eq!(stdout, plain_output(&args).0);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+}

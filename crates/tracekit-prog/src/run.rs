@@ -1,0 +1,571 @@
+//! One test run of a loaded program, and benchmarks made of many.
+
+use crate::Error;
+use crate::kind::ProgKind;
+use crate::sys::{self, TestRunIo, TestRunOut};
+use serde::Serialize;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+use tracekit_core::stats::{SampleSummary, Samples};
+
+/// Room left after the input when the caller does not size `data_out`: XDP may grow a packet
+/// at the front by its 256-byte headroom and at the tail up to the page, TC by more; when the
+/// kernel still needs more it says so (ENOSPC with the size) and the run is redone.
+const DATA_OUT_SLACK: usize = 4096;
+
+/// `ENOTSUPP`, the kernel-internal errno (not in libc) returned for types without a test run.
+const ENOTSUPP: i32 = 524;
+
+/// Inputs of a test run. `Default` is one run of no data and no context.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions<'a> {
+    /// The packet (for XDP, TC, socket filter, flow dissector: an Ethernet frame).
+    pub data_in: &'a [u8],
+    /// The context (`struct __sk_buff`, `struct xdp_md`, raw_tp arguments, ...); empty for none.
+    pub ctx_in: &'a [u8],
+    /// Size of the data-out buffer; `None` sizes it so the output always fits.
+    pub data_out_size: Option<u32>,
+    /// Size of the context-out buffer; `None` means the size of `ctx_in` (grown if needed).
+    pub ctx_out_size: Option<u32>,
+    /// Runs of the program in this one call (0 and 1 both mean one run).
+    pub repeat: u32,
+    /// `BPF_F_TEST_*` flags passed through.
+    pub flags: u32,
+    /// Run on this CPU (`BPF_F_TEST_RUN_ON_CPU`; the kernel allows it for raw_tp only).
+    pub cpu: Option<u32>,
+}
+
+/// What one test run returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunResult {
+    /// The program's return value (for `repeat` > 1, the last run's).
+    pub retval: u32,
+    /// The packet after the program (its true length).
+    pub data_out: Vec<u8>,
+    /// The context after the program (for syscall programs, the context buffer written back).
+    pub ctx_out: Vec<u8>,
+    /// Mean duration of one run as the kernel measured it; `None` for types the kernel does
+    /// not time (raw_tp, syscall).
+    pub duration: Option<Duration>,
+}
+
+/// A program loaded into the kernel, ready to be test-run. Dropping it unloads it.
+#[derive(Debug)]
+pub struct Program {
+    name: String,
+    kind: ProgKind,
+    fd: OwnedFd,
+}
+
+impl Program {
+    pub(crate) fn new(name: String, kind: ProgKind, fd: OwnedFd) -> Self {
+        Program { name, kind, fd }
+    }
+
+    /// The program's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The program's type.
+    pub fn kind(&self) -> &ProgKind {
+        &self.kind
+    }
+
+    /// The program's file descriptor (to pass to other BPF calls).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The name of a return value for this program's type (`XDP_DROP`, `TC_ACT_OK`, ...).
+    pub fn verdict(&self, retval: u32) -> String {
+        self.kind.verdict(retval)
+    }
+
+    /// Runs the program once (or `repeat` times in one call) with `BPF_PROG_TEST_RUN`.
+    pub fn run(&self, opts: &RunOptions<'_>) -> Result<RunResult, Error> {
+        self.check(opts)?;
+        let ctx_only = self.kind.context_only();
+        let mut data_cap = match opts.data_out_size {
+            Some(n) => n as usize,
+            // No packet in, no packet out (sk_lookup rejects a data_out buffer).
+            None if ctx_only || opts.data_in.is_empty() => 0,
+            None => opts.data_in.len() + DATA_OUT_SLACK,
+        };
+        let mut ctx_cap = match opts.ctx_out_size {
+            Some(n) => n as usize,
+            None if ctx_only => 0,
+            None => opts.ctx_in.len(),
+        };
+        loop {
+            let mut data_out = vec![0u8; data_cap];
+            let mut ctx_in = opts.ctx_in.to_vec();
+            let mut ctx_out = vec![0u8; ctx_cap];
+            let io = TestRunIo {
+                data_in: opts.data_in,
+                data_out: &mut data_out,
+                ctx_in: &mut ctx_in,
+                ctx_out: &mut ctx_out,
+                // raw_tp and syscall test runs reject any repeat count, even 1.
+                repeat: if ctx_only { 0 } else { opts.repeat },
+                flags: opts.flags
+                    | opts
+                        .cpu
+                        .map_or(0, |_| aya_obj::generated::BPF_F_TEST_RUN_ON_CPU),
+                cpu: opts.cpu.unwrap_or(0),
+            };
+            let (out, err) = sys::prog_test_run(self.fd(), io);
+            match err {
+                None => {
+                    data_out.truncate(out.data_size_out as usize);
+                    ctx_out.truncate(out.ctx_size_out as usize);
+                    if self.kind == ProgKind::Syscall {
+                        ctx_out = ctx_in;
+                    }
+                    let duration =
+                        (!ctx_only).then(|| Duration::from_nanos(u64::from(out.duration_ns)));
+                    return Ok(RunResult {
+                        retval: out.retval,
+                        data_out,
+                        ctx_out,
+                        duration,
+                    });
+                }
+                Some(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    let (grow_data, grow_ctx) = self.no_space(opts, &out, data_cap, ctx_cap)?;
+                    data_cap = data_cap.max(grow_data);
+                    ctx_cap = ctx_cap.max(grow_ctx);
+                }
+                Some(e) => return Err(self.decode_error(opts, e)),
+            }
+        }
+    }
+
+    /// Decides what to do about ENOSPC: grow the buffers tracekit sized, or report the true
+    /// size for a buffer the caller sized.
+    fn no_space(
+        &self,
+        opts: &RunOptions<'_>,
+        out: &TestRunOut,
+        data_cap: usize,
+        ctx_cap: usize,
+    ) -> Result<(usize, usize), Error> {
+        let data_short = out.data_size_out as usize > data_cap;
+        let ctx_short = out.ctx_size_out as usize > ctx_cap;
+        if data_short && opts.data_out_size.is_some() {
+            return Err(Error::NoSpace {
+                what: "data_out",
+                needed: out.data_size_out,
+                given: data_cap as u32,
+            });
+        }
+        if ctx_short && opts.ctx_out_size.is_some() {
+            return Err(Error::NoSpace {
+                what: "ctx_out",
+                needed: out.ctx_size_out,
+                given: ctx_cap as u32,
+            });
+        }
+        if !data_short && !ctx_short {
+            // ENOSPC without a size to grow to: report it rather than loop.
+            return Err(Error::NoSpace {
+                what: "data_out",
+                needed: out.data_size_out,
+                given: data_cap as u32,
+            });
+        }
+        Ok((out.data_size_out as usize, out.ctx_size_out as usize))
+    }
+
+    fn check(&self, opts: &RunOptions<'_>) -> Result<(), Error> {
+        let bad = |reason: String| Err(self.bad_input(reason));
+        if self.kind.context_only() {
+            if !opts.data_in.is_empty() {
+                return bad(format!(
+                    "{} programs take no packet data; pass the input as context (ctx_in / --ctx-in)",
+                    self.kind
+                ));
+            }
+            if opts.repeat > 1 {
+                return bad(format!(
+                    "the kernel runs {} programs once per call and does not time them; use repeat 1 (and batches for several calls)",
+                    self.kind
+                ));
+            }
+        }
+        if self.kind.takes_packet() && opts.data_in.len() < 14 {
+            return bad(format!(
+                "the packet is {} bytes, shorter than an Ethernet header (14 bytes); {} programs need a whole frame starting with the Ethernet header",
+                opts.data_in.len(),
+                self.kind
+            ));
+        }
+        Ok(())
+    }
+
+    fn bad_input(&self, reason: String) -> Error {
+        Error::BadInput {
+            name: self.name.clone(),
+            kind: self.kind.name().to_owned(),
+            reason,
+        }
+    }
+
+    fn decode_error(&self, opts: &RunOptions<'_>, e: std::io::Error) -> Error {
+        let errno = e.raw_os_error().unwrap_or(0);
+        if errno == ENOTSUPP || errno == libc::EOPNOTSUPP {
+            return Error::NotSupported {
+                name: self.name.clone(),
+                kind: self.kind.name().to_owned(),
+            };
+        }
+        if errno == libc::EINVAL {
+            let hint = if self.kind.takes_packet() && opts.data_in.len() > 3520 {
+                format!(
+                    "the packet is {} bytes; the kernel takes at most a page minus head and tail room (about 3.5 KiB for XDP)",
+                    opts.data_in.len()
+                )
+            } else if !opts.ctx_in.is_empty() {
+                format!(
+                    "the kernel rejected the {}-byte context: it must be a valid struct for this program type, with only the fields the kernel lets test runs set",
+                    opts.ctx_in.len()
+                )
+            } else if opts.cpu.is_some() {
+                format!(
+                    "the kernel accepts a CPU only for raw_tp test runs, not {}",
+                    self.kind
+                )
+            } else {
+                "the kernel rejected the input (EINVAL); check the data and context sizes for this program type".to_owned()
+            };
+            return self.bad_input(hint);
+        }
+        Error::TestRun {
+            name: self.name.clone(),
+            kind: self.kind.name().to_owned(),
+            errno: tracekit_core::errno::name(errno),
+            error: e,
+        }
+    }
+
+    /// Measures the program: one cold call (repeat 1) first, then `batches` calls of
+    /// `opts.repeat` runs each. The kernel's per-run mean of each batch becomes one sample;
+    /// the wall time of each call shows the fixed cost per call the kernel's figure leaves out.
+    pub fn benchmark(&self, opts: &RunOptions<'_>, batches: usize) -> Result<Benchmark, Error> {
+        let first_opts = RunOptions {
+            repeat: 1,
+            ..opts.clone()
+        };
+        let start = Instant::now();
+        let first = self.run(&first_opts)?;
+        let first_wall = start.elapsed();
+        let mut per_run = Samples::new();
+        let mut wall = Samples::new();
+        let mut last = first.clone();
+        for _ in 0..batches {
+            let start = Instant::now();
+            last = self.run(opts)?;
+            wall.push(start.elapsed().as_nanos() as f64);
+            if let Some(d) = last.duration {
+                per_run.push(d.as_nanos() as f64);
+            }
+        }
+        Ok(Benchmark {
+            repeat: opts.repeat.max(1),
+            batches,
+            first_call_ns: first.duration.map(|d| d.as_nanos() as u64),
+            first_call_wall_ns: first_wall.as_nanos() as u64,
+            per_run_ns: per_run.summary(),
+            wall_per_call_ns: wall.summary(),
+            batch_means_ns: per_run.values().to_vec(),
+            result: last,
+        })
+    }
+}
+
+/// The outcome of [`Program::benchmark`]. Durations are nanoseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Benchmark {
+    /// Runs per call.
+    pub repeat: u32,
+    /// Number of timed calls.
+    pub batches: usize,
+    /// The kernel's duration of the first, cold, single run (before the batches).
+    pub first_call_ns: Option<u64>,
+    /// Wall time of that first call.
+    pub first_call_wall_ns: u64,
+    /// Statistics over the batches of the kernel's mean duration per run.
+    pub per_run_ns: Option<SampleSummary>,
+    /// Statistics over the batches of the wall time of one call (all repeats plus the fixed
+    /// cost of the system call, buffer copies and, for XDP, the dispatcher switch).
+    pub wall_per_call_ns: Option<SampleSummary>,
+    /// The kernel's mean per run, batch by batch, in order (warm-up shows as a trend).
+    pub batch_means_ns: Vec<f64>,
+    /// The result of the last call.
+    pub result: RunResult,
+}
+
+impl Benchmark {
+    /// Median wall time per call minus the median time spent running the program in it:
+    /// the fixed cost of one test-run call.
+    pub fn fixed_cost_per_call_ns(&self) -> Option<f64> {
+        let (wall, per_run) = (self.wall_per_call_ns?, self.per_run_ns?);
+        Some((wall.median - per_run.median * f64::from(self.repeat)).max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BpfObject;
+    use crate::packet::{PacketSpec, fields};
+
+    fn object(name: &str) -> BpfObject {
+        let path = format!("{}/../../bpf/obj/{name}.bpf.o", env!("CARGO_MANIFEST_DIR"));
+        BpfObject::from_file(path).unwrap()
+    }
+
+    fn load(obj: &str, prog: &str) -> Program {
+        object(obj).load(prog).unwrap()
+    }
+
+    fn run(prog: &Program, data: &[u8]) -> RunResult {
+        prog.run(&RunOptions {
+            data_in: data,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn xdp_drops_the_port_and_passes_the_rest() {
+        let prog = load("xdp_port_filter", "xdp_port_filter");
+        assert_eq!(prog.kind(), &ProgKind::Xdp);
+        let cases = [
+            (PacketSpec::udp(1234, 9999), "XDP_DROP"),
+            (PacketSpec::tcp(1234, 9999), "XDP_DROP"),
+            (PacketSpec::udp(9999, 80), "XDP_PASS"),
+            (PacketSpec::tcp(1, 22), "XDP_PASS"),
+        ];
+        for (spec, want) in cases {
+            let pkt = spec.build().unwrap();
+            let out = run(&prog, &pkt);
+            assert_eq!(prog.verdict(out.retval), want, "{spec:?}");
+            assert_eq!(out.data_out, pkt, "the filter must not change the packet");
+            assert!(out.duration.is_some());
+        }
+        assert_eq!(
+            run(&prog, &PacketSpec::udp(1, 9999).build().unwrap()).retval,
+            1
+        );
+    }
+
+    #[test]
+    fn short_buffer_is_enospc_with_the_true_size() {
+        let prog = load("xdp_port_filter", "xdp_port_filter");
+        let pkt = PacketSpec::udp(1, 2).build().unwrap();
+        assert_eq!(pkt.len(), 42);
+        let err = prog
+            .run(&RunOptions {
+                data_in: &pkt,
+                data_out_size: Some(10),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NoSpace {
+                    what: "data_out",
+                    needed: 42,
+                    given: 10
+                }
+            ),
+            "{err}"
+        );
+        // A program that grows the packet: tracekit's own sizing fits it, a caller's exact
+        // input-size buffer is 4 bytes short.
+        let push = load("xdp_port_filter", "xdp_push_tag");
+        let out = run(&push, &pkt);
+        assert_eq!(push.verdict(out.retval), "XDP_TX");
+        assert_eq!(out.data_out.len(), 46);
+        assert_eq!(&out.data_out[..4], b"TAG!");
+        assert_eq!(&out.data_out[4..], &pkt[..]);
+        let err = push
+            .run(&RunOptions {
+                data_in: &pkt,
+                data_out_size: Some(42),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NoSpace {
+                    needed: 46,
+                    given: 42,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tc_rewrites_tos_and_fixes_the_checksum() {
+        let prog = load("tc_dscp_mark", "tc_dscp_mark");
+        let pkt = PacketSpec::udp(1, 2).build().unwrap();
+        let out = run(&prog, &pkt);
+        assert_eq!(prog.verdict(out.retval), "TC_ACT_OK");
+        let f = fields(&out.data_out);
+        assert_eq!(f["ip.tos"], "184");
+        assert_eq!(f["ip.checksum_ok"], "true");
+        assert_eq!(
+            crate::hex::changed_offsets(&pkt, &out.data_out),
+            vec![15, 25],
+            "only TOS (15) and the low checksum byte (25) change"
+        );
+        let dying = PacketSpec {
+            ttl: 1,
+            ..PacketSpec::udp(1, 2)
+        }
+        .build()
+        .unwrap();
+        assert_eq!(prog.verdict(run(&prog, &dying).retval), "TC_ACT_SHOT");
+    }
+
+    #[test]
+    fn socket_filter_keeps_udp_only() {
+        let prog = load("sockfilter_udp", "sockfilter_udp");
+        let udp = PacketSpec {
+            payload: "0123456789".into(),
+            ..PacketSpec::udp(1, 2)
+        }
+        .build()
+        .unwrap();
+        // A socket filter sees the packet without its Ethernet header: 52 - 14 bytes kept.
+        assert_eq!(udp.len(), 52);
+        assert_eq!(prog.verdict(run(&prog, &udp).retval), "KEEP 38 bytes");
+        assert_eq!(
+            prog.verdict(run(&prog, &PacketSpec::tcp(1, 2).build().unwrap()).retval),
+            "DROP"
+        );
+    }
+
+    #[test]
+    fn flow_dissector_fills_the_keys() {
+        let prog = load("flow_dissector_ipv4", "flow_dissector_ipv4");
+        let pkt = PacketSpec::udp(1234, 53).build().unwrap();
+        let out = run(&prog, &pkt);
+        assert_eq!(prog.verdict(out.retval), "BPF_OK");
+        // data_out is struct bpf_flow_keys: nhoff, thoff, addr_proto, is_frag, is_first_frag,
+        // is_encap, ip_proto, n_proto, sport, dport, ipv4_src, ipv4_dst, ...
+        let k = &out.data_out;
+        assert_eq!(k.len(), 56);
+        assert_eq!(u16::from_ne_bytes([k[0], k[1]]), 14, "nhoff");
+        assert_eq!(u16::from_ne_bytes([k[2], k[3]]), 34, "thoff");
+        assert_eq!(k[9], 17, "ip_proto UDP");
+        assert_eq!(
+            &k[12..16],
+            &[0x04, 0xd2, 0x00, 0x35],
+            "ports 1234 -> 53, network order"
+        );
+        assert_eq!(&k[16..24], &[10, 0, 0, 1, 10, 0, 0, 2], "addresses");
+        let arp = crate::hex::parse("ffffffffffff 020000000001 0806 0001080006040001").unwrap();
+        assert_eq!(prog.verdict(run(&prog, &arp).retval), "BPF_DROP");
+    }
+
+    #[test]
+    fn raw_tp_and_syscall_take_a_context() {
+        let prog = load("testrun_rawtp", "testrun_rawtp");
+        let ctx: Vec<u8> = [3u64, 4].iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let out = prog
+            .run(&RunOptions {
+                ctx_in: &ctx,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(out.retval, 7);
+        assert_eq!(out.duration, None);
+        let prog = load("testrun_syscall", "testrun_syscall");
+        let ctx: Vec<u8> = [5u32, 6, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let out = prog
+            .run(&RunOptions {
+                ctx_in: &ctx,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(out.retval, 7);
+        assert_eq!(&out.ctx_out[8..12], &11u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        let prog = load("xdp_port_filter", "xdp_port_filter");
+        let err = prog
+            .run(&RunOptions {
+                data_in: &[0u8; 10],
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("shorter than an Ethernet header"),
+            "{err}"
+        );
+        let err = object("xdp_port_filter").load("nope").unwrap_err();
+        assert!(
+            err.to_string().contains("xdp_port_filter, xdp_push_tag"),
+            "{err}"
+        );
+        let rawtp = load("testrun_rawtp", "testrun_rawtp");
+        let err = rawtp
+            .run(&RunOptions {
+                ctx_in: &[0u8; 16],
+                repeat: 10,
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::BadInput { .. }), "{err}");
+        let err = rawtp
+            .run(&RunOptions {
+                data_in: &[0u8; 16],
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("as context"), "{err}");
+    }
+
+    #[test]
+    fn benchmark_gives_one_sample_per_batch() {
+        let prog = load("xdp_port_filter", "xdp_port_filter");
+        let pkt = PacketSpec::udp(1, 9999).build().unwrap();
+        let b = prog
+            .benchmark(
+                &RunOptions {
+                    data_in: &pkt,
+                    repeat: 50,
+                    ..Default::default()
+                },
+                4,
+            )
+            .unwrap();
+        let per_run = b.per_run_ns.unwrap();
+        assert_eq!(
+            (per_run.count, b.batch_means_ns.len(), b.repeat),
+            (4, 4, 50)
+        );
+        assert!(
+            per_run.min > 0.0 && per_run.min <= per_run.median && per_run.median <= per_run.max
+        );
+        assert_eq!(b.wall_per_call_ns.unwrap().count, 4);
+        assert!(b.first_call_ns.is_some());
+        assert_eq!(prog.verdict(b.result.retval), "XDP_DROP");
+    }
+
+    #[test]
+    fn tracepoint_has_no_test_run() {
+        let prog = load("testrun_tracepoint", "testrun_tracepoint");
+        let err = prog.run(&RunOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err}");
+    }
+}

@@ -1,0 +1,164 @@
+//! `tracekit probe` end to end: the real binary, the real kernel, testdata/target.c.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
+
+/// Builds crates/tracekit-probe/testdata/target.c once per test binary.
+fn target() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tk-probe-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("probe-target");
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../tracekit-probe/testdata/target.c");
+        let st = Command::new("gcc").args(["-O1", "-g", "-o"]).arg(&out).arg(src).arg("-lpthread").status().expect("gcc");
+        assert!(st.success(), "gcc failed");
+        out
+    })
+}
+
+fn t() -> String {
+    target().display().to_string()
+}
+
+fn tracekit(args: &[&str]) -> Output {
+    Command::new(TRACEKIT).arg("probe").args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The target prints its own lines first; the JSON report is the last thing on stdout.
+    let start = stdout.find("\n{").map_or(0, |i| i + 1);
+    serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn hits(v: &Value, i: usize) -> u64 {
+    v["probes"][i]["hits"].as_u64().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bpf_counts_exact_hits_from_one_and_four_threads() {
+    let spec = format!("uprobe:{}:tk_empty", t());
+    for (threads, n, want) in [("1", "1000", 1000), ("4", "2500", 10_000)] {
+        let out = tracekit(&["--engine", "bpf", "--json", &spec, "--", &t(), "--only", "tk_empty", "--threads", threads, n]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v = json_of(&out);
+        assert_eq!(v["engine"], "bpf");
+        assert_eq!(v["probes"][0]["spec"], spec.as_str());
+        assert_eq!(v["probes"][0]["kind"], "uprobe");
+        assert_eq!(hits(&v, 0), want);
+        assert_eq!(v["probes"][0]["missed"], 0);
+        assert_eq!(v["exit"]["code"], 0);
+    }
+}
+
+#[test]
+fn bpf_attaches_to_a_running_process() {
+    let mut child = Command::new(target())
+        .args(["--wait-stdin", "--only", "tk_empty", "--threads", "4", "500"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut tk = Command::new(TRACEKIT)
+        .args(["probe", "--engine", "bpf", "--json", "-p", &pid, &format!("uprobe:{}:tk_empty", t())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(tk.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("1 probe attached"), "{line}");
+    child.stdin.take().unwrap().write_all(b"x").unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = tk.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(hits(&json_of(&out), 0), 2000);
+}
+
+#[test]
+fn bpf_return_probe_measures_a_1ms_sleep() {
+    let out = tracekit(&["--engine", "bpf", "--json", &format!("{}:tk_sleep_1ms", t()), "--", &t(), "--only", "tk_sleep_1ms", "--sleep", "25", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json_of(&out);
+    assert_eq!(v["probes"].as_array().unwrap().len(), 2);
+    assert_eq!((hits(&v, 0), hits(&v, 1)), (25, 25));
+    assert_eq!(v["probes"][1]["kind"], "uretprobe");
+    let lat = &v["probes"][1]["latency"];
+    assert_eq!(lat["count"], 25);
+    let avg = lat["avg_ns"].as_f64().unwrap();
+    assert!((900_000.0..5_000_000.0).contains(&avg), "{lat}");
+    assert!(lat["min_ns"].as_u64().unwrap() >= 900_000, "{lat}");
+    let buckets: u64 = v["probes"][1]["histogram_log2"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).sum();
+    assert_eq!(buckets, 25);
+    assert!(v["probes"][0]["latency"].is_null());
+}
+
+#[test]
+fn text_report_to_file_with_histogram() {
+    let file = std::env::temp_dir().join(format!("tk-probe-report-{}.txt", std::process::id()));
+    let out = tracekit(&["--engine", "bpf", "-o", file.to_str().unwrap(), &format!("uretprobe:{}:tk_sleep_1ms", t()), "--", &t(), "--only", "tk_sleep_1ms", "--sleep", "5", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    // stdout holds only the command's own output, byte for byte as without tracekit.
+    let plain = Command::new(target()).args(["--only", "tk_sleep_1ms", "--sleep", "5", "0"]).output().unwrap();
+    assert_eq!(out.stdout, plain.stdout);
+    assert!(text.contains("Probes (bpf engine), command exited with status 0"), "{text}");
+    let row = text.lines().find(|l| l.contains("uretprobe:")).unwrap();
+    assert_eq!(row.split_whitespace().nth(1), Some("5"), "{text}");
+    assert!(text.contains("@latency_ns[uretprobe:"), "{text}");
+    assert!(text.contains("[512K, 1M)") || text.contains("[1M, 2M)"), "{text}");
+}
+
+#[test]
+fn print_streams_each_hit_and_exit_status_passes_through() {
+    let out = tracekit(&["--engine", "bpf", "--print", &format!("{}:tk_empty", t()), "--", &t(), "--only", "tk_empty", "--exit", "3", "3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let entries: Vec<&str> = stdout.lines().filter(|l| l.contains(" uprobe:") && l.contains("tk_empty(")).collect();
+    let returns: Vec<&str> = stdout.lines().filter(|l| l.contains(" uretprobe:") && l.contains(" = ")).collect();
+    assert_eq!(entries.len(), 3, "{stdout}");
+    assert!(entries[1].contains("tk_empty(1, 2, "), "{stdout}");
+    assert_eq!(returns.len(), 3, "{stdout}");
+    assert!(returns[2].contains("tk_empty = 4"), "{stdout}");
+    assert!(stdout.contains("command exited with status 3"), "{stdout}");
+}
+
+fn assert_fails(args: &[&str], needle: &str) {
+    let out = tracekit(args);
+    assert!(!out.status.success(), "should fail: {args:?}");
+    let err = stderr(&out);
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let tt = t();
+    assert_fails(&["uprobe:/bin/true", "--", "true"], "BINARY:SYMBOL");
+    assert_fails(&["bogus:a:b", "--", "true"], "unknown probe type");
+    assert_fails(&[&format!("uprobe:{tt}:tk_emtpy"), "--", &tt, "1"], "did you mean: tk_empty");
+    assert_fails(&["uprobe:/no/such/binary:main", "--", "true"], "no such file");
+    let garbage = std::env::temp_dir().join(format!("tk-garbage-cli-{}", std::process::id()));
+    std::fs::write(&garbage, "not an elf\n").unwrap();
+    assert_fails(&[&format!("uprobe:{}:main", garbage.display()), "--", "true"], "not a usable ELF file");
+    std::fs::remove_file(&garbage).unwrap();
+    assert_fails(&["-p", "2147483600", &format!("uprobe:{tt}:tk_empty")], "no process with pid 2147483600");
+    assert_fails(&[&format!("uprobe:{tt}:tk_empty")], "nothing to trace");
+    assert_fails(&[&format!("uprobe:{tt}:tk_empty"), "--", "/no/such/cmd"], "cannot run the command");
+    assert_fails(&["kprobe:vfs_read", "--", "true"], "CONFIG_KPROBES");
+    assert_fails(&["--engine", "bpf", "kprobe:vfs_read", "--", "true"], "tracekit trace summary");
+}

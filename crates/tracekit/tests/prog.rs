@@ -1,0 +1,343 @@
+//! `tracekit prog` end to end: the real binary, the committed BPF objects, the real kernel.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn obj(name: &str) -> String {
+    repo()
+        .join("bpf/obj")
+        .join(format!("{name}.bpf.o"))
+        .display()
+        .to_string()
+}
+
+fn tracekit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tracekit"))
+        .args(args)
+        .output()
+        .expect("run tracekit")
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let out = tracekit(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs a command that must fail cleanly: exit status 1, the expected message, no panic.
+fn fails_with(args: &[&str], message: &str) {
+    let out = tracekit(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(message),
+        "{args:?}: expected '{message}' in: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn list_shows_programs_types_and_sections() {
+    let xdp = obj("xdp_port_filter");
+    let list = ok_json(&["prog", "list", &xdp, "--json"]);
+    let rows: Vec<(&str, &str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["kind"].as_str().unwrap(),
+                p["section"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("xdp_port_filter", "xdp", "xdp"),
+            ("xdp_push_tag", "xdp", "xdp")
+        ]
+    );
+    let text =
+        String::from_utf8(tracekit(&["prog", "list", &obj("testrun_rawtp")]).stdout).unwrap();
+    assert!(
+        text.contains("testrun_rawtp  raw_tracepoint  raw_tp/sys_enter"),
+        "{text}"
+    );
+}
+
+#[test]
+fn port_filter_drops_9999_and_passes_others() {
+    let xdp = obj("xdp_port_filter");
+    let drop = ok_json(&[
+        "prog",
+        "run",
+        &xdp,
+        "xdp_port_filter",
+        "--packet",
+        "proto=\"udp\", dst_port=9999",
+        "--repeat",
+        "100",
+        "--batches",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(drop["retval"], 1);
+    assert_eq!(drop["verdict"], "XDP_DROP");
+    assert_eq!(drop["duration_ns"]["count"], 3);
+    assert_eq!(drop["batch_means_ns"].as_array().unwrap().len(), 3);
+    assert!(drop["duration_ns"]["min"].as_f64().unwrap() > 0.0);
+    assert_eq!(drop["data_out_len"], 42);
+    assert_eq!(drop["changed_offsets"], serde_json::json!([]));
+    let pass = ok_json(&[
+        "prog",
+        "run",
+        &xdp,
+        "xdp_port_filter",
+        "--packet",
+        "proto=\"tcp\", dst_port=80",
+        "--json",
+    ]);
+    assert_eq!(
+        (pass["retval"].as_u64(), pass["verdict"].as_str()),
+        (Some(2), Some("XDP_PASS"))
+    );
+}
+
+#[test]
+fn tc_rewrite_shows_and_writes_the_new_field() {
+    let packet = tracekit_prog::packet::PacketSpec::udp(1, 2)
+        .build()
+        .unwrap();
+    let hex = tracekit_prog::hex::encode(&packet);
+    let out_file =
+        std::env::temp_dir().join(format!("tracekit-prog-test-{}.bin", std::process::id()));
+    let out_path = out_file.display().to_string();
+    let tc = obj("tc_dscp_mark");
+    let r = ok_json(&[
+        "prog",
+        "run",
+        &tc,
+        "tc_dscp_mark",
+        "--data-hex",
+        &hex,
+        "--data-out",
+        &out_path,
+        "--json",
+    ]);
+    assert_eq!(r["verdict"], "TC_ACT_OK");
+    assert_eq!(r["changed_offsets"], serde_json::json!([15, 25]));
+    let written = std::fs::read(&out_file).unwrap();
+    std::fs::remove_file(&out_file).unwrap();
+    assert_eq!(written[15], 0xb8, "TOS is EF");
+    assert_eq!(
+        tracekit_prog::packet::fields(&written)["ip.checksum_ok"],
+        "true"
+    );
+    assert_eq!(r["data_out"], tracekit_prog::hex::encode(&written));
+    // The text report marks the changed bytes.
+    let text = String::from_utf8(
+        tracekit(&["prog", "run", &tc, "tc_dscp_mark", "--data-hex", &hex]).stdout,
+    )
+    .unwrap();
+    assert!(text.contains("2 bytes changed"), "{text}");
+    assert!(text.contains("45 b8"), "{text}");
+}
+
+#[test]
+fn short_output_buffer_reports_enospc_and_the_true_size() {
+    fails_with(
+        &[
+            "prog",
+            "run",
+            &obj("xdp_port_filter"),
+            "xdp_push_tag",
+            "--packet",
+            "proto=\"udp\"",
+            "--data-out-size",
+            "42",
+        ],
+        "data_out is 46 bytes but the buffer given was 42 bytes (ENOSPC)",
+    );
+}
+
+#[test]
+fn context_only_programs_run() {
+    let r = ok_json(&[
+        "prog",
+        "run",
+        &obj("testrun_rawtp"),
+        "testrun_rawtp",
+        "--ctx-hex",
+        "0300000000000000 0400000000000000",
+        "--json",
+    ]);
+    assert_eq!(r["retval"], 7);
+    assert_eq!(r["duration_ns"], Value::Null);
+    let r = ok_json(&[
+        "prog",
+        "run",
+        &obj("testrun_syscall"),
+        "testrun_syscall",
+        "--ctx-hex",
+        "05000000 06000000 00000000",
+        "--json",
+    ]);
+    assert_eq!(r["retval"], 7);
+    assert_eq!(r["ctx_out"], "05000000060000000b000000");
+}
+
+#[test]
+fn pcap_replay_counts_verdicts() {
+    let pcap = repo().join("bpf/vectors/mixed.pcap").display().to_string();
+    let xdp = obj("xdp_port_filter");
+    let r = ok_json(&[
+        "prog",
+        "run",
+        &xdp,
+        "xdp_port_filter",
+        "--pcap",
+        &pcap,
+        "--json",
+    ]);
+    assert_eq!(r["packets"], 17);
+    assert_eq!(
+        r["counts"],
+        serde_json::json!({"XDP_DROP": 5, "XDP_PASS": 11, "error": 1})
+    );
+    assert_eq!(r["verdicts"].as_array().unwrap().len(), 17);
+    let out = tracekit(&[
+        "prog",
+        "run",
+        &xdp,
+        "xdp_port_filter",
+        "--pcap",
+        &pcap,
+        "--verbose",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("XDP_DROP        5"), "{text}");
+    // Per-packet rows: packet, len, retval, verdict.
+    let per_packet = |verdict: &str| {
+        text.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|t| t.len() >= 4 && t[0].parse::<usize>().is_ok() && t[3] == verdict)
+            .count()
+    };
+    assert_eq!(
+        (
+            per_packet("XDP_PASS"),
+            per_packet("XDP_DROP"),
+            per_packet("error")
+        ),
+        (11, 5, 1),
+        "{text}"
+    );
+}
+
+#[test]
+fn vector_suites_pass_and_failures_exit_nonzero() {
+    let dir = repo().join("bpf/vectors");
+    let files: Vec<String> = [
+        "xdp_port_filter.toml",
+        "tc_dscp_mark.toml",
+        "testrun_types.toml",
+    ]
+    .iter()
+    .map(|f| dir.join(f).display().to_string())
+    .collect();
+    let mut args = vec!["prog", "test", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let reports = ok_json(&args);
+    let passed: u64 = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["passed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(passed, 22);
+
+    let bad = std::env::temp_dir().join(format!("tracekit-prog-bad-{}.toml", std::process::id()));
+    let text = format!(
+        "object = {:?}\nprogram = \"xdp_port_filter\"\n[[case]]\nname = \"wrong on purpose\"\npacket = {{ dst_port = 9999 }}\nexpect_retval = \"XDP_PASS\"\n",
+        obj("xdp_port_filter")
+    );
+    std::fs::write(&bad, text).unwrap();
+    let out = tracekit(&["prog", "test", &bad.display().to_string()]);
+    std::fs::remove_file(&bad).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("retval: expected 2 (XDP_PASS), got 1 (XDP_DROP)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let xdp = obj("xdp_port_filter");
+    let not_elf = repo().join("Cargo.toml").display().to_string();
+    fails_with(&["prog", "run", &not_elf, "x"], "is not an ELF file");
+    fails_with(
+        &["prog", "list", "/nonexistent.bpf.o"],
+        "cannot read BPF object /nonexistent.bpf.o",
+    );
+    fails_with(
+        &["prog", "run", &xdp, "nope", "--data-hex", "00"],
+        "no program named 'nope'",
+    );
+    fails_with(
+        &[
+            "prog",
+            "run",
+            &obj("testrun_tracepoint"),
+            "testrun_tracepoint",
+        ],
+        "cannot test-run tracepoint programs",
+    );
+    fails_with(
+        &[
+            "prog",
+            "run",
+            &xdp,
+            "xdp_port_filter",
+            "--data-hex",
+            "0011223344",
+        ],
+        "shorter than an Ethernet header",
+    );
+    fails_with(
+        &["prog", "run", &xdp, "xdp_port_filter", "--data-hex", "0g"],
+        "not a hex byte",
+    );
+    fails_with(
+        &["prog", "run", &xdp, "xdp_port_filter", "--pcap", &not_elf],
+        "not a pcap file",
+    );
+    fails_with(
+        &[
+            "prog",
+            "run",
+            &xdp,
+            "xdp_port_filter",
+            "--packet",
+            "proto=\"sctp\"",
+        ],
+        "use udp, tcp or icmp",
+    );
+    fails_with(
+        &["prog", "test", "/nonexistent.toml"],
+        "bad test-vector file /nonexistent.toml",
+    );
+}
