@@ -9,6 +9,7 @@
 // whatever cannot be recorded is counted in `dropped`.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include "tracekit/stats.h"
 
 typedef unsigned long long u64;
 typedef unsigned int u32;
@@ -172,26 +173,6 @@ static __always_inline struct syscall_stats *stats_for(u32 nr)
     return bpf_map_lookup_elem(&task_stats, &key);
 }
 
-// sum_sq += d * d on a 128-bit (hi, lo) pair: BPF has no 64x64->128 multiply.
-static __always_inline void add_square(struct syscall_stats *st, u64 d)
-{
-    u64 lo, hi = 0;
-    if (d >> 32 == 0) {
-        lo = d * d;
-    } else {
-        u64 a = d >> 32, b = d & 0xffffffffULL;
-        u64 ab = a * b;                      // d^2 = a^2 2^64 + 2ab 2^32 + b^2
-        u64 mid = ab << 33;
-        hi = a * a + (ab >> 31);
-        lo = b * b + mid;
-        if (lo < mid)
-            hi++;
-    }
-    u64 sum = st->sum_sq_lo + lo;
-    st->sum_sq_hi += hi + (sum < lo);
-    st->sum_sq_lo = sum;
-}
-
 static __always_inline void record(u32 nr, u64 delta, s64 ret)
 {
     if (nr >= MAX_SYSCALLS) {
@@ -207,7 +188,7 @@ static __always_inline void record(u32 nr, u64 delta, s64 ret)
         st->max_ns = delta;
     st->count++;
     st->total_ns += delta;
-    add_square(st, delta);
+    tk_add_square(&st->sum_sq_lo, &st->sum_sq_hi, delta);
     if (ret < 0 && ret >= -MAX_ERRNO) {
         st->errors++;
         if (cfg_errno) {
