@@ -67,4 +67,21 @@ for V in 1 2; do
     row "kvm userfaultfd, $V vCPU(s) (-u -c $CPUS)" "kvmu$V" "hostu$V"
     row "kvm userfaultfd, $V vCPU(s) (-u, unpinned)" "kvmun$V" "hostu$V"
 done
+
+# Dirty logging: per-iteration time for the vCPUs to re-dirty all their pages (write-protect
+# faults) and for the host to collect the bitmap, against host threads rewriting the same pages.
+dirty() {
+    "$TK" bench dirty-log -v 2 -b "$BYTES" -i "$REPS" -c 0,1 "$@" --json -o "$WORK/d.json"
+    jq -r '[.dirty_seconds.median, .expected_dirty_pages, (.get_log_seconds.median // 0),
+            (.clear_log_seconds.median // 0), (.bitmap_exact // "-"), .verified] | @tsv' "$WORK/d.json"
+}
+read -r kd kp kg kc kx kv < <(dirty)
+read -r hd hp _ _ _ hv < <(dirty --no-kvm)
+[ "$kv" = true ] && [ "$hv" = true ] && [ "$kx" = true ] || { echo "bench/kvm.sh: dirty-log not verified" >&2; exit 1; }
+printf '\ndirty logging, 2 vCPUs x %s, %s iterations (median per iteration)\n\n' "$BYTES" "$REPS"
+printf '%-44s %12s %12s %14s %14s\n' "configuration" "dirty s" "pages/sec" "get log us" "clear log us"
+printf '%-44s %12s %12s %14s %14s\n' "-------------" "-------" "---------" "----------" "------------"
+awk -v d="$hd" -v p="$hp" 'BEGIN {printf "%-44s %12.4f %12.0f %14s %14s\n", "host threads rewrite (--no-kvm -c 0,1)", d, p/d, "-", "-"}'
+awk -v d="$kd" -v p="$kp" -v g="$kg" -v c="$kc" 'BEGIN {printf "%-44s %12.4f %12.0f %14.1f %14.1f\n", "kvm vCPUs dirty, bitmap exact (-c 0,1)", d, p/d, g*1e6, c*1e6}'
+
 printf '\nload average after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

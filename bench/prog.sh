@@ -37,6 +37,8 @@ bpftool prog loadall "$OBJ" "$PIN"
 
 median() { sort -n | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 now_ns() { date +%s%N; }
+range() { sort -n | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s..%s", lo, hi}'; }
+spread=""
 
 printf '\nmachine: %s CPUs, load average %s\n' "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'program: %s %s, packet 42 bytes (UDP to port 9999 -> XDP_DROP), %s calls per tool and repeat count\n\n' "$OBJ" "$PROG" "$K"
@@ -75,6 +77,9 @@ print(r["duration_ns"]["median"], r["wall_ns_per_call"]["median"], r["fixed_cost
         ms = 1e6
         printf "%8d  %9.1f  %9.1f  %9.1f  %6.2f  %8.2f ms  %8.2f ms  %8.2f ms  %8.1f us  %8.1f us\n", n, b, tp, t, (b > 0 ? tp / b : 0), bw / ms, tw / ms, bl / ms, cw / 1e3, f / 1e3
     }'
+    spread="$spread$(printf '%8d  %19s  %19s' "$N" "$(range <"$WORK/bt.ns")" "$(range <"$WORK/tp.ns")")
+"
 done
+printf '\nspread over the %s calls, min..max ns/run:\n\n%8s  %19s  %19s\n%s' "$K" repeat bpftool tk/proc "$spread"
 printf '\nratio = tracekit/proc ns/run / bpftool ns/run (1.00 = the same figure).\n'
 printf 'bpftool load/proc = `bpftool prog loadall` of the object: the load that tracekit/proc wall includes.\n'

@@ -2,7 +2,7 @@
 //! kind of memory. It needs no /dev/kvm and is the floor the guest numbers compare with
 //! (first-touch page faults, or UFFDIO_COPY faults with userfaultfd).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::guest::page_value;
 use crate::layout::Layout;
 use crate::memory::{Backing, HostMemory};
@@ -28,7 +28,16 @@ pub struct HostToucher {
 impl HostToucher {
     /// Maps the memory for `threads` threads with `bytes_per_thread` each.
     pub fn new(threads: usize, bytes_per_thread: u64, backing: Backing) -> Result<Self> {
-        let layout = Layout::new(threads, bytes_per_thread, backing, MAX_HOST_THREADS)?;
+        let layout = Layout::new(threads, bytes_per_thread, backing, MAX_HOST_THREADS).map_err(
+            |e| match e {
+                Error::VcpuCount { requested, max, .. } if requested > max => Error::VcpuCount {
+                    requested,
+                    why: "that is more host threads than --no-kvm starts",
+                    max,
+                },
+                other => other,
+            },
+        )?;
         let mem = HostMemory::new(layout.total_bytes(), backing)?;
         let done = (0..threads).map(|_| Counter::default()).collect();
         Ok(HostToucher {

@@ -94,16 +94,12 @@ impl PerfTestVm {
         let cpuid = kvm_sys
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
-        let phys_bits = cpuid
-            .as_slice()
-            .iter()
-            .find(|e| e.function == 0x8000_0008)
-            .map_or(36, |e| u64::from(e.eax & 0xff));
+        let end_gfn = region_end_gfn(cpuid.as_slice());
         let vm = kvm_sys.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
         let manual_protect = options.manual_dirty_protect && enable_manual_protect(&kvm_sys, &vm)?;
 
         let low_bytes = low_pages(&layout) * PAGE_SIZE;
-        let test_gpa = test_gpa(&layout, phys_bits, low_bytes)?;
+        let test_gpa = test_gpa(&layout, end_gfn, low_bytes)?;
         let low = HostMemory::new(low_bytes, Backing::Anonymous)?;
         let test = HostMemory::new(layout.total_bytes(), options.backing)?;
         let mut this = PerfTestVm {
@@ -321,10 +317,31 @@ fn low_pages(layout: &Layout) -> u64 {
     }
 }
 
+/// Start of AMD's reserved HyperTransport range (1012 GiB): guests cannot use GPAs there.
+const AMD_HT_START: u64 = 0xfd_0000_0000;
+
+/// One past the last usable guest frame: from the guest physical-address width KVM supports
+/// (CPUID 0x80000008 EAX[23:16] "GuestPhysBits" when the kernel reports it, which accounts for
+/// a TDP with fewer levels than the host, else EAX[7:0]), kept below the HyperTransport hole on
+/// AMD hosts, as the KVM selftests do.
+fn region_end_gfn(cpuid: &[kvm_bindings::kvm_cpuid_entry2]) -> u64 {
+    let leaf = |f: u32| cpuid.iter().find(|e| e.function == f);
+    let bits = leaf(0x8000_0008).map_or(36, |e| match (e.eax >> 16) & 0xff {
+        0 => e.eax & 0xff,
+        guest => guest,
+    });
+    let mut end = 1u64 << bits.clamp(32, 52);
+    let amd =
+        leaf(0).is_some_and(|e| (e.ebx, e.edx, e.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163));
+    if amd {
+        end = end.min(AMD_HT_START);
+    }
+    end / PAGE_SIZE
+}
+
 /// Places the test slot at the top of guest physical memory, aligned down to the backing's
 /// page size, as the seed does; refuses a region that would not fit above low memory.
-fn test_gpa(layout: &Layout, phys_bits: u64, low_bytes: u64) -> Result<u64> {
-    let region_end_gfn = 1u64 << (phys_bits - 12);
+fn test_gpa(layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64> {
     let pages = layout.total_pages();
     let low_gfns = low_bytes / PAGE_SIZE + layout.host_page_size / PAGE_SIZE;
     if pages + 1 + low_gfns > region_end_gfn {
@@ -402,16 +419,46 @@ mod tests {
         let low = low_pages(&layout) * PAGE_SIZE;
         // 2048 pages below the last gfn of a 40-bit space.
         assert_eq!(
-            test_gpa(&layout, 40, low).unwrap(),
+            test_gpa(&layout, 1 << 28, low).unwrap(),
             (1u64 << 40) - 2049 * PAGE_SIZE
         );
         let huge = Layout::new(2, 4 << 20, Backing::Hugetlb, 8).unwrap();
-        assert_eq!(test_gpa(&huge, 40, low).unwrap() % (2 << 20), 0);
+        assert_eq!(test_gpa(&huge, 1 << 28, low).unwrap() % (2 << 20), 0);
         // 8 MiB does not fit a 20-bit (1 MiB) guest physical space.
         assert!(matches!(
-            test_gpa(&layout, 20, low),
+            test_gpa(&layout, 1 << 8, low),
             Err(Error::TooMuchMemory { .. })
         ));
+    }
+
+    #[test]
+    fn guest_physical_width_comes_from_cpuid() {
+        let entry = |function, eax, ebx, ecx, edx| kvm_bindings::kvm_cpuid_entry2 {
+            function,
+            eax,
+            ebx,
+            ecx,
+            edx,
+            ..Default::default()
+        };
+        let intel = entry(0, 0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69);
+        let amd = entry(0, 0xd, 0x6874_7541, 0x444d_4163, 0x6974_6e65);
+        // 48 host bits, no GuestPhysBits: 2^36 frames.
+        assert_eq!(
+            region_end_gfn(&[intel, entry(0x8000_0008, 0x3030, 0, 0, 0)]),
+            1 << 36
+        );
+        // 52 host bits, but the TDP maps only 48 (GuestPhysBits = 48).
+        assert_eq!(
+            region_end_gfn(&[intel, entry(0x8000_0008, 0x30_3034, 0, 0, 0)]),
+            1 << 36
+        );
+        // AMD: stay below the HyperTransport hole.
+        assert_eq!(
+            region_end_gfn(&[amd, entry(0x8000_0008, 0x3030, 0, 0, 0)]),
+            AMD_HT_START / PAGE_SIZE
+        );
+        assert_eq!(region_end_gfn(&[]), 1 << 24);
     }
 
     #[test]

@@ -61,7 +61,11 @@ fn sleep_latency_is_about_one_ms() {
     let mean_ms = lat.mean() / 1e6;
     assert!((0.9..5.0).contains(&mean_ms), "mean latency {mean_ms} ms");
     // Times are taken when the tracer sees each stop, so one may come out a little short.
-    assert!(lat.min >= 500_000, "min {} ns is far below the 1 ms sleep", lat.min);
+    assert!(
+        lat.min >= 500_000,
+        "min {} ns is far below the 1 ms sleep",
+        lat.min
+    );
     assert_eq!(p.histogram.as_ref().unwrap().total(), 20);
 }
 
@@ -433,7 +437,10 @@ fn out_of_line_slots_near_the_program_and_near_libc_at_once() {
         spec("uprobe", "tk_riprel"),
     ];
     let args = ["--sleep", "3", "5"];
-    let opts = PtraceOptions { no_simulate: true, ..Default::default() };
+    let opts = PtraceOptions {
+        no_simulate: true,
+        ..Default::default()
+    };
     let (out, stdout) = run_ok(&specs, &args, &opts);
     assert_eq!(hits(&out, &specs[0]), 3);
     assert_eq!(hits(&out, &specs[1]), 3);
@@ -441,4 +448,20 @@ fn out_of_line_slots_near_the_program_and_near_libc_at_once() {
     assert_eq!(hits(&out, &specs[3]), 5);
     assert_eq!(stdout, plain_output(&args).0);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+}
+
+#[test]
+fn unsupported_instruction_is_named() {
+    // tk_jmp: jmp rel32 (5 bytes), then a ud2 that is never executed.
+    let specs = vec![spec("uprobe", "tk_jmp+5")];
+    let (r, _) = traced(
+        &probes(&specs),
+        &["1"],
+        &PtraceOptions::default(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    );
+    let err = r.unwrap_err();
+    assert!(matches!(err, PtraceError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("`ud2`"), "{err}");
 }

@@ -1,11 +1,11 @@
 //! Program types: what the kernel's test run does with each, and what its return value means.
 
 use aya_obj::ProgramSection;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-/// The type of a BPF program, as far as a test run is concerned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// The type of a BPF program, as far as a test run is concerned. Serialised as its
+/// [`name`](ProgKind::name).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProgKind {
     /// `SEC("xdp")`: retval is an `XDP_*` action, data is an Ethernet frame.
     Xdp,
@@ -135,6 +135,12 @@ impl ProgKind {
         (0..16)
             .chain([u32::MAX])
             .find(|&r| self.verdict(r).eq_ignore_ascii_case(name))
+    }
+}
+
+impl Serialize for ProgKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 

@@ -20,6 +20,8 @@ pub struct ProgramEntry {
     pub section: String,
     /// Number of BPF instructions (8 bytes each) before relocation.
     pub insns: u64,
+    /// Whether the kernel has a test run for this type.
+    pub test_run: bool,
 }
 
 /// A BPF ELF object (as built by `clang -target bpf`), kept in memory so that programs can
@@ -82,14 +84,21 @@ impl BpfObject {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        let fd = match entry.kind {
-            ProgKind::Syscall => self.load_syscall(entry)?,
-            _ => self.load_with_aya(entry)?,
+        let (fd, ebpf) = match entry.kind {
+            ProgKind::Syscall => (self.load_syscall(entry)?, None),
+            _ => self
+                .load_with_aya(entry)
+                .map(|(fd, ebpf)| (fd, Some(ebpf)))?,
         };
-        Ok(Program::new(entry.name.clone(), entry.kind.clone(), fd))
+        Ok(Program::new(
+            entry.name.clone(),
+            entry.kind.clone(),
+            fd,
+            ebpf,
+        ))
     }
 
-    fn load_with_aya(&self, entry: &ProgramEntry) -> Result<OwnedFd, Error> {
+    fn load_with_aya(&self, entry: &ProgramEntry) -> Result<(OwnedFd, aya::Ebpf), Error> {
         let parse_err = |e: aya::EbpfError| Error::Parse {
             what: self.what.clone(),
             reason: error_chain(&e),
@@ -108,11 +117,12 @@ impl BpfObject {
         })?;
         load_aya_program(program, entry)?;
         let fd = program.fd().map_err(|e| load_err(entry, &e))?;
-        // A duplicate keeps the program (and the maps it uses) alive after `ebpf` is dropped.
-        fd.as_fd().try_clone_to_owned().map_err(|e| Error::Load {
+        // A duplicate, so that `Program` owns its fd while `ebpf` stays available for maps.
+        let fd = fd.as_fd().try_clone_to_owned().map_err(|e| Error::Load {
             name: entry.name.clone(),
             reason: e.to_string(),
-        })
+        })?;
+        Ok((fd, ebpf))
     }
 
     fn load_syscall(&self, entry: &ProgramEntry) -> Result<OwnedFd, Error> {
@@ -192,9 +202,11 @@ fn list_programs(bytes: &[u8]) -> Result<Vec<ProgramEntry>, String> {
         if !executable || name == ".text" {
             continue;
         }
+        let kind = ProgKind::from_section(name);
         programs.push(ProgramEntry {
             name: sym.name().map_err(|e| e.to_string())?.to_owned(),
-            kind: ProgKind::from_section(name),
+            test_run: kind.test_run_supported(),
+            kind,
             section: name.to_owned(),
             insns: sym.size() / 8,
         });

@@ -140,6 +140,15 @@ pub struct Replay {
 /// Ethernet header) is counted as `error` with the reason, and the replay goes on; a program
 /// that cannot be test-run at all stops it.
 pub fn replay(prog: &Program, packets: &[CapturedPacket]) -> Result<Replay, Error> {
+    replay_with_progress(prog, packets, |_| {})
+}
+
+/// [`replay`], calling `on_packet` with the number of packets done after each.
+pub fn replay_with_progress(
+    prog: &Program,
+    packets: &[CapturedPacket],
+    mut on_packet: impl FnMut(usize),
+) -> Result<Replay, Error> {
     let mut verdicts = Vec::with_capacity(packets.len());
     let mut counts = BTreeMap::new();
     for (i, packet) in packets.iter().enumerate() {
@@ -170,6 +179,7 @@ pub fn replay(prog: &Program, packets: &[CapturedPacket]) -> Result<Replay, Erro
         };
         *counts.entry(v.verdict.clone()).or_insert(0) += 1;
         verdicts.push(v);
+        on_packet(i + 1);
     }
     Ok(Replay {
         packets: packets.len(),

@@ -55,11 +55,24 @@ pub struct Program {
     name: String,
     kind: ProgKind,
     fd: OwnedFd,
+    ebpf: Option<aya::Ebpf>,
 }
 
 impl Program {
-    pub(crate) fn new(name: String, kind: ProgKind, fd: OwnedFd) -> Self {
-        Program { name, kind, fd }
+    pub(crate) fn new(name: String, kind: ProgKind, fd: OwnedFd, ebpf: Option<aya::Ebpf>) -> Self {
+        Program {
+            name,
+            kind,
+            fd,
+            ebpf,
+        }
+    }
+
+    /// The aya object the program was loaded from, to fill or read its maps before and after
+    /// test runs (`ebpf_mut().map_mut("NAME")`); `None` for syscall programs, which tracekit
+    /// loads without aya.
+    pub fn ebpf_mut(&mut self) -> Option<&mut aya::Ebpf> {
+        self.ebpf.as_mut()
     }
 
     /// The program's name.
@@ -85,60 +98,78 @@ impl Program {
     /// Runs the program once (or `repeat` times in one call) with `BPF_PROG_TEST_RUN`.
     pub fn run(&self, opts: &RunOptions<'_>) -> Result<RunResult, Error> {
         self.check(opts)?;
+        let (mut data_cap, mut ctx_cap) = self.buffer_sizes(opts);
+        loop {
+            match self.call(opts, data_cap, ctx_cap) {
+                Ok(result) => return Ok(result),
+                Err((out, e)) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    let (grow_data, grow_ctx) = self.no_space(opts, &out, data_cap, ctx_cap)?;
+                    data_cap = data_cap.max(grow_data);
+                    ctx_cap = ctx_cap.max(grow_ctx);
+                }
+                Err((_, e)) => return Err(self.decode_error(opts, e)),
+            }
+        }
+    }
+
+    /// The output buffer sizes: the caller's, or big enough for what the type can write.
+    fn buffer_sizes(&self, opts: &RunOptions<'_>) -> (usize, usize) {
         let ctx_only = self.kind.context_only();
-        let mut data_cap = match opts.data_out_size {
+        let data_cap = match opts.data_out_size {
             Some(n) => n as usize,
             // No packet in, no packet out (sk_lookup rejects a data_out buffer).
             None if ctx_only || opts.data_in.is_empty() => 0,
             None => opts.data_in.len() + DATA_OUT_SLACK,
         };
-        let mut ctx_cap = match opts.ctx_out_size {
+        let ctx_cap = match opts.ctx_out_size {
             Some(n) => n as usize,
             None if ctx_only => 0,
             None => opts.ctx_in.len(),
         };
-        loop {
-            let mut data_out = vec![0u8; data_cap];
-            let mut ctx_in = opts.ctx_in.to_vec();
-            let mut ctx_out = vec![0u8; ctx_cap];
-            let io = TestRunIo {
-                data_in: opts.data_in,
-                data_out: &mut data_out,
-                ctx_in: &mut ctx_in,
-                ctx_out: &mut ctx_out,
-                // raw_tp and syscall test runs reject any repeat count, even 1.
-                repeat: if ctx_only { 0 } else { opts.repeat },
-                flags: opts.flags
-                    | opts
-                        .cpu
-                        .map_or(0, |_| aya_obj::generated::BPF_F_TEST_RUN_ON_CPU),
-                cpu: opts.cpu.unwrap_or(0),
-            };
-            let (out, err) = sys::prog_test_run(self.fd(), io);
-            match err {
-                None => {
-                    data_out.truncate(out.data_size_out as usize);
-                    ctx_out.truncate(out.ctx_size_out as usize);
-                    if self.kind == ProgKind::Syscall {
-                        ctx_out = ctx_in;
-                    }
-                    let duration =
-                        (!ctx_only).then(|| Duration::from_nanos(u64::from(out.duration_ns)));
-                    return Ok(RunResult {
-                        retval: out.retval,
-                        data_out,
-                        ctx_out,
-                        duration,
-                    });
-                }
-                Some(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                    let (grow_data, grow_ctx) = self.no_space(opts, &out, data_cap, ctx_cap)?;
-                    data_cap = data_cap.max(grow_data);
-                    ctx_cap = ctx_cap.max(grow_ctx);
-                }
-                Some(e) => return Err(self.decode_error(opts, e)),
-            }
+        (data_cap, ctx_cap)
+    }
+
+    /// One system call with output buffers of the given sizes.
+    fn call(
+        &self,
+        opts: &RunOptions<'_>,
+        data_cap: usize,
+        ctx_cap: usize,
+    ) -> Result<RunResult, (TestRunOut, std::io::Error)> {
+        let ctx_only = self.kind.context_only();
+        let mut data_out = vec![0u8; data_cap];
+        let mut ctx_in = opts.ctx_in.to_vec();
+        let mut ctx_out = vec![0u8; ctx_cap];
+        let io = TestRunIo {
+            data_in: opts.data_in,
+            data_out: &mut data_out,
+            ctx_in: &mut ctx_in,
+            ctx_out: &mut ctx_out,
+            // raw_tp and syscall test runs reject any repeat count, even 1.
+            repeat: if ctx_only { 0 } else { opts.repeat },
+            flags: opts.flags
+                | opts
+                    .cpu
+                    .map_or(0, |_| aya_obj::generated::BPF_F_TEST_RUN_ON_CPU),
+            cpu: opts.cpu.unwrap_or(0),
+        };
+        let (out, err) = sys::prog_test_run(self.fd(), io);
+        if let Some(e) = err {
+            return Err((out, e));
         }
+        data_out.truncate(out.data_size_out as usize);
+        ctx_out.truncate(out.ctx_size_out as usize);
+        if self.kind == ProgKind::Syscall {
+            // The kernel writes a syscall program's context back into ctx_in.
+            ctx_out = ctx_in;
+        }
+        let duration = (!ctx_only).then(|| Duration::from_nanos(u64::from(out.duration_ns)));
+        Ok(RunResult {
+            retval: out.retval,
+            data_out,
+            ctx_out,
+            duration,
+        })
     }
 
     /// Decides what to do about ENOSPC: grow the buffers tracekit sized, or report the true
@@ -219,6 +250,9 @@ impl Program {
                 kind: self.kind.name().to_owned(),
             };
         }
+        if let (libc::ENXIO, Some(cpu)) = (errno, opts.cpu) {
+            return self.bad_input(format!("CPU {cpu} is not online; pick one of the online CPUs (see /sys/devices/system/cpu/online)"));
+        }
         if errno == libc::EINVAL {
             let hint = if self.kind.takes_packet() && opts.data_in.len() > 3520 {
                 format!(
@@ -252,6 +286,16 @@ impl Program {
     /// `opts.repeat` runs each. The kernel's per-run mean of each batch becomes one sample;
     /// the wall time of each call shows the fixed cost per call the kernel's figure leaves out.
     pub fn benchmark(&self, opts: &RunOptions<'_>, batches: usize) -> Result<Benchmark, Error> {
+        self.benchmark_with_progress(opts, batches, |_| {})
+    }
+
+    /// [`Program::benchmark`], calling `on_batch` with the number of batches done after each.
+    pub fn benchmark_with_progress(
+        &self,
+        opts: &RunOptions<'_>,
+        batches: usize,
+        mut on_batch: impl FnMut(usize),
+    ) -> Result<Benchmark, Error> {
         let first_opts = RunOptions {
             repeat: 1,
             ..opts.clone()
@@ -262,13 +306,14 @@ impl Program {
         let mut per_run = Samples::new();
         let mut wall = Samples::new();
         let mut last = first.clone();
-        for _ in 0..batches {
+        for done in 1..=batches {
             let start = Instant::now();
             last = self.run(opts)?;
             wall.push(start.elapsed().as_nanos() as f64);
             if let Some(d) = last.duration {
                 per_run.push(d.as_nanos() as f64);
             }
+            on_batch(done);
         }
         Ok(Benchmark {
             repeat: opts.repeat.max(1),
@@ -560,6 +605,28 @@ mod tests {
         assert_eq!(b.wall_per_call_ns.unwrap().count, 4);
         assert!(b.first_call_ns.is_some());
         assert_eq!(prog.verdict(b.result.retval), "XDP_DROP");
+    }
+
+    #[test]
+    fn repeat_runs_exactly_n_times_and_maps_read_back() {
+        let mut prog = load("xdp_count", "xdp_count");
+        let pkt = PacketSpec::udp(1, 2).build().unwrap();
+        let b = prog
+            .benchmark(
+                &RunOptions {
+                    data_in: &pkt,
+                    repeat: 250,
+                    ..Default::default()
+                },
+                3,
+            )
+            .unwrap();
+        assert_eq!(b.result.retval, 2);
+        let ebpf = prog.ebpf_mut().unwrap();
+        let counts: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(ebpf.map("counts").unwrap()).unwrap();
+        // One cold call of one run, then three calls of 250.
+        assert_eq!(counts.get(&0, 0).unwrap(), 1 + 3 * 250);
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl<'a> Session<'a> {
         };
         let done = AtomicBool::new(false);
         let result = std::thread::scope(|scope| {
-            scope.spawn(|| watchdog(stop, &done, waker_fd));
+            let dog = scope.spawn(|| watchdog(stop, &done, waker_fd));
             let r = s.start(target).and_then(|()| s.event_loop(stop, on_hit));
             let r = match r {
                 Ok(()) => s.detach_all(on_hit),
@@ -130,6 +130,7 @@ impl<'a> Session<'a> {
                 }
             };
             done.store(true, Ordering::Relaxed);
+            dog.thread().unpark();
             r
         });
         reap(s.waker_pid);
@@ -516,9 +517,15 @@ impl<'a> Session<'a> {
     fn on_fork_child(&mut self, child: i32) -> Result<bool, PtraceError> {
         let parent_tid = self.fork_parents.remove(&child).expect("known fork");
         if self.vforks.remove(&child) {
-            let tgid = self.threads.get(&parent_tid).map_or(self.main_pid, |t| t.tgid);
+            let tgid = self
+                .threads
+                .get(&parent_tid)
+                .map_or(self.main_pid, |t| t.tgid);
             self.add_thread(child, tgid);
-            self.threads.get_mut(&child).expect("just added").vfork_child = true;
+            self.threads
+                .get_mut(&child)
+                .expect("just added")
+                .vfork_child = true;
             return Ok(true);
         }
         let parent_tgid = self
@@ -624,11 +631,13 @@ impl<'a> Session<'a> {
         self.place_slots(pid, &mut lives)?;
         let proc = self.procs.get_mut(&pid).expect("known process");
         for (i, live) in lives {
-            proc.mem.write(live.addr, A::BREAKPOINT).map_err(|source| PtraceError::Sys {
-                what: "writing a breakpoint",
-                pid,
-                source,
-            })?;
+            proc.mem
+                .write(live.addr, A::BREAKPOINT)
+                .map_err(|source| PtraceError::Sys {
+                    what: "writing a breakpoint",
+                    pid,
+                    source,
+                })?;
             proc.inst.add(i, live, self.engine.slot_return);
             self.placed[i] = true;
         }
@@ -651,11 +660,13 @@ impl<'a> Session<'a> {
             if proc.mem.read(addr, &mut code).is_err() {
                 // The function ends near the end of its mapping: the instruction is shorter.
                 code.truncate(1);
-                proc.mem.read(addr, &mut code).map_err(|source| PtraceError::Sys {
-                    what: "reading the probed code",
-                    pid,
-                    source,
-                })?;
+                proc.mem
+                    .read(addr, &mut code)
+                    .map_err(|source| PtraceError::Sys {
+                        what: "reading the probed code",
+                        pid,
+                        source,
+                    })?;
             }
             if code.starts_with(A::BREAKPOINT) {
                 return Err(PtraceError::AlreadyBreakpoint { spec: spec(), addr });
@@ -665,7 +676,11 @@ impl<'a> Session<'a> {
             let handling = match A::classify(&insn) {
                 Handling::Refuse(reason) => {
                     let insn = A::text(&insn);
-                    return Err(PtraceError::Unsupported { spec: spec(), insn, reason });
+                    return Err(PtraceError::Unsupported {
+                        spec: spec(),
+                        insn,
+                        reason,
+                    });
                 }
                 Handling::Simulate if self.opts.no_simulate && !A::must_simulate(&insn) => {
                     Handling::OutOfLine
@@ -673,7 +688,14 @@ impl<'a> Session<'a> {
                 h => h,
             };
             let orig = code[..A::BREAKPOINT.len()].to_vec();
-            let live = LivePoint { addr, orig, insn, handling, slot: None, slot_copy_len: 0 };
+            let live = LivePoint {
+                addr,
+                orig,
+                insn,
+                handling,
+                slot: None,
+                slot_copy_len: 0,
+            };
             lives.push((i, live));
         }
         Ok(lives)
@@ -686,12 +708,16 @@ impl<'a> Session<'a> {
         pid: i32,
         lives: &mut [(usize, LivePoint<A>)],
     ) -> Result<(), PtraceError> {
-        let need_tramp =
-            lives.iter().any(|(i, _)| !self.engine.table.points[*i].returns.is_empty());
+        let need_tramp = lives
+            .iter()
+            .any(|(i, _)| !self.engine.table.points[*i].returns.is_empty());
         let mut clusters: Vec<Vec<usize>> = Vec::new();
         for k in (0..lives.len()).filter(|&k| lives[k].1.handling == Handling::OutOfLine) {
             let addr = lives[k].1.addr;
-            match clusters.iter_mut().find(|c| lives[c[0]].1.addr.abs_diff(addr) < SLOT_REACH / 2) {
+            match clusters
+                .iter_mut()
+                .find(|c| lives[c[0]].1.addr.abs_diff(addr) < SLOT_REACH / 2)
+            {
                 Some(c) => c.push(k),
                 None => clusters.push(vec![k]),
             }
@@ -707,7 +733,11 @@ impl<'a> Session<'a> {
             let area = self.map_area(pid, tid, scratch, near, len)?;
             let proc = self.procs.get_mut(&pid).expect("known process");
             proc.inst.areas.push((area, len));
-            let sys = |source| PtraceError::Sys { what: "writing the slot area", pid, source };
+            let sys = |source| PtraceError::Sys {
+                what: "writing the slot area",
+                pid,
+                source,
+            };
             if need_tramp && n == 0 {
                 proc.mem.write(area, A::BREAKPOINT).map_err(sys)?;
                 proc.inst.trampoline = Some(area);
@@ -718,7 +748,11 @@ impl<'a> Session<'a> {
                 let live = &mut lives[k].1;
                 if slot.abs_diff(live.addr) > SLOT_REACH {
                     let reason = format!("the nearest free area was at {area:#x}, too far away");
-                    return Err(PtraceError::SlotArea { pid, addr: live.addr, reason });
+                    return Err(PtraceError::SlotArea {
+                        pid,
+                        addr: live.addr,
+                        reason,
+                    });
                 }
                 let unsupported = |reason| PtraceError::Unsupported {
                     spec: spec.clone(),
@@ -1223,7 +1257,8 @@ fn watchdog(stop: &AtomicBool, done: &AtomicBool, waker: OwnedFd) {
             unsafe { libc::write(waker.as_raw_fd(), b"x".as_ptr().cast(), 1) };
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Unparked at the end of the run, so that leaving does not wait for a tick.
+        std::thread::park_timeout(Duration::from_millis(20));
     }
 }
 

@@ -71,9 +71,6 @@ impl Arch for X86_64 {
             // Near branches are all simulated; what is left is far or odd (e.g. 32-bit forms).
             _ => return Handling::Refuse("far or non-64-bit control transfer".into()),
         }
-        if insn.has_lock_prefix() && insn.is_ip_rel_memory_operand() {
-            // Still fine: re-encoding keeps the prefix.
-        }
         Handling::OutOfLine
     }
 

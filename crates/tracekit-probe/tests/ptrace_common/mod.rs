@@ -73,7 +73,13 @@ pub fn traced_program(
         stdin: None,
         stdout: Some(writer.into()),
     };
-    let r = ptrace::run(probes, target, &PtraceOptions::default(), &AtomicBool::new(false), &mut |_| {});
+    let r = ptrace::run(
+        probes,
+        target,
+        &PtraceOptions::default(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    );
     (r, collector.join().unwrap())
 }
 

@@ -2,7 +2,9 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tracekit_core::report::{Column, OutputTarget, Style, Table};
@@ -166,11 +168,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         Column::left("test-run"),
     ]);
     for p in obj.programs() {
-        let support = if p.kind.test_run_supported() {
-            "yes"
-        } else {
-            "no"
-        };
+        let support = if p.test_run { "yes" } else { "no" };
         t.row(vec![
             p.name.clone(),
             p.kind.to_string(),
@@ -179,8 +177,9 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
             support.to_owned(),
         ]);
     }
+    let plural = if t.len() == 1 { "" } else { "s" };
     target.write(&format!(
-        "\n {}: {} programs\n\n{}\n",
+        "\n {}: {} program{plural}\n\n{}\n",
         a.object.display(),
         t.len(),
         t.render(target.style())
@@ -246,7 +245,10 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
         cpu: a.cpu,
         ..Default::default()
     };
-    let bench = prog.benchmark(&opts, a.batches as usize)?;
+    let bar = progress(u64::from(a.batches), 10, "batches");
+    let bench =
+        prog.benchmark_with_progress(&opts, a.batches as usize, |n| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
     if let Some(path) = &a.data_out {
         std::fs::write(path, &bench.result.data_out)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -286,6 +288,19 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A progress bar on a terminal (stderr) when there are at least `min` steps; hidden otherwise.
+fn progress(total: u64, min: u64, unit: &str) -> ProgressBar {
+    if total < min || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let template = format!("{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit}");
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 fn render_run(
     object: &Path,
     prog: &Program,
@@ -322,11 +337,16 @@ fn render_run(
             r.data_out.len(),
             data.len()
         ));
-        s.push_str(&hex::dump(data, &r.data_out, |x| style.yellow(x)));
+        s.push_str(&hex::dump_compact(
+            data,
+            &r.data_out,
+            |x| style.yellow(x),
+            8,
+        ));
     }
     if !r.ctx_out.is_empty() {
         s.push_str(&format!(" ctx_out   {} bytes\n", r.ctx_out.len()));
-        s.push_str(&hex::dump(ctx, &r.ctx_out, |x| style.yellow(x)));
+        s.push_str(&hex::dump_compact(ctx, &r.ctx_out, |x| style.yellow(x), 8));
     }
     s.push('\n');
     s.push_str(&render_timing(prog, b));
@@ -440,7 +460,9 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let packets = pcap::read(&path)?;
     let prog = BpfObject::from_file(&a.object)?.load(&a.program)?;
-    let result = pcap::replay(&prog, &packets)?;
+    let bar = progress(packets.len() as u64, 10_000, "packets");
+    let result = pcap::replay_with_progress(&prog, &packets, |n| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
     let target = OutputTarget::new(a.out.output.as_deref());
     if a.out.json {
         let report = ReplayReport {
