@@ -90,14 +90,32 @@ pub(crate) fn prog_test_run(
 }
 
 /// Loads the instructions of a `SEC("syscall")` program (sleepable, as the kernel requires),
-/// returning its fd, or the error with the verifier log.
+/// returning its fd, or the error with the verifier log. The first attempt asks for no log:
+/// a log of a long (unrolled) program can outgrow any buffer, and the kernel then fails the
+/// load with ENOSPC although the program verifies. Only a refused program is loaded again
+/// with the log on, to explain why.
 pub(crate) fn load_syscall_prog(
     name: &str,
     insns: &[u8],
     license: &CStr,
 ) -> Result<OwnedFd, String> {
-    const LOG_SIZE: usize = 64 * 1024;
+    const LOG_SIZE: usize = 16 << 20;
+    let rc = match prog_load_syscall(name, insns, license, None) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e,
+    };
     let mut log = vec![0u8; LOG_SIZE];
+    match prog_load_syscall(name, insns, license, Some(&mut log)) {
+        Ok(fd) => Ok(fd),
+        Err(err) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            Err(format!("{rc}\nverifier log ({err}):\n{}", text.trim_end()))
+        }
+    }
+}
+
+fn prog_load_syscall(name: &str, insns: &[u8], license: &CStr, log: Option<&mut [u8]>) -> Result<OwnedFd, io::Error> {
     let mut prog_name = [0 as libc::c_char; 16];
     for (dst, &b) in prog_name.iter_mut().zip(name.as_bytes().iter().take(15)) {
         *dst = b as libc::c_char;
@@ -112,9 +130,11 @@ pub(crate) fn load_syscall_prog(
     load.license = license.as_ptr() as u64;
     load.prog_flags = aya_obj::generated::BPF_F_SLEEPABLE;
     load.prog_name = prog_name;
-    load.log_level = 1;
-    load.log_buf = log.as_mut_ptr() as u64;
-    load.log_size = LOG_SIZE as u32;
+    if let Some(log) = log {
+        load.log_level = 1;
+        load.log_buf = log.as_mut_ptr() as u64;
+        load.log_size = log.len() as u32;
+    }
     // SAFETY: insns, license and log are live for the call; the kernel reads insn_cnt * 8
     // bytes of insns, a NUL-terminated license, and writes at most log_size bytes of log.
     let rc = unsafe {
@@ -126,10 +146,7 @@ pub(crate) fn load_syscall_prog(
         )
     };
     if rc < 0 {
-        let err = io::Error::last_os_error();
-        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-        let text = String::from_utf8_lossy(&log[..end]);
-        return Err(format!("{err}\nverifier log:\n{}", text.trim_end()));
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: BPF_PROG_LOAD returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
