@@ -10,7 +10,7 @@
 #   tracekit bpf      tracekit probe --engine bpf uprobe:PT:FUNC          (count in the kernel)
 #   bpftrace          bpftrace -e 'uprobe:PT:FUNC { @hits = count(); }'   (the same uprobe)
 #   tracekit ptrace   tracekit probe --engine ptrace uprobe:PT:FUNC
-#   ltrace -x         ltrace -c -x FUNC (Debian's ltrace)
+#   ltrace -x         ltrace -c -L -x FUNC (Debian's ltrace; -L: no library calls)
 # on two functions: tk_empty, whose first instruction (lea (%rdi,%rsi),%rax) the kernel's
 # uprobe must single-step out of line, and tk_push, whose `push %rbp` the kernel emulates.
 # Every tool's hit count is checked against the expected N.
@@ -53,13 +53,13 @@ run_one() {
 	"tracekit bpf") pattern='"hits": [0-9]+'; run=("$TK" probe --engine bpf --json "uprobe:$PT:$func" -- "${cmd[@]}") ;;
 	"tracekit ptrace") pattern='"hits": [0-9]+'; run=("$TK" probe --engine ptrace --json "uprobe:$PT:$func" -- "${cmd[@]}") ;;
 	bpftrace) pattern='@hits: [0-9]+'; run=(bpftrace -e "uprobe:$PT:$func { @hits = count(); }" -c "${cmd[*]}") ;;
-	"ltrace -x") pattern='[0-9]+ +'"$func"'$'; run=(ltrace -c -x "$func" "${cmd[@]}") ;;
+	"ltrace -x") pattern='[0-9]+ +'"$func"'$'; run=(ltrace -c -L -x "$func" "${cmd[@]}") ;;
 	esac
 	local t0; t0=$(date +%s%N)
 	"${run[@]}" >"$WORK/out" 2>"$WORK/err"
 	echo $(($(date +%s%N) - t0))
 	if [ -n "$pattern" ]; then
-		local got; got=$(grep -ohE "$pattern" "$WORK/out" "$WORK/err" | grep -oE '[0-9]+$' | tail -1 || true)
+		local got; got=$(grep -ohE "$pattern" "$WORK/out" "$WORK/err" | grep -oE '[0-9]+' | tail -1 || true)
 		[ "$got" = "$n" ] || echo "WARNING: $tool on $func reported ${got:-no} hits, expected $n" >&2
 	fi
 }

@@ -15,6 +15,7 @@
 #include <asm/ptrace.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include "tracekit/stats.h"
 
 typedef unsigned long long u64;
 typedef unsigned int u32;
@@ -92,40 +93,6 @@ static __always_inline struct probe_stats *stats_of(u32 id)
     return bpf_map_lookup_elem(&stats, &id);
 }
 
-// sum_sq += d * d on a 128-bit (hi, lo) pair: BPF has no 64x64->128 multiply.
-static __always_inline void add_square(struct probe_stats *st, u64 d)
-{
-    u64 lo, hi = 0;
-    if (d >> 32 == 0) {
-        lo = d * d;
-    } else {
-        u64 a = d >> 32, b = d & 0xffffffffULL;
-        u64 ab = a * b; // d^2 = a^2 2^64 + 2ab 2^32 + b^2
-        u64 mid = ab << 33;
-        hi = a * a + (ab >> 31);
-        lo = b * b + mid;
-        if (lo < mid)
-            hi++;
-    }
-    u64 sum = st->sum_sq_lo + lo;
-    st->sum_sq_hi += hi + (sum < lo);
-    st->sum_sq_lo = sum;
-}
-
-// Bucket 0 holds 0, bucket k holds [2^(k-1), 2^k): the bit length of the value.
-static __always_inline u32 log2_bucket(u64 v)
-{
-    u32 n = 0;
-#pragma unroll
-    for (int shift = 32; shift > 0; shift >>= 1) {
-        if (v >> shift) {
-            v >>= shift;
-            n += shift;
-        }
-    }
-    return v ? n + 1 : n;
-}
-
 static __always_inline void record_latency(struct probe_stats *st, u64 d)
 {
     if (st->lat_count == 0 || d < st->lat_min)
@@ -134,8 +101,8 @@ static __always_inline void record_latency(struct probe_stats *st, u64 d)
         st->lat_max = d;
     st->lat_count++;
     st->lat_total += d;
-    add_square(st, d);
-    u32 b = log2_bucket(d);
+    tk_add_square(&st->sum_sq_lo, &st->sum_sq_hi, d);
+    u32 b = tk_log2_bucket(d);
     if (b < HIST_BUCKETS)
         st->hist[b]++;
 }

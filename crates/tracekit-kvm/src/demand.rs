@@ -2,6 +2,7 @@
 //! missing on the host, so each touch is a fault served by the kernel or by userfaultfd.
 
 use crate::error::{Error, Result};
+use crate::guest::Privilege;
 use crate::host::HostToucher;
 use crate::layout::Verification;
 use crate::memory::Backing;
@@ -38,6 +39,8 @@ pub struct DemandPagingConfig {
     pub cpus: Option<Vec<usize>>,
     /// The KVM device (normally /dev/kvm).
     pub kvm_device: PathBuf,
+    /// Privilege level of the guest loop.
+    pub privilege: Privilege,
 }
 
 /// Result of a demand-paging run, as printed and as JSON.
@@ -79,9 +82,6 @@ pub struct DemandPagingReport {
     pub verification: Verification,
 }
 
-/// The CPU mode the guest runs in.
-pub const GUEST_MODE: &str = "x86-64 long mode, 4-level paging, 4 KiB guest pages";
-
 /// Runs the demand-paging test; `tick` gets the pages touched so far every 100 ms.
 pub fn run_demand_paging(
     config: &DemandPagingConfig,
@@ -91,6 +91,7 @@ pub fn run_demand_paging(
         Engine::Kvm => {
             let options = VmOptions {
                 device: config.kvm_device.clone(),
+                privilege: config.privilege,
                 ..VmOptions::new(config.backing)
             };
             Box::new(PerfTestVm::new(
@@ -120,7 +121,7 @@ pub fn run_demand_paging(
     let report = DemandPagingReport {
         test: "demand-paging",
         engine: config.engine,
-        guest_mode: (config.engine == Engine::Kvm).then_some(GUEST_MODE),
+        guest_mode: (config.engine == Engine::Kvm).then_some(config.privilege.describe()),
         vcpus: layout.vcpus,
         bytes_per_vcpu: layout.bytes_per_vcpu,
         pages_per_vcpu: layout.pages_per_vcpu,
@@ -170,6 +171,7 @@ mod tests {
             uffd,
             cpus: None,
             kvm_device: crate::vm::KVM_DEVICE.into(),
+            privilege: Privilege::User,
         }
     }
 

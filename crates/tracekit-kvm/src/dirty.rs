@@ -3,8 +3,9 @@
 //! dirty bitmap (KVM_GET_DIRTY_LOG, then KVM_CLEAR_DIRTY_LOG with manual protection), checking
 //! the bitmap is exactly the pages written.
 
-use crate::demand::{Engine, GUEST_MODE};
+use crate::demand::Engine;
 use crate::error::{Error, Result};
+use crate::guest::Privilege;
 use crate::host::HostToucher;
 use crate::layout::{Layout, Verification};
 use crate::memory::Backing;
@@ -77,6 +78,8 @@ pub struct DirtyLogConfig {
     pub cpus: Option<Vec<usize>>,
     /// The KVM device (normally /dev/kvm).
     pub kvm_device: PathBuf,
+    /// Privilege level of the guest loop.
+    pub privilege: Privilege,
 }
 
 /// One dirty-and-collect iteration.
@@ -153,6 +156,7 @@ impl Subject {
                     device: config.kvm_device.clone(),
                     backing: config.backing,
                     manual_dirty_protect: config.manual_protect,
+                    privilege: config.privilege,
                 };
                 Subject::Kvm(PerfTestVm::new(
                     config.vcpus,
@@ -280,7 +284,7 @@ pub fn run_dirty_log(config: &DirtyLogConfig, tick: &mut dyn FnMut(u64)) -> Resu
     Ok(DirtyLogReport {
         test: "dirty-log",
         engine: config.engine,
-        guest_mode: (config.engine == Engine::Kvm).then_some(GUEST_MODE),
+        guest_mode: (config.engine == Engine::Kvm).then_some(config.privilege.describe()),
         layout,
         backing: config.backing,
         wr_fract,
@@ -328,6 +332,7 @@ mod tests {
             manual_protect,
             cpus: None,
             kvm_device: KVM_DEVICE.into(),
+            privilege: Privilege::User,
         }
     }
 

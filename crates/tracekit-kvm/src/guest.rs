@@ -1,15 +1,45 @@
 //! What the guest runs and sees: the memory-touching loop (assembled with iced-x86, integer
 //! instructions only, because software-virtualized KVM cannot emulate SSE), the per-vCPU
 //! argument block it reads, and the x86-64 4-level page tables that map it all.
+//!
+//! The loop runs in user mode (CPL 3) by default. It needs no privilege: it leaves to the host by
+//! writing to a page with no memory slot behind it (an MMIO exit) rather than with `out` or
+//! `hlt`. On PVM hosts (software-virtualized KVM) that matters: guest user mode runs natively
+//! while every guest supervisor-mode instruction goes through KVM's instruction emulator.
 
 use crate::memory::{HostMemory, PAGE_SIZE};
 use iced_x86::IcedError;
 use iced_x86::code_asm::*;
+use serde::Serialize;
 
-/// I/O port the guest writes to when it has touched all its pages (the seed's GUEST_SYNC).
-pub const SYNC_PORT: u16 = 0x10;
-/// I/O port the guest writes to when its argument block is not its own (the seed's GUEST_ASSERT).
-pub const ASSERT_PORT: u16 = 0x11;
+/// Byte the guest writes to its sync page when it has touched all its pages (the seed's GUEST_SYNC).
+pub const SYNC_DONE: u8 = 1;
+/// Byte the guest writes when its argument block is not its own (the seed's GUEST_ASSERT).
+pub const SYNC_BAD_ARGS: u8 = 2;
+
+/// The privilege level the guest loop runs at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Privilege {
+    /// CPL 3, user-accessible page tables (the default).
+    User,
+    /// CPL 0, like the seed's guest code.
+    Supervisor,
+}
+
+impl Privilege {
+    /// The guest CPU mode, as reported.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Privilege::User => {
+                "x86-64 long mode, 4-level paging, 4 KiB guest pages, user mode (CPL 3)"
+            }
+            Privilege::Supervisor => {
+                "x86-64 long mode, 4-level paging, 4 KiB guest pages, supervisor mode (CPL 0)"
+            }
+        }
+    }
+}
 
 /// Bytes per vCPU argument block; one cache line so the guest's progress stores do not
 /// bounce a line between vCPUs.
@@ -31,6 +61,8 @@ pub mod args {
     pub const VCPU_ID: u64 = 40;
     /// Pages visited so far in this pass, written by the guest (progress).
     pub const DONE: u64 = 48;
+    /// Guest virtual address of the sync page: a store there exits to the host.
+    pub const SYNC: u64 = 56;
 }
 
 /// The value the guest writes into the first 8 bytes of the page at `gva` in `iteration`:
@@ -43,8 +75,8 @@ pub fn page_value(gva: u64, iteration: u64) -> u64 {
 ///
 /// On entry RDI holds the address of the vCPU's argument block and RSI its index. Each pass
 /// reads the block, writes `page_value(gva, iteration)` to the first 8 bytes of every
-/// `wr_fract`-th page (reading the others), then exits to the host through `SYNC_PORT`; the
-/// host may change the block before resuming it for the next pass.
+/// `wr_fract`-th page (reading the others), then writes [`SYNC_DONE`] to its sync page, which
+/// exits to the host; the host may change the block before resuming it for the next pass.
 pub fn guest_code(ip: u64) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let mut pass = a.create_label();
@@ -90,17 +122,30 @@ pub fn guest_code(ip: u64) -> Result<Vec<u8>, IcedError> {
     a.jmp(next_page)?;
 
     a.set_label(&mut done)?;
-    a.out(u32::from(SYNC_PORT), al)?;
+    a.mov(r12, qword_ptr(rdi + args::SYNC))?;
+    a.mov(byte_ptr(r12), u32::from(SYNC_DONE))?;
     a.jmp(pass)?;
 
     a.set_label(&mut bad_args)?;
-    a.out(u32::from(ASSERT_PORT), al)?;
+    a.mov(r12, qword_ptr(rdi + args::SYNC))?;
+    a.mov(byte_ptr(r12), u32::from(SYNC_BAD_ARGS))?;
     a.jmp(bad_args)?;
     a.assemble(ip)
 }
 
-/// A 64-bit GDT: null, flat code (selector 0x08), flat data (selector 0x10).
-pub const GDT: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+/// A 64-bit GDT: null, flat code (selector 0x08), flat data (selector 0x10), and the same two
+/// for user mode (CPL 3: selectors 0x1b and 0x23).
+pub const GDT: [u64; 5] = [
+    0,
+    0x00af_9b00_0000_ffff,
+    0x00cf_9300_0000_ffff,
+    0x00af_fb00_0000_ffff,
+    0x00cf_f300_0000_ffff,
+];
+/// User-mode code segment selector (RPL 3).
+pub const USER_CODE_SELECTOR: u16 = 0x1b;
+/// User-mode data segment selector (RPL 3).
+pub const USER_DATA_SELECTOR: u16 = 0x23;
 /// Code segment selector.
 pub const CODE_SELECTOR: u16 = 0x08;
 /// Data segment selector.
@@ -108,6 +153,7 @@ pub const DATA_SELECTOR: u16 = 0x10;
 
 const PTE_PRESENT: u64 = 1;
 const PTE_WRITABLE: u64 = 1 << 1;
+const PTE_USER: u64 = 1 << 2;
 const PTE_ACCESSED: u64 = 1 << 5;
 const PTE_DIRTY: u64 = 1 << 6;
 const ENTRIES: u64 = 512;
@@ -126,6 +172,7 @@ pub fn table_pages_for(pages: u64) -> u64 {
 /// offset in `mem`), allocating table pages upwards from a start address.
 pub struct PageTables<'a> {
     mem: &'a HostMemory,
+    flags: u64,
     /// Guest physical address of the PML4 (the value of CR3).
     pub root: u64,
     next: u64,
@@ -133,10 +180,12 @@ pub struct PageTables<'a> {
 }
 
 impl<'a> PageTables<'a> {
-    /// Tables live in `[start, end)` of `mem`; the PML4 is the first page.
-    pub fn new(mem: &'a HostMemory, start: u64, end: u64) -> Self {
+    /// Tables live in `[start, end)` of `mem`; the PML4 is the first page. With `user`, every
+    /// mapping is accessible from CPL 3.
+    pub fn new(mem: &'a HostMemory, start: u64, end: u64, user: bool) -> Self {
         PageTables {
             mem,
+            flags: PTE_PRESENT | PTE_WRITABLE | PTE_ACCESSED | if user { PTE_USER } else { 0 },
             root: start,
             next: start + PAGE_SIZE,
             end,
@@ -164,16 +213,13 @@ impl<'a> PageTables<'a> {
                 }
                 let fresh = self.next;
                 self.next += PAGE_SIZE;
-                self.mem
-                    .write_u64(entry_at, fresh | PTE_PRESENT | PTE_WRITABLE | PTE_ACCESSED);
+                self.mem.write_u64(entry_at, fresh | self.flags);
                 fresh
             };
         }
         let index = (gva >> 12) & (ENTRIES - 1);
-        self.mem.write_u64(
-            (table + index * 8) as usize,
-            gpa | PTE_PRESENT | PTE_WRITABLE | PTE_ACCESSED | PTE_DIRTY,
-        );
+        self.mem
+            .write_u64((table + index * 8) as usize, gpa | self.flags | PTE_DIRTY);
         true
     }
 }
@@ -184,10 +230,10 @@ mod tests {
     use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic};
 
     #[test]
-    fn guest_code_is_integer_only_and_ends_in_port_io() {
+    fn guest_code_is_integer_only_and_unprivileged() {
         let code = guest_code(0x2000).unwrap();
         let mut decoder = Decoder::with_ip(64, &code, 0x2000, DecoderOptions::NONE);
-        let mut outs = 0;
+        let mut syncs = 0;
         for insn in &mut decoder {
             assert!(!insn.is_invalid());
             // No SSE/AVX: every register operand is a general-purpose register.
@@ -198,25 +244,34 @@ mod tests {
                     "{insn} uses {reg:?}"
                 );
             }
-            if insn.mnemonic() == Mnemonic::Out {
-                outs += 1;
-            }
+            // Nothing that faults at CPL 3.
+            let privileged = [
+                Mnemonic::Out,
+                Mnemonic::In,
+                Mnemonic::Hlt,
+                Mnemonic::Cli,
+                Mnemonic::Sti,
+            ];
+            assert!(!privileged.contains(&insn.mnemonic()), "{insn}");
             assert_ne!(insn.flow_control(), FlowControl::Call);
+            if insn.to_string().starts_with("mov byte ptr [r12]") {
+                syncs += 1;
+            }
         }
-        assert_eq!(outs, 2);
+        assert_eq!(syncs, 2);
     }
 
     #[test]
     fn page_tables_translate() {
         let mem = HostMemory::new(64 * PAGE_SIZE, crate::memory::Backing::Anonymous).unwrap();
-        let mut pt = PageTables::new(&mem, 0, 64 * PAGE_SIZE);
+        let mut pt = PageTables::new(&mem, 0, 64 * PAGE_SIZE, true);
         assert!(pt.map(0xc000_0000, 0x7fff_0000_0000, 3));
         // Walk by hand: PML4[0] -> PDPT[3] -> PD[0] -> PT[2].
         let walk = |gva: u64| {
             let mut t = pt.root;
             for level in (0..4).rev() {
                 let e = mem.read_u64((t + ((gva >> (12 + 9 * level)) & 511) * 8) as usize);
-                assert_ne!(e & 1, 0);
+                assert_eq!(e & 0b111, 0b111, "present, writable, user");
                 t = e & ADDR_MASK;
             }
             t

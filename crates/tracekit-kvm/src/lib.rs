@@ -28,7 +28,7 @@ pub mod vm;
 pub use demand::{DemandPagingConfig, DemandPagingReport, Engine, run_demand_paging};
 pub use dirty::{DirtyLogConfig, DirtyLogReport, run_dirty_log};
 pub use error::{Error, Result};
-pub use guest::page_value;
+pub use guest::{Privilege, page_value};
 pub use host::HostToucher;
 pub use layout::{Layout, TEST_GVA, Verification};
 pub use memory::{Backing, HostMemory};

@@ -3,7 +3,7 @@
 //! guest physical memory mapped at [`TEST_GVA`](crate::layout::TEST_GVA).
 
 use crate::error::{Error, Result, kvm};
-use crate::guest::{self, ARGS_SIZE, ASSERT_PORT, PageTables, SYNC_PORT, args};
+use crate::guest::{self, ARGS_SIZE, PageTables, Privilege, SYNC_BAD_ARGS, SYNC_DONE, args};
 use crate::layout::Layout;
 use crate::memory::{Backing, HostMemory, PAGE_SIZE};
 use crate::runner::{PassTimes, Toucher, run_threads};
@@ -57,6 +57,8 @@ pub struct VmOptions {
     /// Enable KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 when the kernel has it, so that collecting the
     /// dirty log and re-protecting pages (KVM_CLEAR_DIRTY_LOG) are separate steps.
     pub manual_dirty_protect: bool,
+    /// Privilege level of the guest loop.
+    pub privilege: Privilege,
 }
 
 impl VmOptions {
@@ -66,6 +68,7 @@ impl VmOptions {
             device: KVM_DEVICE.into(),
             backing,
             manual_dirty_protect: false,
+            privilege: Privilege::User,
         }
     }
 }
@@ -79,6 +82,7 @@ pub struct PerfTestVm {
     layout: Layout,
     test_gpa: u64,
     manual_protect: bool,
+    privilege: Privilege,
 }
 
 impl PerfTestVm {
@@ -110,6 +114,7 @@ impl PerfTestVm {
             layout,
             test_gpa,
             manual_protect,
+            privilege: options.privilege,
         };
         this.set_slot(LOW_SLOT, 0, &this.low, 0)?;
         this.set_slot(TEST_SLOT, test_gpa, &this.test, 0)?;
@@ -120,7 +125,7 @@ impl PerfTestVm {
                 .create_vcpu(id as u64)
                 .map_err(kvm("KVM_CREATE_VCPU"))?;
             vcpu.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
-            setup_long_mode(&vcpu, cr3, id)?;
+            setup_long_mode(&vcpu, cr3, id, options.privilege)?;
             this.vcpus.push(vcpu);
         }
         Ok(this)
@@ -181,6 +186,12 @@ impl PerfTestVm {
         unsafe { self.vm.set_user_memory_region(region) }.map_err(kvm("KVM_SET_USER_MEMORY_REGION"))
     }
 
+    /// The sync page: identity-mapped right above slot 0, outside every memory slot, so that a
+    /// guest store there exits to the host as MMIO.
+    fn sync_gpa(&self) -> u64 {
+        self.low.len() as u64
+    }
+
     /// Writes GDT, code, per-vCPU arguments and page tables into low memory; returns CR3.
     fn build_low_memory(&self) -> Result<u64> {
         for (i, entry) in guest::GDT.iter().enumerate() {
@@ -198,16 +209,19 @@ impl PerfTestVm {
                 (args::ITERATION, 0),
                 (args::WR_FRACT, 1),
                 (args::VCPU_ID, vcpu as u64),
+                (args::SYNC, self.sync_gpa()),
             ];
             for (field, value) in fields {
                 self.low.write_u64(arg_at(vcpu, field), value);
             }
         }
         let tables_start = ARGS_GPA + args_pages(&self.layout) * PAGE_SIZE;
-        let mut pt = PageTables::new(&self.low, tables_start, self.low.len() as u64);
+        let user = self.privilege == Privilege::User;
+        let mut pt = PageTables::new(&self.low, tables_start, self.low.len() as u64, user);
         let low_pages = self.low.len() as u64 / PAGE_SIZE;
-        // Identity-map low memory except page 0, so a null pointer in the guest faults.
-        let ok = pt.map(PAGE_SIZE, PAGE_SIZE, low_pages - 1)
+        // Identity-map low memory except page 0 (so a null pointer in the guest faults) and the
+        // sync page just above it, which no memory slot backs.
+        let ok = pt.map(PAGE_SIZE, PAGE_SIZE, low_pages)
             && pt.map(self.layout.gva, self.test_gpa, self.layout.total_pages());
         if !ok {
             return Err(Error::Invalid(
@@ -241,13 +255,14 @@ impl Toucher for PerfTestVm {
             self.low.write_u64(arg_at(vcpu, args::ITERATION), iteration);
             self.low.write_u64(arg_at(vcpu, args::DONE), 0);
         }
+        let sync_gpa = self.sync_gpa();
         let PerfTestVm {
             vcpus, low, layout, ..
         } = self;
         let work = vcpus
             .iter_mut()
             .enumerate()
-            .map(|(i, vcpu)| move || run_to_sync(vcpu, i))
+            .map(|(i, vcpu)| move || run_to_sync(vcpu, i, sync_gpa))
             .collect();
         let progress = || {
             (0..layout.vcpus)
@@ -258,13 +273,14 @@ impl Toucher for PerfTestVm {
     }
 }
 
-fn run_to_sync(vcpu: &mut VcpuFd, index: usize) -> Result<()> {
+fn run_to_sync(vcpu: &mut VcpuFd, index: usize, sync_gpa: u64) -> Result<()> {
     loop {
         let exit = match vcpu.run() {
-            Ok(VcpuExit::IoOut(SYNC_PORT, _)) => return Ok(()),
-            Ok(VcpuExit::IoOut(ASSERT_PORT, _)) => {
-                "the guest found another vCPU's argument block".to_owned()
-            }
+            Ok(VcpuExit::MmioWrite(addr, data)) if addr == sync_gpa => match data.first() {
+                Some(&SYNC_DONE) => return Ok(()),
+                Some(&SYNC_BAD_ARGS) => "the guest found another vCPU's argument block".to_owned(),
+                other => format!("unknown sync code {other:?}"),
+            },
             Ok(VcpuExit::Shutdown) => {
                 let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or_default();
                 format!("guest triple fault (KVM_EXIT_SHUTDOWN) near RIP {rip:#x}")
@@ -309,7 +325,8 @@ fn low_pages(layout: &Layout) -> u64 {
     let test_tables = guest::table_pages_for(layout.total_pages());
     let mut pages = fixed + test_tables;
     loop {
-        let next = fixed + test_tables + guest::table_pages_for(pages);
+        // + 1: the sync page mapped right above low memory.
+        let next = fixed + test_tables + guest::table_pages_for(pages + 1);
         if next <= pages {
             return pages;
         }
@@ -351,7 +368,7 @@ fn test_gpa(layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64>
             limit: region_end_gfn.saturating_sub(1 + low_gfns),
         });
     }
-    if low_bytes >= layout.gva {
+    if low_bytes + PAGE_SIZE >= layout.gva {
         return Err(Error::TooMuchMemory {
             pages,
             space: "identity-mapped low memory (page tables)",
@@ -362,7 +379,7 @@ fn test_gpa(layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64>
     Ok(gpa & !(layout.host_page_size - 1))
 }
 
-fn setup_long_mode(vcpu: &VcpuFd, cr3: u64, id: usize) -> Result<()> {
+fn setup_long_mode(vcpu: &VcpuFd, cr3: u64, id: usize, privilege: Privilege) -> Result<()> {
     let mut sregs = vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
     let segment = |selector: u16, type_: u8| kvm_segment {
         base: 0,
@@ -371,22 +388,34 @@ fn setup_long_mode(vcpu: &VcpuFd, cr3: u64, id: usize) -> Result<()> {
         type_,
         present: 1,
         dpl: 0,
-        db: u8::from(selector != guest::CODE_SELECTOR),
+        db: 1,
         s: 1,
-        l: u8::from(selector == guest::CODE_SELECTOR),
+        l: 0,
         g: 1,
         avl: 0,
         unusable: 0,
         padding: 0,
     };
-    sregs.cs = segment(guest::CODE_SELECTOR, 0xb);
-    let data = segment(guest::DATA_SELECTOR, 0x3);
+    let (code, data, dpl) = match privilege {
+        Privilege::Supervisor => (guest::CODE_SELECTOR, guest::DATA_SELECTOR, 0),
+        Privilege::User => (guest::USER_CODE_SELECTOR, guest::USER_DATA_SELECTOR, 3),
+    };
+    sregs.cs = kvm_segment {
+        dpl,
+        l: 1,
+        db: 0,
+        ..segment(code, 0xb)
+    };
+    let data = kvm_segment {
+        dpl,
+        ..segment(data, 0x3)
+    };
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
     // VM entry in long mode wants a busy 64-bit TSS in TR even though nothing uses it.
     sregs.tr = kvm_segment {
         base: 0,
         limit: 0x67,
-        selector: 0x18,
+        selector: 0x28,
         type_: 0xb,
         present: 1,
         ..Default::default()

@@ -29,4 +29,3 @@ pub struct ProbeReport {
     /// One entry per probe, in the order the specs were given.
     pub probes: Vec<ProbeResult>,
 }
-

@@ -79,7 +79,9 @@ pub enum SpecError {
         kind: String,
     },
     /// A user probe without `BINARY:` or without a location.
-    #[error("`{spec}` lacks {what}; write {kind}:BINARY:SYMBOL[+OFFSET] or {kind}:BINARY:0xADDRESS")]
+    #[error(
+        "`{spec}` lacks {what}; write {kind}:BINARY:SYMBOL[+OFFSET] or {kind}:BINARY:0xADDRESS"
+    )]
     Incomplete {
         /// The whole spec.
         spec: String,
@@ -89,7 +91,9 @@ pub enum SpecError {
         what: &'static str,
     },
     /// `+OFF` or `0xADDR` is not a number.
-    #[error("`{text}` in `{spec}` is not a number; offsets are decimal or 0x-hex, addresses 0x-hex")]
+    #[error(
+        "`{text}` in `{spec}` is not a number; offsets are decimal or 0x-hex, addresses 0x-hex"
+    )]
     BadNumber {
         /// The whole spec.
         spec: String,
@@ -138,15 +142,24 @@ impl ProbeSpec {
                 return Self::parse_short(text);
             }
             _ => {
-                return Err(SpecError::UnknownKind { spec: text.into(), kind: head.into() });
+                return Err(SpecError::UnknownKind {
+                    spec: text.into(),
+                    kind: head.into(),
+                });
             }
         };
         if kind == ProbeKind::Kprobe {
             return Self::parse_kprobe(text, rest).map(|s| vec![s]);
         }
-        let incomplete = |what| SpecError::Incomplete { spec: text.into(), kind: kind.prefix(), what };
+        let incomplete = |what| SpecError::Incomplete {
+            spec: text.into(),
+            kind: kind.prefix(),
+            what,
+        };
         // rsplit: the location never contains ':', a path might.
-        let (binary, loc) = rest.rsplit_once(':').ok_or_else(|| incomplete("a BINARY: part"))?;
+        let (binary, loc) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| incomplete("a BINARY: part"))?;
         if binary.is_empty() {
             return Err(incomplete("a binary"));
         }
@@ -154,7 +167,12 @@ impl ProbeSpec {
             None => incomplete("a symbol or address"),
             Some(e) => e,
         })?;
-        Ok(vec![ProbeSpec { text: text.into(), kind, binary: binary.into(), location }])
+        Ok(vec![ProbeSpec {
+            text: text.into(),
+            kind,
+            binary: binary.into(),
+            location,
+        }])
     }
 
     /// Parses every spec of a command line, expanding short forms, in order.
@@ -177,7 +195,11 @@ impl ProbeSpec {
     }
 
     fn parse_kprobe(text: &str, rest: &str) -> Result<ProbeSpec, SpecError> {
-        let incomplete = |what| SpecError::Incomplete { spec: text.into(), kind: "kprobe", what };
+        let incomplete = |what| SpecError::Incomplete {
+            spec: text.into(),
+            kind: "kprobe",
+            what,
+        };
         if rest.contains(':') {
             return Err(SpecError::Unsupported {
                 spec: text.into(),
@@ -187,7 +209,12 @@ impl ProbeSpec {
         match parse_location(text, rest) {
             Err(None) => Err(incomplete("a kernel function name")),
             Err(Some(e)) => Err(e),
-            Ok(location) => Ok(ProbeSpec { text: text.into(), kind: ProbeKind::Kprobe, binary: PathBuf::new(), location }),
+            Ok(location) => Ok(ProbeSpec {
+                text: text.into(),
+                kind: ProbeKind::Kprobe,
+                binary: PathBuf::new(),
+                location,
+            }),
         }
     }
 
@@ -205,9 +232,16 @@ fn parse_location(spec: &str, loc: &str) -> Result<ProbeLocation, Option<SpecErr
     if loc.is_empty() {
         return Err(None);
     }
-    let bad = |t: &str| Some(SpecError::BadNumber { spec: spec.into(), text: t.into() });
+    let bad = |t: &str| {
+        Some(SpecError::BadNumber {
+            spec: spec.into(),
+            text: t.into(),
+        })
+    };
     if let Some(hex) = loc.strip_prefix("0x").or_else(|| loc.strip_prefix("0X")) {
-        return u64::from_str_radix(hex, 16).map(ProbeLocation::Address).map_err(|_| bad(loc));
+        return u64::from_str_radix(hex, 16)
+            .map(ProbeLocation::Address)
+            .map_err(|_| bad(loc));
     }
     let (name, offset) = match loc.split_once('+') {
         Some((name, off)) => (name, parse_number(off).ok_or_else(|| bad(off))?),
@@ -219,7 +253,10 @@ fn parse_location(spec: &str, loc: &str) -> Result<ProbeLocation, Option<SpecErr
     if name.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(bad(name));
     }
-    Ok(ProbeLocation::Symbol { name: name.into(), offset })
+    Ok(ProbeLocation::Symbol {
+        name: name.into(),
+        offset,
+    })
 }
 
 fn parse_number(s: &str) -> Option<u64> {
@@ -250,13 +287,34 @@ mod tests {
         let s = one("uprobe:/bin/bash:readline");
         assert_eq!(s.kind, ProbeKind::Uprobe);
         assert_eq!(s.binary, PathBuf::from("/bin/bash"));
-        assert_eq!(s.location, ProbeLocation::Symbol { name: "readline".into(), offset: 0 });
+        assert_eq!(
+            s.location,
+            ProbeLocation::Symbol {
+                name: "readline".into(),
+                offset: 0
+            }
+        );
         let s = one("uretprobe:libc.so.6:malloc+0x10");
         assert_eq!(s.kind, ProbeKind::Uretprobe);
         assert_eq!(s.binary, PathBuf::from("libc.so.6"));
-        assert_eq!(s.location, ProbeLocation::Symbol { name: "malloc".into(), offset: 16 });
-        assert_eq!(one("u:bash:main+4").location, ProbeLocation::Symbol { name: "main".into(), offset: 4 });
-        assert_eq!(one("uprobe:./target:0x1139").location, ProbeLocation::Address(0x1139));
+        assert_eq!(
+            s.location,
+            ProbeLocation::Symbol {
+                name: "malloc".into(),
+                offset: 16
+            }
+        );
+        assert_eq!(
+            one("u:bash:main+4").location,
+            ProbeLocation::Symbol {
+                name: "main".into(),
+                offset: 4
+            }
+        );
+        assert_eq!(
+            one("uprobe:./target:0x1139").location,
+            ProbeLocation::Address(0x1139)
+        );
         assert_eq!(one("ur:/a:b:f").binary, PathBuf::from("/a:b"));
     }
 
@@ -264,10 +322,18 @@ mod tests {
     fn short_form_is_entry_and_return() {
         let v = ProbeSpec::parse("/bin/bash:readline").unwrap();
         assert_eq!(v.len(), 2);
-        assert_eq!((v[0].kind, v[1].kind), (ProbeKind::Uprobe, ProbeKind::Uretprobe));
+        assert_eq!(
+            (v[0].kind, v[1].kind),
+            (ProbeKind::Uprobe, ProbeKind::Uretprobe)
+        );
         assert_eq!(v[0].text, "uprobe:/bin/bash:readline");
         assert_eq!(v[1].text, "uretprobe:/bin/bash:readline");
-        assert_eq!(ProbeSpec::parse_all(&["bash:main", "uprobe:x:y"]).unwrap().len(), 3);
+        assert_eq!(
+            ProbeSpec::parse_all(&["bash:main", "uprobe:x:y"])
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]
@@ -284,7 +350,16 @@ mod tests {
         let e = ProbeSpec::parse("uprobe:/bin/bash").unwrap_err();
         assert!(e.to_string().contains("BINARY:SYMBOL"), "{e}");
         let e = ProbeSpec::parse("uprobe:/bin/bash:").unwrap_err();
-        assert!(matches!(e, SpecError::Incomplete { what: "a symbol or address", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                SpecError::Incomplete {
+                    what: "a symbol or address",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = ProbeSpec::parse("uprobe:/bin/bash:0xzz").unwrap_err();
         assert!(matches!(e, SpecError::BadNumber { .. }), "{e}");
         let e = ProbeSpec::parse("uprobe:/bin/bash:f+x").unwrap_err();
@@ -293,6 +368,9 @@ mod tests {
         assert!(matches!(e, SpecError::UnknownKind { .. }), "{e}");
         assert!(ProbeSpec::parse("readline").is_err());
         assert!(ProbeSpec::parse("kprobe:").is_err());
-        assert!(matches!(ProbeSpec::parse("kretprobe:f"), Err(SpecError::Unsupported { .. })));
+        assert!(matches!(
+            ProbeSpec::parse("kretprobe:f"),
+            Err(SpecError::Unsupported { .. })
+        ));
     }
 }

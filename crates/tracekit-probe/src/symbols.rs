@@ -46,7 +46,9 @@ pub enum SymbolError {
         error: std::io::Error,
     },
     /// The file is not an ELF object this tool can read.
-    #[error("{path} is not a usable ELF file ({reason}); point the probe at an executable or shared library")]
+    #[error(
+        "{path} is not a usable ELF file ({reason}); point the probe at an executable or shared library"
+    )]
     NotElf {
         /// The file.
         path: PathBuf,
@@ -76,7 +78,9 @@ pub enum SymbolError {
         path: PathBuf,
     },
     /// An address that no loadable segment of the file covers.
-    #[error("address {vaddr:#x} is not in any loaded segment of {path}; addresses are ELF virtual addresses as `nm` prints them")]
+    #[error(
+        "address {vaddr:#x} is not in any loaded segment of {path}; addresses are ELF virtual addresses as `nm` prints them"
+    )]
     AddressNotMapped {
         /// The address.
         vaddr: u64,
@@ -102,6 +106,21 @@ pub enum SymbolError {
         /// The file.
         path: PathBuf,
     },
+    /// A return probe placed inside a function: the return address is only at the top of the
+    /// stack at the function's first instruction.
+    #[error(
+        "`{spec}`: a return probe must be at a function's first instruction ({symbol} starts at {start:#x}, not {vaddr:#x}); drop the +OFFSET"
+    )]
+    ReturnNotAtEntry {
+        /// The spec.
+        spec: String,
+        /// The function.
+        symbol: String,
+        /// Its start.
+        start: u64,
+        /// The address asked for.
+        vaddr: u64,
+    },
     /// The process does not exist (any more).
     #[error("no process {pid} (it may have exited); check the pid with `ps -p {pid}`")]
     NoProcess {
@@ -109,7 +128,9 @@ pub enum SymbolError {
         pid: u32,
     },
     /// The binary is not mapped in the process at the probe's offset.
-    #[error("{path} is not mapped at file offset {offset:#x} in process {pid}; is the probe's binary the one the process runs?")]
+    #[error(
+        "{path} is not mapped at file offset {offset:#x} in process {pid}; is the probe's binary the one the process runs?"
+    )]
     NotMappedInProcess {
         /// The binary.
         path: PathBuf,
@@ -128,7 +149,11 @@ pub enum SymbolError {
 
 fn suggest(suggestions: &[String], path: &Path) -> String {
     if suggestions.is_empty() {
-        format!("no similar function names; list them with `nm -C {}` or `nm -D {}`", path.display(), path.display())
+        format!(
+            "no similar function names; list them with `nm -C {}` or `nm -D {}`",
+            path.display(),
+            path.display()
+        )
     } else {
         format!("did you mean: {}?", suggestions.join(", "))
     }
@@ -185,7 +210,9 @@ pub fn resolve(spec: &ProbeSpec) -> Result<ResolvedProbe, SymbolError> {
 /// Resolves a user probe spec, finding bare binary names in the traced process or command first.
 pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, SymbolError> {
     if spec.kind == ProbeKind::Kprobe {
-        return Err(SymbolError::KernelProbe { spec: spec.text.clone() });
+        return Err(SymbolError::KernelProbe {
+            spec: spec.text.clone(),
+        });
     }
     let binary = find_binary(&spec.binary, lookup)?;
     let elf = Elf::load(&binary)?;
@@ -221,6 +248,14 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
         binary,
     };
     check_boundary(&resolved)?;
+    if spec.kind == ProbeKind::Uretprobe && resolved.vaddr != resolved.symbol_vaddr {
+        return Err(SymbolError::ReturnNotAtEntry {
+            spec: spec.text.clone(),
+            symbol: resolved.symbol.clone().unwrap_or_default(),
+            start: resolved.symbol_vaddr,
+            vaddr: resolved.vaddr,
+        });
+    }
     Ok(resolved)
 }
 
@@ -255,9 +290,17 @@ fn check_boundary(p: &ResolvedProbe) -> Result<(), SymbolError> {
 
 /// Finds the file a spec's BINARY names. See the module documentation for the search order.
 pub fn find_binary(name: &Path, lookup: &Lookup) -> Result<PathBuf, SymbolError> {
-    let canonical = |p: &Path| fs::canonicalize(p).map_err(|source| SymbolError::Io { path: p.into(), error: source });
+    let canonical = |p: &Path| {
+        fs::canonicalize(p).map_err(|source| SymbolError::Io {
+            path: p.into(),
+            error: source,
+        })
+    };
     if name.as_os_str().is_empty() {
-        return Err(SymbolError::BinaryNotFound { name: name.into(), hint: "the spec names no binary".into() });
+        return Err(SymbolError::BinaryNotFound {
+            name: name.into(),
+            hint: "the spec names no binary".into(),
+        });
     }
     let bare = name.components().count() == 1 && !name.to_string_lossy().contains('/');
     if !bare {
@@ -269,17 +312,21 @@ pub fn find_binary(name: &Path, lookup: &Lookup) -> Result<PathBuf, SymbolError>
         }
         return canonical(name);
     }
-    if let Some(pid) = lookup.pid {
-        if let Some(p) = find_in_maps(pid, name)? {
-            return Ok(p);
-        }
+    if let Some(pid) = lookup.pid
+        && let Some(p) = find_in_maps(pid, name)?
+    {
+        return Ok(p);
     }
-    if let Some(cmd) = &lookup.command {
-        if cmd.file_name() == Some(name.as_os_str()) {
-            let path = if cmd.components().count() > 1 { Some(cmd.clone()) } else { which(name) };
-            if let Some(p) = path.filter(|p| p.exists()) {
-                return canonical(&p);
-            }
+    if let Some(cmd) = &lookup.command
+        && cmd.file_name() == Some(name.as_os_str())
+    {
+        let path = if cmd.components().count() > 1 {
+            Some(cmd.clone())
+        } else {
+            which(name)
+        };
+        if let Some(p) = path.filter(|p| p.exists()) {
+            return canonical(&p);
         }
     }
     if let Some(p) = which(name) {
@@ -291,12 +338,49 @@ pub fn find_binary(name: &Path, lookup: &Lookup) -> Result<PathBuf, SymbolError>
             return canonical(&p);
         }
     }
+    // `libc` for `libc.so.6`, `libz` for `libz.so.1`: the versioned file of a library name.
+    let prefix = format!("{}.so", name.display());
+    for dir in LIBRARY_DIRS {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        // Only ELF files: `libc.so` itself is often a linker script. Versioned names first.
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|f| f.to_string_lossy().starts_with(&prefix))
+                    && is_elf(p)
+            })
+            .collect();
+        found.sort_by_key(|p| {
+            (
+                p.file_name().is_some_and(|f| f.len() == prefix.len()),
+                p.clone(),
+            )
+        });
+        if let Some(p) = found.first() {
+            return canonical(p);
+        }
+    }
     let hint = if lookup.pid.is_some() {
         "not mapped by the process, not on PATH nor in the library directories; give a full path"
     } else {
         "not on PATH nor in the library directories; give a full path (or -p PID to search its libraries)"
     };
-    Err(SymbolError::BinaryNotFound { name: name.into(), hint: hint.into() })
+    Err(SymbolError::BinaryNotFound {
+        name: name.into(),
+        hint: hint.into(),
+    })
+}
+
+fn is_elf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
 }
 
 fn which(name: &Path) -> Option<PathBuf> {
@@ -304,7 +388,10 @@ fn which(name: &Path) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// One line of `/proc/PID/maps` that maps a file.
@@ -319,26 +406,39 @@ struct MapLine {
 fn read_maps(pid: u32) -> Result<Vec<MapLine>, SymbolError> {
     let text = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => SymbolError::NoProcess { pid },
-        _ => SymbolError::Io { path: format!("/proc/{pid}/maps").into(), error: e },
+        _ => SymbolError::Io {
+            path: format!("/proc/{pid}/maps").into(),
+            error: e,
+        },
     })?;
     let mut out = Vec::new();
     for line in text.lines() {
         let mut f = line.split_ascii_whitespace();
-        let (Some(range), Some(_perms), Some(off), Some(dev), Some(ino)) = (f.next(), f.next(), f.next(), f.next(), f.next()) else {
+        let (Some(range), Some(_perms), Some(off), Some(dev), Some(ino)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
             continue;
         };
         let path: String = f.collect::<Vec<_>>().join(" ");
         if !path.starts_with('/') {
             continue;
         }
-        let Some((s, e)) = range.split_once('-') else { continue };
+        let Some((s, e)) = range.split_once('-') else {
+            continue;
+        };
         let hex = |t: &str| u64::from_str_radix(t, 16).ok();
         let dev_ino = dev.split_once(':').and_then(|(ma, mi)| {
             let (ma, mi) = (hex(ma)?, hex(mi)?);
             Some((libc::makedev(ma as u32, mi as u32), ino.parse().ok()?))
         });
         if let (Some(start), Some(end), Some(offset)) = (hex(s), hex(e), hex(off)) {
-            out.push(MapLine { start, end, offset, dev_ino, path: path.into() });
+            out.push(MapLine {
+                start,
+                end,
+                offset,
+                dev_ino,
+                path: path.into(),
+            });
         }
     }
     Ok(out)
@@ -349,30 +449,50 @@ fn read_maps(pid: u32) -> Result<Vec<MapLine>, SymbolError> {
 fn find_in_maps(pid: u32, name: &Path) -> Result<Option<PathBuf>, SymbolError> {
     let maps = read_maps(pid)?;
     let name = name.to_string_lossy();
-    let file_name = |m: &MapLine| m.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = |m: &MapLine| {
+        m.path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     let exact = maps.iter().find(|m| file_name(m) == name);
-    let prefix = || maps.iter().find(|m| {
-        let f = file_name(m);
-        f.starts_with(&format!("{name}.")) || f.starts_with(&format!("{name}-"))
-    });
-    let Some(m) = exact.or_else(prefix) else { return Ok(None) };
+    let prefix = || {
+        maps.iter().find(|m| {
+            let f = file_name(m);
+            f.starts_with(&format!("{name}.")) || f.starts_with(&format!("{name}-"))
+        })
+    };
+    let Some(m) = exact.or_else(prefix) else {
+        return Ok(None);
+    };
     // Through the process's root, so a process in another mount namespace still works.
     let rooted = PathBuf::from(format!("/proc/{pid}/root{}", m.path.display()));
-    let path = if m.path.exists() { m.path.clone() } else { rooted };
+    let path = if m.path.exists() {
+        m.path.clone()
+    } else {
+        rooted
+    };
     Ok(Some(fs::canonicalize(&path).unwrap_or(path)))
 }
 
 /// The runtime address of `file_offset` of `binary` in process `pid`, from `/proc/PID/maps`.
 /// Mappings are matched by device and inode, so a path seen differently still matches.
 pub fn runtime_address(pid: u32, binary: &Path, file_offset: u64) -> Result<u64, SymbolError> {
-    let meta = fs::metadata(binary).map_err(|source| SymbolError::Io { path: binary.into(), error: source })?;
+    let meta = fs::metadata(binary).map_err(|source| SymbolError::Io {
+        path: binary.into(),
+        error: source,
+    })?;
     let id = (meta.dev(), meta.ino());
     read_maps(pid)?
         .iter()
         .filter(|m| m.dev_ino == Some(id) || m.path == binary)
         .find(|m| m.offset <= file_offset && file_offset < m.offset + (m.end - m.start))
         .map(|m| m.start + (file_offset - m.offset))
-        .ok_or_else(|| SymbolError::NotMappedInProcess { path: binary.into(), offset: file_offset, pid })
+        .ok_or_else(|| SymbolError::NotMappedInProcess {
+            path: binary.into(),
+            offset: file_offset,
+            pid,
+        })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -395,8 +515,14 @@ struct Elf {
 
 impl Elf {
     fn load(path: &Path) -> Result<Elf, SymbolError> {
-        let data = fs::read(path).map_err(|source| SymbolError::Io { path: path.into(), error: source })?;
-        let not_elf = |reason: String| SymbolError::NotElf { path: path.into(), reason };
+        let data = fs::read(path).map_err(|source| SymbolError::Io {
+            path: path.into(),
+            error: source,
+        })?;
+        let not_elf = |reason: String| SymbolError::NotElf {
+            path: path.into(),
+            reason,
+        };
         let file = object::File::parse(&*data).map_err(|e| not_elf(e.to_string()))?;
         if file.format() != object::BinaryFormat::Elf {
             return Err(not_elf(format!("{:?} format", file.format())));
@@ -415,7 +541,13 @@ impl Elf {
             })
             .collect();
         let x86_64 = file.architecture() == object::Architecture::X86_64;
-        Ok(Elf { path: path.into(), functions, segments, x86_64, data })
+        Ok(Elf {
+            path: path.into(),
+            functions,
+            segments,
+            x86_64,
+            data,
+        })
     }
 
     fn symbol(&self, name: &str) -> Result<Sym<'_>, SymbolError> {
@@ -425,7 +557,11 @@ impl Elf {
             .iter()
             .filter(|(n, ..)| matches(n))
             .max_by_key(|(_, _, size)| *size > 0)
-            .map(|(n, vaddr, size)| Sym { name: n, vaddr: *vaddr, size: *size })
+            .map(|(n, vaddr, size)| Sym {
+                name: n,
+                vaddr: *vaddr,
+                size: *size,
+            })
             .ok_or_else(|| SymbolError::SymbolNotFound {
                 symbol: name.into(),
                 path: self.path.clone(),
@@ -443,12 +579,17 @@ impl Elf {
             .filter_map(|n| {
                 let d = strsim::levenshtein(name, n);
                 let l = n.to_lowercase();
-                let sub = lower.len() >= 3 && (l.contains(&lower) || (l.len() >= 3 && lower.contains(&l)));
+                let sub = lower.len() >= 3
+                    && (l.contains(&lower) || (l.len() >= 3 && lower.contains(&l)));
                 (d <= limit || sub).then_some((if d <= limit { d } else { 100 + d }, n))
             })
             .collect();
         scored.sort();
-        scored.into_iter().take(5).map(|(_, n)| n.to_owned()).collect()
+        scored
+            .into_iter()
+            .take(5)
+            .map(|(_, n)| n.to_owned())
+            .collect()
     }
 
     fn containing(&self, vaddr: u64) -> Option<Sym<'_>> {
@@ -457,7 +598,11 @@ impl Elf {
             .iter()
             .filter(|(_, a, s)| *a <= vaddr && vaddr < a + s)
             .min_by_key(|(n, ..)| n.len() - n.trim_start_matches('_').len())
-            .map(|(n, a, s)| Sym { name: n, vaddr: *a, size: *s })
+            .map(|(n, a, s)| Sym {
+                name: n,
+                vaddr: *a,
+                size: *s,
+            })
     }
 
     fn file_offset(&self, vaddr: u64) -> Result<u64, SymbolError> {
@@ -465,7 +610,10 @@ impl Elf {
             .iter()
             .find(|(a, _, _, filesz)| *a <= vaddr && vaddr < a + filesz)
             .map(|(a, _, off, _)| vaddr - a + off)
-            .ok_or_else(|| SymbolError::AddressNotMapped { vaddr, path: self.path.clone() })
+            .ok_or_else(|| SymbolError::AddressNotMapped {
+                vaddr,
+                path: self.path.clone(),
+            })
     }
 
     fn bytes(&self, offset: u64, len: u64) -> &[u8] {
@@ -513,17 +661,39 @@ mod tests {
 
     #[test]
     fn library_names_are_found_in_a_process() {
-        let lookup = Lookup { pid: Some(std::process::id()), command: None };
+        let lookup = Lookup {
+            pid: Some(std::process::id()),
+            command: None,
+        };
         assert_eq!(find_binary(Path::new("libc"), &lookup).unwrap(), libc());
-        let e = find_binary(Path::new("libc"), &Lookup { pid: Some(0x7fff_fff0), command: None }).unwrap_err();
+        // Without a process, the library directories give the same file (not the `libc.so`
+        // linker script next to it).
+        assert_eq!(
+            find_binary(Path::new("libc"), &Lookup::default()).unwrap(),
+            libc()
+        );
+        let e = find_binary(
+            Path::new("libc"),
+            &Lookup {
+                pid: Some(0x7fff_fff0),
+                command: None,
+            },
+        )
+        .unwrap_err();
         assert!(matches!(e, SymbolError::NoProcess { .. }), "{e}");
     }
 
     #[test]
     fn missing_symbol_lists_close_matches() {
         let e = resolve(&spec("uprobe:libc.so.6:getpidd")).unwrap_err();
-        let SymbolError::SymbolNotFound { suggestions, .. } = &e else { panic!("{e}") };
-        assert_eq!(suggestions.first().map(String::as_str), Some("getpid"), "{e}");
+        let SymbolError::SymbolNotFound { suggestions, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(
+            suggestions.first().map(String::as_str),
+            Some("getpid"),
+            "{e}"
+        );
         assert!(e.to_string().contains("did you mean: getpid"), "{e}");
     }
 
@@ -540,11 +710,17 @@ mod tests {
     #[test]
     fn offsets_must_be_inside_and_on_instruction_boundaries() {
         let r = resolve(&spec("uprobe:libc.so.6:getpid")).unwrap();
-        let e = resolve(&spec(&format!("uprobe:libc.so.6:getpid+{}", r.symbol_size + 1))).unwrap_err();
+        let e = resolve(&spec(&format!(
+            "uprobe:libc.so.6:getpid+{}",
+            r.symbol_size + 1
+        )))
+        .unwrap_err();
         assert!(matches!(e, SymbolError::OffsetOutOfRange { .. }), "{e}");
         // Find the first instruction longer than one byte and probe its second byte.
         let mut d = iced_x86::Decoder::with_ip(64, &r.code, r.symbol_vaddr, 0);
-        let insn = std::iter::from_fn(|| d.can_decode().then(|| d.decode())).find(|i| i.len() > 1).unwrap();
+        let insn = std::iter::from_fn(|| d.can_decode().then(|| d.decode()))
+            .find(|i| i.len() > 1)
+            .unwrap();
         let off = insn.ip() - r.symbol_vaddr;
         resolve(&spec(&format!("uprobe:libc.so.6:getpid+{off}"))).unwrap();
         let e = resolve(&spec(&format!("uprobe:libc.so.6:getpid+{}", off + 1))).unwrap_err();
@@ -556,7 +732,21 @@ mod tests {
     }
 
     #[test]
+    fn return_probes_only_at_function_entry() {
+        let r = resolve(&spec("uretprobe:libc.so.6:getpid")).unwrap();
+        assert_eq!(r.vaddr, r.symbol_vaddr);
+        let off = iced_x86::Decoder::with_ip(64, &r.code, r.symbol_vaddr, 0)
+            .decode()
+            .len();
+        let e = resolve(&spec(&format!("uretprobe:libc.so.6:getpid+{off}"))).unwrap_err();
+        assert!(matches!(e, SymbolError::ReturnNotAtEntry { .. }), "{e}");
+    }
+
+    #[test]
     fn kernel_probes_have_no_binary() {
-        assert!(matches!(resolve(&spec("kprobe:vfs_read")), Err(SymbolError::KernelProbe { .. })));
+        assert!(matches!(
+            resolve(&spec("kprobe:vfs_read")),
+            Err(SymbolError::KernelProbe { .. })
+        ));
     }
 }

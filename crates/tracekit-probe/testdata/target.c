@@ -4,7 +4,7 @@
  * Build:  gcc -O1 -g -o probe-target target.c -lpthread
  *
  * Usage:  probe-target [--threads T] [--only FUNC] [--sleep S] [--print] [--exit CODE]
- *                      [--signal] [--wait-stdin] N
+ *                      [--signal] [--wait-stdin] [--fork] [--vfork] [--dlopen LIB] N
  *
  * Each of the T threads (default 1) calls every probe function exactly N times, so each
  * function runs T*N times in all; tk_sleep_1ms runs S times per thread (default 0).
@@ -16,6 +16,9 @@
  * --fork        first fork a child that makes thread 0's calls (N each) and prints
  *               "child checksum X"; the parent waits for it, prints "child exit S", then
  *               does its own calls as usual (so each function runs N more times in all).
+ * --dlopen LIB  in the middle of thread 0's calls (other threads keep calling), dlopen LIB
+ *               (testdata/dl.c built as a shared library) and call its tk_dl_func N times;
+ *               prints "dlopen checksum X" at the end.
  * --vfork       first vfork a child that calls tk_empty(1, 2) once and execs /bin/true;
  *               the parent prints "vfork child exit S" (tk_empty runs once more in all).
  *
@@ -34,6 +37,7 @@
  *   tk_push(a, b)    first instruction: push rbp                     returns a + 2b
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -132,13 +136,27 @@ __asm__(
 
 static long n_calls, n_sleeps;
 static int do_print, do_signal;
-static const char *only;
+static const char *only, *dl_path;
 static volatile sig_atomic_t got_usr1;
 
 static void on_usr1(int sig)
 {
 	(void)sig;
 	got_usr1++;
+}
+
+static unsigned long dl_sum;
+
+static void call_dl(void)
+{
+	void *h = dlopen(dl_path, RTLD_NOW);
+	long (*f)(long) = h ? (long (*)(long))dlsym(h, "tk_dl_func") : NULL;
+	if (!f) {
+		fprintf(stderr, "dlopen %s: %s\n", dl_path, dlerror());
+		exit(1);
+	}
+	for (long k = 0; k < n_calls; k++)
+		dl_sum = dl_sum * 31 + (unsigned long)f(k);
 }
 
 static int wanted(const char *name)
@@ -167,6 +185,8 @@ static void *worker(void *p)
 		long a = i + t->id * 1000;
 		if (do_signal && t->id == 0 && i == n_calls / 2)
 			raise(SIGUSR1);
+		if (dl_path && t->id == 0 && i == n_calls / 2)
+			call_dl();
 		if (wanted("tk_empty"))
 			record(t, "tk_empty", i, tk_empty(a, 2));
 		if (wanted("tk_riprel"))
@@ -191,7 +211,7 @@ static void *worker(void *p)
 static void usage(void)
 {
 	fprintf(stderr, "usage: probe-target [--threads T] [--only FUNC] [--sleep S] [--print] "
-			"[--exit CODE] [--signal] [--wait-stdin] N\n");
+			"[--exit CODE] [--signal] [--wait-stdin] [--fork] [--vfork] [--dlopen LIB] N\n");
 	exit(2);
 }
 
@@ -217,6 +237,8 @@ int main(int argc, char **argv)
 			wait_stdin = 1;
 		else if (!strcmp(argv[i], "--fork"))
 			do_fork = 1;
+		else if (!strcmp(argv[i], "--dlopen") && i + 1 < argc)
+			dl_path = argv[++i];
 		else if (!strcmp(argv[i], "--vfork"))
 			do_vfork = 1;
 		else if (argv[i][0] == '-')
@@ -288,6 +310,8 @@ int main(int argc, char **argv)
 	}
 	if (do_signal)
 		printf("got SIGUSR1: %d\n", (int)got_usr1);
+	if (dl_path)
+		printf("dlopen checksum %lu\n", dl_sum);
 	printf("total calls %ld checksum %lu\n", calls, total);
 	fflush(stdout);
 	return exit_code;

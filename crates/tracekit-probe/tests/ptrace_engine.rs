@@ -219,6 +219,24 @@ fn stop_flag_mid_run_detaches_and_the_program_finishes_correctly() {
 
 #[test]
 fn attach_to_running_process_and_detach() {
+    attach_and_detach(None);
+}
+
+#[test]
+fn attach_pinned_and_detach_restores_the_affinity() {
+    attach_and_detach(Some(0));
+}
+
+fn cpus_allowed(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list"))
+        .unwrap()
+        .to_string()
+}
+
+fn attach_and_detach(pin_cpu: Option<usize>) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let specs = vec![
@@ -233,6 +251,7 @@ fn attach_to_running_process_and_detach() {
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
+    let affinity = cpus_allowed(pid);
     let stop = AtomicBool::new(false);
     let probes = probes(&specs);
     let out = std::thread::scope(|s| {
@@ -240,6 +259,7 @@ fn attach_to_running_process_and_detach() {
             let mut n = 0;
             let opts = PtraceOptions {
                 print: true,
+                pin_cpu,
                 ..Default::default()
             };
             tracekit_probe::ptrace::run(
@@ -273,6 +293,11 @@ fn attach_to_running_process_and_detach() {
         engine.join().unwrap()
     });
     let out = out.unwrap();
+    assert_eq!(
+        cpus_allowed(pid),
+        affinity,
+        "affinity not restored at detach"
+    );
     assert_eq!(out.exit, None);
     assert_eq!(hits(&out, &specs[0]), 50);
     assert!(hits(&out, &specs[1]) >= 20);
@@ -464,4 +489,31 @@ fn unsupported_instruction_is_named() {
     let err = r.unwrap_err();
     assert!(matches!(err, PtraceError::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("`ud2`"), "{err}");
+}
+
+#[test]
+fn probes_in_a_library_loaded_later_with_dlopen() {
+    let lib = build_dl_lib().display().to_string();
+    let specs = vec![
+        format!("uprobe:{lib}:tk_dl_func"),
+        format!("uretprobe:{lib}:tk_dl_func"),
+        spec("uprobe", "tk_empty"),
+    ];
+    // Thread 0 loads the library halfway through while threads 1 and 2 keep hitting tk_empty.
+    let args = [
+        "--threads",
+        "3",
+        "--only",
+        "tk_empty",
+        "--dlopen",
+        &lib,
+        "300",
+    ];
+    let (out, stdout) = run_ok(&specs, &args, &PtraceOptions::default());
+    assert_eq!(hits(&out, &specs[0]), 300);
+    assert_eq!(hits(&out, &specs[1]), 300);
+    assert_eq!(hits(&out, &specs[2]), 900);
+    assert_eq!(stdout, plain_output(&args).0);
+    assert!(stdout.contains("dlopen checksum"), "{stdout}");
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 }

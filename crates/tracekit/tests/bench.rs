@@ -47,6 +47,39 @@ fn demand_paging_one_vcpu_kernel_faults() {
 }
 
 #[test]
+fn guest_runs_in_user_mode_unless_told_otherwise() {
+    let doc = json(&["demand-paging", "-v", "1", "-b", "4M"]);
+    assert!(
+        doc["guest_mode"]
+            .as_str()
+            .unwrap()
+            .ends_with("user mode (CPL 3)")
+    );
+    let doc = json(&["demand-paging", "-v", "2", "-b", "4M", "-u", "--supervisor"]);
+    check_demand_paging(&doc, 2);
+    assert!(
+        doc["guest_mode"]
+            .as_str()
+            .unwrap()
+            .ends_with("supervisor mode (CPL 0)")
+    );
+    let doc = json(&[
+        "dirty-log",
+        "-v",
+        "1",
+        "-b",
+        "4M",
+        "-i",
+        "2",
+        "--supervisor",
+    ]);
+    assert_eq!(
+        (doc["bitmap_exact"].as_bool(), doc["verified"].as_bool()),
+        (Some(true), Some(true))
+    );
+}
+
+#[test]
 fn demand_paging_two_vcpus_kernel_faults() {
     check_demand_paging(&json(&["demand-paging", "-v", "2", "-b", "4M"]), 2);
 }

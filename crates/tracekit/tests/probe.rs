@@ -16,8 +16,17 @@ fn target() -> &'static Path {
         let dir = std::env::temp_dir().join(format!("tk-probe-cli-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("probe-target");
-        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../tracekit-probe/testdata/target.c");
-        let st = Command::new("gcc").args(["-O1", "-g", "-o"]).arg(&out).arg(src).arg("-lpthread").status().expect("gcc");
+        let src = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tracekit-probe/testdata/target.c"
+        );
+        let st = Command::new("gcc")
+            .args(["-O1", "-g", "-o"])
+            .arg(&out)
+            .arg(src)
+            .arg("-lpthread")
+            .status()
+            .expect("gcc");
         assert!(st.success(), "gcc failed");
         out
     })
@@ -28,7 +37,12 @@ fn t() -> String {
 }
 
 fn tracekit(args: &[&str]) -> Output {
-    Command::new(TRACEKIT).arg("probe").args(args).stdin(Stdio::null()).output().unwrap()
+    Command::new(TRACEKIT)
+        .arg("probe")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 fn json_of(out: &Output) -> Value {
@@ -50,7 +64,19 @@ fn stderr(out: &Output) -> String {
 fn bpf_counts_exact_hits_from_one_and_four_threads() {
     let spec = format!("uprobe:{}:tk_empty", t());
     for (threads, n, want) in [("1", "1000", 1000), ("4", "2500", 10_000)] {
-        let out = tracekit(&["--engine", "bpf", "--json", &spec, "--", &t(), "--only", "tk_empty", "--threads", threads, n]);
+        let out = tracekit(&[
+            "--engine",
+            "bpf",
+            "--json",
+            &spec,
+            "--",
+            &t(),
+            "--only",
+            "tk_empty",
+            "--threads",
+            threads,
+            n,
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let v = json_of(&out);
         assert_eq!(v["engine"], "bpf");
@@ -65,14 +91,29 @@ fn bpf_counts_exact_hits_from_one_and_four_threads() {
 #[test]
 fn bpf_attaches_to_a_running_process() {
     let mut child = Command::new(target())
-        .args(["--wait-stdin", "--only", "tk_empty", "--threads", "4", "500"])
+        .args([
+            "--wait-stdin",
+            "--only",
+            "tk_empty",
+            "--threads",
+            "4",
+            "500",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
     let mut tk = Command::new(TRACEKIT)
-        .args(["probe", "--engine", "bpf", "--json", "-p", &pid, &format!("uprobe:{}:tk_empty", t())])
+        .args([
+            "probe",
+            "--engine",
+            "bpf",
+            "--json",
+            "-p",
+            &pid,
+            &format!("uprobe:{}:tk_empty", t()),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -90,7 +131,19 @@ fn bpf_attaches_to_a_running_process() {
 
 #[test]
 fn bpf_return_probe_measures_a_1ms_sleep() {
-    let out = tracekit(&["--engine", "bpf", "--json", &format!("{}:tk_sleep_1ms", t()), "--", &t(), "--only", "tk_sleep_1ms", "--sleep", "25", "0"]);
+    let out = tracekit(&[
+        "--engine",
+        "bpf",
+        "--json",
+        &format!("{}:tk_sleep_1ms", t()),
+        "--",
+        &t(),
+        "--only",
+        "tk_sleep_1ms",
+        "--sleep",
+        "25",
+        "0",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = json_of(&out);
     assert_eq!(v["probes"].as_array().unwrap().len(), 2);
@@ -101,7 +154,12 @@ fn bpf_return_probe_measures_a_1ms_sleep() {
     let avg = lat["avg_ns"].as_f64().unwrap();
     assert!((900_000.0..5_000_000.0).contains(&avg), "{lat}");
     assert!(lat["min_ns"].as_u64().unwrap() >= 900_000, "{lat}");
-    let buckets: u64 = v["probes"][1]["histogram_log2"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).sum();
+    let buckets: u64 = v["probes"][1]["histogram_log2"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .sum();
     assert_eq!(buckets, 25);
     assert!(v["probes"][0]["latency"].is_null());
 }
@@ -109,27 +167,67 @@ fn bpf_return_probe_measures_a_1ms_sleep() {
 #[test]
 fn text_report_to_file_with_histogram() {
     let file = std::env::temp_dir().join(format!("tk-probe-report-{}.txt", std::process::id()));
-    let out = tracekit(&["--engine", "bpf", "-o", file.to_str().unwrap(), &format!("uretprobe:{}:tk_sleep_1ms", t()), "--", &t(), "--only", "tk_sleep_1ms", "--sleep", "5", "0"]);
+    let out = tracekit(&[
+        "--engine",
+        "bpf",
+        "-o",
+        file.to_str().unwrap(),
+        &format!("uretprobe:{}:tk_sleep_1ms", t()),
+        "--",
+        &t(),
+        "--only",
+        "tk_sleep_1ms",
+        "--sleep",
+        "5",
+        "0",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::remove_file(&file).unwrap();
     // stdout holds only the command's own output, byte for byte as without tracekit.
-    let plain = Command::new(target()).args(["--only", "tk_sleep_1ms", "--sleep", "5", "0"]).output().unwrap();
+    let plain = Command::new(target())
+        .args(["--only", "tk_sleep_1ms", "--sleep", "5", "0"])
+        .output()
+        .unwrap();
     assert_eq!(out.stdout, plain.stdout);
-    assert!(text.contains("Probes (bpf engine), command exited with status 0"), "{text}");
+    assert!(
+        text.contains("Probes (bpf engine), command exited with status 0"),
+        "{text}"
+    );
     let row = text.lines().find(|l| l.contains("uretprobe:")).unwrap();
     assert_eq!(row.split_whitespace().nth(1), Some("5"), "{text}");
     assert!(text.contains("@latency_ns[uretprobe:"), "{text}");
-    assert!(text.contains("[512K, 1M)") || text.contains("[1M, 2M)"), "{text}");
+    assert!(
+        text.contains("[512K, 1M)") || text.contains("[1M, 2M)"),
+        "{text}"
+    );
 }
 
 #[test]
 fn print_streams_each_hit_and_exit_status_passes_through() {
-    let out = tracekit(&["--engine", "bpf", "--print", &format!("{}:tk_empty", t()), "--", &t(), "--only", "tk_empty", "--exit", "3", "3"]);
+    let out = tracekit(&[
+        "--engine",
+        "bpf",
+        "--print",
+        &format!("{}:tk_empty", t()),
+        "--",
+        &t(),
+        "--only",
+        "tk_empty",
+        "--exit",
+        "3",
+        "3",
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let entries: Vec<&str> = stdout.lines().filter(|l| l.contains(" uprobe:") && l.contains("tk_empty(")).collect();
-    let returns: Vec<&str> = stdout.lines().filter(|l| l.contains(" uretprobe:") && l.contains(" = ")).collect();
+    let entries: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" uprobe:") && l.contains("tk_empty("))
+        .collect();
+    let returns: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" uretprobe:") && l.contains(" = "))
+        .collect();
     assert_eq!(entries.len(), 3, "{stdout}");
     assert!(entries[1].contains("tk_empty(1, 2, "), "{stdout}");
     assert_eq!(returns.len(), 3, "{stdout}");
@@ -150,15 +248,157 @@ fn bad_input_gets_clear_errors() {
     let tt = t();
     assert_fails(&["uprobe:/bin/true", "--", "true"], "BINARY:SYMBOL");
     assert_fails(&["bogus:a:b", "--", "true"], "unknown probe type");
-    assert_fails(&[&format!("uprobe:{tt}:tk_emtpy"), "--", &tt, "1"], "did you mean: tk_empty");
-    assert_fails(&["uprobe:/no/such/binary:main", "--", "true"], "no such file");
+    assert_fails(
+        &[&format!("uprobe:{tt}:tk_emtpy"), "--", &tt, "1"],
+        "did you mean: tk_empty",
+    );
+    assert_fails(
+        &["uprobe:/no/such/binary:main", "--", "true"],
+        "no such file",
+    );
     let garbage = std::env::temp_dir().join(format!("tk-garbage-cli-{}", std::process::id()));
     std::fs::write(&garbage, "not an elf\n").unwrap();
-    assert_fails(&[&format!("uprobe:{}:main", garbage.display()), "--", "true"], "not a usable ELF file");
+    assert_fails(
+        &[&format!("uprobe:{}:main", garbage.display()), "--", "true"],
+        "not a usable ELF file",
+    );
     std::fs::remove_file(&garbage).unwrap();
-    assert_fails(&["-p", "2147483600", &format!("uprobe:{tt}:tk_empty")], "no process with pid 2147483600");
+    assert_fails(
+        &["-p", "2147483600", &format!("uprobe:{tt}:tk_empty")],
+        "no process with pid 2147483600",
+    );
     assert_fails(&[&format!("uprobe:{tt}:tk_empty")], "nothing to trace");
-    assert_fails(&[&format!("uprobe:{tt}:tk_empty"), "--", "/no/such/cmd"], "cannot run the command");
+    assert_fails(
+        &[&format!("uprobe:{tt}:tk_empty"), "--", "/no/such/cmd"],
+        "cannot run the command",
+    );
     assert_fails(&["kprobe:vfs_read", "--", "true"], "CONFIG_KPROBES");
-    assert_fails(&["--engine", "bpf", "kprobe:vfs_read", "--", "true"], "tracekit trace summary");
+    assert_fails(
+        &["--engine", "bpf", "kprobe:vfs_read", "--", "true"],
+        "tracekit trace summary",
+    );
+}
+
+#[test]
+fn ptrace_engine_counts_exact_hits_and_output_is_unchanged() {
+    let spec = format!("{}:tk_empty", t());
+    let plain = Command::new(target())
+        .args(["--only", "tk_empty", "--threads", "4", "300"])
+        .output()
+        .unwrap();
+    for (threads, n, want) in [("1", "500", 500), ("4", "300", 1200)] {
+        let file = std::env::temp_dir().join(format!(
+            "tk-probe-ptrace-{}-{threads}.json",
+            std::process::id()
+        ));
+        let out = tracekit(&[
+            "--engine",
+            "ptrace",
+            "--json",
+            "-o",
+            file.to_str().unwrap(),
+            &spec,
+            "--",
+            &t(),
+            "--only",
+            "tk_empty",
+            "--threads",
+            threads,
+            n,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(v["engine"], "ptrace");
+        assert_eq!((hits(&v, 0), hits(&v, 1)), (want, want), "{v}");
+        assert_eq!(v["probes"][1]["latency"]["count"], want);
+        if threads == "4" {
+            assert_eq!(out.stdout, plain.stdout);
+        }
+    }
+}
+
+#[test]
+fn sigint_ends_a_pid_run_and_leaves_the_process_running() {
+    let plain = Command::new(target())
+        .args(["--only", "tk_sleep_1ms", "--sleep", "1000", "0"])
+        .output()
+        .unwrap();
+    let mut child = Command::new(target())
+        .args([
+            "--wait-stdin",
+            "--only",
+            "tk_sleep_1ms",
+            "--sleep",
+            "1000",
+            "0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let tk = Command::new(TRACEKIT)
+        .args([
+            "probe",
+            "--engine",
+            "bpf",
+            "-p",
+            &pid,
+            &format!("{}:tk_sleep_1ms", t()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tk_pid = tk.id() as i32;
+    let mut tk = tk;
+    let mut err = BufReader::new(tk.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("2 probes attached"), "{line}");
+    child.stdin.take().unwrap().write_all(b"x").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SAFETY: plain kill(2) on the tracekit child we spawned.
+    assert_eq!(unsafe { libc::kill(tk_pid, libc::SIGINT) }, 0);
+    let out = tk.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.contains("uprobe:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let n: u64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(n > 0 && n < 1000, "{text}");
+    // The process ran on to the end with the same output as without probes.
+    let rest = child.wait_with_output().unwrap();
+    assert!(rest.status.success());
+    assert_eq!(rest.stdout, plain.stdout);
+}
+
+/// Without privileges the kernel refuses BPF (EPERM); `--engine auto` says so and uses ptrace.
+#[test]
+fn auto_engine_falls_back_to_ptrace_when_bpf_is_refused() {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            TRACEKIT,
+            "probe",
+            "--json",
+        ])
+        .arg(format!("uprobe:{}:tk_empty", t()))
+        .args(["--", &t(), "--only", "tk_empty", "200"])
+        .output()
+        .expect("setpriv (util-linux) is installed");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("BPF engine refused") && err.contains("falling back to the ptrace engine"),
+        "{err}"
+    );
+    let v = json_of(&out);
+    assert_eq!(v["engine"], "ptrace");
+    assert_eq!(hits(&v, 0), 200);
 }

@@ -30,33 +30,48 @@ pub fn has_kprobes() -> bool {
 /// refusing to load a tracing program.
 pub fn fentry_problem() -> Option<String> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Some("no kernel BTF (/sys/kernel/btf/vmlinux), needed for fentry trampolines".into());
+        return Some(
+            "no kernel BTF (/sys/kernel/btf/vmlinux), needed for fentry trampolines".into(),
+        );
     }
-    match probe_fentry_load() {
-        Ok(()) => None,
-        Err(e) => Some(e),
-    }
+    probe_fentry_load().err()
 }
 
 /// Loads a minimal fentry program (on a function every kernel has) to ask the kernel.
 fn probe_fentry_load() -> Result<(), String> {
     use aya::programs::FEntry;
     use aya::{Btf, EbpfLoader};
-    static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bpf/obj/uprobe_fentry.bpf.o"));
+    static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../bpf/obj/uprobe_fentry.bpf.o"
+    ));
     let btf = Btf::from_sys_fs().map_err(|e| format!("cannot read kernel BTF: {e}"))?;
-    let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(OBJECT).map_err(|e| e.to_string())?;
-    let prog: &mut FEntry = ebpf.program_mut("tk_fentry").expect("program in object").try_into().map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    match prog.load("security_file_open", &btf).or_else(|_| prog.load("vfs_read", &btf)) {
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(OBJECT)
+        .map_err(|e| e.to_string())?;
+    let prog: &mut FEntry = ebpf
+        .program_mut("tk_fentry")
+        .expect("program in object")
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    match prog
+        .load("security_file_open", &btf)
+        .or_else(|_| prog.load("vfs_read", &btf))
+    {
         Ok(()) => Ok(()),
         Err(e) => {
             let mut text = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
-                if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                    if io.raw_os_error() == Some(libc::EPERM) {
-                        return Err("fentry programs are refused by this kernel (EPERM: no BPF trampolines, \
-                                    or tracing locked down)".into());
-                    }
+                if let Some(io) = s.downcast_ref::<std::io::Error>()
+                    && io.raw_os_error() == Some(libc::EPERM)
+                {
+                    return Err(
+                        "fentry programs are refused by this kernel (EPERM: no BPF trampolines, \
+                                or tracing locked down)"
+                            .into(),
+                    );
                 }
                 text = format!("{text}: {s}");
                 src = s.source();
@@ -78,7 +93,10 @@ pub fn unavailable(spec: &str) -> KernelProbeError {
     if reasons.is_empty() {
         reasons.push("kernel function probes are not implemented in this tracekit build".into());
     }
-    KernelProbeError { spec: spec.into(), reasons: reasons.join("; ") }
+    KernelProbeError {
+        spec: spec.into(),
+        reasons: reasons.join("; "),
+    }
 }
 
 #[cfg(test)]

@@ -36,19 +36,30 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// attached.
 pub fn find_program(program: &Path) -> io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     if program.as_os_str().as_encoded_bytes().contains(&b'/') {
         return if executable(program) {
             Ok(program.to_path_buf())
         } else {
-            Err(io::Error::new(io::ErrorKind::NotFound, format!("{} is not an executable file", program.display())))
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not an executable file", program.display()),
+            ))
         };
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join(program))
         .find(|p| executable(p))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found on PATH", program.display())))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} not found on PATH", program.display()),
+            )
+        })
 }
 
 impl GatedChild {
@@ -57,7 +68,8 @@ impl GatedChild {
         let program = find_program(program)?;
         let (pid_r, pid_w) = pipe()?;
         let (gate_r, gate_w) = pipe()?;
-        let (pid_w_fd, gate_r_fd, gate_w_fd) = (pid_w.as_raw_fd(), gate_r.as_raw_fd(), gate_w.as_raw_fd());
+        let (pid_w_fd, gate_r_fd, gate_w_fd) =
+            (pid_w.as_raw_fd(), gate_r.as_raw_fd(), gate_w.as_raw_fd());
         let mut cmd = Command::new(&program);
         cmd.args(args);
         // SAFETY: the closure runs in the forked child and only calls async-signal-safe
@@ -73,7 +85,10 @@ impl GatedChild {
                 let mut byte = 0u8;
                 match libc::read(gate_r_fd, (&raw mut byte).cast(), 1) {
                     1 if byte == b'g' => Ok(()),
-                    _ => Err(io::Error::new(io::ErrorKind::Interrupted, "tracekit did not release the command")),
+                    _ => Err(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "tracekit did not release the command",
+                    )),
                 }
             });
         }
@@ -91,7 +106,11 @@ impl GatedChild {
                 _ => e,
             });
         }
-        Ok(GatedChild { pid: i32::from_ne_bytes(pid) as u32, gate: Some(File::from(gate_w)), spawner: Some(spawner) })
+        Ok(GatedChild {
+            pid: i32::from_ne_bytes(pid) as u32,
+            gate: Some(File::from(gate_w)),
+            spawner: Some(spawner),
+        })
     }
 
     /// The child's pid (valid before and after exec).
@@ -104,7 +123,11 @@ impl GatedChild {
         let mut gate = self.gate.take().expect("gate is open until release");
         gate.write_all(b"g")?;
         drop(gate);
-        self.spawner.take().expect("spawner until release").join().map_err(|_| io::Error::other("spawner thread panicked"))?
+        self.spawner
+            .take()
+            .expect("spawner until release")
+            .join()
+            .map_err(|_| io::Error::other("spawner thread panicked"))?
     }
 }
 

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::programs::UProbe;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::{Ebpf, EbpfLoader, Pod};
 use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
@@ -28,7 +28,10 @@ use crate::report::{ProbeReport, ProbeResult};
 use crate::spec::ProbeKind;
 use crate::symbols::ResolvedProbe;
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bpf/obj/uprobe.bpf.o"));
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../bpf/obj/uprobe.bpf.o"
+));
 
 /// Probes one run can hold (the size of the kernel's statistics array).
 pub const MAX_PROBES: usize = 256;
@@ -91,7 +94,10 @@ impl BpfError {
     /// Whether the kernel refused BPF for lack of privilege (the case where `--engine auto`
     /// falls back to ptrace).
     pub fn is_refused(&self) -> bool {
-        matches!(self, BpfError::Load { refused: true, .. } | BpfError::Attach { refused: true, .. })
+        matches!(
+            self,
+            BpfError::Load { refused: true, .. } | BpfError::Attach { refused: true, .. }
+        )
     }
 }
 
@@ -201,14 +207,30 @@ fn plan_entries(probes: &[ResolvedProbe]) -> Vec<EntryAttach> {
     let mut by_place: HashMap<(PathBuf, u64), Vec<usize>> = HashMap::new();
     for (i, p) in probes.iter().enumerate() {
         let is_return = p.spec.kind == ProbeKind::Uretprobe;
-        let slots = by_place.entry((p.binary.clone(), p.file_offset)).or_default();
-        let free = slots.iter().copied().find(|&k| if is_return { plan[k].stamp.is_none() } else { plan[k].hit.is_none() });
+        let slots = by_place
+            .entry((p.binary.clone(), p.file_offset))
+            .or_default();
+        let free = slots.iter().copied().find(|&k| {
+            if is_return {
+                plan[k].stamp.is_none()
+            } else {
+                plan[k].hit.is_none()
+            }
+        });
         let k = free.unwrap_or_else(|| {
-            plan.push(EntryAttach { probe_index: i, hit: None, stamp: None });
+            plan.push(EntryAttach {
+                probe_index: i,
+                hit: None,
+                stamp: None,
+            });
             slots.push(plan.len() - 1);
             plan.len() - 1
         });
-        if is_return { plan[k].stamp = Some(i) } else { plan[k].hit = Some(i) }
+        if is_return {
+            plan[k].stamp = Some(i)
+        } else {
+            plan[k].hit = Some(i)
+        }
     }
     plan
 }
@@ -223,7 +245,11 @@ pub struct Session {
 impl Session {
     /// Loads the programs and attaches every probe, firing only in process `pid` (all its
     /// threads). Probes must be user probes from [`crate::symbols::resolve_with`].
-    pub fn attach(probes: &[ResolvedProbe], pid: u32, opts: &BpfOptions) -> Result<Session, BpfError> {
+    pub fn attach(
+        probes: &[ResolvedProbe],
+        pid: u32,
+        opts: &BpfOptions,
+    ) -> Result<Session, BpfError> {
         if probes.len() > MAX_PROBES {
             return Err(BpfError::TooMany(probes.len()));
         }
@@ -258,24 +284,43 @@ impl Session {
                     .map(|(i, _)| (i, i as u64 + 1))
                     .collect()
             } else {
-                plan_entries(probes).iter().map(|a| (a.probe_index, a.cookie())).collect()
+                plan_entries(probes)
+                    .iter()
+                    .map(|a| (a.probe_index, a.cookie()))
+                    .collect()
             };
             for (i, cookie) in attachments {
                 let p = &probes[i];
-                let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(p.file_offset), cookie: Some(cookie) };
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
+                    cookie: Some(cookie),
+                };
                 prog.attach(point, &p.binary, scope).map_err(|e| {
                     let (reason, refused) = describe(&e);
-                    BpfError::Attach { spec: p.spec.text.clone(), binary: p.binary.clone(), offset: p.file_offset, reason, refused }
+                    BpfError::Attach {
+                        spec: p.spec.text.clone(),
+                        binary: p.binary.clone(),
+                        offset: p.file_offset,
+                        reason,
+                        refused,
+                    }
                 })?;
             }
         }
         let events = if opts.print {
             let map = ebpf.take_map("events").expect("map in object");
-            Some(RingBuf::try_from(map).map_err(|e| BpfError::Map { map: "events", reason: e.to_string() })?)
+            Some(RingBuf::try_from(map).map_err(|e| BpfError::Map {
+                map: "events",
+                reason: e.to_string(),
+            })?)
         } else {
             None
         };
-        Ok(Session { ebpf, probes: probes.to_vec(), events })
+        Ok(Session {
+            ebpf,
+            probes: probes.to_vec(),
+            events,
+        })
     }
 
     /// Waits up to `timeout` for streamed hits and passes each to `on_hit`; returns how many.
@@ -287,9 +332,19 @@ impl Session {
         };
         let mut n = drain(ring, on_hit);
         if n == 0 {
-            let mut pfd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: ring.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd, and its count.
-            unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
+            unsafe {
+                libc::poll(
+                    &mut pfd,
+                    1,
+                    timeout.as_millis().min(i32::MAX as u128) as i32,
+                )
+            };
             n = drain(ring, on_hit);
         }
         n
@@ -297,25 +352,41 @@ impl Session {
 
     /// Reads the kernel's statistics (the probes stay attached).
     pub fn report(&self) -> Result<ProbeReport, BpfError> {
-        let map_err = |e: aya::maps::MapError| BpfError::Map { map: "stats", reason: e.to_string() };
+        let map_err = |e: aya::maps::MapError| BpfError::Map {
+            map: "stats",
+            reason: e.to_string(),
+        };
         let map: PerCpuArray<&MapData, KernelStats> =
-            PerCpuArray::try_from(self.ebpf.map("stats").expect("map in object")).map_err(map_err)?;
+            PerCpuArray::try_from(self.ebpf.map("stats").expect("map in object"))
+                .map_err(map_err)?;
         let mut probes = Vec::with_capacity(self.probes.len());
         for (i, p) in self.probes.iter().enumerate() {
             let per_cpu = map.get(&(i as u32), 0).map_err(map_err)?;
             probes.push(result_of(p, per_cpu.iter()));
         }
-        Ok(ProbeReport { engine: "bpf".into(), probes })
+        Ok(ProbeReport {
+            engine: "bpf".into(),
+            probes,
+        })
     }
 
     /// Events the ring buffer had no room for, over all probes.
     pub fn lost(&self) -> Result<u64, BpfError> {
-        let map_err = |e: aya::maps::MapError| BpfError::Map { map: "stats", reason: e.to_string() };
+        let map_err = |e: aya::maps::MapError| BpfError::Map {
+            map: "stats",
+            reason: e.to_string(),
+        };
         let map: PerCpuArray<&MapData, KernelStats> =
-            PerCpuArray::try_from(self.ebpf.map("stats").expect("map in object")).map_err(map_err)?;
+            PerCpuArray::try_from(self.ebpf.map("stats").expect("map in object"))
+                .map_err(map_err)?;
         let mut lost = 0;
         for i in 0..self.probes.len() {
-            lost += map.get(&(i as u32), 0).map_err(map_err)?.iter().map(|s| s.lost).sum::<u64>();
+            lost += map
+                .get(&(i as u32), 0)
+                .map_err(map_err)?
+                .iter()
+                .map(|s| s.lost)
+                .sum::<u64>();
         }
         Ok(lost)
     }
@@ -341,7 +412,11 @@ fn event_of(e: &KernelEvent) -> HitEvent {
         probe: e.probe as usize,
         pid: e.tgid,
         tid: e.tid,
-        kind: if ret { ProbeKind::Uretprobe } else { ProbeKind::Uprobe },
+        kind: if ret {
+            ProbeKind::Uretprobe
+        } else {
+            ProbeKind::Uprobe
+        },
         args: if ret { [0; 6] } else { e.args },
         retval: ret.then_some(e.args[0]),
         latency_ns: (ret && e.latency > 0).then_some(e.latency),
@@ -412,6 +487,9 @@ pub struct Outcome {
     pub exit: Option<ExitStatus>,
     /// Streamed events lost because the ring buffer was full.
     pub lost_events: u64,
+    /// Things the user should know that did not stop the run (a probe's binary not mapped by
+    /// the process, so it can fire only if the process loads it later).
+    pub warnings: Vec<String>,
 }
 
 /// Runs `probes` on `target` until it exits or `stop` becomes true, then detaches.
@@ -429,6 +507,17 @@ pub fn run(
             if !alive(*pid) {
                 return Err(BpfError::NoSuchProcess(*pid));
             }
+            let warnings: Vec<String> = probes
+                .iter()
+                .filter(|p| p.runtime_address(*pid).is_err())
+                .map(|p| {
+                    format!(
+                        "`{}`: {} is not mapped by process {pid}; the probe fires only if the process loads it",
+                        p.spec.text,
+                        p.binary.display()
+                    )
+                })
+                .collect();
             let mut session = Session::attach(probes, *pid, opts)?;
             if let Some(f) = opts.on_attached {
                 f(probes.len());
@@ -436,10 +525,15 @@ pub fn run(
             while !stop.load(Ordering::Relaxed) && alive(*pid) {
                 session.poll(TICK, on_hit);
             }
-            finish(session, None, on_hit)
+            let mut out = finish(session, None, on_hit)?;
+            out.warnings = warnings;
+            Ok(out)
         }
         Target::Command { program, args } => {
-            let spawn_err = |error| BpfError::Spawn { program: program.clone(), error };
+            let spawn_err = |error| BpfError::Spawn {
+                program: program.clone(),
+                error,
+            };
             let gated = launch::GatedChild::spawn(program, args).map_err(spawn_err)?;
             // On error the gate closes and the command never runs.
             let mut session = Session::attach(probes, gated.pid(), opts)?;
@@ -465,9 +559,18 @@ pub fn run(
     }
 }
 
-fn finish(mut session: Session, exit: Option<ExitStatus>, on_hit: &mut dyn FnMut(&HitEvent)) -> Result<Outcome, BpfError> {
+fn finish(
+    mut session: Session,
+    exit: Option<ExitStatus>,
+    on_hit: &mut dyn FnMut(&HitEvent),
+) -> Result<Outcome, BpfError> {
     while session.poll(Duration::ZERO, on_hit) > 0 {}
-    Ok(Outcome { report: session.report()?, exit, lost_events: session.lost()? })
+    Ok(Outcome {
+        report: session.report()?,
+        exit,
+        lost_events: session.lost()?,
+        warnings: Vec::new(),
+    })
 }
 
 fn exit_of(s: std::process::ExitStatus) -> ExitStatus {
@@ -482,7 +585,9 @@ fn exit_of(s: std::process::ExitStatus) -> ExitStatus {
 /// Whether process `pid` exists (and is not a zombie).
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
         Err(_) => false,
     }
 }

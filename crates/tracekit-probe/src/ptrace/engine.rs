@@ -307,6 +307,9 @@ impl<A: Arch> Engine<A> {
         on_hit: &mut dyn FnMut(&HitEvent),
     ) -> Result<Trap, PtraceError> {
         let addr = A::breakpoint_address(A::pc(regs));
+        // The kprobe control block's states map onto this: HIT (pre-handler) and SS (out of
+        // line, `Phase::OutOfLine`) happen here; SSDONE is the slot's breakpoint below (or
+        // nothing at all for simulated and boosted instructions); REENTER counts as missed.
         if let Some(&point) = inst.by_addr.get(&addr) {
             let live = inst.points[point]
                 .as_ref()
@@ -379,7 +382,7 @@ impl<A: Arch> Engine<A> {
         let sys = |source| PtraceError::Sys {
             what: "hijacking a return address",
             pid: tid,
-            source,
+            error: source,
         };
         let real = mem.read_u64(stack_addr).map_err(sys)?;
         mem.write_u64(stack_addr, tramp).map_err(sys)?;
@@ -407,7 +410,7 @@ impl<A: Arch> Engine<A> {
                 A::simulate(&live.insn, regs, mem).map_err(|source| PtraceError::Sys {
                     what: "simulating an instruction",
                     pid: tid,
-                    source,
+                    error: source,
                 })?;
             }
             (_, Some(slot)) => {

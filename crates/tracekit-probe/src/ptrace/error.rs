@@ -64,25 +64,24 @@ pub enum PtraceError {
     NoSuchProcess(i32),
     /// ptrace refused.
     #[error(
-        "not allowed to trace pid {pid} ({source}): run as root, or as the process's owner with \
-         /proc/sys/kernel/yama/ptrace_scope set to 0 (now {scope}), and make sure no other \
-         debugger or tracer is attached"
+        "not allowed to trace pid {pid} ({error}): run as root, or as the process's owner{scope}; \
+         and make sure no other debugger or tracer is attached to it"
     )]
     PermissionDenied {
         /// The pid.
         pid: i32,
-        /// Current Yama ptrace_scope, or "unknown".
+        /// What Yama's ptrace_scope requires, if Yama is there.
         scope: String,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The program to run could not be started.
-    #[error("cannot run {program}: {source}; check the path and that it is executable")]
+    #[error("cannot run {program}: {error}; check the path and that it is executable")]
     Spawn {
         /// The program.
         program: PathBuf,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The probe point already holds a breakpoint.
     #[error(
@@ -113,14 +112,14 @@ pub enum PtraceError {
         tid: i32,
     },
     /// A system call failed while tracing.
-    #[error("{what} failed for pid {pid}: {source}")]
+    #[error("{what} failed for pid {pid}: {error}")]
     Sys {
         /// What was being done.
         what: &'static str,
         /// The thread or process.
         pid: i32,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -130,7 +129,7 @@ impl PtraceError {
         PtraceError::Sys {
             what,
             pid,
-            source: io::Error::last_os_error(),
+            error: io::Error::last_os_error(),
         }
     }
 }

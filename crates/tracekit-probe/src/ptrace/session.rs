@@ -45,6 +45,18 @@ struct Proc {
     /// A signal was delivered while a thread was in a slot: its frame may return there, so
     /// the slot area must stay mapped after detach.
     keep_slots: bool,
+    /// The dynamic loader's breakpoint (r_brk), while some probe waits for its library.
+    loader: Option<LoaderHook>,
+}
+
+/// glibc's `r_debug.r_brk`: the function the dynamic loader calls after changing the list of
+/// loaded objects (as gdb uses it). A breakpoint there lets probes go into `dlopen`ed libraries.
+#[derive(Debug, Clone)]
+struct LoaderHook {
+    r_debug: u64,
+    addr: u64,
+    orig: Vec<u8>,
+    insn: <A as Arch>::Insn,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +69,8 @@ struct Thread {
     pending_sig: i32,
     /// A vfork child: runs in its parent's memory until it execs.
     vfork_child: bool,
+    /// In a group-stop (resumed with PTRACE_LISTEN, not PTRACE_CONT).
+    group_stop: bool,
 }
 
 /// One run of the engine.
@@ -77,6 +91,8 @@ pub(super) struct Session<'a> {
     vforks: HashSet<i32>,
     /// Per point: placed in some process at some time.
     placed: Vec<bool>,
+    /// Every thread is being brought to a stop (detach, or placing probes after dlopen).
+    holding: bool,
     waker_pid: i32,
     exec_error: Option<OwnedFd>,
     program: PathBuf,
@@ -98,8 +114,14 @@ impl<'a> Session<'a> {
         };
         let n_points = table.points.len();
         let engine = Engine::new(table, opts.print, slot_return);
-        let tracer_affinity = opts.pin_cpu.map(pin_self).transpose()?;
         let (waker_pid, waker_fd) = spawn_waker()?;
+        let tracer_affinity = match opts.pin_cpu.map(pin_self).transpose() {
+            Ok(mask) => mask,
+            Err(e) => {
+                reap(waker_pid);
+                return Err(e);
+            }
+        };
         let mut s = Session {
             engine,
             opts,
@@ -113,6 +135,7 @@ impl<'a> Session<'a> {
             unclaimed: HashSet::new(),
             vforks: HashSet::new(),
             placed: vec![false; n_points],
+            holding: false,
             waker_pid,
             exec_error: None,
             program: PathBuf::new(),
@@ -121,6 +144,10 @@ impl<'a> Session<'a> {
         let done = AtomicBool::new(false);
         let result = std::thread::scope(|scope| {
             let dog = scope.spawn(|| watchdog(stop, &done, waker_fd));
+            if !matches!(target, Target::Attach(_)) {
+                // A spawned program inherits the pinned tracer's mask; give it back the original.
+                s.saved_affinity = tracer_affinity;
+            }
             let r = s.start(target).and_then(|()| s.event_loop(stop, on_hit));
             let r = match r {
                 Ok(()) => s.detach_all(on_hit),
@@ -143,7 +170,7 @@ impl<'a> Session<'a> {
             if !placed {
                 s.warnings.push(format!(
                     "{}: {} was never mapped by the traced program; the probe was not placed \
-                     (libraries loaded with dlopen are not supported yet)",
+                     (check that the program really uses this binary)",
                     def.spec,
                     def.binary.display()
                 ));
@@ -179,7 +206,7 @@ impl<'a> Session<'a> {
     ) -> Result<(), PtraceError> {
         let spawn_err = |source| PtraceError::Spawn {
             program: program.into(),
-            source,
+            error: source,
         };
         let (pid, err_fd) = fork_stopped_child(program, args, stdin, stdout).map_err(spawn_err)?;
         self.main_pid = pid;
@@ -232,6 +259,7 @@ impl<'a> Session<'a> {
         for &tid in &seized {
             self.wait_stopped(tid)?;
         }
+        self.procs.get_mut(&pid).expect("just added").phase = ProcPhase::Live;
         self.install(pid)?;
         for &tid in &seized {
             if self.threads.get(&tid).is_some_and(|t| t.stopped) {
@@ -252,7 +280,7 @@ impl<'a> Session<'a> {
         let mem = PtraceTarget::open(pid).map_err(|source| PtraceError::Sys {
             what: "opening /proc/PID/mem",
             pid,
-            source,
+            error: source,
         })?;
         let inst = Installed::new(self.engine.table.points.len());
         self.procs.insert(
@@ -262,6 +290,7 @@ impl<'a> Session<'a> {
                 inst,
                 phase,
                 keep_slots: false,
+                loader: None,
             },
         );
         Ok(())
@@ -300,6 +329,7 @@ impl<'a> Session<'a> {
     fn resume(&mut self, tid: i32, sig: i32) -> Result<(), PtraceError> {
         if let Some(t) = self.threads.get_mut(&tid) {
             t.stopped = false;
+            t.group_stop = false;
         }
         // SAFETY: PTRACE_CONT on a stopped tracee; no pointers.
         let r = unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0, sig as libc::c_long) };
@@ -374,6 +404,7 @@ impl<'a> Session<'a> {
                     libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
                 ) {
                     // Group-stop: stay stopped as the signal asked, but keep reporting events.
+                    self.threads.get_mut(&tid).expect("claimed").group_stop = true;
                     if !detaching {
                         // SAFETY: PTRACE_LISTEN on a tracee in group-stop; no pointers.
                         unsafe { libc::ptrace(libc::PTRACE_LISTEN, tid, 0, 0) };
@@ -410,7 +441,7 @@ impl<'a> Session<'a> {
         let mut regs = proc.mem.get_regs(tid).map_err(|source| PtraceError::Sys {
             what: "PTRACE_GETREGS",
             pid: tid,
-            source,
+            error: source,
         })?;
         if sig != libc::SIGTRAP {
             if proc.inst.in_areas(A::pc(&regs)) {
@@ -424,13 +455,21 @@ impl<'a> Session<'a> {
             let sys = |source| PtraceError::Sys {
                 what: "removing the entry breakpoint",
                 pid: tid,
-                source,
+                error: source,
             };
             proc.mem.write(addr, &[orig]).map_err(sys)?;
             A::set_pc(&mut regs, addr);
             proc.mem.set_regs(tid, &regs).map_err(sys)?;
             proc.phase = ProcPhase::Live;
             self.install(tgid)?;
+            return Ok((0, false));
+        }
+        if proc
+            .loader
+            .as_ref()
+            .is_some_and(|h| h.addr == A::breakpoint_address(A::pc(&regs)))
+        {
+            self.on_loader(tid, tgid, regs, on_hit)?;
             return Ok((0, false));
         }
         let thread = self.threads.get_mut(&tid).expect("known");
@@ -449,7 +488,7 @@ impl<'a> Session<'a> {
                     .map_err(|source| PtraceError::Sys {
                         what: "PTRACE_SETREGS",
                         pid: tid,
-                        source,
+                        error: source,
                     })?;
                 Ok((0, false))
             }
@@ -490,7 +529,7 @@ impl<'a> Session<'a> {
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 4) };
         (n == 4).then(|| PtraceError::Spawn {
             program: self.program.clone(),
-            source: io::Error::from_raw_os_error(i32::from_ne_bytes(buf)),
+            error: io::Error::from_raw_os_error(i32::from_ne_bytes(buf)),
         })
     }
 
@@ -545,7 +584,7 @@ impl<'a> Session<'a> {
         let sys = |source| PtraceError::Sys {
             what: "cleaning a forked child",
             pid: child,
-            source,
+            error: source,
         };
         let mut mem = PtraceTarget::open(child).map_err(sys)?;
         if self.opts.follow_forks {
@@ -558,6 +597,7 @@ impl<'a> Session<'a> {
                     inst,
                     phase,
                     keep_slots: false,
+                    loader: None,
                 },
             );
             self.add_thread(child, child);
@@ -570,6 +610,13 @@ impl<'a> Session<'a> {
         }
         if let ProcPhase::AwaitEntry { addr, orig } = parent.phase {
             mem.write(addr, &[orig]).map_err(sys)?;
+        }
+        if let Some(hook) = &parent.loader {
+            mem.write(hook.addr, &hook.orig).map_err(sys)?;
+        }
+        if let Some(mask) = self.saved_affinity {
+            // SAFETY: valid cpu_set_t; the child inherited the pinned mask.
+            unsafe { libc::sched_setaffinity(child, size_of::<libc::cpu_set_t>(), &mask) };
         }
         // SAFETY: detaching the child; its memory no longer holds anything of ours that runs.
         unsafe { libc::ptrace(libc::PTRACE_DETACH, child, 0, 0) };
@@ -604,13 +651,13 @@ impl<'a> Session<'a> {
         let entry = read_entry(tgid).map_err(|source| PtraceError::Sys {
             what: "reading /proc/PID/auxv",
             pid: tgid,
-            source,
+            error: source,
         })?;
         let proc = self.procs.get_mut(&tgid).expect("just added");
         let sys = |source| PtraceError::Sys {
             what: "placing the entry breakpoint",
             pid: tgid,
-            source,
+            error: source,
         };
         let mut orig = [0u8];
         proc.mem.read(entry, &mut orig).map_err(sys)?;
@@ -622,13 +669,20 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Places every probe whose binary `pid` maps. Every thread of `pid` must be stopped.
+    /// Places every probe whose binary `pid` maps and that is not placed yet; while some
+    /// remain, watches the dynamic loader for them. Every thread of `pid` must be stopped.
     fn install(&mut self, pid: i32) -> Result<(), PtraceError> {
         let mut lives = self.decode_points(pid)?;
-        if lives.is_empty() {
-            return Ok(());
+        if !lives.is_empty() {
+            self.place_slots(pid, &mut lives)?;
+            self.arm(pid, lives)?;
         }
-        self.place_slots(pid, &mut lives)?;
+        self.update_loader_hook(pid);
+        Ok(())
+    }
+
+    /// Writes the breakpoints of decoded, slotted points.
+    fn arm(&mut self, pid: i32, lives: Vec<(usize, LivePoint<A>)>) -> Result<(), PtraceError> {
         let proc = self.procs.get_mut(&pid).expect("known process");
         for (i, live) in lives {
             proc.mem
@@ -636,10 +690,86 @@ impl<'a> Session<'a> {
                 .map_err(|source| PtraceError::Sys {
                     what: "writing a breakpoint",
                     pid,
-                    source,
+                    error: source,
                 })?;
             proc.inst.add(i, live, self.engine.slot_return);
             self.placed[i] = true;
+        }
+        Ok(())
+    }
+
+    /// Sets the loader breakpoint while some probe is not placed in `pid`, removes it once
+    /// every probe is. Failing to find the loader only costs `dlopen` support: a warning.
+    fn update_loader_hook(&mut self, pid: i32) {
+        let proc = self.procs.get_mut(&pid).expect("known process");
+        let missing = proc.inst.points.iter().any(Option::is_none);
+        match (&proc.loader, missing) {
+            (None, true) => match find_loader_hook(&mut proc.mem, pid) {
+                Ok(Some(hook)) => {
+                    if proc.mem.write(hook.addr, A::BREAKPOINT).is_ok() {
+                        proc.loader = Some(hook);
+                    }
+                }
+                Ok(None) => {} // statically linked: nothing will ever be loaded
+                Err(e) => self.warnings.push(format!(
+                    "cannot watch the dynamic loader of {pid} ({e}); probes in libraries \
+                     loaded later with dlopen will not be placed"
+                )),
+            },
+            (Some(hook), false) => {
+                let _ = proc.mem.write(hook.addr, &hook.orig);
+                proc.loader = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// The loader changed the list of objects: once it is consistent again, stop every
+    /// thread, place what is now mapped, and let everyone go.
+    fn on_loader(
+        &mut self,
+        tid: i32,
+        tgid: i32,
+        mut regs: <A as Arch>::Regs,
+        on_hit: &mut dyn FnMut(&HitEvent),
+    ) -> Result<(), PtraceError> {
+        let sys = |source| PtraceError::Sys {
+            what: "following the dynamic loader",
+            pid: tid,
+            error: source,
+        };
+        let proc = self.procs.get_mut(&tgid).expect("known process");
+        let hook = proc.loader.clone().expect("checked by the caller");
+        A::simulate(&hook.insn, &mut regs, &mut proc.mem).map_err(sys)?;
+        proc.mem.set_regs(tid, &regs).map_err(sys)?;
+        // struct r_debug { int r_version; link_map *r_map; ElfW(Addr) r_brk; r_state; ... }
+        let state = proc.mem.read_u64(hook.r_debug + 24).map_err(sys)? as u32;
+        const RT_CONSISTENT: u32 = 0;
+        if state != RT_CONSISTENT || self.holding {
+            return Ok(());
+        }
+        self.stop_all(on_hit)?;
+        let result = self.install(tgid);
+        self.resume_held(tid)?;
+        result
+    }
+
+    /// Resumes every thread `stop_all` held, except `except` (resumed by the caller).
+    fn resume_held(&mut self, except: i32) -> Result<(), PtraceError> {
+        let held: Vec<(i32, i32, bool)> = self
+            .threads
+            .iter_mut()
+            .filter(|(t, th)| **t != except && th.stopped)
+            .map(|(&t, th)| (t, std::mem::take(&mut th.pending_sig), th.group_stop))
+            .collect();
+        for (t, sig, group_stop) in held {
+            if group_stop {
+                // SAFETY: PTRACE_LISTEN on a tracee in group-stop; no pointers.
+                unsafe { libc::ptrace(libc::PTRACE_LISTEN, t, 0, 0) };
+                self.threads.get_mut(&t).expect("listed").stopped = false;
+            } else {
+                self.resume(t, sig)?;
+            }
         }
         Ok(())
     }
@@ -650,6 +780,9 @@ impl<'a> Session<'a> {
         let proc = self.procs.get_mut(&pid).expect("known process");
         let mut lives = Vec::new();
         for (i, def) in self.engine.table.points.iter().enumerate() {
+            if proc.inst.points[i].is_some() {
+                continue;
+            }
             let Ok(addr) =
                 crate::symbols::runtime_address(pid as u32, &def.binary, def.file_offset)
             else {
@@ -665,7 +798,7 @@ impl<'a> Session<'a> {
                     .map_err(|source| PtraceError::Sys {
                         what: "reading the probed code",
                         pid,
-                        source,
+                        error: source,
                     })?;
             }
             if code.starts_with(A::BREAKPOINT) {
@@ -708,9 +841,10 @@ impl<'a> Session<'a> {
         pid: i32,
         lives: &mut [(usize, LivePoint<A>)],
     ) -> Result<(), PtraceError> {
-        let need_tramp = lives
-            .iter()
-            .any(|(i, _)| !self.engine.table.points[*i].returns.is_empty());
+        let need_tramp = self.procs[&pid].inst.trampoline.is_none()
+            && lives
+                .iter()
+                .any(|(i, _)| !self.engine.table.points[*i].returns.is_empty());
         let mut clusters: Vec<Vec<usize>> = Vec::new();
         for k in (0..lives.len()).filter(|&k| lives[k].1.handling == Handling::OutOfLine) {
             let addr = lives[k].1.addr;
@@ -736,7 +870,7 @@ impl<'a> Session<'a> {
             let sys = |source| PtraceError::Sys {
                 what: "writing the slot area",
                 pid,
-                source,
+                error: source,
             };
             if need_tramp && n == 0 {
                 proc.mem.write(area, A::BREAKPOINT).map_err(sys)?;
@@ -832,7 +966,7 @@ impl<'a> Session<'a> {
         let sys = |what, source| PtraceError::Sys {
             what,
             pid: tid,
-            source,
+            error: source,
         };
         let proc = self.procs.get_mut(&pid).expect("known process");
         let saved = proc
@@ -913,6 +1047,13 @@ impl<'a> Session<'a> {
 
     /// Brings every traced thread into a ptrace stop, handling what they report meanwhile.
     fn stop_all(&mut self, on_hit: &mut dyn FnMut(&HitEvent)) -> Result<(), PtraceError> {
+        self.holding = true;
+        let r = self.stop_all_inner(on_hit);
+        self.holding = false;
+        r
+    }
+
+    fn stop_all_inner(&mut self, on_hit: &mut dyn FnMut(&HitEvent)) -> Result<(), PtraceError> {
         loop {
             let running: Vec<i32> = self
                 .threads
@@ -954,13 +1095,16 @@ impl<'a> Session<'a> {
         let sys = |source| PtraceError::Sys {
             what: "restoring the tracee",
             pid,
-            source,
+            error: source,
         };
         for live in proc.inst.points.iter().flatten() {
             proc.mem.write(live.addr, &live.orig).map_err(sys)?;
         }
         if let ProcPhase::AwaitEntry { addr, orig } = proc.phase {
             proc.mem.write(addr, &[orig]).map_err(sys)?;
+        }
+        if let Some(hook) = proc.loader.take() {
+            proc.mem.write(hook.addr, &hook.orig).map_err(sys)?;
         }
         let mut unrestored = false;
         for &tid in &tids {
@@ -1028,14 +1172,19 @@ fn seize(tid: i32) -> Result<(), PtraceError> {
         Some(libc::ESRCH) => PtraceError::NoSuchProcess(tid),
         Some(libc::EPERM) => PtraceError::PermissionDenied {
             pid: tid,
-            scope: std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
-                .map_or_else(|_| "unknown".into(), |s| s.trim().to_string()),
-            source,
+            scope: match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
+                Ok(v) if v.trim() != "0" => format!(
+                    " with /proc/sys/kernel/yama/ptrace_scope set to 0 (it is {})",
+                    v.trim()
+                ),
+                _ => String::new(),
+            },
+            error: source,
         },
         _ => PtraceError::Sys {
             what: "PTRACE_SEIZE",
             pid: tid,
-            source,
+            error: source,
         },
     })
 }
@@ -1103,17 +1252,71 @@ fn read_tgid(pid: i32) -> Option<i32> {
 
 /// The program's entry point (AT_ENTRY), already relocated.
 fn read_entry(pid: i32) -> io::Result<u64> {
+    read_auxv(pid, libc::AT_ENTRY)
+}
+
+/// One value of the process's auxiliary vector.
+fn read_auxv(pid: i32, key: u64) -> io::Result<u64> {
     let auxv = std::fs::read(format!("/proc/{pid}/auxv"))?;
+    let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().expect("8 bytes"));
     auxv.chunks_exact(16)
-        .map(|c| {
-            (
-                u64::from_ne_bytes(c[..8].try_into().unwrap()),
-                u64::from_ne_bytes(c[8..].try_into().unwrap()),
-            )
-        })
-        .find(|&(k, _)| k == libc::AT_ENTRY)
+        .map(|c| (word(&c[..8]), word(&c[8..])))
+        .find(|&(k, _)| k == key)
         .map(|(_, v)| v)
-        .ok_or_else(|| io::Error::other("no AT_ENTRY in auxv"))
+        .ok_or_else(|| io::Error::other(format!("no entry {key} in /proc/{pid}/auxv")))
+}
+
+/// Finds glibc's `r_debug` through the program's `DT_DEBUG` entry (AT_PHDR, then PT_DYNAMIC,
+/// in memory) and the loader's `r_brk` in it. `None` for a program without a dynamic section.
+fn find_loader_hook(mem: &mut PtraceTarget, pid: i32) -> io::Result<Option<LoaderHook>> {
+    const PT_DYNAMIC: u32 = 2;
+    const PT_PHDR: u32 = 6;
+    const DT_DEBUG: u64 = 21;
+    let phdr = read_auxv(pid, libc::AT_PHDR)?;
+    let phnum = read_auxv(pid, libc::AT_PHNUM)?;
+    let mut headers = vec![0u8; 56 * phnum as usize];
+    mem.read(phdr, &mut headers)?;
+    let field = |h: &[u8], off: usize| u64::from_le_bytes(h[off..off + 8].try_into().expect("8"));
+    let kind = |h: &[u8]| u32::from_le_bytes(h[..4].try_into().expect("4"));
+    let phdrs: Vec<&[u8]> = headers.chunks_exact(56).collect();
+    // Load bias: where the headers are minus where the file says they are (0 if not PIE).
+    let bias = phdrs
+        .iter()
+        .find(|h| kind(h) == PT_PHDR)
+        .map_or(0, |h| phdr.wrapping_sub(field(h, 16)));
+    let Some(dynamic) = phdrs.iter().find(|h| kind(h) == PT_DYNAMIC) else {
+        return Ok(None);
+    };
+    let (start, size) = (bias.wrapping_add(field(dynamic, 16)), field(dynamic, 40));
+    let mut r_debug = 0;
+    for k in 0..size / 16 {
+        match mem.read_u64(start + 16 * k)? {
+            DT_DEBUG => {
+                r_debug = mem.read_u64(start + 16 * k + 8)?;
+                break;
+            }
+            0 => break,
+            _ => {}
+        }
+    }
+    if r_debug == 0 {
+        return Ok(None);
+    }
+    let addr = mem.read_u64(r_debug + 16)?;
+    let mut code = vec![0u8; A::MAX_INSN_LEN];
+    mem.read(addr, &mut code)?;
+    let Some(insn) = A::decode(&code, addr).filter(A::can_simulate) else {
+        return Err(io::Error::other(
+            "the loader's r_brk starts with an instruction the engine does not simulate",
+        ));
+    };
+    let orig = code[..A::BREAKPOINT.len()].to_vec();
+    Ok(Some(LoaderHook {
+        r_debug,
+        addr,
+        orig,
+        insn,
+    }))
 }
 
 fn cpu_set(cpu: usize) -> libc::cpu_set_t {

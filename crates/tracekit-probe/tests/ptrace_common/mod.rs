@@ -35,6 +35,23 @@ pub fn build_target() -> &'static Path {
     })
 }
 
+/// Builds `testdata/dl.c` into `libtk-dl.so` next to the target, once; returns its path.
+pub fn build_dl_lib() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = build_target().with_file_name("libtk-dl.so");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dl.c");
+        let st = Command::new("gcc")
+            .args(["-O1", "-g", "-shared", "-fPIC", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("gcc must be installed to build the probe test library");
+        assert!(st.success(), "gcc failed to build {}", src.display());
+        out
+    })
+}
+
 /// Resolves spec texts (short forms expand to entry + return) against the test target.
 pub fn probes(specs: &[String]) -> Vec<ResolvedProbe> {
     ProbeSpec::parse_all(specs)

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use tracekit_core::report::{Column, OutputTarget, Style, Table};
 use tracekit_core::units::{human_bytes, parse_cpu_list, parse_size};
 use tracekit_kvm::dirty::{DirtyLogConfig, DirtyLogReport};
-use tracekit_kvm::{Backing, DemandPagingConfig, DemandPagingReport, Engine, HandlerMode};
+use tracekit_kvm::{
+    Backing, DemandPagingConfig, DemandPagingReport, Engine, HandlerMode, Privilege,
+};
 
 /// `tracekit bench ...`
 #[derive(Subcommand)]
@@ -78,6 +80,10 @@ pub struct CommonArgs {
     /// KVM device to open.
     #[arg(long, value_name = "PATH", default_value = tracekit_kvm::KVM_DEVICE)]
     kvm_device: PathBuf,
+    /// Run the guest loop in supervisor mode (CPL 0, like the seed) instead of user mode (CPL 3).
+    /// On PVM (software-virtualized KVM) every supervisor-mode instruction is emulated.
+    #[arg(long)]
+    supervisor: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -119,6 +125,16 @@ pub struct DirtyLogArgs {
     /// Dirty the memory from host threads instead of vCPUs (no log; the floor for dirtying).
     #[arg(long)]
     no_kvm: bool,
+}
+
+impl CommonArgs {
+    fn privilege(&self) -> Privilege {
+        if self.supervisor {
+            Privilege::Supervisor
+        } else {
+            Privilege::User
+        }
+    }
 }
 
 /// A parsed CPU list (a newtype, so clap takes it as one value rather than many).
@@ -183,6 +199,7 @@ fn demand_paging(a: DemandPagingArgs) -> anyhow::Result<ExitCode> {
         }),
         cpus: c.cpus.clone().map(|l| l.0),
         kvm_device: c.kvm_device.clone(),
+        privilege: c.privilege(),
     };
     let bar = progress(c.bytes_per_vcpu / 4096 * c.vcpus as u64);
     let report = tracekit_kvm::run_demand_paging(&config, &mut |pages| bar.set_position(pages));
@@ -301,6 +318,7 @@ fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
         manual_protect: !a.no_manual_protect,
         cpus: c.cpus.clone().map(|l| l.0),
         kvm_device: c.kvm_device.clone(),
+        privilege: c.privilege(),
     };
     let bar = progress((c.bytes_per_vcpu / 4096 * c.vcpus as u64).saturating_mul(a.iterations + 1));
     let report = tracekit_kvm::run_dirty_log(&config, &mut |pages| bar.set_position(pages));

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
@@ -27,11 +26,26 @@ pub enum Engine {
     Ptrace,
 }
 
+macro_rules! examples {
+    () => {
+        "Examples:\n  \
+        tracekit probe /bin/bash:readline -p 1234\n  \
+        tracekit probe uprobe:libc.so.6:malloc --print -- ls\n  \
+        tracekit probe ./app:handle_request --json -o probe.json -- ./app --port 8080\n  \
+        tracekit probe --engine ptrace uretprobe:./app:parse -- ./app input.txt"
+    };
+}
+const EXAMPLES: &str = examples!();
+
 /// Arguments of `tracekit probe`.
 #[derive(clap::Args)]
+// The subcommand's doc comment in main.rs sets about/long_about, so the teaching text goes
+// after the options.
 #[command(
-    long_about = "Count calls of user functions and measure their latency, like bpftrace uprobes \
-        or ltrace, with BPF uprobes (default) or tracekit's own ptrace breakpoint engine.\n\n\
+    after_help = EXAMPLES,
+    after_long_help = concat!(
+        "Count calls of user functions and measure their latency, like bpftrace uprobes or ltrace, \
+        with BPF uprobes (default) or tracekit's own ptrace breakpoint engine.\n\n\
         SPEC is one of:\n  \
         uprobe:BINARY:SYMBOL[+OFFSET]   function entry (or an instruction inside it)\n  \
         uprobe:BINARY:0xADDRESS         an ELF virtual address, as `nm` prints it\n  \
@@ -42,15 +56,12 @@ pub enum Engine {
         finds the process's own).\n\n\
         The report lists hits per probe and, for return probes, total/min/avg/max/stddev and a \
         log2 histogram of the latency. Ctrl-C or SIGTERM ends the run, prints the report and \
-        detaches; the traced command's exit status is passed through.",
-    after_help = "Examples:\n  \
-        tracekit probe /bin/bash:readline -p 1234\n  \
-        tracekit probe uprobe:libc.so.6:malloc --print -- ls\n  \
-        tracekit probe ./app:handle_request --json -o probe.json -- ./app --port 8080\n  \
-        tracekit probe --engine ptrace uretprobe:./app:parse -- ./app input.txt"
+        detaches; the traced command's exit status is passed through.\n\n",
+        examples!()
+    )
 )]
 pub struct ProbeArgs {
-    /// Probe specs (see above); each gives one line of the report (the short form two).
+    /// Probe specs (forms in --help); each gives one line of the report (the short form two).
     #[arg(required = true, value_name = "SPEC")]
     specs: Vec<String>,
     /// Trace this running process (all its threads) until it exits or Ctrl-C.
@@ -105,7 +116,10 @@ struct RunResult {
 pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let specs = ProbeSpec::parse_all(&args.specs)?;
     if specs.iter().any(|s| s.kind == ProbeKind::Kprobe) {
-        let k = specs.iter().find(|s| s.kind == ProbeKind::Kprobe).expect("checked");
+        let k = specs
+            .iter()
+            .find(|s| s.kind == ProbeKind::Kprobe)
+            .expect("checked");
         if args.engine == Engine::Ptrace {
             bail!("`{k}`: the ptrace engine probes user functions only; use uprobe:BINARY:SYMBOL");
         }
@@ -114,22 +128,31 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let (program, rest) = match (args.pid, args.command.split_first()) {
         (Some(_), _) => (None, Vec::new()),
         (None, Some((p, rest))) => (Some(PathBuf::from(p)), rest.to_vec()),
-        (None, None) => bail!("nothing to trace: give -p PID, or a command after `--` (tracekit probe SPEC -- COMMAND ARGS...)"),
+        (None, None) => bail!(
+            "nothing to trace: give -p PID, or a command after `--` (tracekit probe SPEC -- COMMAND ARGS...)"
+        ),
     };
-    if let Some(pid) = args.pid {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            bail!("no process with pid {pid}; check the pid with `ps` (the process may have exited)");
-        }
+    if let Some(pid) = args.pid
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    {
+        bail!("no process with pid {pid}; check the pid with `ps` (the process may have exited)");
     }
-    let command_path = program.as_deref().map(bpf::launch::find_program).transpose().context("cannot run the command")?;
-    let lookup = Lookup { pid: args.pid, command: command_path.clone() };
-    let probes: Vec<ResolvedProbe> =
-        specs.iter().map(|s| resolve_with(s, &lookup)).collect::<Result<_, _>>()?;
+    let command_path = program
+        .as_deref()
+        .map(bpf::launch::find_program)
+        .transpose()
+        .context("cannot run the command")?;
+    let lookup = Lookup {
+        pid: args.pid,
+        command: command_path.clone(),
+    };
+    let probes: Vec<ResolvedProbe> = specs
+        .iter()
+        .map(|s| resolve_with(s, &lookup))
+        .collect::<Result<_, _>>()?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install the signal handler")?;
-    }
+    // First Ctrl-C/SIGTERM: the engine stops, detaches, and the report is printed.
+    let stop = crate::stop::flag().context("cannot install the signal handler")?;
     let out = OutputTarget::new(args.output.as_deref());
     // Streamed hits go to stdout, unless the JSON report goes there.
     let events_to_stderr = args.json && args.output.is_none();
@@ -137,12 +160,45 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let mut on_hit = |h: &Hit| print_hit(h, &probes, nargs, events_to_stderr);
 
     let result = match args.engine {
-        Engine::Bpf => run_bpf(&probes, &args, command_path.as_ref(), &rest, &stop, &mut on_hit)?,
-        Engine::Ptrace => run_ptrace(&probes, &args, command_path.as_ref(), &rest, &stop, &mut on_hit)?,
-        Engine::Auto => match run_bpf(&probes, &args, command_path.as_ref(), &rest, &stop, &mut on_hit) {
-            Err(e) if e.downcast_ref::<bpf::BpfError>().is_some_and(bpf::BpfError::is_refused) => {
-                eprintln!("tracekit: BPF engine refused ({e:#}); falling back to the ptrace engine");
-                run_ptrace(&probes, &args, command_path.as_ref(), &rest, &stop, &mut on_hit)?
+        Engine::Bpf => run_bpf(
+            &probes,
+            &args,
+            command_path.as_ref(),
+            &rest,
+            &stop,
+            &mut on_hit,
+        )?,
+        Engine::Ptrace => run_ptrace(
+            &probes,
+            &args,
+            command_path.as_ref(),
+            &rest,
+            &stop,
+            &mut on_hit,
+        )?,
+        Engine::Auto => match run_bpf(
+            &probes,
+            &args,
+            command_path.as_ref(),
+            &rest,
+            &stop,
+            &mut on_hit,
+        ) {
+            Err(e)
+                if e.downcast_ref::<bpf::BpfError>()
+                    .is_some_and(bpf::BpfError::is_refused) =>
+            {
+                eprintln!(
+                    "tracekit: BPF engine refused ({e:#}); falling back to the ptrace engine"
+                );
+                run_ptrace(
+                    &probes,
+                    &args,
+                    command_path.as_ref(),
+                    &rest,
+                    &stop,
+                    &mut on_hit,
+                )?
             }
             r => r?,
         },
@@ -172,22 +228,48 @@ fn run_bpf(
 ) -> anyhow::Result<RunResult> {
     let target = match (args.pid, program) {
         (Some(pid), _) => bpf::Target::Pid(pid),
-        (None, Some(p)) => bpf::Target::Command { program: p.clone(), args: rest.to_vec() },
+        (None, Some(p)) => bpf::Target::Command {
+            program: p.clone(),
+            args: rest.to_vec(),
+        },
         (None, None) => unreachable!("checked by run"),
     };
     let mut forward = |e: &bpf::HitEvent| {
-        on_hit(&Hit { probe: e.probe, tid: e.tid.into(), kind: e.kind, args: e.args, retval: e.retval, latency_ns: e.latency_ns })
+        on_hit(&Hit {
+            probe: e.probe,
+            tid: e.tid.into(),
+            kind: e.kind,
+            args: e.args,
+            retval: e.retval,
+            latency_ns: e.latency_ns,
+        })
     };
-    let out = bpf::run(probes, &target, &BpfOptions { print: args.print, on_attached: args.pid.map(|_| attached as fn(usize)) }, stop, &mut forward)?;
-    let mut notes = Vec::new();
+    let out = bpf::run(
+        probes,
+        &target,
+        &BpfOptions {
+            print: args.print,
+            on_attached: args.pid.map(|_| attached as fn(usize)),
+        },
+        stop,
+        &mut forward,
+    )?;
+    let mut notes = out.warnings;
     if out.lost_events > 0 {
-        notes.push(format!("{} streamed hits lost (ring buffer full); the counts in the report are complete", out.lost_events));
+        notes.push(format!(
+            "{} streamed hits lost (ring buffer full); the counts in the report are complete",
+            out.lost_events
+        ));
     }
     let exit = out.exit.map(|e| match e {
         bpf::ExitStatus::Code(c) => Exit::Code(c),
         bpf::ExitStatus::Signal(s) => Exit::Signal(s),
     });
-    Ok(RunResult { report: out.report, exit, notes })
+    Ok(RunResult {
+        report: out.report,
+        exit,
+        notes,
+    })
 }
 
 fn run_ptrace(
@@ -201,24 +283,45 @@ fn run_ptrace(
     use tracekit_probe::ptrace;
     let target = match (args.pid, program) {
         (Some(pid), _) => ptrace::Target::Attach(i32::try_from(pid).context("pid out of range")?),
-        (None, Some(p)) => ptrace::Target::Spawn { program: p.clone(), args: rest.to_vec() },
+        (None, Some(p)) => ptrace::Target::Spawn {
+            program: p.clone(),
+            args: rest.to_vec(),
+        },
         (None, None) => unreachable!("checked by run"),
     };
-    let opts = ptrace::PtraceOptions { print: args.print, pin_cpu: args.pin_cpu, ..Default::default() };
+    let opts = ptrace::PtraceOptions {
+        print: args.print,
+        pin_cpu: args.pin_cpu,
+        ..Default::default()
+    };
     let mut forward = |e: &ptrace::HitEvent| {
-        on_hit(&Hit { probe: e.probe, tid: e.tid.into(), kind: e.kind, args: e.args, retval: e.retval, latency_ns: e.latency_ns })
+        on_hit(&Hit {
+            probe: e.probe,
+            tid: e.tid.into(),
+            kind: e.kind,
+            args: e.args,
+            retval: e.retval,
+            latency_ns: e.latency_ns,
+        })
     };
     let out = ptrace::run(probes, target, &opts, stop, &mut forward)?;
     let exit = out.exit.map(|e| match e {
         ptrace::ExitStatus::Code(c) => Exit::Code(c),
         ptrace::ExitStatus::Signal(s) => Exit::Signal(s),
     });
-    Ok(RunResult { report: out.report, exit, notes: out.warnings })
+    Ok(RunResult {
+        report: out.report,
+        exit,
+        notes: out.warnings,
+    })
 }
 
 /// With -p the user starts the workload (or a test releases it) once this is printed.
 fn attached(n: usize) {
-    eprintln!("tracekit: {n} probe{} attached; tracing until the process exits or Ctrl-C", if n == 1 { "" } else { "s" });
+    eprintln!(
+        "tracekit: {n} probe{} attached; tracing until the process exits or Ctrl-C",
+        if n == 1 { "" } else { "s" }
+    );
 }
 
 fn print_hit(h: &Hit, probes: &[ResolvedProbe], nargs: usize, to_stderr: bool) {
@@ -236,13 +339,21 @@ fn print_hit(h: &Hit, probes: &[ResolvedProbe], nargs: usize, to_stderr: bool) {
         let _ = write!(line, "({})", a.join(", "));
     }
     line.push('\n');
-    let _ = if to_stderr { std::io::stderr().write_all(line.as_bytes()) } else { std::io::stdout().write_all(line.as_bytes()) };
+    let _ = if to_stderr {
+        std::io::stderr().write_all(line.as_bytes())
+    } else {
+        std::io::stdout().write_all(line.as_bytes())
+    };
 }
 
 /// Small values (positive or negative) in decimal, anything else (pointers) in hex.
 fn fmt_int(v: u64) -> String {
     let s = v as i64;
-    if (-1_000_000_000..=1_000_000_000_000).contains(&s) { s.to_string() } else { format!("{v:#x}") }
+    if (-1_000_000_000..=1_000_000_000_000).contains(&s) {
+        s.to_string()
+    } else {
+        format!("{v:#x}")
+    }
 }
 
 fn fmt_us(ns: f64) -> String {
@@ -275,8 +386,12 @@ fn text_report(r: &RunResult, style: Style) -> String {
     }
     let mut text = format!("\n Probes ({} engine)", r.report.engine);
     match r.exit {
-        Some(Exit::Code(c)) => { let _ = write!(text, ", command exited with status {c}"); }
-        Some(Exit::Signal(s)) => { let _ = write!(text, ", command killed by signal {s}"); }
+        Some(Exit::Code(c)) => {
+            let _ = write!(text, ", command exited with status {c}");
+        }
+        Some(Exit::Signal(s)) => {
+            let _ = write!(text, ", command killed by signal {s}");
+        }
         None => {}
     }
     text.push_str(":\n\n");
