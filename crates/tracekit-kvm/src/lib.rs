@@ -1,7 +1,8 @@
 //! tracekit's KVM multi-vCPU memory performance-test library (the counterpart of the KVM
 //! selftests' perf_test_util / memstress), and the two tests built on it.
 //!
-//! A [`PerfTestVm`] has N vCPUs in 64-bit long mode with 4-level paging and 4 KiB guest pages.
+//! A [`PerfTestVm`] has N vCPUs in 64-bit long mode with 4-level paging and 4 KiB guest pages,
+//! running the test loop in user mode (CPL 3) unless [`Privilege::Supervisor`] is asked for.
 //! Its test memory (N × bytes per vCPU) is a memory slot at the top of guest physical memory,
 //! mapped at guest virtual address [`TEST_GVA`]; vCPU `i` owns the `i`-th slice ([`Layout`]),
 //! described by an argument block the guest reads. The guest code ([`guest::guest_code`],

@@ -19,7 +19,7 @@ pub enum BenchCommand {
     /// How fast the host serves guest page faults (the KVM selftests' demand_paging_test).
     #[command(
         long_about = "Demand-paging test (the KVM selftests' demand_paging_test, on tracekit's perf-test \
-library). A VM with VCPUS vCPUs in 64-bit long mode gets BYTES of fresh, never-touched test memory \
+library). A VM with VCPUS vCPUs in 64-bit long mode (the test loop at CPL 3; --supervisor for CPL 0) gets BYTES of fresh, never-touched test memory \
 per vCPU at the top of guest physical memory; each vCPU writes the first 8 bytes of every 4 KiB page \
 of its slice once, so every write is a page fault served by the host: by the kernel, or with -u by \
 userfaultfd handler threads doing UFFDIO_COPY (one per vCPU, or one for all with -a).\n\n\
