@@ -56,6 +56,7 @@ def tools(tmp):
     return {
         "untraced": (lambda w: w, None),
         "empty tp_btf pair (floor)": (lambda w: [FLOOR] + w, None),
+        "  + bpf_ktime_get_ns each": (lambda w: [FLOOR, "--clock"] + w, None),
         "tracekit trace summary": (lambda w: [TRACEKIT, "trace", "summary", "--json", "-o", out, "--"] + w,
                                    lambda: count_tracekit(out)),
         "bpftrace (stats per syscall)": (lambda w: ["bpftrace", "-q", "-o", out, "-e", BPFTRACE_PROG, "-c", " ".join(w)],
@@ -105,19 +106,22 @@ def main():
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     print(f"\nsyscall tracing overhead, getppid, median of {args.rounds} interleaved rounds "
           f"({args.calls} calls; perf/strace {args.slow_calls}); kernel {os.uname().release}, {os.cpu_count()} CPUs\n")
-    hdr = f"{'tool':<30} {'threads':>7} {'ns/call':>10} {'overhead ns':>12} {'x floor':>8} {'exact count':>12}"
+    hdr = f"{'tool':<30} {'threads':>7} {'ns/call':>10} {'overhead ns':>12} {'x floor':>8} {'x clock floor':>14} {'exact count':>12}"
     print(hdr)
     print("-" * len(hdr))
     for th in (1, 2):
         base = statistics.median(results[("untraced", th)])
         floor_key = ("empty tp_btf pair (floor)", th)
         floor = statistics.median(results[floor_key]) - base if floor_key in results else None
+        clock_key = ("  + bpf_ktime_get_ns each", th)
+        clock = statistics.median(results[clock_key]) - base if clock_key in results else None
         for t in names:
             med = statistics.median(results[(t, th)])
             over = med - base
             ratio = f"{over / floor:.2f}" if floor and t != "untraced" else "-"
-            ex = "-" if t in ("untraced", "empty tp_btf pair (floor)") else ("yes" if exact[(t, th)] else "NO")
-            print(f"{t:<30} {th:>7} {med:>10.1f} {over:>12.1f} {ratio:>8} {ex:>12}")
+            cratio = f"{over / clock:.2f}" if clock and t not in ("untraced", "empty tp_btf pair (floor)") else "-"
+            ex = "-" if t in ("untraced", "empty tp_btf pair (floor)", "  + bpf_ktime_get_ns each") else ("yes" if exact[(t, th)] else "NO")
+            print(f"{t:<30} {th:>7} {med:>10.1f} {over:>12.1f} {ratio:>8} {cratio:>14} {ex:>12}")
         print()
 
 

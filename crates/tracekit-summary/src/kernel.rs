@@ -210,13 +210,19 @@ fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, prog: &'static str, tracepoint: &'s
     Ok(())
 }
 
-/// Loads and attaches the empty `sys_enter`/`sys_exit` pair: the cost floor of any in-kernel
-/// syscall tracer, for benchmarks. Keep the returned value alive while measuring.
-pub fn attach_floor() -> Result<Ebpf, SummaryError> {
+/// Loads and attaches the empty `sys_enter`/`sys_exit` pair, the cost floor of any in-kernel
+/// syscall tracer, or with `clock` the pair that only reads the clock (`bpf_ktime_get_ns`),
+/// the floor of any tracer that measures latency. For benchmarks: keep the returned value
+/// alive while measuring.
+pub fn attach_floor(clock: bool) -> Result<Ebpf, SummaryError> {
     let btf = Btf::from_sys_fs().map_err(|e| SummaryError::Load(e.to_string()))?;
-    let mut ebpf = EbpfLoader::new().allow_unsupported_maps().load(OBJECT).map_err(|e| SummaryError::Load(error_chain(&e)))?;
-    attach_tp_btf(&mut ebpf, &btf, "floor_enter", "sys_enter")?;
-    attach_tp_btf(&mut ebpf, &btf, "floor_exit", "sys_exit")?;
+    let mut ebpf = EbpfLoader::new()
+        .allow_unsupported_maps()
+        .load(OBJECT)
+        .map_err(|e| SummaryError::Load(error_chain(&e)))?;
+    let (enter, exit) = if clock { ("floor_clock_enter", "floor_clock_exit") } else { ("floor_enter", "floor_exit") };
+    attach_tp_btf(&mut ebpf, &btf, enter, "sys_enter")?;
+    attach_tp_btf(&mut ebpf, &btf, exit, "sys_exit")?;
     Ok(ebpf)
 }
 
