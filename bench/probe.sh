@@ -20,8 +20,11 @@
 # Usage: bash bench/probe.sh [R] [--all]    (R: runs per case, default 7)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-R=${1:-7}
-ALL=${2:-}
+R=7
+ALL=
+for arg in "$@"; do
+	case $arg in --all) ALL=--all ;; *[!0-9]* | "") echo "usage: bash bench/probe.sh [R] [--all]" >&2; exit 2 ;; *) R=$arg ;; esac
+done
 TARGET=${CARGO_TARGET_DIR:-target}
 [ -n "${TK_SKIP_BUILD:-}" ] || cargo build --release -q -p tracekit   # TK_SKIP_BUILD=1: use the binary as is
 TK="$TARGET/release/tracekit"

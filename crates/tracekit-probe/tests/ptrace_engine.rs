@@ -277,14 +277,16 @@ fn attach_and_detach(pin_cpu: Option<usize>) {
                 },
             )
         });
-        // Start the calls once the breakpoint is in place.
-        let addr = probes[0].runtime_address(pid as u32).unwrap();
+        // Start the calls once the breakpoint is in place (the program may still be in the
+        // middle of its exec when spawn returns: retry until its text is mapped).
         let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
         let mut b = [0u8];
         for _ in 0..500 {
-            std::os::unix::fs::FileExt::read_exact_at(&mem, &mut b, addr).unwrap();
-            if b[0] == 0xcc {
-                break;
+            if let Ok(addr) = probes[0].runtime_address(pid as u32) {
+                std::os::unix::fs::FileExt::read_exact_at(&mem, &mut b, addr).unwrap();
+                if b[0] == 0xcc {
+                    break;
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

@@ -237,3 +237,62 @@ fn kernel_statistics_equal_the_streamed_latencies() {
     latencies.iter().for_each(|&v| hist.record(v));
     assert_eq!(ret.histogram.as_ref().unwrap().buckets, hist.buckets);
 }
+
+/// The kernel handles every kind of first instruction (RIP-relative, call, jmp, jcc, push):
+/// exact hits for each, entry and return, and the program's output is unchanged.
+#[test]
+fn every_first_instruction_kind_counts_exactly() {
+    let funcs = [
+        "tk_riprel",
+        "tk_lea",
+        "tk_call",
+        "tk_jmp",
+        "tk_jcc",
+        "tk_push",
+        "tk_empty",
+    ];
+    let specs: Vec<String> = funcs
+        .iter()
+        .map(|f| format!("{}:{f}", target().display()))
+        .collect();
+    let probes = resolve_all(&specs);
+    let dir = std::env::temp_dir().join(format!("tk-probe-kinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The program writes its output to a file through a shell, so it can be compared.
+    let traced = dir.join("traced.txt");
+    let script = format!(
+        "exec {} --threads 3 250 > {}",
+        target().display(),
+        traced.display()
+    );
+    let target_cmd = Target::Command {
+        program: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+    };
+    let out = run(
+        &probes,
+        &target_cmd,
+        &BpfOptions::default(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    for (i, p) in out.report.probes.iter().enumerate() {
+        // tk_jcc is entered through tk_jcc_entry's jmp, once per call.
+        assert_eq!((p.hits, p.missed), (750, 0), "{}", p.spec);
+        assert_eq!(
+            p.kind,
+            if i % 2 == 0 {
+                ProbeKind::Uprobe
+            } else {
+                ProbeKind::Uretprobe
+            }
+        );
+    }
+    let plain = std::process::Command::new(target())
+        .args(["--threads", "3", "250"])
+        .output()
+        .unwrap();
+    assert_eq!(std::fs::read(&traced).unwrap(), plain.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -216,6 +216,13 @@ impl<A: Arch> Installed<A> {
         })
     }
 
+    /// Whether one of our breakpoints (probe point, slot return, trampoline) is at `addr`.
+    pub fn is_breakpoint(&self, addr: u64) -> bool {
+        self.by_addr.contains_key(&addr)
+            || self.slot_breakpoints.contains_key(&addr)
+            || self.trampoline == Some(addr)
+    }
+
     /// Whether `addr` is inside a slot area.
     pub fn in_areas(&self, addr: u64) -> bool {
         self.areas.iter().any(|&(a, l)| addr >= a && addr < a + l)

@@ -412,6 +412,11 @@ impl<'a> Session<'a> {
                     }
                     return Ok(());
                 }
+                if detaching && self.trap_pending(tid)? {
+                    // Interrupted right after executing one of our int3s: its SIGTRAP is
+                    // still queued. Let it come (and be handled) before holding the thread.
+                    return self.resume(tid, 0);
+                }
                 (0, false)
             }
             _ => (0, false),
@@ -423,6 +428,24 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         self.resume(tid, resume_sig)
+    }
+
+    /// Whether stopped thread `tid` sits just past one of our breakpoints: a trap that the
+    /// kernel has queued but not yet reported (PTRACE_INTERRUPT is reported first).
+    fn trap_pending(&mut self, tid: i32) -> Result<bool, PtraceError> {
+        let tgid = self.threads[&tid].tgid;
+        let Some(proc) = self.procs.get_mut(&tgid) else {
+            return Ok(false);
+        };
+        let regs = proc.mem.get_regs(tid).map_err(|source| PtraceError::Sys {
+            what: "PTRACE_GETREGS",
+            pid: tid,
+            error: source,
+        })?;
+        let addr = A::breakpoint_address(A::pc(&regs));
+        let entry = matches!(proc.phase, ProcPhase::AwaitEntry { addr: a, .. } if a == addr);
+        let loader = proc.loader.as_ref().is_some_and(|h| h.addr == addr);
+        Ok(proc.inst.is_breakpoint(addr) || entry || loader)
     }
 
     /// A signal-delivery stop: ours (a breakpoint) or the program's (passed through).
