@@ -153,9 +153,15 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
 
     // First Ctrl-C/SIGTERM: the engine stops, detaches, and the report is printed.
     let stop = crate::stop::flag().context("cannot install the signal handler")?;
-    let out = OutputTarget::new(args.output.as_deref());
-    // Streamed hits go to stdout, unless the JSON report goes there.
-    let events_to_stderr = args.json && args.output.is_none();
+    // With a command, the report and streamed hits go to stderr (as with ltrace, strace and
+    // perf trace, and `tracekit trace summary`), so the command's own output stays untouched.
+    let out = if program.is_some() {
+        OutputTarget::new_or_stderr(args.output.as_deref())
+    } else {
+        OutputTarget::new(args.output.as_deref())
+    };
+    // Without a command, streamed hits go to stdout unless the JSON report goes there.
+    let events_to_stderr = program.is_some() || (args.json && args.output.is_none());
     let nargs = usize::from(args.args);
     let mut on_hit = |h: &Hit| print_hit(h, &probes, nargs, events_to_stderr);
 
