@@ -28,7 +28,15 @@ typedef long long s64;
 #endif
 
 enum mode { MODE_TOTAL = 0, MODE_PROCESS = 1, MODE_THREAD = 2 };
-enum drop_reason { DROP_START = 0, DROP_STATS = 1, DROP_ERRNO = 2, DROP_FORK = 3, DROP_COMM = 4, DROP_REASONS = 5 };
+enum drop_reason {
+    DROP_START = 0,  // task storage could not be allocated
+    DROP_STATS = 1,  // per-task statistics map full
+    DROP_ERRNO = 2,  // errno breakdown map full
+    DROP_FORK = 3,   // a child's storage could not be allocated: not followed
+    DROP_COMM = 4,   // task name map full
+    DROP_BADNR = 5,  // syscall number beyond the table (the call fails with ENOSYS)
+    DROP_REASONS = 6
+};
 
 // Set by user space before loading; the verifier removes the branches they disable.
 const volatile u32 cfg_mode = MODE_TOTAL;
@@ -72,6 +80,8 @@ struct errno_key {
 
 struct comm {
     char name[16];
+    u32 tgid;
+    u32 pad;
 };
 
 struct {
@@ -149,7 +159,7 @@ static __always_inline u32 group_id(void)
 // tasks that have exited by the time user space reads the maps.
 static __always_inline void remember_comm(u32 id, int overwrite)
 {
-    struct comm c = {};
+    struct comm c = { .tgid = bpf_get_current_pid_tgid() >> 32 };
     bpf_get_current_comm(c.name, sizeof(c.name));
     if (bpf_map_update_elem(&comms, &id, &c, overwrite ? BPF_ANY : BPF_NOEXIST) == -7 /* E2BIG */)
         count_drop(DROP_COMM);
@@ -176,7 +186,7 @@ static __always_inline struct syscall_stats *stats_for(u32 nr)
 static __always_inline void record(u32 nr, u64 delta, s64 ret)
 {
     if (nr >= MAX_SYSCALLS) {
-        count_drop(DROP_STATS);
+        count_drop(DROP_BADNR);
         return;
     }
     struct syscall_stats *st = stats_for(nr);
@@ -245,18 +255,18 @@ int sys_exit(u64 *ctx)
     return 0;
 }
 
-// Children forked by a traced process are traced too (threads share the tgid already).
+// Children (processes and threads) of a traced task are traced too: they get their storage,
+// the "traced" mark, at birth. Being tied to the task, the mark goes away with it, so a
+// later process that reuses the pid is not traced by mistake.
 SEC("tp_btf/sched_process_fork")
 int sched_process_fork(u64 *ctx)
 {
     if (!cfg_filter)
         return 0;
-    u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (!bpf_map_lookup_elem(&traced_tgids, &parent))
+    if (!bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0))
         return 0;
     struct task_struct *child = (struct task_struct *)ctx[1];
-    u32 tgid = child->tgid, one = 1;
-    if (bpf_map_update_elem(&traced_tgids, &tgid, &one, BPF_ANY))
+    if (!bpf_task_storage_get(&starts, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE))
         count_drop(DROP_FORK);
     return 0;
 }
@@ -265,14 +275,14 @@ int sched_process_fork(u64 *ctx)
 SEC("tp_btf/sched_process_exec")
 int sched_process_exec(u64 *ctx)
 {
-    if (cfg_mode == MODE_TOTAL || !traced(bpf_get_current_pid_tgid() >> 32))
+    if (cfg_mode == MODE_TOTAL || !bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0))
         return 0;
     remember_comm(group_id(), 1);
     return 0;
 }
 
 // Empty programs on the same hooks: the cost floor of any in-kernel syscall tracer,
-// used by bench/trace-summary.sh.
+// used by bench/trace-summary.py.
 SEC("tp_btf/sys_enter")
 int floor_enter(u64 *ctx)
 {

@@ -152,9 +152,21 @@ impl OutputTarget {
 
     /// Like [`OutputTarget::new`], but standard error instead of standard output when no file
     /// is given: for tools that run a command whose own output must stay untouched (as
-    /// `strace -c` and `perf trace` do).
+    /// `strace -c` and `perf trace` do). `-` still means standard output, for pipes.
     pub fn new_or_stderr(path: Option<&Path>) -> Self {
-        OutputTarget { stderr: true, ..Self::new(path) }
+        let dash = path.is_some_and(|p| p.as_os_str() == "-");
+        OutputTarget { stderr: !dash, ..Self::new(path) }
+    }
+
+    /// Creates (truncates) the output file now, so that a bad path is reported before a long
+    /// run rather than after it, when the data would be lost. Nothing to do for a stream.
+    pub fn prepare(&self) -> io::Result<()> {
+        match &self.path {
+            Some(p) => File::create(p)
+                .map(drop)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot write report to {}: {e}", p.display()))),
+            None => Ok(()),
+        }
     }
 
     /// The style for this destination: colour only for a terminal on standard output, and

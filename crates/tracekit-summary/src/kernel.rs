@@ -4,6 +4,7 @@ use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader, Pod};
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Instant;
 use tracekit_core::stats::LatencyStats;
 
@@ -14,7 +15,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_
 
 /// Must match MAX_SYSCALLS in summary.bpf.c.
 const MAX_SYSCALLS: u32 = 1024;
-const DROP_REASONS: u32 = 5;
+const DROP_REASONS: u32 = 6;
 
 /// Mirrors `struct syscall_stats` in summary.bpf.c.
 #[repr(C)]
@@ -48,7 +49,11 @@ struct ErrnoKey {
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Comm([u8; 16]);
+struct Comm {
+    name: [u8; 16],
+    tgid: u32,
+    pad: u32,
+}
 
 // SAFETY: all four are repr(C) plain integers/bytes with no padding the kernel could leave
 // uninitialised (explicit `pad` fields), matching the C definitions byte for byte.
@@ -125,6 +130,15 @@ impl Tracer {
         map.insert(tgid, 1, 0).map_err(map_err)
     }
 
+    /// A way for a child process to start its own tracing just before it execs (see
+    /// [`SelfRegistration::register`]), so that nothing tracekit does between fork and exec
+    /// is counted as the command's.
+    pub(crate) fn self_registration(&self) -> SelfRegistration {
+        let map = self.ebpf.map("traced_tgids").expect("map in object");
+        let aya::maps::Map::HashMap(data) = map else { unreachable!("traced_tgids is a hash map") };
+        SelfRegistration { map_fd: data.fd().as_fd().as_raw_fd() }
+    }
+
     /// Reads the statistics collected so far (the programs stay attached).
     pub fn read(&self) -> Result<Summary, SummaryError> {
         let rows = match self.options.mode {
@@ -175,15 +189,16 @@ impl Tracer {
         Ok(out)
     }
 
-    fn read_comms(&self) -> Result<BTreeMap<u32, String>, SummaryError> {
+    /// Task names and their process ids, by pid (process mode) or tid (thread mode).
+    fn read_comms(&self) -> Result<BTreeMap<u32, (String, u32)>, SummaryError> {
         let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "comms", reason: e.to_string() };
         let map: HashMap<&MapData, u32, Comm> =
             HashMap::try_from(self.ebpf.map("comms").expect("map in object")).map_err(map_err)?;
         let mut out = BTreeMap::new();
         for entry in map.iter() {
-            let (id, Comm(raw)) = entry.map_err(map_err)?;
-            let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-            out.insert(id, String::from_utf8_lossy(&raw[..len]).into_owned());
+            let (id, comm) = entry.map_err(map_err)?;
+            let len = comm.name.iter().position(|&b| b == 0).unwrap_or(comm.name.len());
+            out.insert(id, (String::from_utf8_lossy(&comm.name[..len]).into_owned(), comm.tgid));
         }
         Ok(out)
     }
@@ -196,8 +211,48 @@ impl Tracer {
         for (reason, slot) in counts.iter_mut().enumerate() {
             *slot = map.get(&(reason as u32), 0).map_err(map_err)?.iter().sum();
         }
-        let [start, stats, errno, fork, comm] = counts;
-        Ok(Dropped { start, stats, errno, fork, comm })
+        let [start, stats, errno, fork, comm, bad_nr] = counts;
+        Ok(Dropped { start, stats, errno, fork, comm, bad_nr })
+    }
+}
+
+/// Adds the calling process to the traced set with one raw `bpf(BPF_MAP_UPDATE_ELEM)` call,
+/// which is async-signal-safe and so may run between fork and exec.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SelfRegistration {
+    map_fd: RawFd,
+}
+
+/// The map-element member of `union bpf_attr` (linux/bpf.h): fd, then 8-byte aligned
+/// key and value pointers and the flags.
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+impl SelfRegistration {
+    /// Registers the calling process. Only async-signal-safe calls: usable in `pre_exec`.
+    pub(crate) fn register(&self) -> std::io::Result<()> {
+        // SAFETY: getpid has no preconditions.
+        let tgid = unsafe { libc::getpid() } as u32;
+        let one: u32 = 1;
+        let attr = MapElemAttr {
+            map_fd: self.map_fd as u32,
+            pad: 0,
+            key: &tgid as *const u32 as u64,
+            value: &one as *const u32 as u64,
+            flags: 0, // BPF_ANY
+        };
+        // SAFETY: attr points to live key and value of the map's key and value sizes (u32
+        // each); the kernel reads size_of::<MapElemAttr>() bytes of attr and writes nothing.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_bpf, 2 /* BPF_MAP_UPDATE_ELEM */, &attr as *const MapElemAttr, size_of::<MapElemAttr>())
+        };
+        if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
     }
 }
 

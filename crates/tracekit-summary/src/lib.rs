@@ -60,6 +60,17 @@ pub enum SummaryError {
     /// A pid given with `-p` does not exist.
     #[error("no such process: {0}\n  hint: check the pid with `ps -p {0}`")]
     NoSuchProcess(u32),
+    /// The command is not on `$PATH` (or the path does not exist).
+    #[error("command not found: '{0}' (check the name and $PATH)")]
+    CommandNotFound(String),
+    /// The command exists but cannot be executed.
+    #[error("cannot run '{command}': it {reason}")]
+    NotExecutable {
+        /// The program name.
+        command: String,
+        /// Why not.
+        reason: String,
+    },
     /// The command could not be started.
     #[error("cannot run '{command}': {reason}")]
     Spawn {

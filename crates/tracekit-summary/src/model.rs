@@ -49,12 +49,14 @@ pub struct Dropped {
     pub fork: u64,
     /// Tasks whose name could not be remembered.
     pub comm: u64,
+    /// Calls with a syscall number beyond the table (they fail with ENOSYS): counted, not itemised.
+    pub bad_nr: u64,
 }
 
 impl Dropped {
     /// Total of every cause.
     pub fn total(&self) -> u64 {
-        self.start + self.stats + self.errno + self.fork + self.comm
+        self.start + self.stats + self.errno + self.fork + self.comm + self.bad_nr
     }
 }
 
@@ -78,6 +80,9 @@ pub struct SyscallRow {
 pub struct Group {
     /// pid (process mode) or tid (thread mode); `None` in total mode.
     pub id: Option<u32>,
+    /// The process id (tgid): the same as `id` in process mode, the thread's process in
+    /// thread mode, `None` in total mode or when unknown.
+    pub pid: Option<u32>,
     /// The task's name (empty in total mode).
     pub comm: String,
     /// One row per syscall seen, unsorted.
@@ -141,17 +146,16 @@ impl Summary {
         mode: Mode,
         rows: Vec<RawRow>,
         mut errnos: BTreeMap<(u32, u32), BTreeMap<i32, u64>>,
-        comms: BTreeMap<u32, String>,
+        comms: BTreeMap<u32, (String, u32)>,
         dropped: Dropped,
         elapsed: Duration,
     ) -> Summary {
         let arch = Arch::host();
         let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
         for row in rows {
-            let group = groups.entry(row.id).or_insert_with(|| Group {
-                id: (mode != Mode::Total).then_some(row.id),
-                comm: comms.get(&row.id).cloned().unwrap_or_default(),
-                syscalls: Vec::new(),
+            let group = groups.entry(row.id).or_insert_with(|| {
+                let (comm, pid) = comms.get(&row.id).cloned().map_or((String::new(), None), |(c, p)| (c, Some(p)));
+                Group { id: (mode != Mode::Total).then_some(row.id), pid, comm, syscalls: Vec::new() }
             });
             group.syscalls.push(SyscallRow {
                 nr: row.nr,
@@ -163,7 +167,7 @@ impl Summary {
         }
         let mut groups: Vec<Group> = groups.into_values().collect();
         if mode == Mode::Total && groups.is_empty() {
-            groups.push(Group { id: None, comm: String::new(), syscalls: Vec::new() });
+            groups.push(Group { id: None, pid: None, comm: String::new(), syscalls: Vec::new() });
         }
         Summary { mode, groups, dropped, elapsed }
     }

@@ -27,9 +27,17 @@ pub fn table(summary: &Summary, options: RenderOptions, style: Style) -> String 
         out.push('\n');
         if let Some(id) = group.id {
             let share = if events == 0 { 0.0 } else { 100.0 * group.events() as f64 / events as f64 };
-            out.push_str(&format!(" {} ({id}), {} events, {share:.1}%\n\n", group.comm, group.events()));
+            let ids = match (summary.mode, group.pid) {
+                (Mode::Thread, Some(pid)) => format!("pid {pid}, tid {id}"),
+                (Mode::Thread, None) => format!("tid {id}"),
+                _ => id.to_string(),
+            };
+            out.push_str(&format!(" {} ({ids}), {} events, {share:.1}%\n\n", group.comm, group.events()));
         }
         out.push_str(&group_table(group, options).render(style));
+    }
+    if events == 0 {
+        out.push_str("\n (no syscalls seen: was the target idle, or already gone?)\n");
     }
     if summary.dropped.total() > 0 {
         out.push_str(&style.red(&format!("\n dropped: {}\n", dropped_text(&summary.dropped))));
@@ -86,6 +94,7 @@ fn dropped_text(d: &Dropped) -> String {
         (d.errno, "errors without errno breakdown (errno map full)"),
         (d.fork, "forked children not followed (traced-process map full)"),
         (d.comm, "task names not recorded"),
+        (d.bad_nr, "calls with a syscall number beyond the table (ENOSYS), not itemised"),
     ];
     causes.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect::<Vec<_>>().join(", ")
 }
@@ -141,7 +150,7 @@ pub fn json<'a>(summary: &'a Summary, options: RenderOptions) -> JsonReport<'a> 
             .groups
             .iter()
             .map(|g| JsonGroup {
-                pid: if is_tid { None } else { g.id },
+                pid: if is_tid { g.pid } else { g.id },
                 tid: if is_tid { g.id } else { None },
                 comm: &g.comm,
                 syscalls: rows(g),

@@ -1,13 +1,16 @@
 //! A whole run: choose the targets, start the command, wait for the end, read the summary.
 
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::SummaryError;
 use crate::kernel::{Options, Tracer};
 use crate::model::Summary;
-use crate::SummaryError;
 
 /// What to trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,105 +29,165 @@ pub enum Target {
 pub struct Outcome {
     /// The statistics.
     pub summary: Summary,
-    /// How the command ended, for [`Target::Command`] (`None` if it was still running
-    /// when the run was stopped).
+    /// How the command ended, for [`Target::Command`] (`None` if it could not be waited for).
     pub exit: Option<ExitStatus>,
+    /// Things the user should know about how the run went (printed on stderr by the CLI).
+    pub notes: Vec<String>,
 }
 
 const POLL: Duration = Duration::from_millis(5);
+/// How long a command may take to exit after the run was stopped, before it is sent SIGTERM,
+/// and again after that.
+const GRACE: Duration = Duration::from_secs(1);
 
 /// Traces `target` until it ends, `duration` passes, or `stop` is set (e.g. by Ctrl-C), then
 /// reads the summary. `options.filter` is derived from the target.
+///
+/// A command that is still running when the run stops is given [`GRACE`] to exit (after
+/// Ctrl-C in a terminal it has the SIGINT too), then SIGTERM; after `--duration` it is sent
+/// SIGTERM at once, like `timeout`. Its syscalls until it exits are in the summary.
 pub fn run(options: &Options, target: &Target, duration: Option<Duration>, stop: &AtomicBool) -> Result<Outcome, SummaryError> {
     let options = Options { filter: *target != Target::All, ..*options };
-    if let Target::Pids(pids) = target {
-        if let Some(&dead) = pids.iter().find(|&&p| !alive(p)) {
-            return Err(SummaryError::NoSuchProcess(dead));
+    let mut notes = Vec::new();
+    // The name the user typed stays the command's argv[0]; the resolved path is what runs.
+    let arg0 = match target {
+        Target::Command(argv) => argv.first().cloned(),
+        _ => None,
+    };
+    let target = match target {
+        Target::Pids(pids) => Target::Pids(resolve_pids(pids, &mut notes)?),
+        Target::Command(argv) => {
+            // Spawn the resolved path, so the child does no $PATH search after it registered.
+            let mut argv = argv.clone();
+            argv[0] = find_command(&argv)?.into_os_string();
+            Target::Command(argv)
         }
-    }
-    if let Target::Command(argv) = target {
-        check_command(argv)?;
-    }
+        Target::All => Target::All,
+    };
     let mut tracer = Tracer::attach(&options)?;
     let deadline = duration.map(|d| Instant::now() + d);
     let ended = || stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
-    match target {
+    let exit = match &target {
         Target::All => {
-            while !ended() {
-                std::thread::sleep(POLL);
-            }
-            Ok(Outcome { summary: tracer.read()?, exit: None })
+            wait_until(&ended, || false);
+            None
         }
         Target::Pids(pids) => {
             pids.iter().try_for_each(|&p| tracer.trace_tgid(p))?;
-            while !ended() && pids.iter().any(|&p| alive(p)) {
-                std::thread::sleep(POLL);
-            }
-            Ok(Outcome { summary: tracer.read()?, exit: None })
+            wait_until(&ended, || pids.iter().all(|&p| !alive(p)));
+            None
         }
         Target::Command(argv) => {
-            // Children of tracekit are followed by the fork hook; tracekit's own syscalls are
-            // excluded in the kernel, so the command is traced from its first instruction.
-            tracer.trace_tgid(std::process::id())?;
-            let mut child = spawn(argv)?;
-            let exit = wait_child(&mut child, &ended);
-            let summary = tracer.read()?;
-            let exit = exit.or_else(|| grace_wait(&mut child));
-            Ok(Outcome { summary, exit })
+            let mut child = spawn(arg0.as_ref().unwrap_or(&argv[0]), argv, &tracer)?;
+            let mut exit = None;
+            wait_until(&ended, || {
+                exit = child.try_wait().ok().flatten();
+                exit.is_some()
+            });
+            exit.or_else(|| stop_child(&mut child, !stop.load(Ordering::Relaxed), &mut notes))
         }
-    }
+    };
+    Ok(Outcome { summary: tracer.read()?, exit, notes })
 }
 
-fn wait_child(child: &mut Child, ended: &dyn Fn() -> bool) -> Option<ExitStatus> {
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if ended() {
-            return None;
-        }
+/// Polls until `done()` or `ended()`.
+fn wait_until(ended: &dyn Fn() -> bool, mut done: impl FnMut() -> bool) {
+    while !done() && !ended() {
         std::thread::sleep(POLL);
     }
 }
 
-/// After Ctrl-C the command got the signal too: give it a moment to exit so its status can be
-/// passed through.
-fn grace_wait(child: &mut Child) -> Option<ExitStatus> {
-    let until = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < until {
-        if let Ok(Some(status)) = child.try_wait() {
+/// Ends a command that outlived the run: SIGTERM now (`timed_out`) or after a grace period.
+fn stop_child(child: &mut Child, timed_out: bool, notes: &mut Vec<String>) -> Option<ExitStatus> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let wait = |child: &mut Child| {
+        let until = Instant::now() + GRACE;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < until => std::thread::sleep(POLL),
+                _ => return None,
+            }
+        }
+    };
+    if !timed_out {
+        if let Some(status) = wait(child) {
             return Some(status);
         }
-        std::thread::sleep(POLL);
     }
-    None
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+    notes.push(format!("sent SIGTERM to the command (pid {pid}): it was still running when the run ended"));
+    let status = wait(child);
+    if status.is_none() {
+        notes.push(format!("the command (pid {pid}) is still running; its later syscalls are not in the summary"));
+    }
+    status
 }
 
-fn spawn(argv: &[OsString]) -> Result<Child, SummaryError> {
+/// Starts the command. It adds itself to the traced set just before exec, so none of what
+/// tracekit does between fork and exec is counted, and pids are never reused into the set.
+fn spawn(arg0: &OsString, argv: &[OsString], tracer: &Tracer) -> Result<Child, SummaryError> {
     let (program, args) = argv.split_first().expect("checked non-empty");
-    Command::new(program).args(args).spawn().map_err(|e| SummaryError::Spawn {
+    let registration = tracer.self_registration();
+    let mut command = Command::new(program);
+    command.arg0(arg0).args(args);
+    // SAFETY: the hook only calls getpid and bpf(2), both async-signal-safe, and touches no
+    // memory shared with the parent.
+    unsafe { command.pre_exec(move || registration.register()) };
+    command.spawn().map_err(|e| SummaryError::Spawn {
         command: program.to_string_lossy().into_owned(),
         reason: e.to_string(),
     })
 }
 
-/// Refuses a command that cannot be run before anything is attached.
-fn check_command(argv: &[OsString]) -> Result<(), SummaryError> {
+/// Finds the command's executable as a shell would, or says why it cannot be run, before
+/// anything is attached.
+fn find_command(argv: &[OsString]) -> Result<PathBuf, SummaryError> {
     let Some(program) = argv.first() else {
         return Err(SummaryError::Spawn { command: String::new(), reason: "no command given".into() });
     };
     let name = program.to_string_lossy().into_owned();
-    let found = if name.contains('/') {
-        std::path::Path::new(program).is_file()
+    let candidates: Vec<PathBuf> = if name.contains('/') {
+        vec![PathBuf::from(program)]
     } else {
-        std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect()).unwrap_or_default()
     };
-    if found {
-        Ok(())
-    } else {
-        Err(SummaryError::Spawn { reason: "command not found (check the name and $PATH)".into(), command: name })
+    let existing: Vec<&PathBuf> = candidates.iter().filter(|p| p.exists()).collect();
+    if existing.is_empty() {
+        return Err(SummaryError::CommandNotFound(name));
     }
+    if let Some(found) = existing.iter().find(|p| executable_file(p)) {
+        return Ok((*found).clone());
+    }
+    let reason = if existing[0].is_dir() { "is a directory" } else { "is not executable (check its permissions)" };
+    Err(SummaryError::NotExecutable { command: name, reason: reason.into() })
+}
+
+fn executable_file(path: &Path) -> bool {
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Checks every pid, and turns thread ids into their process: the filter works on processes.
+fn resolve_pids(pids: &[u32], notes: &mut Vec<String>) -> Result<Vec<u32>, SummaryError> {
+    let mut out = Vec::new();
+    for &pid in pids {
+        if pid == 0 || !alive(pid) {
+            return Err(SummaryError::NoSuchProcess(pid));
+        }
+        let tgid = tgid_of(pid).unwrap_or(pid);
+        if tgid != pid {
+            notes.push(format!("{pid} is a thread of process {tgid}: tracing the whole process"));
+        }
+        if !out.contains(&tgid) {
+            out.push(tgid);
+        }
+    }
+    Ok(out)
+}
+
+fn tgid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// Whether the process exists and is not a zombie.

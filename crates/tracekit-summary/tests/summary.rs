@@ -138,7 +138,7 @@ fn dead_pid_and_unknown_command_are_refused() {
     assert!(err.to_string().contains("no such process: 999999999"), "{err}");
     let err = tracekit_summary::run(&Options::default(), &Target::Command(vec!["/no/such/cmd".into()]), None, &stop)
         .unwrap_err();
-    assert!(err.to_string().contains("command not found"), "{err}");
+    assert!(matches!(err, tracekit_summary::SummaryError::CommandNotFound(_)), "{err}");
 }
 
 #[test]
@@ -153,4 +153,77 @@ fn duration_ends_a_pid_run() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(calls(&outcome.summary, "getppid"), 0);
     release(&mut child);
+}
+
+#[test]
+fn nothing_tracekit_does_before_exec_is_counted() {
+    // The command registers itself right before exec, after a $PATH search done by tracekit:
+    // exactly one execve, successful, and none of the spawn machinery's signal setup.
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let outcome = tracekit_summary::run(
+        &Options::default(),
+        &Target::Command(vec!["true".into()]),
+        None,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let execve = outcome.summary.total().syscall("execve").expect("execve counted");
+    assert_eq!((execve.stats.count, execve.errors), (1, 0));
+    assert!(outcome.summary.total().syscall("rt_sigaction").is_none_or(|r| r.stats.count < 5));
+}
+
+#[test]
+fn duration_ends_a_command_with_sigterm() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let argv = vec![OsString::from(WORKLOAD), "getppid".into(), "9".into(), "sleep".into(), "30000000000".into()];
+    let started = std::time::Instant::now();
+    let outcome = tracekit_summary::run(
+        &Options::default(),
+        &Target::Command(argv),
+        Some(Duration::from_millis(300)),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(outcome.exit.unwrap().signal(), Some(libc::SIGTERM));
+    assert!(outcome.notes.iter().any(|n| n.contains("sent SIGTERM")), "{:?}", outcome.notes);
+    assert_eq!(calls(&outcome.summary, "getppid"), 9);
+    // The interrupted nanosleep is recorded when the signal ends it.
+    assert_eq!(calls(&outcome.summary, "nanosleep"), 1);
+}
+
+#[test]
+fn a_thread_id_traces_its_process() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // This test's own thread: a tid that is not a process id.
+    let tid = unsafe { libc::gettid() } as u32;
+    let me = std::process::id();
+    assert_ne!(tid, me, "tests run on worker threads");
+    let outcome = tracekit_summary::run(
+        &Options::default(),
+        &Target::Pids(vec![tid]),
+        Some(Duration::from_millis(100)),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(outcome.notes, vec![format!("{tid} is a thread of process {me}: tracing the whole process")]);
+}
+
+#[test]
+fn invalid_syscall_numbers_are_counted_apart() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = spawn_waiting("0");
+    let mut tracer = Tracer::attach(&Options::default()).unwrap();
+    tracer.trace_tgid(child.id()).unwrap();
+    release(&mut child);
+    // Nothing was invalid in that run; now make invalid calls from a traced child of ours.
+    let summary = tracer.read().unwrap();
+    assert_eq!(summary.dropped.bad_nr, 0);
+    let mut bad = Command::new(WORKLOAD).args(["wait", "badnr", "6"]).stdin(Stdio::piped()).spawn().unwrap();
+    tracer.trace_tgid(bad.id()).unwrap();
+    release(&mut bad);
+    let summary = tracer.read().unwrap();
+    assert_eq!(summary.dropped.bad_nr, 6);
+    assert_eq!(summary.dropped.stats, 0);
 }

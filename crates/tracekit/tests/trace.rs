@@ -108,8 +108,24 @@ fn sigint_prints_the_summary_so_far() {
 #[test]
 fn bad_input_gives_clear_errors() {
     let out = tracekit(&["trace", "summary", "--", "/no/such/command"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("command not found"));
+
+    let out = tracekit(&["trace", "summary", "--", "/tmp"]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+
+    let out = tracekit(&["trace", "summary", "-o", "/no/such/dir/report", "-a", "--duration", "0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write report to /no/such/dir/report"));
+
+    let out = tracekit(&["trace", "summary", "--duration", "-1", "-a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("non-negative"));
+
+    let out = tracekit(&["trace", "summary", "-p", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such process: 0"));
 
     let out = tracekit(&["trace", "summary", "-p", "999999999"]);
     assert_eq!(out.status.code(), Some(1));

@@ -6,6 +6,7 @@
 //!   getppid N          N getppid calls
 //!   ebadf N            N close(-1) calls, each failing with EBADF
 //!   enoent N           N openat of a missing file, each failing with ENOENT
+//!   badnr N            N calls of syscall number 5000 (none), each failing with ENOSYS
 //!   sleep NS...        one nanosleep of each length (ns)
 //!   threads T N        T threads, each making N getppid calls
 //!   fork C N           C child processes, each making N getppid calls
@@ -46,6 +47,13 @@ fn main() {
                 for _ in 0..num(i + 1) {
                     // SAFETY: the path is a valid C string; the call fails with ENOENT.
                     unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+                }
+                i += 2;
+            }
+            "badnr" => {
+                for _ in 0..num(i + 1) {
+                    // SAFETY: an unknown syscall number only returns ENOSYS.
+                    unsafe { libc::syscall(5000) };
                 }
                 i += 2;
             }
@@ -103,6 +111,6 @@ fn main() {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("tracekit-syscall-workload: {msg}\nusage: tracekit-syscall-workload [getppid N | ebadf N | enoent N | sleep NS... | threads T N | fork C N | wait | exit CODE | timefile PATH]...");
+    eprintln!("tracekit-syscall-workload: {msg}\nusage: tracekit-syscall-workload [getppid N | ebadf N | enoent N | badnr N | sleep NS... | threads T N | fork C N | wait | exit CODE | timefile PATH]...");
     std::process::exit(2)
 }

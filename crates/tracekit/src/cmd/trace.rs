@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tracekit_core::report::OutputTarget;
 use tracekit_summary::render::{self, RenderOptions};
-use tracekit_summary::{Mode, Options, SortKey, Target};
+use tracekit_summary::{Mode, Options, SortKey, SummaryError, Target};
 
 /// `tracekit trace ...`
 #[derive(Subcommand)]
@@ -22,7 +22,12 @@ Give exactly one target: a command after `--` (traced with its threads and every
 its exit status passed through), -p PID, or -a for the whole system. The run ends when the target \
 exits, after --duration, or on Ctrl-C; the summary is printed then.\n\n\
 When a command is traced the report goes to standard error (like strace -c and perf trace), so the \
-command's own output is untouched; use -o FILE to write it to a file.\n\n\
+command's own output is untouched; use -o FILE to write it to a file, or -o - for standard output.\n\n\
+Ctrl-C: the command gets the SIGINT from the terminal; if it is still running a second later it is \
+sent SIGTERM; the summary covers its syscalls until it exits. After --duration the command is sent \
+SIGTERM at once (like `timeout`). A second Ctrl-C exits at once, without a report.\n\n\
+Exit status: the command's own (128 + signal if it was killed), 127 if it is not found, 126 if it \
+cannot be executed, 130 if interrupted with no command status, 1 for other errors, 2 for usage errors.\n\n\
 Latencies are in milliseconds; stddev is the population standard deviation over all calls, computed \
 exactly (stddev(%) is relative to the mean). Counts that could not be recorded are reported as dropped.",
         after_help = "Examples:\n  \
@@ -32,6 +37,7 @@ tracekit trace summary -p 1234 --duration 10       # a running process for 10 s\
 tracekit trace summary -a --sort calls --errno     # whole system until Ctrl-C, errors by errno\n  \
 tracekit trace summary --json -o out.json -- ls    # machine-readable report"
     )]
+    #[command(override_usage = "tracekit trace summary [OPTIONS] (-- COMMAND [ARGS...] | -p PID[,PID...] | -a)")]
     Summary(SummaryArgs),
 }
 
@@ -62,7 +68,7 @@ pub struct SummaryArgs {
     #[arg(short, long, conflicts_with = "command")]
     all: bool,
     /// Stop after this many seconds (fractions allowed).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     duration: Option<f64>,
     /// One table in total, or one per process or per thread.
     #[arg(long, value_enum, default_value = "total")]
@@ -80,7 +86,7 @@ pub struct SummaryArgs {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Capacity of the per-process/thread statistics map, in (task, syscall) entries.
-    #[arg(long, default_value_t = 65536, value_name = "N")]
+    #[arg(long, default_value_t = 65536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_entries: u32,
     /// The command to run and trace, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
@@ -117,14 +123,22 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
         max_entries: args.max_entries,
         filter: true,
     };
-    let stop = crate::stop::flag()?;
-    let mut outcome = tracekit_summary::run(&options, &target, duration, &stop)?;
-    outcome.summary.sort(sort_key(args.sort));
-
     let output = match target {
         Target::Command(_) => OutputTarget::new_or_stderr(args.output.as_deref()),
         _ => OutputTarget::new(args.output.as_deref()),
     };
+    output.prepare()?;
+    let stop = crate::stop::flag()?;
+    let mut outcome = match tracekit_summary::run(&options, &target, duration, &stop) {
+        Ok(outcome) => outcome,
+        // A shell's exit statuses for a command that cannot be run.
+        Err(e @ SummaryError::CommandNotFound(_)) => return Ok(command_error(&e, 127)),
+        Err(e @ SummaryError::NotExecutable { .. }) => return Ok(command_error(&e, 126)),
+        Err(e) => return Err(e.into()),
+    };
+    outcome.summary.sort(sort_key(args.sort));
+    outcome.notes.iter().for_each(|n| eprintln!("tracekit: {n}"));
+
     let render_options = RenderOptions { errno: args.errno };
     if args.json {
         output.write_json(&render::json(&outcome.summary, render_options))?;
@@ -138,6 +152,11 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
         }
         None => ExitCode::SUCCESS,
     })
+}
+
+fn command_error(err: &SummaryError, code: u8) -> ExitCode {
+    eprintln!("tracekit: error: {err}");
+    ExitCode::from(code)
 }
 
 fn sort_key(arg: SortArg) -> SortKey {
