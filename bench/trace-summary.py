@@ -13,7 +13,7 @@ Needs root, and perf, strace, bpftrace (apt-get install linux-perf strace bpftra
 import argparse, json, os, random, re, shutil, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REL = os.path.join(ROOT, "target", "release")
+REL = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
 WORKLOAD = os.path.join(REL, "tracekit-syscall-workload")
 TRACEKIT = os.path.join(REL, "tracekit")
 FLOOR = os.path.join(REL, "examples", "floor")
