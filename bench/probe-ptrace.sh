@@ -87,7 +87,7 @@ EOF
 gcc -O2 -o "$WORK/floor" "$WORK/floor.c"
 VADDR=0x$(nm "$PT" | awk '$3 == "tk_empty" {print $1}')
 # The emulate floor hard-codes tk_empty's first instruction: make sure it is that one.
-FIRST=$(objdump -d --no-show-raw-insn "$PT" --start-address="$VADDR" 2>/dev/null | awk '/^ +[0-9a-f]+:/ {print; exit}')
+FIRST=$(objdump -d --no-show-raw-insn "$PT" --start-address="$VADDR" 2>/dev/null | awk '/^ +[0-9a-f]+:/ && !done {print; done = 1}')
 case "$FIRST" in *"lea    (%rdi,%rsi,1),%rax"*) ;; *)
 	echo "bench/probe-ptrace.sh: tk_empty starts with '$FIRST', not lea (%rdi,%rsi,1),%rax; fix the floor tracer" >&2; exit 1 ;; esac
 

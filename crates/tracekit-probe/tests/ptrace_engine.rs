@@ -288,6 +288,12 @@ fn attach_and_detach(pin_cpu: Option<usize>) {
                     break;
                 }
             }
+            if engine.is_finished() {
+                panic!(
+                    "the engine ended before placing its breakpoint: {:?}",
+                    engine.join()
+                );
+            }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(b[0], 0xcc, "breakpoint never placed");
@@ -518,4 +524,28 @@ fn probes_in_a_library_loaded_later_with_dlopen() {
     assert_eq!(stdout, plain_output(&args).0);
     assert!(stdout.contains("dlopen checksum"), "{stdout}");
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+}
+
+#[test]
+fn dlopen_in_a_forked_child_followed_or_not() {
+    // The fork child loads the library too: followed, its copy of the loader hook must be
+    // known (or it dies of SIGTRAP); not followed, the hook must be gone from its copy.
+    let lib = build_dl_lib().display().to_string();
+    let specs = vec![
+        format!("uprobe:{lib}:tk_dl_func"),
+        spec("uprobe", "tk_empty"),
+    ];
+    let args = ["--fork", "--only", "tk_empty", "--dlopen", &lib, "40"];
+    for follow_forks in [true, false] {
+        let opts = PtraceOptions {
+            follow_forks,
+            ..Default::default()
+        };
+        let (out, stdout) = run_ok(&specs, &args, &opts);
+        assert!(stdout.contains("child exit 0\n"), "{stdout}");
+        assert_eq!(stdout, plain_output(&args).0);
+        let n = if follow_forks { 80 } else { 40 };
+        assert_eq!(hits(&out, &specs[0]), n, "follow_forks {follow_forks}");
+        assert_eq!(hits(&out, &specs[1]), n, "follow_forks {follow_forks}");
+    }
 }

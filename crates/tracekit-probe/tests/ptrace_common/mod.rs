@@ -129,7 +129,10 @@ pub fn traced(
         // SAFETY: waiting for our own child; status is a valid out pointer.
         unsafe { libc::waitpid(o.pid, &mut status, 0) };
         if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-            eprintln!("detached program ended with wait status {status:#x}; warnings {:?}", o.warnings);
+            eprintln!(
+                "detached program ended with wait status {status:#x}; warnings {:?}",
+                o.warnings
+            );
         }
     }
     (r, collector.join().unwrap())
