@@ -406,3 +406,20 @@ fn auto_engine_falls_back_to_ptrace_when_bpf_is_refused() {
     assert_eq!(v["engine"], "ptrace");
     assert_eq!(hits(&v, 0), 200);
 }
+
+#[test]
+fn ptrace_follow_forks_counts_the_child_too() {
+    for (flag, want) in [(None, 100), (Some("--follow-forks"), 200)] {
+        let file = std::env::temp_dir().join(format!("tk-probe-forks-{}-{want}.json", std::process::id()));
+        let spec = format!("uprobe:{}:tk_empty", t());
+        let mut args = vec!["--engine", "ptrace", "--json", "-o", file.to_str().unwrap()];
+        args.extend(flag);
+        let target = t();
+        args.extend([spec.as_str(), "--", &target, "--fork", "--only", "tk_empty", "100"]);
+        let out = tracekit(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(hits(&v, 0), want, "{flag:?}: {v}");
+    }
+}

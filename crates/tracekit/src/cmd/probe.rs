@@ -86,6 +86,10 @@ pub struct ProbeArgs {
     /// instead of a cross-CPU wake-up).
     #[arg(long, value_name = "CPU")]
     pin_cpu: Option<usize>,
+    /// ptrace engine: also probe the processes the target forks (by default a forked child
+    /// gets its breakpoints removed and runs unprobed; the BPF engine counts only the target).
+    #[arg(long)]
+    follow_forks: bool,
     /// The command to run and probe (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -152,7 +156,8 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<_, _>>()?;
 
     // First Ctrl-C/SIGTERM: the engine stops, detaches, and the report is printed.
-    let stop = crate::stop::flag().context("cannot install the signal handler")?;
+    // No escape on a second Ctrl-C: the ptrace engine must restore every patched instruction.
+    let stop = crate::stop::flag_without_escape().context("cannot install the signal handler")?;
     // With a command, the report and streamed hits go to stderr (as with ltrace, strace and
     // perf trace, and `tracekit trace summary`), so the command's own output stays untouched.
     let out = if program.is_some() {
@@ -298,6 +303,7 @@ fn run_ptrace(
     let opts = ptrace::PtraceOptions {
         print: args.print,
         pin_cpu: args.pin_cpu,
+        follow_forks: args.follow_forks,
         ..Default::default()
     };
     let mut forward = |e: &ptrace::HitEvent| {
