@@ -13,6 +13,9 @@ use crate::model::{Dropped, Mode, RawRow, Summary};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bpf/obj/summary.bpf.o"));
 
+/// Failed calls per (task id, syscall number), by errno.
+pub(crate) type ErrnoCounts = BTreeMap<(u32, u32), BTreeMap<i32, u64>>;
+
 /// Must match MAX_SYSCALLS in summary.bpf.c.
 const MAX_SYSCALLS: u32 = 1024;
 const DROP_REASONS: u32 = 6;
@@ -177,11 +180,11 @@ impl Tracer {
         Ok(rows)
     }
 
-    fn read_errnos(&self) -> Result<BTreeMap<(u32, u32), BTreeMap<i32, u64>>, SummaryError> {
+    fn read_errnos(&self) -> Result<ErrnoCounts, SummaryError> {
         let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "errno_counts", reason: e.to_string() };
         let map: PerCpuHashMap<&MapData, ErrnoKey, u64> =
             PerCpuHashMap::try_from(self.ebpf.map("errno_counts").expect("map in object")).map_err(map_err)?;
-        let mut out: BTreeMap<(u32, u32), BTreeMap<i32, u64>> = BTreeMap::new();
+        let mut out = ErrnoCounts::new();
         for entry in map.iter() {
             let (key, values) = entry.map_err(map_err)?;
             *out.entry((key.id, key.nr)).or_default().entry(key.err as i32).or_default() += values.iter().sum::<u64>();

@@ -145,7 +145,7 @@ impl Summary {
     pub(crate) fn build(
         mode: Mode,
         rows: Vec<RawRow>,
-        mut errnos: BTreeMap<(u32, u32), BTreeMap<i32, u64>>,
+        mut errnos: crate::kernel::ErrnoCounts,
         comms: BTreeMap<u32, (String, u32)>,
         dropped: Dropped,
         elapsed: Duration,

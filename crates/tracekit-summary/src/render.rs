@@ -157,7 +157,7 @@ pub fn json<'a>(summary: &'a Summary, options: RenderOptions) -> JsonReport<'a> 
             })
             .collect()
     };
-    let report = JsonReport {
+    JsonReport {
         mode: summary.mode,
         elapsed_ns: summary.elapsed.as_nanos(),
         dropped: summary.dropped,
@@ -165,8 +165,7 @@ pub fn json<'a>(summary: &'a Summary, options: RenderOptions) -> JsonReport<'a> 
         syscalls: (summary.mode == Mode::Total).then(|| rows(summary.total())),
         processes: (summary.mode == Mode::Process).then(|| groups(false)),
         threads: (summary.mode == Mode::Thread).then(|| groups(true)),
-    };
-    report
+    }
 }
 
 fn json_row(row: &SyscallRow, options: RenderOptions) -> JsonSyscall<'_> {

@@ -110,10 +110,8 @@ fn stop_child(child: &mut Child, timed_out: bool, notes: &mut Vec<String>) -> Op
             }
         }
     };
-    if !timed_out {
-        if let Some(status) = wait(child) {
-            return Some(status);
-        }
+    if !timed_out && let Some(status) = wait(child) {
+        return Some(status);
     }
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
     notes.push(format!("sent SIGTERM to the command (pid {pid}): it was still running when the run ended"));

@@ -22,7 +22,7 @@ fn install(escape: bool) -> anyhow::Result<Arc<AtomicBool>> {
     for sig in [SIGINT, SIGTERM] {
         if escape {
             // Order matters: the conditional shutdown sees the flag before this signal sets it.
-            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig as i32, Arc::clone(&stop))?;
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop))?;
         }
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }

@@ -1,12 +1,7 @@
 //! `tracekit bench` end to end: the real binary on the real /dev/kvm (root in CI), small sizes.
 
-use std::process::{Command, Output};
-
-const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
-
-fn tracekit(args: &[&str]) -> Output {
-    Command::new(TRACEKIT).args(args).output().unwrap()
-}
+mod common;
+use common::{fails_with, tracekit};
 
 /// Runs a bench subcommand with --json and returns the parsed report.
 fn json(args: &[&str]) -> serde_json::Value {
@@ -214,18 +209,6 @@ fn text_report_and_output_file() {
             .count(),
         1
     );
-}
-
-/// Runs a command that must fail with exit status 1 and the given advice on stderr.
-fn fails_with(args: &[&str], message: &str) {
-    let out = tracekit(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-    assert!(
-        stderr.contains(message),
-        "{args:?}: expected {message:?} in {stderr:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

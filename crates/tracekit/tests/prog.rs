@@ -1,8 +1,9 @@
 //! `tracekit prog` end to end: the real binary, the committed BPF objects, the real kernel.
 
+mod common;
+use common::{fails_with, tracekit};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -16,13 +17,6 @@ fn obj(name: &str) -> String {
         .to_string()
 }
 
-fn tracekit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tracekit"))
-        .args(args)
-        .output()
-        .expect("run tracekit")
-}
-
 fn ok_json(args: &[&str]) -> Value {
     let out = tracekit(args);
     assert!(
@@ -31,18 +25,6 @@ fn ok_json(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Runs a command that must fail cleanly: exit status 1, the expected message, no panic.
-fn fails_with(args: &[&str], message: &str) {
-    let out = tracekit(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-    assert!(
-        stderr.contains(message),
-        "{args:?}: expected '{message}' in: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

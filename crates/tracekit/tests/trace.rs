@@ -87,7 +87,7 @@ fn table_to_file_and_command_output_untouched() {
 #[test]
 fn sigint_prints_the_summary_so_far() {
     let w = workload();
-    let mut child = Command::new(TRACEKIT)
+    let child = Command::new(TRACEKIT)
         .args(["trace", "summary", "--json", "--"])
         .arg(&w)
         .args(["getppid", "77", "wait"])
