@@ -2,7 +2,7 @@
 //! `trace summary`. Each step makes exactly the calls it names, with raw syscalls so that
 //! libc cannot add or cache any.
 //!
-//! usage: tracekit-syscall-workload STEP...
+//! usage: tracekit-syscall-workload STEP...   (or just N: the same as `getppid N`)
 //!   getppid N          N getppid calls
 //!   ebadf N            N close(-1) calls, each failing with EBADF
 //!   enoent N           N openat of a missing file, each failing with ENOENT
@@ -25,7 +25,10 @@ fn getppid(n: u64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() == 1 && args[0].parse::<u64>().is_ok() {
+        args.insert(0, "getppid".into());
+    }
     let num = |i: usize| -> u64 {
         args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage(&format!("expected a number at argument {}", i + 1)))
     };
