@@ -8,6 +8,8 @@
 //!   enoent N           N openat of a missing file, each failing with ENOENT
 //!   badnr N            N calls of syscall number 5000 (none), each failing with ENOSYS
 //!   sleep NS...        one nanosleep of each length (ns)
+//!   sleeplog PATH      write each later nanosleep's duration as measured here (ns, one per
+//!                      line) to PATH, for comparison with the kernel-side measurement
 //!   threads T N        T threads, each making N getppid calls
 //!   fork C N           C child processes, each making N getppid calls
 //!   wait               block until a line arrives on stdin
@@ -34,6 +36,8 @@ fn main() {
     };
     let started = std::time::Instant::now();
     let mut timefile: Option<String> = None;
+    let mut sleeplog: Option<String> = None;
+    let mut slept: Vec<u128> = Vec::new();
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -64,8 +68,10 @@ fn main() {
                 i += 1;
                 while let Some(ns) = args.get(i).and_then(|s| s.parse::<i64>().ok()) {
                     let ts = libc::timespec { tv_sec: ns / 1_000_000_000, tv_nsec: ns % 1_000_000_000 };
+                    let before = std::time::Instant::now();
                     // SAFETY: ts is a valid timespec; no remainder pointer.
                     unsafe { libc::syscall(libc::SYS_nanosleep, &ts, std::ptr::null_mut::<libc::timespec>()) };
+                    slept.push(before.elapsed().as_nanos());
                     i += 1;
                 }
             }
@@ -100,6 +106,10 @@ fn main() {
                 std::io::stdin().lock().read_line(&mut line).expect("read stdin");
                 i += 1;
             }
+            "sleeplog" => {
+                sleeplog = args.get(i + 1).cloned();
+                i += 2;
+            }
             "timefile" => {
                 timefile = args.get(i + 1).cloned();
                 i += 2;
@@ -108,12 +118,16 @@ fn main() {
             other => usage(&format!("unknown step '{other}'")),
         }
     }
+    if let Some(path) = sleeplog {
+        let lines: String = slept.iter().map(|ns| format!("{ns}\n")).collect();
+        std::fs::write(&path, lines).expect("write sleeplog");
+    }
     if let Some(path) = timefile {
         std::fs::write(&path, started.elapsed().as_nanos().to_string()).expect("write timefile");
     }
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("tracekit-syscall-workload: {msg}\nusage: tracekit-syscall-workload [getppid N | ebadf N | enoent N | badnr N | sleep NS... | threads T N | fork C N | wait | exit CODE | timefile PATH]...");
+    eprintln!("tracekit-syscall-workload: {msg}\nusage: tracekit-syscall-workload [getppid N | ebadf N | enoent N | badnr N | sleep NS... | sleeplog PATH | threads T N | fork C N | wait | exit CODE | timefile PATH]...");
     std::process::exit(2)
 }
