@@ -126,6 +126,14 @@ struct {
     __type(value, struct comm);
 } comms SEC(".maps");
 
+// Filled on demand by count_in_flight: traced tasks inside a syscall, by syscall number.
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, MAX_SYSCALLS);
+    __type(key, u32);
+    __type(value, u64);
+} in_flight SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, DROP_REASONS);
@@ -278,6 +286,37 @@ int sched_process_exec(u64 *ctx)
     if (cfg_mode == MODE_TOTAL || !bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0))
         return 0;
     remember_comm(group_id(), 1);
+    return 0;
+}
+
+struct bpf_iter_meta {
+    void *seq;
+    u64 session_id;
+    u64 seq_num;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__task {
+    struct bpf_iter_meta *meta;
+    struct task_struct *task;
+} __attribute__((preserve_access_index));
+
+// Run by user space when it reads the summary: a syscall still in progress then (a blocking
+// read under -p, say) has no exit yet, so it is not in the statistics; count such calls so the
+// report can say so instead of losing them silently. An iterator runs in one thread at a time,
+// so the plain array needs no atomics.
+SEC("iter/task")
+int count_in_flight(struct bpf_iter__task *ctx)
+{
+    struct task_struct *task = ctx->task;
+    if (!task)
+        return 0;
+    struct start *s = bpf_task_storage_get(&starts, task, 0, 0);
+    if (!s || !s->ts)
+        return 0;
+    u32 nr = s->nr;
+    u64 *n = bpf_map_lookup_elem(&in_flight, &nr);
+    if (n)
+        *n += 1;
     return 0;
 }
 

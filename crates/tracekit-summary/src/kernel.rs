@@ -1,7 +1,7 @@
 //! The kernel side: load `bpf/summary.bpf.c`, attach it, and read its maps into typed rows.
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
-use aya::programs::BtfTracePoint;
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::programs::{BtfTracePoint, Iter};
 use aya::{Btf, Ebpf, EbpfLoader, Pod};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -88,6 +88,7 @@ impl Default for Options {
 /// A loaded and attached syscall-summary program. Dropping it detaches everything.
 pub struct Tracer {
     ebpf: Ebpf,
+    btf: Btf,
     options: Options,
     started: Instant,
 }
@@ -122,7 +123,7 @@ impl Tracer {
         for (prog, tracepoint) in hooks {
             attach_tp_btf(&mut ebpf, &btf, prog, tracepoint)?;
         }
-        Ok(Tracer { ebpf, options: *options, started: Instant::now() })
+        Ok(Tracer { ebpf, btf, options: *options, started: Instant::now() })
     }
 
     /// Starts tracing the process `tgid` (all its threads, and every child it forks later).
@@ -143,14 +144,48 @@ impl Tracer {
     }
 
     /// Reads the statistics collected so far (the programs stay attached).
-    pub fn read(&self) -> Result<Summary, SummaryError> {
+    pub fn read(&mut self) -> Result<Summary, SummaryError> {
+        // A kernel without task iterators only loses this remark, not the summary.
+        let in_flight = self.count_in_flight().ok();
         let rows = match self.options.mode {
             Mode::Total => self.read_total()?,
             Mode::Process | Mode::Thread => self.read_per_task()?,
         };
         let errnos = if self.options.errno { self.read_errnos()? } else { BTreeMap::new() };
         let comms = if self.options.mode == Mode::Total { BTreeMap::new() } else { self.read_comms()? };
-        Ok(Summary::build(self.options.mode, rows, errnos, comms, self.read_dropped()?, self.started.elapsed()))
+        let mut summary =
+            Summary::build(self.options.mode, rows, errnos, comms, self.read_dropped()?, self.started.elapsed());
+        summary.in_flight = in_flight.map(|counts| summary.name_counts(counts));
+        Ok(summary)
+    }
+
+    /// Runs the task iterator that counts traced tasks still inside a syscall, by number.
+    fn count_in_flight(&mut self) -> Result<BTreeMap<u32, u64>, String> {
+        let program: &mut Iter = self
+            .ebpf
+            .program_mut("count_in_flight")
+            .expect("program in object")
+            .try_into()
+            .map_err(|e| error_chain(&e))?;
+        if program.fd().is_err() {
+            program.load("task", &self.btf).map_err(|e| error_chain(&e))?;
+        }
+        let link = program.attach().map_err(|e| error_chain(&e))?;
+        let link = program.take_link(link).map_err(|e| error_chain(&e))?;
+        let mut file = link.into_file().map_err(|e| error_chain(&e))?;
+        // The iterator runs while its file is read; it prints nothing.
+        std::io::Read::read_to_end(&mut file, &mut Vec::new()).map_err(|e| e.to_string())?;
+        let mut map: Array<&mut MapData, u64> =
+            Array::try_from(self.ebpf.map_mut("in_flight").expect("map in object")).map_err(|e| e.to_string())?;
+        let mut counts = BTreeMap::new();
+        for nr in 0..MAX_SYSCALLS {
+            let n = map.get(&nr, 0).map_err(|e| e.to_string())?;
+            if n > 0 {
+                counts.insert(nr, n);
+                map.set(nr, 0, 0).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(counts)
     }
 
     fn read_total(&self) -> Result<Vec<RawRow>, SummaryError> {

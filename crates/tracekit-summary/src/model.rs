@@ -129,6 +129,9 @@ pub struct Summary {
     pub groups: Vec<Group>,
     /// What could not be recorded.
     pub dropped: Dropped,
+    /// Syscalls still in progress when the summary was read (no exit yet, so not in the
+    /// statistics), by name; `None` if the kernel could not count them.
+    pub in_flight: Option<BTreeMap<String, u64>>,
     /// Time from attach to read.
     pub elapsed: Duration,
 }
@@ -169,7 +172,12 @@ impl Summary {
         if mode == Mode::Total && groups.is_empty() {
             groups.push(Group { id: None, pid: None, comm: String::new(), syscalls: Vec::new() });
         }
-        Summary { mode, groups, dropped, elapsed }
+        Summary { mode, groups, dropped, elapsed, in_flight: None }
+    }
+
+    pub(crate) fn name_counts(&self, counts: BTreeMap<u32, u64>) -> BTreeMap<String, u64> {
+        let arch = Arch::host();
+        counts.into_iter().map(|(nr, n)| (arch.display_name(nr), n)).collect()
     }
 
     /// The single group of a total-mode summary (the first group otherwise).

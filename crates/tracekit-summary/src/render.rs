@@ -36,6 +36,10 @@ pub fn table(summary: &Summary, options: RenderOptions, style: Style) -> String 
         }
         out.push_str(&group_table(group, options).render(style));
     }
+    if let Some(in_flight) = summary.in_flight.as_ref().filter(|m| !m.is_empty()) {
+        let calls: Vec<String> = in_flight.iter().map(|(name, n)| format!("{name} {n}")).collect();
+        out.push_str(&format!("\n in flight at the end (entered, not returned; not in the table): {}\n", calls.join(", ")));
+    }
     if events == 0 {
         out.push_str("\n (no syscalls seen: was the target idle, or already gone?)\n");
     }
@@ -134,6 +138,8 @@ pub struct JsonReport<'a> {
     dropped: Dropped,
     dropped_total: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    in_flight: Option<&'a BTreeMap<String, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     syscalls: Option<Vec<JsonSyscall<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     processes: Option<Vec<JsonGroup<'a>>>,
@@ -162,6 +168,7 @@ pub fn json<'a>(summary: &'a Summary, options: RenderOptions) -> JsonReport<'a> 
         elapsed_ns: summary.elapsed.as_nanos(),
         dropped: summary.dropped,
         dropped_total: summary.dropped.total(),
+        in_flight: summary.in_flight.as_ref(),
         syscalls: (summary.mode == Mode::Total).then(|| rows(summary.total())),
         processes: (summary.mode == Mode::Process).then(|| groups(false)),
         threads: (summary.mode == Mode::Thread).then(|| groups(true)),

@@ -139,7 +139,7 @@ fn pid_target_sees_another_process() {
 fn system_wide_sees_another_process() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = spawn_waiting("4321");
-    let tracer = Tracer::attach(&Options { filter: false, mode: Mode::Process, ..Options::default() }).unwrap();
+    let mut tracer = Tracer::attach(&Options { filter: false, mode: Mode::Process, ..Options::default() }).unwrap();
     release(&mut child);
     let summary = tracer.read().unwrap();
     let group = summary.group(child.id()).expect("the workload's process is in the system-wide summary");
@@ -241,4 +241,24 @@ fn invalid_syscall_numbers_are_counted_apart() {
     let summary = tracer.read().unwrap();
     assert_eq!(summary.dropped.bad_nr, 6);
     assert_eq!(summary.dropped.stats, 0);
+}
+
+#[test]
+fn syscalls_in_flight_at_the_end_are_reported() {
+    use std::io::Write;
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = Command::new(WORKLOAD).args(["wait", "wait"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut tracer = Tracer::attach(&Options::default()).unwrap();
+    tracer.trace_tgid(child.id()).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The first read returns (it began before tracing); the second blocks, traced.
+    stdin.write_all(b"one\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let summary = tracer.read().unwrap();
+    assert_eq!(summary.in_flight.as_ref().and_then(|m| m.get("read")), Some(&1), "{:?}", summary.in_flight);
+    stdin.write_all(b"two\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let summary = tracer.read().unwrap();
+    assert_eq!(summary.in_flight, Some(Default::default()), "nothing left in flight");
+    assert_eq!(calls(&summary, "read"), 1);
 }
