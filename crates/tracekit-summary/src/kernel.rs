@@ -250,7 +250,13 @@ impl Tracer {
             *slot = map.get(&(reason as u32), 0).map_err(map_err)?.iter().sum();
         }
         let [start, stats, errno, fork, comm, bad_nr] = counts;
-        Ok(Dropped { start, stats, errno, fork, comm, bad_nr })
+        // Runs the kernel skipped because the program was already running on that CPU.
+        let recursion = ["sys_enter", "sys_exit"]
+            .iter()
+            .filter_map(|name| self.ebpf.program(name)?.fd().ok())
+            .filter_map(|fd| recursion_misses(fd.as_fd()).ok())
+            .sum();
+        Ok(Dropped { start, stats, errno, fork, comm, bad_nr, recursion })
     }
 }
 
@@ -292,6 +298,31 @@ impl SelfRegistration {
         };
         if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
     }
+}
+
+/// The kernel's count of runs of a program it skipped because the program was already running
+/// on that CPU (`recursion_misses` of `bpf_prog_info`; aya 0.14 does not expose the field).
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
+    use aya_obj::generated::bpf_prog_info;
+    // SAFETY: bpf_prog_info is plain integers and pointers; all-zero is valid and asks the
+    // kernel for no variable-length arrays.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<bpf_prog_info>() as u32,
+        info: &mut info as *mut bpf_prog_info as u64,
+    };
+    // SAFETY: the kernel writes at most info_len bytes into `info`, which lives for the call.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, 15 /* BPF_OBJ_GET_INFO_BY_FD */, &attr as *const InfoAttr, size_of::<InfoAttr>())
+    };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(info.recursion_misses) }
 }
 
 fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, prog: &'static str, tracepoint: &'static str) -> Result<(), SummaryError> {
@@ -348,4 +379,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recursion_misses_are_read_from_the_kernel() {
+        let tracer = Tracer::attach(&Options::default()).expect("root and BTF");
+        let fd = tracer.ebpf.program("sys_enter").unwrap().fd().unwrap();
+        // No syscall tracepoint recurses into itself: the kernel answers, with zero.
+        assert_eq!(recursion_misses(fd.as_fd()).unwrap(), 0);
+    }
 }

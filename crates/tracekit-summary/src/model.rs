@@ -51,12 +51,14 @@ pub struct Dropped {
     pub comm: u64,
     /// Calls with a syscall number beyond the table (they fail with ENOSYS): counted, not itemised.
     pub bad_nr: u64,
+    /// Program runs the kernel skipped because the program was already running on the CPU.
+    pub recursion: u64,
 }
 
 impl Dropped {
     /// Total of every cause.
     pub fn total(&self) -> u64 {
-        self.start + self.stats + self.errno + self.fork + self.comm + self.bad_nr
+        self.start + self.stats + self.errno + self.fork + self.comm + self.bad_nr + self.recursion
     }
 }
 

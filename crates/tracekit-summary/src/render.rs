@@ -99,6 +99,7 @@ fn dropped_text(d: &Dropped) -> String {
         (d.fork, "forked children not followed (traced-process map full)"),
         (d.comm, "task names not recorded"),
         (d.bad_nr, "calls with a syscall number beyond the table (ENOSYS), not itemised"),
+        (d.recursion, "syscall events the kernel did not run the program for (already running on that CPU)"),
     ];
     causes.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect::<Vec<_>>().join(", ")
 }
