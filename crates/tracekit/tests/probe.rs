@@ -423,3 +423,27 @@ fn ptrace_follow_forks_counts_the_child_too() {
         assert_eq!(hits(&v, 0), want, "{flag:?}: {v}");
     }
 }
+
+#[test]
+fn return_probes_survive_longjmp_in_both_engines() {
+    let dir = std::env::temp_dir().join(format!("tk-probe-longjmp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("longjmp");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../tracekit-probe/testdata/longjmp.c");
+    assert!(Command::new("gcc").args(["-O1", "-g", "-o"]).arg(&exe).arg(src).status().unwrap().success());
+    let e = exe.display().to_string();
+    for engine in ["ptrace", "bpf"] {
+        let specs = [format!("{e}:rec"), format!("{e}:jumper"), format!("{e}:leaf")];
+        let mut args = vec!["--engine", engine, "--json"];
+        args.extend(specs.iter().map(String::as_str));
+        args.extend(["--", &e, "10", "100"]);
+        let out = tracekit(&args);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let v = json_of(&out);
+        // Short forms expand to entry then return: probes 0..5 are rec, rec ret, jumper, jumper ret, leaf, leaf ret.
+        let got: Vec<u64> = (0..6).map(|i| hits(&v, i)).collect();
+        assert_eq!(got, vec![1100, 1100, 1100, 0, 100, 100], "{engine}: {v}");
+        assert_eq!(v["probes"][5]["missed"], 0, "{engine}: {v}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -377,15 +377,22 @@ impl<A: Arch> Engine<A> {
             return Ok(());
         }
         let tramp = inst.trampoline.expect("return probes get a trampoline");
+        let ReturnSlot::Memory(stack_addr) = A::return_slot(regs) else {
+            unimplemented!("register return slots arrive with the LoongArch backend")
+        };
+        // A pending return whose slot is at or below this new one cannot be live any more: the
+        // stack was unwound past it without returning (longjmp, exceptions, a thread's stack
+        // switch). Drop such frames now, as the kernel's uretprobes do, so they cannot fill the
+        // stack and make every later return probe on this thread a miss.
+        while thread.returns.last().is_some_and(|r| r.stack_addr <= stack_addr) {
+            thread.returns.pop();
+        }
         if thread.returns.len() >= MAX_RETURN_DEPTH {
             for &p in &self.table.points[point].returns {
                 self.stats[p].missed += 1;
             }
             return Ok(());
         }
-        let ReturnSlot::Memory(stack_addr) = A::return_slot(regs) else {
-            unimplemented!("register return slots arrive with the LoongArch backend")
-        };
         let sys = |source| PtraceError::Sys {
             what: "hijacking a return address",
             pid: tid,
