@@ -121,6 +121,22 @@ pub enum SymbolError {
         /// The address asked for.
         vaddr: u64,
     },
+    /// A return probe given as an address where no known function starts.
+    #[error("`{spec}`: a return probe must be at a function's start, and no function symbol starts at {vaddr:#x}; use uretprobe:BINARY:SYMBOL or a start address from `nm`")]
+    ReturnNotAtFunction {
+        /// The spec as written.
+        spec: String,
+        /// The address given.
+        vaddr: u64,
+    },
+    /// The address is not in an executable segment of the binary.
+    #[error("address {vaddr:#x} is not in the code of {path} (no executable segment covers it); give a function's address as `nm` or `objdump -d` shows it")]
+    NotCode {
+        /// The address given.
+        vaddr: u64,
+        /// The binary.
+        path: PathBuf,
+    },
     /// The process does not exist (any more).
     #[error("no process {pid} (it may have exited); check the pid with `ps -p {pid}`")]
     NoProcess {
@@ -229,7 +245,27 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
             }
             (Some(sym), sym.vaddr + offset)
         }
-        ProbeLocation::Address(a) => (elf.containing(*a), *a),
+        ProbeLocation::Address(a) => {
+            if !elf.is_code(*a) {
+                return Err(SymbolError::NotCode { vaddr: *a, path: binary });
+            }
+            let sym = elf.containing(*a);
+            match sym {
+                None if spec.kind == ProbeKind::Uretprobe => {
+                    return Err(SymbolError::ReturnNotAtFunction { spec: spec.text.clone(), vaddr: *a });
+                }
+                Some(s) if spec.kind == ProbeKind::Uretprobe && s.vaddr != *a => {
+                    return Err(SymbolError::ReturnNotAtEntry {
+                        spec: spec.text.clone(),
+                        symbol: s.name.clone(),
+                        start: s.vaddr,
+                        vaddr: *a,
+                    });
+                }
+                _ => {}
+            }
+            (sym, *a)
+        }
     };
     let file_offset = elf.file_offset(vaddr)?;
     let (symbol_vaddr, symbol_size) = symbol.map_or((vaddr, 0), |s| (s.vaddr, s.size));
@@ -510,6 +546,8 @@ struct Elf {
     functions: Vec<(String, u64, u64)>,
     /// (vaddr, memsz, file offset, filesz) of each loadable segment.
     segments: Vec<(u64, u64, u64, u64)>,
+    /// (vaddr, memsz) of each executable (PF_X) segment.
+    code: Vec<(u64, u64)>,
     x86_64: bool,
 }
 
@@ -540,11 +578,17 @@ impl Elf {
                 (s.address(), s.size(), off, filesz)
             })
             .collect();
+        let code = file
+            .segments()
+            .filter(|s| matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0))
+            .map(|s| (s.address(), s.size()))
+            .collect();
         let x86_64 = file.architecture() == object::Architecture::X86_64;
         Ok(Elf {
             path: path.into(),
             functions,
             segments,
+            code,
             x86_64,
             data,
         })
@@ -603,6 +647,12 @@ impl Elf {
                 vaddr: *a,
                 size: *s,
             })
+    }
+
+    /// Whether `vaddr` lies in an executable segment: a breakpoint anywhere else would never
+    /// be hit (and the ptrace engine would use it as code).
+    fn is_code(&self, vaddr: u64) -> bool {
+        self.code.iter().any(|(a, size)| *a <= vaddr && vaddr < a + size)
     }
 
     fn file_offset(&self, vaddr: u64) -> Result<u64, SymbolError> {

@@ -447,3 +447,26 @@ fn return_probes_survive_longjmp_in_both_engines() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn addresses_outside_code_or_function_starts_are_refused() {
+    for engine in ["bpf", "ptrace"] {
+        // 0x1 is in the ELF header: not code. Neither engine may place a breakpoint there.
+        assert_fails(
+            &["--engine", engine, &format!("uprobe:{}:0x1", t()), "--", &t(), "1"],
+            "is not in the code of",
+        );
+    }
+    // The return probe of a function given by an address that is not a function's start.
+    let out = Command::new("nm").arg(target()).output().unwrap();
+    let nm = String::from_utf8_lossy(&out.stdout);
+    let start = nm
+        .lines()
+        .find_map(|l| l.strip_suffix(" T tk_empty"))
+        .map(|a| u64::from_str_radix(a, 16).unwrap())
+        .unwrap();
+    assert_fails(
+        &[&format!("uretprobe:{}:{:#x}", t(), start + 1), "--", &t(), "1"],
+        "a return probe must be at a function's",
+    );
+}

@@ -1008,7 +1008,9 @@ impl<'a> Session<'a> {
         proc.mem
             .set_regs(tid, &A::syscall_regs(&saved, at, nr, args))
             .map_err(|e| sys("PTRACE_SETREGS", e))?;
-        loop {
+        // Bounded: a step that keeps stopping without completing must not spin forever.
+        let mut fault = None;
+        for _ in 0..1000 {
             // SAFETY: single-stepping a stopped tracee; no pointers.
             if unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0) } < 0 {
                 return Err(PtraceError::last("PTRACE_SINGLESTEP", tid));
@@ -1022,14 +1024,29 @@ impl<'a> Session<'a> {
             }
             let sig = libc::WSTOPSIG(status);
             if status >> 16 == 0 && sig == libc::SIGTRAP {
+                fault = Some(None);
                 break;
             }
             if status >> 16 == 0 {
+                if matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE) {
+                    // The injected instruction itself faults: stepping again would fault again.
+                    fault = Some(Some(sig));
+                    break;
+                }
                 // A signal arrived first: keep it for later and step again.
                 self.threads.get_mut(&tid).expect("known").pending_sig = sig;
             }
         }
         let proc = self.procs.get_mut(&pid).expect("known process");
+        if fault != Some(None) {
+            let _ = proc.mem.write(at, &orig);
+            let _ = proc.mem.set_regs(tid, &saved);
+            let why = match fault {
+                Some(Some(sig)) => format!("the injected syscall at {at:#x} faulted (signal {sig})"),
+                _ => format!("the injected syscall at {at:#x} did not complete"),
+            };
+            return Err(sys("injecting a system call", io::Error::other(why)));
+        }
         let after = proc
             .mem
             .get_regs(tid)
