@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 
@@ -69,8 +70,8 @@ pub struct HostMemory {
     backing: Backing,
 }
 
-// SAFETY: the mapping is plain memory owned by this value; threads only access it through raw
-// pointers at disjoint per-vCPU offsets (or read it after the writers were joined).
+// SAFETY: the mapping is plain memory owned by this value; the safe accessors are atomic, and
+// raw pointers from `as_ptr` are the caller's responsibility (KVM and userfaultfd use them).
 unsafe impl Send for HostMemory {}
 // SAFETY: see `Send`; `&HostMemory` hands out only addresses, never references to the bytes.
 unsafe impl Sync for HostMemory {}
@@ -127,45 +128,37 @@ impl HostMemory {
 
     /// Reads the u64 at `offset` (8-byte aligned, inside the mapping).
     pub fn read_u64(&self, offset: usize) -> u64 {
-        assert!(
-            offset.is_multiple_of(8) && offset + 8 <= self.len,
-            "read_u64 out of bounds"
-        );
-        // SAFETY: in bounds and aligned (asserted); a volatile read because the guest or another
-        // thread may have written it behind the compiler's back.
-        unsafe { self.ptr.as_ptr().add(offset).cast::<u64>().read_volatile() }
+        self.word(offset, "read_u64").load(Ordering::Relaxed)
     }
 
     /// Writes the u64 at `offset` (8-byte aligned, inside the mapping).
     pub fn write_u64(&self, offset: usize, value: u64) {
-        assert!(
-            offset.is_multiple_of(8) && offset + 8 <= self.len,
-            "write_u64 out of bounds"
-        );
-        // SAFETY: in bounds and aligned (asserted); volatile so the guest sees it.
-        unsafe {
-            self.ptr
-                .as_ptr()
-                .add(offset)
-                .cast::<u64>()
-                .write_volatile(value)
-        }
+        self.word(offset, "write_u64").store(value, Ordering::Relaxed)
     }
 
     /// Copies `bytes` into the mapping at `offset`.
     pub fn write_bytes(&self, offset: usize, bytes: &[u8]) {
         assert!(
-            offset + bytes.len() <= self.len,
+            offset.checked_add(bytes.len()).is_some_and(|end| end <= self.len),
             "write_bytes out of bounds"
         );
-        // SAFETY: destination in bounds (asserted) and a private mapping cannot overlap `bytes`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.ptr.as_ptr().add(offset),
-                bytes.len(),
-            )
+        for (i, &b) in bytes.iter().enumerate() {
+            // SAFETY: in bounds (asserted); atomic byte stores, so a concurrent access from
+            // another thread through this shared value is not a data race.
+            unsafe { AtomicU8::from_ptr(self.ptr.as_ptr().add(offset + i)) }.store(b, Ordering::Relaxed);
         }
+    }
+
+    /// The u64 at `offset` as an atomic: threads share `&HostMemory` (vCPU threads, handlers,
+    /// the verifier), so every access goes through atomics and none is a data race.
+    fn word(&self, offset: usize, what: &str) -> &AtomicU64 {
+        assert!(
+            offset.is_multiple_of(8) && offset.checked_add(8).is_some_and(|end| end <= self.len),
+            "{what} out of bounds"
+        );
+        // SAFETY: in bounds and 8-byte aligned (asserted; the mapping is page aligned); the
+        // mapping lives as long as `self`, which the returned reference borrows.
+        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast::<u64>()) }
     }
 }
 
@@ -194,6 +187,20 @@ mod tests {
             HostMemory::new(0, Backing::Shared),
             Err(Error::Mmap { .. })
         ));
+    }
+
+    /// Offsets near usize::MAX must not wrap around the bounds check (release builds have no
+    /// overflow checks).
+    #[test]
+    fn offsets_that_overflow_are_out_of_bounds() {
+        let m = HostMemory::new(4096, Backing::Anonymous).unwrap();
+        for offset in [usize::MAX - 7, 4096, 4090] {
+            let read = std::panic::catch_unwind(|| m.read_u64(offset));
+            assert!(read.is_err(), "read_u64({offset:#x}) must panic");
+        }
+        assert!(std::panic::catch_unwind(|| m.write_bytes(usize::MAX, &[1, 2])).is_err());
+        m.write_bytes(4094, &[1, 2]);
+        assert_eq!(m.read_u64(4088) >> 48, 0x0201);
     }
 }
 
