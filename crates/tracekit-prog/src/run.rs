@@ -157,6 +157,13 @@ impl Program {
         if let Some(e) = err {
             return Err((out, e));
         }
+        // With a zero-sized buffer the kernel copies nothing and does not fail, but it still
+        // reports the true size: a caller-sized buffer that was too small is ENOSPC all the same.
+        let data_short = opts.data_out_size.is_some() && out.data_size_out as usize > data_cap;
+        let ctx_short = opts.ctx_out_size.is_some() && out.ctx_size_out as usize > ctx_cap;
+        if data_short || ctx_short {
+            return Err((out, std::io::Error::from_raw_os_error(libc::ENOSPC)));
+        }
         data_out.truncate(out.data_size_out as usize);
         ctx_out.truncate(out.ctx_size_out as usize);
         if self.kind == ProgKind::Syscall {

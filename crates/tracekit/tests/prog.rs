@@ -151,6 +151,11 @@ fn short_output_buffer_reports_enospc_and_the_true_size() {
         ],
         "data_out is 46 bytes but the buffer given was 42 bytes (ENOSPC)",
     );
+    // A zero-sized buffer: the kernel copies nothing and does not fail, but it is too small.
+    fails_with(
+        &["prog", "run", &obj("xdp_port_filter"), "xdp_port_filter", "--packet", "proto=\"udp\"", "--data-out-size", "0"],
+        "data_out is 42 bytes but the buffer given was 0 bytes (ENOSPC)",
+    );
 }
 
 #[test]
