@@ -54,6 +54,17 @@ pub enum Error {
         /// Pages that fit.
         limit: u64,
     },
+    /// The host has less memory available than the test would fault in (the mapping is made
+    /// with MAP_NORESERVE, so without this check the OOM killer would end the run instead).
+    #[error(
+        "the test needs {needed} of memory but the host has {available} available (MemAvailable + SwapFree in /proc/meminfo); use fewer vCPUs or fewer bytes per vCPU"
+    )]
+    NotEnoughHostMemory {
+        /// What the test would touch, human readable.
+        needed: String,
+        /// What the host has, human readable.
+        available: String,
+    },
     /// A memory mapping could not be created.
     #[error("cannot map {bytes} bytes of {backing} memory: {errno}{hint}")]
     Mmap {

@@ -213,6 +213,11 @@ fn text_report_and_output_file() {
 
 #[test]
 fn bad_input_gets_clear_errors() {
+    // More than the host has (the machine has tens of GiB, not a TiB): refused, not OOM-killed.
+    fails_with(
+        &["bench", "demand-paging", "-v", "2", "-b", "400G"],
+        "of memory but the host has",
+    );
     fails_with(
         &["bench", "demand-paging", "-b", "4100"],
         "4100 bytes per vCPU is not a multiple of the guest page size (4096 bytes); round it, e.g. to 8192",
