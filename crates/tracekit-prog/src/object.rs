@@ -105,7 +105,9 @@ impl BpfObject {
         };
         // Not `Ebpf::load`: it parses the kernel's BTF (/sys/kernel/btf/vmlinux, ~25 ms here)
         // twice, once in `EbpfLoader::new` and once more for its own `.btf(...)`.
+        // Maps user space cannot use (task storage, ...) are still created for the program.
         let mut ebpf = aya::EbpfLoader::new()
+            .allow_unsupported_maps()
             .load(&self.bytes)
             .map_err(parse_err)?;
         let program = ebpf.program_mut(&entry.name).ok_or_else(|| Error::Parse {

@@ -112,7 +112,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "HEX")]
     ctx_hex: Option<String>,
     /// Runs per call (the kernel times them together and reports the mean).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
     /// Timed calls, each of --repeat runs; statistics are over these.
     #[arg(long, default_value_t = 1, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
@@ -473,7 +473,8 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
             replay: &result,
         };
         target.write_json(&report)?;
-        return Ok(ExitCode::SUCCESS);
+        let failed = result.verdicts.iter().any(|v| v.error.is_some());
+        return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }
     let style = target.style();
     let mut s = format!(
@@ -539,7 +540,8 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     s.push('\n');
     target.write(&s)?;
-    Ok(ExitCode::SUCCESS)
+    // The verdicts of the other packets are printed, but a replay with failures is not a success.
+    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn test(a: TestArgs) -> anyhow::Result<ExitCode> {
