@@ -174,6 +174,32 @@ pub struct Mismatch {
     pub tail: u64,
 }
 
+/// Refuses a test that would touch more memory than the host has available. Hugetlb pages are
+/// reserved separately (and a mapping without enough of them fails at once), so they are not
+/// counted here.
+fn check_host_memory(bytes: u64, backing: Backing) -> Result<()> {
+    if backing == Backing::Hugetlb {
+        return Ok(());
+    }
+    let Ok(info) = std::fs::read_to_string("/proc/meminfo") else {
+        return Ok(());
+    };
+    let kib = |key: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let available = (kib("MemAvailable:") + kib("SwapFree:")) * 1024;
+    if bytes > available {
+        return Err(Error::NotEnoughHostMemory {
+            needed: tracekit_core::units::human_bytes(bytes),
+            available: tracekit_core::units::human_bytes(available),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,30 +261,4 @@ mod tests {
             (1, Some((1, 2)))
         );
     }
-}
-
-/// Refuses a test that would touch more memory than the host has available. Hugetlb pages are
-/// reserved separately (and a mapping without enough of them fails at once), so they are not
-/// counted here.
-fn check_host_memory(bytes: u64, backing: Backing) -> Result<()> {
-    if backing == Backing::Hugetlb {
-        return Ok(());
-    }
-    let Ok(info) = std::fs::read_to_string("/proc/meminfo") else {
-        return Ok(());
-    };
-    let kib = |key: &str| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let available = (kib("MemAvailable:") + kib("SwapFree:")) * 1024;
-    if bytes > available {
-        return Err(Error::NotEnoughHostMemory {
-            needed: tracekit_core::units::human_bytes(bytes),
-            available: tracekit_core::units::human_bytes(available),
-        });
-    }
-    Ok(())
 }
