@@ -359,10 +359,15 @@ pub struct Benchmark {
 
 impl Benchmark {
     /// Median wall time per call minus the median time spent running the program in it:
-    /// the fixed cost of one test-run call.
+    /// the fixed cost of one test-run call. `None` when there are no timings, or when the
+    /// repeat count is so large that the kernel's whole-nanosecond mean makes it meaningless.
     pub fn fixed_cost_per_call_ns(&self) -> Option<f64> {
         let (wall, per_run) = (self.wall_per_call_ns?, self.per_run_ns?);
-        Some((wall.median - per_run.median * f64::from(self.repeat)).max(0.0))
+        // The kernel's mean is whole nanoseconds: repeat × mean may be off by up to `repeat` ns.
+        // Past a tenth of the wall time that error swamps the fixed cost: say nothing.
+        let uncertainty = f64::from(self.repeat);
+        (uncertainty <= wall.median / 10.0)
+            .then(|| (wall.median - per_run.median * f64::from(self.repeat)).max(0.0))
     }
 }
 
