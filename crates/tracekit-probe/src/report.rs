@@ -13,8 +13,12 @@ pub struct ProbeResult {
     pub kind: ProbeKind,
     /// Times the probe fired.
     pub hits: u64,
-    /// Times it could not be handled (re-entered, map full, lost record), never silently.
+    /// Times it could not be handled (return without a recorded entry, stack too deep, map
+    /// full), never silently.
     pub missed: u64,
+    /// Streamed (`--print`) records of this probe lost because the ring buffer was full; the
+    /// hit counts and latencies are complete regardless.
+    pub lost: u64,
     /// Entry-to-return latency in ns, for return probes.
     pub latency: Option<LatencyStats>,
     /// Log2 histogram of the same latencies.

@@ -470,3 +470,26 @@ fn addresses_outside_code_or_function_starts_are_refused() {
         "a return probe must be at a function's",
     );
 }
+
+#[test]
+fn json_separates_lost_records_and_has_no_latency_without_returns() {
+    // tk_sleep_1ms is never called here: its return probe has no hits and no latency (null,
+    // not zeros); nothing was streamed, so nothing was lost.
+    let out = tracekit(&[
+        "--engine",
+        "bpf",
+        "--json",
+        &format!("uretprobe:{}:tk_sleep_1ms", t()),
+        "--",
+        &t(),
+        "--only",
+        "tk_empty",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json_of(&out);
+    assert_eq!(hits(&v, 0), 0);
+    assert_eq!(v["probes"][0]["lost"], 0);
+    assert!(v["probes"][0]["latency"].is_null(), "{v}");
+    assert!(v["probes"][0]["histogram_log2"].is_null(), "{v}");
+}

@@ -428,11 +428,13 @@ fn event_of(e: &KernelEvent) -> HitEvent {
 fn result_of<'a>(p: &ResolvedProbe, per_cpu: impl Iterator<Item = &'a KernelStats>) -> ProbeResult {
     let mut hits = 0;
     let mut missed = 0;
+    let mut lost = 0;
     let mut latency = LatencyStats::new();
     let mut histogram = Log2Histogram::default();
     for s in per_cpu {
         hits += s.hits;
-        missed += s.missed + s.lost;
+        missed += s.missed;
+        lost += s.lost;
         latency.merge(&LatencyStats {
             count: s.lat_count,
             total: s.lat_total,
@@ -450,6 +452,7 @@ fn result_of<'a>(p: &ResolvedProbe, per_cpu: impl Iterator<Item = &'a KernelStat
         kind: p.spec.kind,
         hits,
         missed,
+        lost,
         latency: is_return.then_some(latency),
         histogram: is_return.then_some(histogram),
     }

@@ -545,6 +545,8 @@ impl<A: Arch> Engine<A> {
                     kind: def.kind,
                     hits: s.hits,
                     missed: s.missed,
+                    // The ptrace engine streams from the tracer itself: nothing can be lost.
+                    lost: 0,
                     latency: ret.then_some(s.latency),
                     histogram: ret.then(|| s.hist.clone()),
                 }

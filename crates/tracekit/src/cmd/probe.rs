@@ -422,15 +422,17 @@ fn json_report(r: &RunResult) -> Value {
         .probes
         .iter()
         .map(|p| {
-            let latency = p.latency.map(|l| {
+            // No returns seen: no latency, rather than zeros that look like data.
+            let latency = p.latency.filter(|l| l.count > 0).map(|l| {
                 json!({
                     "count": l.count, "total_ns": l.total, "min_ns": l.min, "max_ns": l.max,
                     "avg_ns": l.mean(), "stddev_ns": l.stddev(), "sum_sq_ns2": l.sum_sq.to_string(),
                 })
             });
             json!({
-                "spec": p.spec, "kind": p.kind, "hits": p.hits, "missed": p.missed,
-                "latency": latency, "histogram_log2": p.histogram.as_ref().map(|h| &h.buckets),
+                "spec": p.spec, "kind": p.kind, "hits": p.hits, "missed": p.missed, "lost": p.lost,
+                "latency": latency,
+                "histogram_log2": p.histogram.as_ref().filter(|h| h.total() > 0).map(|h| &h.buckets),
             })
         })
         .collect();
