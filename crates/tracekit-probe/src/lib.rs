@@ -9,10 +9,12 @@
 
 pub mod bpf;
 pub mod ptrace;
+#[cfg(feature = "testdata")]
+pub mod testdata;
 pub mod report;
 pub mod spec;
 pub mod symbols;
 
-pub use report::{ProbeReport, ProbeResult};
+pub use report::{ExitStatus, ProbeReport, ProbeResult};
 pub use spec::{ProbeKind, ProbeLocation, ProbeSpec, SpecError};
 pub use symbols::{Lookup, ResolvedProbe, SymbolError, resolve, resolve_with};

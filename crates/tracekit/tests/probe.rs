@@ -9,27 +9,10 @@ use serde_json::Value;
 
 const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
 
-/// Builds crates/tracekit-probe/testdata/target.c once per test binary.
+/// crates/tracekit-probe/testdata/target.c, built once per test binary.
 fn target() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tk-probe-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("probe-target");
-        let src = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tracekit-probe/testdata/target.c"
-        );
-        let st = Command::new("gcc")
-            .args(["-O1", "-g", "-o"])
-            .arg(&out)
-            .arg(src)
-            .arg("-lpthread")
-            .status()
-            .expect("gcc");
-        assert!(st.success(), "gcc failed");
-        out
-    })
+    PATH.get_or_init(tracekit_probe::testdata::target)
 }
 
 fn t() -> String {
@@ -426,12 +409,7 @@ fn ptrace_follow_forks_counts_the_child_too() {
 
 #[test]
 fn return_probes_survive_longjmp_in_both_engines() {
-    let dir = std::env::temp_dir().join(format!("tk-probe-longjmp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = dir.join("longjmp");
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../tracekit-probe/testdata/longjmp.c");
-    assert!(Command::new("gcc").args(["-O1", "-g", "-o"]).arg(&exe).arg(src).status().unwrap().success());
-    let e = exe.display().to_string();
+    let e = tracekit_probe::testdata::compile("longjmp.c", "longjmp", &[]).display().to_string();
     for engine in ["ptrace", "bpf"] {
         let specs = [format!("{e}:rec"), format!("{e}:jumper"), format!("{e}:leaf")];
         let mut args = vec!["--engine", engine, "--json"];
@@ -445,7 +423,6 @@ fn return_probes_survive_longjmp_in_both_engines() {
         assert_eq!(got, vec![1100, 1100, 1100, 0, 100, 100], "{engine}: {v}");
         assert_eq!(v["probes"][5]["missed"], 0, "{engine}: {v}");
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

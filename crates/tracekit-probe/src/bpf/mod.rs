@@ -369,27 +369,6 @@ impl Session {
             probes,
         })
     }
-
-    /// Events the ring buffer had no room for, over all probes.
-    pub fn lost(&self) -> Result<u64, BpfError> {
-        let map_err = |e: aya::maps::MapError| BpfError::Map {
-            map: "stats",
-            reason: e.to_string(),
-        };
-        let map: PerCpuArray<&MapData, KernelStats> =
-            PerCpuArray::try_from(self.ebpf.map("stats").expect("map in object"))
-                .map_err(map_err)?;
-        let mut lost = 0;
-        for i in 0..self.probes.len() {
-            lost += map
-                .get(&(i as u32), 0)
-                .map_err(map_err)?
-                .iter()
-                .map(|s| s.lost)
-                .sum::<u64>();
-        }
-        Ok(lost)
-    }
 }
 
 fn drain(ring: &mut RingBuf<MapData>, on_hit: &mut dyn FnMut(&HitEvent)) -> usize {
@@ -472,14 +451,7 @@ pub enum Target {
     Pid(u32),
 }
 
-/// How the traced command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Code(i32),
-    /// It was killed by this signal.
-    Signal(i32),
-}
+pub use crate::report::ExitStatus;
 
 /// What a run produced.
 #[derive(Debug, Clone)]
@@ -568,10 +540,11 @@ fn finish(
     on_hit: &mut dyn FnMut(&HitEvent),
 ) -> Result<Outcome, BpfError> {
     while session.poll(Duration::ZERO, on_hit) > 0 {}
+    let report = session.report()?;
     Ok(Outcome {
-        report: session.report()?,
+        lost_events: report.probes.iter().map(|p| p.lost).sum(),
+        report,
         exit,
-        lost_events: session.lost()?,
         warnings: Vec::new(),
     })
 }

@@ -8,24 +8,10 @@ use super::*;
 use crate::spec::ProbeSpec;
 use crate::symbols::{Lookup, resolve_with};
 
-/// Builds testdata/target.c once per test binary.
+/// The test program, built once per test binary.
 pub(crate) fn target() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tk-probe-bpf-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("probe-target");
-        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/target.c");
-        let st = std::process::Command::new("gcc")
-            .args(["-O1", "-g", "-o"])
-            .arg(&out)
-            .arg(src)
-            .arg("-lpthread")
-            .status()
-            .expect("gcc is installed");
-        assert!(st.success(), "gcc failed");
-        out
-    })
+    PATH.get_or_init(crate::testdata::target)
 }
 
 fn resolve_all(specs: &[String]) -> Vec<ResolvedProbe> {

@@ -102,14 +102,7 @@ pub struct HitEvent {
     pub latency_ns: Option<u64>,
 }
 
-/// How the traced process ended, if it did while traced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Code(i32),
-    /// It was killed by this signal.
-    Signal(i32),
-}
+pub use crate::report::ExitStatus;
 
 /// What a run produced.
 #[derive(Debug, Clone)]

@@ -13,43 +13,16 @@ use tracekit_probe::ProbeSpec;
 use tracekit_probe::ptrace::{self, HitEvent, PtraceError, PtraceOptions, PtraceOutcome, Target};
 use tracekit_probe::symbols::{self, ResolvedProbe};
 
-/// Builds `testdata/target.c` with `gcc -O1 -g ... -lpthread` into a temp dir, once per test
-/// binary, and returns the executable's path.
+/// `testdata/target.c`, built once per test binary.
 pub fn build_target() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("tracekit-ptrace-tests-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("probe-target");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/target.c");
-        let st = Command::new("gcc")
-            .args(["-O1", "-g", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .arg("-lpthread")
-            .status()
-            .expect("gcc must be installed to build the probe test target");
-        assert!(st.success(), "gcc failed to build {}", src.display());
-        out
-    })
+    PATH.get_or_init(tracekit_probe::testdata::target)
 }
 
-/// Builds `testdata/dl.c` into `libtk-dl.so` next to the target, once; returns its path.
+/// `testdata/dl.c` built as a shared library, once; returns its path.
 pub fn build_dl_lib() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = build_target().with_file_name("libtk-dl.so");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dl.c");
-        let st = Command::new("gcc")
-            .args(["-O1", "-g", "-shared", "-fPIC", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .expect("gcc must be installed to build the probe test library");
-        assert!(st.success(), "gcc failed to build {}", src.display());
-        out
-    })
+    PATH.get_or_init(|| tracekit_probe::testdata::compile("dl.c", "libtk-dl.so", &["-shared", "-fPIC"]))
 }
 
 /// Resolves spec texts (short forms expand to entry + return) against the test target.

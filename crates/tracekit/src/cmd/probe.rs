@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tracekit_core::report::{Column, OutputTarget, Style, Table};
 use tracekit_core::units::ns_to_ms;
 use tracekit_probe::bpf::{self, BpfOptions};
-use tracekit_probe::{Lookup, ProbeKind, ProbeReport, ProbeSpec, ResolvedProbe, resolve_with};
+use tracekit_probe::{ExitStatus, Lookup, ProbeKind, ProbeReport, ProbeSpec, ResolvedProbe, resolve_with};
 
 /// Which probe engine runs the probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -95,11 +95,6 @@ pub struct ProbeArgs {
     command: Vec<OsString>,
 }
 
-/// How the run ended, engine-independent.
-enum Exit {
-    Code(i32),
-    Signal(i32),
-}
 
 /// One streamed hit, engine-independent.
 struct Hit {
@@ -113,7 +108,7 @@ struct Hit {
 
 struct RunResult {
     report: ProbeReport,
-    exit: Option<Exit>,
+    exit: Option<ExitStatus>,
     notes: Vec<String>,
 }
 
@@ -223,8 +218,8 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         out.write(&text_report(&result, out.style()))?;
     }
     Ok(match result.exit {
-        Some(Exit::Code(c)) => ExitCode::from(c.clamp(0, 255) as u8),
-        Some(Exit::Signal(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
+        Some(ExitStatus::Code(c)) => ExitCode::from(c.clamp(0, 255) as u8),
+        Some(ExitStatus::Signal(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
         None => ExitCode::SUCCESS,
     })
 }
@@ -272,13 +267,9 @@ fn run_bpf(
             out.lost_events
         ));
     }
-    let exit = out.exit.map(|e| match e {
-        bpf::ExitStatus::Code(c) => Exit::Code(c),
-        bpf::ExitStatus::Signal(s) => Exit::Signal(s),
-    });
     Ok(RunResult {
         report: out.report,
-        exit,
+        exit: out.exit,
         notes,
     })
 }
@@ -317,13 +308,9 @@ fn run_ptrace(
         })
     };
     let out = ptrace::run(probes, target, &opts, stop, &mut forward)?;
-    let exit = out.exit.map(|e| match e {
-        ptrace::ExitStatus::Code(c) => Exit::Code(c),
-        ptrace::ExitStatus::Signal(s) => Exit::Signal(s),
-    });
     Ok(RunResult {
         report: out.report,
-        exit,
+        exit: out.exit,
         notes: out.warnings,
     })
 }
@@ -398,10 +385,10 @@ fn text_report(r: &RunResult, style: Style) -> String {
     }
     let mut text = format!("\n Probes ({} engine)", r.report.engine);
     match r.exit {
-        Some(Exit::Code(c)) => {
+        Some(ExitStatus::Code(c)) => {
             let _ = write!(text, ", command exited with status {c}");
         }
-        Some(Exit::Signal(s)) => {
+        Some(ExitStatus::Signal(s)) => {
             let _ = write!(text, ", command killed by signal {s}");
         }
         None => {}
@@ -437,8 +424,8 @@ fn json_report(r: &RunResult) -> Value {
         })
         .collect();
     let exit = match r.exit {
-        Some(Exit::Code(c)) => json!({"code": c}),
-        Some(Exit::Signal(s)) => json!({"signal": s}),
+        Some(ExitStatus::Code(c)) => json!({"code": c}),
+        Some(ExitStatus::Signal(s)) => json!({"signal": s}),
         None => Value::Null,
     };
     json!({ "engine": r.report.engine, "probes": probes, "exit": exit, "notes": r.notes })

@@ -1,0 +1,37 @@
+//! The C test programs of `testdata/`, compiled with gcc on first use (once per process), for
+//! this crate's tests and the CLI's. Only with the `testdata` feature.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+/// Compiles `testdata/<source>` with `gcc -O1 -g -o <output> <source> <flags>` into a
+/// per-process temporary folder, once per output name, and returns the output's path.
+pub fn compile(source: &str, output: &str, flags: &[&str]) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(output.to_owned())
+        .or_insert_with(|| {
+            let dir = std::env::temp_dir().join(format!("tracekit-testdata-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("create the test folder");
+            let out = dir.join(output);
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(source);
+            let status = Command::new("gcc")
+                .args(["-O1", "-g", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .args(flags)
+                .status()
+                .expect("gcc must be installed to build the probe test programs");
+            assert!(status.success(), "gcc failed to build {}", src.display());
+            out
+        })
+        .clone()
+}
+
+/// `testdata/target.c`, the program every probe test runs (see its header for its options).
+pub fn target() -> PathBuf {
+    compile("target.c", "probe-target", &["-lpthread"])
+}
