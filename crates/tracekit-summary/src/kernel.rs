@@ -128,7 +128,7 @@ impl Tracer {
 
     /// Starts tracing the process `tgid` (all its threads, and every child it forks later).
     pub fn trace_tgid(&mut self, tgid: u32) -> Result<(), SummaryError> {
-        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "traced_tgids", reason: e.to_string() };
+        let map_err = map_error("traced_tgids");
         let mut map: HashMap<&mut MapData, u32, u32> =
             HashMap::try_from(self.ebpf.map_mut("traced_tgids").expect("map in object")).map_err(map_err)?;
         map.insert(tgid, 1, 0).map_err(map_err)
@@ -188,10 +188,17 @@ impl Tracer {
         Ok(counts)
     }
 
+    /// The map `name` of the object as the typed aya map `M`.
+    fn typed_map<'a, M>(&'a self, name: &'static str) -> Result<M, SummaryError>
+    where
+        M: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        M::try_from(self.ebpf.map(name).expect("map in object")).map_err(map_error(name))
+    }
+
     fn read_total(&self) -> Result<Vec<RawRow>, SummaryError> {
-        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "total_stats", reason: e.to_string() };
-        let map: PerCpuArray<&MapData, KernelStats> =
-            PerCpuArray::try_from(self.ebpf.map("total_stats").expect("map in object")).map_err(map_err)?;
+        let map_err = map_error("total_stats");
+        let map: PerCpuArray<&MapData, KernelStats> = self.typed_map("total_stats")?;
         let mut rows = Vec::new();
         for nr in 0..MAX_SYSCALLS {
             let (stats, errors) = merge_cpus(&map.get(&nr, 0).map_err(map_err)?);
@@ -203,9 +210,8 @@ impl Tracer {
     }
 
     fn read_per_task(&self) -> Result<Vec<RawRow>, SummaryError> {
-        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "task_stats", reason: e.to_string() };
-        let map: PerCpuHashMap<&MapData, IdKey, KernelStats> =
-            PerCpuHashMap::try_from(self.ebpf.map("task_stats").expect("map in object")).map_err(map_err)?;
+        let map_err = map_error("task_stats");
+        let map: PerCpuHashMap<&MapData, IdKey, KernelStats> = self.typed_map("task_stats")?;
         let mut rows = Vec::new();
         for entry in map.iter() {
             let (key, values) = entry.map_err(map_err)?;
@@ -216,9 +222,8 @@ impl Tracer {
     }
 
     fn read_errnos(&self) -> Result<ErrnoCounts, SummaryError> {
-        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "errno_counts", reason: e.to_string() };
-        let map: PerCpuHashMap<&MapData, ErrnoKey, u64> =
-            PerCpuHashMap::try_from(self.ebpf.map("errno_counts").expect("map in object")).map_err(map_err)?;
+        let map_err = map_error("errno_counts");
+        let map: PerCpuHashMap<&MapData, ErrnoKey, u64> = self.typed_map("errno_counts")?;
         let mut out = ErrnoCounts::new();
         for entry in map.iter() {
             let (key, values) = entry.map_err(map_err)?;
@@ -229,9 +234,8 @@ impl Tracer {
 
     /// Task names and their process ids, by pid (process mode) or tid (thread mode).
     fn read_comms(&self) -> Result<BTreeMap<u32, (String, u32)>, SummaryError> {
-        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "comms", reason: e.to_string() };
-        let map: HashMap<&MapData, u32, Comm> =
-            HashMap::try_from(self.ebpf.map("comms").expect("map in object")).map_err(map_err)?;
+        let map_err = map_error("comms");
+        let map: HashMap<&MapData, u32, Comm> = self.typed_map("comms")?;
         let mut out = BTreeMap::new();
         for entry in map.iter() {
             let (id, comm) = entry.map_err(map_err)?;
@@ -242,9 +246,8 @@ impl Tracer {
     }
 
     fn read_dropped(&self) -> Result<Dropped, SummaryError> {
-        let map_err = |e: aya::maps::MapError| SummaryError::Map { map: "dropped", reason: e.to_string() };
-        let map: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map("dropped").expect("map in object")).map_err(map_err)?;
+        let map_err = map_error("dropped");
+        let map: PerCpuArray<&MapData, u64> = self.typed_map("dropped")?;
         let mut counts = [0u64; DROP_REASONS as usize];
         for (reason, slot) in counts.iter_mut().enumerate() {
             *slot = map.get(&(reason as u32), 0).map_err(map_err)?.iter().sum();
@@ -258,6 +261,11 @@ impl Tracer {
             .sum();
         Ok(Dropped { start, stats, errno, fork, comm, bad_nr, recursion })
     }
+}
+
+/// Turns an aya map error into the summary's, naming the map.
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> SummaryError + Copy {
+    move |e| SummaryError::Map { map, reason: e.to_string() }
 }
 
 /// Adds the calling process to the traced set with one raw `bpf(BPF_MAP_UPDATE_ELEM)` call,
