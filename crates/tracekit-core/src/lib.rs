@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod errno;
+pub mod errors;
 pub mod report;
 pub mod stats;
 pub mod syscalls;

@@ -101,7 +101,7 @@ impl BpfObject {
     fn load_with_aya(&self, entry: &ProgramEntry) -> Result<(OwnedFd, aya::Ebpf), Error> {
         let parse_err = |e: aya::EbpfError| Error::Parse {
             what: self.what.clone(),
-            reason: error_chain(&e),
+            reason: tracekit_core::errors::chain(&e),
         };
         // Not `Ebpf::load`: it parses the kernel's BTF (/sys/kernel/btf/vmlinux, ~25 ms here)
         // twice, once in `EbpfLoader::new` and once more for its own `.btf(...)`.
@@ -142,19 +142,8 @@ impl BpfObject {
 fn load_err(entry: &ProgramEntry, e: &aya::programs::ProgramError) -> Error {
     Error::Load {
         name: entry.name.clone(),
-        reason: error_chain(e),
+        reason: tracekit_core::errors::chain(e),
     }
-}
-
-/// The error and its sources, so that aya's verifier log and errno are not lost.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 fn load_aya_program(

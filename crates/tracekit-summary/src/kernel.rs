@@ -6,6 +6,7 @@ use aya::{Btf, Ebpf, EbpfLoader, Pod};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Instant;
+use tracekit_core::errors::chain;
 use tracekit_core::stats::LatencyStats;
 
 use crate::SummaryError;
@@ -112,7 +113,7 @@ impl Tracer {
             .override_global("cfg_self_tgid", &self_tgid, true)
             .map_max_entries("task_stats", options.max_entries.max(1))
             .load(OBJECT)
-            .map_err(|e| load_err(&error_chain(&e)))?;
+            .map_err(|e| load_err(&chain(&e)))?;
         let mut hooks = vec![("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
         if options.filter {
             hooks.push(("sched_process_fork", "sched_process_fork"));
@@ -166,13 +167,13 @@ impl Tracer {
             .program_mut("count_in_flight")
             .expect("program in object")
             .try_into()
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| chain(&e))?;
         if program.fd().is_err() {
-            program.load("task", &self.btf).map_err(|e| error_chain(&e))?;
+            program.load("task", &self.btf).map_err(|e| chain(&e))?;
         }
-        let link = program.attach().map_err(|e| error_chain(&e))?;
-        let link = program.take_link(link).map_err(|e| error_chain(&e))?;
-        let mut file = link.into_file().map_err(|e| error_chain(&e))?;
+        let link = program.attach().map_err(|e| chain(&e))?;
+        let link = program.take_link(link).map_err(|e| chain(&e))?;
+        let mut file = link.into_file().map_err(|e| chain(&e))?;
         // The iterator runs while its file is read; it prints nothing.
         std::io::Read::read_to_end(&mut file, &mut Vec::new()).map_err(|e| e.to_string())?;
         let mut map: Array<&mut MapData, u64> =
@@ -337,8 +338,8 @@ fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, prog: &'static str, tracepoint: &'s
     let err = |e: &dyn std::fmt::Display| SummaryError::Attach { tracepoint, reason: e.to_string() };
     let program: &mut BtfTracePoint =
         ebpf.program_mut(prog).expect("program in object").try_into().map_err(|e| err(&e))?;
-    program.load(tracepoint, btf).map_err(|e| err(&error_chain(&e)))?;
-    program.attach().map_err(|e| err(&error_chain(&e)))?;
+    program.load(tracepoint, btf).map_err(|e| err(&chain(&e)))?;
+    program.attach().map_err(|e| err(&chain(&e)))?;
     Ok(())
 }
 
@@ -351,7 +352,7 @@ pub fn attach_floor(clock: bool) -> Result<Ebpf, SummaryError> {
     let mut ebpf = EbpfLoader::new()
         .allow_unsupported_maps()
         .load(OBJECT)
-        .map_err(|e| SummaryError::Load(error_chain(&e)))?;
+        .map_err(|e| SummaryError::Load(chain(&e)))?;
     let (enter, exit) = if clock { ("floor_clock_enter", "floor_clock_exit") } else { ("floor_enter", "floor_exit") };
     attach_tp_btf(&mut ebpf, &btf, enter, "sys_enter")?;
     attach_tp_btf(&mut ebpf, &btf, exit, "sys_exit")?;
@@ -372,21 +373,6 @@ fn merge_cpus(values: &PerCpuValues<KernelStats>) -> (LatencyStats, u64) {
         errors += v.errors;
     }
     (stats, errors)
-}
-
-/// aya's errors nest the kernel's answer (and the verifier log) as sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

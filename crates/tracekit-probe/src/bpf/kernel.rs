@@ -61,7 +61,6 @@ fn probe_fentry_load() -> Result<(), String> {
     {
         Ok(()) => Ok(()),
         Err(e) => {
-            let mut text = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
                 if let Some(io) = s.downcast_ref::<std::io::Error>()
@@ -73,10 +72,9 @@ fn probe_fentry_load() -> Result<(), String> {
                             .into(),
                     );
                 }
-                text = format!("{text}: {s}");
                 src = s.source();
             }
-            Err(format!("fentry load failed ({text})"))
+            Err(format!("fentry load failed ({})", tracekit_core::errors::chain(&e)))
         }
     }
 }

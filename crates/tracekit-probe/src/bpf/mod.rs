@@ -103,22 +103,15 @@ impl BpfError {
 
 /// The error chain as one line, and whether any OS error in it is EPERM/EACCES.
 fn describe(err: &(dyn std::error::Error + 'static)) -> (String, bool) {
-    let mut text = err.to_string();
     let mut refused = false;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(io) = e.downcast_ref::<io::Error>() {
             refused |= matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES));
         }
-        if !std::ptr::eq(e, err) {
-            let s = e.to_string();
-            if !text.contains(&s) {
-                text = format!("{text}: {s}");
-            }
-        }
         cur = e.source();
     }
-    (text, refused)
+    (tracekit_core::errors::chain(err), refused)
 }
 
 /// Mirror of `struct probe_stats` in uprobe.bpf.c.
