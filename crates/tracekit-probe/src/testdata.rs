@@ -9,6 +9,26 @@ use std::sync::{Mutex, OnceLock};
 /// Compiles `testdata/<source>` with `gcc -O1 -g -o <output> <source> <flags>` into a
 /// per-process temporary folder, once per output name, and returns the output's path.
 pub fn compile(source: &str, output: &str, flags: &[&str]) -> PathBuf {
+    compile_with("gcc", &["-O1", "-g"], source, output, flags)
+}
+
+/// Compiles `testdata/<source>` into a static LoongArch64 program (no libc) with clang-19 and
+/// lld-19, for the LoongArch tests under `qemu-loongarch64-static`.
+pub fn compile_loongarch(source: &str, output: &str) -> PathBuf {
+    let flags = [
+        "--target=loongarch64-linux-gnu",
+        "-nostdlib",
+        "-static",
+        "-fuse-ld=lld",
+        "-ffreestanding",
+        "-fno-stack-protector",
+        "-O1",
+        "-g",
+    ];
+    compile_with("clang-19", &flags, source, output, &[])
+}
+
+fn compile_with(compiler: &str, first: &[&str], source: &str, output: &str, flags: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     built
@@ -18,14 +38,15 @@ pub fn compile(source: &str, output: &str, flags: &[&str]) -> PathBuf {
             std::fs::create_dir_all(&dir).expect("create the test folder");
             let out = dir.join(output);
             let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(source);
-            let status = Command::new("gcc")
-                .args(["-O1", "-g", "-o"])
+            let status = Command::new(compiler)
+                .args(first)
+                .arg("-o")
                 .arg(&out)
                 .arg(&src)
                 .args(flags)
                 .status()
-                .expect("gcc must be installed to build the probe test programs");
-            assert!(status.success(), "gcc failed to build {}", src.display());
+                .unwrap_or_else(|e| panic!("{compiler} must be installed to build the probe test programs (bash .ci/run installs it): {e}"));
+            assert!(status.success(), "{compiler} failed to build {}", src.display());
             out
         })
         .clone()

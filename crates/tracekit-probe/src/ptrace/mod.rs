@@ -18,6 +18,7 @@
 
 pub mod arch;
 pub mod engine;
+pub mod loongarch64;
 mod error;
 mod session;
 pub mod target;
