@@ -206,8 +206,29 @@ pub struct ResolvedProbe {
     /// The function's bytes from its start (the first up to 256 when the size is unknown),
     /// for engines that decode instructions.
     pub code: Vec<u8>,
-    /// Whether the file is x86-64.
-    pub x86_64: bool,
+    /// The file's instruction set.
+    pub machine: Machine,
+}
+
+/// The instruction set of an ELF file, as far as the engines care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Machine {
+    /// x86-64: BPF uprobes (on this host) and the ptrace engine.
+    X86_64,
+    /// LoongArch64: the engine through a gdb remote stub (QEMU).
+    LoongArch64,
+    /// Anything else, by `object`'s name for it.
+    Other(String),
+}
+
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Machine::X86_64 => f.write_str("x86-64"),
+            Machine::LoongArch64 => f.write_str("LoongArch64"),
+            Machine::Other(name) => f.write_str(name),
+        }
+    }
 }
 
 impl ResolvedProbe {
@@ -280,7 +301,7 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
         vaddr,
         file_offset,
         code,
-        x86_64: elf.x86_64,
+        machine: elf.machine.clone(),
         binary,
     };
     check_boundary(&resolved)?;
@@ -298,7 +319,7 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
 /// Refuses an x86-64 probe point inside an instruction, by decoding the function from its start.
 fn check_boundary(p: &ResolvedProbe) -> Result<(), SymbolError> {
     use iced_x86::{Decoder, DecoderOptions, Formatter, GasFormatter};
-    if !p.x86_64 || p.vaddr == p.symbol_vaddr || p.symbol_size == 0 {
+    if p.machine != Machine::X86_64 || p.vaddr == p.symbol_vaddr || p.symbol_size == 0 {
         return Ok(());
     }
     let mut decoder = Decoder::with_ip(64, &p.code, p.symbol_vaddr, DecoderOptions::NONE);
@@ -548,7 +569,7 @@ struct Elf {
     segments: Vec<(u64, u64, u64, u64)>,
     /// (vaddr, memsz) of each executable (PF_X) segment.
     code: Vec<(u64, u64)>,
-    x86_64: bool,
+    machine: Machine,
 }
 
 impl Elf {
@@ -583,13 +604,17 @@ impl Elf {
             .filter(|s| matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0))
             .map(|s| (s.address(), s.size()))
             .collect();
-        let x86_64 = file.architecture() == object::Architecture::X86_64;
+        let machine = match file.architecture() {
+            object::Architecture::X86_64 => Machine::X86_64,
+            object::Architecture::LoongArch64 => Machine::LoongArch64,
+            other => Machine::Other(format!("{other:?}")),
+        };
         Ok(Elf {
             path: path.into(),
             functions,
             segments,
             code,
-            x86_64,
+            machine,
             data,
         })
     }

@@ -9,6 +9,7 @@ use std::fmt::Debug;
 use std::io;
 
 use super::target::Memory;
+use crate::symbols::Machine;
 
 /// How a displaced instruction is executed after its breakpoint fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub trait Arch: 'static {
     /// One decoded instruction (knows its address and length).
     type Insn: Clone + Debug;
 
+    /// The ELF machine of the binaries it probes.
+    const MACHINE: Machine;
     /// The breakpoint instruction's bytes.
     const BREAKPOINT: &'static [u8];
     /// The system call instruction's bytes (used to inject `mmap`/`munmap`).
@@ -89,8 +92,16 @@ pub trait Arch: 'static {
     fn return_value(regs: &Self::Regs) -> u64;
     /// Where the return address is at a function's first instruction.
     fn return_slot(regs: &Self::Regs) -> ReturnSlot;
+    /// The return-address register (for [`ReturnSlot::Register`] architectures).
+    fn return_register(regs: &Self::Regs) -> u64;
     /// Sets the return-address register (for [`ReturnSlot::Register`] architectures).
     fn set_return_register(regs: &mut Self::Regs, value: u64);
+    /// A stack address naming the frame of a function at its first instruction; the same
+    /// value comes back from [`Arch::frame_at_return`] when that call returns. Frames of
+    /// deeper calls are below it (how abandoned frames are recognised after a longjmp).
+    fn frame_at_entry(regs: &Self::Regs) -> u64;
+    /// The frame address of the call that just returned (at the return trampoline).
+    fn frame_at_return(regs: &Self::Regs) -> u64;
     /// Registers that run system call `nr` with `args` from a syscall instruction at `at`;
     /// `saved` supplies everything else (and is restored afterwards).
     fn syscall_regs(saved: &Self::Regs, at: u64, nr: u64, args: [u64; 6]) -> Self::Regs;

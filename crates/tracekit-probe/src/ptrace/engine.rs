@@ -103,10 +103,12 @@ impl<A: Arch> ProbeTable<A> {
 
 fn check<A: Arch>(r: &ResolvedProbe) -> Result<(), PtraceError> {
     let spec = r.spec.text.clone();
-    if !r.x86_64 {
+    if r.machine != A::MACHINE {
         return Err(PtraceError::WrongArch {
             spec,
             binary: r.binary.clone(),
+            found: r.machine.clone(),
+            expected: A::MACHINE,
         });
     }
     if r.spec.kind == ProbeKind::Uretprobe && r.vaddr != r.symbol_vaddr {
@@ -246,8 +248,11 @@ pub struct PendingReturn {
     pub point: usize,
     /// The real return address.
     pub real: u64,
-    /// Where it was on the stack (the trampoline's address is there now).
-    pub stack_addr: u64,
+    /// The function's frame ([`Arch::frame_at_entry`]).
+    pub frame: u64,
+    /// Where the return address was (the trampoline's address is there now, or was: a
+    /// return register may have been saved anywhere since).
+    pub slot: ReturnSlot,
     /// When the function was entered.
     pub entered: Instant,
     /// The arguments at entry.
@@ -354,7 +359,7 @@ impl<A: Arch> Engine<A> {
         point: usize,
         thread: &mut ThreadState,
         tid: i32,
-        regs: &A::Regs,
+        regs: &mut A::Regs,
         mem: &mut dyn Memory,
         on_hit: &mut dyn FnMut(&HitEvent),
     ) -> Result<(), PtraceError> {
@@ -377,14 +382,12 @@ impl<A: Arch> Engine<A> {
             return Ok(());
         }
         let tramp = inst.trampoline.expect("return probes get a trampoline");
-        let ReturnSlot::Memory(stack_addr) = A::return_slot(regs) else {
-            unimplemented!("register return slots arrive with the LoongArch backend")
-        };
-        // A pending return whose slot is at or below this new one cannot be live any more: the
-        // stack was unwound past it without returning (longjmp, exceptions, a thread's stack
-        // switch). Drop such frames now, as the kernel's uretprobes do, so they cannot fill the
-        // stack and make every later return probe on this thread a miss.
-        while thread.returns.last().is_some_and(|r| r.stack_addr <= stack_addr) {
+        let frame = A::frame_at_entry(regs);
+        // A pending return whose frame is at or below this new one cannot be live any more:
+        // the stack was unwound past it without returning (longjmp, exceptions, a thread's
+        // stack switch). Drop such frames now, as the kernel's uretprobes do, so they cannot
+        // fill the stack and make every later return probe on this thread a miss.
+        while thread.returns.last().is_some_and(|r| r.frame <= frame) {
             thread.returns.pop();
         }
         if thread.returns.len() >= MAX_RETURN_DEPTH {
@@ -398,12 +401,24 @@ impl<A: Arch> Engine<A> {
             pid: tid,
             error: source,
         };
-        let real = mem.read_u64(stack_addr).map_err(sys)?;
-        mem.write_u64(stack_addr, tramp).map_err(sys)?;
+        let slot = A::return_slot(regs);
+        let real = match slot {
+            ReturnSlot::Memory(addr) => {
+                let real = mem.read_u64(addr).map_err(sys)?;
+                mem.write_u64(addr, tramp).map_err(sys)?;
+                real
+            }
+            ReturnSlot::Register => {
+                let real = A::return_register(regs);
+                A::set_return_register(regs, tramp);
+                real
+            }
+        };
         thread.returns.push(PendingReturn {
             point,
             real,
-            stack_addr,
+            frame,
+            slot,
             entered: Instant::now(),
             args,
         });
@@ -445,10 +460,9 @@ impl<A: Arch> Engine<A> {
         regs: &mut A::Regs,
         on_hit: &mut dyn FnMut(&HitEvent),
     ) -> Result<(), PtraceError> {
-        // At the trampoline the `ret` has popped its slot: it was just below the stack pointer.
-        let popped = A::sp(regs).wrapping_sub(8);
+        let popped = A::frame_at_return(regs);
         // Frames deeper than this one were abandoned (longjmp, exceptions): drop them.
-        while thread.returns.last().is_some_and(|r| r.stack_addr < popped) {
+        while thread.returns.last().is_some_and(|r| r.frame < popped) {
             thread.returns.pop();
         }
         let Some(ret) = thread.returns.pop() else {
@@ -495,8 +509,10 @@ impl<A: Arch> Engine<A> {
         };
         let mut restored = 0;
         for r in &thread.returns {
-            if mem.read_u64(r.stack_addr)? == tramp {
-                mem.write_u64(r.stack_addr, r.real)?;
+            if let ReturnSlot::Memory(addr) = r.slot
+                && mem.read_u64(addr)? == tramp
+            {
+                mem.write_u64(addr, r.real)?;
                 restored += 1;
             }
         }

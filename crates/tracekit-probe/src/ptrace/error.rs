@@ -51,13 +51,20 @@ pub enum PtraceError {
         /// The probe spec.
         spec: String,
     },
-    /// Not an x86-64 binary.
-    #[error("{spec}: {binary} is not x86-64; the ptrace engine supports x86-64 only for now")]
+    /// The binary's instruction set is not the one of the target.
+    #[error(
+        "{spec}: {binary} is {found} code but the target runs {expected}; probe x86-64 programs \
+         directly and LoongArch64 programs under QEMU with --target qemu-gdb:HOST:PORT"
+    )]
     WrongArch {
         /// The probe spec.
         spec: String,
         /// The binary.
         binary: PathBuf,
+        /// Its instruction set.
+        found: crate::symbols::Machine,
+        /// The target's.
+        expected: crate::symbols::Machine,
     },
     /// No process with this pid.
     #[error("no process with pid {0}; check the pid with `ps` (the process may have exited)")]

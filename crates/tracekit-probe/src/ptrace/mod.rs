@@ -19,6 +19,8 @@
 pub mod arch;
 pub mod engine;
 pub mod loongarch64;
+#[doc(hidden)]
+pub mod loongarch64_opcodes;
 mod error;
 mod session;
 pub mod target;

@@ -16,6 +16,7 @@ use libc::user_regs_struct as Regs;
 
 use super::arch::{Arch, Handling, ReturnSlot, SlotReturn};
 use super::target::Memory;
+use crate::symbols::Machine;
 
 /// The x86-64 architecture.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +32,7 @@ impl Arch for X86_64 {
     type Regs = Regs;
     type Insn = Instruction;
 
+    const MACHINE: Machine = Machine::X86_64;
     const BREAKPOINT: &'static [u8] = &[0xcc];
     const SYSCALL: &'static [u8] = &[0x0f, 0x05];
     const MAX_INSN_LEN: usize = 15;
@@ -228,8 +230,21 @@ impl Arch for X86_64 {
         ReturnSlot::Memory(regs.rsp)
     }
 
+    fn return_register(_regs: &Regs) -> u64 {
+        unreachable!("x86-64 keeps return addresses on the stack")
+    }
+
     fn set_return_register(_regs: &mut Regs, _value: u64) {
         unreachable!("x86-64 keeps return addresses on the stack")
+    }
+
+    fn frame_at_entry(regs: &Regs) -> u64 {
+        regs.rsp
+    }
+
+    fn frame_at_return(regs: &Regs) -> u64 {
+        // `ret` popped the return address: its slot is just below the stack pointer.
+        regs.rsp.wrapping_sub(8)
     }
 
     fn syscall_regs(saved: &Regs, at: u64, nr: u64, args: [u64; 6]) -> Regs {
