@@ -1,11 +1,12 @@
 //! The ptrace probe engine on the real kernel, against `testdata/target.c`.
 
+mod engine_contract;
 mod ptrace_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ptrace_common::*;
-use tracekit_probe::ProbeKind;
+use tracekit_probe::{ProbeKind, ProbeSpec};
 use tracekit_probe::ptrace::{ExitStatus, HitEvent, PtraceError, PtraceOptions};
 
 fn run_ok(
@@ -23,15 +24,58 @@ fn run_ok(
     (r.unwrap(), stdout)
 }
 
+/// x86-64 through ptrace, on `testdata/target.c`, for the tests every backend must pass.
+struct X86Ptrace;
+
+impl engine_contract::Backend for X86Ptrace {
+    fn spec(&self, kind: &str, function: &str) -> String {
+        spec(kind, function)
+    }
+    fn args(&self, n: u32) -> Vec<String> {
+        vec!["--only".into(), "tk_empty".into(), n.to_string()]
+    }
+    fn counted_function(&self) -> &'static str {
+        "tk_empty"
+    }
+    fn refused_function(&self) -> (&'static str, &'static str) {
+        // tk_jmp: jmp rel32 (5 bytes), then a ud2 that is never executed.
+        ("tk_jmp+5", "`ud2`")
+    }
+    fn plain(&self, args: &[String]) -> (String, Option<i32>) {
+        plain_output(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+    fn run(
+        &self,
+        specs: &[String],
+        args: &[String],
+        stop: &AtomicBool,
+        on_hit: &mut dyn FnMut(&HitEvent),
+    ) -> engine_contract::Run {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let opts = PtraceOptions { print: true, ..Default::default() };
+        let resolved = ProbeSpec::parse_all(specs)
+            .unwrap()
+            .iter()
+            .map(|s| tracekit_probe::symbols::resolve(s).unwrap())
+            .collect::<Vec<_>>();
+        let (result, stdout, exit_code) = traced_with_exit(&resolved, &args, &opts, stop, on_hit);
+        engine_contract::Run { result, stdout, exit_code }
+    }
+}
+
 #[test]
-fn exact_hits_one_thread_and_output_unchanged() {
-    let specs = vec![spec("uprobe", "tk_empty"), spec("uretprobe", "tk_empty")];
-    let args = ["--only", "tk_empty", "1000"];
-    let (out, stdout) = run_ok(&specs, &args, &PtraceOptions::default());
-    assert_eq!(hits(&out, &specs[0]), 1000);
-    assert_eq!(hits(&out, &specs[1]), 1000);
-    assert_eq!(stdout, plain_output(&args).0);
-    assert_eq!(out.exit, Some(ExitStatus::Code(0)));
+fn contract_hits_are_exact_and_the_program_unchanged() {
+    engine_contract::hits_are_exact_and_the_program_unchanged(&X86Ptrace);
+}
+
+#[test]
+fn contract_unsupported_instruction_is_refused() {
+    engine_contract::unsupported_instruction_is_refused(&X86Ptrace);
+}
+
+#[test]
+fn contract_detach_mid_run_leaves_the_program_unchanged() {
+    engine_contract::detach_mid_run_leaves_the_program_unchanged(&X86Ptrace);
 }
 
 #[test]
@@ -481,22 +525,6 @@ fn out_of_line_slots_near_the_program_and_near_libc_at_once() {
     assert_eq!(hits(&out, &specs[3]), 5);
     assert_eq!(stdout, plain_output(&args).0);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
-}
-
-#[test]
-fn unsupported_instruction_is_named() {
-    // tk_jmp: jmp rel32 (5 bytes), then a ud2 that is never executed.
-    let specs = vec![spec("uprobe", "tk_jmp+5")];
-    let (r, _) = traced(
-        &probes(&specs),
-        &["1"],
-        &PtraceOptions::default(),
-        &AtomicBool::new(false),
-        &mut |_| {},
-    );
-    let err = r.unwrap_err();
-    assert!(matches!(err, PtraceError::Unsupported { .. }), "{err}");
-    assert!(err.to_string().contains("`ud2`"), "{err}");
 }
 
 #[test]

@@ -128,6 +128,38 @@ pub enum PtraceError {
         /// The OS error.
         error: io::Error,
     },
+    /// Talking to a gdb remote stub failed.
+    #[error("{what}: {error}{hint}", hint = gdb_hint(error))]
+    Gdb {
+        /// What was being done.
+        what: String,
+        /// The error (connection, protocol, or the stub's `Exx` reply).
+        error: io::Error,
+    },
+    /// The program under the stub is already gone.
+    #[error("the program under the gdb stub is not stopped and ready ({0}); start it again with qemu-loongarch64-static -g PORT PROGRAM")]
+    TargetGone(String),
+    /// The program under the stub is not the binary the probe names.
+    #[error(
+        "{spec}: the program under the gdb stub does not have {binary}'s instruction at 0x{addr:x}; give the binary QEMU runs"
+    )]
+    NotTheProgram {
+        /// The probe spec.
+        spec: String,
+        /// The binary named in it.
+        binary: PathBuf,
+        /// The probe's runtime address.
+        addr: u64,
+    },
+}
+
+fn gdb_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::TimedOut => {
+            " (is `qemu-loongarch64-static -g PORT PROGRAM` running and waiting on that port?)"
+        }
+        _ => "",
+    }
 }
 
 impl PtraceError {

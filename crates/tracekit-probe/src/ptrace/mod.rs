@@ -18,10 +18,12 @@
 
 pub mod arch;
 pub mod engine;
+pub mod gdb;
 pub mod loongarch64;
 #[doc(hidden)]
 pub mod loongarch64_opcodes;
 mod error;
+pub mod qemu;
 mod session;
 pub mod target;
 pub mod x86_64;

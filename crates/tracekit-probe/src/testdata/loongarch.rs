@@ -130,7 +130,7 @@ pub fn run(cases: &[Case]) -> io::Result<Vec<Outcome>> {
 
 fn check(case: &Case) -> Result<(), String> {
     let len = case.words.len() as u64 * 4;
-    if case.at % 4 != 0 {
+    if !case.at.is_multiple_of(4) {
         return Err(format!("at {:#x} is not 4-aligned", case.at));
     }
     if !(CODE_BASE..CODE_BASE + CODE_SIZE).contains(&case.at)

@@ -66,6 +66,29 @@ __attribute__((noinline, used)) void work(int x)
     total += x;
 }
 
+/* Returns fcc0..fcc7 as a mask (bit i = $fcc<i>). Never called by the program itself: the gdb
+ * tests point the pc here to check that the stub's fcc register writes reach the real flags. */
+#define FCC_BIT(i)                                                 \
+    do {                                                           \
+        long b;                                                    \
+        __asm__ volatile("movcf2gr %0, $fcc" #i : "=r"(b));        \
+        mask |= (b & 1) << (i);                                    \
+    } while (0)
+
+__attribute__((noinline, used)) long fcc_bits(void)
+{
+    long mask = 0;
+    FCC_BIT(0);
+    FCC_BIT(1);
+    FCC_BIT(2);
+    FCC_BIT(3);
+    FCC_BIT(4);
+    FCC_BIT(5);
+    FCC_BIT(6);
+    FCC_BIT(7);
+    return mask;
+}
+
 static void put_num(long v)
 {
     char buf[24];

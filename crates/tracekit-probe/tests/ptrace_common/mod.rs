@@ -81,6 +81,19 @@ pub fn traced(
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
 ) -> (Result<PtraceOutcome, PtraceError>, String) {
+    let (r, stdout, _) = traced_with_exit(probes, args, opts, stop, on_hit);
+    (r, stdout)
+}
+
+/// [`traced`], also returning the program's exit code (waited for when the engine detached
+/// early).
+pub fn traced_with_exit(
+    probes: &[ResolvedProbe],
+    args: &[&str],
+    opts: &PtraceOptions,
+    stop: &AtomicBool,
+    on_hit: &mut dyn FnMut(&HitEvent),
+) -> (Result<PtraceOutcome, PtraceError>, String, Option<i32>) {
     let (mut reader, writer) = std::io::pipe().unwrap();
     let collector = std::thread::spawn(move || {
         let mut s = String::new();
@@ -94,6 +107,13 @@ pub fn traced(
         stdout: Some(writer.into()),
     };
     let r = ptrace::run(probes, target, opts, stop, on_hit);
+    let mut code = match &r {
+        Ok(o) => match o.exit {
+            Some(ptrace::ExitStatus::Code(c)) => Some(c),
+            _ => None,
+        },
+        Err(_) => None,
+    };
     if let Ok(o) = &r
         && o.exit.is_none()
     {
@@ -101,6 +121,9 @@ pub fn traced(
         let mut status = 0;
         // SAFETY: waiting for our own child; status is a valid out pointer.
         unsafe { libc::waitpid(o.pid, &mut status, 0) };
+        if libc::WIFEXITED(status) {
+            code = Some(libc::WEXITSTATUS(status));
+        }
         if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
             eprintln!(
                 "detached program ended with wait status {status:#x}; warnings {:?}",
@@ -108,7 +131,7 @@ pub fn traced(
             );
         }
     }
-    (r, collector.join().unwrap())
+    (r, collector.join().unwrap(), code)
 }
 
 /// Hits of the probe whose spec text is `spec`.

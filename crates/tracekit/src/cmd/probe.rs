@@ -32,7 +32,8 @@ macro_rules! examples {
         tracekit probe /bin/bash:readline -p 1234\n  \
         tracekit probe uprobe:libc.so.6:malloc --print -- ls\n  \
         tracekit probe ./app:handle_request --json -o probe.json -- ./app --port 8080\n  \
-        tracekit probe --engine ptrace uretprobe:./app:parse -- ./app input.txt"
+        tracekit probe --engine ptrace uretprobe:./app:parse -- ./app input.txt\n  \
+        qemu-loongarch64-static -g 1234 ./la-app & tracekit probe --target qemu-gdb:127.0.0.1:1234 ./la-app:work"
     };
 }
 const EXAMPLES: &str = examples!();
@@ -56,7 +57,12 @@ const EXAMPLES: &str = examples!();
         finds the process's own).\n\n\
         The report lists hits per probe and, for return probes, total/min/avg/max/stddev and a \
         log2 histogram of the latency. Ctrl-C or SIGTERM ends the run, prints the report and \
-        detaches; the traced command's exit status is passed through.\n\n",
+        detaches; the traced command's exit status is passed through.\n\n\
+        LoongArch64 programs are probed under QEMU: start the program with \
+        `qemu-loongarch64-static -g PORT PROGRAM ARGS` (it waits for a debugger), then run \
+        `tracekit probe --target qemu-gdb:HOST:PORT SPEC...` with specs naming that PROGRAM. \
+        tracekit's breakpoint engine connects to QEMU's gdb stub, runs the program to its exit \
+        and reports (the program's output appears where QEMU runs).\n\n",
         examples!()
     )
 )]
@@ -82,6 +88,10 @@ pub struct ProbeArgs {
     /// Write the report to FILE instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Probe a LoongArch64 program waiting under `qemu-loongarch64-static -g PORT` through
+    /// QEMU's gdb stub: `qemu-gdb:HOST:PORT` (tracekit's breakpoint engine; no -p or command).
+    #[arg(long, value_name = "qemu-gdb:HOST:PORT", conflicts_with_all = ["pid", "command", "pin_cpu", "follow_forks"])]
+    target: Option<String>,
     /// ptrace engine: pin tracer and tracee to this CPU (a stop then costs a context switch
     /// instead of a cross-CPU wake-up).
     #[arg(long, value_name = "CPU")]
@@ -106,6 +116,19 @@ struct Hit {
     latency_ns: Option<u64>,
 }
 
+impl From<&tracekit_probe::ptrace::HitEvent> for Hit {
+    fn from(e: &tracekit_probe::ptrace::HitEvent) -> Hit {
+        Hit {
+            probe: e.probe,
+            tid: e.tid.into(),
+            kind: e.kind,
+            args: e.args,
+            retval: e.retval,
+            latency_ns: e.latency_ns,
+        }
+    }
+}
+
 struct RunResult {
     report: ProbeReport,
     exit: Option<ExitStatus>,
@@ -123,6 +146,9 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             bail!("`{k}`: the ptrace engine probes user functions only; use uprobe:BINARY:SYMBOL");
         }
         return Err(bpf::kernel::unavailable(&k.text).into());
+    }
+    if let Some(target) = &args.target {
+        return run_qemu(&specs, target, &args);
     }
     let (program, rest) = match (args.pid, args.command.split_first()) {
         (Some(_), _) => (None, Vec::new()),
@@ -209,13 +235,18 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             r => r?,
         },
     };
+    finish(&result, &args, &out)
+}
+
+/// Prints the notes and the report; the exit code is the target's.
+fn finish(result: &RunResult, args: &ProbeArgs, out: &OutputTarget) -> anyhow::Result<ExitCode> {
     for note in &result.notes {
         eprintln!("tracekit: {note}");
     }
     if args.json {
-        out.write_json(&json_report(&result))?;
+        out.write_json(&json_report(result))?;
     } else {
-        out.write(&text_report(&result, out.style()))?;
+        out.write(&text_report(result, out.style()))?;
     }
     Ok(match result.exit {
         Some(ExitStatus::Code(c)) => ExitCode::from(c.clamp(0, 255) as u8),
@@ -297,22 +328,40 @@ fn run_ptrace(
         follow_forks: args.follow_forks,
         ..Default::default()
     };
-    let mut forward = |e: &ptrace::HitEvent| {
-        on_hit(&Hit {
-            probe: e.probe,
-            tid: e.tid.into(),
-            kind: e.kind,
-            args: e.args,
-            retval: e.retval,
-            latency_ns: e.latency_ns,
-        })
-    };
+    let mut forward = |e: &ptrace::HitEvent| on_hit(&Hit::from(e));
     let out = ptrace::run(probes, target, &opts, stop, &mut forward)?;
     Ok(RunResult {
         report: out.report,
         exit: out.exit,
         notes: out.warnings,
     })
+}
+
+/// `--target qemu-gdb:HOST:PORT`: the breakpoint engine on a LoongArch64 program under QEMU.
+fn run_qemu(specs: &[ProbeSpec], target: &str, args: &ProbeArgs) -> anyhow::Result<ExitCode> {
+    use tracekit_probe::ptrace::{self, qemu};
+    let Some(address) = target.strip_prefix("qemu-gdb:") else {
+        bail!("--target `{target}`: the form is qemu-gdb:HOST:PORT (e.g. qemu-gdb:127.0.0.1:1234)");
+    };
+    if args.engine == Engine::Bpf {
+        bail!("--target qemu-gdb runs tracekit's breakpoint engine; --engine bpf cannot reach a program under QEMU");
+    }
+    let lookup = Lookup { pid: None, command: None };
+    let probes: Vec<ResolvedProbe> = specs
+        .iter()
+        .map(|s| resolve_with(s, &lookup))
+        .collect::<Result<_, _>>()?;
+    let stop = crate::stop::flag_without_escape().context("cannot install the signal handler")?;
+    let out = OutputTarget::new(args.output.as_deref());
+    let nargs = usize::from(args.args);
+    let events_to_stderr = args.json && args.output.is_none();
+    let mut on_hit = |e: &ptrace::HitEvent| {
+        print_hit(&Hit::from(e), &probes, nargs, events_to_stderr)
+    };
+    let opts = qemu::QemuOptions { print: args.print, ..Default::default() };
+    let run = qemu::run(&probes, address, &opts, &stop, &mut on_hit)?;
+    let result = RunResult { report: run.report, exit: run.exit, notes: run.warnings };
+    finish(&result, args, &out)
 }
 
 /// With -p the user starts the workload (or a test releases it) once this is printed.

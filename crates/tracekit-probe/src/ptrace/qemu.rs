@@ -1,0 +1,409 @@
+//! The probe engine on a LoongArch64 program under QEMU, through QEMU's gdb remote stub.
+//!
+//! Same engine core as on x86-64 ([`super::engine`]); only the way to reach the tracee
+//! differs. QEMU 7.2's stub refuses writes into read-only text (E14), and writing into a text
+//! page it has already translated can crash it, so:
+//! - the **breakpoint** at each probe point is a gdb `Z0` breakpoint: QEMU stops the program
+//!   there with SIGTRAP exactly as a `break 0` would, and the text is never modified (nothing
+//!   to restore at detach);
+//! - the **slots** (out-of-line copies, each followed by its `b` back or `break 0`) and the
+//!   return **trampoline** (`break 0`) live in one page the engine maps into the program by
+//!   injecting `mmap` (pc on an existing `syscall 0` of the program, a `Z0` right after it). The page
+//!   is written once, before any of it runs, and never again.
+//!
+//! Return probes replace `ra` at the function's first instruction with the trampoline's
+//! address; at detach, hijacked return addresses still pending are put back (in `ra`, or in
+//! the stack slots the functions saved them to).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::arch::{Arch, Handling, SlotReturn};
+use super::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
+use super::gdb::{GdbRemote, StopReply};
+use super::loongarch64::{Class, LoongArch64, SYSCALL_WORD};
+use super::target::{Memory, Registers};
+use super::{ExitStatus, HitEvent, PtraceError, PtraceOutcome};
+use crate::symbols::ResolvedProbe;
+
+type A = LoongArch64;
+
+/// How the QEMU engine runs.
+#[derive(Debug, Clone, Default)]
+pub struct QemuOptions {
+    /// Call `on_hit` for every hit.
+    pub print: bool,
+    /// Come back from slots through a `break 0` (post-handler) instead of a `b`.
+    pub slot_breakpoint: bool,
+    /// How long to keep trying to connect (QEMU may still be starting). Default 10 s.
+    pub connect_timeout: Option<Duration>,
+}
+
+const SIGTRAP: u8 = 5;
+const SIGINT: u8 = 2;
+const NR_MMAP: u64 = 222;
+const PAGE: u64 = 0x4000;
+
+/// Runs `probes` on the LoongArch64 program waiting under `qemu-loongarch64-static -g PORT`
+/// at `address` (`HOST:PORT`) until it exits, or until `stop` becomes true (then every probe
+/// is removed, return addresses are put back, and the program continues unprobed).
+pub fn run(
+    probes: &[ResolvedProbe],
+    address: &str,
+    opts: &QemuOptions,
+    stop: &AtomicBool,
+    on_hit: &mut dyn FnMut(&HitEvent),
+) -> Result<PtraceOutcome, PtraceError> {
+    let table = ProbeTable::<A>::new(probes)?;
+    let timeout = opts.connect_timeout.unwrap_or(Duration::from_secs(10));
+    let mut remote = GdbRemote::connect(address, timeout).map_err(|error| PtraceError::Gdb {
+        what: format!("connecting to the gdb stub at {address}"),
+        error,
+    })?;
+    let tid = match remote.stop_reason().map_err(gdb("asking why the program stopped"))? {
+        StopReply::Signal { thread, .. } => thread.unwrap_or(1) as i32,
+        other => return Err(PtraceError::TargetGone(format!("{other:?}"))),
+    };
+    let ret = if opts.slot_breakpoint {
+        SlotReturn::Breakpoint
+    } else {
+        SlotReturn::Jump
+    };
+    let mut session = Session {
+        engine: Engine::new(table, opts.print, ret),
+        inst: Installed::new(0),
+        remote,
+        tid,
+        thread: ThreadState::default(),
+        warnings: Vec::new(),
+    };
+    session.install(probes)?;
+    let exit = session.run_loop(stop, on_hit)?;
+    let mut report = session.engine.report();
+    report.engine = "qemu-gdb".into();
+    Ok(PtraceOutcome {
+        report,
+        pid: tid,
+        exit,
+        warnings: session.warnings,
+    })
+}
+
+fn gdb(what: &'static str) -> impl Fn(std::io::Error) -> PtraceError {
+    move |error| PtraceError::Gdb {
+        what: what.to_string(),
+        error,
+    }
+}
+
+struct Session {
+    engine: Engine<A>,
+    inst: Installed<A>,
+    remote: GdbRemote,
+    tid: i32,
+    thread: ThreadState,
+    warnings: Vec<String>,
+}
+
+impl Session {
+    /// Checks the program is the probes' binary, maps the slot page, writes slots and the
+    /// trampoline, then sets a `Z0` on every probe point.
+    fn install(&mut self, probes: &[ResolvedProbe]) -> Result<(), PtraceError> {
+        let offset = self
+            .remote
+            .section_offsets()
+            .map_err(gdb("reading the section offsets"))?
+            .unwrap_or(0);
+        let points = self.engine.table.points.clone();
+        let mut live = Vec::new();
+        for (i, point) in points.iter().enumerate() {
+            let probe = probes
+                .iter()
+                .find(|p| p.binary == point.binary && p.file_offset == point.file_offset)
+                .expect("every point comes from a probe");
+            let addr = probe.vaddr + offset;
+            let off = (probe.vaddr - probe.symbol_vaddr) as usize;
+            let mut running = [0u8; 4];
+            self.remote
+                .read(addr, &mut running)
+                .map_err(gdb("reading the probed instruction"))?;
+            if probe.code.get(off..off + 4) != Some(&running[..]) {
+                return Err(PtraceError::NotTheProgram {
+                    spec: point.spec.clone(),
+                    binary: point.binary.clone(),
+                    addr,
+                });
+            }
+            let insn = A::decode(&running, addr).expect("4 aligned bytes decode");
+            if matches!(insn.class(), Class::FpBranch) {
+                self.remote.set_fcc_needed(true);
+            }
+            live.push((i, insn));
+        }
+        let needs_slots = live.iter().any(|(_, insn)| A::classify(insn) == Handling::OutOfLine);
+        let needs_tramp = points.iter().any(|p| !p.returns.is_empty());
+        self.inst = Installed::new(points.len());
+        let page = if needs_slots || needs_tramp {
+            let near = probes.first().map_or(0, |p| p.vaddr + offset);
+            Some(self.map_page(&probes[0], near)?)
+        } else {
+            None
+        };
+        let mut image = Vec::new();
+        for (i, insn) in live {
+            let handling = A::classify(&insn);
+            let mut slot = None;
+            if handling == Handling::OutOfLine {
+                let page = page.expect("mapped when a slot is needed");
+                let at = page + image.len() as u64;
+                let ret = self.slot_return_for(at, insn.addr);
+                let bytes = A::prepare_slot(&insn, at, ret).map_err(|reason| {
+                    PtraceError::Unsupported {
+                        spec: points[i].spec.clone(),
+                        insn: A::text(&insn),
+                        reason,
+                    }
+                })?;
+                image.extend_from_slice(&bytes);
+                image.resize(image.len().next_multiple_of(A::SLOT_SIZE as usize), 0);
+                slot = Some(at);
+                self.inst.add(
+                    i,
+                    LivePoint {
+                        addr: insn.addr,
+                        orig: vec![],
+                        insn,
+                        handling,
+                        slot,
+                        slot_copy_len: 4,
+                    },
+                    ret,
+                );
+            } else {
+                self.inst.add(
+                    i,
+                    LivePoint {
+                        addr: insn.addr,
+                        orig: vec![],
+                        insn,
+                        handling,
+                        slot,
+                        slot_copy_len: 4,
+                    },
+                    SlotReturn::Jump,
+                );
+            }
+        }
+        if let Some(page) = page {
+            if needs_tramp {
+                self.inst.trampoline = Some(page + image.len() as u64);
+                image.extend_from_slice(A::BREAKPOINT);
+            }
+            // One write, before any of it has run: QEMU never sees this page change after it
+            // translated it.
+            self.remote
+                .write(page, &image)
+                .map_err(gdb("writing the slots"))?;
+            self.inst.areas.push((page, PAGE));
+        }
+        for p in self.inst.points.iter().flatten() {
+            self.remote
+                .insert_breakpoint(p.addr)
+                .map_err(gdb("setting a breakpoint"))?;
+        }
+        Ok(())
+    }
+
+    /// `b` back when the slot is within its reach (one stop per hit), else `break 0`.
+    fn slot_return_for(&self, slot: u64, original: u64) -> SlotReturn {
+        let wanted = self.engine.slot_return;
+        let reach = slot.abs_diff(original) < (1 << 27) - 8;
+        if wanted == SlotReturn::Jump && reach {
+            SlotReturn::Jump
+        } else {
+            SlotReturn::Breakpoint
+        }
+    }
+
+    /// Maps one RWX page into the program by running `mmap` from one of its own `syscall 0`
+    /// instructions, asking for an address near `near` (so slots can jump back with `b`).
+    fn map_page(&mut self, probe: &ResolvedProbe, near: u64) -> Result<u64, PtraceError> {
+        let syscall_at = find_syscall(&probe.binary).ok_or_else(|| PtraceError::Gdb {
+            what: format!(
+                "finding a `syscall 0` instruction in {} to map the slot page with",
+                probe.binary.display()
+            ),
+            error: std::io::Error::other("the program has none"),
+        })?;
+        let saved = self
+            .remote
+            .get_regs(self.tid)
+            .map_err(gdb("reading registers"))?;
+        let hint = near.saturating_sub(0x10_0000) & !(PAGE - 1);
+        let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let regs = A::syscall_regs(&saved, syscall_at, NR_MMAP, [hint, PAGE, prot, flags, u64::MAX, 0]);
+        self.remote
+            .set_regs(self.tid, &regs)
+            .map_err(gdb("setting registers for mmap"))?;
+        // QEMU's single step over `syscall` runs one instruction too many: stop on a `Z0`
+        // right after it instead.
+        let after_syscall = syscall_at + 4;
+        self.remote
+            .insert_breakpoint(after_syscall)
+            .map_err(gdb("setting a breakpoint after `syscall 0`"))?;
+        self.remote.resume(None).map_err(gdb("running mmap"))?;
+        self.remote
+            .remove_breakpoint(after_syscall)
+            .map_err(gdb("removing the breakpoint after `syscall 0`"))?;
+        let after = self
+            .remote
+            .get_regs(self.tid)
+            .map_err(gdb("reading mmap's result"))?;
+        self.remote
+            .set_regs(self.tid, &saved)
+            .map_err(gdb("restoring registers after mmap"))?;
+        let result = A::syscall_result(&after);
+        if A::pc(&after) != syscall_at + 4 {
+            return Err(PtraceError::Gdb {
+                what: "mapping the slot page in the program".into(),
+                error: std::io::Error::other(format!(
+                    "the step over `syscall 0` at 0x{syscall_at:x} ended at 0x{:x}",
+                    A::pc(&after)
+                )),
+            });
+        }
+        if (-4095..0).contains(&result) {
+            return Err(PtraceError::Gdb {
+                what: "mapping the slot page in the program".into(),
+                error: std::io::Error::from_raw_os_error(-result as i32),
+            });
+        }
+        Ok(result as u64)
+    }
+
+    fn run_loop(
+        &mut self,
+        stop: &AtomicBool,
+        on_hit: &mut dyn FnMut(&HitEvent),
+    ) -> Result<Option<ExitStatus>, PtraceError> {
+        let mut signal = None;
+        loop {
+            let reply = self
+                .remote
+                .resume_until(signal.take(), stop)
+                .map_err(gdb("running the program"))?;
+            match reply {
+                StopReply::Exited(code) => return Ok(Some(ExitStatus::Code(code.into()))),
+                StopReply::Killed(sig) => return Ok(Some(ExitStatus::Signal(sig.into()))),
+                StopReply::Signal { signal: SIGINT, .. } if stop.load(Ordering::Relaxed) => {
+                    self.detach()?;
+                    return Ok(None);
+                }
+                StopReply::Signal { signal: SIGTRAP, .. } => {
+                    let mut regs = self
+                        .remote
+                        .get_regs(self.tid)
+                        .map_err(gdb("reading registers"))?;
+                    let trap = self.engine.on_trap(
+                        &self.inst,
+                        &mut self.thread,
+                        self.tid,
+                        &mut regs,
+                        &mut self.remote,
+                        on_hit,
+                    )?;
+                    match trap {
+                        Trap::Handled => self
+                            .remote
+                            .set_regs(self.tid, &regs)
+                            .map_err(gdb("writing registers"))?,
+                        Trap::Foreign => signal = Some(SIGTRAP),
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        self.detach()?;
+                        return Ok(None);
+                    }
+                }
+                // The program's own signals go back to it, as without the engine.
+                StopReply::Signal { signal: s, .. } => signal = Some(s),
+            }
+        }
+    }
+
+    /// Removes every breakpoint, moves the thread out of a slot or the trampoline, puts back
+    /// pending return addresses, and lets the program go.
+    fn detach(&mut self) -> Result<(), PtraceError> {
+        for p in self.inst.points.iter().flatten() {
+            self.remote
+                .remove_breakpoint(p.addr)
+                .map_err(gdb("removing a breakpoint"))?;
+        }
+        Engine::evacuate(&self.inst, &mut self.thread, self.tid, &mut self.remote)
+            .map_err(gdb("moving the thread out of a slot"))?;
+        let restored = self.restore_returns().map_err(gdb("restoring return addresses"))?;
+        if restored < self.thread.returns.len() {
+            self.warnings.push(format!(
+                "{} hijacked return address(es) not found to restore; the slot page stays mapped so those returns still land on the trampoline",
+                self.thread.returns.len() - restored
+            ));
+        }
+        self.remote.detach().map_err(gdb("detaching"))?;
+        Ok(())
+    }
+
+    /// Puts back the return addresses the engine replaced with the trampoline's: the innermost
+    /// may still be in `ra`; the others were saved by their functions on the stack, innermost
+    /// lowest, so the stack is scanned upwards from `sp`.
+    fn restore_returns(&mut self) -> std::io::Result<usize> {
+        let Some(tramp) = self.inst.trampoline else {
+            return Ok(0);
+        };
+        let mut pending: Vec<u64> = self.thread.returns.iter().rev().map(|r| r.real).collect();
+        let total = pending.len();
+        if total == 0 {
+            return Ok(0);
+        }
+        let mut regs = self.remote.get_regs(self.tid)?;
+        pending.reverse(); // pop() now yields the innermost first
+        if A::return_register(&regs) == tramp {
+            let real = pending.pop().expect("non-empty");
+            A::set_return_register(&mut regs, real);
+            self.remote.set_regs(self.tid, &regs)?;
+        }
+        let mut addr = A::sp(&regs);
+        let limit = addr + 1 << 20;
+        let mut chunk = [0u8; 4096];
+        while !pending.is_empty() && addr < limit {
+            if self.remote.read(addr, &mut chunk).is_err() {
+                break; // the top of the stack
+            }
+            for (i, w) in chunk.chunks_exact(8).enumerate() {
+                if u64::from_le_bytes(w.try_into().expect("8 bytes")) == tramp
+                    && let Some(real) = pending.pop()
+                {
+                    self.remote.write_u64(addr + 8 * i as u64, real)?;
+                }
+            }
+            addr += chunk.len() as u64;
+        }
+        Ok(total - pending.len())
+    }
+}
+
+/// The address of a `syscall 0` in an executable segment of `binary` (static programs always
+/// have one: how else would they exit).
+fn find_syscall(binary: &std::path::Path) -> Option<u64> {
+    use object::{Object, ObjectSegment};
+    let data = std::fs::read(binary).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    file.segments()
+        .filter(|s| matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0))
+        .find_map(|s| {
+            let bytes = s.data().ok()?;
+            let at = bytes
+                .chunks_exact(4)
+                .position(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")) == SYSCALL_WORD)?;
+            Some(s.address() + 4 * at as u64)
+        })
+}

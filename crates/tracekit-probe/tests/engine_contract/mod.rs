@@ -1,0 +1,100 @@
+//! The engine tests every architecture backend must pass, written once against [`Backend`]:
+//! x86-64 (ptrace, `tests/ptrace_engine.rs`) and LoongArch64 (QEMU's gdb stub,
+//! `tests/loongarch_probe.rs`) each implement it for their own test program.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracekit_probe::ProbeKind;
+use tracekit_probe::ptrace::{ExitStatus, HitEvent, PtraceError, PtraceOutcome};
+
+/// What a run of the backend's test program produced.
+pub struct Run {
+    /// The engine's result.
+    pub result: Result<PtraceOutcome, PtraceError>,
+    /// The program's stdout.
+    pub stdout: String,
+    /// The program's exit code, waited for even when the engine detached early.
+    pub exit_code: Option<i32>,
+}
+
+/// One architecture's engine and test program.
+pub trait Backend {
+    /// Probe spec text of `kind` (`uprobe`, `uretprobe`) on `function` of the test program.
+    fn spec(&self, kind: &str, function: &str) -> String;
+    /// Arguments making the test program call `counted_function()` exactly `n` times.
+    fn args(&self, n: u32) -> Vec<String>;
+    /// A plain C function the program calls `n` times for `args(n)`.
+    fn counted_function(&self) -> &'static str;
+    /// A function whose first instruction the engine must refuse, and a piece of its text.
+    fn refused_function(&self) -> (&'static str, &'static str);
+    /// Runs the program with `args` unprobed: (stdout, exit code).
+    fn plain(&self, args: &[String]) -> (String, Option<i32>);
+    /// Runs the program with `args` under the engine; `on_hit` sees every hit and may set
+    /// `stop` (the engine then detaches and the program finishes unprobed).
+    fn run(
+        &self,
+        specs: &[String],
+        args: &[String],
+        stop: &AtomicBool,
+        on_hit: &mut dyn FnMut(&HitEvent),
+    ) -> Run;
+}
+
+fn hits(o: &PtraceOutcome, spec: &str) -> u64 {
+    o.report.probes.iter().find(|p| p.spec == spec).expect("probe in report").hits
+}
+
+/// Entry and return probes on a function called exactly N times see exactly N hits each; the
+/// program's output and exit status are what they are without the engine.
+pub fn hits_are_exact_and_the_program_unchanged(b: &dyn Backend) {
+    let f = b.counted_function();
+    let specs = vec![b.spec("uprobe", f), b.spec("uretprobe", f)];
+    let args = b.args(1000);
+    let run = b.run(&specs, &args, &AtomicBool::new(false), &mut |_| {});
+    let out = run.result.expect("engine run");
+    assert_eq!(hits(&out, &specs[0]), 1000);
+    assert_eq!(hits(&out, &specs[1]), 1000);
+    let p = &out.report.probes[1];
+    assert_eq!(p.latency.expect("return probes have latency").count, 1000);
+    let (stdout, code) = b.plain(&args);
+    assert_eq!(run.stdout, stdout);
+    assert_eq!(out.exit, code.map(ExitStatus::Code));
+}
+
+/// A probe on an instruction the backend cannot handle is refused before the program runs,
+/// naming the instruction and the reason.
+pub fn unsupported_instruction_is_refused(b: &dyn Backend) {
+    let (f, text) = b.refused_function();
+    let specs = vec![b.spec("uprobe", f)];
+    let run = b.run(&specs, &b.args(3), &AtomicBool::new(false), &mut |_| {});
+    let err = run.result.expect_err("refused");
+    assert!(matches!(err, PtraceError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains(text), "{err}");
+}
+
+/// Stopping mid-run (Ctrl-C) while a return address is hijacked detaches cleanly: the
+/// program finishes with the output and exit status it has without the engine.
+pub fn detach_mid_run_leaves_the_program_unchanged(b: &dyn Backend) {
+    let f = b.counted_function();
+    let specs = vec![b.spec("uprobe", f), b.spec("uretprobe", f)];
+    let args = b.args(200);
+    let stop = AtomicBool::new(false);
+    let mut entries = 0;
+    let run = b.run(&specs, &args, &stop, &mut |e| {
+        // Stop right after an entry: its return address is hijacked at that moment.
+        if e.kind == ProbeKind::Uprobe {
+            entries += 1;
+            if entries == 50 {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    let out = run.result.expect("engine run");
+    assert_eq!(out.exit, None, "the engine should have detached before the end");
+    let h = hits(&out, &specs[0]);
+    assert!((50..200).contains(&h), "{h} hits");
+    let (stdout, code) = b.plain(&args);
+    assert_eq!(run.stdout, stdout);
+    assert_eq!(run.exit_code, code);
+}
