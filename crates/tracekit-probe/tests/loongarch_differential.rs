@@ -204,14 +204,11 @@ fn mismatch(case: &Case, what: &str, expected: &Outcome, got_pc: u64, got: &[u64
         expected.pc,
         expected.signal
     );
-    for r in 0..32 {
-        let mark = if expected.regs[r] != got[r] { "  <-- differs" } else { "" };
+    for (r, ((before, qemu), ours)) in case.regs.iter().zip(&expected.regs).zip(got).enumerate() {
+        let mark = if qemu != ours { "  <-- differs" } else { "" };
         s += &format!(
-            "  {:>5} before 0x{:016x}  QEMU 0x{:016x}  tracekit 0x{:016x}{mark}\n",
+            "  {:>5} before 0x{before:016x}  QEMU 0x{qemu:016x}  tracekit 0x{ours:016x}{mark}\n",
             loongarch64::reg_name(r as u32),
-            case.regs[r],
-            expected.regs[r],
-            got[r]
         );
     }
     s

@@ -46,6 +46,9 @@ pub struct GdbRemote {
     buf: Vec<u8>,
     ack: bool,
     fcc_needed: bool,
+    /// The registers as last read or written: `set_regs` sends only what differs (most traps
+    /// change the pc alone), one packet instead of three.
+    known: Option<Regs>,
 }
 
 const PC: usize = 33;
@@ -61,7 +64,7 @@ fn hex_u64(s: &str) -> io::Result<u64> {
 }
 
 fn from_hex(s: &str) -> io::Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(protocol(format!("odd hex length from the stub: `{s}`")));
     }
     (0..s.len())
@@ -92,6 +95,7 @@ impl GdbRemote {
             buf: Vec::new(),
             ack: true,
             fcc_needed: false,
+            known: None,
         };
         remote.request("qSupported:swbreak+;xmlRegisters=loongarch")?;
         // QEMU answers `p`/`P` (single registers: the pc, the FP condition flags) only to a
@@ -107,6 +111,7 @@ impl GdbRemote {
     /// only `bceqz`/`bcnez` need them).
     pub fn set_fcc_needed(&mut self, yes: bool) {
         self.fcc_needed = yes;
+        self.known = None;
     }
 
     fn send(&mut self, payload: &str) -> io::Result<()> {
@@ -197,6 +202,7 @@ impl GdbRemote {
     /// Like [`GdbRemote::resume`], but interrupts the program (as gdb's Ctrl-C does) once
     /// `stop` becomes true; it then stops with SIGINT.
     pub fn resume_until(&mut self, signal: Option<u8>, stop: &AtomicBool) -> io::Result<StopReply> {
+        self.known = None;
         match signal {
             Some(s) => self.send(&format!("C{s:02x}"))?,
             None => self.send("c")?,
@@ -219,6 +225,7 @@ impl GdbRemote {
 
     /// Executes one instruction.
     pub fn step(&mut self) -> io::Result<StopReply> {
+        self.known = None;
         let r = self.request("s")?;
         parse_stop(&r)
     }
@@ -337,17 +344,24 @@ impl Registers<Regs> for GdbRemote {
             let fcc = self.read_register(FCC)?;
             regs.fcc = fcc.iter().take(8).enumerate().fold(0, |a, (i, &b)| a | (b & 1) << i);
         }
+        self.known = Some(regs);
         Ok(regs)
     }
 
     fn set_regs(&mut self, _tid: i32, regs: &Regs) -> io::Result<()> {
-        let gprs: Vec<u8> = regs.gpr.iter().flat_map(|r| r.to_le_bytes()).collect();
-        self.request_ok(&format!("G{}", to_hex(&gprs)))?;
-        self.write_register(PC, &regs.pc.to_le_bytes())?;
-        if self.fcc_needed {
+        let known = self.known.take();
+        if known.is_none_or(|k| k.gpr != regs.gpr) {
+            let gprs: Vec<u8> = regs.gpr.iter().flat_map(|r| r.to_le_bytes()).collect();
+            self.request_ok(&format!("G{}", to_hex(&gprs)))?;
+        }
+        if known.is_none_or(|k| k.pc != regs.pc) {
+            self.write_register(PC, &regs.pc.to_le_bytes())?;
+        }
+        if self.fcc_needed && known.is_none_or(|k| k.fcc != regs.fcc) {
             let bytes: Vec<u8> = (0..8).map(|i| regs.fcc >> i & 1).collect();
             self.write_register(FCC, &bytes)?;
         }
+        self.known = Some(*regs);
         Ok(())
     }
 }

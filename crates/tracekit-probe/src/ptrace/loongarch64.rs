@@ -360,6 +360,9 @@ impl fmt::Display for Insn {
             }
             Pcaddi | Pcalau12i | Pcaddu12i | Pcaddu18i => write!(f, "{m} {rd}, {}", self.si20()),
             Break | Dbcl | Syscall => write!(f, "{m} {}", self.word & 0x7fff),
+            LlSc("ll.w" | "ll.d" | "sc.w" | "sc.d") => {
+                write!(f, "{m} {rd}, {rj}, {}", sext((self.word >> 10) & 0x3fff, 14) << 2)
+            }
             Unknown => write!(f, ".word 0x{:08x}", self.word),
             _ => write!(f, "{m} (0x{:08x})", self.word),
         }
@@ -448,7 +451,7 @@ impl Arch for LoongArch64 {
 
     fn decode(code: &[u8], addr: u64) -> Option<Insn> {
         let bytes = code.get(..4)?.try_into().ok()?;
-        (addr % 4 == 0).then(|| Insn::decode(u32::from_le_bytes(bytes), addr))
+        addr.is_multiple_of(4).then(|| Insn::decode(u32::from_le_bytes(bytes), addr))
     }
 
     fn len(_: &Insn) -> usize {

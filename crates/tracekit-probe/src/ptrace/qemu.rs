@@ -372,7 +372,7 @@ impl Session {
             self.remote.set_regs(self.tid, &regs)?;
         }
         let mut addr = A::sp(&regs);
-        let limit = addr + 1 << 20;
+        let limit = addr + (1 << 20);
         let mut chunk = [0u8; 4096];
         while !pending.is_empty() && addr < limit {
             if self.remote.read(addr, &mut chunk).is_err() {
