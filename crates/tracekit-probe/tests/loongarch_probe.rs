@@ -225,3 +225,28 @@ fn nothing_listening_is_a_clear_error() {
     let err = qemu::run(&probes, &format!("127.0.0.1:{}", free_port()), &opts, &AtomicBool::new(false), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("qemu-loongarch64-static -g PORT"), "{err}");
 }
+
+#[test]
+fn the_programs_own_break_is_passed_through() {
+    // la-hello break: prints "break", then runs `break 0`, which kills it with SIGTRAP.
+    let hello = tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello");
+    let port = free_port();
+    let q = Qemu {
+        child: Command::new("qemu-loongarch64-static")
+            .args(["-g", &port.to_string()])
+            .arg(&hello)
+            .arg("break")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        port,
+    };
+    let specs = vec![format!("uprobe:{}:work", hello.display())];
+    let out = qemu::run(&resolve(&specs), &q.address(), &QemuOptions::default(), &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(out.exit, Some(ExitStatus::Signal(5)));
+    let (stdout, _) = q.finish();
+    let plain = Command::new("qemu-loongarch64-static").arg(&hello).arg("break").output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(plain.status.signal(), Some(5));
+    assert_eq!(stdout.as_bytes(), &plain.stdout[..]);
+}

@@ -49,6 +49,9 @@ pub struct GdbRemote {
     /// The registers as last read or written: `set_regs` sends only what differs (most traps
     /// change the pc alone), one packet instead of three.
     known: Option<Regs>,
+    /// A pc set but not sent yet: the next resume carries it (`c ADDR`), which saves a round
+    /// trip on every trap whose handling only moves the pc (simulated branches, slots).
+    pending_pc: Option<u64>,
 }
 
 const PC: usize = 33;
@@ -96,6 +99,7 @@ impl GdbRemote {
             ack: true,
             fcc_needed: false,
             known: None,
+            pending_pc: None,
         };
         remote.request("qSupported:swbreak+;xmlRegisters=loongarch")?;
         // QEMU answers `p`/`P` (single registers: the pc, the FP condition flags) only to a
@@ -169,6 +173,10 @@ impl GdbRemote {
 
     /// Sends a request and returns the reply; `Exx` replies become errors.
     fn request(&mut self, payload: &str) -> io::Result<String> {
+        if let Some(pc) = self.pending_pc.take() {
+            // Anything but a resume sees the pc as set.
+            self.write_register(PC, &pc.to_le_bytes())?;
+        }
         self.send(payload)?;
         let r = self.reply()?;
         if r.len() == 3 && r.starts_with('E') {
@@ -203,9 +211,19 @@ impl GdbRemote {
     /// `stop` becomes true; it then stops with SIGINT.
     pub fn resume_until(&mut self, signal: Option<u8>, stop: &AtomicBool) -> io::Result<StopReply> {
         self.known = None;
-        match signal {
-            Some(s) => self.send(&format!("C{s:02x}"))?,
-            None => self.send("c")?,
+        match (signal, self.pending_pc) {
+            (None, Some(pc)) => {
+                self.pending_pc = None;
+                self.send(&format!("c{pc:x}"))?;
+            }
+            (None, None) => self.send("c")?,
+            // QEMU's `C` takes no address: the pc goes first (`request` sends it).
+            (Some(s), _) => {
+                if let Some(pc) = self.pending_pc.take() {
+                    self.write_register(PC, &pc.to_le_bytes())?;
+                }
+                self.send(&format!("C{s:02x}"))?;
+            }
         }
         let mut interrupted = false;
         loop {
@@ -355,7 +373,7 @@ impl Registers<Regs> for GdbRemote {
             self.request_ok(&format!("G{}", to_hex(&gprs)))?;
         }
         if known.is_none_or(|k| k.pc != regs.pc) {
-            self.write_register(PC, &regs.pc.to_le_bytes())?;
+            self.pending_pc = Some(regs.pc);
         }
         if self.fcc_needed && known.is_none_or(|k| k.fcc != regs.fcc) {
             let bytes: Vec<u8> = (0..8).map(|i| regs.fcc >> i & 1).collect();

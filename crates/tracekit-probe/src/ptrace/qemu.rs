@@ -9,7 +9,7 @@
 //! - the **slots** (out-of-line copies, each followed by its `b` back or `break 0`) and the
 //!   return **trampoline** (`break 0`) live in one page the engine maps into the program by
 //!   injecting `mmap` (pc on an existing `syscall 0` of the program, a `Z0` right after it). The page
-//!   is written once, before any of it runs, and never again.
+//!   is written once, before any of it runs, then made read-only and executable (W^X).
 //!
 //! Return probes replace `ra` at the function's first instruction with the trampoline's
 //! address; at detach, hijacked return addresses still pending are put back (in `ra`, or in
@@ -42,6 +42,7 @@ pub struct QemuOptions {
 const SIGTRAP: u8 = 5;
 const SIGINT: u8 = 2;
 const NR_MMAP: u64 = 222;
+const NR_MPROTECT: u64 = 226;
 const PAGE: u64 = 0x4000;
 
 /// Runs `probes` on the LoongArch64 program waiting under `qemu-loongarch64-static -g PORT`
@@ -76,6 +77,7 @@ pub fn run(
         tid,
         thread: ThreadState::default(),
         warnings: Vec::new(),
+        syscall_at: 0,
     };
     session.install(probes)?;
     let exit = session.run_loop(stop, on_hit)?;
@@ -103,6 +105,8 @@ struct Session {
     tid: i32,
     thread: ThreadState,
     warnings: Vec<String>,
+    /// A `syscall 0` of the program, for injected system calls.
+    syscall_at: u64,
 }
 
 impl Session {
@@ -144,8 +148,15 @@ impl Session {
         let needs_tramp = points.iter().any(|p| !p.returns.is_empty());
         self.inst = Installed::new(points.len());
         let page = if needs_slots || needs_tramp {
+            self.syscall_at = find_syscall(&probes[0].binary).ok_or_else(|| PtraceError::Gdb {
+                what: format!(
+                    "finding a `syscall 0` instruction in {} to map the slot page with",
+                    probes[0].binary.display()
+                ),
+                error: std::io::Error::other("the program has none"),
+            })?;
             let near = probes.first().map_or(0, |p| p.vaddr + offset);
-            Some(self.map_page(&probes[0], near)?)
+            Some(self.map_page(near)?)
         } else {
             None
         };
@@ -204,6 +215,10 @@ impl Session {
             self.remote
                 .write(page, &image)
                 .map_err(gdb("writing the slots"))?;
+            // W^X before it runs, as the kernel's uprobe XOL area: the program cannot overwrite
+            // its slots by accident, and the stub can never write a page QEMU translated.
+            let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+            self.inject_syscall(NR_MPROTECT, [page, PAGE, prot, 0, 0, 0], "mprotect")?;
             self.inst.areas.push((page, PAGE));
         }
         for p in self.inst.points.iter().flatten() {
@@ -227,59 +242,44 @@ impl Session {
 
     /// Maps one RWX page into the program by running `mmap` from one of its own `syscall 0`
     /// instructions, asking for an address near `near` (so slots can jump back with `b`).
-    fn map_page(&mut self, probe: &ResolvedProbe, near: u64) -> Result<u64, PtraceError> {
-        let syscall_at = find_syscall(&probe.binary).ok_or_else(|| PtraceError::Gdb {
-            what: format!(
-                "finding a `syscall 0` instruction in {} to map the slot page with",
-                probe.binary.display()
-            ),
-            error: std::io::Error::other("the program has none"),
-        })?;
-        let saved = self
-            .remote
-            .get_regs(self.tid)
-            .map_err(gdb("reading registers"))?;
+    fn map_page(&mut self, near: u64) -> Result<u64, PtraceError> {
         let hint = near.saturating_sub(0x10_0000) & !(PAGE - 1);
-        let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let regs = A::syscall_regs(&saved, syscall_at, NR_MMAP, [hint, PAGE, prot, flags, u64::MAX, 0]);
-        self.remote
-            .set_regs(self.tid, &regs)
-            .map_err(gdb("setting registers for mmap"))?;
+        let page = self.inject_syscall(NR_MMAP, [hint, PAGE, prot, flags, u64::MAX, 0], "mmap")?;
+        Ok(page as u64)
+    }
+
+    /// Runs system call `nr` in the program from one of its own `syscall 0` instructions,
+    /// with every register restored afterwards; returns the result (errors as `Err`).
+    fn inject_syscall(&mut self, nr: u64, args: [u64; 6], name: &str) -> Result<i64, PtraceError> {
+        let syscall_at = self.syscall_at;
+        let failed = |error| PtraceError::Gdb {
+            what: format!("running {name} in the program"),
+            error,
+        };
+        let saved = self.remote.get_regs(self.tid).map_err(failed)?;
+        let regs = A::syscall_regs(&saved, syscall_at, nr, args);
+        self.remote.set_regs(self.tid, &regs).map_err(failed)?;
         // QEMU's single step over `syscall` runs one instruction too many: stop on a `Z0`
         // right after it instead.
         let after_syscall = syscall_at + 4;
-        self.remote
-            .insert_breakpoint(after_syscall)
-            .map_err(gdb("setting a breakpoint after `syscall 0`"))?;
-        self.remote.resume(None).map_err(gdb("running mmap"))?;
-        self.remote
-            .remove_breakpoint(after_syscall)
-            .map_err(gdb("removing the breakpoint after `syscall 0`"))?;
-        let after = self
-            .remote
-            .get_regs(self.tid)
-            .map_err(gdb("reading mmap's result"))?;
-        self.remote
-            .set_regs(self.tid, &saved)
-            .map_err(gdb("restoring registers after mmap"))?;
+        self.remote.insert_breakpoint(after_syscall).map_err(failed)?;
+        self.remote.resume(None).map_err(failed)?;
+        self.remote.remove_breakpoint(after_syscall).map_err(failed)?;
+        let after = self.remote.get_regs(self.tid).map_err(failed)?;
+        self.remote.set_regs(self.tid, &saved).map_err(failed)?;
+        if A::pc(&after) != after_syscall {
+            return Err(failed(std::io::Error::other(format!(
+                "the `syscall 0` at 0x{syscall_at:x} ended at 0x{:x}",
+                A::pc(&after)
+            ))));
+        }
         let result = A::syscall_result(&after);
-        if A::pc(&after) != syscall_at + 4 {
-            return Err(PtraceError::Gdb {
-                what: "mapping the slot page in the program".into(),
-                error: std::io::Error::other(format!(
-                    "the step over `syscall 0` at 0x{syscall_at:x} ended at 0x{:x}",
-                    A::pc(&after)
-                )),
-            });
-        }
         if (-4095..0).contains(&result) {
-            return Err(PtraceError::Gdb {
-                what: "mapping the slot page in the program".into(),
-                error: std::io::Error::from_raw_os_error(-result as i32),
-            });
+            return Err(failed(std::io::Error::from_raw_os_error(-result as i32)));
         }
-        Ok(result as u64)
+        Ok(result)
     }
 
     fn run_loop(
