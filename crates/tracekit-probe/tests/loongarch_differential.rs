@@ -193,11 +193,11 @@ fn llvm_text(word: u32) -> String {
 }
 
 /// Describes a mismatch: the instruction both ways, and the registers that differ.
-fn mismatch(case: &Case, what: &str, expected: &Outcome, got_pc: u64, got: &[u64; 32]) -> String {
+fn mismatch(case: &Case, what: &str, who: &str, expected: &Outcome, got_pc: u64, got: &[u64; 32]) -> String {
     let w = case.words[0];
     let insn = Insn::decode(w, case.at);
     let mut s = format!(
-        "{what}: `{insn}` (LLVM: `{}`), word 0x{w:08x} at 0x{:x}, fcc 0b{:08b}\n  pc: QEMU 0x{:x} (signal {}), tracekit 0x{got_pc:x}\n",
+        "{what}: `{insn}` (LLVM: `{}`), word 0x{w:08x} at 0x{:x}, fcc 0b{:08b}\n  pc: QEMU 0x{:x} (signal {}), {who} 0x{got_pc:x}\n",
         llvm_text(w),
         case.at,
         case.fcc,
@@ -207,7 +207,7 @@ fn mismatch(case: &Case, what: &str, expected: &Outcome, got_pc: u64, got: &[u64
     for (r, ((before, qemu), ours)) in case.regs.iter().zip(&expected.regs).zip(got).enumerate() {
         let mark = if qemu != ours { "  <-- differs" } else { "" };
         s += &format!(
-            "  {:>5} before 0x{before:016x}  QEMU 0x{qemu:016x}  tracekit 0x{ours:016x}{mark}\n",
+            "  {:>5} before 0x{before:016x}  QEMU 0x{qemu:016x}  {who} 0x{ours:016x}{mark}\n",
             loongarch64::reg_name(r as u32),
         );
     }
@@ -215,7 +215,7 @@ fn mismatch(case: &Case, what: &str, expected: &Outcome, got_pc: u64, got: &[u64
 }
 
 /// Checks simulated cases against QEMU with `sim`, returning the mismatch descriptions.
-fn check_simulated(cases: &[Case], sim: impl Fn(&Case) -> Regs) -> Vec<String> {
+fn check_simulated(cases: &[Case], who: &str, sim: impl Fn(&Case) -> Regs) -> Vec<String> {
     let native = oracle::run(cases).expect("run the oracle under qemu-loongarch64-static");
     assert_eq!(native.len(), cases.len());
     cases
@@ -224,7 +224,7 @@ fn check_simulated(cases: &[Case], sim: impl Fn(&Case) -> Regs) -> Vec<String> {
         .filter_map(|(case, qemu)| {
             let got = sim(case);
             (got.pc != qemu.pc || got.gpr != qemu.regs)
-                .then(|| mismatch(case, "simulation differs from QEMU", qemu, got.pc, &got.gpr))
+                .then(|| mismatch(case, "simulation differs from QEMU", who, qemu, got.pc, &got.gpr))
         })
         .collect()
 }
@@ -253,7 +253,7 @@ fn every_simulated_instruction_matches_qemu() {
         let insn = Insn::decode(case.words[0], case.at);
         assert_eq!(LoongArch64::classify(&insn), Handling::Simulate, "{insn}");
     }
-    let bad = check_simulated(&cases, simulate);
+    let bad = check_simulated(&cases, "tracekit", simulate);
     println!(
         "simulated: {} cases ({} ops x (5 edge immediates x 8 + 200 random)), {} mismatches",
         cases.len(),
@@ -284,7 +284,7 @@ fn the_seed_pcaddu18i_bug_is_caught() {
         .into_iter()
         .filter(|c| Insn::decode(c.words[0], c.at).op == Op::Pcaddu18i)
         .collect();
-    let bad = check_simulated(&cases, seed_pcaddu18i);
+    let bad = check_simulated(&cases, "seed", seed_pcaddu18i);
     println!(
         "seed pcaddu18i: {} of {} cases differ from QEMU, e.g.\n{}",
         bad.len(),
@@ -374,7 +374,7 @@ fn every_out_of_line_instruction_matches_qemu_from_its_slot() {
         let pc = fix_up(slot_case, native_case.at, slot.pc);
         completed += usize::from(native.pc == native_case.at + 4);
         if pc != native.pc || slot.signal != native.signal || slot.regs != native.regs || slot.scratch_hash != native.scratch_hash {
-            let mut m = mismatch(native_case, "out-of-line slot differs from QEMU at the original address", native, pc, &slot.regs);
+            let mut m = mismatch(native_case, "out-of-line slot differs from QEMU at the original address", "slot", native, pc, &slot.regs);
             m += &format!("  signal: QEMU {} slot {}; scratch hash equal: {}\n", native.signal, slot.signal, slot.scratch_hash == native.scratch_hash);
             bad.push(m);
         }

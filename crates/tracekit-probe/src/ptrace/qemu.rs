@@ -168,6 +168,12 @@ impl Session {
                 let page = page.expect("mapped when a slot is needed");
                 let at = page + image.len() as u64;
                 let ret = self.slot_return_for(at, insn.addr);
+                if ret != self.engine.slot_return {
+                    self.warnings.push(format!(
+                        "{}: the slot page (0x{page:x}) is out of a `b`'s reach; its slot returns through a second stop",
+                        points[i].spec
+                    ));
+                }
                 let bytes = A::prepare_slot(&insn, at, ret).map_err(|reason| {
                     PtraceError::Unsupported {
                         spec: points[i].spec.clone(),
@@ -243,7 +249,9 @@ impl Session {
     /// Maps one RWX page into the program by running `mmap` from one of its own `syscall 0`
     /// instructions, asking for an address near `near` (so slots can jump back with `b`).
     fn map_page(&mut self, near: u64) -> Result<u64, PtraceError> {
-        let hint = near.saturating_sub(0x10_0000) & !(PAGE - 1);
+        // 64 MiB above the probed code: clear of the program's data and heap, and well within
+        // a `b`'s ±128 MiB, so slots jump straight back (QEMU honours a free hint).
+        let hint = (near + 0x400_0000) & !(PAGE - 1);
         let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let page = self.inject_syscall(NR_MMAP, [hint, PAGE, prot, flags, u64::MAX, 0], "mmap")?;
