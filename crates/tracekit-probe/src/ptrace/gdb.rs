@@ -2,20 +2,69 @@
 //! (`qemu-loongarch64-static -g PORT`): what the probe engine needs to reach a LoongArch64
 //! program's registers and memory, set breakpoints and run it.
 //!
-//! Facts about QEMU 7.2's stub for loongarch64, measured here:
-//! - `g` returns 35 64-bit registers: `$r0..$r31`, `orig_a0` (32), `pc` (33), `badv` (34);
-//!   `P21=` sets the pc (QEMU answers `p`/`P` only after the client read `target.xml`); the FP condition flags are register 0x43, eight bytes, byte `i` =
-//!   `fcc{i}`.
-//! - `Z0` breakpoints stop the program with `T05` at their address; a `break` instruction in
-//!   the program stops it the same way (pc = the `break`).
-//! - `s` over a `syscall 0` executes the system call *and the next instruction*; a `Z0` after
-//!   the `syscall` stops exactly there (how the engine maps its slot page).
-//! - `M` into read-only text fails with `E14`; into a writable page it works, but not into a
-//!   page QEMU has already translated (it can crash QEMU): the engine writes its page once.
-//! - When the program exits the stub sends `Wxx` and closes the connection.
+//! # QEMU 7.2's stub, as measured here
+//!
+//! Measured against `qemu-loongarch64-static` 7.2.22 (Debian 12) running
+//! `testdata/loongarch/hello.c`, first with a throw-away Python client speaking raw packets,
+//! then by `tests/gdb_remote.rs` (which asserts each of these facts):
+//! - **Negotiation.** `qSupported` answers
+//!   `PacketSize=1000;qXfer:features:read+;qXfer:auxv:read+;vContSupported+;multiprocess+`.
+//!   No `QStartNoAckMode`: the stub stays in acknowledgement mode and waits for our `+` after
+//!   every packet it sends (after `k` and at exit too: without the `+` QEMU never exits).
+//! - **Registers.** `g` returns 35 64-bit registers: `$r0..$r31`, `orig_a0` (32), `pc` (33),
+//!   `badv` (34). `G` must not carry more than the 32 GPRs: QEMU's write of register 32
+//!   consumes no bytes, so a full `G` shifts every later value by one (the pc gets
+//!   `orig_a0`'s value). The pc is written with `P21=` (or as `c ADDR` / `s ADDR`).
+//!   `p`/`P` are answered (empty reply otherwise) only once the client has read
+//!   `target.xml`. `target.xml` names `loongarch-base64.xml` and `loongarch-fpu.xml`, but
+//!   reading those answers `E00`, so register numbers were found by probing `p`: 0x23..0x42 are
+//!   `f0..f31` (8 bytes), **0x43 is one 8-byte `fcc` register, byte `i` = `fcc{i}`** (only bit
+//!   0 of each byte is kept: writing 2 reads back 0), 0x44 is `fcsr` (4 bytes), 0x45 and up are
+//!   `E14`. Checked end to end: `P43=0000000100000001`, then running `movcf2gr` on every flag
+//!   gives the mask 0x88. (QEMU 8.2 and later split it into one-byte `fcc0..fcc7`,
+//!   0x43..0x4a; this client detects which from the size of register 0x43.)
+//! - **Memory.** `m` of at most 0x800 bytes (the reply fills the 4096-byte packet); 0x1000
+//!   answers `E22`. An `M` packet longer than 4096 bytes is dropped *silently* (no reply: 2030
+//!   data bytes work, 2040 hang), so transfers are chunked at `(PacketSize - 64) / 2` = 2016
+//!   bytes. Unmapped addresses: `E14`. `X` (binary write) is not supported (empty reply).
+//! - **`M` to the read-only text** answers `E14` (QEMU only writes pages that are writable
+//!   now). `M` into a fresh RWX page made by an injected `mmap` works before the page has run,
+//!   and the code written there runs. Once QEMU has translated the page it write-protects it:
+//!   `M` then answers `E14`, until an injected `mprotect(RWX)` makes it writable again (QEMU
+//!   drops its translations then: rewritten code runs as rewritten).
+//! - **Breakpoints.** `Z0,ADDR,4` works anywhere (the text is not modified) and stops the
+//!   program with `T05` before the instruction at ADDR. Continuing (`c`) from a pc that
+//!   has a `Z0` reports it again at once without executing anything (QEMU checks breakpoints
+//!   when it translates the next block): [`GdbRemote::resume`] therefore steps over the
+//!   breakpoint the thread is stopped on (`z0`, `s`, `Z0`) unless the pc was moved. `s` on a
+//!   `Z0` address executes the instruction normally.
+//! - **`s` over `syscall 0` executes the system call (mmap: a0 = the new page) *and the next
+//!   instruction*:** over `syscall 0; ret` it stops at `ra`. To stop right after a system
+//!   call, put a `Z0` on the next instruction and continue.
+//! - **A `break 0` in the program** stops it with `T05`, pc = the `break` itself (not after
+//!   it); continuing executes it again (same stop); `C05` delivers SIGTRAP: `X05`, QEMU dumps
+//!   core and exits (status: killed by signal 5).
+//! - **Exit.** The stub sends `W03` (exit code 3), waits for the `+`, exits, and the
+//!   connection closes (EOF). `k` prints "QEMU: Terminated via GDBstub", answers `W00`, and
+//!   QEMU exits with status 0 once acknowledged. `D` answers `OK`; the program runs on
+//!   without breakpoints.
+//! - **Thread ids.** Without `multiprocess+` from the client, stop replies are
+//!   `T05thread:TID;` with TID = the host thread id of the QEMU thread running the guest
+//!   thread (QEMU's pid for the main thread); with it, `thread:p01.TID`. `qC` and
+//!   `qfThreadInfo` agree.
+//! - **`qOffsets`** for the static non-PIE test program: `Text=0;Data=0;Bss=0` (`Some(0)`).
+//! - **Interrupting.** A `0x03` byte while the program runs is **ignored** (no stop in 15 s):
+//!   QEMU does not read the socket while the guest runs. It stays buffered: at the next stop
+//!   QEMU reads it and sends the stop reply a second time. A host SIGINT sent to the QEMU
+//!   process stops the guest with `T02` (QEMU intercepts it; continuing without a signal
+//!   drops it and the program never sees it). So [`GdbRemote::interrupt`] signals the QEMU
+//!   process when it knows it (given with [`GdbRemote::set_interrupt_pid`], or found: a stub
+//!   on the loopback whose reported thread is a local process named `qemu-*`), and sends `0x03`
+//!   only to other stubs.
 
+use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,328 +74,358 @@ use super::target::{Memory, Registers};
 /// Why the program stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReply {
-    /// Stopped by a signal (5 = SIGTRAP for breakpoints and steps, 2 = SIGINT after an
-    /// interrupt).
+    /// Stopped by a signal (5 = SIGTRAP for breakpoints, steps and `break 0`; 2 = SIGINT after
+    /// an interrupt).
     Signal {
         /// The signal number.
         signal: u8,
-        /// The thread, when the stub says.
+        /// The thread that stopped, when the stub says (QEMU: its host thread id).
         thread: Option<i64>,
     },
-    /// The program exited with this status.
+    /// The program exited with this status; the stub closes the connection.
     Exited(u8),
-    /// The program was killed by this signal.
+    /// The program was killed by this signal; the stub closes the connection.
     Killed(u8),
 }
 
-/// One connection to a gdb stub.
+/// One connection to a gdb stub, driving one all-stop program.
+///
+/// Register reads are cached until the program runs again, and register writes send only what
+/// changed; a pc change alone travels with the next `c`/`s` (`c ADDR`), so a trap whose
+/// handling only moves the pc costs no extra round trip.
 #[derive(Debug)]
 pub struct GdbRemote {
     stream: TcpStream,
-    buf: Vec<u8>,
+    peer: SocketAddr,
+    /// Received bytes not parsed yet.
+    rx: Vec<u8>,
+    /// Read timeout currently set on the socket (saves a system call per poll).
+    read_timeout: Option<Duration>,
     ack: bool,
+    /// Largest data chunk of one `m`/`M` packet.
+    chunk: usize,
+    target_xml: Option<String>,
+    breakpoints: BTreeSet<u64>,
     fcc_needed: bool,
-    /// The registers as last read or written: `set_regs` sends only what differs (most traps
-    /// change the pc alone), one packet instead of three.
+    fcc_layout: Option<FccLayout>,
+    /// The registers as the stub has them at this stop (pc: see `pending_pc`).
     known: Option<Regs>,
-    /// A pc set but not sent yet: the next resume carries it (`c ADDR`), which saves a round
-    /// trip on every trap whose handling only moves the pc (simulated branches, slots).
+    /// Whether `known.fcc` was read or written.
+    known_fcc: bool,
+    /// The pc where the program stopped, once known (read lazily).
+    stop_pc: Option<u64>,
+    /// A pc set but not sent yet: the next resume or step carries it (`c ADDR`).
     pending_pc: Option<u64>,
+    /// The thread the stub's register commands refer to.
+    thread: Option<i64>,
+    interrupt_pid: Option<i32>,
+    /// A `0x03` was sent: the stub may send one stop reply too many (QEMU 7.2 does).
+    stale_stop: bool,
+    /// Set once the program exited, was killed, or we detached: the connection is over.
+    finished: Option<String>,
 }
 
+/// How a stub exposes the FP condition flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FccLayout {
+    /// QEMU before 8.2: register 0x43, 8 bytes, byte `i` = `fcc{i}`.
+    Packed,
+    /// QEMU 8.2 and later: `fcc0..fcc7` are registers 0x43..0x4a, one byte each.
+    Split,
+}
+
+/// Register numbers of QEMU's loongarch64 layout.
+const GPRS: usize = 32;
 const PC: usize = 33;
 const FCC: usize = 0x43;
-const CHUNK: usize = 2048;
-
-fn protocol(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-fn hex_u64(s: &str) -> io::Result<u64> {
-    u64::from_str_radix(s, 16).map_err(|_| protocol(format!("bad number `{s}` from the stub")))
-}
-
-fn from_hex(s: &str) -> io::Result<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return Err(protocol(format!("odd hex length from the stub: `{s}`")));
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| protocol(format!("bad hex `{s}`"))))
-        .collect()
-}
-
-fn to_hex(data: &[u8]) -> String {
-    data.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// How long a request waits for its reply before the stub is declared unresponsive.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often `resume_until` looks at its stop flag.
+const POLL: Duration = Duration::from_millis(20);
+/// How long `resume_until` waits for an interrupted program to stop.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+/// How long a possible duplicate stop reply (after a `0x03`) is waited for before a resume.
+const STALE_STOP_WAIT: Duration = Duration::from_millis(100);
+const SIGINT: u8 = 2;
+const SIGTRAP: u8 = 5;
 
 impl GdbRemote {
     /// Connects to `addr` (`HOST:PORT`), retrying until `timeout` (QEMU may still be
-    /// starting), and turns acknowledgements off when the stub allows it.
+    /// starting), negotiates `qSupported`, turns acknowledgements off when the stub offers
+    /// `QStartNoAckMode`, and reads `target.xml` (QEMU answers `p`/`P` only after that).
     pub fn connect(addr: &str, timeout: Duration) -> io::Result<Self> {
-        let deadline = Instant::now() + timeout;
-        let stream = loop {
-            match TcpStream::connect(addr) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
+        let stream = connect_retrying(addr, timeout)?;
         stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
         let mut remote = GdbRemote {
             stream,
-            buf: Vec::new(),
+            peer,
+            rx: Vec::new(),
+            read_timeout: None,
             ack: true,
+            chunk: chunk_for(1024),
+            target_xml: None,
+            breakpoints: BTreeSet::new(),
             fcc_needed: false,
+            fcc_layout: None,
             known: None,
+            known_fcc: false,
+            stop_pc: None,
             pending_pc: None,
+            thread: None,
+            interrupt_pid: None,
+            stale_stop: false,
+            finished: None,
         };
-        remote.request("qSupported:swbreak+;xmlRegisters=loongarch")?;
-        // QEMU answers `p`/`P` (single registers: the pc, the FP condition flags) only to a
-        // client that has read the target description.
-        remote.request("qXfer:features:read:target.xml:0,ffb")?;
-        if remote.request("QStartNoAckMode")? == "OK" {
-            remote.ack = false;
-        }
+        remote.negotiate()?;
         Ok(remote)
     }
 
-    /// Whether `get_regs`/`set_regs` also carry the FP condition flags (one more packet each;
-    /// only `bceqz`/`bcnez` need them).
-    pub fn set_fcc_needed(&mut self, yes: bool) {
-        self.fcc_needed = yes;
-        self.known = None;
-    }
-
-    fn send(&mut self, payload: &str) -> io::Result<()> {
-        let sum = payload.bytes().fold(0u8, |a, b| a.wrapping_add(b));
-        self.stream
-            .write_all(format!("${payload}#{sum:02x}").as_bytes())?;
-        if self.ack {
-            // The stub acknowledges with `+` before any reply; `recv` skips it.
+    fn negotiate(&mut self) -> io::Result<()> {
+        let features = self.request("qSupported:swbreak+;hwbreak+")?;
+        let has = |name: &str| features.split(';').any(|f| f == format!("{name}+"));
+        if let Some(size) = features.split(';').find_map(|f| f.strip_prefix("PacketSize=")) {
+            self.chunk = chunk_for(hex_u64(size)? as usize);
+        }
+        if has("QStartNoAckMode") && self.request("QStartNoAckMode")? == "OK" {
+            self.ack = false;
+        }
+        if has("qXfer:features:read") {
+            self.target_xml = Some(self.read_xfer("features", "target.xml")?);
         }
         Ok(())
     }
 
-    /// The next packet's payload; `deadline` None waits forever.
-    fn recv(&mut self, deadline: Option<Instant>) -> io::Result<Option<String>> {
-        loop {
-            if let Some(start) = self.buf.iter().position(|&b| b == b'$')
-                && let Some(hash) = self.buf[start..].iter().position(|&b| b == b'#')
-                && self.buf.len() >= start + hash + 3
-            {
-                let payload = String::from_utf8_lossy(&self.buf[start + 1..start + hash]).into_owned();
-                self.buf.drain(..start + hash + 3);
-                if self.ack {
-                    self.stream.write_all(b"+")?;
-                }
-                return Ok(Some(payload));
-            }
-            let wait = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(None),
-                },
-                None => None,
-            };
-            self.stream.set_read_timeout(wait)?;
-            let mut tmp = [0u8; 4096];
-            match self.stream.read(&mut tmp) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the gdb stub closed the connection",
-                    ));
-                }
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    /// The stub's target description (`qXfer:features:read:target.xml`), when it has one.
+    pub fn target_xml(&self) -> Option<&str> {
+        self.target_xml.as_deref()
     }
 
-    fn reply(&mut self) -> io::Result<String> {
-        Ok(self.recv(None)?.expect("no deadline"))
+    /// Whether `get_regs`/`set_regs` also carry the FP condition flags (one more packet each;
+    /// only `bceqz`/`bcnez` need them). Without, `get_regs` returns `fcc` 0 and `set_regs`
+    /// ignores it.
+    pub fn set_fcc_needed(&mut self, yes: bool) {
+        self.fcc_needed = yes;
     }
 
-    /// Sends a request and returns the reply; `Exx` replies become errors.
-    fn request(&mut self, payload: &str) -> io::Result<String> {
-        if let Some(pc) = self.pending_pc.take() {
-            // Anything but a resume sees the pc as set.
-            self.write_register(PC, &pc.to_le_bytes())?;
-        }
-        self.send(payload)?;
-        let r = self.reply()?;
-        if r.len() == 3 && r.starts_with('E') {
-            return Err(io::Error::other(format!("the stub refused `{}`: {r}", short(payload))));
-        }
-        Ok(r)
-    }
-
-    fn request_ok(&mut self, payload: &str) -> io::Result<()> {
-        match self.request(payload)?.as_str() {
-            "OK" => Ok(()),
-            "" => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("the stub does not support `{}`", short(payload)),
-            )),
-            other => Err(protocol(format!("unexpected reply `{other}` to `{}`", short(payload)))),
-        }
+    /// The process [`GdbRemote::interrupt`] sends SIGINT to: the QEMU running the program
+    /// (QEMU 7.2 ignores `0x03` while the program runs). `None`: find it (see the module
+    /// documentation), else send `0x03`.
+    pub fn set_interrupt_pid(&mut self, pid: Option<i32>) {
+        self.interrupt_pid = pid;
     }
 
     /// Why the program is stopped (`?`).
     pub fn stop_reason(&mut self) -> io::Result<StopReply> {
-        let r = self.request("?")?;
-        parse_stop(&r)
+        self.flush_pc()?;
+        self.send_packet("?")?;
+        let reply = self.wait_stop(None, &AtomicBool::new(false))?;
+        Ok(reply)
     }
 
-    /// Continues the program (with `signal` delivered to it) until it stops.
+    /// Continues the program (with `signal` delivered to it) until it stops. If the thread is
+    /// stopped on one of our breakpoints and its pc was not moved, the breakpoint is stepped
+    /// over first (QEMU would report it again at once).
     pub fn resume(&mut self, signal: Option<u8>) -> io::Result<StopReply> {
         self.resume_until(signal, &AtomicBool::new(false))
     }
 
-    /// Like [`GdbRemote::resume`], but interrupts the program (as gdb's Ctrl-C does) once
-    /// `stop` becomes true; it then stops with SIGINT.
+    /// Like [`GdbRemote::resume`], but once `stop` becomes true (a Ctrl-C handler sets it)
+    /// interrupts the program with [`GdbRemote::interrupt`] and returns the resulting stop:
+    /// normally `Signal { signal: 2 }`; a stop that raced with the interrupt comes back as
+    /// is (QEMU then keeps the SIGINT pending and reports it on the next resume). Fails with
+    /// `TimedOut` when the program has not stopped 3 s after the interrupt (a remote QEMU
+    /// whose process cannot be signalled).
     pub fn resume_until(&mut self, signal: Option<u8>, stop: &AtomicBool) -> io::Result<StopReply> {
-        self.known = None;
-        match (signal, self.pending_pc) {
-            (None, Some(pc)) => {
-                self.pending_pc = None;
-                self.send(&format!("c{pc:x}"))?;
-            }
-            (None, None) => self.send("c")?,
-            // QEMU's `C` takes no address: the pc goes first (`request` sends it).
-            (Some(s), _) => {
-                if let Some(pc) = self.pending_pc.take() {
+        self.check_live()?;
+        self.drain_stale_stop()?;
+        let mut signal = signal;
+        if let Some(reply) = self.step_off_breakpoint(&mut signal)? {
+            return Ok(reply);
+        }
+        let packet = match (signal, self.pending_pc.take()) {
+            (None, Some(pc)) => format!("c{pc:x}"),
+            (None, None) => "c".to_string(),
+            (Some(s), pc) => {
+                // `C sig;addr` is not accepted by QEMU: the pc goes first.
+                if let Some(pc) = pc {
                     self.write_register(PC, &pc.to_le_bytes())?;
                 }
-                self.send(&format!("C{s:02x}"))?;
+                format!("C{s:02x}")
             }
-        }
-        let mut interrupted = false;
-        loop {
-            let deadline = Instant::now() + Duration::from_millis(50);
-            if let Some(r) = self.recv(Some(deadline))? {
-                if r.starts_with('O') && r != "OK" {
-                    continue; // console output
-                }
-                return parse_stop(&r);
-            }
-            if !interrupted && stop.load(Ordering::Relaxed) {
-                self.stream.write_all(&[0x03])?;
-                interrupted = true;
-            }
-        }
+        };
+        self.forget_stop();
+        self.send_packet(&packet)?;
+        self.wait_stop(Some(POLL), stop)
     }
 
-    /// Executes one instruction.
+    /// Executes one instruction (`s`). Over a `syscall 0`, QEMU executes the next instruction
+    /// too (see the module documentation).
     pub fn step(&mut self) -> io::Result<StopReply> {
-        self.known = None;
-        let r = self.request("s")?;
-        parse_stop(&r)
+        self.check_live()?;
+        self.drain_stale_stop()?;
+        self.step_with(None)
     }
 
-    /// Sets a breakpoint the stub implements (`Z0`): the text is not modified.
+    fn step_with(&mut self, signal: Option<u8>) -> io::Result<StopReply> {
+        let packet = match (signal, self.pending_pc.take()) {
+            (None, Some(pc)) => format!("s{pc:x}"),
+            (None, None) => "s".to_string(),
+            (Some(s), pc) => {
+                if let Some(pc) = pc {
+                    self.write_register(PC, &pc.to_le_bytes())?;
+                }
+                format!("S{s:02x}")
+            }
+        };
+        self.forget_stop();
+        self.send_packet(&packet)?;
+        self.wait_stop(None, &AtomicBool::new(false))
+    }
+
+    /// Steps over the breakpoint the thread stopped on, if it is still there; returns the stop
+    /// if that step ended anywhere but the next instruction's trap (exit, signal). `signal`
+    /// is delivered with the step and consumed.
+    fn step_off_breakpoint(&mut self, signal: &mut Option<u8>) -> io::Result<Option<StopReply>> {
+        if self.breakpoints.is_empty() {
+            return Ok(None);
+        }
+        let pc = match (self.pending_pc, self.known) {
+            (Some(pc), _) => pc,
+            (None, Some(k)) => k.pc,
+            (None, None) => self.read_pc()?,
+        };
+        if self.stop_pc != Some(pc) || !self.breakpoints.contains(&pc) {
+            return Ok(None);
+        }
+        self.request_ok(&format!("z0,{pc:x},4"))?;
+        let reply = self.step_with(signal.take())?;
+        if self.finished.is_none() {
+            self.request_ok(&format!("Z0,{pc:x},4"))?;
+        }
+        match reply {
+            StopReply::Signal { signal: SIGTRAP, .. } => Ok(None),
+            other => Ok(Some(other)),
+        }
+    }
+
+    /// Stops the running program, as gdb's Ctrl-C does: SIGINT to the QEMU process when it is
+    /// known or can be found (QEMU reports `T02` and keeps the signal from the program),
+    /// else the `0x03` byte. Meant for while the program runs ([`GdbRemote::resume_until`]
+    /// calls it); sent while it is stopped, QEMU's SIGINT stops the next resume at once.
+    pub fn interrupt(&mut self) -> io::Result<()> {
+        match self.interrupt_pid.or_else(|| self.local_qemu_pid()) {
+            Some(pid) => {
+                // SAFETY: kill has no memory-safety preconditions.
+                if unsafe { libc::kill(pid, libc::SIGINT) } != 0 {
+                    let e = io::Error::last_os_error();
+                    return Err(io::Error::new(e.kind(), format!("sending SIGINT to QEMU (pid {pid}): {e}")));
+                }
+                Ok(())
+            }
+            None => {
+                self.stale_stop = true;
+                self.stream.write_all(&[0x03])
+            }
+        }
+    }
+
+    /// The QEMU process behind a stub on this machine: the main thread QEMU reports is its
+    /// host thread, a local process whose name starts with `qemu-`.
+    fn local_qemu_pid(&self) -> Option<i32> {
+        if !self.peer.ip().is_loopback() {
+            return None;
+        }
+        let tid = i32::try_from(self.thread?).ok().filter(|&t| t > 0)?;
+        let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).ok()?;
+        comm.starts_with("qemu-").then_some(tid)
+    }
+
+    /// Sets a breakpoint the stub implements (`Z0,ADDR,4`): the text is not modified.
     pub fn insert_breakpoint(&mut self, addr: u64) -> io::Result<()> {
-        self.request_ok(&format!("Z0,{addr:x},4"))
+        self.request_ok(&format!("Z0,{addr:x},4"))?;
+        self.breakpoints.insert(addr);
+        Ok(())
     }
 
     /// Removes a `Z0` breakpoint.
     pub fn remove_breakpoint(&mut self, addr: u64) -> io::Result<()> {
-        self.request_ok(&format!("z0,{addr:x},4"))
+        self.request_ok(&format!("z0,{addr:x},4"))?;
+        self.breakpoints.remove(&addr);
+        Ok(())
     }
 
-    /// Lets the program run on without the debugger.
+    /// Lets the program run on without the debugger (`D`; the stub removes its breakpoints).
+    /// The connection is over afterwards.
     pub fn detach(&mut self) -> io::Result<()> {
-        self.request_ok("D")
+        self.request_ok("D")?;
+        self.breakpoints.clear();
+        self.finished = Some("the client detached".into());
+        Ok(())
     }
 
-    /// Kills the program (the stub closes the connection).
+    /// Kills the program (`k`; QEMU exits once it has our acknowledgement of its `W00`).
+    /// Nothing to do when it has already ended.
     pub fn kill(&mut self) -> io::Result<()> {
-        self.send("k")
+        if self.finished.is_some() {
+            return Ok(());
+        }
+        self.send_packet("k")?;
+        // The reply (if any) is acknowledged by recv_packet; the stub may also just close.
+        match self.recv_packet(Some(Instant::now() + REPLY_TIMEOUT)) {
+            Ok(_) => {}
+            Err(e) if is_closed(&e) => {}
+            Err(e) => return Err(e),
+        }
+        self.finished = Some("the program was killed".into());
+        Ok(())
     }
 
-    /// The text section's load offset (`qOffsets`), when the stub says.
+    /// The text section's load offset (`qOffsets` `Text=`/`TextSeg=`), `None` when the stub
+    /// does not say.
     pub fn section_offsets(&mut self) -> io::Result<Option<u64>> {
-        let r = self.request("qOffsets")?;
-        let text = r
+        let reply = self.request("qOffsets")?;
+        reply
             .split(';')
-            .find_map(|f| f.strip_prefix("Text="))
+            .find_map(|f| f.strip_prefix("Text=").or_else(|| f.strip_prefix("TextSeg=")))
             .map(hex_u64)
-            .transpose()?;
-        Ok(text)
+            .transpose()
     }
 
-    fn read_register(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        let r = self.request(&format!("p{n:x}"))?;
-        from_hex(&r)
-    }
-
-    fn write_register(&mut self, n: usize, bytes: &[u8]) -> io::Result<()> {
-        self.request_ok(&format!("P{n:x}={}", to_hex(bytes)))
-    }
-}
-
-fn short(payload: &str) -> &str {
-    &payload[..payload.len().min(24)]
-}
-
-fn parse_stop(r: &str) -> io::Result<StopReply> {
-    let code = |s: &str| {
-        s.get(1..3)
-            .and_then(|c| u8::from_str_radix(c, 16).ok())
-            .ok_or_else(|| protocol(format!("bad stop reply `{s}`")))
-    };
-    match r.as_bytes().first() {
-        Some(b'T') | Some(b'S') => {
-            let thread = r
-                .split(';')
-                .find_map(|f| f.strip_prefix("thread:").or_else(|| f.get(3..).and_then(|f| f.strip_prefix("thread:"))))
-                .and_then(|t| i64::from_str_radix(t.trim_start_matches('p').split('.').next_back()?, 16).ok());
-            Ok(StopReply::Signal {
-                signal: code(r)?,
-                thread,
-            })
-        }
-        Some(b'W') => Ok(StopReply::Exited(code(r)?)),
-        Some(b'X') => Ok(StopReply::Killed(code(r)?)),
-        _ => Err(protocol(format!("unexpected stop reply `{r}`"))),
-    }
-}
-
-impl Memory for GdbRemote {
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
-        for (i, chunk) in buf.chunks_mut(CHUNK).enumerate() {
-            let at = addr + (i * CHUNK) as u64;
-            let r = self
-                .request(&format!("m{at:x},{:x}", chunk.len()))
-                .map_err(|e| io::Error::new(e.kind(), format!("reading 0x{at:x}: {e}")))?;
-            let data = from_hex(&r)?;
-            if data.len() != chunk.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("reading 0x{at:x}: {} of {} bytes", data.len(), chunk.len()),
-                ));
+    fn read_xfer(&mut self, object: &str, annex: &str) -> io::Result<String> {
+        let mut out = String::new();
+        let len = self.chunk;
+        loop {
+            let reply = self.request(&format!("qXfer:{object}:read:{annex}:{:x},{len:x}", out.len()))?;
+            let (last, data) = match reply.split_at_checked(1) {
+                Some(("l", d)) => (true, d),
+                Some(("m", d)) => (false, d),
+                _ => return Err(protocol(format!("unexpected reply `{}` reading {annex}", short(&reply)))),
+            };
+            out.push_str(&unescape_binary(data));
+            if last || data.is_empty() {
+                return Ok(out);
             }
-            chunk.copy_from_slice(&data);
         }
+    }
+
+    // --- registers --------------------------------------------------------------------
+
+    fn select_thread(&mut self, tid: i32) -> io::Result<()> {
+        let tid = i64::from(tid);
+        if tid <= 0 || self.thread == Some(tid) {
+            return Ok(());
+        }
+        self.flush_pc()?;
+        self.request_ok(&format!("Hg{tid:x}"))?;
+        self.thread = Some(tid);
+        self.known = None;
+        self.known_fcc = false;
+        self.stop_pc = None;
         Ok(())
     }
 
-    fn write(&mut self, addr: u64, data: &[u8]) -> io::Result<()> {
-        for (i, chunk) in data.chunks(CHUNK).enumerate() {
-            let at = addr + (i * CHUNK) as u64;
-            self.request_ok(&format!("M{at:x},{:x}:{}", chunk.len(), to_hex(chunk)))
-                .map_err(|e| io::Error::new(e.kind(), format!("writing 0x{at:x}: {e}")))?;
-        }
-        Ok(())
-    }
-}
-
-impl Registers<Regs> for GdbRemote {
-    fn get_regs(&mut self, _tid: i32) -> io::Result<Regs> {
+    fn read_all(&mut self) -> io::Result<Regs> {
         let g = from_hex(&self.request("g")?)?;
         let word = |i: usize| {
             g.get(8 * i..8 * i + 8)
@@ -358,30 +437,541 @@ impl Registers<Regs> for GdbRemote {
             *r = word(i)?;
         }
         regs.pc = word(PC)?;
-        if self.fcc_needed {
-            let fcc = self.read_register(FCC)?;
-            regs.fcc = fcc.iter().take(8).enumerate().fold(0, |a, (i, &b)| a | (b & 1) << i);
+        if self.pending_pc.is_none() {
+            self.stop_pc.get_or_insert(regs.pc);
+        }
+        Ok(regs)
+    }
+
+    fn read_pc(&mut self) -> io::Result<u64> {
+        let regs = self.read_all()?;
+        self.known = Some(regs);
+        self.known_fcc = false;
+        Ok(regs.pc)
+    }
+
+    fn read_fcc(&mut self) -> io::Result<u8> {
+        let first = self.read_register(FCC)?;
+        let layout = match first.len() {
+            1 => FccLayout::Split,
+            8 => FccLayout::Packed,
+            n => return Err(protocol(format!("FP condition register 0x{FCC:x} has {n} bytes"))),
+        };
+        self.fcc_layout = Some(layout);
+        let bytes = match layout {
+            FccLayout::Packed => first,
+            FccLayout::Split => {
+                let mut all = first;
+                for i in 1..8 {
+                    all.extend(self.read_register(FCC + i)?);
+                }
+                all
+            }
+        };
+        Ok(bytes.iter().enumerate().fold(0, |m, (i, &b)| m | (b & 1) << i))
+    }
+
+    fn write_fcc(&mut self, old: Option<u8>, fcc: u8) -> io::Result<()> {
+        let layout = match self.fcc_layout {
+            Some(l) => l,
+            None => {
+                self.read_fcc()?;
+                self.fcc_layout.expect("set by read_fcc")
+            }
+        };
+        let bytes: Vec<u8> = (0..8).map(|i| fcc >> i & 1).collect();
+        match layout {
+            FccLayout::Packed => self.write_register(FCC, &bytes),
+            FccLayout::Split => {
+                for (i, &b) in bytes.iter().enumerate() {
+                    if old.is_none_or(|o| o >> i & 1 != b) {
+                        self.write_register(FCC + i, &[b])?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn read_register(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let reply = self.request(&format!("p{n:x}"))?;
+        if reply.is_empty() {
+            return Err(unsupported(format!("the stub does not answer `p` for register 0x{n:x}")));
+        }
+        from_hex(&reply)
+    }
+
+    fn write_register(&mut self, n: usize, bytes: &[u8]) -> io::Result<()> {
+        self.request_ok(&format!("P{n:x}={}", to_hex(bytes)))
+    }
+
+    /// Sends a pc set by `set_regs` before a request that must see it.
+    fn flush_pc(&mut self) -> io::Result<()> {
+        if let Some(pc) = self.pending_pc.take() {
+            self.write_register(PC, &pc.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
+    // --- packets ----------------------------------------------------------------------
+
+    fn check_live(&self) -> io::Result<()> {
+        match &self.finished {
+            None => Ok(()),
+            Some(why) => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("the gdb connection is over: {why}"),
+            )),
+        }
+    }
+
+    /// Sends a request (not a resume) and returns its reply; `Exx` replies become errors.
+    fn request(&mut self, payload: &str) -> io::Result<String> {
+        self.check_live()?;
+        if !payload.starts_with(['c', 's', 'C', 'S']) && !payload.starts_with('P') {
+            self.flush_pc()?;
+        }
+        self.send_packet(payload)?;
+        loop {
+            let reply = self
+                .recv_packet(Some(Instant::now() + REPLY_TIMEOUT))?
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the gdb stub did not answer `{}` within {REPLY_TIMEOUT:?}", short(payload)),
+                    )
+                })?;
+            if self.stale_stop && reply.starts_with(['T', 'S']) {
+                self.stale_stop = false; // QEMU's answer to a 0x03 it read late
+                continue;
+            }
+            if is_error(&reply) {
+                return Err(stub_error(&reply, format!("`{}`", short(payload))));
+            }
+            return Ok(reply);
+        }
+    }
+
+    fn request_ok(&mut self, payload: &str) -> io::Result<()> {
+        match self.request(payload)?.as_str() {
+            "OK" => Ok(()),
+            "" => Err(unsupported(format!("the gdb stub does not support `{}`", short(payload)))),
+            other => Err(protocol(format!("unexpected reply `{}` to `{}`", short(other), short(payload)))),
+        }
+    }
+
+    /// Before a resume, takes the second stop reply a stub may send after a `0x03`.
+    fn drain_stale_stop(&mut self) -> io::Result<()> {
+        if self.stale_stop {
+            self.stale_stop = false;
+            self.recv_packet(Some(Instant::now() + STALE_STOP_WAIT))?;
+        }
+        Ok(())
+    }
+
+    fn forget_stop(&mut self) {
+        self.known = None;
+        self.known_fcc = false;
+        self.stop_pc = None;
+    }
+
+    /// Waits for a stop reply. With `poll`, wakes up that often to look at `stop` and
+    /// interrupts the program once it is set.
+    fn wait_stop(&mut self, poll: Option<Duration>, stop: &AtomicBool) -> io::Result<StopReply> {
+        let mut interrupted: Option<Instant> = None;
+        loop {
+            let deadline = poll.map(|p| Instant::now() + p);
+            match self.recv_packet(deadline)? {
+                Some(p) if p.starts_with('O') && p != "OK" => continue, // console output
+                Some(p) => return self.stopped(&p),
+                None => {}
+            }
+            match interrupted {
+                None if stop.load(Ordering::Relaxed) => {
+                    self.interrupt()?;
+                    interrupted = Some(Instant::now());
+                }
+                Some(at) if at.elapsed() > INTERRUPT_GRACE => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the program did not stop within {INTERRUPT_GRACE:?} of the interrupt (QEMU 7.2 ignores 0x03 while the program runs; give QEMU's pid to set_interrupt_pid)"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn stopped(&mut self, packet: &str) -> io::Result<StopReply> {
+        let reply = parse_stop(packet)?;
+        self.forget_stop();
+        match reply {
+            StopReply::Signal { thread: Some(t), .. } => self.thread = Some(t),
+            StopReply::Signal { thread: None, .. } => {}
+            StopReply::Exited(code) => self.finished = Some(format!("the program exited with status {code}")),
+            StopReply::Killed(sig) => self.finished = Some(format!("the program was killed by signal {sig}")),
+        }
+        Ok(reply)
+    }
+
+    fn send_packet(&mut self, payload: &str) -> io::Result<()> {
+        let frame = format!("${payload}#{:02x}", checksum(payload.as_bytes()));
+        for _ in 0..3 {
+            self.stream.write_all(frame.as_bytes())?;
+            if !self.ack || self.wait_ack()? {
+                return Ok(());
+            }
+        }
+        Err(protocol(format!("the gdb stub rejected `{}` three times", short(payload))))
+    }
+
+    /// Waits for the stub's `+` (true) or `-` (false). A packet arriving first counts as `+`.
+    fn wait_ack(&mut self) -> io::Result<bool> {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            while let Some(&b) = self.rx.first() {
+                match b {
+                    b'+' | b'-' => {
+                        self.rx.remove(0);
+                        return Ok(b == b'+');
+                    }
+                    b'$' => return Ok(true),
+                    _ => {
+                        self.rx.remove(0);
+                    }
+                }
+            }
+            if !self.fill(Some(deadline))? {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the gdb stub did not acknowledge a packet"));
+            }
+        }
+    }
+
+    /// The next packet's payload (acknowledged), or `None` at `deadline`; no deadline waits
+    /// forever.
+    fn recv_packet(&mut self, deadline: Option<Instant>) -> io::Result<Option<String>> {
+        loop {
+            if let Some(packet) = self.take_packet()? {
+                return Ok(Some(packet));
+            }
+            if !self.fill(deadline)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Parses one complete packet out of `rx`, skipping acknowledgements and notifications.
+    fn take_packet(&mut self) -> io::Result<Option<String>> {
+        loop {
+            let Some(start) = self.rx.iter().position(|&b| b == b'$' || b == b'%') else {
+                self.rx.clear();
+                return Ok(None);
+            };
+            let Some(hash) = self.rx[start..].iter().position(|&b| b == b'#').map(|h| start + h) else {
+                self.rx.drain(..start);
+                return Ok(None);
+            };
+            if self.rx.len() < hash + 3 {
+                self.rx.drain(..start);
+                return Ok(None);
+            }
+            let body = self.rx[start + 1..hash].to_vec();
+            let sum = std::str::from_utf8(&self.rx[hash + 1..hash + 3])
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 16).ok());
+            let notification = self.rx[start] == b'%';
+            self.rx.drain(..hash + 3);
+            if notification {
+                continue; // non-stop notifications: not used in all-stop mode
+            }
+            if sum != Some(checksum(&body)) {
+                if self.ack {
+                    self.stream.write_all(b"-")?;
+                }
+                continue;
+            }
+            if self.ack {
+                self.stream.write_all(b"+")?;
+            }
+            return Ok(Some(expand_runs(&body)));
+        }
+    }
+
+    /// Reads more bytes; false when `deadline` passed first.
+    fn fill(&mut self, deadline: Option<Instant>) -> io::Result<bool> {
+        let wait = match deadline {
+            None => None,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Ok(false),
+            },
+        };
+        // Only change the socket's timeout when it matters: polling sets the same one.
+        let rounded = wait.map(|w| w.max(Duration::from_millis(1)));
+        if rounded.map(|w| w.as_millis()) != self.read_timeout.map(|w| w.as_millis()) {
+            self.stream.set_read_timeout(rounded)?;
+            self.read_timeout = rounded;
+        }
+        let mut tmp = [0u8; 8192];
+        match self.stream.read(&mut tmp) {
+            Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the gdb stub closed the connection")),
+            Ok(n) => {
+                self.rx.extend_from_slice(&tmp[..n]);
+                Ok(true)
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Memory for GdbRemote {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        let chunk = self.chunk;
+        for (i, part) in buf.chunks_mut(chunk).enumerate() {
+            let at = addr.wrapping_add((i * chunk) as u64);
+            let reply = self.request(&format!("m{at:x},{:x}", part.len())).map_err(|e| {
+                io::Error::new(e.kind(), format!("reading {} bytes at 0x{at:x}: {e}", part.len()))
+            })?;
+            let data = from_hex(&reply)?;
+            if data.len() != part.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("reading 0x{at:x}: the stub sent {} of {} bytes", data.len(), part.len()),
+                ));
+            }
+            part.copy_from_slice(&data);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> io::Result<()> {
+        let chunk = self.chunk;
+        for (i, part) in data.chunks(chunk).enumerate() {
+            let at = addr.wrapping_add((i * chunk) as u64);
+            self.request_ok(&format!("M{at:x},{:x}:{}", part.len(), to_hex(part)))
+                .map_err(|e| {
+                    let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+                        " (QEMU only writes pages writable now: not the text, not a page it has run since it was last made writable)"
+                    } else {
+                        ""
+                    };
+                    io::Error::new(e.kind(), format!("writing {} bytes at 0x{at:x}: {e}{hint}", part.len()))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+impl Registers<Regs> for GdbRemote {
+    /// The registers of thread `tid` (0 or less: the thread that stopped).
+    fn get_regs(&mut self, tid: i32) -> io::Result<Regs> {
+        self.select_thread(tid)?;
+        let mut regs = match self.known {
+            Some(k) => k,
+            None => self.read_all()?,
+        };
+        if let Some(pc) = self.pending_pc {
+            regs.pc = pc;
+        }
+        if !self.fcc_needed {
+            regs.fcc = 0;
+        } else if !self.known_fcc {
+            regs.fcc = self.read_fcc()?;
+            self.known_fcc = true;
         }
         self.known = Some(regs);
         Ok(regs)
     }
 
-    fn set_regs(&mut self, _tid: i32, regs: &Regs) -> io::Result<()> {
-        let known = self.known.take();
-        if known.is_none_or(|k| k.gpr != regs.gpr) {
-            let gprs: Vec<u8> = regs.gpr.iter().flat_map(|r| r.to_le_bytes()).collect();
-            self.request_ok(&format!("G{}", to_hex(&gprs)))?;
+    /// Writes what differs from the stub's registers: the GPRs with one `G` (never more than
+    /// the 32 GPRs: see the module documentation), the pc with the next resume, the FP
+    /// condition flags with `P` when they are needed.
+    fn set_regs(&mut self, tid: i32, regs: &Regs) -> io::Result<()> {
+        let known = self.get_regs(tid)?;
+        if known.gpr[1..] != regs.gpr[1..] {
+            let mut gpr = regs.gpr;
+            gpr[0] = 0;
+            let bytes: Vec<u8> = gpr.iter().flat_map(|r| r.to_le_bytes()).collect();
+            self.request_ok(&format!("G{}", to_hex(&bytes)))?;
         }
-        if known.is_none_or(|k| k.pc != regs.pc) {
+        if known.pc != regs.pc {
             self.pending_pc = Some(regs.pc);
         }
-        if self.fcc_needed && known.is_none_or(|k| k.fcc != regs.fcc) {
-            let bytes: Vec<u8> = (0..8).map(|i| regs.fcc >> i & 1).collect();
-            self.write_register(FCC, &bytes)?;
+        if self.fcc_needed && known.fcc != regs.fcc {
+            self.write_fcc(Some(known.fcc), regs.fcc)?;
         }
-        self.known = Some(*regs);
+        let mut now = *regs;
+        now.gpr[0] = 0;
+        if !self.fcc_needed {
+            now.fcc = 0;
+        }
+        self.known = Some(now);
         Ok(())
     }
+}
+
+fn connect_retrying(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let attempt = addr.to_socket_addrs().and_then(|mut addrs| {
+            let first = addrs
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+            TcpStream::connect_timeout(&first, left)
+        });
+        match attempt {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("connecting to the gdb stub at {addr} (tried for {timeout:?}): {e}"),
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Data bytes per `m`/`M` packet for a stub's packet size: an `M` packet longer than the
+/// stub's buffer is dropped without a reply (QEMU 7.2), so keep room for the header.
+fn chunk_for(packet_size: usize) -> usize {
+    (packet_size.saturating_sub(64) / 2).max(16)
+}
+
+fn checksum(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b))
+}
+
+/// Undoes run-length encoding (`X*n`: `X` repeated `n - 29` more times).
+fn expand_runs(body: &[u8]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] == b'*' && i + 1 < body.len() && !out.is_empty() {
+            let last = *out.last().expect("checked");
+            let n = usize::from(body[i + 1]).saturating_sub(29);
+            out.extend(std::iter::repeat_n(last, n));
+            i += 2;
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Undoes the `}` escaping of binary replies (`qXfer`).
+fn unescape_binary(data: &str) -> String {
+    let mut out = Vec::with_capacity(data.len());
+    let mut bytes = data.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'}' => out.extend(bytes.next().map(|n| n ^ 0x20)),
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_error(reply: &str) -> bool {
+    reply.len() == 3 && reply.starts_with('E') && reply[1..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// An `Exx` reply as an error: QEMU's `E14` is EFAULT (an address it cannot reach).
+fn stub_error(reply: &str, what: String) -> io::Error {
+    let kind = match reply {
+        "E14" => io::ErrorKind::PermissionDenied,
+        "E22" => io::ErrorKind::InvalidInput,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, format!("the gdb stub refused {what}: {reply}"))
+}
+
+fn protocol(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn unsupported(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, msg)
+}
+
+fn short(payload: &str) -> &str {
+    let end = (0..=payload.len().min(40)).rev().find(|&i| payload.is_char_boundary(i)).unwrap_or(0);
+    &payload[..end]
+}
+
+fn hex_u64(s: &str) -> io::Result<u64> {
+    u64::from_str_radix(s, 16).map_err(|_| protocol(format!("bad number `{s}` from the gdb stub")))
+}
+
+fn from_hex(s: &str) -> io::Result<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return Err(protocol(format!("odd hex length from the gdb stub: `{}`", short(s))));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| protocol(format!("bad hex from the gdb stub: `{}`", short(s))))
+        })
+        .collect()
+}
+
+fn to_hex(data: &[u8]) -> String {
+    use std::fmt::Write as _;
+    data.iter().fold(String::with_capacity(2 * data.len()), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Parses `Sxx`, `Txx...thread:ID;...`, `Wxx[;...]`, `Xxx[;...]`.
+fn parse_stop(reply: &str) -> io::Result<StopReply> {
+    let code = || {
+        reply
+            .get(1..3)
+            .and_then(|c| u8::from_str_radix(c, 16).ok())
+            .ok_or_else(|| protocol(format!("bad stop reply `{}`", short(reply))))
+    };
+    match reply.as_bytes().first() {
+        Some(b'S') => Ok(StopReply::Signal { signal: code()?, thread: None }),
+        Some(b'T') => {
+            let thread = reply[3..]
+                .split(';')
+                .find_map(|f| f.strip_prefix("thread:"))
+                .map(parse_thread)
+                .transpose()?;
+            Ok(StopReply::Signal { signal: code()?, thread })
+        }
+        Some(b'W') => Ok(StopReply::Exited(code()?)),
+        Some(b'X') => Ok(StopReply::Killed(code()?)),
+        _ => Err(protocol(format!("expected a stop reply, got `{}`", short(reply)))),
+    }
+}
+
+/// `TID`, `-1`, or `pPID.TID` (multiprocess form): the thread id.
+fn parse_thread(s: &str) -> io::Result<i64> {
+    let tid = match s.strip_prefix('p') {
+        Some(rest) => rest.split_once('.').map_or(rest, |(_, t)| t),
+        None => s,
+    };
+    if tid == "-1" {
+        return Ok(-1);
+    }
+    i64::from_str_radix(tid, 16).map_err(|_| protocol(format!("bad thread id `{s}` in a stop reply")))
 }
 
 #[cfg(test)]
@@ -394,9 +984,32 @@ mod tests {
             parse_stop("T05thread:01;").unwrap(),
             StopReply::Signal { signal: 5, thread: Some(1) }
         );
+        assert_eq!(
+            parse_stop("T02thread:p01.7a2a;").unwrap(),
+            StopReply::Signal { signal: 2, thread: Some(0x7a2a) }
+        );
+        assert_eq!(
+            parse_stop("T05swbreak:;thread:3611;").unwrap(),
+            StopReply::Signal { signal: 5, thread: Some(0x3611) }
+        );
         assert_eq!(parse_stop("S02").unwrap(), StopReply::Signal { signal: 2, thread: None });
         assert_eq!(parse_stop("W03").unwrap(), StopReply::Exited(3));
+        assert_eq!(parse_stop("W00;process:1a").unwrap(), StopReply::Exited(0));
         assert_eq!(parse_stop("X09").unwrap(), StopReply::Killed(9));
         assert!(parse_stop("OK").is_err());
+        assert!(parse_stop("T5").is_err());
+    }
+
+    #[test]
+    fn encodings() {
+        assert_eq!(expand_runs(b"0* "), "0000");
+        assert_eq!(unescape_binary("a}\x03b"), "a#b");
+        assert_eq!(checksum(b"OK"), 0x9a);
+        assert!(is_error("E14"));
+        assert!(!is_error("e1"));
+        assert!(!is_error("ab12"));
+        assert_eq!(chunk_for(0x1000), 2016);
+        assert_eq!(from_hex("00ff").unwrap(), vec![0, 255]);
+        assert_eq!(to_hex(&[0, 255]), "00ff");
     }
 }
