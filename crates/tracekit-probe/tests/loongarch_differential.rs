@@ -404,3 +404,71 @@ fn pc_relative_instructions_cannot_run_out_of_line() {
     assert_eq!(out[0].regs[12], insn.addr + (0x123 << 12));
     assert_eq!(out[1].regs[12], slot + (0x123 << 12), "a copy computes from the slot's address");
 }
+
+/// LLVM's disassembler (`llvm-mc-19`) on `words`: the mnemonic of each word it decodes.
+fn llvm_mnemonics(words: &[u32]) -> std::collections::HashMap<u32, String> {
+    use std::io::Write;
+    let mut child = Command::new("llvm-mc-19")
+        .args(["--disassemble", "--show-encoding", "--triple=loongarch64"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("llvm-mc-19 (Debian's llvm-19, installed by bash .ci/run)");
+    let mut input = String::new();
+    for w in words {
+        let b = w.to_le_bytes();
+        input += &format!("0x{:02x} 0x{:02x} 0x{:02x} 0x{:02x}\n", b[0], b[1], b[2], b[3]);
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let mut found = std::collections::HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((text, enc)) = line.split_once("# encoding: [") else { continue };
+        let bytes: Vec<u8> = enc
+            .trim_end_matches(']')
+            .split(',')
+            .filter_map(|b| u8::from_str_radix(b.trim().trim_start_matches("0x"), 16).ok())
+            .collect();
+        if let (Ok(b), Some(m)) = (<[u8; 4]>::try_from(bytes), text.split_whitespace().next()) {
+            found.insert(u32::from_le_bytes(b), m.to_string());
+        }
+    }
+    found
+}
+
+/// The decoder names every word LLVM decodes the way LLVM does, and refuses as unknown
+/// every word LLVM does not decode: random words, random opcodes with zero operands, and two
+/// random encodings of every table entry.
+#[test]
+fn decoding_agrees_with_llvm() {
+    let mut rng = Rng(0x11_7a);
+    let mut words: Vec<u32> = (0..20_000).map(|_| rng.next() as u32).collect();
+    words.extend((0..20_000).map(|_| (rng.next() as u32) & !0x3ff));
+    for &(mask, m, _) in loongarch64_opcodes() {
+        words.extend((0..2).map(|_| m | (rng.next() as u32 & !mask)));
+    }
+    let llvm = llvm_mnemonics(&words);
+    let alias = |m: &str| -> String {
+        match m {
+            "ret" | "jr" => "jirl".into(),
+            other => other.into(),
+        }
+    };
+    let mut bad = Vec::new();
+    for &w in &words {
+        let insn = Insn::decode(w, 0);
+        let ours = match insn.op {
+            Op::Unknown => None,
+            _ => Some(insn.mnemonic().to_string()),
+        };
+        let theirs = llvm.get(&w).map(|m| alias(m));
+        if ours != theirs {
+            bad.push(format!("0x{w:08x}: tracekit {ours:?}, LLVM {theirs:?}"));
+        }
+    }
+    println!("decoding: {} words, {} decoded by LLVM, {} disagreements", words.len(), llvm.len(), bad.len());
+    assert!(bad.is_empty(), "{} of {} words disagree:\n{}", bad.len(), words.len(), bad[..bad.len().min(30)].join("\n"));
+}

@@ -250,3 +250,36 @@ fn the_programs_own_break_is_passed_through() {
     assert_eq!(plain.status.signal(), Some(5));
     assert_eq!(stdout.as_bytes(), &plain.stdout[..]);
 }
+
+#[test]
+fn ctrl_c_interrupts_a_program_that_never_hits_and_detaches() {
+    // la-hello loop: calls work() forever; the probe is on a function it never calls.
+    let hello = tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello");
+    let port = free_port();
+    let q = Qemu {
+        child: Command::new("qemu-loongarch64-static")
+            .args(["-g", &port.to_string()])
+            .arg(&hello)
+            .arg("loop")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        port,
+    };
+    let specs = vec![format!("{}:fcc_bits", hello.display())];
+    let stop = AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        qemu::run(&resolve(&specs), &q.address(), &QemuOptions::default(), &stop, &mut |_| {})
+    })
+    .unwrap();
+    assert_eq!(out.exit, None, "detached, the program still runs");
+    assert_eq!(out.report.probes[0].hits, 0);
+    // Detached: the program keeps running without the stub (QEMU would exit if it had died).
+    let mut q = q;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(q.child.try_wait().unwrap().is_none(), "the program must still be running");
+}

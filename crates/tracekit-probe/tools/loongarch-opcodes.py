@@ -32,16 +32,21 @@ def disassemble(words):
 
 def main():
     seen = defaultdict(list)
+    # All-zero operand bits first: instructions with fixed bits among their operands
+    # (`movcf2gr`: bits 9..8 zero) decode from it where random bits mostly do not.
     for rounds in range(3):
-        words = [(p << 10) | random.getrandbits(10) for p in range(1 << 22)]
+        words = [(p << 10) | (random.getrandbits(10) if rounds else 0) for p in range(1 << 22)]
         for w, name in disassemble(words).items():
             seen[name].append(w)
     # Mnemonics seen rarely get more samples of their own prefixes' operand bits.
+    # Each operand bit flipped alone tells whether it is an operand bit even when most random
+    # values are invalid (`movfcsr2gr` takes fcsr0-3 in a 5-bit field).
     extra = []
     for name, ws in seen.items():
         if len(ws) < 64:
             for w in ws:
                 extra += [(w & ~0x3ff) | random.getrandbits(10) for _ in range(32)]
+                extra += [w ^ (1 << b) for b in range(10)]
     for w, name in disassemble(extra).items():
         seen[name].append(w)
     rows = []

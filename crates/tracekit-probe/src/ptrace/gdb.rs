@@ -57,10 +57,9 @@
 //!   QEMU does not read the socket while the guest runs. It stays buffered: at the next stop
 //!   QEMU reads it and sends the stop reply a second time. A host SIGINT sent to the QEMU
 //!   process stops the guest with `T02` (QEMU intercepts it; continuing without a signal
-//!   drops it and the program never sees it). So [`GdbRemote::interrupt`] signals the QEMU
-//!   process when it knows it (given with [`GdbRemote::set_interrupt_pid`], or found: a stub
-//!   on the loopback whose reported thread is a local process named `qemu-*`), and sends `0x03`
-//!   only to other stubs.
+//!   drops it and the program never sees it; a second SIGINT while it is stopped stays pending:
+//!   `c` stops again at once with `T02`, `D` drops it). So [`GdbRemote::interrupt`] signals the
+//!   QEMU process when it knows it ([`InterruptBy`]), and sends `0x03` only to other stubs.
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
@@ -118,11 +117,24 @@ pub struct GdbRemote {
     pending_pc: Option<u64>,
     /// The thread the stub's register commands refer to.
     thread: Option<i64>,
-    interrupt_pid: Option<i32>,
+    interrupt_by: InterruptBy,
     /// A `0x03` was sent: the stub may send one stop reply too many (QEMU 7.2 does).
     stale_stop: bool,
     /// Set once the program exited, was killed, or we detached: the connection is over.
     finished: Option<String>,
+}
+
+/// How [`GdbRemote::interrupt`] stops a running program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InterruptBy {
+    /// SIGINT to the QEMU process when the stub is one on this machine (on the loopback, and
+    /// the thread it reports is a local process named `qemu-*`), else the `0x03` byte.
+    #[default]
+    Auto,
+    /// SIGINT to this process: the QEMU running the program.
+    Sigint(i32),
+    /// The protocol's `0x03` byte only (QEMU 7.2 user mode ignores it while the program runs).
+    Byte,
 }
 
 /// How a stub exposes the FP condition flags.
@@ -135,7 +147,6 @@ enum FccLayout {
 }
 
 /// Register numbers of QEMU's loongarch64 layout.
-const GPRS: usize = 32;
 const PC: usize = 33;
 const FCC: usize = 0x43;
 /// How long a request waits for its reply before the stub is declared unresponsive.
@@ -146,7 +157,6 @@ const POLL: Duration = Duration::from_millis(20);
 const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 /// How long a possible duplicate stop reply (after a `0x03`) is waited for before a resume.
 const STALE_STOP_WAIT: Duration = Duration::from_millis(100);
-const SIGINT: u8 = 2;
 const SIGTRAP: u8 = 5;
 
 impl GdbRemote {
@@ -173,7 +183,7 @@ impl GdbRemote {
             stop_pc: None,
             pending_pc: None,
             thread: None,
-            interrupt_pid: None,
+            interrupt_by: InterruptBy::Auto,
             stale_stop: false,
             finished: None,
         };
@@ -208,16 +218,15 @@ impl GdbRemote {
         self.fcc_needed = yes;
     }
 
-    /// The process [`GdbRemote::interrupt`] sends SIGINT to: the QEMU running the program
-    /// (QEMU 7.2 ignores `0x03` while the program runs). `None`: find it (see the module
-    /// documentation), else send `0x03`.
-    pub fn set_interrupt_pid(&mut self, pid: Option<i32>) {
-        self.interrupt_pid = pid;
+    /// How [`GdbRemote::interrupt`] stops the program (default [`InterruptBy::Auto`]). Give
+    /// QEMU's pid when it runs on this machine but behind an address that is not the loopback.
+    pub fn set_interrupt_by(&mut self, by: InterruptBy) {
+        self.interrupt_by = by;
     }
 
     /// Why the program is stopped (`?`).
     pub fn stop_reason(&mut self) -> io::Result<StopReply> {
-        self.flush_pc()?;
+        self.check_live()?;
         self.send_packet("?")?;
         let reply = self.wait_stop(None, &AtomicBool::new(false))?;
         Ok(reply)
@@ -314,7 +323,12 @@ impl GdbRemote {
     /// else the `0x03` byte. Meant for while the program runs ([`GdbRemote::resume_until`]
     /// calls it); sent while it is stopped, QEMU's SIGINT stops the next resume at once.
     pub fn interrupt(&mut self) -> io::Result<()> {
-        match self.interrupt_pid.or_else(|| self.local_qemu_pid()) {
+        let pid = match self.interrupt_by {
+            InterruptBy::Auto => self.local_qemu_pid(),
+            InterruptBy::Sigint(pid) => Some(pid),
+            InterruptBy::Byte => None,
+        };
+        match pid.filter(|&p| p > 0) {
             Some(pid) => {
                 // SAFETY: kill has no memory-safety preconditions.
                 if unsafe { libc::kill(pid, libc::SIGINT) } != 0 {
@@ -370,15 +384,16 @@ impl GdbRemote {
         if self.finished.is_some() {
             return Ok(());
         }
-        self.send_packet("k")?;
-        // The reply (if any) is acknowledged by recv_packet; the stub may also just close.
-        match self.recv_packet(Some(Instant::now() + REPLY_TIMEOUT)) {
-            Ok(_) => {}
-            Err(e) if is_closed(&e) => {}
-            Err(e) => return Err(e),
-        }
+        // QEMU answers `W00` and exits once that is acknowledged (recv_packet does); other
+        // stubs may just close.
+        let killed = self
+            .send_packet("k")
+            .and_then(|()| self.recv_packet(Some(Instant::now() + REPLY_TIMEOUT)));
         self.finished = Some("the program was killed".into());
-        Ok(())
+        match killed {
+            Err(e) if !is_closed(&e) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The text section's load offset (`qOffsets` `Text=`/`TextSeg=`), `None` when the stub
@@ -528,7 +543,8 @@ impl GdbRemote {
     /// Sends a request (not a resume) and returns its reply; `Exx` replies become errors.
     fn request(&mut self, payload: &str) -> io::Result<String> {
         self.check_live()?;
-        if !payload.starts_with(['c', 's', 'C', 'S']) && !payload.starts_with('P') {
+        // Only what reads registers or ends the session must see a pc still pending.
+        if payload.starts_with(['g', 'p', 'D', 'H']) {
             self.flush_pc()?;
         }
         self.send_packet(payload)?;
@@ -595,7 +611,7 @@ impl GdbRemote {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
-                            "the program did not stop within {INTERRUPT_GRACE:?} of the interrupt (QEMU 7.2 ignores 0x03 while the program runs; give QEMU's pid to set_interrupt_pid)"
+                            "the program did not stop within {INTERRUPT_GRACE:?} of the interrupt (QEMU 7.2 ignores 0x03 while the program runs; give QEMU's pid to set_interrupt_by)"
                         ),
                     ));
                 }
@@ -754,7 +770,7 @@ impl Memory for GdbRemote {
             let at = addr.wrapping_add((i * chunk) as u64);
             self.request_ok(&format!("M{at:x},{:x}:{}", part.len(), to_hex(part)))
                 .map_err(|e| {
-                    let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+                    let hint = if e.to_string().contains(": E14") {
                         " (QEMU only writes pages writable now: not the text, not a page it has run since it was last made writable)"
                     } else {
                         ""
@@ -889,14 +905,15 @@ fn is_closed(e: &io::Error) -> bool {
     )
 }
 
-/// An `Exx` reply as an error: QEMU's `E14` is EFAULT (an address it cannot reach).
+/// An `Exx` reply as an error. QEMU's codes are errno values: `E14` EFAULT (an address it
+/// cannot read or write), `E22` EINVAL.
 fn stub_error(reply: &str, what: String) -> io::Error {
-    let kind = match reply {
-        "E14" => io::ErrorKind::PermissionDenied,
-        "E22" => io::ErrorKind::InvalidInput,
-        _ => io::ErrorKind::Other,
+    let (kind, meaning) = match reply {
+        "E14" => (io::ErrorKind::Other, " (bad address)"),
+        "E22" => (io::ErrorKind::InvalidInput, " (invalid argument)"),
+        _ => (io::ErrorKind::Other, ""),
     };
-    io::Error::new(kind, format!("the gdb stub refused {what}: {reply}"))
+    io::Error::new(kind, format!("the gdb stub refused {what}: {reply}{meaning}"))
 }
 
 fn protocol(msg: String) -> io::Error {

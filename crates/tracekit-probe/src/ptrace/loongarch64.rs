@@ -96,6 +96,8 @@ pub enum Op {
     Pcaddu12i,
     /// `pcaddu18i rd, si20`: `rd = pc + (si20 << 18)`
     Pcaddu18i,
+    /// `jiscr0`/`jiscr1` (LBT: jump relative to a binary-translation scratch register).
+    Jiscr(&'static str),
     /// Load-linked / store-conditional (`ll.w`, `sc.d`, `llacq.w`, `sc.q`, ...).
     LlSc(&'static str),
     /// Single-instruction atomics (`amswap.w`, `amadd_db.d`, ...): safe out of line.
@@ -117,7 +119,7 @@ pub enum Op {
 /// The instruction classes the engine treats differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// Integer branches and jumps: simulated.
+    /// Integer branches and jumps: simulated (LBT's `jiscr0`/`jiscr1`: refused).
     Branch,
     /// `bceqz`/`bcnez`: simulated from the FP condition flags.
     FpBranch,
@@ -214,7 +216,9 @@ impl Insn {
     pub fn class(&self) -> Class {
         use Op::*;
         match self.op {
-            Beqz | Bnez | Jirl | B | Bl | Beq | Bne | Blt | Bge | Bltu | Bgeu => Class::Branch,
+            Beqz | Bnez | Jirl | B | Bl | Beq | Bne | Blt | Bge | Bltu | Bgeu | Jiscr(_) => {
+                Class::Branch
+            }
             Bceqz | Bcnez => Class::FpBranch,
             Pcaddi | Pcalau12i | Pcaddu12i | Pcaddu18i => Class::PcRelative,
             LlSc(_) => Class::LlSc,
@@ -250,13 +254,20 @@ impl Insn {
             Break => "break",
             Dbcl => "dbcl",
             Syscall => "syscall",
-            LlSc(m) | Atomic(m) | Privileged(m) | Ordinary(m) => m,
+            Jiscr(m) | LlSc(m) | Atomic(m) | Privileged(m) | Ordinary(m) => m,
             Unknown => "(unknown)",
         }
     }
 
     /// Handling, with the reason for refusals.
     pub fn handling(&self) -> Handling {
+        if let Op::Jiscr(_) = self.op {
+            return Handling::Refuse(
+                "it jumps relative to an LBT scratch register, which the register set does not \
+                 carry (binary-translation extension)"
+                    .into(),
+            );
+        }
         match self.class() {
             Class::Branch | Class::FpBranch | Class::PcRelative => Handling::Simulate,
             Class::Atomic | Class::Ordinary => Handling::OutOfLine,
@@ -289,7 +300,8 @@ fn decode_op(w: u32) -> Op {
             return match (w >> 8) & 3 {
                 0 => Bceqz,
                 1 => Bcnez,
-                _ => Unknown,
+                // LBT's jumps share the space; the table knows their fixed bits.
+                _ => table(w).filter(|n| n.starts_with("jiscr")).map_or(Unknown, Jiscr),
             };
         }
         0x13 => return Jirl,
@@ -316,7 +328,7 @@ fn decode_op(w: u32) -> Op {
         0x56 => return Syscall,
         _ => {}
     }
-    let Some(&(_, _, name)) = OPCODES.iter().find(|&&(mask, m, _)| w & mask == m) else {
+    let Some(name) = table(w) else {
         return Unknown;
     };
     // The privileged space is 0x04000000..0x07ffffff (csr*, cacop, lddir, ldpte, iocsr*,
@@ -331,6 +343,14 @@ fn decode_op(w: u32) -> Op {
         return Atomic(name);
     }
     Ordinary(name)
+}
+
+/// The mnemonic the generated opcode table gives `w`.
+fn table(w: u32) -> Option<&'static str> {
+    OPCODES
+        .iter()
+        .find(|&&(mask, m, _)| w & mask == m)
+        .map(|&(_, _, name)| name)
 }
 
 /// ABI name of `$r{r}`, as LLVM prints it.
@@ -582,7 +602,9 @@ mod tests {
         assert_eq!(at(0x0010_8000).op, Op::Ordinary("add.d"));
         assert_eq!(at(0x3860_0000).class(), Class::Atomic); // amswap.w
         assert_eq!(at(0x0400_0000).class(), Class::Privileged); // csrrd
-        assert_eq!(at(0x4800_0300).op, Op::Unknown); // bceqz with reserved bits
+        assert_eq!(at(0x4800_0300).op, Op::Jiscr("jiscr1"));
+        assert!(matches!(at(0x4800_0300).handling(), Handling::Refuse(_)));
+        assert_eq!(at(0x4800_03e0).op, Op::Unknown); // jiscr1 with nonzero rd-field bits
         assert!(matches!(at(0x4800_0100).handling(), Handling::Simulate)); // bcnez
         assert!(matches!(at(0xffff_ffff).handling(), Handling::Refuse(_)));
     }

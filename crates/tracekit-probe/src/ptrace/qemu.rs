@@ -163,11 +163,11 @@ impl Session {
         let mut image = Vec::new();
         for (i, insn) in live {
             let handling = A::classify(&insn);
-            let mut slot = None;
+            let (mut slot, mut ret) = (None, SlotReturn::Jump);
             if handling == Handling::OutOfLine {
                 let page = page.expect("mapped when a slot is needed");
                 let at = page + image.len() as u64;
-                let ret = self.slot_return_for(at, insn.addr);
+                ret = self.slot_return_for(at, insn.addr);
                 if ret != self.engine.slot_return {
                     self.warnings.push(format!(
                         "{}: the slot page (0x{page:x}) is out of a `b`'s reach; its slot returns through a second stop",
@@ -184,32 +184,17 @@ impl Session {
                 image.extend_from_slice(&bytes);
                 image.resize(image.len().next_multiple_of(A::SLOT_SIZE as usize), 0);
                 slot = Some(at);
-                self.inst.add(
-                    i,
-                    LivePoint {
-                        addr: insn.addr,
-                        orig: vec![],
-                        insn,
-                        handling,
-                        slot,
-                        slot_copy_len: 4,
-                    },
-                    ret,
-                );
-            } else {
-                self.inst.add(
-                    i,
-                    LivePoint {
-                        addr: insn.addr,
-                        orig: vec![],
-                        insn,
-                        handling,
-                        slot,
-                        slot_copy_len: 4,
-                    },
-                    SlotReturn::Jump,
-                );
             }
+            let live = LivePoint {
+                addr: insn.addr,
+                // A `Z0` breakpoint replaces no bytes.
+                orig: vec![],
+                insn,
+                handling,
+                slot,
+                slot_copy_len: 4,
+            };
+            self.inst.add(i, live, ret);
         }
         if let Some(page) = page {
             if needs_tramp {
