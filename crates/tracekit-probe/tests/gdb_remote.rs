@@ -37,7 +37,9 @@ const SIGTRAP: u8 = 5;
 
 fn program() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello"))
+    PATH.get_or_init(|| {
+        tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello")
+    })
 }
 
 /// What the tests need from the program's ELF file.
@@ -95,7 +97,11 @@ impl Elf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The program waiting under QEMU's gdb stub, killed if a test fails before it ends.
@@ -130,7 +136,12 @@ impl Qemu {
     /// Waits for QEMU (the program) to end: (stdout, exit code, killing signal).
     fn finish(mut self) -> (String, Option<i32>, Option<i32>) {
         let mut out = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         let status = self.child.wait().unwrap();
         (out, status.code(), status.signal())
     }
@@ -149,7 +160,10 @@ impl Drop for Qemu {
 }
 
 fn trap(q: &Qemu) -> StopReply {
-    StopReply::Signal { signal: SIGTRAP, thread: Some(q.pid()) }
+    StopReply::Signal {
+        signal: SIGTRAP,
+        thread: Some(q.pid()),
+    }
 }
 
 /// Runs system call `nr` from the `syscall 0` at `at` (stopping on a `Z0` after it), puts the
@@ -162,7 +176,13 @@ fn inject(r: &mut GdbRemote, at: u64, nr: u64, args: [u64; 6]) -> u64 {
     regs.gpr[A0..A0 + 6].copy_from_slice(&args);
     r.set_regs(0, &regs).unwrap();
     r.insert_breakpoint(at + 4).unwrap();
-    assert!(matches!(r.resume(None).unwrap(), StopReply::Signal { signal: SIGTRAP, .. }));
+    assert!(matches!(
+        r.resume(None).unwrap(),
+        StopReply::Signal {
+            signal: SIGTRAP,
+            ..
+        }
+    ));
     r.remove_breakpoint(at + 4).unwrap();
     let after = r.get_regs(0).unwrap();
     assert_eq!(after.pc, at + 4, "stopped right after the syscall");
@@ -193,10 +213,22 @@ fn connects_and_stops_at_the_entry() {
     assert_eq!(regs.gpr[0], 0);
     assert_ne!(regs.gpr[SP], 0);
     assert_eq!(regs.gpr[A0], 0);
-    assert_eq!(r.section_offsets().unwrap(), Some(0), "static non-PIE: Text=0");
-    assert!(r.target_xml().unwrap().contains("<architecture>loongarch64</architecture>"));
+    assert_eq!(
+        r.section_offsets().unwrap(),
+        Some(0),
+        "static non-PIE: Text=0"
+    );
+    assert!(
+        r.target_xml()
+            .unwrap()
+            .contains("<architecture>loongarch64</architecture>")
+    );
     r.kill().unwrap();
-    assert_eq!(q.finish(), (String::new(), Some(0), None), "QEMU exits 0 after `k`");
+    assert_eq!(
+        q.finish(),
+        (String::new(), Some(0), None),
+        "QEMU exits 0 after `k`"
+    );
 }
 
 #[test]
@@ -216,13 +248,23 @@ fn memory_matches_the_elf_and_the_text_is_not_writable() {
     let start = (elf.text_addr - page) as usize;
     assert_eq!(whole[start..start + elf.text.len()], elf.text[..]);
 
-    let err = r.write(elf.entry, &BREAK_0.to_le_bytes()).unwrap_err().to_string();
-    assert!(err.contains(&format!("at 0x{:x}", elf.entry)) && err.contains("E14"), "{err}");
+    let err = r
+        .write(elf.entry, &BREAK_0.to_le_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("at 0x{:x}", elf.entry)) && err.contains("E14"),
+        "{err}"
+    );
     let err = r.read(0x10, &mut [0u8; 4]).unwrap_err().to_string();
     assert!(err.contains("at 0x10") && err.contains("E14"), "{err}");
     let mut again = [0u8; 4];
     r.read(elf.entry, &mut again).unwrap();
-    assert_eq!(again[..], at_entry[..4], "the refused write changed nothing");
+    assert_eq!(
+        again[..],
+        at_entry[..4],
+        "the refused write changed nothing"
+    );
 }
 
 #[test]
@@ -296,16 +338,26 @@ fn a_fresh_page_is_writable_until_it_runs_then_after_mprotect() {
     r.set_regs(0, &saved).unwrap();
 
     let err = r.write(page, &code(&[ori_a0(43)])).unwrap_err().to_string();
-    assert!(err.contains("E14") && err.contains(&format!("at 0x{page:x}")), "{err}");
+    assert!(
+        err.contains("E14") && err.contains(&format!("at 0x{page:x}")),
+        "{err}"
+    );
 
     let at = elf.find(SYSCALL_0)[0];
-    assert_eq!(inject(&mut r, at, NR_MPROTECT, [page, 0x4000, 7, 0, 0, 0]), 0);
+    assert_eq!(
+        inject(&mut r, at, NR_MPROTECT, [page, 0x4000, 7, 0, 0, 0]),
+        0
+    );
     r.write(page, &code(&[ori_a0(43)])).unwrap();
     regs.pc = page;
     r.set_regs(0, &regs).unwrap();
     assert_eq!(r.resume(None).unwrap(), trap(&q));
     let now = r.get_regs(0).unwrap();
-    assert_eq!((now.pc, now.gpr[A0]), (page + 4, 43), "the rewritten code ran");
+    assert_eq!(
+        (now.pc, now.gpr[A0]),
+        (page + 4, 43),
+        "the rewritten code ran"
+    );
 }
 
 #[test]
@@ -383,10 +435,23 @@ fn the_stop_flag_interrupts_a_program_that_loops_forever() {
     let started = Instant::now();
     let reply = r.resume_until(None, &stop).unwrap();
     setter.join().unwrap();
-    assert_eq!(reply, StopReply::Signal { signal: SIGINT, thread: Some(q.pid()) });
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(
+        reply,
+        StopReply::Signal {
+            signal: SIGINT,
+            thread: Some(q.pid())
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     let pc = r.get_regs(0).unwrap().pc;
-    assert!((elf.text_addr..elf.text_addr + elf.text.len() as u64).contains(&pc), "pc 0x{pc:x}");
+    assert!(
+        (elf.text_addr..elf.text_addr + elf.text.len() as u64).contains(&pc),
+        "pc 0x{pc:x}"
+    );
 
     // The SIGINT was QEMU's, not the program's: it runs on.
     stop.store(false, Ordering::Relaxed);
@@ -394,7 +459,10 @@ fn the_stop_flag_interrupts_a_program_that_loops_forever() {
     assert_eq!(r.resume_until(None, &stop).unwrap(), trap(&q));
     assert_eq!(r.get_regs(0).unwrap().pc, elf.sym("work"));
     r.detach().unwrap();
-    assert!(q.running_after(Duration::from_millis(300)), "still looping after detach");
+    assert!(
+        q.running_after(Duration::from_millis(300)),
+        "still looping after detach"
+    );
 }
 
 #[test]

@@ -47,7 +47,8 @@
 //! - **Exit.** The stub sends `W03` (exit code 3), waits for the `+`, exits, and the
 //!   connection closes (EOF). `k` prints "QEMU: Terminated via GDBstub", answers `W00`, and
 //!   QEMU exits with status 0 once acknowledged. `D` answers `OK`; the program runs on
-//!   without breakpoints.
+//!   without breakpoints, but at its exit QEMU still sends `Wxx` and waits for the `+`
+//!   unless the connection is closed: [`GdbRemote::detach`] closes it.
 //! - **Thread ids.** Without `multiprocess+` from the client, stop replies are
 //!   `T05thread:TID;` with TID = the host thread id of the QEMU thread running the guest
 //!   thread (QEMU's pid for the main thread); with it, `thread:p01.TID`. `qC` and
@@ -194,7 +195,10 @@ impl GdbRemote {
     fn negotiate(&mut self) -> io::Result<()> {
         let features = self.request("qSupported:swbreak+;hwbreak+")?;
         let has = |name: &str| features.split(';').any(|f| f == format!("{name}+"));
-        if let Some(size) = features.split(';').find_map(|f| f.strip_prefix("PacketSize=")) {
+        if let Some(size) = features
+            .split(';')
+            .find_map(|f| f.strip_prefix("PacketSize="))
+        {
             self.chunk = chunk_for(hex_u64(size)? as usize);
         }
         if has("QStartNoAckMode") && self.request("QStartNoAckMode")? == "OK" {
@@ -202,6 +206,10 @@ impl GdbRemote {
         }
         if has("qXfer:features:read") {
             self.target_xml = Some(self.read_xfer("features", "target.xml")?);
+        }
+        // The current thread, so that an interrupt can find QEMU before the first stop reply.
+        if let Some(tid) = self.request("qC")?.strip_prefix("QC") {
+            self.thread = Some(parse_thread(tid)?);
         }
         Ok(())
     }
@@ -313,7 +321,9 @@ impl GdbRemote {
             self.request_ok(&format!("Z0,{pc:x},4"))?;
         }
         match reply {
-            StopReply::Signal { signal: SIGTRAP, .. } => Ok(None),
+            StopReply::Signal {
+                signal: SIGTRAP, ..
+            } => Ok(None),
             other => Ok(Some(other)),
         }
     }
@@ -333,7 +343,10 @@ impl GdbRemote {
                 // SAFETY: kill has no memory-safety preconditions.
                 if unsafe { libc::kill(pid, libc::SIGINT) } != 0 {
                     let e = io::Error::last_os_error();
-                    return Err(io::Error::new(e.kind(), format!("sending SIGINT to QEMU (pid {pid}): {e}")));
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("sending SIGINT to QEMU (pid {pid}): {e}"),
+                    ));
                 }
                 Ok(())
             }
@@ -369,12 +382,14 @@ impl GdbRemote {
         Ok(())
     }
 
-    /// Lets the program run on without the debugger (`D`; the stub removes its breakpoints).
-    /// The connection is over afterwards.
+    /// Lets the program run on without the debugger (`D`; the stub removes its breakpoints),
+    /// and closes the connection: QEMU 7.2 would otherwise still send `Wxx` when the program
+    /// exits and wait for our acknowledgement forever.
     pub fn detach(&mut self) -> io::Result<()> {
         self.request_ok("D")?;
         self.breakpoints.clear();
         self.finished = Some("the client detached".into());
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
         Ok(())
     }
 
@@ -402,7 +417,10 @@ impl GdbRemote {
         let reply = self.request("qOffsets")?;
         reply
             .split(';')
-            .find_map(|f| f.strip_prefix("Text=").or_else(|| f.strip_prefix("TextSeg=")))
+            .find_map(|f| {
+                f.strip_prefix("Text=")
+                    .or_else(|| f.strip_prefix("TextSeg="))
+            })
             .map(hex_u64)
             .transpose()
     }
@@ -411,11 +429,19 @@ impl GdbRemote {
         let mut out = String::new();
         let len = self.chunk;
         loop {
-            let reply = self.request(&format!("qXfer:{object}:read:{annex}:{:x},{len:x}", out.len()))?;
+            let reply = self.request(&format!(
+                "qXfer:{object}:read:{annex}:{:x},{len:x}",
+                out.len()
+            ))?;
             let (last, data) = match reply.split_at_checked(1) {
                 Some(("l", d)) => (true, d),
                 Some(("m", d)) => (false, d),
-                _ => return Err(protocol(format!("unexpected reply `{}` reading {annex}", short(&reply)))),
+                _ => {
+                    return Err(protocol(format!(
+                        "unexpected reply `{}` reading {annex}",
+                        short(&reply)
+                    )));
+                }
             };
             out.push_str(&unescape_binary(data));
             if last || data.is_empty() {
@@ -445,7 +471,12 @@ impl GdbRemote {
         let word = |i: usize| {
             g.get(8 * i..8 * i + 8)
                 .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .ok_or_else(|| protocol(format!("`g` reply of {} bytes has no register {i}", g.len())))
+                .ok_or_else(|| {
+                    protocol(format!(
+                        "`g` reply of {} bytes has no register {i}",
+                        g.len()
+                    ))
+                })
         };
         let mut regs = Regs::default();
         for (i, r) in regs.gpr.iter_mut().enumerate() {
@@ -470,7 +501,11 @@ impl GdbRemote {
         let layout = match first.len() {
             1 => FccLayout::Split,
             8 => FccLayout::Packed,
-            n => return Err(protocol(format!("FP condition register 0x{FCC:x} has {n} bytes"))),
+            n => {
+                return Err(protocol(format!(
+                    "FP condition register 0x{FCC:x} has {n} bytes"
+                )));
+            }
         };
         self.fcc_layout = Some(layout);
         let bytes = match layout {
@@ -483,7 +518,10 @@ impl GdbRemote {
                 all
             }
         };
-        Ok(bytes.iter().enumerate().fold(0, |m, (i, &b)| m | (b & 1) << i))
+        Ok(bytes
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, &b)| m | (b & 1) << i))
     }
 
     fn write_fcc(&mut self, old: Option<u8>, fcc: u8) -> io::Result<()> {
@@ -511,7 +549,9 @@ impl GdbRemote {
     fn read_register(&mut self, n: usize) -> io::Result<Vec<u8>> {
         let reply = self.request(&format!("p{n:x}"))?;
         if reply.is_empty() {
-            return Err(unsupported(format!("the stub does not answer `p` for register 0x{n:x}")));
+            return Err(unsupported(format!(
+                "the stub does not answer `p` for register 0x{n:x}"
+            )));
         }
         from_hex(&reply)
     }
@@ -554,7 +594,10 @@ impl GdbRemote {
                 .ok_or_else(|| {
                     io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("the gdb stub did not answer `{}` within {REPLY_TIMEOUT:?}", short(payload)),
+                        format!(
+                            "the gdb stub did not answer `{}` within {REPLY_TIMEOUT:?}",
+                            short(payload)
+                        ),
                     )
                 })?;
             if self.stale_stop && reply.starts_with(['T', 'S']) {
@@ -571,8 +614,15 @@ impl GdbRemote {
     fn request_ok(&mut self, payload: &str) -> io::Result<()> {
         match self.request(payload)?.as_str() {
             "OK" => Ok(()),
-            "" => Err(unsupported(format!("the gdb stub does not support `{}`", short(payload)))),
-            other => Err(protocol(format!("unexpected reply `{}` to `{}`", short(other), short(payload)))),
+            "" => Err(unsupported(format!(
+                "the gdb stub does not support `{}`",
+                short(payload)
+            ))),
+            other => Err(protocol(format!(
+                "unexpected reply `{}` to `{}`",
+                short(other),
+                short(payload)
+            ))),
         }
     }
 
@@ -624,10 +674,16 @@ impl GdbRemote {
         let reply = parse_stop(packet)?;
         self.forget_stop();
         match reply {
-            StopReply::Signal { thread: Some(t), .. } => self.thread = Some(t),
+            StopReply::Signal {
+                thread: Some(t), ..
+            } => self.thread = Some(t),
             StopReply::Signal { thread: None, .. } => {}
-            StopReply::Exited(code) => self.finished = Some(format!("the program exited with status {code}")),
-            StopReply::Killed(sig) => self.finished = Some(format!("the program was killed by signal {sig}")),
+            StopReply::Exited(code) => {
+                self.finished = Some(format!("the program exited with status {code}"))
+            }
+            StopReply::Killed(sig) => {
+                self.finished = Some(format!("the program was killed by signal {sig}"))
+            }
         }
         Ok(reply)
     }
@@ -640,7 +696,10 @@ impl GdbRemote {
                 return Ok(());
             }
         }
-        Err(protocol(format!("the gdb stub rejected `{}` three times", short(payload))))
+        Err(protocol(format!(
+            "the gdb stub rejected `{}` three times",
+            short(payload)
+        )))
     }
 
     /// Waits for the stub's `+` (true) or `-` (false). A packet arriving first counts as `+`.
@@ -660,7 +719,10 @@ impl GdbRemote {
                 }
             }
             if !self.fill(Some(deadline))? {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "the gdb stub did not acknowledge a packet"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the gdb stub did not acknowledge a packet",
+                ));
             }
         }
     }
@@ -685,7 +747,11 @@ impl GdbRemote {
                 self.rx.clear();
                 return Ok(None);
             };
-            let Some(hash) = self.rx[start..].iter().position(|&b| b == b'#').map(|h| start + h) else {
+            let Some(hash) = self.rx[start..]
+                .iter()
+                .position(|&b| b == b'#')
+                .map(|h| start + h)
+            else {
                 self.rx.drain(..start);
                 return Ok(None);
             };
@@ -732,12 +798,22 @@ impl GdbRemote {
         }
         let mut tmp = [0u8; 8192];
         match self.stream.read(&mut tmp) {
-            Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the gdb stub closed the connection")),
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the gdb stub closed the connection",
+            )),
             Ok(n) => {
                 self.rx.extend_from_slice(&tmp[..n]);
                 Ok(true)
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
             Err(e) => Err(e),
         }
@@ -749,14 +825,23 @@ impl Memory for GdbRemote {
         let chunk = self.chunk;
         for (i, part) in buf.chunks_mut(chunk).enumerate() {
             let at = addr.wrapping_add((i * chunk) as u64);
-            let reply = self.request(&format!("m{at:x},{:x}", part.len())).map_err(|e| {
-                io::Error::new(e.kind(), format!("reading {} bytes at 0x{at:x}: {e}", part.len()))
-            })?;
+            let reply = self
+                .request(&format!("m{at:x},{:x}", part.len()))
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("reading {} bytes at 0x{at:x}: {e}", part.len()),
+                    )
+                })?;
             let data = from_hex(&reply)?;
             if data.len() != part.len() {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("reading 0x{at:x}: the stub sent {} of {} bytes", data.len(), part.len()),
+                    format!(
+                        "reading 0x{at:x}: the stub sent {} of {} bytes",
+                        data.len(),
+                        part.len()
+                    ),
                 ));
             }
             part.copy_from_slice(&data);
@@ -837,7 +922,9 @@ fn connect_retrying(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
             let first = addrs
                 .next()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10));
             TcpStream::connect_timeout(&first, left)
         });
         match attempt {
@@ -913,7 +1000,10 @@ fn stub_error(reply: &str, what: String) -> io::Error {
         "E22" => (io::ErrorKind::InvalidInput, " (invalid argument)"),
         _ => (io::ErrorKind::Other, ""),
     };
-    io::Error::new(kind, format!("the gdb stub refused {what}: {reply}{meaning}"))
+    io::Error::new(
+        kind,
+        format!("the gdb stub refused {what}: {reply}{meaning}"),
+    )
 }
 
 fn protocol(msg: String) -> io::Error {
@@ -925,7 +1015,10 @@ fn unsupported(msg: String) -> io::Error {
 }
 
 fn short(payload: &str) -> &str {
-    let end = (0..=payload.len().min(40)).rev().find(|&i| payload.is_char_boundary(i)).unwrap_or(0);
+    let end = (0..=payload.len().min(40))
+        .rev()
+        .find(|&i| payload.is_char_boundary(i))
+        .unwrap_or(0);
     &payload[..end]
 }
 
@@ -935,7 +1028,10 @@ fn hex_u64(s: &str) -> io::Result<u64> {
 
 fn from_hex(s: &str) -> io::Result<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
-        return Err(protocol(format!("odd hex length from the gdb stub: `{}`", short(s))));
+        return Err(protocol(format!(
+            "odd hex length from the gdb stub: `{}`",
+            short(s)
+        )));
     }
     (0..s.len())
         .step_by(2)
@@ -949,10 +1045,11 @@ fn from_hex(s: &str) -> io::Result<Vec<u8>> {
 
 fn to_hex(data: &[u8]) -> String {
     use std::fmt::Write as _;
-    data.iter().fold(String::with_capacity(2 * data.len()), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    data.iter()
+        .fold(String::with_capacity(2 * data.len()), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Parses `Sxx`, `Txx...thread:ID;...`, `Wxx[;...]`, `Xxx[;...]`.
@@ -964,18 +1061,25 @@ fn parse_stop(reply: &str) -> io::Result<StopReply> {
             .ok_or_else(|| protocol(format!("bad stop reply `{}`", short(reply))))
     };
     match reply.as_bytes().first() {
-        Some(b'S') => Ok(StopReply::Signal { signal: code()?, thread: None }),
+        Some(b'S') => Ok(StopReply::Signal {
+            signal: code()?,
+            thread: None,
+        }),
         Some(b'T') => {
+            let signal = code()?;
             let thread = reply[3..]
                 .split(';')
                 .find_map(|f| f.strip_prefix("thread:"))
                 .map(parse_thread)
                 .transpose()?;
-            Ok(StopReply::Signal { signal: code()?, thread })
+            Ok(StopReply::Signal { signal, thread })
         }
         Some(b'W') => Ok(StopReply::Exited(code()?)),
         Some(b'X') => Ok(StopReply::Killed(code()?)),
-        _ => Err(protocol(format!("expected a stop reply, got `{}`", short(reply)))),
+        _ => Err(protocol(format!(
+            "expected a stop reply, got `{}`",
+            short(reply)
+        ))),
     }
 }
 
@@ -988,7 +1092,8 @@ fn parse_thread(s: &str) -> io::Result<i64> {
     if tid == "-1" {
         return Ok(-1);
     }
-    i64::from_str_radix(tid, 16).map_err(|_| protocol(format!("bad thread id `{s}` in a stop reply")))
+    i64::from_str_radix(tid, 16)
+        .map_err(|_| protocol(format!("bad thread id `{s}` in a stop reply")))
 }
 
 #[cfg(test)]
@@ -999,17 +1104,32 @@ mod tests {
     fn stop_replies() {
         assert_eq!(
             parse_stop("T05thread:01;").unwrap(),
-            StopReply::Signal { signal: 5, thread: Some(1) }
+            StopReply::Signal {
+                signal: 5,
+                thread: Some(1)
+            }
         );
         assert_eq!(
             parse_stop("T02thread:p01.7a2a;").unwrap(),
-            StopReply::Signal { signal: 2, thread: Some(0x7a2a) }
+            StopReply::Signal {
+                signal: 2,
+                thread: Some(0x7a2a)
+            }
         );
         assert_eq!(
             parse_stop("T05swbreak:;thread:3611;").unwrap(),
-            StopReply::Signal { signal: 5, thread: Some(0x3611) }
+            StopReply::Signal {
+                signal: 5,
+                thread: Some(0x3611)
+            }
         );
-        assert_eq!(parse_stop("S02").unwrap(), StopReply::Signal { signal: 2, thread: None });
+        assert_eq!(
+            parse_stop("S02").unwrap(),
+            StopReply::Signal {
+                signal: 2,
+                thread: None
+            }
+        );
         assert_eq!(parse_stop("W03").unwrap(), StopReply::Exited(3));
         assert_eq!(parse_stop("W00;process:1a").unwrap(), StopReply::Exited(0));
         assert_eq!(parse_stop("X09").unwrap(), StopReply::Killed(9));
