@@ -146,6 +146,7 @@ fn simulated_case(op: Op, rng: &mut Rng, edge: Option<usize>) -> Case {
         pc: at,
         regs,
         fcc: rng.next() as u8,
+        fregs: [0; 32],
     }
 }
 
@@ -342,8 +343,14 @@ fn out_of_line_cases(n: usize) -> Vec<(Case, Case)> {
         let bytes = LoongArch64::prepare_slot(&insn, slot, ret).expect("slot for an out-of-line instruction");
         let words = bytes.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
         let fcc = rng.next() as u8;
-        let native = Case { at, words: vec![w], pc: at, regs, fcc };
-        out.push((native, Case { at: slot, words, pc: slot, regs, fcc }));
+        // FP registers: random bit patterns and ordinary doubles, so FP instructions compute.
+        let fregs: [u64; 32] = std::array::from_fn(|_| match rng.below(3) {
+            0 => rng.next(),
+            1 => ((rng.below(2000) as f64 - 1000.0) / 8.0).to_bits(),
+            _ => (rng.below(100) as f32).to_bits() as u64 | 0xffff_ffff_0000_0000,
+        });
+        let native = Case { at, words: vec![w], pc: at, regs, fcc, fregs };
+        out.push((native, Case { at: slot, words, pc: slot, regs, fcc, fregs }));
     }
     out
 }
@@ -369,22 +376,26 @@ fn every_out_of_line_instruction_matches_qemu_from_its_slot() {
     let outcomes = oracle::run(&cases).expect("run the oracle under qemu-loongarch64-static");
     let mut bad = Vec::new();
     let mut completed = 0;
+    let mut fp_changed = 0;
     for (i, (native_case, slot_case)) in pairs.iter().enumerate() {
         let (native, slot) = (&outcomes[2 * i], &outcomes[2 * i + 1]);
         let pc = fix_up(slot_case, native_case.at, slot.pc);
         completed += usize::from(native.pc == native_case.at + 4);
-        if pc != native.pc || slot.signal != native.signal || slot.regs != native.regs || slot.scratch_hash != native.scratch_hash {
+        let fp_same = slot.fregs == native.fregs && slot.fcc == native.fcc && slot.fcsr == native.fcsr;
+        fp_changed += usize::from(native.fregs != native_case.fregs || native.fcc != native_case.fcc);
+        if pc != native.pc || slot.signal != native.signal || slot.regs != native.regs || slot.scratch_hash != native.scratch_hash || !fp_same {
             let mut m = mismatch(native_case, "out-of-line slot differs from QEMU at the original address", "slot", native, pc, &slot.regs);
-            m += &format!("  signal: QEMU {} slot {}; scratch hash equal: {}\n", native.signal, slot.signal, slot.scratch_hash == native.scratch_hash);
+            m += &format!("  signal: QEMU {} slot {}; scratch hash equal: {}; FP registers, fcc, fcsr equal: {fp_same}\n", native.signal, slot.signal, slot.scratch_hash == native.scratch_hash);
             bad.push(m);
         }
     }
     let names: std::collections::BTreeSet<_> = pairs.iter().map(|(c, _)| Insn::decode(c.words[0], 0).mnemonic()).collect();
     println!(
-        "out of line: {} instructions ({} mnemonics; {} ran to completion, the rest faulted alike), {} runs, {} mismatches",
+        "out of line: {} instructions ({} mnemonics; {} ran to completion, the rest faulted alike; {} changed FP state), {} runs, {} mismatches",
         pairs.len(),
         names.len(),
         completed,
+        fp_changed,
         cases.len(),
         bad.len()
     );
@@ -399,7 +410,7 @@ fn pc_relative_instructions_cannot_run_out_of_line() {
     let insn = Insn::decode(0x1c00_0000 | 0x123 << 5 | 12, place(&mut rng)); // pcaddu12i $t0, 0x123
     assert!(LoongArch64::prepare_slot(&insn, insn.addr + 0x100, SlotReturn::Breakpoint).is_err());
     let slot = insn.addr + 0x100;
-    let case = |at| Case { at, words: vec![insn.word], pc: at, regs: [0; 32], fcc: 0 };
+    let case = |at| Case::new(at, vec![insn.word]);
     let out = oracle::run(&[case(insn.addr), case(slot)]).unwrap();
     assert_eq!(out[0].regs[12], insn.addr + (0x123 << 12));
     assert_eq!(out[1].regs[12], slot + (0x123 << 12), "a copy computes from the slot's address");

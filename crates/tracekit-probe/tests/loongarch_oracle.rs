@@ -153,7 +153,10 @@ fn addi_sets_its_register_and_keeps_all_others() {
             signal: SIGTRAP,
             pc: CODE_BASE + 4,
             regs: want,
-            scratch_hash: pristine_hash()
+            scratch_hash: pristine_hash(),
+            fregs: [0; 32],
+            fcc: 0,
+            fcsr: 0,
         }
     );
 }
@@ -378,6 +381,8 @@ fn random_addi_cases(n: usize, seed: u64) -> (Vec<Case>, Vec<Outcome>) {
             let mut case = Case::new(at, vec![enc::addi_d(rd, rj, imm)]);
             case.regs = std::array::from_fn(|_| rng.next());
             case.fcc = rng.next() as u8;
+            case.fregs = std::array::from_fn(|_| rng.next());
+            let (fregs, fcc) = (case.fregs, case.fcc);
             let mut regs = case.regs;
             regs[0] = 0;
             if rd != 0 {
@@ -390,6 +395,9 @@ fn random_addi_cases(n: usize, seed: u64) -> (Vec<Case>, Vec<Outcome>) {
                     pc: at + 4,
                     regs,
                     scratch_hash: hash,
+                    fregs,
+                    fcc,
+                    fcsr: 0,
                 },
             )
         })
@@ -417,4 +425,19 @@ fn random_addi_2000() {
 #[test]
 fn random_addi_10000() {
     check_random_addi(10_000, 0x5eed_0002);
+}
+
+#[test]
+fn fp_registers_go_in_and_come_back() {
+    // fadd.d $f2, $f0, $f1 with f0 = 1.5, f1 = 2.25; f5 keeps its bit pattern.
+    let mut case = Case::new(CODE_BASE, vec![0x0101_0402]);
+    case.fregs[0] = 1.5f64.to_bits();
+    case.fregs[1] = 2.25f64.to_bits();
+    case.fregs[5] = 0x0123_4567_89ab_cdef;
+    case.fcc = 0b1000_0001;
+    let out = run1(case);
+    assert_eq!((out.signal, out.pc), (SIGTRAP, CODE_BASE + 4));
+    assert_eq!(f64::from_bits(out.fregs[2]), 3.75);
+    assert_eq!(out.fregs[5], 0x0123_4567_89ab_cdef);
+    assert_eq!(out.fcc, 0b1000_0001);
 }

@@ -9,11 +9,12 @@
 //! signal, the pc and registers the signal frame reports, and the [`scratch_hash`] of SCRATCH.
 //!
 //! Wire format (little-endian; the C file's header says the same):
-//! - input: header `u32 magic 0x314f414c ("LAO1"), u32 count, u32 timeout_ms, u32 0,
-//!   u64 payload_len`, then per case `u64 at, u64 pc, u64 regs[32], u32 nwords, u32 fcc,
+//! - input: header `u32 magic 0x324f414c ("LAO2"), u32 count, u32 timeout_ms, u32 0,
+//!   u64 payload_len`, then per case `u64 at, u64 pc, u64 regs[32], u64 fregs[32], u32 nwords, u32 fcc,
 //!   u32 words[nwords]`, padded with 4 zero bytes when nwords is odd;
-//! - output: header `u32 magic 0x3152414c ("LAR1"), u32 count, u64 0`, then 280 bytes per
-//!   case: `i32 signal, u32 0, u64 pc, u64 regs[32], u64 scratch_hash`.
+//! - output: header `u32 magic 0x3252414c ("LAR2"), u32 count, u64 0`, then 544 bytes per
+//!   case: `i32 signal, u32 0, u64 pc, u64 regs[32], u64 scratch_hash, u64 fregs[32], u32 fcc,
+//!   u32 fcsr`.
 //!
 //! What QEMU 7.2 (linux-user) does, measured with this oracle:
 //! - The signal frame: `struct sigcontext` at ucontext+176 (`sc_pc`@176, `sc_regs[32]`@184,
@@ -54,10 +55,10 @@ pub const TIMEOUT_SIGNAL: i32 = 26;
 pub const BATCH: usize = 20_000;
 
 const QEMU: &str = "qemu-loongarch64-static";
-const IN_MAGIC: u32 = 0x314f_414c;
-const OUT_MAGIC: u32 = 0x3152_414c;
+const IN_MAGIC: u32 = 0x324f_414c;
+const OUT_MAGIC: u32 = 0x3252_414c;
 const OUT_HEADER: usize = 16;
-const OUTCOME_SIZE: usize = 280;
+const OUTCOME_SIZE: usize = 544;
 
 /// One case: words to place in CODE and the state to start them in.
 #[derive(Debug, Clone)]
@@ -72,6 +73,8 @@ pub struct Case {
     pub regs: [u64; 32],
     /// FP condition flags at the start: bit i = fcc i.
     pub fcc: u8,
+    /// FP registers f0..f31 at the start (raw 64-bit contents).
+    pub fregs: [u64; 32],
 }
 
 impl Case {
@@ -83,6 +86,7 @@ impl Case {
             pc: at,
             regs: [0; 32],
             fcc: 0,
+            fregs: [0; 32],
         }
     }
 }
@@ -98,6 +102,12 @@ pub struct Outcome {
     pub regs: [u64; 32],
     /// [`scratch_hash`] of SCRATCH at the signal.
     pub scratch_hash: u64,
+    /// FP registers f0..f31 the signal frame reports.
+    pub fregs: [u64; 32],
+    /// FP condition flags the signal frame reports: bit i = fcc i.
+    pub fcc: u8,
+    /// The FP control and status register.
+    pub fcsr: u32,
 }
 
 /// SCRATCH's contents at the start of every case: byte i = (i * 131 + 7) mod 256.
@@ -202,6 +212,7 @@ fn encode(cases: &[Case]) -> Vec<u8> {
         payload.extend(case.pc.to_le_bytes());
         case.regs
             .iter()
+            .chain(&case.fregs)
             .for_each(|r| payload.extend(r.to_le_bytes()));
         payload.extend((case.words.len() as u32).to_le_bytes());
         payload.extend(u32::from(case.fcc).to_le_bytes());
@@ -247,11 +258,18 @@ fn outcome(rec: &[u8]) -> Outcome {
     for (i, r) in regs.iter_mut().enumerate() {
         *r = u64_at(rec, 16 + 8 * i);
     }
+    let mut fregs = [0; 32];
+    for (i, r) in fregs.iter_mut().enumerate() {
+        *r = u64_at(rec, 280 + 8 * i);
+    }
     Outcome {
         signal: u32_at(rec, 0) as i32,
         pc: u64_at(rec, 8),
         regs,
         scratch_hash: u64_at(rec, 272),
+        fregs,
+        fcc: u32_at(rec, 536) as u8,
+        fcsr: u32_at(rec, 540),
     }
 }
 

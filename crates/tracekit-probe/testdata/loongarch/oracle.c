@@ -11,17 +11,19 @@
  *         SCRATCH 0x20_0000_0000, 64 KiB, RW, byte i = (i*131 + 7) & 0xff before every case.
  *
  * Input (stdin, little-endian):
- *   header, 24 bytes: u32 magic 0x314f414c ("LAO1"), u32 count, u32 timeout_ms (CPU time
+ *   header, 24 bytes: u32 magic 0x324f414c ("LAO2"), u32 count, u32 timeout_ms (CPU time
  *                     a case may run; 0 = unlimited), u32 reserved = 0, u64 payload_len
  *                     (bytes of case records that follow).
  *   count case records, each 8-aligned in size:
- *     u64 at, u64 pc, u64 regs[32], u32 nwords, u32 fcc (bit i = fcc i, bits 8.. = 0),
+ *     u64 at, u64 pc, u64 regs[32], u64 fregs[32] (f0..f31), u32 nwords,
+ *     u32 fcc (bit i = fcc i, bits 8.. = 0),
  *     u32 words[nwords], then 4 zero bytes if nwords is odd.
  *   `at` is 4-aligned and [at, at + 4*nwords) lies inside CODE. regs[0] is ignored.
  * Output (stdout, little-endian):
- *   header, 16 bytes: u32 magic 0x3152414c ("LAR1"), u32 count, u64 reserved = 0.
- *   count outcome records, 280 bytes each:
- *     i32 signal, u32 reserved = 0, u64 pc, u64 regs[32], u64 scratch_hash (FNV-1a 64 of SCRATCH).
+ *   header, 16 bytes: u32 magic 0x3252414c ("LAR2"), u32 count, u64 reserved = 0.
+ *   count outcome records, 544 bytes each:
+ *     i32 signal, u32 reserved = 0, u64 pc, u64 regs[32], u64 scratch_hash (FNV-1a 64 of
+ *     SCRATCH), u64 fregs[32], u32 fcc (bit i = fcc i), u32 fcsr.
  *   A case that used up its CPU time ends with SIGVTALRM (26); its pc/regs are wherever it was.
  * Errors: a message on stderr and exit status 2 (bad input) or 3 (environment).
  *
@@ -31,7 +33,7 @@
  * records signal, sc_pc, sc_regs and the SCRATCH hash, puts the filler back over the case's
  * words, writes the next case's words, refills SCRATCH, writes the case's registers, pc and
  * fcc into the signal frame and returns, so rt_sigreturn starts the case with exactly that
- * state. FP registers f0..f31 and fcsr start at 0.
+ * state. FP registers f0..f31 come from the case, fcsr starts at 0.
  *
  * Signal frame layout of QEMU 7.2 linux-user loongarch64, measured (see the Rust module's
  * docs): ucontext: uc_flags@0, uc_link@8, uc_stack@16 (24 bytes), uc_sigmask@40, then
@@ -53,12 +55,12 @@ typedef unsigned char u8;
 #define SCRATCH_SIZE 0x10000UL
 #define FILLER 0x002a0001u /* break 1 */
 
-#define IN_MAGIC 0x314f414cu
-#define OUT_MAGIC 0x3152414cu
+#define IN_MAGIC 0x324f414cu /* "LAO2" */
+#define OUT_MAGIC 0x3252414cu /* "LAR2" */
 #define IN_HEADER 24
 #define OUT_HEADER 16
-#define CASE_FIXED (8 + 8 + 256 + 4 + 4)
-#define OUTCOME_SIZE 280
+#define CASE_FIXED (8 + 8 + 256 + 256 + 4 + 4)
+#define OUTCOME_SIZE 544
 
 #define UC_SC_PC 176
 #define UC_SC_REGS 184
@@ -178,6 +180,7 @@ struct case_rec {
     u64 at;
     u64 pc;
     u64 regs[32];
+    u64 fregs[32];
     u32 nwords;
     u32 fcc;
     u32 words[];
@@ -189,7 +192,13 @@ struct outcome {
     u64 pc;
     u64 regs[32];
     u64 scratch_hash;
+    u64 fregs[32];
+    u32 fcc;
+    u32 fcsr;
 };
+
+_Static_assert(sizeof(struct outcome) == OUTCOME_SIZE, "OUTCOME_SIZE is the wire size of struct outcome");
+_Static_assert(sizeof(struct case_rec) == CASE_FIXED, "CASE_FIXED is the wire size of struct case_rec");
 
 struct itimerval {
     i64 interval_sec, interval_usec, value_sec, value_usec;
@@ -300,6 +309,12 @@ static void record(int sig, const u8 *uc) {
     o->pc = *(const u64 *)(uc + UC_SC_PC);
     for (int i = 0; i < 32; i++) o->regs[i] = regs[i];
     o->scratch_hash = take_scratch_hash();
+    const u8 *fpu = fpu_context((u8 *)uc);
+    for (int i = 0; i < 32; i++) o->fregs[i] = ((const u64 *)(fpu + FPU_REGS))[i];
+    u64 fcc = *(const u64 *)(fpu + FPU_FCC);
+    o->fcc = 0;
+    for (int i = 0; i < 8; i++) o->fcc |= (u32)((fcc >> (8 * i)) & 1) << i;
+    o->fcsr = *(const u32 *)(fpu + FPU_FCSR);
 }
 
 static void start_case(u8 *uc) {
@@ -313,7 +328,7 @@ static void start_case(u8 *uc) {
     *(u64 *)(uc + UC_SC_PC) = c->pc;
     regs[0] = 0;
     for (int i = 1; i < 32; i++) regs[i] = c->regs[i];
-    for (int i = 0; i < 32; i++) ((u64 *)(fpu + FPU_REGS))[i] = 0;
+    for (int i = 0; i < 32; i++) ((u64 *)(fpu + FPU_REGS))[i] = c->fregs[i];
     u64 fcc = 0;
     for (int i = 0; i < 8; i++) fcc |= (u64)((c->fcc >> i) & 1) << (8 * i);
     *(u64 *)(fpu + FPU_FCC) = fcc;
