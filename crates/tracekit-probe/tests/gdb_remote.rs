@@ -3,16 +3,15 @@
 //! down one of the stub facts the client's module documentation states.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::net::TcpListener;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use object::{Object, ObjectSection, ObjectSymbol};
+mod qemu_common;
+
+use qemu_common::Qemu;
 use tracekit_probe::ptrace::gdb::{GdbRemote, InterruptBy, StopReply};
 use tracekit_probe::ptrace::loongarch64::Regs;
 use tracekit_probe::ptrace::target::{Memory, Registers};
@@ -96,67 +95,8 @@ impl Elf {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The program waiting under QEMU's gdb stub, killed if a test fails before it ends.
-struct Qemu {
-    child: Child,
-    port: u16,
-}
-
-impl Qemu {
-    fn start(args: &[&str]) -> Qemu {
-        let port = free_port();
-        let child = Command::new("qemu-loongarch64-static")
-            .arg("-g")
-            .arg(port.to_string())
-            .arg(program())
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("qemu-loongarch64-static must be installed (bash .ci/run installs it)");
-        Qemu { child, port }
-    }
-
-    fn connect(&self) -> GdbRemote {
-        GdbRemote::connect(&format!("127.0.0.1:{}", self.port), Duration::from_secs(10))
-            .expect("connect to QEMU's gdb stub")
-    }
-
-    fn pid(&self) -> i64 {
-        i64::from(self.child.id())
-    }
-
-    /// Waits for QEMU (the program) to end: (stdout, exit code, killing signal).
-    fn finish(mut self) -> (String, Option<i32>, Option<i32>) {
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        (out, status.code(), status.signal())
-    }
-
-    fn running_after(&mut self, wait: Duration) -> bool {
-        std::thread::sleep(wait);
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(args: &[&str]) -> Qemu {
+    Qemu::start(program(), args)
 }
 
 fn trap(q: &Qemu) -> StopReply {
@@ -205,7 +145,7 @@ fn code(words: &[u32]) -> Vec<u8> {
 #[test]
 fn connects_and_stops_at_the_entry() {
     let elf = Elf::load();
-    let q = Qemu::start(&[]);
+    let q = start(&[]);
     let mut r = q.connect();
     assert_eq!(r.stop_reason().unwrap(), trap(&q), "thread id = QEMU's pid");
     let regs = r.get_regs(0).unwrap();
@@ -234,7 +174,7 @@ fn connects_and_stops_at_the_entry() {
 #[test]
 fn memory_matches_the_elf_and_the_text_is_not_writable() {
     let elf = Elf::load();
-    let q = Qemu::start(&[]);
+    let q = start(&[]);
     let mut r = q.connect();
     let mut at_entry = [0u8; 64];
     r.read(elf.entry, &mut at_entry).unwrap();
@@ -270,7 +210,7 @@ fn memory_matches_the_elf_and_the_text_is_not_writable() {
 #[test]
 fn breakpoint_on_work_hits_five_times_then_the_program_exits() {
     let elf = Elf::load();
-    let q = Qemu::start(&[]);
+    let q = start(&[]);
     let mut r = q.connect();
     let work = elf.sym("work");
     r.insert_breakpoint(work).unwrap();
@@ -290,7 +230,7 @@ fn breakpoint_on_work_hits_five_times_then_the_program_exits() {
 #[test]
 fn injected_mmap_returns_a_page_and_the_registers_come_back() {
     let elf = Elf::load();
-    let q = Qemu::start(&[]);
+    let q = start(&[]);
     let mut r = q.connect();
     let saved = r.get_regs(0).unwrap();
     let page = mmap_rwx(&mut r, elf);
@@ -321,7 +261,7 @@ fn injected_mmap_returns_a_page_and_the_registers_come_back() {
 #[test]
 fn a_fresh_page_is_writable_until_it_runs_then_after_mprotect() {
     let elf = Elf::load();
-    let q = Qemu::start(&[]);
+    let q = start(&[]);
     let mut r = q.connect();
     let page = mmap_rwx(&mut r, elf);
     r.write(page, &code(&[ori_a0(42), BREAK_0])).unwrap();
@@ -363,7 +303,7 @@ fn a_fresh_page_is_writable_until_it_runs_then_after_mprotect() {
 #[test]
 fn a_step_over_syscall_runs_it_and_the_next_instruction() {
     let elf = Elf::load();
-    let q = Qemu::start(&[]);
+    let q = start(&[]);
     let mut r = q.connect();
     let at = elf.syscall_then_ret();
     let mut regs = r.get_regs(0).unwrap();
@@ -380,7 +320,7 @@ fn a_step_over_syscall_runs_it_and_the_next_instruction() {
 #[test]
 fn fp_condition_flags_round_trip_and_reach_the_program() {
     let elf = Elf::load();
-    let q = Qemu::start(&[]);
+    let q = start(&[]);
     let mut r = q.connect();
     assert_eq!(r.get_regs(0).unwrap().fcc, 0, "not read unless needed");
     r.set_fcc_needed(true);
@@ -407,7 +347,7 @@ fn fp_condition_flags_round_trip_and_reach_the_program() {
 #[test]
 fn a_break_instruction_in_the_program_stops_it_at_the_break() {
     let elf = Elf::load();
-    let q = Qemu::start(&["break"]);
+    let q = start(&["break"]);
     let mut r = q.connect();
     let brk = elf.find(BREAK_0);
     assert_eq!(brk.len(), 1, "hello.c has one `break 0`");
@@ -422,7 +362,7 @@ fn a_break_instruction_in_the_program_stops_it_at_the_break() {
 #[test]
 fn the_stop_flag_interrupts_a_program_that_loops_forever() {
     let elf = Elf::load();
-    let mut q = Qemu::start(&["loop"]);
+    let mut q = start(&["loop"]);
     let mut r = q.connect();
     let stop = Arc::new(AtomicBool::new(false));
     let setter = {
@@ -467,7 +407,7 @@ fn the_stop_flag_interrupts_a_program_that_loops_forever() {
 
 #[test]
 fn qemu_ignores_a_bare_0x03_while_the_program_runs() {
-    let q = Qemu::start(&["loop"]);
+    let q = start(&["loop"]);
     let mut r = q.connect();
     r.set_interrupt_by(InterruptBy::Byte);
     let err = r.resume_until(None, &AtomicBool::new(true)).unwrap_err();
@@ -477,7 +417,7 @@ fn qemu_ignores_a_bare_0x03_while_the_program_runs() {
 #[test]
 fn detach_lets_the_program_finish_unprobed() {
     let elf = Elf::load();
-    let q = Qemu::start(&[]);
+    let q = start(&[]);
     let mut r = q.connect();
     r.insert_breakpoint(elf.sym("work")).unwrap();
     assert_eq!(r.resume(None).unwrap(), trap(&q));
@@ -490,7 +430,7 @@ fn detach_lets_the_program_finish_unprobed() {
 #[test]
 fn registers_set_from_a_stop_only_move_what_changed() {
     let elf = Elf::load();
-    let q = Qemu::start(&[]);
+    let q = start(&[]);
     let mut r = q.connect();
     let saved: Regs = r.get_regs(0).unwrap();
     // A pc moved onto a breakpoint is reported there (no step-over: it did not stop there).

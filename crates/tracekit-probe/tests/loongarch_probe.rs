@@ -3,15 +3,15 @@
 //! to its exit. The tests every backend passes (`engine_contract`) run here too.
 
 mod engine_contract;
+mod qemu_common;
 
-use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
 use engine_contract::{Backend, Run};
+use qemu_common::{Qemu, free_port};
 use tracekit_probe::ptrace::qemu::{self, QemuOptions};
 use tracekit_probe::ptrace::{ExitStatus, HitEvent, PtraceError, PtraceOutcome};
 use tracekit_probe::{ProbeKind, ProbeSpec};
@@ -21,50 +21,6 @@ fn program() -> &'static Path {
     PATH.get_or_init(|| {
         tracekit_probe::testdata::compile_loongarch("loongarch/probe-target.c", "la-probe-target")
     })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The program waiting under QEMU's gdb stub, killed if a test fails before it ends.
-struct Qemu {
-    child: Child,
-    port: u16,
-}
-
-impl Qemu {
-    fn start(args: &[String]) -> Qemu {
-        let port = free_port();
-        let child = Command::new("qemu-loongarch64-static")
-            .arg("-g")
-            .arg(port.to_string())
-            .arg(program())
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("qemu-loongarch64-static must be installed (bash .ci/run installs it)");
-        Qemu { child, port }
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Waits for QEMU (the program) to end: (stdout, exit code).
-    fn finish(mut self) -> (String, Option<i32>) {
-        let mut out = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-        let status = self.child.wait().unwrap();
-        (out, status.code())
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn spec(kind: &str, function: &str) -> String {
@@ -87,14 +43,15 @@ fn run(
     on_hit: &mut dyn FnMut(&HitEvent),
 ) -> Run {
     let probes = resolve(specs);
-    let q = Qemu::start(args);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let q = Qemu::start(program(), &args);
     let result = qemu::run(&probes, &q.address(), opts, stop, on_hit);
     if result.is_err() {
         // Refused before running: QEMU still waits for a debugger.
         drop(q);
         return Run { result, stdout: String::new(), exit_code: None };
     }
-    let (stdout, exit_code) = q.finish();
+    let (stdout, exit_code, _) = q.finish();
     Run { result, stdout, exit_code }
 }
 
@@ -203,7 +160,7 @@ fn a_binary_that_is_not_the_running_program_is_refused() {
     let other = tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello");
     let specs = vec![format!("uprobe:{}:work", other.display())];
     let probes = resolve(&specs);
-    let q = Qemu::start(&[]);
+    let q = Qemu::start(program(), &[]);
     let err = qemu::run(&probes, &q.address(), &QemuOptions::default(), &AtomicBool::new(false), &mut |_| {}).unwrap_err();
     assert!(matches!(err, PtraceError::NotTheProgram { .. }), "{err}");
 }
@@ -230,21 +187,11 @@ fn nothing_listening_is_a_clear_error() {
 fn the_programs_own_break_is_passed_through() {
     // la-hello break: prints "break", then runs `break 0`, which kills it with SIGTRAP.
     let hello = tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello");
-    let port = free_port();
-    let q = Qemu {
-        child: Command::new("qemu-loongarch64-static")
-            .args(["-g", &port.to_string()])
-            .arg(&hello)
-            .arg("break")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        port,
-    };
+    let q = Qemu::start(&hello, &["break"]);
     let specs = vec![format!("uprobe:{}:work", hello.display())];
     let out = qemu::run(&resolve(&specs), &q.address(), &QemuOptions::default(), &AtomicBool::new(false), &mut |_| {}).unwrap();
     assert_eq!(out.exit, Some(ExitStatus::Signal(5)));
-    let (stdout, _) = q.finish();
+    let (stdout, _, _) = q.finish();
     let plain = Command::new("qemu-loongarch64-static").arg(&hello).arg("break").output().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(plain.status.signal(), Some(5));
@@ -255,17 +202,7 @@ fn the_programs_own_break_is_passed_through() {
 fn ctrl_c_interrupts_a_program_that_never_hits_and_detaches() {
     // la-hello loop: calls work() forever; the probe is on a function it never calls.
     let hello = tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello");
-    let port = free_port();
-    let q = Qemu {
-        child: Command::new("qemu-loongarch64-static")
-            .args(["-g", &port.to_string()])
-            .arg(&hello)
-            .arg("loop")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        port,
-    };
+    let mut q = Qemu::start(&hello, &["loop"]);
     let specs = vec![format!("{}:fcc_bits", hello.display())];
     let stop = AtomicBool::new(false);
     let out = std::thread::scope(|s| {
@@ -279,7 +216,5 @@ fn ctrl_c_interrupts_a_program_that_never_hits_and_detaches() {
     assert_eq!(out.exit, None, "detached, the program still runs");
     assert_eq!(out.report.probes[0].hits, 0);
     // Detached: the program keeps running without the stub (QEMU would exit if it had died).
-    let mut q = q;
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(q.child.try_wait().unwrap().is_none(), "the program must still be running");
+    assert!(q.running_after(std::time::Duration::from_millis(200)), "the program must still be running");
 }
