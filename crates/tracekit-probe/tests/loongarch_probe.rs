@@ -55,6 +55,12 @@ fn run(
     Run { result, stdout, exit_code }
 }
 
+fn plain_with_signal(args: &[&str]) -> (String, Option<i32>, Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = Command::new("qemu-loongarch64-static").arg(program()).args(args).output().unwrap();
+    (String::from_utf8(out.stdout).unwrap(), out.status.code(), out.status.signal())
+}
+
 fn plain(args: &[String]) -> (String, Option<i32>) {
     let out = Command::new("qemu-loongarch64-static").arg(program()).args(args).output().unwrap();
     (String::from_utf8(out.stdout).unwrap(), out.status.code())
@@ -163,6 +169,8 @@ fn a_binary_that_is_not_the_running_program_is_refused() {
     let q = Qemu::start(program(), &[]);
     let err = qemu::run(&probes, &q.address(), &QemuOptions::default(), &AtomicBool::new(false), &mut |_| {}).unwrap_err();
     assert!(matches!(err, PtraceError::NotTheProgram { .. }), "{err}");
+    // Refused, and the program is let go: it runs to its end unprobed.
+    assert_eq!(q.finish(), plain_with_signal(&[]));
 }
 
 #[test]

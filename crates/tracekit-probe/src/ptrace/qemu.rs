@@ -79,8 +79,18 @@ pub fn run(
         warnings: Vec::new(),
         syscall_at: 0,
     };
-    session.install(probes)?;
-    let exit = session.run_loop(stop, on_hit)?;
+    let exit = match session
+        .install(probes)
+        .and_then(|()| session.run_loop(stop, on_hit))
+    {
+        Ok(exit) => exit,
+        Err(e) => {
+            // Leave the program running on without the stub and without our breakpoints
+            // rather than stopped forever (best effort: the stub may be gone).
+            let _ = session.detach();
+            return Err(e);
+        }
+    };
     let mut report = session.engine.report();
     report.engine = "qemu-gdb".into();
     Ok(PtraceOutcome {
@@ -327,6 +337,8 @@ impl Session {
     /// Removes every breakpoint, moves the thread out of a slot or the trampoline, puts back
     /// pending return addresses, and lets the program go.
     fn detach(&mut self) -> Result<(), PtraceError> {
+        // The stub removes its breakpoints at `D` too; removing them first keeps the program
+        // clean even if the detach itself fails.
         for p in self.inst.points.iter().flatten() {
             self.remote
                 .remove_breakpoint(p.addr)
