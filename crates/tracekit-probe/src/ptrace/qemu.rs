@@ -43,6 +43,7 @@ const SIGTRAP: u8 = 5;
 const SIGINT: u8 = 2;
 const NR_MMAP: u64 = 222;
 const NR_MPROTECT: u64 = 226;
+const NR_MUNMAP: u64 = 215;
 const PAGE: u64 = 0x4000;
 
 /// Runs `probes` on the LoongArch64 program waiting under `qemu-loongarch64-static -g PORT`
@@ -352,6 +353,11 @@ impl Session {
                 "{} hijacked return address(es) not found to restore; the slot page stays mapped so those returns still land on the trampoline",
                 self.thread.returns.len() - restored
             ));
+        } else if let Some(&(page, len)) = self.inst.areas.first() {
+            // Nothing can reach the page any more: take it out, so the program is left as it
+            // was found.
+            self.inject_syscall(NR_MUNMAP, [page, len, 0, 0, 0, 0], "munmap")?;
+            self.inst.areas.clear();
         }
         self.remote.detach().map_err(gdb("detaching"))?;
         Ok(())
