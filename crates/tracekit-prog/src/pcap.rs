@@ -1,7 +1,7 @@
 //! Replaying a capture (pcap or pcapng, Ethernet link type) through a program.
 
 use crate::{Error, Program, RunOptions};
-use pcap_file::DataLink;
+use pcap_file::{DataLink, PcapError};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use pcap_file::pcapng::{Block, PcapNgReader};
 use serde::Serialize;
@@ -18,9 +18,21 @@ pub struct CapturedPacket {
     pub orig_len: u32,
 }
 
+/// A capture as read: its complete packets, and whether it ended in the middle of one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    /// Every complete packet, in order.
+    pub packets: Vec<CapturedPacket>,
+    /// The file ends inside a packet record (a capture cut short, e.g. tcpdump killed or a file
+    /// still being written): that partial packet is left out.
+    pub truncated: bool,
+}
+
 /// Reads every packet of a pcap or pcapng file. Only Ethernet captures are accepted, since
-/// XDP, TC and socket-filter test runs take Ethernet frames.
-pub fn read(path: &Path) -> Result<Vec<CapturedPacket>, Error> {
+/// XDP, TC and socket-filter test runs take Ethernet frames. A file that ends inside its last
+/// packet gives the complete packets before it (as tcpdump -r does) with
+/// [`Capture::truncated`] set; damage anywhere else is an error.
+pub fn read(path: &Path) -> Result<Capture, Error> {
     let err = |reason: String| Error::Pcap {
         path: path.to_path_buf(),
         reason,
@@ -44,36 +56,47 @@ fn ethernet_only(link: DataLink) -> Result<(), String> {
     }
 }
 
-fn read_pcap(bytes: &[u8]) -> Result<Vec<CapturedPacket>, String> {
+/// Whether reading stopped because the data ended inside a record (only the end of the file can
+/// cut one short).
+fn cut_short(e: &PcapError) -> bool {
+    match e {
+        PcapError::IncompleteBuffer => true,
+        PcapError::IoError(io) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+        _ => false,
+    }
+}
+
+fn read_pcap(bytes: &[u8]) -> Result<Capture, String> {
     let mut reader = PcapReader::new(bytes)
         .map_err(|e| format!("not a pcap file ({e}); write one with tcpdump -w FILE"))?;
     ethernet_only(reader.header().datalink)?;
     let mut packets = Vec::new();
     while let Some(packet) = reader.next_packet() {
-        let packet = packet.map_err(|e| {
-            format!(
-                "packet {} is unreadable ({e}); the file may be truncated",
-                packets.len() + 1
-            )
-        })?;
+        let packet = match packet {
+            Ok(p) => p,
+            Err(e) if cut_short(&e) => return Ok(Capture { packets, truncated: true }),
+            Err(e) => return Err(format!("packet {} is unreadable ({e})", packets.len() + 1)),
+        };
         packets.push(CapturedPacket {
             data: packet.data.into_owned(),
             orig_len: packet.orig_len,
         });
     }
-    Ok(packets)
+    Ok(Capture { packets, truncated: false })
 }
 
-fn read_pcapng(bytes: &[u8]) -> Result<Vec<CapturedPacket>, String> {
+fn read_pcapng(bytes: &[u8]) -> Result<Capture, String> {
     let mut reader = PcapNgReader::new(bytes).map_err(|e| format!("not a pcapng file ({e})"))?;
     let mut packets = Vec::new();
     while let Some(block) = reader.next_block() {
-        match block.map_err(|e| {
-            format!(
-                "block after packet {} is unreadable ({e}); the file may be truncated",
-                packets.len()
-            )
-        })? {
+        let block = match block {
+            Ok(b) => b,
+            Err(e) if cut_short(&e) => return Ok(Capture { packets, truncated: true }),
+            Err(e) => {
+                return Err(format!("block after packet {} is unreadable ({e})", packets.len()));
+            }
+        };
+        match block {
             Block::InterfaceDescription(idb) => ethernet_only(idb.linktype)?,
             Block::EnhancedPacket(epb) => packets.push(CapturedPacket {
                 data: epb.data.into_owned(),
@@ -86,7 +109,7 @@ fn read_pcapng(bytes: &[u8]) -> Result<Vec<CapturedPacket>, String> {
             _ => {}
         }
     }
-    Ok(packets)
+    Ok(Capture { packets, truncated: false })
 }
 
 /// Writes an Ethernet pcap with the given frames, one per millisecond from time zero (for

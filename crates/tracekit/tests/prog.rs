@@ -323,3 +323,24 @@ fn bad_input_is_a_clear_error() {
         "bad test-vector file /nonexistent.toml",
     );
 }
+
+#[test]
+fn pcap_cut_short_replays_its_complete_packets_with_a_warning() {
+    let full = std::fs::read(repo().join("bpf/vectors/mixed.pcap")).unwrap();
+    let dir = std::env::temp_dir().join(format!("tracekit-prog-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut.pcap");
+    // The last record loses its final 10 bytes, as when tcpdump is killed mid-write.
+    std::fs::write(&cut, &full[..full.len() - 10]).unwrap();
+    let xdp = obj("xdp_port_filter");
+    let out = tracekit(&["prog", "run", &xdp, "xdp_port_filter", "--pcap", cut.to_str().unwrap(), "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ends in the middle of packet 17"), "{err}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["packets"], 16);
+    assert_eq!(r["truncated"], true);
+    let full = tracekit(&["prog", "run", &xdp, "xdp_port_filter", "--pcap", repo().join("bpf/vectors/mixed.pcap").to_str().unwrap(), "--json"]);
+    let f: Value = serde_json::from_slice(&full.stdout).unwrap();
+    assert_eq!(f["truncated"], false);
+    assert_eq!(r["verdicts"].as_array().unwrap()[..], f["verdicts"].as_array().unwrap()[..16]);
+}

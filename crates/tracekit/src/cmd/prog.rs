@@ -442,6 +442,8 @@ struct ReplayReport<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     pcap: String,
+    /// The capture ended inside a packet, which was left out.
+    truncated: bool,
     #[serde(flatten)]
     replay: &'a pcap::Replay,
 }
@@ -458,7 +460,16 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
             "--pcap runs each packet once with no context; drop --repeat/--batches/--ctx-*/--data-out, or run one packet without --pcap"
         );
     }
-    let packets = pcap::read(&path)?;
+    let capture = pcap::read(&path)?;
+    if capture.truncated {
+        eprintln!(
+            "tracekit: warning: {} ends in the middle of packet {} (a capture cut short); replaying the {} complete packets",
+            path.display(),
+            capture.packets.len() + 1,
+            capture.packets.len()
+        );
+    }
+    let packets = capture.packets;
     let prog = BpfObject::from_file(&a.object)?.load(&a.program)?;
     let bar = progress(packets.len() as u64, 10_000, "packets");
     let result = pcap::replay_with_progress(&prog, &packets, |n| bar.set_position(n as u64))?;
@@ -470,6 +481,7 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
             program: prog.name(),
             kind: prog.kind().name(),
             pcap: path.display().to_string(),
+            truncated: capture.truncated,
             replay: &result,
         };
         target.write_json(&report)?;
