@@ -253,11 +253,9 @@ mod tests {
         if std::env::var_os("TRACEKIT_REGEN").is_some() {
             write(&sample(), &frames).unwrap();
         }
-        let read_back: Vec<Vec<u8>> = read(&sample())
-            .unwrap()
-            .into_iter()
-            .map(|p| p.data)
-            .collect();
+        let capture = read(&sample()).unwrap();
+        assert!(!capture.truncated);
+        let read_back: Vec<Vec<u8>> = capture.packets.into_iter().map(|p| p.data).collect();
         assert_eq!(read_back, frames);
     }
 
@@ -268,7 +266,7 @@ mod tests {
         )
         .unwrap();
         let prog = obj.load("xdp_port_filter").unwrap();
-        let replay = replay(&prog, &read(&sample()).unwrap()).unwrap();
+        let replay = replay(&prog, &read(&sample()).unwrap().packets).unwrap();
         assert_eq!(replay.packets, 17);
         let counts: Vec<(&str, usize)> = replay
             .counts
