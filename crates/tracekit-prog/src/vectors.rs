@@ -72,6 +72,17 @@ pub struct Case {
     pub expect_error: Option<String>,
 }
 
+impl Case {
+    /// Whether the case checks anything at all.
+    pub fn expects_anything(&self) -> bool {
+        self.expect_retval.is_some()
+            || self.expect_data_hex.is_some()
+            || !self.expect_fields.is_empty()
+            || self.expect_ctx_hex.is_some()
+            || self.expect_error.is_some()
+    }
+}
+
 /// A file of cases.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +158,14 @@ impl Suite {
             return Err(err(
                 "no [[case]] tables; see `tracekit prog test --help` for the format".to_owned(),
             ));
+        }
+        // A case that expects nothing would pass whatever the program does.
+        if let Some(c) = suite.cases.iter().find(|c| !c.expects_anything()) {
+            return Err(err(format!(
+                "case '{}' expects nothing, so it could never fail; add expect_retval, \
+                 expect_data_hex, expect_fields, expect_ctx_hex or expect_error",
+                c.name
+            )));
         }
         suite.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         suite.path = path.to_path_buf();
@@ -364,6 +383,20 @@ mod tests {
     }
 
     #[test]
+    fn a_case_that_expects_nothing_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tk-vec-none-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("none.toml");
+        std::fs::write(
+            &path,
+            "object = \"x.o\"\nprogram = \"p\"\n[[case]]\nname = \"checks nothing\"\npacket = { proto = \"udp\" }\n",
+        )
+        .unwrap();
+        let err = Suite::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("case 'checks nothing' expects nothing"), "{err}");
+    }
+
+    #[test]
     fn wrong_expectations_fail_with_reasons() {
         let dir =
             std::env::temp_dir().join(format!("tracekit-prog-vectors-{}", std::process::id()));
@@ -373,7 +406,7 @@ mod tests {
             "object = {obj:?}\nprogram = \"tc_dscp_mark\"\n\
              [[case]]\nname = \"wrong verdict\"\npacket = {{ proto = \"udp\" }}\nexpect_retval = \"TC_ACT_SHOT\"\n\
              [[case]]\nname = \"wrong field\"\npacket = {{ proto = \"udp\" }}\nexpect_fields = {{ \"ip.tos\" = 0 }}\n\
-             [[case]]\nname = \"no such program\"\nprogram = \"nope\"\npacket = {{ proto = \"udp\" }}\n"
+             [[case]]\nname = \"no such program\"\nprogram = \"nope\"\npacket = {{ proto = \"udp\" }}\nexpect_retval = 0\n"
         );
         let path = dir.join("bad.toml");
         std::fs::write(&path, text).unwrap();
