@@ -124,6 +124,18 @@ impl ProgKind {
         }
     }
 
+    /// The verdict names [`ProgKind::parse_verdict`] accepts for this type (empty when its
+    /// return values have no names).
+    pub fn verdict_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for v in (0..16).chain([u32::MAX]).map(|r| self.verdict(r)) {
+            if v.parse::<i64>().is_err() && !v.contains(' ') && !names.contains(&v) {
+                names.push(v);
+            }
+        }
+        names
+    }
+
     /// The return value for a verdict name (the inverse of [`ProgKind::verdict`]), or a number.
     pub fn parse_verdict(&self, name: &str) -> Option<u32> {
         if let Ok(n) = name.parse::<u32>() {

@@ -332,10 +332,22 @@ fn check_retval(prog: &Program, want: &Retval, got: u32, failures: &mut Vec<Stri
             prog.verdict(n),
             prog.verdict(got)
         )),
-        None => failures.push(format!(
-            "retval: '{want:?}' is not a return value of {} programs",
-            prog.kind()
-        )),
+        None => {
+            let name = match want {
+                Retval::Name(n) => n.as_str(),
+                Retval::Number(_) => unreachable!("numbers always parse"),
+            };
+            let names = prog.kind().verdict_names();
+            let choices = if names.is_empty() {
+                "a number".to_owned()
+            } else {
+                format!("one of {} or a number", names.join(", "))
+            };
+            failures.push(format!(
+                "retval: '{name}' is not a return value of {} programs; use {choices}",
+                prog.kind()
+            ))
+        }
     }
 }
 
@@ -406,13 +418,20 @@ mod tests {
             "object = {obj:?}\nprogram = \"tc_dscp_mark\"\n\
              [[case]]\nname = \"wrong verdict\"\npacket = {{ proto = \"udp\" }}\nexpect_retval = \"TC_ACT_SHOT\"\n\
              [[case]]\nname = \"wrong field\"\npacket = {{ proto = \"udp\" }}\nexpect_fields = {{ \"ip.tos\" = 0 }}\n\
-             [[case]]\nname = \"no such program\"\nprogram = \"nope\"\npacket = {{ proto = \"udp\" }}\nexpect_retval = 0\n"
+             [[case]]\nname = \"no such program\"\nprogram = \"nope\"\npacket = {{ proto = \"udp\" }}\nexpect_retval = 0\n\
+             [[case]]\nname = \"misspelt verdict\"\npacket = {{ proto = \"udp\" }}\nexpect_retval = \"TC_ACT_OKK\"\n"
         );
         let path = dir.join("bad.toml");
         std::fs::write(&path, text).unwrap();
         let report = Suite::from_file(&path).unwrap().run().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!((report.passed, report.failed), (0, 3));
+        assert_eq!((report.passed, report.failed), (0, 4));
+        assert_eq!(
+            report.cases[3].failures,
+            vec!["retval: 'TC_ACT_OKK' is not a return value of sched_cls programs; use one of \
+                  TC_ACT_OK, TC_ACT_RECLASSIFY, TC_ACT_SHOT, TC_ACT_PIPE, TC_ACT_STOLEN, \
+                  TC_ACT_QUEUED, TC_ACT_REPEAT, TC_ACT_REDIRECT, TC_ACT_TRAP, TC_ACT_UNSPEC or a number"]
+        );
         assert_eq!(
             report.cases[0].failures,
             vec!["retval: expected 2 (TC_ACT_SHOT), got 0 (TC_ACT_OK)"]
