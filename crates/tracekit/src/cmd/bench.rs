@@ -74,7 +74,8 @@ pub struct CommonArgs {
     /// Host memory backing the test memory.
     #[arg(short = 's', long, value_enum, default_value_t = BackingArg::Anonymous)]
     backing: BackingArg,
-    /// Pin vCPU i (and its userfaultfd handler) to the i-th CPU of the list, e.g. 0,1 or 0-3.
+    /// Pin vCPU i to the i-th CPU of the list, e.g. 0,1 or 0-3 (demand-paging -u: its
+    /// userfaultfd handler too).
     #[arg(short = 'c', long = "cpus", value_name = "CPU_LIST", value_parser = parse_cpus)]
     cpus: Option<CpuList>,
     /// KVM device to open.
