@@ -9,9 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use object::{Object, ObjectSection, ObjectSymbol};
-mod qemu_common;
-
-use qemu_common::Qemu;
+use tracekit_probe::testdata::qemu::Qemu;
 use tracekit_probe::ptrace::gdb::{GdbRemote, InterruptBy, StopReply};
 use tracekit_probe::ptrace::loongarch64::Regs;
 use tracekit_probe::ptrace::target::{Memory, Registers};
@@ -36,9 +34,7 @@ const SIGTRAP: u8 = 5;
 
 fn program() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello")
-    })
+    PATH.get_or_init(tracekit_probe::testdata::qemu::hello)
 }
 
 /// What the tests need from the program's ELF file.

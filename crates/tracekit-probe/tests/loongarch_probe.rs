@@ -3,24 +3,20 @@
 //! to its exit. The tests every backend passes (`engine_contract`) run here too.
 
 mod engine_contract;
-mod qemu_common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
 use engine_contract::{Backend, Run};
-use qemu_common::{Qemu, free_port};
+use tracekit_probe::testdata::qemu::{self as la, Qemu};
 use tracekit_probe::ptrace::qemu::{self, QemuOptions};
 use tracekit_probe::ptrace::{ExitStatus, HitEvent, PtraceError, PtraceOutcome};
 use tracekit_probe::{ProbeKind, ProbeSpec};
 
 fn program() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        tracekit_probe::testdata::compile_loongarch("loongarch/probe-target.c", "la-probe-target")
-    })
+    PATH.get_or_init(la::probe_target)
 }
 
 fn spec(kind: &str, function: &str) -> String {
@@ -163,7 +159,7 @@ fn return_values_and_arguments_are_read_from_the_registers() {
 
 #[test]
 fn a_binary_that_is_not_the_running_program_is_refused() {
-    let other = tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello");
+    let other = la::hello();
     let specs = vec![format!("uprobe:{}:work", other.display())];
     let probes = resolve(&specs);
     let q = Qemu::start(program(), &[]);
@@ -187,14 +183,14 @@ fn an_x86_binary_is_refused_with_the_reason() {
 fn nothing_listening_is_a_clear_error() {
     let probes = resolve(&[spec("uprobe", "work")]);
     let opts = QemuOptions { connect_timeout: Some(std::time::Duration::from_millis(300)), ..Default::default() };
-    let err = qemu::run(&probes, &format!("127.0.0.1:{}", free_port()), &opts, &AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    let err = qemu::run(&probes, &format!("127.0.0.1:{}", la::free_port()), &opts, &AtomicBool::new(false), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("qemu-loongarch64-static -g PORT"), "{err}");
 }
 
 #[test]
 fn the_programs_own_break_is_passed_through() {
     // la-hello break: prints "break", then runs `break 0`, which kills it with SIGTRAP.
-    let hello = tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello");
+    let hello = la::hello();
     let q = Qemu::start(&hello, &["break"]);
     let specs = vec![format!("uprobe:{}:work", hello.display())];
     let out = qemu::run(&resolve(&specs), &q.address(), &QemuOptions::default(), &AtomicBool::new(false), &mut |_| {}).unwrap();
@@ -209,7 +205,7 @@ fn the_programs_own_break_is_passed_through() {
 #[test]
 fn ctrl_c_interrupts_a_program_that_never_hits_and_detaches() {
     // la-hello loop: calls work() forever; the probe is on a function it never calls.
-    let hello = tracekit_probe::testdata::compile_loongarch("loongarch/hello.c", "la-hello");
+    let hello = la::hello();
     let mut q = Qemu::start(&hello, &["loop"]);
     let specs = vec![format!("{}:fcc_bits", hello.display())];
     let stop = AtomicBool::new(false);

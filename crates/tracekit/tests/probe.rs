@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use tracekit_probe::testdata::qemu::{self as la, Qemu};
 
 const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
 
@@ -471,30 +472,15 @@ fn json_separates_lost_records_and_has_no_latency_without_returns() {
     assert!(v["probes"][0]["histogram_log2"].is_null(), "{v}");
 }
 
-/// The LoongArch64 test program waiting under `qemu-loongarch64-static -g PORT`.
-fn qemu_waiting(args: &[&str]) -> (std::process::Child, String, PathBuf) {
-    let program = tracekit_probe::testdata::compile_loongarch("loongarch/probe-target.c", "la-probe-target");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("qemu-loongarch64-static")
-        .arg("-g")
-        .arg(port.to_string())
-        .arg(&program)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("qemu-loongarch64-static must be installed (bash .ci/run installs it)");
-    (child, format!("qemu-gdb:127.0.0.1:{port}"), program)
-}
-
 #[test]
 fn loongarch_under_qemu_json_report_to_a_file_exit_status_and_output_unchanged() {
-    let (child, target, program) = qemu_waiting(&["25"]);
+    let program = la::probe_target();
     let p = program.display().to_string();
-    let dir = tempfile_dir();
-    let report = dir.join("la.json");
+    let q = Qemu::start(&program, &["25"]);
+    let report = std::env::temp_dir().join(format!("tk-probe-la-{}.json", std::process::id()));
     let out = tracekit(&[
         "--target",
-        &target,
+        &q.target(),
         "--json",
         "-o",
         report.to_str().unwrap(),
@@ -503,12 +489,13 @@ fn loongarch_under_qemu_json_report_to_a_file_exit_status_and_output_unchanged()
         &format!("uprobe:{p}:first_pcadd"),
         &format!("uprobe:{p}:first_bceqz"),
     ]);
-    let qemu = child.wait_with_output().unwrap();
+    let (stdout, code, _) = q.finish();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert_eq!(qemu.status.code(), Some(3));
+    assert_eq!(code, Some(3));
     let plain = Command::new("qemu-loongarch64-static").arg(&program).arg("25").output().unwrap();
-    assert_eq!(qemu.stdout, plain.stdout);
+    assert_eq!(stdout.as_bytes(), &plain.stdout[..]);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    std::fs::remove_file(&report).unwrap();
     assert_eq!(v["engine"], "qemu-gdb");
     for i in 0..5 {
         assert_eq!(hits(&v, i), 25, "{v}");
@@ -519,26 +506,21 @@ fn loongarch_under_qemu_json_report_to_a_file_exit_status_and_output_unchanged()
 
 #[test]
 fn loongarch_text_report_and_refusals() {
-    let (child, target, program) = qemu_waiting(&["3"]);
+    let program = la::probe_target();
     let p = program.display().to_string();
-    let out = tracekit(&["--target", &target, &format!("uprobe:{p}:first_addi")]);
-    let _ = child.wait_with_output();
+    let q = Qemu::start(&program, &["3"]);
+    let out = tracekit(&["--target", &q.target(), &format!("uprobe:{p}:first_addi")]);
+    let _ = q.finish();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("qemu-gdb engine"), "{text}");
     assert!(text.contains("first_addi"), "{text}");
     // LL/SC refused before anything runs, naming the instruction and why.
-    let (mut child, target, _) = qemu_waiting(&[]);
+    let q = Qemu::start(&program, &[]);
+    let target = q.target();
     assert_fails(&["--target", &target, &format!("uprobe:{p}:first_llsc")], "LL/SC");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(q);
     assert_fails(&["--target", "gdb:1.2.3.4:1", &format!("uprobe:{p}:work")], "qemu-gdb:HOST:PORT");
     assert_fails(&["--target", &target, "--engine", "bpf", &format!("uprobe:{p}:work")], "--engine bpf");
     assert_fails(&["--target", &target, &format!("uprobe:{}:tk_empty", t())], "x86-64 code but the target runs LoongArch64");
-}
-
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tracekit-cli-la-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

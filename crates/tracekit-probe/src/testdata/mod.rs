@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 pub mod loongarch;
+pub mod qemu;
 
 /// Compiles `testdata/<source>` with `gcc -O1 -g -o <output> <source> <flags>` into a
 /// per-process temporary folder, once per output name, and returns the output's path.

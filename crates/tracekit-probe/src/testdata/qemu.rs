@@ -1,15 +1,25 @@
-//! A LoongArch64 program waiting under `qemu-loongarch64-static -g PORT`, for the tests that
-//! drive QEMU's gdb stub (`gdb_remote.rs`, `loongarch_probe.rs`).
-#![allow(dead_code)]
+//! LoongArch64 test programs under `qemu-loongarch64-static -g PORT`, for the tests that drive
+//! QEMU's gdb stub (this crate's `gdb_remote.rs` and `loongarch_probe.rs`, the CLI's `probe.rs`).
 
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tracekit_probe::ptrace::gdb::GdbRemote;
+use crate::ptrace::gdb::GdbRemote;
+
+/// `testdata/loongarch/probe-target.c`, the program the LoongArch engine tests probe (see its
+/// header for the functions and their first instructions).
+pub fn probe_target() -> PathBuf {
+    super::compile_loongarch("loongarch/probe-target.c", "la-probe-target")
+}
+
+/// `testdata/loongarch/hello.c`, the gdb client's test program (modes: none, `loop`, `break`).
+pub fn hello() -> PathBuf {
+    super::compile_loongarch("loongarch/hello.c", "la-hello")
+}
 
 /// A TCP port nobody listens on now.
 pub fn free_port() -> u16 {
@@ -21,8 +31,11 @@ pub fn free_port() -> u16 {
 }
 
 /// QEMU running `program`, waiting for a debugger; killed if a test fails before it ends.
+#[derive(Debug)]
 pub struct Qemu {
+    /// The QEMU process.
     pub child: Child,
+    /// Its gdb stub's port on 127.0.0.1.
     pub port: u16,
 }
 
@@ -44,6 +57,11 @@ impl Qemu {
     /// `127.0.0.1:PORT`.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The CLI's `--target` for it: `qemu-gdb:127.0.0.1:PORT`.
+    pub fn target(&self) -> String {
+        format!("qemu-gdb:{}", self.address())
     }
 
     /// A client connected to the stub.
