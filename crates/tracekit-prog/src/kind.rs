@@ -29,6 +29,12 @@ pub enum ProgKind {
     Other(String),
 }
 
+/// Every return value a verdict name can stand for (the named ones are small, plus
+/// `TC_ACT_UNSPEC` = -1).
+fn named_retvals() -> impl Iterator<Item = u32> {
+    (0..16).chain([u32::MAX])
+}
+
 impl ProgKind {
     /// The kind of the program in an ELF section such as `xdp`, `classifier` or `raw_tp/sys_enter`.
     pub fn from_section(section: &str) -> ProgKind {
@@ -128,7 +134,7 @@ impl ProgKind {
     /// return values have no names).
     pub fn verdict_names(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        for v in (0..16).chain([u32::MAX]).map(|r| self.verdict(r)) {
+        for v in named_retvals().map(|r| self.verdict(r)) {
             if v.parse::<i64>().is_err() && !v.contains(' ') && !names.contains(&v) {
                 names.push(v);
             }
@@ -144,9 +150,7 @@ impl ProgKind {
         if let Ok(n) = name.parse::<i32>() {
             return Some(n as u32);
         }
-        (0..16)
-            .chain([u32::MAX])
-            .find(|&r| self.verdict(r).eq_ignore_ascii_case(name))
+        named_retvals().find(|&r| self.verdict(r).eq_ignore_ascii_case(name))
     }
 }
 
