@@ -497,8 +497,9 @@ impl<A: Arch> Engine<A> {
         }
     }
 
-    /// Puts back every return address a thread still has hijacked (detach, fork child).
-    /// Addresses whose stack slot no longer holds the trampoline are left alone.
+    /// Puts back every return address a thread still has hijacked on the stack
+    /// ([`ReturnSlot::Memory`]; detach, fork child). Addresses whose stack slot no longer
+    /// holds the trampoline are left alone.
     pub fn restore_returns(
         inst: &Installed<A>,
         thread: &ThreadState,
@@ -517,6 +518,54 @@ impl<A: Arch> Engine<A> {
             }
         }
         Ok(restored)
+    }
+
+    /// Puts back the return addresses a thread still has hijacked in a return register
+    /// ([`ReturnSlot::Register`] architectures): the innermost may still be in that register;
+    /// the others were saved by their functions on the stack, innermost lowest, so the stack
+    /// is scanned upwards from the stack pointer (1 MiB at most, or to its top). Returns how
+    /// many were put back.
+    pub fn restore_register_returns(
+        inst: &Installed<A>,
+        thread: &ThreadState,
+        regs: &mut A::Regs,
+        mem: &mut dyn Memory,
+    ) -> std::io::Result<usize> {
+        let Some(tramp) = inst.trampoline else {
+            return Ok(0);
+        };
+        // Innermost last: pop() yields it first.
+        let mut pending: Vec<u64> = thread
+            .returns
+            .iter()
+            .filter(|r| r.slot == ReturnSlot::Register)
+            .map(|r| r.real)
+            .collect();
+        let total = pending.len();
+        if total == 0 {
+            return Ok(0);
+        }
+        if A::return_register(regs) == tramp {
+            let real = pending.pop().expect("non-empty");
+            A::set_return_register(regs, real);
+        }
+        let mut addr = A::sp(regs);
+        let limit = addr + (1 << 20);
+        let mut chunk = [0u8; 4096];
+        while !pending.is_empty() && addr < limit {
+            if mem.read(addr, &mut chunk).is_err() {
+                break; // the top of the stack
+            }
+            for (i, w) in chunk.chunks_exact(8).enumerate() {
+                if u64::from_le_bytes(w.try_into().expect("8 bytes")) == tramp
+                    && let Some(real) = pending.pop()
+                {
+                    mem.write_u64(addr + 8 * i as u64, real)?;
+                }
+            }
+            addr += chunk.len() as u64;
+        }
+        Ok(total - pending.len())
     }
 
     /// If a stopped thread sits on the trampoline or in a slot, moves it to the equivalent

@@ -242,6 +242,19 @@ impl Session {
         }
     }
 
+    /// Puts back the hijacked return addresses ([`Engine::restore_register_returns`]), writing
+    /// the registers back if `ra` was one of them.
+    fn restore_returns(&mut self) -> std::io::Result<usize> {
+        let mut regs = self.remote.get_regs(self.tid)?;
+        let before = regs;
+        let restored =
+            Engine::restore_register_returns(&self.inst, &self.thread, &mut regs, &mut self.remote)?;
+        if regs != before {
+            self.remote.set_regs(self.tid, &regs)?;
+        }
+        Ok(restored)
+    }
+
     /// Maps one RWX page into the program by running `mmap` from one of its own `syscall 0`
     /// instructions, asking for an address near `near` (so slots can jump back with `b`).
     fn map_page(&mut self, near: u64) -> Result<u64, PtraceError> {
@@ -361,44 +374,6 @@ impl Session {
         }
         self.remote.detach().map_err(gdb("detaching"))?;
         Ok(())
-    }
-
-    /// Puts back the return addresses the engine replaced with the trampoline's: the innermost
-    /// may still be in `ra`; the others were saved by their functions on the stack, innermost
-    /// lowest, so the stack is scanned upwards from `sp`.
-    fn restore_returns(&mut self) -> std::io::Result<usize> {
-        let Some(tramp) = self.inst.trampoline else {
-            return Ok(0);
-        };
-        let mut pending: Vec<u64> = self.thread.returns.iter().rev().map(|r| r.real).collect();
-        let total = pending.len();
-        if total == 0 {
-            return Ok(0);
-        }
-        let mut regs = self.remote.get_regs(self.tid)?;
-        pending.reverse(); // pop() now yields the innermost first
-        if A::return_register(&regs) == tramp {
-            let real = pending.pop().expect("non-empty");
-            A::set_return_register(&mut regs, real);
-            self.remote.set_regs(self.tid, &regs)?;
-        }
-        let mut addr = A::sp(&regs);
-        let limit = addr + (1 << 20);
-        let mut chunk = [0u8; 4096];
-        while !pending.is_empty() && addr < limit {
-            if self.remote.read(addr, &mut chunk).is_err() {
-                break; // the top of the stack
-            }
-            for (i, w) in chunk.chunks_exact(8).enumerate() {
-                if u64::from_le_bytes(w.try_into().expect("8 bytes")) == tramp
-                    && let Some(real) = pending.pop()
-                {
-                    self.remote.write_u64(addr + 8 * i as u64, real)?;
-                }
-            }
-            addr += chunk.len() as u64;
-        }
-        Ok(total - pending.len())
     }
 }
 
