@@ -37,7 +37,10 @@ mod tests {
 
     #[test]
     fn sources_are_appended_once() {
-        let e = Layer("load failed: EPERM", Some(Box::new(Layer("EPERM", Some(Box::new(Layer("log", None)))))));
+        let e = Layer(
+            "load failed: EPERM",
+            Some(Box::new(Layer("EPERM", Some(Box::new(Layer("log", None)))))),
+        );
         assert_eq!(super::chain(&e), "load failed: EPERM: log");
     }
 }

@@ -24,12 +24,18 @@ pub struct Column {
 impl Column {
     /// A left-aligned column.
     pub fn left(header: impl Into<String>) -> Self {
-        Column { header: header.into(), align: Align::Left }
+        Column {
+            header: header.into(),
+            align: Align::Left,
+        }
     }
 
     /// A right-aligned column.
     pub fn right(header: impl Into<String>) -> Self {
-        Column { header: header.into(), align: Align::Right }
+        Column {
+            header: header.into(),
+            align: Align::Right,
+        }
     }
 }
 
@@ -45,7 +51,11 @@ pub struct Table {
 impl Table {
     /// A table with the given columns and no rows, indented by three spaces.
     pub fn new(columns: Vec<Column>) -> Self {
-        Table { columns, rows: Vec::new(), indent: 3 }
+        Table {
+            columns,
+            rows: Vec::new(),
+            indent: 3,
+        }
     }
 
     /// Sets the number of spaces before each line.
@@ -77,7 +87,11 @@ impl Table {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let cells = self.rows.iter().filter_map(|r| r.get(i)).map(|s| s.chars().count());
+                let cells = self
+                    .rows
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|s| s.chars().count());
                 cells.chain([c.header.chars().count()]).max().unwrap_or(0)
             })
             .collect();
@@ -98,7 +112,14 @@ impl Table {
             format!("{pad}{}", parts.join("  ").trim_end())
         };
         let header = line(&mut self.columns.iter().map(|c| c.header.as_str()));
-        let rule = line(&mut widths.iter().map(|&w| "-".repeat(w)).collect::<Vec<_>>().iter().map(String::as_str));
+        let rule = line(
+            &mut widths
+                .iter()
+                .map(|&w| "-".repeat(w))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        );
         let mut out = format!("{}\n{}\n", style.bold(&header), rule);
         for row in &self.rows {
             out.push_str(&line(&mut row.iter().map(String::as_str)));
@@ -118,22 +139,38 @@ pub struct Style {
 impl Style {
     /// Bold text when colour is on.
     pub fn bold(self, s: &str) -> String {
-        if self.colour { format!("\x1b[1m{s}\x1b[0m") } else { s.to_owned() }
+        if self.colour {
+            format!("\x1b[1m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
     }
 
     /// Red text when colour is on (errors, failures).
     pub fn red(self, s: &str) -> String {
-        if self.colour { format!("\x1b[31m{s}\x1b[0m") } else { s.to_owned() }
+        if self.colour {
+            format!("\x1b[31m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
     }
 
     /// Green text when colour is on (passes).
     pub fn green(self, s: &str) -> String {
-        if self.colour { format!("\x1b[32m{s}\x1b[0m") } else { s.to_owned() }
+        if self.colour {
+            format!("\x1b[32m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
     }
 
     /// Yellow text when colour is on (warnings, changed bytes).
     pub fn yellow(self, s: &str) -> String {
-        if self.colour { format!("\x1b[33m{s}\x1b[0m") } else { s.to_owned() }
+        if self.colour {
+            format!("\x1b[33m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
     }
 }
 
@@ -147,7 +184,10 @@ pub struct OutputTarget {
 impl OutputTarget {
     /// Standard output when `path` is `None` or `-`, otherwise the file.
     pub fn new(path: Option<&Path>) -> Self {
-        OutputTarget { path: path.filter(|p| p.as_os_str() != "-").map(Path::to_path_buf), stderr: false }
+        OutputTarget {
+            path: path.filter(|p| p.as_os_str() != "-").map(Path::to_path_buf),
+            stderr: false,
+        }
     }
 
     /// Like [`OutputTarget::new`], but standard error instead of standard output when no file
@@ -155,16 +195,22 @@ impl OutputTarget {
     /// `strace -c` and `perf trace` do). `-` still means standard output, for pipes.
     pub fn new_or_stderr(path: Option<&Path>) -> Self {
         let dash = path.is_some_and(|p| p.as_os_str() == "-");
-        OutputTarget { stderr: !dash, ..Self::new(path) }
+        OutputTarget {
+            stderr: !dash,
+            ..Self::new(path)
+        }
     }
 
     /// Creates (truncates) the output file now, so that a bad path is reported before a long
     /// run rather than after it, when the data would be lost. Nothing to do for a stream.
     pub fn prepare(&self) -> io::Result<()> {
         match &self.path {
-            Some(p) => File::create(p)
-                .map(drop)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot write report to {}: {e}", p.display()))),
+            Some(p) => File::create(p).map(drop).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot write report to {}: {e}", p.display()),
+                )
+            }),
             None => Ok(()),
         }
     }
@@ -172,7 +218,11 @@ impl OutputTarget {
     /// The style for this destination: colour only for a terminal on standard output, and
     /// never when `NO_COLOR` is set.
     pub fn style(&self) -> Style {
-        let terminal = if self.stderr { io::stderr().is_terminal() } else { io::stdout().is_terminal() };
+        let terminal = if self.stderr {
+            io::stderr().is_terminal()
+        } else {
+            io::stdout().is_terminal()
+        };
         let colour = self.path.is_none()
             && terminal
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -190,7 +240,12 @@ impl OutputTarget {
             }
             Some(p) => File::create(p)
                 .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot write report to {}: {e}", p.display()))),
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot write report to {}: {e}", p.display()),
+                    )
+                }),
         }
     }
 

@@ -27,7 +27,13 @@ pub struct LatencyStats {
 impl LatencyStats {
     /// Statistics of no values.
     pub const fn new() -> Self {
-        LatencyStats { count: 0, total: 0, min: 0, max: 0, sum_sq: 0 }
+        LatencyStats {
+            count: 0,
+            total: 0,
+            min: 0,
+            max: 0,
+            sum_sq: 0,
+        }
     }
 
     /// Adds one value.
@@ -66,7 +72,11 @@ impl LatencyStats {
 
     /// Arithmetic mean, 0 for no values.
     pub fn mean(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.total as f64 / self.count as f64 }
+        if self.count == 0 {
+            0.0
+        } else {
+            self.total as f64 / self.count as f64
+        }
     }
 
     /// Population standard deviation: the calls observed are the whole population, not a
@@ -85,7 +95,9 @@ impl LatencyStats {
             // Only reachable with more than ~2^60 calls; fall back to floating point.
             None => {
                 let mean = self.mean();
-                (self.sum_sq as f64 / self.count as f64 - mean * mean).max(0.0).sqrt()
+                (self.sum_sq as f64 / self.count as f64 - mean * mean)
+                    .max(0.0)
+                    .sqrt()
             }
         }
     }
@@ -93,7 +105,11 @@ impl LatencyStats {
     /// Standard deviation relative to the mean, in percent (perf trace's `stddev(%)`).
     pub fn rel_stddev_pct(&self) -> f64 {
         let mean = self.mean();
-        if mean == 0.0 { 0.0 } else { 100.0 * self.stddev() / mean }
+        if mean == 0.0 {
+            0.0
+        } else {
+            100.0 * self.stddev() / mean
+        }
     }
 }
 
@@ -147,20 +163,34 @@ impl Samples {
         v.sort_by(f64::total_cmp);
         let n = v.len();
         let mean = v.iter().sum::<f64>() / n as f64;
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
         let rank = ((0.99 * n as f64).ceil() as usize).clamp(1, n);
         let stddev = if n < 2 {
             0.0
         } else {
             (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
         };
-        Some(SampleSummary { count: n, min: v[0], median, mean, p99: v[rank - 1], max: v[n - 1], stddev })
+        Some(SampleSummary {
+            count: n,
+            min: v[0],
+            median,
+            mean,
+            p99: v[rank - 1],
+            max: v[n - 1],
+            stddev,
+        })
     }
 }
 
 impl FromIterator<f64> for Samples {
     fn from_iter<I: IntoIterator<Item = f64>>(iter: I) -> Self {
-        Samples { values: iter.into_iter().collect() }
+        Samples {
+            values: iter.into_iter().collect(),
+        }
     }
 }
 
@@ -207,7 +237,11 @@ impl Log2Histogram {
         let peak = self.buckets.iter().copied().max().unwrap_or(1).max(1);
         let mut out = String::new();
         for (i, &count) in self.buckets.iter().enumerate().take(last + 1).skip(first) {
-            let (lo, hi) = if i == 0 { (0, 1) } else { (1u64 << (i - 1), 1u64 << i.min(63)) };
+            let (lo, hi) = if i == 0 {
+                (0, 1)
+            } else {
+                (1u64 << (i - 1), 1u64 << i.min(63))
+            };
             let range = format!("[{}, {})", si(lo), si(hi));
             let bar = "@".repeat((count * WIDTH / peak) as usize);
             out.push_str(&format!("{range:<16} {count:>8} {unit}|{bar:<52}|\n"));
@@ -261,7 +295,10 @@ mod tests {
     fn sample_summary_order_statistics() {
         let s: Samples = (1..=100).map(f64::from).collect();
         let sum = s.summary().unwrap();
-        assert_eq!((sum.min, sum.median, sum.p99, sum.max), (1.0, 50.5, 99.0, 100.0));
+        assert_eq!(
+            (sum.min, sum.median, sum.p99, sum.max),
+            (1.0, 50.5, 99.0, 100.0)
+        );
         assert!(Samples::new().summary().is_none());
     }
 

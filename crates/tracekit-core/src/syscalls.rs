@@ -17,7 +17,11 @@ pub enum Arch {
 impl Arch {
     /// The architecture this program was built for.
     pub const fn host() -> Arch {
-        if cfg!(target_arch = "aarch64") { Arch::Aarch64 } else { Arch::X86_64 }
+        if cfg!(target_arch = "aarch64") {
+            Arch::Aarch64
+        } else {
+            Arch::X86_64
+        }
     }
 
     /// The syscall name for `nr`, or `None` if the table has no such number.
@@ -31,14 +35,21 @@ impl Arch {
     /// The syscall number for `name`, or `None` if the table has no such name.
     pub fn number(self, name: &str) -> Option<u32> {
         match self {
-            Arch::X86_64 => name.parse::<syscalls::x86_64::Sysno>().ok().map(|s| s.id() as u32),
-            Arch::Aarch64 => name.parse::<syscalls::aarch64::Sysno>().ok().map(|s| s.id() as u32),
+            Arch::X86_64 => name
+                .parse::<syscalls::x86_64::Sysno>()
+                .ok()
+                .map(|s| s.id() as u32),
+            Arch::Aarch64 => name
+                .parse::<syscalls::aarch64::Sysno>()
+                .ok()
+                .map(|s| s.id() as u32),
         }
     }
 
     /// The syscall name for `nr`, or `syscall_<nr>` for numbers missing from the table.
     pub fn display_name(self, nr: u32) -> String {
-        self.name(nr).map_or_else(|| format!("syscall_{nr}"), str::to_owned)
+        self.name(nr)
+            .map_or_else(|| format!("syscall_{nr}"), str::to_owned)
     }
 }
 

@@ -13,12 +13,21 @@ pub struct ParseError {
 
 /// Parses a byte size such as `4096`, `64K`, `256M`, `1G`, `2GiB` (binary multiples).
 pub fn parse_size(input: &str) -> Result<u64, ParseError> {
-    let err = || ParseError { what: "size", input: input.to_owned(), hint: "use a number with an optional K, M, G or T suffix, e.g. 256M" };
+    let err = || ParseError {
+        what: "size",
+        input: input.to_owned(),
+        hint: "use a number with an optional K, M, G or T suffix, e.g. 256M",
+    };
     let s = input.trim();
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, suffix) = s.split_at(digits);
     let n: u64 = num.parse().map_err(|_| err())?;
-    let shift = match suffix.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let shift = match suffix
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
@@ -31,12 +40,17 @@ pub fn parse_size(input: &str) -> Result<u64, ParseError> {
 
 /// Parses a CPU list such as `0`, `0,1`, `0-3,6`.
 pub fn parse_cpu_list(input: &str) -> Result<Vec<usize>, ParseError> {
-    let err = || ParseError { what: "CPU list", input: input.to_owned(), hint: "use CPU numbers and ranges, e.g. 0,1 or 0-3" };
+    let err = || ParseError {
+        what: "CPU list",
+        input: input.to_owned(),
+        hint: "use CPU numbers and ranges, e.g. 0,1 or 0-3",
+    };
     let mut cpus = Vec::new();
     for part in input.split(',').map(str::trim) {
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().map_err(|_| err())?, b.parse().map_err(|_| err())?);
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| err())?, b.parse().map_err(|_| err())?);
                 if a > b {
                     return Err(err());
                 }
@@ -62,7 +76,11 @@ pub fn human_bytes(bytes: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if v.fract() == 0.0 { format!("{v:.0} {}", UNITS[unit]) } else { format!("{v:.1} {}", UNITS[unit]) }
+    if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 use crate::error::{Error, Result};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// The size of a base page on x86-64 hosts and of a guest page in the modes tracekit builds.
 pub const PAGE_SIZE: u64 = 4096;
@@ -133,19 +133,23 @@ impl HostMemory {
 
     /// Writes the u64 at `offset` (8-byte aligned, inside the mapping).
     pub fn write_u64(&self, offset: usize, value: u64) {
-        self.word(offset, "write_u64").store(value, Ordering::Relaxed)
+        self.word(offset, "write_u64")
+            .store(value, Ordering::Relaxed)
     }
 
     /// Copies `bytes` into the mapping at `offset`.
     pub fn write_bytes(&self, offset: usize, bytes: &[u8]) {
         assert!(
-            offset.checked_add(bytes.len()).is_some_and(|end| end <= self.len),
+            offset
+                .checked_add(bytes.len())
+                .is_some_and(|end| end <= self.len),
             "write_bytes out of bounds"
         );
         for (i, &b) in bytes.iter().enumerate() {
             // SAFETY: in bounds (asserted); atomic byte stores, so a concurrent access from
             // another thread through this shared value is not a data race.
-            unsafe { AtomicU8::from_ptr(self.ptr.as_ptr().add(offset + i)) }.store(b, Ordering::Relaxed);
+            unsafe { AtomicU8::from_ptr(self.ptr.as_ptr().add(offset + i)) }
+                .store(b, Ordering::Relaxed);
         }
     }
 

@@ -9,11 +9,11 @@
 
 pub mod bpf;
 pub mod ptrace;
-#[cfg(feature = "testdata")]
-pub mod testdata;
 pub mod report;
 pub mod spec;
 pub mod symbols;
+#[cfg(feature = "testdata")]
+pub mod testdata;
 
 pub use report::{ExitStatus, ProbeReport, ProbeResult};
 pub use spec::{ProbeKind, ProbeLocation, ProbeSpec, SpecError};

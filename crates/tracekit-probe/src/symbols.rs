@@ -122,7 +122,9 @@ pub enum SymbolError {
         vaddr: u64,
     },
     /// A return probe given as an address where no known function starts.
-    #[error("`{spec}`: a return probe must be at a function's start, and no function symbol starts at {vaddr:#x}; use uretprobe:BINARY:SYMBOL or a start address from `nm`")]
+    #[error(
+        "`{spec}`: a return probe must be at a function's start, and no function symbol starts at {vaddr:#x}; use uretprobe:BINARY:SYMBOL or a start address from `nm`"
+    )]
     ReturnNotAtFunction {
         /// The spec as written.
         spec: String,
@@ -130,7 +132,9 @@ pub enum SymbolError {
         vaddr: u64,
     },
     /// The address is not in an executable segment of the binary.
-    #[error("address {vaddr:#x} is not in the code of {path} (no executable segment covers it); give a function's address as `nm` or `objdump -d` shows it")]
+    #[error(
+        "address {vaddr:#x} is not in the code of {path} (no executable segment covers it); give a function's address as `nm` or `objdump -d` shows it"
+    )]
     NotCode {
         /// The address given.
         vaddr: u64,
@@ -268,12 +272,18 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
         }
         ProbeLocation::Address(a) => {
             if !elf.is_code(*a) {
-                return Err(SymbolError::NotCode { vaddr: *a, path: binary });
+                return Err(SymbolError::NotCode {
+                    vaddr: *a,
+                    path: binary,
+                });
             }
             let sym = elf.containing(*a);
             match sym {
                 None if spec.kind == ProbeKind::Uretprobe => {
-                    return Err(SymbolError::ReturnNotAtFunction { spec: spec.text.clone(), vaddr: *a });
+                    return Err(SymbolError::ReturnNotAtFunction {
+                        spec: spec.text.clone(),
+                        vaddr: *a,
+                    });
                 }
                 Some(s) if spec.kind == ProbeKind::Uretprobe && s.vaddr != *a => {
                     return Err(SymbolError::ReturnNotAtEntry {
@@ -677,7 +687,9 @@ impl Elf {
     /// Whether `vaddr` lies in an executable segment: a breakpoint anywhere else would never
     /// be hit (and the ptrace engine would use it as code).
     fn is_code(&self, vaddr: u64) -> bool {
-        self.code.iter().any(|(a, size)| *a <= vaddr && vaddr < a + size)
+        self.code
+            .iter()
+            .any(|(a, size)| *a <= vaddr && vaddr < a + size)
     }
 
     fn file_offset(&self, vaddr: u64) -> Result<u64, SymbolError> {

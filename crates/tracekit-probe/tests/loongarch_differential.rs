@@ -86,10 +86,10 @@ fn simulated_word(op: Op, rng: &mut Rng, edge: Option<usize>) -> u32 {
     let full = (1u32 << imm_bits) - 1;
     let imm = match edge {
         Some(0) => 0,
-        Some(1) => full >> 1,        // max positive
-        Some(2) => (full >> 1) + 1,  // max negative
+        Some(1) => full >> 1,       // max positive
+        Some(2) => (full >> 1) + 1, // max negative
         Some(3) => 1,
-        Some(4) => full,             // -1
+        Some(4) => full, // -1
         _ => r & full,
     };
     let imm_field = place_imm(imm);
@@ -174,7 +174,11 @@ impl Memory for NoMemory {
 }
 
 fn llvm_text(word: u32) -> String {
-    let bytes: Vec<String> = word.to_le_bytes().iter().map(|b| format!("0x{b:02x}")).collect();
+    let bytes: Vec<String> = word
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("0x{b:02x}"))
+        .collect();
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -194,7 +198,14 @@ fn llvm_text(word: u32) -> String {
 }
 
 /// Describes a mismatch: the instruction both ways, and the registers that differ.
-fn mismatch(case: &Case, what: &str, who: &str, expected: &Outcome, got_pc: u64, got: &[u64; 32]) -> String {
+fn mismatch(
+    case: &Case,
+    what: &str,
+    who: &str,
+    expected: &Outcome,
+    got_pc: u64,
+    got: &[u64; 32],
+) -> String {
     let w = case.words[0];
     let insn = Insn::decode(w, case.at);
     let mut s = format!(
@@ -224,8 +235,16 @@ fn check_simulated(cases: &[Case], who: &str, sim: impl Fn(&Case) -> Regs) -> Ve
         .zip(&native)
         .filter_map(|(case, qemu)| {
             let got = sim(case);
-            (got.pc != qemu.pc || got.gpr != qemu.regs)
-                .then(|| mismatch(case, "simulation differs from QEMU", who, qemu, got.pc, &got.gpr))
+            (got.pc != qemu.pc || got.gpr != qemu.regs).then(|| {
+                mismatch(
+                    case,
+                    "simulation differs from QEMU",
+                    who,
+                    qemu,
+                    got.pc,
+                    &got.gpr,
+                )
+            })
         })
         .collect()
 }
@@ -261,7 +280,13 @@ fn every_simulated_instruction_matches_qemu() {
         SIMULATED.len(),
         bad.len()
     );
-    assert!(bad.is_empty(), "{} of {} differ:\n{}", bad.len(), cases.len(), bad[..bad.len().min(5)].join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} differ:\n{}",
+        bad.len(),
+        cases.len(),
+        bad[..bad.len().min(5)].join("\n")
+    );
 }
 
 /// The seed's `pcaddu18i`: `imm << 18` computed in a 32-bit unsigned int, then sign-extended
@@ -293,7 +318,12 @@ fn the_seed_pcaddu18i_bug_is_caught() {
         bad.first().map(String::as_str).unwrap_or("")
     );
     // Every case whose rd is not $zero and whose immediate is negative or ≥ 2^14 is wrong.
-    assert!(bad.len() > cases.len() / 2, "only {} of {} caught", bad.len(), cases.len());
+    assert!(
+        bad.len() > cases.len() / 2,
+        "only {} of {} caught",
+        bad.len(),
+        cases.len()
+    );
     assert!(bad[0].contains("<-- differs"));
 }
 
@@ -303,9 +333,18 @@ fn the_seed_pcaddu18i_bug_is_caught() {
 /// they would only compare SIGILL with SIGILL.
 fn excluded(name: &str) -> bool {
     name.starts_with("rdtime")
-        || ["v", "xv", "x86", "arm", "setx86", "setarm", "movgr2scr", "movscr2gr"]
-            .iter()
-            .any(|p| name.starts_with(p))
+        || [
+            "v",
+            "xv",
+            "x86",
+            "arm",
+            "setx86",
+            "setarm",
+            "movgr2scr",
+            "movscr2gr",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 fn out_of_line_cases(n: usize) -> Vec<(Case, Case)> {
@@ -313,7 +352,8 @@ fn out_of_line_cases(n: usize) -> Vec<(Case, Case)> {
     let table: Vec<_> = loongarch64_opcodes()
         .iter()
         .filter(|(_, m, name)| {
-            !excluded(name) && matches!(Insn::decode(*m, 0).class(), Class::Ordinary | Class::Atomic)
+            !excluded(name)
+                && matches!(Insn::decode(*m, 0).class(), Class::Ordinary | Class::Atomic)
         })
         .collect();
     let mut out = Vec::new();
@@ -333,15 +373,23 @@ fn out_of_line_cases(n: usize) -> Vec<(Case, Case)> {
             regs[((w >> 10) & 31) as usize] = rng.below(64) * 8;
         }
         regs[0] = 0;
-        let ret = if rng.below(2) == 0 { SlotReturn::Breakpoint } else { SlotReturn::Jump };
+        let ret = if rng.below(2) == 0 {
+            SlotReturn::Breakpoint
+        } else {
+            SlotReturn::Jump
+        };
         let slot = loop {
             let s = place(&mut rng);
             if s.abs_diff(at) >= 16 {
                 break s;
             }
         };
-        let bytes = LoongArch64::prepare_slot(&insn, slot, ret).expect("slot for an out-of-line instruction");
-        let words = bytes.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+        let bytes = LoongArch64::prepare_slot(&insn, slot, ret)
+            .expect("slot for an out-of-line instruction");
+        let words = bytes
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let fcc = rng.next() as u8;
         // FP registers: random bit patterns and ordinary doubles, so FP instructions compute.
         let fregs: [u64; 32] = std::array::from_fn(|_| match rng.below(3) {
@@ -349,8 +397,25 @@ fn out_of_line_cases(n: usize) -> Vec<(Case, Case)> {
             1 => ((rng.below(2000) as f64 - 1000.0) / 8.0).to_bits(),
             _ => (rng.below(100) as f32).to_bits() as u64 | 0xffff_ffff_0000_0000,
         });
-        let native = Case { at, words: vec![w], pc: at, regs, fcc, fregs };
-        out.push((native, Case { at: slot, words, pc: slot, regs, fcc, fregs }));
+        let native = Case {
+            at,
+            words: vec![w],
+            pc: at,
+            regs,
+            fcc,
+            fregs,
+        };
+        out.push((
+            native,
+            Case {
+                at: slot,
+                words,
+                pc: slot,
+                regs,
+                fcc,
+                fregs,
+            },
+        ));
     }
     out
 }
@@ -372,7 +437,10 @@ fn fix_up(slot_case: &Case, original: u64, pc: u64) -> u64 {
 #[test]
 fn every_out_of_line_instruction_matches_qemu_from_its_slot() {
     let pairs = out_of_line_cases(3000);
-    let cases: Vec<Case> = pairs.iter().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
+    let cases: Vec<Case> = pairs
+        .iter()
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
+        .collect();
     let outcomes = oracle::run(&cases).expect("run the oracle under qemu-loongarch64-static");
     let mut bad = Vec::new();
     let mut completed = 0;
@@ -381,15 +449,37 @@ fn every_out_of_line_instruction_matches_qemu_from_its_slot() {
         let (native, slot) = (&outcomes[2 * i], &outcomes[2 * i + 1]);
         let pc = fix_up(slot_case, native_case.at, slot.pc);
         completed += usize::from(native.pc == native_case.at + 4);
-        let fp_same = slot.fregs == native.fregs && slot.fcc == native.fcc && slot.fcsr == native.fcsr;
-        fp_changed += usize::from(native.fregs != native_case.fregs || native.fcc != native_case.fcc);
-        if pc != native.pc || slot.signal != native.signal || slot.regs != native.regs || slot.scratch_hash != native.scratch_hash || !fp_same {
-            let mut m = mismatch(native_case, "out-of-line slot differs from QEMU at the original address", "slot", native, pc, &slot.regs);
-            m += &format!("  signal: QEMU {} slot {}; scratch hash equal: {}; FP registers, fcc, fcsr equal: {fp_same}\n", native.signal, slot.signal, slot.scratch_hash == native.scratch_hash);
+        let fp_same =
+            slot.fregs == native.fregs && slot.fcc == native.fcc && slot.fcsr == native.fcsr;
+        fp_changed +=
+            usize::from(native.fregs != native_case.fregs || native.fcc != native_case.fcc);
+        if pc != native.pc
+            || slot.signal != native.signal
+            || slot.regs != native.regs
+            || slot.scratch_hash != native.scratch_hash
+            || !fp_same
+        {
+            let mut m = mismatch(
+                native_case,
+                "out-of-line slot differs from QEMU at the original address",
+                "slot",
+                native,
+                pc,
+                &slot.regs,
+            );
+            m += &format!(
+                "  signal: QEMU {} slot {}; scratch hash equal: {}; FP registers, fcc, fcsr equal: {fp_same}\n",
+                native.signal,
+                slot.signal,
+                slot.scratch_hash == native.scratch_hash
+            );
             bad.push(m);
         }
     }
-    let names: std::collections::BTreeSet<_> = pairs.iter().map(|(c, _)| Insn::decode(c.words[0], 0).mnemonic()).collect();
+    let names: std::collections::BTreeSet<_> = pairs
+        .iter()
+        .map(|(c, _)| Insn::decode(c.words[0], 0).mnemonic())
+        .collect();
     println!(
         "out of line: {} instructions ({} mnemonics; {} ran to completion, the rest faulted alike; {} changed FP state), {} runs, {} mismatches",
         pairs.len(),
@@ -399,8 +489,17 @@ fn every_out_of_line_instruction_matches_qemu_from_its_slot() {
         cases.len(),
         bad.len()
     );
-    assert!(bad.is_empty(), "{} of {} differ:\n{}", bad.len(), pairs.len(), bad[..bad.len().min(5)].join("\n"));
-    assert!(completed > pairs.len() / 2, "most instructions must really run, not fault: {completed}");
+    assert!(
+        bad.is_empty(),
+        "{} of {} differ:\n{}",
+        bad.len(),
+        pairs.len(),
+        bad[..bad.len().min(5)].join("\n")
+    );
+    assert!(
+        completed > pairs.len() / 2,
+        "most instructions must really run, not fault: {completed}"
+    );
 }
 
 /// Running a PC-relative instruction from a slot gives a wrong result: why they are simulated.
@@ -413,7 +512,11 @@ fn pc_relative_instructions_cannot_run_out_of_line() {
     let case = |at| Case::new(at, vec![insn.word]);
     let out = oracle::run(&[case(insn.addr), case(slot)]).unwrap();
     assert_eq!(out[0].regs[12], insn.addr + (0x123 << 12));
-    assert_eq!(out[1].regs[12], slot + (0x123 << 12), "a copy computes from the slot's address");
+    assert_eq!(
+        out[1].regs[12],
+        slot + (0x123 << 12),
+        "a copy computes from the slot's address"
+    );
 }
 
 /// LLVM's disassembler (`llvm-mc-19`) on `words`: the mnemonic of each word it decodes.
@@ -429,7 +532,10 @@ fn llvm_mnemonics(words: &[u32]) -> std::collections::HashMap<u32, String> {
     let mut input = String::new();
     for w in words {
         let b = w.to_le_bytes();
-        input += &format!("0x{:02x} 0x{:02x} 0x{:02x} 0x{:02x}\n", b[0], b[1], b[2], b[3]);
+        input += &format!(
+            "0x{:02x} 0x{:02x} 0x{:02x} 0x{:02x}\n",
+            b[0], b[1], b[2], b[3]
+        );
     }
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
@@ -437,7 +543,9 @@ fn llvm_mnemonics(words: &[u32]) -> std::collections::HashMap<u32, String> {
     writer.join().unwrap().unwrap();
     let mut found = std::collections::HashMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some((text, enc)) = line.split_once("# encoding: [") else { continue };
+        let Some((text, enc)) = line.split_once("# encoding: [") else {
+            continue;
+        };
         let bytes: Vec<u8> = enc
             .trim_end_matches(']')
             .split(',')
@@ -480,6 +588,17 @@ fn decoding_agrees_with_llvm() {
             bad.push(format!("0x{w:08x}: tracekit {ours:?}, LLVM {theirs:?}"));
         }
     }
-    println!("decoding: {} words, {} decoded by LLVM, {} disagreements", words.len(), llvm.len(), bad.len());
-    assert!(bad.is_empty(), "{} of {} words disagree:\n{}", bad.len(), words.len(), bad[..bad.len().min(30)].join("\n"));
+    println!(
+        "decoding: {} words, {} decoded by LLVM, {} disagreements",
+        words.len(),
+        llvm.len(),
+        bad.len()
+    );
+    assert!(
+        bad.is_empty(),
+        "{} of {} words disagree:\n{}",
+        bad.len(),
+        words.len(),
+        bad[..bad.len().min(30)].join("\n")
+    );
 }

@@ -9,9 +9,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
 use engine_contract::{Backend, Run};
-use tracekit_probe::testdata::qemu::{self as la, Qemu};
 use tracekit_probe::ptrace::qemu::{self, QemuOptions};
 use tracekit_probe::ptrace::{ExitStatus, HitEvent, PtraceError, PtraceOutcome};
+use tracekit_probe::testdata::qemu::{self as la, Qemu};
 use tracekit_probe::{ProbeKind, ProbeSpec};
 
 fn program() -> &'static Path {
@@ -45,25 +45,50 @@ fn run(
     if result.is_err() {
         // Refused before running: QEMU still waits for a debugger.
         drop(q);
-        return Run { result, stdout: String::new(), exit_code: None };
+        return Run {
+            result,
+            stdout: String::new(),
+            exit_code: None,
+        };
     }
     let (stdout, exit_code, _) = q.finish();
-    Run { result, stdout, exit_code }
+    Run {
+        result,
+        stdout,
+        exit_code,
+    }
 }
 
 fn plain_with_signal(args: &[&str]) -> (String, Option<i32>, Option<i32>) {
     use std::os::unix::process::ExitStatusExt;
-    let out = Command::new("qemu-loongarch64-static").arg(program()).args(args).output().unwrap();
-    (String::from_utf8(out.stdout).unwrap(), out.status.code(), out.status.signal())
+    let out = Command::new("qemu-loongarch64-static")
+        .arg(program())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        out.status.code(),
+        out.status.signal(),
+    )
 }
 
 fn plain(args: &[String]) -> (String, Option<i32>) {
-    let out = Command::new("qemu-loongarch64-static").arg(program()).args(args).output().unwrap();
+    let out = Command::new("qemu-loongarch64-static")
+        .arg(program())
+        .args(args)
+        .output()
+        .unwrap();
     (String::from_utf8(out.stdout).unwrap(), out.status.code())
 }
 
 fn hits(o: &PtraceOutcome, spec: &str) -> u64 {
-    o.report.probes.iter().find(|p| p.spec == spec).expect("probe in report").hits
+    o.report
+        .probes
+        .iter()
+        .find(|p| p.spec == spec)
+        .expect("probe in report")
+        .hits
 }
 
 /// LoongArch64 under QEMU's gdb stub, for the tests every backend must pass.
@@ -92,7 +117,10 @@ impl Backend for LoongArchQemu {
         stop: &AtomicBool,
         on_hit: &mut dyn FnMut(&HitEvent),
     ) -> Run {
-        let opts = QemuOptions { print: true, ..Default::default() };
+        let opts = QemuOptions {
+            print: true,
+            ..Default::default()
+        };
         run(specs, args, &opts, stop, on_hit)
     }
 }
@@ -115,7 +143,14 @@ fn contract_detach_mid_run_leaves_the_program_unchanged() {
 /// Every first-instruction kind: `b` and `pcaddu12i` and `bceqz` simulated, `addi.d` and C
 /// code out of line; entry and return probes on each, exact counts, output unchanged.
 fn every_first_instruction_kind(opts: &QemuOptions) {
-    let functions = ["work", "first_b", "first_pcadd", "first_addi", "first_bceqz", "set_fcc0"];
+    let functions = [
+        "work",
+        "first_b",
+        "first_pcadd",
+        "first_addi",
+        "first_bceqz",
+        "set_fcc0",
+    ];
     let specs: Vec<String> = functions
         .iter()
         .flat_map(|f| [spec("uprobe", f), spec("uretprobe", f)])
@@ -137,21 +172,37 @@ fn every_first_instruction_kind(opts: &QemuOptions) {
 
 #[test]
 fn every_first_instruction_kind_slots_jump_back() {
-    every_first_instruction_kind(&QemuOptions { print: true, ..Default::default() });
+    every_first_instruction_kind(&QemuOptions {
+        print: true,
+        ..Default::default()
+    });
 }
 
 #[test]
 fn every_first_instruction_kind_slots_return_through_a_break() {
-    every_first_instruction_kind(&QemuOptions { print: true, slot_breakpoint: true, ..Default::default() });
+    every_first_instruction_kind(&QemuOptions {
+        print: true,
+        slot_breakpoint: true,
+        ..Default::default()
+    });
 }
 
 #[test]
 fn return_values_and_arguments_are_read_from_the_registers() {
     let specs = vec![spec("uretprobe", "first_b")];
     let mut seen = Vec::new();
-    let r = run(&specs, &["4".into()], &QemuOptions { print: true, ..Default::default() }, &AtomicBool::new(false), &mut |e| {
-        seen.push((e.args[0], e.retval));
-    });
+    let r = run(
+        &specs,
+        &["4".into()],
+        &QemuOptions {
+            print: true,
+            ..Default::default()
+        },
+        &AtomicBool::new(false),
+        &mut |e| {
+            seen.push((e.args[0], e.retval));
+        },
+    );
     r.result.unwrap();
     // first_b(i) returns i + 1.
     assert_eq!(seen, (0..4).map(|i| (i, Some(i + 1))).collect::<Vec<_>>());
@@ -163,7 +214,14 @@ fn a_binary_that_is_not_the_running_program_is_refused() {
     let specs = vec![format!("uprobe:{}:work", other.display())];
     let probes = resolve(&specs);
     let q = Qemu::start(program(), &[]);
-    let err = qemu::run(&probes, &q.address(), &QemuOptions::default(), &AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    let err = qemu::run(
+        &probes,
+        &q.address(),
+        &QemuOptions::default(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, PtraceError::NotTheProgram { .. }), "{err}");
     // Refused, and the program is let go: it runs to its end unprobed.
     assert_eq!(q.finish(), plain_with_signal(&[]));
@@ -174,17 +232,41 @@ fn an_x86_binary_is_refused_with_the_reason() {
     let x86 = tracekit_probe::testdata::target();
     let specs = vec![format!("uprobe:{}:tk_empty", x86.display())];
     let probes = resolve(&specs);
-    let err = qemu::run(&probes, "127.0.0.1:1", &QemuOptions::default(), &AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    let err = qemu::run(
+        &probes,
+        "127.0.0.1:1",
+        &QemuOptions::default(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, PtraceError::WrongArch { .. }), "{err}");
-    assert!(err.to_string().contains("x86-64 code but the target runs LoongArch64"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("x86-64 code but the target runs LoongArch64"),
+        "{err}"
+    );
 }
 
 #[test]
 fn nothing_listening_is_a_clear_error() {
     let probes = resolve(&[spec("uprobe", "work")]);
-    let opts = QemuOptions { connect_timeout: Some(std::time::Duration::from_millis(300)), ..Default::default() };
-    let err = qemu::run(&probes, &format!("127.0.0.1:{}", la::free_port()), &opts, &AtomicBool::new(false), &mut |_| {}).unwrap_err();
-    assert!(err.to_string().contains("qemu-loongarch64-static -g PORT"), "{err}");
+    let opts = QemuOptions {
+        connect_timeout: Some(std::time::Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let err = qemu::run(
+        &probes,
+        &format!("127.0.0.1:{}", la::free_port()),
+        &opts,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("qemu-loongarch64-static -g PORT"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -193,10 +275,21 @@ fn the_programs_own_break_is_passed_through() {
     let hello = la::hello();
     let q = Qemu::start(&hello, &["break"]);
     let specs = vec![format!("uprobe:{}:work", hello.display())];
-    let out = qemu::run(&resolve(&specs), &q.address(), &QemuOptions::default(), &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let out = qemu::run(
+        &resolve(&specs),
+        &q.address(),
+        &QemuOptions::default(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(out.exit, Some(ExitStatus::Signal(5)));
     let (stdout, _, _) = q.finish();
-    let plain = Command::new("qemu-loongarch64-static").arg(&hello).arg("break").output().unwrap();
+    let plain = Command::new("qemu-loongarch64-static")
+        .arg(&hello)
+        .arg("break")
+        .output()
+        .unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(plain.status.signal(), Some(5));
     assert_eq!(stdout.as_bytes(), &plain.stdout[..]);
@@ -214,11 +307,20 @@ fn ctrl_c_interrupts_a_program_that_never_hits_and_detaches() {
             std::thread::sleep(std::time::Duration::from_millis(300));
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         });
-        qemu::run(&resolve(&specs), &q.address(), &QemuOptions::default(), &stop, &mut |_| {})
+        qemu::run(
+            &resolve(&specs),
+            &q.address(),
+            &QemuOptions::default(),
+            &stop,
+            &mut |_| {},
+        )
     })
     .unwrap();
     assert_eq!(out.exit, None, "detached, the program still runs");
     assert_eq!(out.report.probes[0].hits, 0);
     // Detached: the program keeps running without the stub (QEMU would exit if it had died).
-    assert!(q.running_after(std::time::Duration::from_millis(200)), "the program must still be running");
+    assert!(
+        q.running_after(std::time::Duration::from_millis(200)),
+        "the program must still be running"
+    );
 }

@@ -6,8 +6,8 @@ mod ptrace_common;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ptrace_common::*;
-use tracekit_probe::{ProbeKind, ProbeSpec};
 use tracekit_probe::ptrace::{ExitStatus, HitEvent, PtraceError, PtraceOptions};
+use tracekit_probe::{ProbeKind, ProbeSpec};
 
 fn run_ok(
     specs: &[String],
@@ -52,14 +52,21 @@ impl engine_contract::Backend for X86Ptrace {
         on_hit: &mut dyn FnMut(&HitEvent),
     ) -> engine_contract::Run {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let opts = PtraceOptions { print: true, ..Default::default() };
+        let opts = PtraceOptions {
+            print: true,
+            ..Default::default()
+        };
         let resolved = ProbeSpec::parse_all(specs)
             .unwrap()
             .iter()
             .map(|s| tracekit_probe::symbols::resolve(s).unwrap())
             .collect::<Vec<_>>();
         let (result, stdout, exit_code) = traced_with_exit(&resolved, &args, &opts, stop, on_hit);
-        engine_contract::Run { result, stdout, exit_code }
+        engine_contract::Run {
+            result,
+            stdout,
+            exit_code,
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! Replaying a capture (pcap or pcapng, Ethernet link type) through a program.
 
 use crate::{Error, Program, RunOptions};
-use pcap_file::{DataLink, PcapError};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::{DataLink, PcapError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -74,7 +74,12 @@ fn read_pcap(bytes: &[u8]) -> Result<Capture, String> {
     while let Some(packet) = reader.next_packet() {
         let packet = match packet {
             Ok(p) => p,
-            Err(e) if cut_short(&e) => return Ok(Capture { packets, truncated: true }),
+            Err(e) if cut_short(&e) => {
+                return Ok(Capture {
+                    packets,
+                    truncated: true,
+                });
+            }
             Err(e) => return Err(format!("packet {} is unreadable ({e})", packets.len() + 1)),
         };
         packets.push(CapturedPacket {
@@ -82,7 +87,10 @@ fn read_pcap(bytes: &[u8]) -> Result<Capture, String> {
             orig_len: packet.orig_len,
         });
     }
-    Ok(Capture { packets, truncated: false })
+    Ok(Capture {
+        packets,
+        truncated: false,
+    })
 }
 
 fn read_pcapng(bytes: &[u8]) -> Result<Capture, String> {
@@ -91,9 +99,17 @@ fn read_pcapng(bytes: &[u8]) -> Result<Capture, String> {
     while let Some(block) = reader.next_block() {
         let block = match block {
             Ok(b) => b,
-            Err(e) if cut_short(&e) => return Ok(Capture { packets, truncated: true }),
+            Err(e) if cut_short(&e) => {
+                return Ok(Capture {
+                    packets,
+                    truncated: true,
+                });
+            }
             Err(e) => {
-                return Err(format!("block after packet {} is unreadable ({e})", packets.len()));
+                return Err(format!(
+                    "block after packet {} is unreadable ({e})",
+                    packets.len()
+                ));
             }
         };
         match block {
@@ -109,7 +125,10 @@ fn read_pcapng(bytes: &[u8]) -> Result<Capture, String> {
             _ => {}
         }
     }
-    Ok(Capture { packets, truncated: false })
+    Ok(Capture {
+        packets,
+        truncated: false,
+    })
 }
 
 /// Writes an Ethernet pcap with the given frames, one per millisecond from time zero (for

@@ -115,7 +115,12 @@ pub(crate) fn load_syscall_prog(
     }
 }
 
-fn prog_load_syscall(name: &str, insns: &[u8], license: &CStr, log: Option<&mut [u8]>) -> Result<OwnedFd, io::Error> {
+fn prog_load_syscall(
+    name: &str,
+    insns: &[u8],
+    license: &CStr,
+    log: Option<&mut [u8]>,
+) -> Result<OwnedFd, io::Error> {
     let mut prog_name = [0 as libc::c_char; 16];
     for (dst, &b) in prog_name.iter_mut().zip(name.as_bytes().iter().take(15)) {
         *dst = b as libc::c_char;

@@ -405,7 +405,10 @@ mod tests {
         )
         .unwrap();
         let err = Suite::from_file(&path).unwrap_err().to_string();
-        assert!(err.contains("case 'checks nothing' expects nothing"), "{err}");
+        assert!(
+            err.contains("case 'checks nothing' expects nothing"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -428,9 +431,11 @@ mod tests {
         assert_eq!((report.passed, report.failed), (0, 4));
         assert_eq!(
             report.cases[3].failures,
-            vec!["retval: 'TC_ACT_OKK' is not a return value of sched_cls programs; use one of \
+            vec![
+                "retval: 'TC_ACT_OKK' is not a return value of sched_cls programs; use one of \
                   TC_ACT_OK, TC_ACT_RECLASSIFY, TC_ACT_SHOT, TC_ACT_PIPE, TC_ACT_STOLEN, \
-                  TC_ACT_QUEUED, TC_ACT_REPEAT, TC_ACT_REDIRECT, TC_ACT_TRAP, TC_ACT_UNSPEC or a number"]
+                  TC_ACT_QUEUED, TC_ACT_REPEAT, TC_ACT_REDIRECT, TC_ACT_TRAP, TC_ACT_UNSPEC or a number"
+            ]
         );
         assert_eq!(
             report.cases[0].failures,

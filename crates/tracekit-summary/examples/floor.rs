@@ -17,6 +17,9 @@ fn main() {
         eprintln!("floor: {e}");
         std::process::exit(1)
     });
-    let status = std::process::Command::new(program).args(args).status().expect("run command");
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .expect("run command");
     std::process::exit(status.code().unwrap_or(1));
 }

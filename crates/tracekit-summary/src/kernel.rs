@@ -12,7 +12,10 @@ use tracekit_core::stats::LatencyStats;
 use crate::SummaryError;
 use crate::model::{Dropped, Mode, RawRow, Summary};
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bpf/obj/summary.bpf.o"));
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../bpf/obj/summary.bpf.o"
+));
 
 /// Failed calls per (task id, syscall number), by errno.
 pub(crate) type ErrnoCounts = BTreeMap<(u32, u32), BTreeMap<i32, u64>>;
@@ -82,7 +85,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { mode: Mode::Total, filter: true, errno: false, max_entries: 65536 }
+        Options {
+            mode: Mode::Total,
+            filter: true,
+            errno: false,
+            max_entries: 65536,
+        }
     }
 }
 
@@ -124,14 +132,20 @@ impl Tracer {
         for (prog, tracepoint) in hooks {
             attach_tp_btf(&mut ebpf, &btf, prog, tracepoint)?;
         }
-        Ok(Tracer { ebpf, btf, options: *options, started: Instant::now() })
+        Ok(Tracer {
+            ebpf,
+            btf,
+            options: *options,
+            started: Instant::now(),
+        })
     }
 
     /// Starts tracing the process `tgid` (all its threads, and every child it forks later).
     pub fn trace_tgid(&mut self, tgid: u32) -> Result<(), SummaryError> {
         let map_err = map_error("traced_tgids");
         let mut map: HashMap<&mut MapData, u32, u32> =
-            HashMap::try_from(self.ebpf.map_mut("traced_tgids").expect("map in object")).map_err(map_err)?;
+            HashMap::try_from(self.ebpf.map_mut("traced_tgids").expect("map in object"))
+                .map_err(map_err)?;
         map.insert(tgid, 1, 0).map_err(map_err)
     }
 
@@ -140,8 +154,12 @@ impl Tracer {
     /// is counted as the command's.
     pub(crate) fn self_registration(&self) -> SelfRegistration {
         let map = self.ebpf.map("traced_tgids").expect("map in object");
-        let aya::maps::Map::HashMap(data) = map else { unreachable!("traced_tgids is a hash map") };
-        SelfRegistration { map_fd: data.fd().as_fd().as_raw_fd() }
+        let aya::maps::Map::HashMap(data) = map else {
+            unreachable!("traced_tgids is a hash map")
+        };
+        SelfRegistration {
+            map_fd: data.fd().as_fd().as_raw_fd(),
+        }
     }
 
     /// Reads the statistics collected so far (the programs stay attached).
@@ -152,10 +170,24 @@ impl Tracer {
             Mode::Total => self.read_total()?,
             Mode::Process | Mode::Thread => self.read_per_task()?,
         };
-        let errnos = if self.options.errno { self.read_errnos()? } else { BTreeMap::new() };
-        let comms = if self.options.mode == Mode::Total { BTreeMap::new() } else { self.read_comms()? };
-        let mut summary =
-            Summary::build(self.options.mode, rows, errnos, comms, self.read_dropped()?, self.started.elapsed());
+        let errnos = if self.options.errno {
+            self.read_errnos()?
+        } else {
+            BTreeMap::new()
+        };
+        let comms = if self.options.mode == Mode::Total {
+            BTreeMap::new()
+        } else {
+            self.read_comms()?
+        };
+        let mut summary = Summary::build(
+            self.options.mode,
+            rows,
+            errnos,
+            comms,
+            self.read_dropped()?,
+            self.started.elapsed(),
+        );
         summary.in_flight = in_flight.map(|counts| summary.name_counts(counts));
         Ok(summary)
     }
@@ -177,7 +209,8 @@ impl Tracer {
         // The iterator runs while its file is read; it prints nothing.
         std::io::Read::read_to_end(&mut file, &mut Vec::new()).map_err(|e| e.to_string())?;
         let mut map: Array<&mut MapData, u64> =
-            Array::try_from(self.ebpf.map_mut("in_flight").expect("map in object")).map_err(|e| e.to_string())?;
+            Array::try_from(self.ebpf.map_mut("in_flight").expect("map in object"))
+                .map_err(|e| e.to_string())?;
         let mut counts = BTreeMap::new();
         for nr in 0..MAX_SYSCALLS {
             let n = map.get(&nr, 0).map_err(|e| e.to_string())?;
@@ -204,7 +237,12 @@ impl Tracer {
         for nr in 0..MAX_SYSCALLS {
             let (stats, errors) = merge_cpus(&map.get(&nr, 0).map_err(map_err)?);
             if stats.count > 0 {
-                rows.push(RawRow { id: 0, nr, stats, errors });
+                rows.push(RawRow {
+                    id: 0,
+                    nr,
+                    stats,
+                    errors,
+                });
             }
         }
         Ok(rows)
@@ -217,7 +255,12 @@ impl Tracer {
         for entry in map.iter() {
             let (key, values) = entry.map_err(map_err)?;
             let (stats, errors) = merge_cpus(&values);
-            rows.push(RawRow { id: key.id, nr: key.nr, stats, errors });
+            rows.push(RawRow {
+                id: key.id,
+                nr: key.nr,
+                stats,
+                errors,
+            });
         }
         Ok(rows)
     }
@@ -228,7 +271,10 @@ impl Tracer {
         let mut out = ErrnoCounts::new();
         for entry in map.iter() {
             let (key, values) = entry.map_err(map_err)?;
-            *out.entry((key.id, key.nr)).or_default().entry(key.err as i32).or_default() += values.iter().sum::<u64>();
+            *out.entry((key.id, key.nr))
+                .or_default()
+                .entry(key.err as i32)
+                .or_default() += values.iter().sum::<u64>();
         }
         Ok(out)
     }
@@ -240,8 +286,18 @@ impl Tracer {
         let mut out = BTreeMap::new();
         for entry in map.iter() {
             let (id, comm) = entry.map_err(map_err)?;
-            let len = comm.name.iter().position(|&b| b == 0).unwrap_or(comm.name.len());
-            out.insert(id, (String::from_utf8_lossy(&comm.name[..len]).into_owned(), comm.tgid));
+            let len = comm
+                .name
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(comm.name.len());
+            out.insert(
+                id,
+                (
+                    String::from_utf8_lossy(&comm.name[..len]).into_owned(),
+                    comm.tgid,
+                ),
+            );
         }
         Ok(out)
     }
@@ -260,13 +316,24 @@ impl Tracer {
             .filter_map(|name| self.ebpf.program(name)?.fd().ok())
             .filter_map(|fd| recursion_misses(fd.as_fd()).ok())
             .sum();
-        Ok(Dropped { start, stats, errno, fork, comm, bad_nr, recursion })
+        Ok(Dropped {
+            start,
+            stats,
+            errno,
+            fork,
+            comm,
+            bad_nr,
+            recursion,
+        })
     }
 }
 
 /// Turns an aya map error into the summary's, naming the map.
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> SummaryError + Copy {
-    move |e| SummaryError::Map { map, reason: e.to_string() }
+    move |e| SummaryError::Map {
+        map,
+        reason: e.to_string(),
+    }
 }
 
 /// Adds the calling process to the traced set with one raw `bpf(BPF_MAP_UPDATE_ELEM)` call,
@@ -303,9 +370,18 @@ impl SelfRegistration {
         // SAFETY: attr points to live key and value of the map's key and value sizes (u32
         // each); the kernel reads size_of::<MapElemAttr>() bytes of attr and writes nothing.
         let rc = unsafe {
-            libc::syscall(libc::SYS_bpf, 2 /* BPF_MAP_UPDATE_ELEM */, &attr as *const MapElemAttr, size_of::<MapElemAttr>())
+            libc::syscall(
+                libc::SYS_bpf,
+                2, /* BPF_MAP_UPDATE_ELEM */
+                &attr as *const MapElemAttr,
+                size_of::<MapElemAttr>(),
+            )
         };
-        if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -329,15 +405,35 @@ fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
     };
     // SAFETY: the kernel writes at most info_len bytes into `info`, which lives for the call.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, 15 /* BPF_OBJ_GET_INFO_BY_FD */, &attr as *const InfoAttr, size_of::<InfoAttr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            15, /* BPF_OBJ_GET_INFO_BY_FD */
+            &attr as *const InfoAttr,
+            size_of::<InfoAttr>(),
+        )
     };
-    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(info.recursion_misses) }
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(info.recursion_misses)
+    }
 }
 
-fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, prog: &'static str, tracepoint: &'static str) -> Result<(), SummaryError> {
-    let err = |e: &dyn std::fmt::Display| SummaryError::Attach { tracepoint, reason: e.to_string() };
-    let program: &mut BtfTracePoint =
-        ebpf.program_mut(prog).expect("program in object").try_into().map_err(|e| err(&e))?;
+fn attach_tp_btf(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    prog: &'static str,
+    tracepoint: &'static str,
+) -> Result<(), SummaryError> {
+    let err = |e: &dyn std::fmt::Display| SummaryError::Attach {
+        tracepoint,
+        reason: e.to_string(),
+    };
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(prog)
+        .expect("program in object")
+        .try_into()
+        .map_err(|e| err(&e))?;
     program.load(tracepoint, btf).map_err(|e| err(&chain(&e)))?;
     program.attach().map_err(|e| err(&chain(&e)))?;
     Ok(())
@@ -353,7 +449,11 @@ pub fn attach_floor(clock: bool) -> Result<Ebpf, SummaryError> {
         .allow_unsupported_maps()
         .load(OBJECT)
         .map_err(|e| SummaryError::Load(chain(&e)))?;
-    let (enter, exit) = if clock { ("floor_clock_enter", "floor_clock_exit") } else { ("floor_enter", "floor_exit") };
+    let (enter, exit) = if clock {
+        ("floor_clock_enter", "floor_clock_exit")
+    } else {
+        ("floor_enter", "floor_exit")
+    };
     attach_tp_btf(&mut ebpf, &btf, enter, "sys_enter")?;
     attach_tp_btf(&mut ebpf, &btf, exit, "sys_exit")?;
     Ok(ebpf)

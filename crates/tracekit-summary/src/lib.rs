@@ -29,9 +29,9 @@ mod model;
 pub mod render;
 mod session;
 
-pub use kernel::{attach_floor, Options, Tracer};
+pub use kernel::{Options, Tracer, attach_floor};
 pub use model::{Dropped, Group, Mode, SortKey, Summary, SyscallRow};
-pub use session::{run, Outcome, Target};
+pub use session::{Outcome, Target, run};
 
 use thiserror::Error;
 
@@ -39,10 +39,14 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum SummaryError {
     /// The BPF object could not be loaded (verifier, missing BTF, no privilege).
-    #[error("cannot load the syscall-summary BPF program: {0}\n  hint: run as root (or with CAP_BPF and CAP_PERFMON) on a kernel with BTF (/sys/kernel/btf/vmlinux)")]
+    #[error(
+        "cannot load the syscall-summary BPF program: {0}\n  hint: run as root (or with CAP_BPF and CAP_PERFMON) on a kernel with BTF (/sys/kernel/btf/vmlinux)"
+    )]
     Load(String),
     /// A program could not be attached to its tracepoint.
-    #[error("cannot attach to tracepoint {tracepoint}: {reason}\n  hint: this needs tp_btf (BTF-enabled raw tracepoints, Linux 5.5+)")]
+    #[error(
+        "cannot attach to tracepoint {tracepoint}: {reason}\n  hint: this needs tp_btf (BTF-enabled raw tracepoints, Linux 5.5+)"
+    )]
     Attach {
         /// The tracepoint name.
         tracepoint: &'static str,

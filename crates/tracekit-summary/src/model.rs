@@ -117,7 +117,8 @@ impl Group {
         if key == SortKey::Name {
             self.syscalls.sort_by(|a, b| a.name.cmp(&b.name));
         } else {
-            self.syscalls.sort_by(|a, b| by(b).total_cmp(&by(a)).then_with(|| a.name.cmp(&b.name)));
+            self.syscalls
+                .sort_by(|a, b| by(b).total_cmp(&by(a)).then_with(|| a.name.cmp(&b.name)));
         }
     }
 }
@@ -159,8 +160,16 @@ impl Summary {
         let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
         for row in rows {
             let group = groups.entry(row.id).or_insert_with(|| {
-                let (comm, pid) = comms.get(&row.id).cloned().map_or((String::new(), None), |(c, p)| (c, Some(p)));
-                Group { id: (mode != Mode::Total).then_some(row.id), pid, comm, syscalls: Vec::new() }
+                let (comm, pid) = comms
+                    .get(&row.id)
+                    .cloned()
+                    .map_or((String::new(), None), |(c, p)| (c, Some(p)));
+                Group {
+                    id: (mode != Mode::Total).then_some(row.id),
+                    pid,
+                    comm,
+                    syscalls: Vec::new(),
+                }
             });
             group.syscalls.push(SyscallRow {
                 nr: row.nr,
@@ -172,14 +181,28 @@ impl Summary {
         }
         let mut groups: Vec<Group> = groups.into_values().collect();
         if mode == Mode::Total && groups.is_empty() {
-            groups.push(Group { id: None, pid: None, comm: String::new(), syscalls: Vec::new() });
+            groups.push(Group {
+                id: None,
+                pid: None,
+                comm: String::new(),
+                syscalls: Vec::new(),
+            });
         }
-        Summary { mode, groups, dropped, elapsed, in_flight: None }
+        Summary {
+            mode,
+            groups,
+            dropped,
+            elapsed,
+            in_flight: None,
+        }
     }
 
     pub(crate) fn name_counts(&self, counts: BTreeMap<u32, u64>) -> BTreeMap<String, u64> {
         let arch = Arch::host();
-        counts.into_iter().map(|(nr, n)| (arch.display_name(nr), n)).collect()
+        counts
+            .into_iter()
+            .map(|(nr, n)| (arch.display_name(nr), n))
+            .collect()
     }
 
     /// The single group of a total-mode summary (the first group otherwise).

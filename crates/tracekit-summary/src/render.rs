@@ -26,19 +26,33 @@ pub fn table(summary: &Summary, options: RenderOptions, style: Style) -> String 
     for group in &summary.groups {
         out.push('\n');
         if let Some(id) = group.id {
-            let share = if events == 0 { 0.0 } else { 100.0 * group.events() as f64 / events as f64 };
+            let share = if events == 0 {
+                0.0
+            } else {
+                100.0 * group.events() as f64 / events as f64
+            };
             let ids = match (summary.mode, group.pid) {
                 (Mode::Thread, Some(pid)) => format!("pid {pid}, tid {id}"),
                 (Mode::Thread, None) => format!("tid {id}"),
                 _ => id.to_string(),
             };
-            out.push_str(&format!(" {} ({ids}), {} events, {share:.1}%\n\n", group.comm, group.events()));
+            out.push_str(&format!(
+                " {} ({ids}), {} events, {share:.1}%\n\n",
+                group.comm,
+                group.events()
+            ));
         }
         out.push_str(&group_table(group, options).render(style));
     }
     if let Some(in_flight) = summary.in_flight.as_ref().filter(|m| !m.is_empty()) {
-        let calls: Vec<String> = in_flight.iter().map(|(name, n)| format!("{name} {n}")).collect();
-        out.push_str(&format!("\n in flight at the end (entered, not returned; not in the table): {}\n", calls.join(", ")));
+        let calls: Vec<String> = in_flight
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        out.push_str(&format!(
+            "\n in flight at the end (entered, not returned; not in the table): {}\n",
+            calls.join(", ")
+        ));
     }
     if events == 0 {
         out.push_str("\n (no syscalls seen: was the target idle, or already gone?)\n");
@@ -76,7 +90,11 @@ fn group_table(group: &Group, options: RenderOptions) -> Table {
         ]);
         if options.errno {
             for (err, count) in &row.errnos {
-                table.row(vec![format!("  {}", errno::name(*err)), String::new(), count.to_string()]);
+                table.row(vec![
+                    format!("  {}", errno::name(*err)),
+                    String::new(),
+                    count.to_string(),
+                ]);
             }
         }
     }
@@ -94,14 +112,31 @@ fn mode_name(mode: Mode) -> &'static str {
 fn dropped_text(d: &Dropped) -> String {
     let causes = [
         (d.start, "syscalls untimed (task storage allocation failed)"),
-        (d.stats, "syscalls unrecorded (statistics map full: raise --max-entries)"),
+        (
+            d.stats,
+            "syscalls unrecorded (statistics map full: raise --max-entries)",
+        ),
         (d.errno, "errors without errno breakdown (errno map full)"),
-        (d.fork, "forked children not followed (traced-process map full)"),
+        (
+            d.fork,
+            "forked children not followed (traced-process map full)",
+        ),
         (d.comm, "task names not recorded"),
-        (d.bad_nr, "calls with a syscall number beyond the table (ENOSYS), not itemised"),
-        (d.recursion, "syscall events the kernel did not run the program for (already running on that CPU)"),
+        (
+            d.bad_nr,
+            "calls with a syscall number beyond the table (ENOSYS), not itemised",
+        ),
+        (
+            d.recursion,
+            "syscall events the kernel did not run the program for (already running on that CPU)",
+        ),
     ];
-    causes.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect::<Vec<_>>().join(", ")
+    causes
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One syscall in the JSON document.
@@ -151,7 +186,9 @@ pub struct JsonReport<'a> {
 /// The JSON document: `syscalls` in total mode, `processes` or `threads` (each with its own
 /// `syscalls`) in the other modes.
 pub fn json<'a>(summary: &'a Summary, options: RenderOptions) -> JsonReport<'a> {
-    let rows = |g: &'a Group| -> Vec<JsonSyscall<'a>> { g.syscalls.iter().map(|r| json_row(r, options)).collect() };
+    let rows = |g: &'a Group| -> Vec<JsonSyscall<'a>> {
+        g.syscalls.iter().map(|r| json_row(r, options)).collect()
+    };
     let groups = |is_tid: bool| -> Vec<JsonGroup<'a>> {
         summary
             .groups
@@ -188,6 +225,11 @@ fn json_row(row: &SyscallRow, options: RenderOptions) -> JsonSyscall<'_> {
         avg_ns: s.mean(),
         max_ns: s.max,
         stddev_ns: s.stddev(),
-        errnos: options.errno.then(|| row.errnos.iter().map(|(e, n)| (errno::name(*e), *n)).collect()),
+        errnos: options.errno.then(|| {
+            row.errnos
+                .iter()
+                .map(|(e, n)| (errno::name(*e), *n))
+                .collect()
+        }),
     }
 }

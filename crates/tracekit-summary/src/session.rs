@@ -46,8 +46,16 @@ const GRACE: Duration = Duration::from_secs(1);
 /// A command that is still running when the run stops is given [`GRACE`] to exit (after
 /// Ctrl-C in a terminal it has the SIGINT too), then SIGTERM; after `--duration` it is sent
 /// SIGTERM at once, like `timeout`. Its syscalls until it exits are in the summary.
-pub fn run(options: &Options, target: &Target, duration: Option<Duration>, stop: &AtomicBool) -> Result<Outcome, SummaryError> {
-    let options = Options { filter: *target != Target::All, ..*options };
+pub fn run(
+    options: &Options,
+    target: &Target,
+    duration: Option<Duration>,
+    stop: &AtomicBool,
+) -> Result<Outcome, SummaryError> {
+    let options = Options {
+        filter: *target != Target::All,
+        ..*options
+    };
     let mut notes = Vec::new();
     // The name the user typed stays the command's argv[0]; the resolved path is what runs.
     let arg0 = match target {
@@ -87,7 +95,11 @@ pub fn run(options: &Options, target: &Target, duration: Option<Duration>, stop:
             exit.or_else(|| stop_child(&mut child, !stop.load(Ordering::Relaxed), &mut notes))
         }
     };
-    Ok(Outcome { summary: tracer.read()?, exit, notes })
+    Ok(Outcome {
+        summary: tracer.read()?,
+        exit,
+        notes,
+    })
 }
 
 /// Polls until `done()` or `ended()`.
@@ -114,10 +126,14 @@ fn stop_child(child: &mut Child, timed_out: bool, notes: &mut Vec<String>) -> Op
         return Some(status);
     }
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
-    notes.push(format!("sent SIGTERM to the command (pid {pid}): it was still running when the run ended"));
+    notes.push(format!(
+        "sent SIGTERM to the command (pid {pid}): it was still running when the run ended"
+    ));
     let status = wait(child);
     if status.is_none() {
-        notes.push(format!("the command (pid {pid}) is still running; its later syscalls are not in the summary"));
+        notes.push(format!(
+            "the command (pid {pid}) is still running; its later syscalls are not in the summary"
+        ));
     }
     status
 }
@@ -142,13 +158,18 @@ fn spawn(arg0: &OsString, argv: &[OsString], tracer: &Tracer) -> Result<Child, S
 /// anything is attached.
 fn find_command(argv: &[OsString]) -> Result<PathBuf, SummaryError> {
     let Some(program) = argv.first() else {
-        return Err(SummaryError::Spawn { command: String::new(), reason: "no command given".into() });
+        return Err(SummaryError::Spawn {
+            command: String::new(),
+            reason: "no command given".into(),
+        });
     };
     let name = program.to_string_lossy().into_owned();
     let candidates: Vec<PathBuf> = if name.contains('/') {
         vec![PathBuf::from(program)]
     } else {
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect()).unwrap_or_default()
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_default()
     };
     let existing: Vec<&PathBuf> = candidates.iter().filter(|p| p.exists()).collect();
     if existing.is_empty() {
@@ -157,12 +178,20 @@ fn find_command(argv: &[OsString]) -> Result<PathBuf, SummaryError> {
     if let Some(found) = existing.iter().find(|p| executable_file(p)) {
         return Ok((*found).clone());
     }
-    let reason = if existing[0].is_dir() { "is a directory" } else { "is not executable (check its permissions)" };
-    Err(SummaryError::NotExecutable { command: name, reason: reason.into() })
+    let reason = if existing[0].is_dir() {
+        "is a directory"
+    } else {
+        "is not executable (check its permissions)"
+    };
+    Err(SummaryError::NotExecutable {
+        command: name,
+        reason: reason.into(),
+    })
 }
 
 fn executable_file(path: &Path) -> bool {
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Checks every pid, and turns thread ids into their process: the filter works on processes.
@@ -174,7 +203,9 @@ fn resolve_pids(pids: &[u32], notes: &mut Vec<String>) -> Result<Vec<u32>, Summa
         }
         let tgid = tgid_of(pid).unwrap_or(pid);
         if tgid != pid {
-            notes.push(format!("{pid} is a thread of process {tgid}: tracing the whole process"));
+            notes.push(format!(
+                "{pid} is a thread of process {tgid}: tracing the whole process"
+            ));
         }
         if !out.contains(&tgid) {
             out.push(tgid);
@@ -185,14 +216,19 @@ fn resolve_pids(pids: &[u32], notes: &mut Vec<String>) -> Result<Vec<u32>, Summa
 
 fn tgid_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Whether the process exists and is not a zombie.
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised comm, which may itself contain ") ".
-        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
         Err(_) => false,
     }
 }

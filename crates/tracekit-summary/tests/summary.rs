@@ -19,8 +19,18 @@ fn run_workload(mode: Mode, errno: bool, steps: &[&str]) -> (Summary, i32) {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut argv: Vec<OsString> = vec![WORKLOAD.into()];
     argv.extend(steps.iter().map(OsString::from));
-    let options = Options { mode, errno, ..Options::default() };
-    let outcome = tracekit_summary::run(&options, &Target::Command(argv), None, &AtomicBool::new(false)).unwrap();
+    let options = Options {
+        mode,
+        errno,
+        ..Options::default()
+    };
+    let outcome = tracekit_summary::run(
+        &options,
+        &Target::Command(argv),
+        None,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
     (outcome.summary, outcome.exit.unwrap().code().unwrap())
 }
 
@@ -48,7 +58,10 @@ fn errors_by_errno() {
     assert!(close.stats.count >= 37);
     assert_eq!(close.errnos.get(&libc::EBADF), Some(&37));
     let openat = summary.total().syscall("openat").unwrap();
-    assert!(openat.errnos.get(&libc::ENOENT).copied().unwrap_or(0) >= 5, "{openat:?}");
+    assert!(
+        openat.errnos.get(&libc::ENOENT).copied().unwrap_or(0) >= 5,
+        "{openat:?}"
+    );
 }
 
 #[test]
@@ -63,13 +76,20 @@ fn latency_statistics_match_known_sleeps() {
     steps.extend(sleeps.iter().copied());
     let (summary, _) = run_workload(Mode::Total, false, &steps);
     let user = LatencyStats::from_values(
-        std::fs::read_to_string(&log).unwrap().lines().map(|l| l.parse::<u64>().unwrap()),
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse::<u64>().unwrap()),
     );
     std::fs::remove_file(&log).unwrap();
     let s = summary.total().syscall("nanosleep").unwrap().stats;
     assert_eq!((s.count, user.count), (10, 10));
     assert!(s.min <= s.mean() as u64 && s.mean() as u64 <= s.max);
-    assert!(s.min >= 2_000_000, "a 2 ms nanosleep never returns early: min {}", s.min);
+    assert!(
+        s.min >= 2_000_000,
+        "a 2 ms nanosleep never returns early: min {}",
+        s.min
+    );
     assert!(s.max >= 6_000_000, "max {}", s.max);
     const SLACK: f64 = 1_000_000.0;
     for (name, kernel, workload) in [
@@ -77,26 +97,52 @@ fn latency_statistics_match_known_sleeps() {
         ("max", s.max as f64, user.max as f64),
         ("mean", s.mean(), user.mean()),
     ] {
-        assert!(kernel <= workload && workload - kernel < SLACK, "{name}: kernel {kernel} ns, workload {workload} ns");
+        assert!(
+            kernel <= workload && workload - kernel < SLACK,
+            "{name}: kernel {kernel} ns, workload {workload} ns"
+        );
     }
-    assert!((s.stddev() - user.stddev()).abs() < SLACK, "stddev: kernel {}, workload {}", s.stddev(), user.stddev());
-    assert!((1.5e6..4.0e6).contains(&s.stddev()), "stddev {} ns", s.stddev());
+    assert!(
+        (s.stddev() - user.stddev()).abs() < SLACK,
+        "stddev: kernel {}, workload {}",
+        s.stddev(),
+        user.stddev()
+    );
+    assert!(
+        (1.5e6..4.0e6).contains(&s.stddev()),
+        "stddev {} ns",
+        s.stddev()
+    );
 }
 
 #[test]
 fn threads_and_forked_children_are_followed() {
-    let (summary, _) = run_workload(Mode::Total, false, &["threads", "4", "250", "fork", "3", "100"]);
+    let (summary, _) = run_workload(
+        Mode::Total,
+        false,
+        &["threads", "4", "250", "fork", "3", "100"],
+    );
     assert_eq!(calls(&summary, "getppid"), 4 * 250 + 3 * 100);
 }
 
 #[test]
 fn process_and_thread_modes_group_by_task() {
     let (summary, _) = run_workload(Mode::Process, false, &["getppid", "10", "fork", "2", "100"]);
-    let mut per_process: Vec<u64> =
-        summary.groups.iter().map(|g| g.syscall("getppid").map_or(0, |r| r.stats.count)).collect();
+    let mut per_process: Vec<u64> = summary
+        .groups
+        .iter()
+        .map(|g| g.syscall("getppid").map_or(0, |r| r.stats.count))
+        .collect();
     per_process.sort();
     assert_eq!(per_process, vec![10, 100, 100]);
-    assert!(summary.groups.iter().all(|g| g.comm.starts_with("tracekit-syscal")), "{:?}", summary.groups);
+    assert!(
+        summary
+            .groups
+            .iter()
+            .all(|g| g.comm.starts_with("tracekit-syscal")),
+        "{:?}",
+        summary.groups
+    );
 
     let (summary, _) = run_workload(Mode::Thread, false, &["threads", "3", "50"]);
     let with_getppid: Vec<u64> = summary
@@ -115,7 +161,11 @@ fn exit_status_is_reported() {
 }
 
 fn spawn_waiting(n: &str) -> std::process::Child {
-    Command::new(WORKLOAD).args(["wait", "getppid", n]).stdin(Stdio::piped()).spawn().unwrap()
+    Command::new(WORKLOAD)
+        .args(["wait", "getppid", n])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn release(child: &mut std::process::Child) {
@@ -139,21 +189,45 @@ fn pid_target_sees_another_process() {
 fn system_wide_sees_another_process() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = spawn_waiting("4321");
-    let mut tracer = Tracer::attach(&Options { filter: false, mode: Mode::Process, ..Options::default() }).unwrap();
+    let mut tracer = Tracer::attach(&Options {
+        filter: false,
+        mode: Mode::Process,
+        ..Options::default()
+    })
+    .unwrap();
     release(&mut child);
     let summary = tracer.read().unwrap();
-    let group = summary.group(child.id()).expect("the workload's process is in the system-wide summary");
+    let group = summary
+        .group(child.id())
+        .expect("the workload's process is in the system-wide summary");
     assert_eq!(group.syscall("getppid").unwrap().stats.count, 4321);
 }
 
 #[test]
 fn dead_pid_and_unknown_command_are_refused() {
     let stop = AtomicBool::new(false);
-    let err = tracekit_summary::run(&Options::default(), &Target::Pids(vec![999_999_999]), None, &stop).unwrap_err();
-    assert!(err.to_string().contains("no such process: 999999999"), "{err}");
-    let err = tracekit_summary::run(&Options::default(), &Target::Command(vec!["/no/such/cmd".into()]), None, &stop)
-        .unwrap_err();
-    assert!(matches!(err, tracekit_summary::SummaryError::CommandNotFound(_)), "{err}");
+    let err = tracekit_summary::run(
+        &Options::default(),
+        &Target::Pids(vec![999_999_999]),
+        None,
+        &stop,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no such process: 999999999"),
+        "{err}"
+    );
+    let err = tracekit_summary::run(
+        &Options::default(),
+        &Target::Command(vec!["/no/such/cmd".into()]),
+        None,
+        &stop,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, tracekit_summary::SummaryError::CommandNotFound(_)),
+        "{err}"
+    );
 }
 
 #[test]
@@ -162,9 +236,13 @@ fn duration_ends_a_pid_run() {
     let mut child = spawn_waiting("1");
     let started = std::time::Instant::now();
     let options = Options::default();
-    let outcome =
-        tracekit_summary::run(&options, &Target::Pids(vec![child.id()]), Some(Duration::from_millis(300)), &AtomicBool::new(false))
-            .unwrap();
+    let outcome = tracekit_summary::run(
+        &options,
+        &Target::Pids(vec![child.id()]),
+        Some(Duration::from_millis(300)),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(calls(&outcome.summary, "getppid"), 0);
     release(&mut child);
@@ -182,15 +260,31 @@ fn nothing_tracekit_does_before_exec_is_counted() {
         &AtomicBool::new(false),
     )
     .unwrap();
-    let execve = outcome.summary.total().syscall("execve").expect("execve counted");
+    let execve = outcome
+        .summary
+        .total()
+        .syscall("execve")
+        .expect("execve counted");
     assert_eq!((execve.stats.count, execve.errors), (1, 0));
-    assert!(outcome.summary.total().syscall("rt_sigaction").is_none_or(|r| r.stats.count < 5));
+    assert!(
+        outcome
+            .summary
+            .total()
+            .syscall("rt_sigaction")
+            .is_none_or(|r| r.stats.count < 5)
+    );
 }
 
 #[test]
 fn duration_ends_a_command_with_sigterm() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let argv = vec![OsString::from(WORKLOAD), "getppid".into(), "9".into(), "sleep".into(), "30000000000".into()];
+    let argv = vec![
+        OsString::from(WORKLOAD),
+        "getppid".into(),
+        "9".into(),
+        "sleep".into(),
+        "30000000000".into(),
+    ];
     let started = std::time::Instant::now();
     let outcome = tracekit_summary::run(
         &Options::default(),
@@ -202,7 +296,11 @@ fn duration_ends_a_command_with_sigterm() {
     assert!(started.elapsed() < Duration::from_secs(5));
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(outcome.exit.unwrap().signal(), Some(libc::SIGTERM));
-    assert!(outcome.notes.iter().any(|n| n.contains("sent SIGTERM")), "{:?}", outcome.notes);
+    assert!(
+        outcome.notes.iter().any(|n| n.contains("sent SIGTERM")),
+        "{:?}",
+        outcome.notes
+    );
     assert_eq!(calls(&outcome.summary, "getppid"), 9);
     // The interrupted nanosleep is recorded when the signal ends it.
     assert_eq!(calls(&outcome.summary, "nanosleep"), 1);
@@ -222,7 +320,12 @@ fn a_thread_id_traces_its_process() {
         &AtomicBool::new(false),
     )
     .unwrap();
-    assert_eq!(outcome.notes, vec![format!("{tid} is a thread of process {me}: tracing the whole process")]);
+    assert_eq!(
+        outcome.notes,
+        vec![format!(
+            "{tid} is a thread of process {me}: tracing the whole process"
+        )]
+    );
 }
 
 #[test]
@@ -235,7 +338,11 @@ fn invalid_syscall_numbers_are_counted_apart() {
     // Nothing was invalid in that run; now make invalid calls from a traced child of ours.
     let summary = tracer.read().unwrap();
     assert_eq!(summary.dropped.bad_nr, 0);
-    let mut bad = Command::new(WORKLOAD).args(["wait", "badnr", "6"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut bad = Command::new(WORKLOAD)
+        .args(["wait", "badnr", "6"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     tracer.trace_tgid(bad.id()).unwrap();
     release(&mut bad);
     let summary = tracer.read().unwrap();
@@ -247,7 +354,11 @@ fn invalid_syscall_numbers_are_counted_apart() {
 fn syscalls_in_flight_at_the_end_are_reported() {
     use std::io::Write;
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut child = Command::new(WORKLOAD).args(["wait", "wait"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(WORKLOAD)
+        .args(["wait", "wait"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut tracer = Tracer::attach(&Options::default()).unwrap();
     tracer.trace_tgid(child.id()).unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -255,10 +366,19 @@ fn syscalls_in_flight_at_the_end_are_reported() {
     stdin.write_all(b"one\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let summary = tracer.read().unwrap();
-    assert_eq!(summary.in_flight.as_ref().and_then(|m| m.get("read")), Some(&1), "{:?}", summary.in_flight);
+    assert_eq!(
+        summary.in_flight.as_ref().and_then(|m| m.get("read")),
+        Some(&1),
+        "{:?}",
+        summary.in_flight
+    );
     stdin.write_all(b"two\n").unwrap();
     assert!(child.wait().unwrap().success());
     let summary = tracer.read().unwrap();
-    assert_eq!(summary.in_flight, Some(Default::default()), "nothing left in flight");
+    assert_eq!(
+        summary.in_flight,
+        Some(Default::default()),
+        "nothing left in flight"
+    );
     assert_eq!(calls(&summary, "read"), 1);
 }

@@ -33,7 +33,11 @@ fn tracekit(args: &[&str]) -> Output {
 /// streamed lines.
 fn json_of(out: &Output) -> Value {
     let text = String::from_utf8_lossy(&out.stderr);
-    let start = if text.starts_with('{') { 0 } else { text.find("\n{").map_or(0, |i| i + 1) };
+    let start = if text.starts_with('{') {
+        0
+    } else {
+        text.find("\n{").map_or(0, |i| i + 1)
+    };
     serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
@@ -394,12 +398,21 @@ fn auto_engine_falls_back_to_ptrace_when_bpf_is_refused() {
 #[test]
 fn ptrace_follow_forks_counts_the_child_too() {
     for (flag, want) in [(None, 100), (Some("--follow-forks"), 200)] {
-        let file = std::env::temp_dir().join(format!("tk-probe-forks-{}-{want}.json", std::process::id()));
+        let file =
+            std::env::temp_dir().join(format!("tk-probe-forks-{}-{want}.json", std::process::id()));
         let spec = format!("uprobe:{}:tk_empty", t());
         let mut args = vec!["--engine", "ptrace", "--json", "-o", file.to_str().unwrap()];
         args.extend(flag);
         let target = t();
-        args.extend([spec.as_str(), "--", &target, "--fork", "--only", "tk_empty", "100"]);
+        args.extend([
+            spec.as_str(),
+            "--",
+            &target,
+            "--fork",
+            "--only",
+            "tk_empty",
+            "100",
+        ]);
         let out = tracekit(&args);
         assert!(out.status.success(), "{}", stderr(&out));
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -410,9 +423,15 @@ fn ptrace_follow_forks_counts_the_child_too() {
 
 #[test]
 fn return_probes_survive_longjmp_in_both_engines() {
-    let e = tracekit_probe::testdata::compile("longjmp.c", "longjmp", &[]).display().to_string();
+    let e = tracekit_probe::testdata::compile("longjmp.c", "longjmp", &[])
+        .display()
+        .to_string();
     for engine in ["ptrace", "bpf"] {
-        let specs = [format!("{e}:rec"), format!("{e}:jumper"), format!("{e}:leaf")];
+        let specs = [
+            format!("{e}:rec"),
+            format!("{e}:jumper"),
+            format!("{e}:leaf"),
+        ];
         let mut args = vec!["--engine", engine, "--json"];
         args.extend(specs.iter().map(String::as_str));
         args.extend(["--", &e, "10", "100"]);
@@ -431,7 +450,14 @@ fn addresses_outside_code_or_function_starts_are_refused() {
     for engine in ["bpf", "ptrace"] {
         // 0x1 is in the ELF header: not code. Neither engine may place a breakpoint there.
         assert_fails(
-            &["--engine", engine, &format!("uprobe:{}:0x1", t()), "--", &t(), "1"],
+            &[
+                "--engine",
+                engine,
+                &format!("uprobe:{}:0x1", t()),
+                "--",
+                &t(),
+                "1",
+            ],
             "is not in the code of",
         );
     }
@@ -444,7 +470,12 @@ fn addresses_outside_code_or_function_starts_are_refused() {
         .map(|a| u64::from_str_radix(a, 16).unwrap())
         .unwrap();
     assert_fails(
-        &[&format!("uretprobe:{}:{:#x}", t(), start + 1), "--", &t(), "1"],
+        &[
+            &format!("uretprobe:{}:{:#x}", t(), start + 1),
+            "--",
+            &t(),
+            "1",
+        ],
         "a return probe must be at a function's",
     );
 }
@@ -492,7 +523,11 @@ fn loongarch_under_qemu_json_report_to_a_file_exit_status_and_output_unchanged()
     let (stdout, code, _) = q.finish();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(code, Some(3));
-    let plain = Command::new("qemu-loongarch64-static").arg(&program).arg("25").output().unwrap();
+    let plain = Command::new("qemu-loongarch64-static")
+        .arg(&program)
+        .arg("25")
+        .output()
+        .unwrap();
     assert_eq!(stdout.as_bytes(), &plain.stdout[..]);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     std::fs::remove_file(&report).unwrap();
@@ -518,9 +553,27 @@ fn loongarch_text_report_and_refusals() {
     // LL/SC refused before anything runs, naming the instruction and why.
     let q = Qemu::start(&program, &[]);
     let target = q.target();
-    assert_fails(&["--target", &target, &format!("uprobe:{p}:first_llsc")], "LL/SC");
+    assert_fails(
+        &["--target", &target, &format!("uprobe:{p}:first_llsc")],
+        "LL/SC",
+    );
     drop(q);
-    assert_fails(&["--target", "gdb:1.2.3.4:1", &format!("uprobe:{p}:work")], "qemu-gdb:HOST:PORT");
-    assert_fails(&["--target", &target, "--engine", "bpf", &format!("uprobe:{p}:work")], "--engine bpf");
-    assert_fails(&["--target", &target, &format!("uprobe:{}:tk_empty", t())], "x86-64 code but the target runs LoongArch64");
+    assert_fails(
+        &["--target", "gdb:1.2.3.4:1", &format!("uprobe:{p}:work")],
+        "qemu-gdb:HOST:PORT",
+    );
+    assert_fails(
+        &[
+            "--target",
+            &target,
+            "--engine",
+            "bpf",
+            &format!("uprobe:{p}:work"),
+        ],
+        "--engine bpf",
+    );
+    assert_fails(
+        &["--target", &target, &format!("uprobe:{}:tk_empty", t())],
+        "x86-64 code but the target runs LoongArch64",
+    );
 }

@@ -153,7 +153,16 @@ fn short_output_buffer_reports_enospc_and_the_true_size() {
     );
     // A zero-sized buffer: the kernel copies nothing and does not fail, but it is too small.
     fails_with(
-        &["prog", "run", &obj("xdp_port_filter"), "xdp_port_filter", "--packet", "proto=\"udp\"", "--data-out-size", "0"],
+        &[
+            "prog",
+            "run",
+            &obj("xdp_port_filter"),
+            "xdp_port_filter",
+            "--packet",
+            "proto=\"udp\"",
+            "--data-out-size",
+            "0",
+        ],
         "data_out is 42 bytes but the buffer given was 0 bytes (ENOSPC)",
     );
 }
@@ -189,8 +198,21 @@ fn pcap_replay_counts_verdicts() {
     let pcap = repo().join("bpf/vectors/mixed.pcap").display().to_string();
     let xdp = obj("xdp_port_filter");
     // The capture holds one runt frame on purpose: the replay reports it and exits 1.
-    let out = tracekit(&["prog", "run", &xdp, "xdp_port_filter", "--pcap", &pcap, "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tracekit(&[
+        "prog",
+        "run",
+        &xdp,
+        "xdp_port_filter",
+        "--pcap",
+        &pcap,
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["packets"], 17);
     assert_eq!(
@@ -333,14 +355,33 @@ fn pcap_cut_short_replays_its_complete_packets_with_a_warning() {
     // The last record loses its final 10 bytes, as when tcpdump is killed mid-write.
     std::fs::write(&cut, &full[..full.len() - 10]).unwrap();
     let xdp = obj("xdp_port_filter");
-    let out = tracekit(&["prog", "run", &xdp, "xdp_port_filter", "--pcap", cut.to_str().unwrap(), "--json"]);
+    let out = tracekit(&[
+        "prog",
+        "run",
+        &xdp,
+        "xdp_port_filter",
+        "--pcap",
+        cut.to_str().unwrap(),
+        "--json",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ends in the middle of packet 17"), "{err}");
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["packets"], 16);
     assert_eq!(r["truncated"], true);
-    let full = tracekit(&["prog", "run", &xdp, "xdp_port_filter", "--pcap", repo().join("bpf/vectors/mixed.pcap").to_str().unwrap(), "--json"]);
+    let full = tracekit(&[
+        "prog",
+        "run",
+        &xdp,
+        "xdp_port_filter",
+        "--pcap",
+        repo().join("bpf/vectors/mixed.pcap").to_str().unwrap(),
+        "--json",
+    ]);
     let f: Value = serde_json::from_slice(&full.stdout).unwrap();
     assert_eq!(f["truncated"], false);
-    assert_eq!(r["verdicts"].as_array().unwrap()[..], f["verdicts"].as_array().unwrap()[..16]);
+    assert_eq!(
+        r["verdicts"].as_array().unwrap()[..],
+        f["verdicts"].as_array().unwrap()[..16]
+    );
 }

@@ -9,7 +9,11 @@ const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
 fn workload() -> PathBuf {
     let dir = PathBuf::from(TRACEKIT).parent().unwrap().to_path_buf();
     let path = dir.join("tracekit-syscall-workload");
-    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
     path
 }
 
@@ -32,7 +36,12 @@ fn summary_json(extra: &[&str], steps: &[&str]) -> (serde_json::Value, Output) {
 }
 
 fn calls(syscalls: &serde_json::Value, name: &str) -> u64 {
-    syscalls.as_array().unwrap().iter().find(|s| s["name"] == name).map_or(0, |s| s["calls"].as_u64().unwrap())
+    syscalls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .map_or(0, |s| s["calls"].as_u64().unwrap())
 }
 
 #[test]
@@ -40,8 +49,23 @@ fn json_reports_exactly_1000_getppid() {
     let (doc, out) = summary_json(&[], &["1000"]);
     assert!(out.status.success());
     assert_eq!(calls(&doc["syscalls"], "getppid"), 1000);
-    let row = doc["syscalls"].as_array().unwrap().iter().find(|s| s["name"] == "getppid").unwrap();
-    for key in ["name", "nr", "calls", "errors", "total_ns", "min_ns", "avg_ns", "max_ns", "stddev_ns"] {
+    let row = doc["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "getppid")
+        .unwrap();
+    for key in [
+        "name",
+        "nr",
+        "calls",
+        "errors",
+        "total_ns",
+        "min_ns",
+        "avg_ns",
+        "max_ns",
+        "stddev_ns",
+    ] {
         assert!(row.get(key).is_some(), "missing {key} in {row}");
     }
     assert_eq!(row["nr"], 110);
@@ -51,8 +75,17 @@ fn json_reports_exactly_1000_getppid() {
 #[test]
 fn errno_breakdown_and_exit_status() {
     let (doc, out) = summary_json(&["--errno"], &["ebadf", "12", "exit", "42"]);
-    assert_eq!(out.status.code(), Some(42), "the command's exit status is passed through");
-    let close = doc["syscalls"].as_array().unwrap().iter().find(|s| s["name"] == "close").unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "the command's exit status is passed through"
+    );
+    let close = doc["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "close")
+        .unwrap();
     assert_eq!(close["errors"], 12);
     assert_eq!(close["errnos"]["EBADF"], 12);
 }
@@ -61,9 +94,17 @@ fn errno_breakdown_and_exit_status() {
 fn per_process_mode_groups() {
     let (doc, _) = summary_json(&["--mode", "process"], &["fork", "2", "30"]);
     let procs = doc["processes"].as_array().unwrap();
-    let counts: Vec<u64> = procs.iter().map(|p| calls(&p["syscalls"], "getppid")).filter(|&c| c > 0).collect();
+    let counts: Vec<u64> = procs
+        .iter()
+        .map(|p| calls(&p["syscalls"], "getppid"))
+        .filter(|&c| c > 0)
+        .collect();
     assert_eq!(counts, vec![30, 30]);
-    assert!(procs.iter().all(|p| p["pid"].as_u64().is_some() && p["comm"].is_string()));
+    assert!(
+        procs
+            .iter()
+            .all(|p| p["pid"].as_u64().is_some() && p["comm"].is_string())
+    );
 }
 
 #[test]
@@ -72,14 +113,31 @@ fn table_to_file_and_command_output_untouched() {
     std::fs::create_dir_all(&dir).unwrap();
     let report = dir.join("report.txt");
     let out = Command::new(TRACEKIT)
-        .args(["trace", "summary", "--sort", "calls", "-o", report.to_str().unwrap(), "--", "echo", "hello"])
+        .args([
+            "trace",
+            "summary",
+            "--sort",
+            "calls",
+            "-o",
+            report.to_str().unwrap(),
+            "--",
+            "echo",
+            "hello",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     assert_eq!(out.stdout, b"hello\n");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&report).unwrap();
-    assert!(text.contains("syscall") && text.contains("stddev(msec)") && text.contains("write"), "{text}");
+    assert!(
+        text.contains("syscall") && text.contains("stddev(msec)") && text.contains("write"),
+        "{text}"
+    );
     assert!(!text.contains('\x1b'), "no colour in files");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -97,7 +155,11 @@ fn sigint_prints_the_summary_so_far() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
     let out = child.wait_with_output().unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(calls(&doc["syscalls"], "getppid"), 77);
@@ -115,9 +177,19 @@ fn bad_input_gives_clear_errors() {
     assert_eq!(out.status.code(), Some(126));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
 
-    let out = tracekit(&["trace", "summary", "-o", "/no/such/dir/report", "-a", "--duration", "0.1"]);
+    let out = tracekit(&[
+        "trace",
+        "summary",
+        "-o",
+        "/no/such/dir/report",
+        "-a",
+        "--duration",
+        "0.1",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write report to /no/such/dir/report"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write report to /no/such/dir/report")
+    );
 
     let out = tracekit(&["trace", "summary", "--duration", "-1", "-a"]);
     assert_eq!(out.status.code(), Some(1));
@@ -133,13 +205,18 @@ fn bad_input_gives_clear_errors() {
 
     let out = tracekit(&["trace", "summary", "--mode", "cpu", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values: total, process, thread"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("possible values: total, process, thread")
+    );
 
     let out = tracekit(&["trace", "summary"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to trace"));
 
-    for out in [&tracekit(&["trace", "summary", "--help"]), &tracekit(&["--help"])] {
+    for out in [
+        &tracekit(&["trace", "summary", "--help"]),
+        &tracekit(&["--help"]),
+    ] {
         assert!(out.status.success());
     }
 }
@@ -147,26 +224,51 @@ fn bad_input_gives_clear_errors() {
 #[test]
 fn pid_and_all_targets_with_duration() {
     let w = workload();
-    for target in [vec!["-p".to_string()], vec!["-a".to_string(), "--mode".into(), "process".into()]] {
-        let mut victim = Command::new(&w).args(["wait", "getppid", "555"]).stdin(Stdio::piped()).spawn().unwrap();
-        let mut args: Vec<String> = vec!["trace".into(), "summary".into(), "--json".into(), "--duration".into(), "2".into()];
+    for target in [
+        vec!["-p".to_string()],
+        vec!["-a".to_string(), "--mode".into(), "process".into()],
+    ] {
+        let mut victim = Command::new(&w)
+            .args(["wait", "getppid", "555"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut args: Vec<String> = vec![
+            "trace".into(),
+            "summary".into(),
+            "--json".into(),
+            "--duration".into(),
+            "2".into(),
+        ];
         args.extend(target.iter().cloned());
         if target[0] == "-p" {
             args.push(victim.id().to_string());
         }
-        let tk = Command::new(TRACEKIT).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let tk = Command::new(TRACEKIT)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(800));
         use std::io::Write;
         victim.stdin.take().unwrap().write_all(b"go\n").unwrap();
         victim.wait().unwrap();
         let out = tk.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let n = if target[0] == "-p" {
             calls(&doc["syscalls"], "getppid")
         } else {
             let procs = doc["processes"].as_array().unwrap();
-            let me = procs.iter().find(|p| p["pid"] == victim.id()).expect("victim in system-wide report");
+            let me = procs
+                .iter()
+                .find(|p| p["pid"] == victim.id())
+                .expect("victim in system-wide report");
             calls(&me["syscalls"], "getppid")
         };
         assert_eq!(n, 555, "{target:?}");

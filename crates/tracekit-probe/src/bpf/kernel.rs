@@ -74,7 +74,10 @@ fn probe_fentry_load() -> Result<(), String> {
                 }
                 src = s.source();
             }
-            Err(format!("fentry load failed ({})", tracekit_core::errors::chain(&e)))
+            Err(format!(
+                "fentry load failed ({})",
+                tracekit_core::errors::chain(&e)
+            ))
         }
     }
 }

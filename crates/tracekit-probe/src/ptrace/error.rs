@@ -137,7 +137,9 @@ pub enum PtraceError {
         error: io::Error,
     },
     /// The program under the stub is already gone.
-    #[error("the program under the gdb stub is not stopped and ready ({0}); start it again with qemu-loongarch64-static -g PORT PROGRAM")]
+    #[error(
+        "the program under the gdb stub is not stopped and ready ({0}); start it again with qemu-loongarch64-static -g PORT PROGRAM"
+    )]
     TargetGone(String),
     /// The program under the stub is not the binary the probe names.
     #[error(

@@ -812,7 +812,10 @@ impl GdbRemote {
                 }
                 _ => {
                     let e = io::Error::last_os_error();
-                    if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+                    if !matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) {
                         return Err(e);
                     }
                 }

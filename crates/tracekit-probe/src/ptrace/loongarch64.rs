@@ -301,7 +301,9 @@ fn decode_op(w: u32) -> Op {
                 0 => Bceqz,
                 1 => Bcnez,
                 // LBT's jumps share the space; the table knows their fixed bits.
-                _ => table(w).filter(|n| n.starts_with("jiscr")).map_or(Unknown, Jiscr),
+                _ => table(w)
+                    .filter(|n| n.starts_with("jiscr"))
+                    .map_or(Unknown, Jiscr),
             };
         }
         0x13 => return Jirl,
@@ -357,8 +359,8 @@ fn table(w: u32) -> Option<&'static str> {
 pub fn reg_name(r: u32) -> &'static str {
     const NAMES: [&str; 32] = [
         "$zero", "$ra", "$tp", "$sp", "$a0", "$a1", "$a2", "$a3", "$a4", "$a5", "$a6", "$a7",
-        "$t0", "$t1", "$t2", "$t3", "$t4", "$t5", "$t6", "$t7", "$t8", "$r21", "$fp", "$s0",
-        "$s1", "$s2", "$s3", "$s4", "$s5", "$s6", "$s7", "$s8",
+        "$t0", "$t1", "$t2", "$t3", "$t4", "$t5", "$t6", "$t7", "$t8", "$r21", "$fp", "$s0", "$s1",
+        "$s2", "$s3", "$s4", "$s5", "$s6", "$s7", "$s8",
     ];
     NAMES[r as usize & 31]
 }
@@ -381,7 +383,11 @@ impl fmt::Display for Insn {
             Pcaddi | Pcalau12i | Pcaddu12i | Pcaddu18i => write!(f, "{m} {rd}, {}", self.si20()),
             Break | Dbcl | Syscall => write!(f, "{m} {}", self.word & 0x7fff),
             LlSc("ll.w" | "ll.d" | "sc.w" | "sc.d") => {
-                write!(f, "{m} {rd}, {rj}, {}", sext((self.word >> 10) & 0x3fff, 14) << 2)
+                write!(
+                    f,
+                    "{m} {rd}, {rj}, {}",
+                    sext((self.word >> 10) & 0x3fff, 14) << 2
+                )
             }
             Unknown => write!(f, ".word 0x{:08x}", self.word),
             _ => write!(f, "{m} (0x{:08x})", self.word),
@@ -396,7 +402,13 @@ pub fn simulate(insn: &Insn, regs: &mut Regs) -> Result<(), String> {
     let pc = insn.addr;
     let next = pc.wrapping_add(4);
     let (rj, rd) = (regs.get(insn.rj()), regs.get(insn.rd()));
-    let branch = |taken: bool, offs: i64| if taken { pc.wrapping_add_signed(offs) } else { next };
+    let branch = |taken: bool, offs: i64| {
+        if taken {
+            pc.wrapping_add_signed(offs)
+        } else {
+            next
+        }
+    };
     regs.pc = match insn.op {
         Beqz => branch(rj == 0, insn.offs21()),
         Bnez => branch(rj != 0, insn.offs21()),
@@ -451,9 +463,8 @@ pub fn slot_words(insn: &Insn, slot: u64, ret: SlotReturn) -> Result<[u32; 2], S
         SlotReturn::Jump => {
             let from = slot.wrapping_add(4);
             let to = insn.addr.wrapping_add(4);
-            b_word(to.wrapping_sub(from) as i64).ok_or_else(|| {
-                format!("slot 0x{slot:x} is beyond a `b`'s ±128 MiB of 0x{to:x}")
-            })?
+            b_word(to.wrapping_sub(from) as i64)
+                .ok_or_else(|| format!("slot 0x{slot:x} is beyond a `b`'s ±128 MiB of 0x{to:x}"))?
         }
     };
     Ok([insn.word, back])
@@ -471,7 +482,8 @@ impl Arch for LoongArch64 {
 
     fn decode(code: &[u8], addr: u64) -> Option<Insn> {
         let bytes = code.get(..4)?.try_into().ok()?;
-        addr.is_multiple_of(4).then(|| Insn::decode(u32::from_le_bytes(bytes), addr))
+        addr.is_multiple_of(4)
+            .then(|| Insn::decode(u32::from_le_bytes(bytes), addr))
     }
 
     fn len(_: &Insn) -> usize {

@@ -18,11 +18,11 @@
 
 pub mod arch;
 pub mod engine;
+mod error;
 pub mod gdb;
 pub mod loongarch64;
 #[doc(hidden)]
 pub mod loongarch64_opcodes;
-mod error;
 pub mod qemu;
 mod session;
 pub mod target;

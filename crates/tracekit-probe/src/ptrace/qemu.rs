@@ -62,7 +62,10 @@ pub fn run(
         what: format!("connecting to the gdb stub at {address}"),
         error,
     })?;
-    let tid = match remote.stop_reason().map_err(gdb("asking why the program stopped"))? {
+    let tid = match remote
+        .stop_reason()
+        .map_err(gdb("asking why the program stopped"))?
+    {
         StopReply::Signal { thread, .. } => thread.unwrap_or(1) as i32,
         other => return Err(PtraceError::TargetGone(format!("{other:?}"))),
     };
@@ -155,7 +158,9 @@ impl Session {
             }
             live.push((i, insn));
         }
-        let needs_slots = live.iter().any(|(_, insn)| A::classify(insn) == Handling::OutOfLine);
+        let needs_slots = live
+            .iter()
+            .any(|(_, insn)| A::classify(insn) == Handling::OutOfLine);
         let needs_tramp = points.iter().any(|p| !p.returns.is_empty());
         self.inst = Installed::new(points.len());
         let page = if needs_slots || needs_tramp {
@@ -185,13 +190,12 @@ impl Session {
                         points[i].spec
                     ));
                 }
-                let bytes = A::prepare_slot(&insn, at, ret).map_err(|reason| {
-                    PtraceError::Unsupported {
+                let bytes =
+                    A::prepare_slot(&insn, at, ret).map_err(|reason| PtraceError::Unsupported {
                         spec: points[i].spec.clone(),
                         insn: A::text(&insn),
                         reason,
-                    }
-                })?;
+                    })?;
                 image.extend_from_slice(&bytes);
                 image.resize(image.len().next_multiple_of(A::SLOT_SIZE as usize), 0);
                 slot = Some(at);
@@ -247,8 +251,12 @@ impl Session {
     fn restore_returns(&mut self) -> std::io::Result<usize> {
         let mut regs = self.remote.get_regs(self.tid)?;
         let before = regs;
-        let restored =
-            Engine::restore_register_returns(&self.inst, &self.thread, &mut regs, &mut self.remote)?;
+        let restored = Engine::restore_register_returns(
+            &self.inst,
+            &self.thread,
+            &mut regs,
+            &mut self.remote,
+        )?;
         if regs != before {
             self.remote.set_regs(self.tid, &regs)?;
         }
@@ -281,9 +289,13 @@ impl Session {
         // QEMU's single step over `syscall` runs one instruction too many: stop on a `Z0`
         // right after it instead.
         let after_syscall = syscall_at + 4;
-        self.remote.insert_breakpoint(after_syscall).map_err(failed)?;
+        self.remote
+            .insert_breakpoint(after_syscall)
+            .map_err(failed)?;
         self.remote.resume(None).map_err(failed)?;
-        self.remote.remove_breakpoint(after_syscall).map_err(failed)?;
+        self.remote
+            .remove_breakpoint(after_syscall)
+            .map_err(failed)?;
         let after = self.remote.get_regs(self.tid).map_err(failed)?;
         self.remote.set_regs(self.tid, &saved).map_err(failed)?;
         if A::pc(&after) != after_syscall {
@@ -317,7 +329,9 @@ impl Session {
                     self.detach()?;
                     return Ok(None);
                 }
-                StopReply::Signal { signal: SIGTRAP, .. } => {
+                StopReply::Signal {
+                    signal: SIGTRAP, ..
+                } => {
                     let mut regs = self
                         .remote
                         .get_regs(self.tid)
@@ -360,7 +374,9 @@ impl Session {
         }
         Engine::evacuate(&self.inst, &mut self.thread, self.tid, &mut self.remote)
             .map_err(gdb("moving the thread out of a slot"))?;
-        let restored = self.restore_returns().map_err(gdb("restoring return addresses"))?;
+        let restored = self
+            .restore_returns()
+            .map_err(gdb("restoring return addresses"))?;
         if restored < self.thread.returns.len() {
             self.warnings.push(format!(
                 "{} hijacked return address(es) not found to restore; the slot page stays mapped so those returns still land on the trampoline",

@@ -1028,7 +1028,10 @@ impl<'a> Session<'a> {
                 break;
             }
             if status >> 16 == 0 {
-                if matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE) {
+                if matches!(
+                    sig,
+                    libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+                ) {
                     // The injected instruction itself faults: stepping again would fault again.
                     fault = Some(Some(sig));
                     break;
@@ -1042,7 +1045,9 @@ impl<'a> Session<'a> {
             let _ = proc.mem.write(at, &orig);
             let _ = proc.mem.set_regs(tid, &saved);
             let why = match fault {
-                Some(Some(sig)) => format!("the injected syscall at {at:#x} faulted (signal {sig})"),
+                Some(Some(sig)) => {
+                    format!("the injected syscall at {at:#x} faulted (signal {sig})")
+                }
                 _ => format!("the injected syscall at {at:#x} did not complete"),
             };
             return Err(sys("injecting a system call", io::Error::other(why)));

@@ -33,9 +33,18 @@ pub fn compile_loongarch(source: &str, output: &str) -> PathBuf {
     compile_with("clang-19", &flags, source, output, &[])
 }
 
-fn compile_with(compiler: &str, first: &[&str], source: &str, output: &str, flags: &[&str]) -> PathBuf {
+fn compile_with(
+    compiler: &str,
+    first: &[&str],
+    source: &str,
+    output: &str,
+    flags: &[&str],
+) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     built
         .entry(output.to_owned())
         .or_insert_with(|| {

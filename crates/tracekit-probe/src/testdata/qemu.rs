@@ -66,7 +66,8 @@ impl Qemu {
 
     /// A client connected to the stub.
     pub fn connect(&self) -> GdbRemote {
-        GdbRemote::connect(&self.address(), Duration::from_secs(10)).expect("connect to QEMU's gdb stub")
+        GdbRemote::connect(&self.address(), Duration::from_secs(10))
+            .expect("connect to QEMU's gdb stub")
     }
 
     /// QEMU's pid (the thread id its stub reports for the main thread).
@@ -77,7 +78,12 @@ impl Qemu {
     /// Waits for QEMU (the program) to end: (stdout, exit code, killing signal).
     pub fn finish(mut self) -> (String, Option<i32>, Option<i32>) {
         let mut out = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         let status = self.child.wait().unwrap();
         (out, status.code(), status.signal())
     }

@@ -42,7 +42,12 @@ pub trait Backend {
 }
 
 fn hits(o: &PtraceOutcome, spec: &str) -> u64 {
-    o.report.probes.iter().find(|p| p.spec == spec).expect("probe in report").hits
+    o.report
+        .probes
+        .iter()
+        .find(|p| p.spec == spec)
+        .expect("probe in report")
+        .hits
 }
 
 /// Entry and return probes on a function called exactly N times see exactly N hits each; the
@@ -91,7 +96,10 @@ pub fn detach_mid_run_leaves_the_program_unchanged(b: &dyn Backend) {
         }
     });
     let out = run.result.expect("engine run");
-    assert_eq!(out.exit, None, "the engine should have detached before the end");
+    assert_eq!(
+        out.exit, None,
+        "the engine should have detached before the end"
+    );
     let h = hits(&out, &specs[0]);
     assert!((50..200).contains(&h), "{h} hits");
     let (stdout, code) = b.plain(&args);

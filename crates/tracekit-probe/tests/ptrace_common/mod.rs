@@ -22,7 +22,9 @@ pub fn build_target() -> &'static Path {
 /// `testdata/dl.c` built as a shared library, once; returns its path.
 pub fn build_dl_lib() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| tracekit_probe::testdata::compile("dl.c", "libtk-dl.so", &["-shared", "-fPIC"]))
+    PATH.get_or_init(|| {
+        tracekit_probe::testdata::compile("dl.c", "libtk-dl.so", &["-shared", "-fPIC"])
+    })
 }
 
 /// Resolves spec texts (short forms expand to entry + return) against the test target.

@@ -32,7 +32,9 @@ fn main() {
         args.insert(0, "getppid".into());
     }
     let num = |i: usize| -> u64 {
-        args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage(&format!("expected a number at argument {}", i + 1)))
+        args.get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| usage(&format!("expected a number at argument {}", i + 1)))
     };
     let started = std::time::Instant::now();
     let mut timefile: Option<String> = None;
@@ -41,7 +43,10 @@ fn main() {
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
-            "getppid" => { getppid(num(i + 1)); i += 2; }
+            "getppid" => {
+                getppid(num(i + 1));
+                i += 2;
+            }
             "ebadf" => {
                 for _ in 0..num(i + 1) {
                     // SAFETY: closing fd -1 only returns EBADF.
@@ -53,7 +58,14 @@ fn main() {
                 let path = c"/nonexistent/tracekit-workload";
                 for _ in 0..num(i + 1) {
                     // SAFETY: the path is a valid C string; the call fails with ENOENT.
-                    unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_openat,
+                            libc::AT_FDCWD,
+                            path.as_ptr(),
+                            libc::O_RDONLY,
+                        )
+                    };
                 }
                 i += 2;
             }
@@ -67,18 +79,31 @@ fn main() {
             "sleep" => {
                 i += 1;
                 while let Some(ns) = args.get(i).and_then(|s| s.parse::<i64>().ok()) {
-                    let ts = libc::timespec { tv_sec: ns / 1_000_000_000, tv_nsec: ns % 1_000_000_000 };
+                    let ts = libc::timespec {
+                        tv_sec: ns / 1_000_000_000,
+                        tv_nsec: ns % 1_000_000_000,
+                    };
                     let before = std::time::Instant::now();
                     // SAFETY: ts is a valid timespec; no remainder pointer.
-                    unsafe { libc::syscall(libc::SYS_nanosleep, &ts, std::ptr::null_mut::<libc::timespec>()) };
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_nanosleep,
+                            &ts,
+                            std::ptr::null_mut::<libc::timespec>(),
+                        )
+                    };
                     slept.push(before.elapsed().as_nanos());
                     i += 1;
                 }
             }
             "threads" => {
                 let (t, n) = (num(i + 1), num(i + 2));
-                let handles: Vec<_> = (0..t).map(|_| std::thread::spawn(move || getppid(n))).collect();
-                handles.into_iter().for_each(|h| h.join().expect("worker thread"));
+                let handles: Vec<_> = (0..t)
+                    .map(|_| std::thread::spawn(move || getppid(n)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .for_each(|h| h.join().expect("worker thread"));
                 i += 3;
             }
             "fork" => {
@@ -103,7 +128,10 @@ fn main() {
             }
             "wait" => {
                 let mut line = String::new();
-                std::io::stdin().lock().read_line(&mut line).expect("read stdin");
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .expect("read stdin");
                 i += 1;
             }
             "sleeplog" => {
@@ -128,6 +156,8 @@ fn main() {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("tracekit-syscall-workload: {msg}\nusage: tracekit-syscall-workload [getppid N | ebadf N | enoent N | badnr N | sleep NS... | sleeplog PATH | threads T N | fork C N | wait | exit CODE | timefile PATH]...");
+    eprintln!(
+        "tracekit-syscall-workload: {msg}\nusage: tracekit-syscall-workload [getppid N | ebadf N | enoent N | badnr N | sleep NS... | sleeplog PATH | threads T N | fork C N | wait | exit CODE | timefile PATH]..."
+    );
     std::process::exit(2)
 }

@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use tracekit_core::report::{Column, OutputTarget, Style, Table};
 use tracekit_core::units::ns_to_ms;
 use tracekit_probe::bpf::{self, BpfOptions};
-use tracekit_probe::{ExitStatus, Lookup, ProbeKind, ProbeReport, ProbeSpec, ResolvedProbe, resolve_with};
+use tracekit_probe::{
+    ExitStatus, Lookup, ProbeKind, ProbeReport, ProbeSpec, ResolvedProbe, resolve_with,
+};
 
 /// Which probe engine runs the probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,7 +106,6 @@ pub struct ProbeArgs {
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
 }
-
 
 /// One streamed hit, engine-independent.
 struct Hit {
@@ -344,9 +345,14 @@ fn run_qemu(specs: &[ProbeSpec], target: &str, args: &ProbeArgs) -> anyhow::Resu
         bail!("--target `{target}`: the form is qemu-gdb:HOST:PORT (e.g. qemu-gdb:127.0.0.1:1234)");
     };
     if args.engine == Engine::Bpf {
-        bail!("--target qemu-gdb runs tracekit's breakpoint engine; --engine bpf cannot reach a program under QEMU");
+        bail!(
+            "--target qemu-gdb runs tracekit's breakpoint engine; --engine bpf cannot reach a program under QEMU"
+        );
     }
-    let lookup = Lookup { pid: None, command: None };
+    let lookup = Lookup {
+        pid: None,
+        command: None,
+    };
     let probes: Vec<ResolvedProbe> = specs
         .iter()
         .map(|s| resolve_with(s, &lookup))
@@ -355,12 +361,18 @@ fn run_qemu(specs: &[ProbeSpec], target: &str, args: &ProbeArgs) -> anyhow::Resu
     let out = OutputTarget::new(args.output.as_deref());
     let nargs = usize::from(args.args);
     let events_to_stderr = args.json && args.output.is_none();
-    let mut on_hit = |e: &ptrace::HitEvent| {
-        print_hit(&Hit::from(e), &probes, nargs, events_to_stderr)
+    let mut on_hit =
+        |e: &ptrace::HitEvent| print_hit(&Hit::from(e), &probes, nargs, events_to_stderr);
+    let opts = qemu::QemuOptions {
+        print: args.print,
+        ..Default::default()
     };
-    let opts = qemu::QemuOptions { print: args.print, ..Default::default() };
     let run = qemu::run(&probes, address, &opts, &stop, &mut on_hit)?;
-    let result = RunResult { report: run.report, exit: run.exit, notes: run.warnings };
+    let result = RunResult {
+        report: run.report,
+        exit: run.exit,
+        notes: run.warnings,
+    };
     finish(&result, args, &out)
 }
 

@@ -486,7 +486,11 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
         };
         target.write_json(&report)?;
         let failed = result.verdicts.iter().any(|v| v.error.is_some());
-        return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+        return Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     let style = target.style();
     let mut s = format!(
@@ -553,7 +557,11 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
     s.push('\n');
     target.write(&s)?;
     // The verdicts of the other packets are printed, but a replay with failures is not a success.
-    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn test(a: TestArgs) -> anyhow::Result<ExitCode> {

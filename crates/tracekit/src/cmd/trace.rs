@@ -37,7 +37,9 @@ tracekit trace summary -p 1234 --duration 10       # a running process for 10 s\
 tracekit trace summary -a --sort calls --errno     # whole system until Ctrl-C, errors by errno\n  \
 tracekit trace summary --json -o out.json -- ls    # machine-readable report"
     )]
-    #[command(override_usage = "tracekit trace summary [OPTIONS] (-- COMMAND [ARGS...] | -p PID[,PID...] | -a)")]
+    #[command(
+        override_usage = "tracekit trace summary [OPTIONS] (-- COMMAND [ARGS...] | -p PID[,PID...] | -a)"
+    )]
     Summary(SummaryArgs),
 }
 
@@ -111,7 +113,10 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
     };
     let duration = args
         .duration
-        .map(|s| Duration::try_from_secs_f64(s).context("--duration must be a non-negative number of seconds"))
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .context("--duration must be a non-negative number of seconds")
+        })
         .transpose()?;
     let options = Options {
         mode: match args.mode {
@@ -137,17 +142,26 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     outcome.summary.sort(sort_key(args.sort));
-    outcome.notes.iter().for_each(|n| eprintln!("tracekit: {n}"));
+    outcome
+        .notes
+        .iter()
+        .for_each(|n| eprintln!("tracekit: {n}"));
 
     let render_options = RenderOptions { errno: args.errno };
     if args.json {
         output.write_json(&render::json(&outcome.summary, render_options))?;
     } else {
-        output.write(&render::table(&outcome.summary, render_options, output.style()))?;
+        output.write(&render::table(
+            &outcome.summary,
+            render_options,
+            output.style(),
+        ))?;
     }
     Ok(match outcome.exit {
         Some(status) => ExitCode::from(crate::stop::exit_code_of(status)),
-        None if stop.load(std::sync::atomic::Ordering::Relaxed) && matches!(target, Target::Command(_)) => {
+        None if stop.load(std::sync::atomic::Ordering::Relaxed)
+            && matches!(target, Target::Command(_)) =>
+        {
             ExitCode::from(130)
         }
         None => ExitCode::SUCCESS,
