@@ -528,7 +528,7 @@ fn llvm_mnemonics(words: &[u32]) -> std::collections::HashMap<u32, String> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("llvm-mc-19 (Debian's llvm-19, installed by bash .ci/run)");
+        .expect("llvm-mc-19 (Debian's llvm-19, installed by cargo xtask test)");
     let mut input = String::new();
     for w in words {
         let b = w.to_le_bytes();

@@ -120,7 +120,7 @@ fn assemble(asm: &str) -> Vec<u32> {
         .arg(&obj)
         .arg(&src)
         .status()
-        .expect("clang-19 must be installed (bash .ci/run installs it)");
+        .expect("clang-19 must be installed (cargo xtask test installs it)");
     assert!(
         status.success(),
         "clang-19 could not assemble the encoder checks"

@@ -65,8 +65,11 @@ struct Comm {
 // SAFETY: all four are repr(C) plain integers/bytes with no padding the kernel could leave
 // uninitialised (explicit `pad` fields), matching the C definitions byte for byte.
 unsafe impl Pod for KernelStats {}
+// SAFETY: as above (two u32).
 unsafe impl Pod for IdKey {}
+// SAFETY: as above (four u32, `pad` explicit).
 unsafe impl Pod for ErrnoKey {}
+// SAFETY: as above (16 bytes and two u32, `pad` explicit).
 unsafe impl Pod for Comm {}
 
 /// What to collect; fixed when the program is loaded.

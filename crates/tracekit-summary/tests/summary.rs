@@ -310,6 +310,7 @@ fn duration_ends_a_command_with_sigterm() {
 fn a_thread_id_traces_its_process() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // This test's own thread: a tid that is not a process id.
+    // SAFETY: gettid has no arguments and cannot fail.
     let tid = unsafe { libc::gettid() } as u32;
     let me = std::process::id();
     assert_ne!(tid, me, "tests run on worker threads");

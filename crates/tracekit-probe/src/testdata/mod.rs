@@ -59,7 +59,7 @@ fn compile_with(
                 .arg(&src)
                 .args(flags)
                 .status()
-                .unwrap_or_else(|e| panic!("{compiler} must be installed to build the probe test programs (bash .ci/run installs it): {e}"));
+                .unwrap_or_else(|e| panic!("{compiler} must be installed to build the probe test programs (cargo xtask test installs it): {e}"));
             assert!(status.success(), "{compiler} failed to build {}", src.display());
             out
         })

@@ -50,7 +50,7 @@ impl Qemu {
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
-            .expect("qemu-loongarch64-static must be installed (bash .ci/run installs it)");
+            .expect("qemu-loongarch64-static must be installed (cargo xtask test installs it)");
         Qemu { child, port }
     }
 

@@ -113,6 +113,7 @@ fn main() {
                     match unsafe { libc::fork() } {
                         0 => {
                             getppid(n);
+                            // SAFETY: _exit ends the child at once; nothing is left to unwind.
                             unsafe { libc::_exit(0) };
                         }
                         -1 => usage("fork failed"),
