@@ -41,27 +41,43 @@ pub enum Error {
         /// The names there are.
         available: String,
     },
-    /// The loader has no way to load programs of this type without attaching them.
+    /// The program's section name is not one libbpf knows, so its type is unknown.
     #[error(
-        "cannot load '{name}': tracekit loads {kind} programs only to attach them, and the kernel has no test run for them; test-run works for xdp, classifier, socket, flow_dissector, raw_tp, cgroup_skb, sk_lookup and syscall programs"
+        "cannot load '{name}': its section '{section}' is not a libbpf section name, so its program type is unknown; use one of xdp, tc, classifier, action, socket, lwt_in, lwt_out, lwt_xmit, lwt_seg6local, flow_dissector, cgroup_skb/ingress, sk_lookup, raw_tp/NAME, syscall, ... (libbpf's program_types list)"
     )]
-    CannotLoad {
+    UnknownSection {
         /// The program.
         name: String,
-        /// Its type.
-        kind: String,
+        /// Its section.
+        section: String,
     },
-    /// The kernel (verifier) refused the program.
-    #[error("the kernel refused to load '{name}': {reason}")]
+    /// Loading failed before the kernel saw the program (BTF, maps, relocations).
+    #[error("cannot load '{name}': {reason}")]
     Load {
         /// The program.
         name: String,
-        /// The loader's message with the verifier log.
+        /// What failed.
         reason: String,
+    },
+    /// The kernel (verifier) refused the program. The message gives the verifier's verdict
+    /// and the last lines of its log; [`Error::verifier_log`] has all of it.
+    #[error(
+        "the kernel refused to load '{name}' ({errno}): {verdict}\nverifier log:\n{}",
+        crate::loader::last_lines(log, 20)
+    )]
+    Refused {
+        /// The program.
+        name: String,
+        /// The errno name of BPF_PROG_LOAD (`EACCES`, `EINVAL`, ...).
+        errno: String,
+        /// The verifier's reason: the last line of its log that is not a statistic.
+        verdict: String,
+        /// The verifier's whole log.
+        log: String,
     },
     /// The kernel has no test run for this program type (ENOTSUPP).
     #[error(
-        "the kernel cannot test-run {kind} programs ('{name}' returned ENOTSUPP); test-run works for xdp, sched_cls, socket_filter, flow_dissector, raw_tracepoint, cgroup_skb, sk_lookup and syscall programs"
+        "the kernel cannot test-run {kind} programs ('{name}' returned ENOTSUPP); test-run works for xdp, sched_cls, sched_act, socket_filter, lwt_*, flow_dissector, raw_tracepoint, cgroup_skb, sk_lookup and syscall programs"
     )]
     NotSupported {
         /// The program.
@@ -122,4 +138,32 @@ pub enum Error {
     /// A packet description or hex string is malformed.
     #[error("bad packet: {0}")]
     Packet(String),
+}
+
+impl Error {
+    /// The error in one line (a verifier refusal without its log).
+    pub fn summary(&self) -> String {
+        match self {
+            Error::Refused {
+                name,
+                errno,
+                verdict,
+                ..
+            } => format!("the kernel refused to load '{name}' ({errno}): {verdict}"),
+            other => other
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+
+    /// The verifier's whole log, when the kernel refused a program.
+    pub fn verifier_log(&self) -> Option<&str> {
+        match self {
+            Error::Refused { log, .. } => Some(log),
+            _ => None,
+        }
+    }
 }

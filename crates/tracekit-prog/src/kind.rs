@@ -1,6 +1,7 @@
 //! Program types: what the kernel's test run does with each, and what its return value means.
 
-use aya_obj::ProgramSection;
+use crate::section::SectionType;
+use aya_obj::generated::bpf_prog_type as P;
 use serde::{Serialize, Serializer};
 
 /// The type of a BPF program, as far as a test run is concerned. Serialised as its
@@ -9,8 +10,20 @@ use serde::{Serialize, Serializer};
 pub enum ProgKind {
     /// `SEC("xdp")`: retval is an `XDP_*` action, data is an Ethernet frame.
     Xdp,
-    /// `SEC("classifier")` (TC): retval is a `TC_ACT_*` action, data is an Ethernet frame.
+    /// `SEC("tc")`, `SEC("classifier")`, `tcx/*`, `netkit/*`: retval is a `TC_ACT_*` action,
+    /// data is an Ethernet frame.
     SchedCls,
+    /// `SEC("action")` (TC action): as `SchedCls`.
+    SchedAct,
+    /// `SEC("lwt_in")`: lightweight tunnel input; retval is `BPF_OK`/`BPF_DROP`/...,
+    /// the program sees the packet from the network header on.
+    LwtIn,
+    /// `SEC("lwt_out")`, as `LwtIn`.
+    LwtOut,
+    /// `SEC("lwt_xmit")`, as `LwtIn` (may also return `BPF_REDIRECT`).
+    LwtXmit,
+    /// `SEC("lwt_seg6local")`, as `LwtIn`.
+    LwtSeg6local,
     /// `SEC("socket")`: retval is the number of bytes to keep (0 drops); the program sees
     /// the packet from the network header on.
     SocketFilter,
@@ -25,32 +38,43 @@ pub enum ProgKind {
     SkLookup,
     /// `SEC("syscall")`: sleepable, the context is a user buffer copied in and back out.
     Syscall,
-    /// Any other type (kprobe, tracepoint, ...): the kernel has no test run for most of them.
+    /// Any other type (kprobe, tracepoint, ...), by bpftool's name for it, or why the section
+    /// has no type: tracekit test-runs none of them.
     Other(String),
 }
 
 /// Every return value a verdict name can stand for (the named ones are small, plus
 /// `TC_ACT_UNSPEC` = -1).
 fn named_retvals() -> impl Iterator<Item = u32> {
-    (0..16).chain([u32::MAX])
+    (0..16).chain([128, u32::MAX])
 }
 
 impl ProgKind {
-    /// The kind of the program in an ELF section such as `xdp`, `classifier` or `raw_tp/sys_enter`.
+    /// The kind of the program in an ELF section such as `xdp`, `tc` or `raw_tp/sys_enter`
+    /// (libbpf's section names).
     pub fn from_section(section: &str) -> ProgKind {
-        if section == "syscall" {
-            return ProgKind::Syscall;
-        }
-        match section.parse::<ProgramSection>() {
-            Ok(ProgramSection::Xdp { .. }) => ProgKind::Xdp,
-            Ok(ProgramSection::SchedClassifier) => ProgKind::SchedCls,
-            Ok(ProgramSection::SocketFilter) => ProgKind::SocketFilter,
-            Ok(ProgramSection::FlowDissector) => ProgKind::FlowDissector,
-            Ok(ProgramSection::RawTracePoint) => ProgKind::RawTracepoint,
-            Ok(ProgramSection::CgroupSkb { .. }) => ProgKind::CgroupSkb,
-            Ok(ProgramSection::SkLookup) => ProgKind::SkLookup,
-            Ok(other) => ProgKind::Other(aya_name(&other)),
-            Err(_) => ProgKind::Other(format!("unknown section '{section}'")),
+        SectionType::parse(section)
+            .map(|t| t.kind)
+            .unwrap_or_else(|| ProgKind::Other(format!("unknown section '{section}'")))
+    }
+
+    /// The kind of a `BPF_PROG_TYPE_*`.
+    pub(crate) fn from_prog_type(prog_type: P) -> ProgKind {
+        match prog_type {
+            P::BPF_PROG_TYPE_XDP => ProgKind::Xdp,
+            P::BPF_PROG_TYPE_SCHED_CLS => ProgKind::SchedCls,
+            P::BPF_PROG_TYPE_SCHED_ACT => ProgKind::SchedAct,
+            P::BPF_PROG_TYPE_SOCKET_FILTER => ProgKind::SocketFilter,
+            P::BPF_PROG_TYPE_FLOW_DISSECTOR => ProgKind::FlowDissector,
+            P::BPF_PROG_TYPE_RAW_TRACEPOINT => ProgKind::RawTracepoint,
+            P::BPF_PROG_TYPE_CGROUP_SKB => ProgKind::CgroupSkb,
+            P::BPF_PROG_TYPE_SK_LOOKUP => ProgKind::SkLookup,
+            P::BPF_PROG_TYPE_SYSCALL => ProgKind::Syscall,
+            P::BPF_PROG_TYPE_LWT_IN => ProgKind::LwtIn,
+            P::BPF_PROG_TYPE_LWT_OUT => ProgKind::LwtOut,
+            P::BPF_PROG_TYPE_LWT_XMIT => ProgKind::LwtXmit,
+            P::BPF_PROG_TYPE_LWT_SEG6LOCAL => ProgKind::LwtSeg6local,
+            other => ProgKind::Other(bpftool_name(other).to_owned()),
         }
     }
 
@@ -59,6 +83,11 @@ impl ProgKind {
         match self {
             ProgKind::Xdp => "xdp",
             ProgKind::SchedCls => "sched_cls",
+            ProgKind::SchedAct => "sched_act",
+            ProgKind::LwtIn => "lwt_in",
+            ProgKind::LwtOut => "lwt_out",
+            ProgKind::LwtXmit => "lwt_xmit",
+            ProgKind::LwtSeg6local => "lwt_seg6local",
             ProgKind::SocketFilter => "socket_filter",
             ProgKind::FlowDissector => "flow_dissector",
             ProgKind::RawTracepoint => "raw_tracepoint",
@@ -81,9 +110,17 @@ impl ProgKind {
             self,
             ProgKind::Xdp
                 | ProgKind::SchedCls
+                | ProgKind::SchedAct
                 | ProgKind::SocketFilter
                 | ProgKind::FlowDissector
                 | ProgKind::CgroupSkb
+        ) || self.is_lwt()
+    }
+
+    fn is_lwt(&self) -> bool {
+        matches!(
+            self,
+            ProgKind::LwtIn | ProgKind::LwtOut | ProgKind::LwtXmit | ProgKind::LwtSeg6local
         )
     }
 
@@ -116,8 +153,17 @@ impl ProgKind {
         let idx = retval as usize;
         match self {
             ProgKind::Xdp if idx < XDP.len() => XDP[idx].to_owned(),
-            ProgKind::SchedCls if retval == u32::MAX => "TC_ACT_UNSPEC".to_owned(),
-            ProgKind::SchedCls if idx < TC.len() => TC[idx].to_owned(),
+            ProgKind::SchedCls | ProgKind::SchedAct if retval == u32::MAX => {
+                "TC_ACT_UNSPEC".to_owned()
+            }
+            ProgKind::SchedCls | ProgKind::SchedAct if idx < TC.len() => TC[idx].to_owned(),
+            kind if kind.is_lwt() => match retval {
+                0 => "BPF_OK".to_owned(),
+                2 => "BPF_DROP".to_owned(),
+                7 => "BPF_REDIRECT".to_owned(),
+                128 => "BPF_LWT_REROUTE".to_owned(),
+                _ => retval.to_string(),
+            },
             ProgKind::SocketFilter if retval == 0 => "DROP".to_owned(),
             ProgKind::SocketFilter => format!("KEEP {retval} bytes"),
             ProgKind::FlowDissector if retval == 0 => "BPF_OK".to_owned(),
@@ -166,11 +212,30 @@ impl std::fmt::Display for ProgKind {
     }
 }
 
-fn aya_name(section: &ProgramSection) -> String {
-    // The Debug form is e.g. `TracePoint` or `KProbe`; keep the variant name only.
-    let debug = format!("{section:?}");
-    let name = debug.split([' ', '{', '(']).next().unwrap_or(&debug);
-    name.to_ascii_lowercase()
+/// bpftool's name of a program type (`bpftool prog show` prints these).
+fn bpftool_name(prog_type: P) -> &'static str {
+    match prog_type {
+        P::BPF_PROG_TYPE_KPROBE => "kprobe",
+        P::BPF_PROG_TYPE_TRACEPOINT => "tracepoint",
+        P::BPF_PROG_TYPE_PERF_EVENT => "perf_event",
+        P::BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE => "raw_tracepoint_writable",
+        P::BPF_PROG_TYPE_SOCK_OPS => "sock_ops",
+        P::BPF_PROG_TYPE_SK_SKB => "sk_skb",
+        P::BPF_PROG_TYPE_SK_MSG => "sk_msg",
+        P::BPF_PROG_TYPE_CGROUP_DEVICE => "cgroup_device",
+        P::BPF_PROG_TYPE_CGROUP_SOCK => "cgroup_sock",
+        P::BPF_PROG_TYPE_CGROUP_SOCK_ADDR => "cgroup_sock_addr",
+        P::BPF_PROG_TYPE_CGROUP_SYSCTL => "cgroup_sysctl",
+        P::BPF_PROG_TYPE_CGROUP_SOCKOPT => "cgroup_sockopt",
+        P::BPF_PROG_TYPE_LIRC_MODE2 => "lirc_mode2",
+        P::BPF_PROG_TYPE_SK_REUSEPORT => "sk_reuseport",
+        P::BPF_PROG_TYPE_TRACING => "tracing",
+        P::BPF_PROG_TYPE_STRUCT_OPS => "struct_ops",
+        P::BPF_PROG_TYPE_EXT => "ext",
+        P::BPF_PROG_TYPE_LSM => "lsm",
+        P::BPF_PROG_TYPE_NETFILTER => "netfilter",
+        _ => "unknown",
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +256,12 @@ mod tests {
             ProgKind::from_section("tracepoint/syscalls/sys_enter_getpid"),
             ProgKind::Other("tracepoint".into())
         );
+        assert_eq!(ProgKind::from_section("tc"), ProgKind::SchedCls);
+        assert_eq!(ProgKind::from_section("lwt_xmit"), ProgKind::LwtXmit);
+        assert_eq!(
+            ProgKind::from_section("foo"),
+            ProgKind::Other("unknown section 'foo'".into())
+        );
     }
 
     #[test]
@@ -205,5 +276,8 @@ mod tests {
         );
         assert_eq!(ProgKind::SocketFilter.parse_verdict("DROP"), Some(0));
         assert_eq!(ProgKind::Xdp.parse_verdict("XDP_NOPE"), None);
+        assert_eq!(ProgKind::LwtXmit.verdict(7), "BPF_REDIRECT");
+        assert_eq!(ProgKind::LwtIn.parse_verdict("BPF_LWT_REROUTE"), Some(128));
+        assert_eq!(ProgKind::SchedAct.verdict(2), "TC_ACT_SHOT");
     }
 }

@@ -29,10 +29,13 @@
 mod error;
 pub mod hex;
 mod kind;
+mod loader;
 mod object;
 pub mod packet;
 pub mod pcap;
+mod rename;
 mod run;
+mod section;
 mod sys;
 pub mod vectors;
 
@@ -40,3 +43,4 @@ pub use error::Error;
 pub use kind::ProgKind;
 pub use object::{BpfObject, ProgramEntry};
 pub use run::{Benchmark, Program, RunOptions, RunResult};
+pub use section::SectionType;

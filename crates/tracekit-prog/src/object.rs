@@ -2,12 +2,14 @@
 
 use crate::kind::ProgKind;
 use crate::run::Program;
-use crate::{Error, sys};
+use crate::section::SectionType;
+use crate::{Error, loader, rename};
 use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SymbolKind};
 use serde::Serialize;
-use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::collections::HashMap;
 use std::path::Path;
+use std::str::FromStr;
+use tracekit_core::report::{Column, Style, Table};
 
 /// One program of an object, as `tracekit prog list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,8 +22,12 @@ pub struct ProgramEntry {
     pub section: String,
     /// Number of BPF instructions (8 bytes each) before relocation.
     pub insns: u64,
-    /// Whether the kernel has a test run for this type.
+    /// Whether `prog run` can run it: the kernel has a test run for its type and (after
+    /// [`BpfObject::check_loads`]) it loads.
     pub test_run: bool,
+    /// Why it cannot be test-run, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<String>,
 }
 
 /// A BPF ELF object (as built by `clang -target bpf`), kept in memory so that programs can
@@ -29,6 +35,7 @@ pub struct ProgramEntry {
 #[derive(Debug, Clone)]
 pub struct BpfObject {
     what: String,
+    /// The object with the sections aya-obj cannot parse renamed (see `rename`).
     bytes: Vec<u8>,
     programs: Vec<ProgramEntry>,
 }
@@ -51,10 +58,25 @@ impl BpfObject {
         if !bytes.starts_with(b"\x7fELF") {
             return Err(Error::NotElf { what });
         }
-        let programs = list_programs(&bytes).map_err(|reason| Error::Parse {
+        let parse_err = |reason| Error::Parse {
             what: what.clone(),
             reason,
-        })?;
+        };
+        let programs = list_programs(&bytes).map_err(parse_err)?;
+        let renames: HashMap<String, String> = programs
+            .iter()
+            .filter(|p| aya_obj::ProgramSection::from_str(&p.section).is_err())
+            .map(|p| p.section.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .enumerate()
+            .map(|(n, section)| (section, rename::stand_in_name(n)))
+            .collect();
+        let bytes = if renames.is_empty() {
+            bytes
+        } else {
+            rename::rename_sections(&bytes, &renames).map_err(parse_err)?
+        };
         Ok(BpfObject {
             what,
             bytes,
@@ -65,6 +87,67 @@ impl BpfObject {
     /// The programs in the object, in file order.
     pub fn programs(&self) -> &[ProgramEntry] {
         &self.programs
+    }
+
+    /// Loads every program that has a test run and unloads it again, so that each entry's
+    /// `test_run` says whether `prog run` can run it; a program the loader or the verifier
+    /// refuses gets the first line of the reason in `why_not`.
+    pub fn check_loads(&mut self) {
+        let refusals: Vec<(usize, String)> = self
+            .programs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.test_run)
+            .filter_map(|(i, p)| self.load(&p.name).err().map(|e| (i, e.summary())))
+            .collect();
+        for (i, why) in refusals {
+            self.programs[i].test_run = false;
+            self.programs[i].why_not = Some(why);
+        }
+    }
+
+    /// The object's program list as `tracekit prog list` prints it: one aligned row per
+    /// program, and below the table why each "no" is a no.
+    pub fn render_list(&self, style: Style) -> String {
+        let mut t = Table::new(vec![
+            Column::left("program"),
+            Column::left("type"),
+            Column::left("section"),
+            Column::right("insns"),
+            Column::left("test-run"),
+        ]);
+        let mut reasons = String::new();
+        for p in &self.programs {
+            let support = if p.test_run { "yes" } else { "no" };
+            let kind = match &p.kind {
+                ProgKind::Other(what) if what.starts_with("unknown section") => "?".to_owned(),
+                kind => kind.to_string(),
+            };
+            t.row(vec![
+                p.name.clone(),
+                kind,
+                p.section.clone(),
+                p.insns.to_string(),
+                support.to_owned(),
+            ]);
+            if let Some(why) = &p.why_not {
+                reasons.push_str(&format!("   {}: {why}\n", p.name));
+            }
+        }
+        let plural = if t.len() == 1 { "" } else { "s" };
+        let mut out = format!(
+            "\n {}: {} program{plural}\n\n{}\n",
+            self.what,
+            t.len(),
+            t.render(style)
+        );
+        if !reasons.is_empty() {
+            out.push_str(&format!(
+                " {}\n{reasons}\n",
+                style.bold("not test-runnable:")
+            ));
+        }
+        out
     }
 
     /// Loads the program `name` into the kernel (without attaching it) for test runs.
@@ -84,97 +167,18 @@ impl BpfObject {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        let (fd, ebpf) = match entry.kind {
-            ProgKind::Syscall => (self.load_syscall(entry)?, None),
-            _ => self
-                .load_with_aya(entry)
-                .map(|(fd, ebpf)| (fd, Some(ebpf)))?,
-        };
+        let ty = SectionType::parse(&entry.section).ok_or_else(|| Error::UnknownSection {
+            name: entry.name.clone(),
+            section: entry.section.clone(),
+        })?;
+        let loaded = loader::load(&self.what, &self.bytes, entry, &ty)?;
         Ok(Program::new(
             entry.name.clone(),
             entry.kind.clone(),
-            fd,
-            ebpf,
+            loaded.fd,
+            loaded.maps,
         ))
     }
-
-    fn load_with_aya(&self, entry: &ProgramEntry) -> Result<(OwnedFd, aya::Ebpf), Error> {
-        let parse_err = |e: aya::EbpfError| Error::Parse {
-            what: self.what.clone(),
-            reason: tracekit_core::errors::chain(&e),
-        };
-        // Not `Ebpf::load`: it parses the kernel's BTF (/sys/kernel/btf/vmlinux, ~25 ms here)
-        // twice, once in `EbpfLoader::new` and once more for its own `.btf(...)`.
-        // Maps user space cannot use (task storage, ...) are still created for the program.
-        let mut ebpf = aya::EbpfLoader::new()
-            .allow_unsupported_maps()
-            .load(&self.bytes)
-            .map_err(parse_err)?;
-        let program = ebpf.program_mut(&entry.name).ok_or_else(|| Error::Parse {
-            what: self.what.clone(),
-            reason: format!(
-                "aya found no program '{}' in section '{}'",
-                entry.name, entry.section
-            ),
-        })?;
-        load_aya_program(program, entry)?;
-        let fd = program.fd().map_err(|e| load_err(entry, &e))?;
-        // A duplicate, so that `Program` owns its fd while `ebpf` stays available for maps.
-        let fd = fd.as_fd().try_clone_to_owned().map_err(|e| Error::Load {
-            name: entry.name.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok((fd, ebpf))
-    }
-
-    fn load_syscall(&self, entry: &ProgramEntry) -> Result<OwnedFd, Error> {
-        let (insns, license) = syscall_insns(&self.bytes, entry).map_err(|reason| Error::Load {
-            name: entry.name.clone(),
-            reason,
-        })?;
-        sys::load_syscall_prog(&entry.name, &insns, &license).map_err(|reason| Error::Load {
-            name: entry.name.clone(),
-            reason,
-        })
-    }
-}
-
-fn load_err(entry: &ProgramEntry, e: &aya::programs::ProgramError) -> Error {
-    Error::Load {
-        name: entry.name.clone(),
-        reason: tracekit_core::errors::chain(e),
-    }
-}
-
-fn load_aya_program(
-    program: &mut aya::programs::Program,
-    entry: &ProgramEntry,
-) -> Result<(), Error> {
-    use aya::programs::Program as P;
-    let result = match program {
-        P::Xdp(p) => p.load(),
-        P::SchedClassifier(p) => p.load(),
-        P::SocketFilter(p) => p.load(),
-        P::FlowDissector(p) => p.load(),
-        P::RawTracePoint(p) => p.load(),
-        P::CgroupSkb(p) => p.load(),
-        P::SkLookup(p) => p.load(),
-        // Loadable, but without a test run: loading lets the kernel answer with ENOTSUPP.
-        P::TracePoint(p) => p.load(),
-        P::KProbe(p) => p.load(),
-        P::UProbe(p) => p.load(),
-        P::PerfEvent(p) => p.load(),
-        P::SockOps(p) => p.load(),
-        P::SkMsg(p) => p.load(),
-        P::SkSkb(p) => p.load(),
-        _ => {
-            return Err(Error::CannotLoad {
-                name: entry.name.clone(),
-                kind: entry.kind.name().to_owned(),
-            });
-        }
-    };
-    result.map_err(|e| load_err(entry, &e))
 }
 
 fn list_programs(bytes: &[u8]) -> Result<Vec<ProgramEntry>, String> {
@@ -194,9 +198,19 @@ fn list_programs(bytes: &[u8]) -> Result<Vec<ProgramEntry>, String> {
             continue;
         }
         let kind = ProgKind::from_section(name);
+        let why_not = match &kind {
+            ProgKind::Other(what) if what.starts_with("unknown section") => Some(format!(
+                "{what}: libbpf does not know it, so the program type is unknown"
+            )),
+            ProgKind::Other(kind) => {
+                Some(format!("the kernel has no test run for {kind} programs"))
+            }
+            _ => None,
+        };
         programs.push(ProgramEntry {
             name: sym.name().map_err(|e| e.to_string())?.to_owned(),
-            test_run: kind.test_run_supported(),
+            test_run: why_not.is_none(),
+            why_not,
             kind,
             section: name.to_owned(),
             insns: sym.size() / 8,
@@ -204,34 +218,6 @@ fn list_programs(bytes: &[u8]) -> Result<Vec<ProgramEntry>, String> {
     }
     programs.sort_by_key(|p| p.section.clone());
     Ok(programs)
-}
-
-/// The instructions of a program alone in its section, for the raw syscall-program loader.
-/// Relocations (maps, calls) would need a real loader, so they are refused.
-fn syscall_insns(bytes: &[u8], entry: &ProgramEntry) -> Result<(Vec<u8>, CString), String> {
-    let file = object::File::parse(bytes).map_err(|e| e.to_string())?;
-    let sym = file
-        .symbols()
-        .find(|s| s.name() == Ok(entry.name.as_str()))
-        .ok_or("symbol not found")?;
-    let section = file
-        .section_by_index(sym.section_index().ok_or("symbol has no section")?)
-        .map_err(|e| e.to_string())?;
-    if section.relocations().next().is_some() {
-        return Err("syscall programs that use maps or call functions cannot be loaded by tracekit yet (aya 0.14 has no syscall program type)".to_owned());
-    }
-    let data = section.data().map_err(|e| e.to_string())?;
-    let start = sym.address() as usize;
-    let insns = data
-        .get(start..start + sym.size() as usize)
-        .ok_or("symbol outside its section")?
-        .to_vec();
-    let license = file
-        .section_by_name("license")
-        .and_then(|s| s.data().ok())
-        .map(|d| d.split(|&b| b == 0).next().unwrap_or_default().to_vec())
-        .unwrap_or_default();
-    Ok((insns, CString::new(license).map_err(|e| e.to_string())?))
 }
 
 #[cfg(test)]

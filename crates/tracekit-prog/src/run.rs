@@ -4,6 +4,7 @@ use crate::Error;
 use crate::kind::ProgKind;
 use crate::sys::{self, TestRunIo, TestRunOut};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 use tracekit_core::stats::{SampleSummary, Samples};
@@ -55,24 +56,41 @@ pub struct Program {
     name: String,
     kind: ProgKind,
     fd: OwnedFd,
-    ebpf: Option<aya::Ebpf>,
+    maps: HashMap<String, aya::maps::Map>,
 }
 
 impl Program {
-    pub(crate) fn new(name: String, kind: ProgKind, fd: OwnedFd, ebpf: Option<aya::Ebpf>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        kind: ProgKind,
+        fd: OwnedFd,
+        maps: HashMap<String, aya::maps::Map>,
+    ) -> Self {
         Program {
             name,
             kind,
             fd,
-            ebpf,
+            maps,
         }
     }
 
-    /// The aya object the program was loaded from, to fill or read its maps before and after
-    /// test runs (`ebpf_mut().map_mut("NAME")`); `None` for syscall programs, which tracekit
-    /// loads without aya.
-    pub fn ebpf_mut(&mut self) -> Option<&mut aya::Ebpf> {
-        self.ebpf.as_mut()
+    /// A map of the object, created for this program, to fill or read before and after test
+    /// runs with aya's typed maps (`aya::maps::Array::try_from(prog.map("counts")?)`).
+    /// Global data sections are maps named after their section (`.data`, `.bss`, ...).
+    pub fn map(&self, name: &str) -> Option<&aya::maps::Map> {
+        self.maps.get(name)
+    }
+
+    /// As [`Program::map`], for writing.
+    pub fn map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
+        self.maps.get_mut(name)
+    }
+
+    /// The names of the program's maps, sorted.
+    pub fn map_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.maps.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
     }
 
     /// The program's name.
@@ -621,7 +639,7 @@ mod tests {
 
     #[test]
     fn repeat_runs_exactly_n_times_and_maps_read_back() {
-        let mut prog = load("xdp_count", "xdp_count");
+        let prog = load("xdp_count", "xdp_count");
         let pkt = PacketSpec::udp(1, 2).build().unwrap();
         let b = prog
             .benchmark(
@@ -634,9 +652,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(b.result.retval, 2);
-        let ebpf = prog.ebpf_mut().unwrap();
-        let counts: aya::maps::Array<_, u64> =
-            aya::maps::Array::try_from(ebpf.map("counts").unwrap()).unwrap();
+        let map = prog.map("counts").unwrap();
+        let counts: aya::maps::Array<_, u64> = aya::maps::Array::try_from(map).unwrap();
         // One cold call of one run, then three calls of 250.
         assert_eq!(counts.get(&0, 0).unwrap(), 1 + 3 * 250);
     }

@@ -126,7 +126,8 @@ pub struct RunArgs {
     /// Run on this CPU (raw_tp only, a kernel restriction).
     #[arg(long)]
     cpu: Option<u32>,
-    /// Per-packet verdicts for --pcap.
+    /// Per-packet verdicts for --pcap; the whole verifier log when the kernel refuses the
+    /// program (otherwise its last 20 lines).
     #[arg(short, long)]
     verbose: bool,
     #[command(flatten)]
@@ -154,37 +155,25 @@ pub fn run(c: ProgCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
-    let obj = BpfObject::from_file(&a.object)?;
+    let mut obj = BpfObject::from_file(&a.object)?;
+    obj.check_loads();
     let target = OutputTarget::new(a.out.output.as_deref());
     if a.out.json {
         target.write_json(&obj.programs())?;
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        target.write(&obj.render_list(target.style()))?;
     }
-    let mut t = Table::new(vec![
-        Column::left("program"),
-        Column::left("type"),
-        Column::left("section"),
-        Column::right("insns"),
-        Column::left("test-run"),
-    ]);
-    for p in obj.programs() {
-        let support = if p.test_run { "yes" } else { "no" };
-        t.row(vec![
-            p.name.clone(),
-            p.kind.to_string(),
-            p.section.clone(),
-            p.insns.to_string(),
-            support.to_owned(),
-        ]);
-    }
-    let plural = if t.len() == 1 { "" } else { "s" };
-    target.write(&format!(
-        "\n {}: {} program{plural}\n\n{}\n",
-        a.object.display(),
-        t.len(),
-        t.render(target.style())
-    ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads one program; `verbose` puts the verifier's whole log in a refusal.
+fn load(object: &Path, program: &str, verbose: bool) -> anyhow::Result<Program> {
+    BpfObject::from_file(object)?
+        .load(program)
+        .map_err(|e| match e.verifier_log() {
+            Some(log) if verbose => anyhow::anyhow!("{}\nverifier log:\n{log}", e.summary()),
+            _ => e.into(),
+        })
 }
 
 fn read_input(file: Option<&Path>, hex_text: Option<&str>, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -236,7 +225,7 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => read_input(a.data_in.as_deref(), a.data_hex.as_deref(), "data")?,
     };
     let ctx = read_input(a.ctx_in.as_deref(), a.ctx_hex.as_deref(), "ctx")?;
-    let prog = BpfObject::from_file(&a.object)?.load(&a.program)?;
+    let prog = load(&a.object, &a.program, a.verbose)?;
     let opts = RunOptions {
         data_in: &data,
         ctx_in: &ctx,
@@ -470,7 +459,7 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let packets = capture.packets;
-    let prog = BpfObject::from_file(&a.object)?.load(&a.program)?;
+    let prog = load(&a.object, &a.program, a.verbose)?;
     let bar = progress(packets.len() as u64, 10_000, "packets");
     let result = pcap::replay_with_progress(&prog, &packets, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();

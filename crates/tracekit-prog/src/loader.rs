@@ -1,0 +1,356 @@
+//! Loading one program of an object the way libbpf does, on aya-obj's parser and relocator:
+//! BTF loaded into the kernel, CO-RE relocations against the kernel's BTF, every map created
+//! (global-data sections with their BTF, so `bpf_spin_lock` in `.data.*` works), map and call
+//! relocations, then `BPF_PROG_LOAD` with the type, attach type and flags of libbpf's section
+//! table. aya 0.14's own loader cannot do this: it knows only its own section names and types,
+//! and creates global-data maps without BTF.
+
+use crate::section::SectionType;
+use crate::sys::{self, MapCreate, ProgLoad};
+use crate::{Error, ProgramEntry};
+use aya::maps::{Map, MapData};
+use aya_obj::btf::{Btf, BtfKind};
+use aya_obj::generated::bpf_map_type as M;
+use aya_obj::{EbpfSectionKind, Object};
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+/// A loaded program and the maps created for it.
+pub(crate) struct Loaded {
+    pub fd: OwnedFd,
+    pub maps: HashMap<String, Map>,
+}
+
+/// Loads program `entry` of the object `bytes` (with its sections already renamed for
+/// aya-obj); `what` names the object in errors.
+pub(crate) fn load(
+    what: &str,
+    bytes: &[u8],
+    entry: &ProgramEntry,
+    ty: &SectionType,
+) -> Result<Loaded, Error> {
+    let fail = |reason: String| Error::Load {
+        name: entry.name.clone(),
+        reason,
+    };
+    let mut obj = Object::parse(bytes).map_err(|e| Error::Parse {
+        what: what.to_owned(),
+        reason: tracekit_core::errors::chain(&e),
+    })?;
+    let btf_fd = load_object_btf(&mut obj).map_err(fail)?;
+    let mut kernel_btf = KernelBtf::default();
+    if obj.has_btf_relocations() {
+        obj.relocate_btf(kernel_btf.get().map_err(fail)?)
+            .map_err(|e| {
+                fail(format!(
+                    "CO-RE relocation failed: {}",
+                    tracekit_core::errors::chain(&e)
+                ))
+            })?;
+    }
+    let maps = create_maps(&mut obj, btf_fd.as_ref()).map_err(fail)?;
+    let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
+    obj.relocate_maps(
+        maps.iter()
+            .map(|m| (m.name.as_str(), m.fd.as_raw_fd(), &m.obj)),
+        &text_sections,
+    )
+    .map_err(|e| fail(tracekit_core::errors::chain(&e)))?;
+    obj.relocate_calls(&text_sections)
+        .map_err(|e| fail(tracekit_core::errors::chain(&e)))?;
+    obj.sanitize_functions(aya::features());
+    let fd = load_program(&obj, entry, ty, btf_fd.as_ref(), &mut kernel_btf)?;
+    let maps = maps
+        .into_iter()
+        .map(|m| Ok((m.name, aya_map(m.fd)?)))
+        .collect::<Result<_, String>>()
+        .map_err(fail)?;
+    Ok(Loaded { fd, maps })
+}
+
+/// The kernel's own BTF (`/sys/kernel/btf/vmlinux`), parsed when first needed (~25 ms).
+#[derive(Default)]
+struct KernelBtf(Option<Btf>);
+
+impl KernelBtf {
+    fn get(&mut self) -> Result<&Btf, String> {
+        if self.0.is_none() {
+            let btf = Btf::from_sys_fs().map_err(|e| {
+                format!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux): {e}")
+            })?;
+            self.0 = Some(btf);
+        }
+        Ok(self.0.as_ref().expect("set above"))
+    }
+}
+
+fn load_object_btf(obj: &mut Object) -> Result<Option<OwnedFd>, String> {
+    let Some(features) = aya::features().btf() else {
+        return Ok(None);
+    };
+    let btf = obj.fixup_and_sanitize_btf(features).map_err(|e| {
+        format!(
+            "bad BTF in the object: {}",
+            tracekit_core::errors::chain(&e)
+        )
+    })?;
+    let Some(btf) = btf else {
+        return Ok(None);
+    };
+    sys::btf_load(&btf.to_bytes()).map(Some).map_err(|r| {
+        format!(
+            "the kernel refused the object's BTF ({}):\n{}",
+            r.error,
+            last_lines(&r.log, 20)
+        )
+    })
+}
+
+/// A map created for the program, with aya-obj's description of it (for relocations).
+struct CreatedMap {
+    name: String,
+    obj: aya_obj::Map,
+    fd: OwnedFd,
+}
+
+fn create_maps(obj: &mut Object, btf: Option<&OwnedFd>) -> Result<Vec<CreatedMap>, String> {
+    let datasec_ids: HashMap<String, u32> = obj
+        .maps
+        .iter()
+        .filter(|(_, m)| is_global_data(m))
+        .filter_map(|(name, _)| {
+            let id = obj
+                .btf
+                .as_ref()?
+                .id_by_type_name_kind(name, BtfKind::DataSec)
+                .ok()?;
+            Some((name.clone(), id))
+        })
+        .collect();
+    let mut maps: Vec<(String, aya_obj::Map)> = obj.maps.drain().collect();
+    // Inner maps are templates created on the spot; plain maps first, by name, for a stable order.
+    maps.sort_by_key(|(name, m)| (m.inner().is_some(), name.clone()));
+    let mut created = Vec::with_capacity(maps.len());
+    for (name, mut map) in maps {
+        let btf_ids = btf.map(|fd| {
+            let ids = match &map {
+                aya_obj::Map::Btf(m) => (m.def.btf_key_type_id, m.def.btf_value_type_id),
+                aya_obj::Map::Legacy(_) => (0, datasec_ids.get(&name).copied().unwrap_or(0)),
+            };
+            (fd.as_fd(), ids)
+        });
+        fix_max_entries(&mut map)?;
+        let fd = create_map(&name, &map, btf_ids)?;
+        if !map.data().is_empty() {
+            sys::map_set_first(fd.as_fd(), map.data())
+                .map_err(|e| format!("cannot write the initial contents of map '{name}': {e}"))?;
+        }
+        if map.section_kind() == EbpfSectionKind::Rodata {
+            sys::map_freeze(fd.as_fd()).map_err(|e| format!("cannot freeze map '{name}': {e}"))?;
+        }
+        created.push(CreatedMap { name, obj: map, fd });
+    }
+    Ok(created)
+}
+
+fn is_global_data(map: &aya_obj::Map) -> bool {
+    matches!(
+        map.section_kind(),
+        EbpfSectionKind::Data | EbpfSectionKind::Rodata | EbpfSectionKind::Bss
+    )
+}
+
+/// A perf event array sized 0 (or beyond the CPUs) gets one entry per CPU, as libbpf does.
+fn fix_max_entries(map: &mut aya_obj::Map) -> Result<(), String> {
+    if map.map_type() == M::BPF_MAP_TYPE_PERF_EVENT_ARRAY as u32 {
+        let cpus = aya::util::nr_cpus().map_err(|(path, e)| format!("{path}: {e}"))? as u32;
+        if map.max_entries() == 0 || map.max_entries() > cpus {
+            map.set_max_entries(cpus);
+        }
+    }
+    Ok(())
+}
+
+fn create_map(
+    name: &str,
+    map: &aya_obj::Map,
+    btf: Option<(std::os::fd::BorrowedFd<'_>, (u32, u32))>,
+) -> Result<OwnedFd, String> {
+    let inner = match map.inner() {
+        Some(inner) => Some(create_map(&format!("{name}.inner"), &inner, None)?),
+        None => None,
+    };
+    let btf = btf
+        .filter(|_| takes_btf(map.map_type()))
+        .map(|(fd, (key, value))| {
+            // Keyless maps take a value type only.
+            let key = if map.map_type() == M::BPF_MAP_TYPE_BLOOM_FILTER as u32 {
+                0
+            } else {
+                key
+            };
+            (fd, key, value)
+        })
+        .filter(|(_, key, value)| *key != 0 || *value != 0);
+    sys::map_create(&MapCreate {
+        name,
+        map_type: map.map_type(),
+        key_size: map.key_size(),
+        value_size: map.value_size(),
+        max_entries: map.max_entries(),
+        flags: map.map_flags(),
+        map_extra: map.map_extra(),
+        inner_map: inner.as_ref().map(|fd| fd.as_fd()),
+        btf,
+    })
+    .map_err(|e| format!("cannot create map '{name}' (type {}): {e}", map.map_type()))
+}
+
+/// Map types whose values the kernel will not describe with BTF (it refuses the ids).
+fn takes_btf(map_type: u32) -> bool {
+    const NO_BTF: &[M] = &[
+        M::BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+        M::BPF_MAP_TYPE_CGROUP_ARRAY,
+        M::BPF_MAP_TYPE_STACK_TRACE,
+        M::BPF_MAP_TYPE_ARRAY_OF_MAPS,
+        M::BPF_MAP_TYPE_HASH_OF_MAPS,
+        M::BPF_MAP_TYPE_DEVMAP,
+        M::BPF_MAP_TYPE_DEVMAP_HASH,
+        M::BPF_MAP_TYPE_CPUMAP,
+        M::BPF_MAP_TYPE_XSKMAP,
+        M::BPF_MAP_TYPE_SOCKMAP,
+        M::BPF_MAP_TYPE_SOCKHASH,
+        M::BPF_MAP_TYPE_QUEUE,
+        M::BPF_MAP_TYPE_STACK,
+        M::BPF_MAP_TYPE_RINGBUF,
+    ];
+    !NO_BTF.iter().any(|&t| t as u32 == map_type)
+}
+
+fn load_program(
+    obj: &Object,
+    entry: &ProgramEntry,
+    ty: &SectionType,
+    btf: Option<&OwnedFd>,
+    kernel_btf: &mut KernelBtf,
+) -> Result<OwnedFd, Error> {
+    let fail = |reason: String| Error::Load {
+        name: entry.name.clone(),
+        reason,
+    };
+    let program = obj
+        .programs
+        .get(&entry.name)
+        .ok_or_else(|| fail(format!("aya-obj found no program '{}'", entry.name)))?;
+    let function = &obj.functions[&program.function_key()];
+    let attach_btf_id = match &ty.attach_btf_target {
+        Some(target) => attach_btf_id(kernel_btf.get().map_err(fail)?, ty, target).map_err(fail)?,
+        None => 0,
+    };
+    let license = CString::new(program.license.as_bytes()).unwrap_or_default();
+    sys::prog_load(&ProgLoad {
+        name: &entry.name,
+        prog_type: ty.prog_type,
+        expected_attach_type: ty.attach_type,
+        attach_btf_id,
+        flags: ty.load_flags(),
+        insns: as_bytes(&function.instructions),
+        license: &license,
+        btf: btf.map(|fd| fd.as_fd()),
+        func_info: as_bytes(&function.func_info.func_info),
+        line_info: as_bytes(&function.line_info.line_info),
+    })
+    .map_err(|refusal| Error::Refused {
+        name: entry.name.clone(),
+        errno: tracekit_core::errno::name(refusal.error.raw_os_error().unwrap_or(0)),
+        verdict: verdict(&refusal.log).to_owned(),
+        log: refusal.log,
+    })
+}
+
+/// The kernel BTF id of what a `tp_btf/`, `fentry/`, `lsm/`, `iter/` ... program attaches to.
+fn attach_btf_id(kernel: &Btf, ty: &SectionType, target: &str) -> Result<u32, String> {
+    use aya_obj::generated::bpf_attach_type as A;
+    let (name, kind) = match ty.attach_type {
+        a if a == A::BPF_TRACE_RAW_TP as u32 => (format!("btf_trace_{target}"), BtfKind::Typedef),
+        a if a == A::BPF_LSM_MAC as u32 || a == A::BPF_LSM_CGROUP as u32 => {
+            (format!("bpf_lsm_{target}"), BtfKind::Func)
+        }
+        a if a == A::BPF_TRACE_ITER as u32 => (format!("bpf_iter_{target}"), BtfKind::Func),
+        _ => (target.to_owned(), BtfKind::Func),
+    };
+    kernel
+        .id_by_type_name_kind(&name, kind)
+        .map_err(|_| format!("the kernel's BTF has no {kind:?} named '{name}' to attach to"))
+}
+
+/// The bytes of a slice of plain C records (instructions, func and line info).
+fn as_bytes<T: Copy>(records: &[T]) -> &[u8] {
+    // SAFETY: T is one of aya-obj's bindgen structs of the kernel's ABI (bpf_insn,
+    // bpf_func_info, bpf_line_info): repr(C), integer fields, no padding; any initialised
+    // value is valid bytes, and the length is exactly the slice's size in bytes.
+    unsafe { std::slice::from_raw_parts(records.as_ptr().cast::<u8>(), size_of_val(records)) }
+}
+
+/// aya's typed handle for a map, so that callers use aya's `Array`, `HashMap`, ... on it.
+fn aya_map(fd: OwnedFd) -> Result<Map, String> {
+    let data = MapData::from_fd(fd).map_err(|e| tracekit_core::errors::chain(&e))?;
+    let map_type = data
+        .info()
+        .map(|i| i.map_type())
+        .map_err(|e| e.to_string())?;
+    use aya::maps::MapType as T;
+    Ok(match map_type {
+        Ok(T::Array) => Map::Array(data),
+        Ok(T::PerCpuArray) => Map::PerCpuArray(data),
+        Ok(T::ProgramArray) => Map::ProgramArray(data),
+        Ok(T::Hash) => Map::HashMap(data),
+        Ok(T::LruHash) => Map::LruHashMap(data),
+        Ok(T::PerCpuHash) => Map::PerCpuHashMap(data),
+        Ok(T::LruPerCpuHash) => Map::PerCpuLruHashMap(data),
+        Ok(T::PerfEventArray) => Map::PerfEventArray(data),
+        Ok(T::RingBuf) => Map::RingBuf(data),
+        Ok(T::LpmTrie) => Map::LpmTrie(data),
+        Ok(T::Queue) => Map::Queue(data),
+        Ok(T::Stack) => Map::Stack(data),
+        Ok(T::StackTrace) => Map::StackTraceMap(data),
+        Ok(T::BloomFilter) => Map::BloomFilter(data),
+        Ok(T::SockMap) => Map::SockMap(data),
+        Ok(T::SockHash) => Map::SockHash(data),
+        Ok(T::DevMap) => Map::DevMap(data),
+        Ok(T::DevMapHash) => Map::DevMapHash(data),
+        Ok(T::CpuMap) => Map::CpuMap(data),
+        Ok(T::XskMap) => Map::XskMap(data),
+        Ok(T::ArrayOfMaps) => Map::ArrayOfMaps(data),
+        Ok(T::HashOfMaps) => Map::HashOfMaps(data),
+        _ => Map::Unsupported(data),
+    })
+}
+
+/// The verifier's reason for a refusal: the last line of its log that is not a statistic.
+fn verdict(log: &str) -> &str {
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty()
+                && !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+        })
+        .unwrap_or("the verifier gave no log")
+}
+
+/// The last `n` lines of a verifier log, with a note of how many were left out.
+pub(crate) fn last_lines(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    if lines.len() <= n {
+        return log.to_owned();
+    }
+    format!(
+        "... ({} earlier lines; --verbose prints the whole log)\n{}",
+        lines.len() - n,
+        lines[lines.len() - n..].join("\n")
+    )
+}
