@@ -21,6 +21,7 @@ const STEPS: &[Step] = &[
         "LoongArch64 differential suite: case counts",
         differential_counts,
     ),
+    ("BPF selftests corpus: counts", corpus_counts),
 ];
 
 /// Runs every step; prints how long each took.
@@ -103,39 +104,52 @@ fn readme_test_command() -> Result<(), String> {
 }
 
 fn differential_counts() -> Result<(), String> {
+    suite_counts(
+        "tracekit-probe",
+        "loongarch_differential",
+        &["decoding:", "simulated:", "out of line:", "seed pcaddu18i:"],
+    )
+}
+
+fn corpus_counts() -> Result<(), String> {
+    suite_counts(
+        "tracekit-prog",
+        "selftests_corpus",
+        &[
+            "corpus:",
+            "listed by",
+            "  not ",
+            "loaded by",
+            "run by both",
+            "__retval",
+        ],
+    )
+}
+
+/// Runs one test suite again with its output shown and prints the lines that start with one
+/// of `wanted` (the suite's counts), and its result line.
+fn suite_counts(package: &str, test: &str, wanted: &[&str]) -> Result<(), String> {
     let out = cargo()
-        .args([
-            "test",
-            "--release",
-            "-q",
-            "-p",
-            "tracekit-probe",
-            "--test",
-            "loongarch_differential",
-            "--",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["test", "--release", "-q", "-p", package, "--test", test])
+        .args(["--", "--nocapture", "--test-threads=1"])
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let wanted = [
-        "decoding:",
-        "simulated:",
-        "out of line:",
-        "seed pcaddu18i:",
-        "test result",
-    ];
-    for line in text.lines().map(|l| l.trim_start_matches('.')) {
-        if wanted.iter().any(|w| line.starts_with(w)) {
+    for line in text.lines() {
+        // The test harness prints a dot per passing test at the start of a quiet line.
+        let line = line.trim_start_matches('.');
+        let line = line.strip_prefix("test ").map_or(line, |rest| {
+            rest.split_once("... ").map_or(line, |(_, counts)| counts)
+        });
+        if wanted.iter().any(|w| line.starts_with(w)) || line.starts_with("test result") {
             println!("{line}");
         }
     }
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("the differential suite failed ({})", out.status))
+        Err(format!("{test} failed ({})", out.status))
     }
 }
 

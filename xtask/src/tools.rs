@@ -83,6 +83,22 @@ pub const TEST: &[Tool] = &[
         "qemu-user-static",
         "runs the LoongArch64 programs the probe engine is tested on",
     ),
+    file(
+        "/usr/src/linux-source-6.12.tar.xz",
+        "linux-source-6.12",
+        "the kernel's BPF selftest programs, the corpus `prog` is tested on",
+    ),
+    command(
+        "bpftool",
+        "bpftool",
+        "the peer the corpus results are compared with, and vmlinux.h",
+    ),
+    command("xz", "xz-utils", "unpacks the kernel source tarball"),
+    command(
+        "python3",
+        "python3",
+        "generates bpf_helper_defs.h with the kernel tree's bpf_doc.py",
+    ),
 ];
 
 /// What CI needs on top of [`TEST`]: rebuilding the BPF objects and the opcode table.
@@ -153,19 +169,23 @@ pub fn ensure(lists: &[&[Tool]]) -> Result<(), String> {
 
 /// `cargo xtask tools`: every tool, its package, whether it is there.
 pub fn list() -> Result<(), String> {
+    use std::io::Write;
+    let mut text = String::new();
     for (list, title) in [(TEST, "tests"), (CI, "CI")] {
-        println!("{title}:");
+        text.push_str(&format!("{title}:\n"));
         for tool in list {
             let state = if tool.present() { "ok" } else { "MISSING" };
-            println!(
-                "  {:<8} {:<32} {:<17} {}",
+            text.push_str(&format!(
+                "  {:<8} {:<34} {:<18} {}\n",
                 state,
                 tool.name(),
                 tool.package,
                 tool.why
-            );
+            ));
         }
     }
+    // A closed pipe (`| head`) is not an error worth a message.
+    let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(())
 }
 

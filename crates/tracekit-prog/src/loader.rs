@@ -161,13 +161,28 @@ fn is_global_data(map: &aya_obj::Map) -> bool {
     )
 }
 
-/// A perf event array sized 0 (or beyond the CPUs) gets one entry per CPU, as libbpf does.
+/// Sizes the kernel insists on, fixed as libbpf fixes them: a perf event array sized 0 (or
+/// beyond the CPUs) gets one entry per CPU; a ring buffer's size is rounded up to a
+/// power-of-two multiple of the page size.
 fn fix_max_entries(map: &mut aya_obj::Map) -> Result<(), String> {
-    if map.map_type() == M::BPF_MAP_TYPE_PERF_EVENT_ARRAY as u32 {
+    let map_type = map.map_type();
+    if map_type == M::BPF_MAP_TYPE_PERF_EVENT_ARRAY as u32 {
         let cpus = aya::util::nr_cpus().map_err(|(path, e)| format!("{path}: {e}"))? as u32;
         if map.max_entries() == 0 || map.max_entries() > cpus {
             map.set_max_entries(cpus);
         }
+    }
+    let ring = [M::BPF_MAP_TYPE_RINGBUF, M::BPF_MAP_TYPE_USER_RINGBUF];
+    if ring.iter().any(|&t| t as u32 == map_type) && map.max_entries() != 0 {
+        // SAFETY: sysconf has no preconditions; _SC_PAGESIZE is always answered.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32;
+        let size = map
+            .max_entries()
+            .max(page)
+            .div_ceil(page)
+            .next_power_of_two()
+            * page;
+        map.set_max_entries(size);
     }
     Ok(())
 }
@@ -178,7 +193,10 @@ fn create_map(
     btf: Option<(std::os::fd::BorrowedFd<'_>, (u32, u32))>,
 ) -> Result<OwnedFd, String> {
     let inner = match map.inner() {
-        Some(inner) => Some(create_map(&format!("{name}.inner"), &inner, None)?),
+        Some(mut inner) => {
+            fix_max_entries(&mut inner)?;
+            Some(create_map(&format!("{name}.inner"), &inner, None)?)
+        }
         None => None,
     };
     let btf = btf
