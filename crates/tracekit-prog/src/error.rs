@@ -135,6 +135,22 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A map could not be filled or read.
+    #[error("map '{name}': {reason}")]
+    Map {
+        /// The map.
+        name: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A program already in the kernel could not be opened.
+    #[error("cannot open the loaded program {which}: {reason}")]
+    Kernel {
+        /// `id:N`, `pinned:PATH` or `name:NAME`.
+        which: String,
+        /// Why.
+        reason: String,
+    },
     /// A packet description or hex string is malformed.
     #[error("bad packet: {0}")]
     Packet(String),

@@ -28,8 +28,10 @@
 
 mod error;
 pub mod hex;
+mod kernel;
 mod kind;
 mod loader;
+mod maps;
 mod object;
 pub mod packet;
 pub mod pcap;
@@ -40,7 +42,9 @@ mod sys;
 pub mod vectors;
 
 pub use error::Error;
+pub use kernel::KernelProgram;
 pub use kind::ProgKind;
+pub use maps::{MapDump, MapEntry};
 pub use object::{BpfObject, ProgramEntry};
 pub use run::{Benchmark, Program, RunOptions, RunResult};
 pub use section::SectionType;

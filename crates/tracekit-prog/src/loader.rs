@@ -5,6 +5,7 @@
 //! table. aya 0.14's own loader cannot do this: it knows only its own section names and types,
 //! and creates global-data maps without BTF.
 
+use crate::maps::RawMap;
 use crate::section::SectionType;
 use crate::sys::{self, MapCreate, ProgLoad};
 use crate::{Error, ProgramEntry};
@@ -19,7 +20,14 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 /// A loaded program and the maps created for it.
 pub(crate) struct Loaded {
     pub fd: OwnedFd,
-    pub maps: HashMap<String, Map>,
+    pub maps: HashMap<String, LoadedMap>,
+}
+
+/// A map of a program: aya's typed handle, and what byte-level access needs.
+#[derive(Debug)]
+pub(crate) struct LoadedMap {
+    pub typed: Map,
+    pub raw: RawMap,
 }
 
 /// Loads program `entry` of the object `bytes` (with its sections already renamed for
@@ -63,7 +71,10 @@ pub(crate) fn load(
     let fd = load_program(&obj, entry, ty, btf_fd.as_ref(), &mut kernel_btf)?;
     let maps = maps
         .into_iter()
-        .map(|m| Ok((m.name, aya_map(m.fd)?)))
+        .map(|m| {
+            let data = MapData::from_fd(m.fd).map_err(|e| tracekit_core::errors::chain(&e))?;
+            Ok((m.name, opened_map(data)?))
+        })
         .collect::<Result<_, String>>()
         .map_err(fail)?;
     Ok(Loaded { fd, maps })
@@ -311,15 +322,30 @@ fn as_bytes<T: Copy>(records: &[T]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(records.as_ptr().cast::<u8>(), size_of_val(records)) }
 }
 
-/// aya's typed handle for a map, so that callers use aya's `Array`, `HashMap`, ... on it.
-fn aya_map(fd: OwnedFd) -> Result<Map, String> {
-    let data = MapData::from_fd(fd).map_err(|e| tracekit_core::errors::chain(&e))?;
-    let map_type = data
-        .info()
-        .map(|i| i.map_type())
-        .map_err(|e| e.to_string())?;
+/// A map as a program holds it: aya's typed handle, so that callers use aya's `Array`,
+/// `HashMap`, ... on it, and a duplicate of its fd with its sizes for byte-level access.
+pub(crate) fn opened_map(data: MapData) -> Result<LoadedMap, String> {
+    let info = data.info().map_err(|e| tracekit_core::errors::chain(&e))?;
+    let raw = RawMap {
+        fd: data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| e.to_string())?,
+        map_type: info.map_type().map_or(0, |t| t as u32),
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+    };
+    Ok(LoadedMap {
+        typed: typed_map(data, info.map_type()),
+        raw,
+    })
+}
+
+fn typed_map(data: MapData, map_type: Result<aya::maps::MapType, aya::maps::MapError>) -> Map {
     use aya::maps::MapType as T;
-    Ok(match map_type {
+    match map_type {
         Ok(T::Array) => Map::Array(data),
         Ok(T::PerCpuArray) => Map::PerCpuArray(data),
         Ok(T::ProgramArray) => Map::ProgramArray(data),
@@ -343,7 +369,7 @@ fn aya_map(fd: OwnedFd) -> Result<Map, String> {
         Ok(T::ArrayOfMaps) => Map::ArrayOfMaps(data),
         Ok(T::HashOfMaps) => Map::HashOfMaps(data),
         _ => Map::Unsupported(data),
-    })
+    }
 }
 
 /// The verifier's reason for a refusal: the last line of its log that is not a statistic.

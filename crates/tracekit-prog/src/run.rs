@@ -2,6 +2,8 @@
 
 use crate::Error;
 use crate::kind::ProgKind;
+use crate::loader::LoadedMap;
+use crate::maps::{self, MapDump};
 use crate::sys::{self, TestRunIo, TestRunOut};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -56,7 +58,7 @@ pub struct Program {
     name: String,
     kind: ProgKind,
     fd: OwnedFd,
-    maps: HashMap<String, aya::maps::Map>,
+    maps: HashMap<String, LoadedMap>,
 }
 
 impl Program {
@@ -64,7 +66,7 @@ impl Program {
         name: String,
         kind: ProgKind,
         fd: OwnedFd,
-        maps: HashMap<String, aya::maps::Map>,
+        maps: HashMap<String, LoadedMap>,
     ) -> Self {
         Program {
             name,
@@ -78,12 +80,43 @@ impl Program {
     /// runs with aya's typed maps (`aya::maps::Array::try_from(prog.map("counts")?)`).
     /// Global data sections are maps named after their section (`.data`, `.bss`, ...).
     pub fn map(&self, name: &str) -> Option<&aya::maps::Map> {
-        self.maps.get(name)
+        self.maps.get(name).map(|m| &m.typed)
     }
 
     /// As [`Program::map`], for writing.
     pub fn map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
-        self.maps.get_mut(name)
+        self.maps.get_mut(name).map(|m| &mut m.typed)
+    }
+
+    /// Writes entries into map `name` from JSON: a list of `{"key": K, "value": V}`, each a hex
+    /// string of the exact size or an unsigned integer (little-endian); a per-CPU map's value
+    /// once for every CPU or as a list with one per CPU. Returns how many were written.
+    pub fn fill_map(&self, name: &str, json: &str) -> Result<usize, Error> {
+        let map = self.raw_map(name)?;
+        let entries = maps::parse_entries(name, map, json)?;
+        maps::fill(name, map, &entries)?;
+        Ok(entries.len())
+    }
+
+    /// Every entry of every map of the program, as bytes, by map name.
+    pub fn dump_maps(&self) -> Result<Vec<MapDump>, Error> {
+        self.map_names()
+            .into_iter()
+            .map(|name| maps::dump(name, &self.maps[name].raw))
+            .collect()
+    }
+
+    fn raw_map(&self, name: &str) -> Result<&maps::RawMap, Error> {
+        self.maps
+            .get(name)
+            .map(|m| &m.raw)
+            .ok_or_else(|| Error::Map {
+                name: name.to_owned(),
+                reason: format!(
+                    "the program has no such map; its maps are: {}",
+                    self.map_names().join(", ")
+                ),
+            })
     }
 
     /// The names of the program's maps, sorted.

@@ -300,3 +300,54 @@ fn btf_load_once(btf: &[u8], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
     // writes at most btf_log_size bytes of log.
     unsafe { bpf_fd(bpf_cmd::BPF_BTF_LOAD, &mut attr) }
 }
+
+/// The key after `key` (the first key for `None`) into `next`; `false` at the end of the map.
+pub(crate) fn map_next_key(
+    map: BorrowedFd<'_>,
+    key: Option<&[u8]>,
+    next: &mut [u8],
+) -> io::Result<bool> {
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain integer fields of the map-element member of a zeroed union.
+    let elem = unsafe { &mut attr.__bindgen_anon_2 };
+    elem.map_fd = map.as_raw_fd() as u32;
+    elem.key = key.map_or(0, |k| k.as_ptr() as u64);
+    elem.__bindgen_anon_1.next_key = next.as_mut_ptr() as u64;
+    // SAFETY: key (key_size bytes, or NULL for the first key) and next (key_size bytes) are
+    // live for the call; the caller sized both to the map's key size.
+    match unsafe { bpf(bpf_cmd::BPF_MAP_GET_NEXT_KEY, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The value at `key` into `value`; `false` when the key is not there.
+pub(crate) fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain integer fields of the map-element member of a zeroed union.
+    let elem = unsafe { &mut attr.__bindgen_anon_2 };
+    elem.map_fd = map.as_raw_fd() as u32;
+    elem.key = key.as_ptr() as u64;
+    elem.__bindgen_anon_1.value = value.as_mut_ptr() as u64;
+    // SAFETY: key and value are live for the call and sized by the caller to the map's key
+    // size and user-space value size (per-CPU maps: one slot per possible CPU).
+    match unsafe { bpf(bpf_cmd::BPF_MAP_LOOKUP_ELEM, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates or replaces the entry at `key` (`BPF_ANY`).
+pub(crate) fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain integer fields of the map-element member of a zeroed union.
+    let elem = unsafe { &mut attr.__bindgen_anon_2 };
+    elem.map_fd = map.as_raw_fd() as u32;
+    elem.key = key.as_ptr() as u64;
+    elem.__bindgen_anon_1.value = value.as_ptr() as u64;
+    // SAFETY: key and value are live for the call and sized by the caller to the map's sizes;
+    // the kernel only reads them.
+    unsafe { bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
+}

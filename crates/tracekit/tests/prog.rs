@@ -385,3 +385,185 @@ fn pcap_cut_short_replays_its_complete_packets_with_a_warning() {
         f["verdicts"].as_array().unwrap()[..16]
     );
 }
+
+/// bpffs, mounted if it is not (bpftool pins there).
+fn bpffs() {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    if !mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf"))
+    {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "cannot mount bpffs on /sys/fs/bpf");
+    }
+}
+
+/// The first entry's value of map `name` in a `--dump-maps` report, as a little-endian u64.
+fn first_value(report: &Value, name: &str) -> u64 {
+    let map = report["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no map {name} in {report}"));
+    let hex = map["entries"][0]["value"].as_str().unwrap();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    u64::from_le_bytes(bytes.try_into().unwrap())
+}
+
+#[test]
+fn maps_are_filled_before_and_dumped_after_the_run() {
+    let counts = std::env::temp_dir().join(format!("tracekit-counts-{}.json", std::process::id()));
+    std::fs::write(&counts, r#"[{"key": 0, "value": 100}]"#).unwrap();
+    let fill = format!("counts={}", counts.display());
+    let r = ok_json(&[
+        "prog",
+        "run",
+        &obj("xdp_count"),
+        "xdp_count",
+        "--packet",
+        "proto=\"udp\"",
+        "--repeat",
+        "5",
+        "--map",
+        &fill,
+        "--dump-maps",
+        "--json",
+    ]);
+    // 100 written, one cold run, then one call of five.
+    assert_eq!(first_value(&r, "counts"), 106);
+    std::fs::write(&counts, r#"[{"key": 1, "value": 7}]"#).unwrap();
+    fails_with(
+        &[
+            "prog",
+            "run",
+            &obj("xdp_count"),
+            "xdp_count",
+            "--packet",
+            "proto=\"udp\"",
+            "--map",
+            &fill,
+        ],
+        "cannot write key 01000000",
+    );
+    std::fs::write(&counts, r#"[{"key": "00", "value": 7}]"#).unwrap();
+    fails_with(
+        &[
+            "prog",
+            "run",
+            &obj("xdp_count"),
+            "xdp_count",
+            "--packet",
+            "proto=\"udp\"",
+            "--map",
+            &fill,
+        ],
+        "1 bytes of hex, the map's size is 4",
+    );
+    fails_with(
+        &[
+            "prog",
+            "run",
+            &obj("xdp_count"),
+            "xdp_count",
+            "--map",
+            "nosuch=/dev/null",
+        ],
+        "map 'nosuch': the program has no such map; its maps are: counts",
+    );
+    std::fs::remove_file(&counts).unwrap();
+}
+
+#[test]
+fn context_out_is_written_to_a_file() {
+    let out = std::env::temp_dir().join(format!("tracekit-ctx-{}.bin", std::process::id()));
+    let path = out.display().to_string();
+    ok_json(&[
+        "prog",
+        "run",
+        &obj("libbpf_sections"),
+        "syscall_add_count",
+        "--ctx-hex",
+        "28000000 02000000 00000000",
+        "--ctx-out",
+        &path,
+        "--json",
+    ]);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        [40, 0, 0, 0, 2, 0, 0, 0, 42, 0, 0, 0]
+    );
+    std::fs::remove_file(&out).unwrap();
+}
+
+#[test]
+fn programs_already_in_the_kernel_run_by_pin_id_and_name() {
+    bpffs();
+    // A pin left by a killed earlier run would make name:xdp_count ambiguous.
+    for old in std::fs::read_dir("/sys/fs/bpf").unwrap().flatten() {
+        if old
+            .file_name()
+            .to_string_lossy()
+            .starts_with("tracekit-test-")
+        {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
+    let pin = format!("/sys/fs/bpf/tracekit-test-{}", std::process::id());
+    let loaded = std::process::Command::new("bpftool")
+        .args(["prog", "load", &obj("xdp_count"), &pin])
+        .status()
+        .expect("bpftool (cargo xtask test installs it)");
+    assert!(loaded.success());
+    let run = |which: &str| {
+        ok_json(&[
+            "prog",
+            "run",
+            which,
+            "--packet",
+            "proto=\"udp\"",
+            "--dump-maps",
+            "--json",
+        ])
+    };
+    let by_pin = run(&format!("pinned:{pin}"));
+    assert_eq!(
+        (by_pin["type"].as_str(), by_pin["verdict"].as_str()),
+        (Some("xdp"), Some("XDP_PASS"))
+    );
+    // Each run is a cold call and one more: the map is the loaded program's own.
+    assert_eq!(first_value(&by_pin, "counts"), 2);
+    let show = std::process::Command::new("bpftool")
+        .args(["prog", "show", "pinned", &pin, "--json"])
+        .output()
+        .unwrap();
+    let id = serde_json::from_slice::<Value>(&show.stdout).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(first_value(&run(&format!("id:{id}")), "counts"), 4);
+    assert_eq!(first_value(&run("name:xdp_count"), "counts"), 6);
+    std::fs::remove_file(&pin).unwrap();
+    fails_with(
+        &["prog", "run", "id:4294967295"],
+        "cannot open the loaded program id:4294967295: no such program is loaded",
+    );
+    fails_with(&["prog", "run", "id:x"], "'x' is not a program id");
+    fails_with(
+        &["prog", "run", &format!("pinned:{pin}")],
+        &format!("cannot open the loaded program pinned:{pin}"),
+    );
+    fails_with(
+        &["prog", "run", "id:1", "xdp_count"],
+        "names a program already",
+    );
+    fails_with(
+        &["prog", "run", &obj("xdp_count")],
+        "give the program's name after the object",
+    );
+}

@@ -11,7 +11,7 @@ use tracekit_core::report::{Column, OutputTarget, Style, Table};
 use tracekit_core::stats::SampleSummary;
 use tracekit_prog::packet::PacketSpec;
 use tracekit_prog::vectors::{Suite, SuiteReport};
-use tracekit_prog::{Benchmark, BpfObject, Program, RunOptions, hex, pcap};
+use tracekit_prog::{Benchmark, BpfObject, KernelProgram, MapDump, Program, RunOptions, hex, pcap};
 
 /// `tracekit prog ...`
 #[derive(Subcommand)]
@@ -89,10 +89,21 @@ pub struct ListArgs {
 /// `tracekit prog run`
 #[derive(Args)]
 pub struct RunArgs {
-    /// The BPF object (ELF from clang -target bpf).
+    /// The BPF object (ELF from clang -target bpf), or a program already in the kernel:
+    /// id:N, pinned:PATH or name:NAME (as `bpftool prog show` lists them).
     object: PathBuf,
-    /// The program's name (see `tracekit prog list OBJ`).
-    program: String,
+    /// The program's name (see `tracekit prog list OBJ`); not given for id:/pinned:/name:.
+    program: Option<String>,
+    /// Fill map NAME before the run from a JSON list of {"key": K, "value": V} (hex strings
+    /// of the exact size, or unsigned integers); repeatable.
+    #[arg(long = "map", value_name = "NAME=FILE.json")]
+    maps: Vec<String>,
+    /// Print every entry of every map of the program after the run (JSON: "maps").
+    #[arg(long)]
+    dump_maps: bool,
+    /// Write the context after the run to FILE (raw bytes).
+    #[arg(long, value_name = "FILE")]
+    ctx_out: Option<PathBuf>,
     /// Packet data from a file (raw bytes).
     #[arg(long, value_name = "FILE", group = "input")]
     data_in: Option<PathBuf>,
@@ -166,14 +177,52 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads one program; `verbose` puts the verifier's whole log in a refusal.
-fn load(object: &Path, program: &str, verbose: bool) -> anyhow::Result<Program> {
-    BpfObject::from_file(object)?
-        .load(program)
-        .map_err(|e| match e.verifier_log() {
-            Some(log) if verbose => anyhow::anyhow!("{}\nverifier log:\n{log}", e.summary()),
-            _ => e.into(),
-        })
+/// The program to run: from an object file, or already in the kernel (id:/pinned:/name:),
+/// with its maps filled from --map; -v puts the verifier's whole log in a refusal.
+fn load(a: &RunArgs) -> anyhow::Result<Program> {
+    let prog = match (kernel_program(&a.object)?, &a.program) {
+        (Some(which), None) => which.open()?,
+        (Some(which), Some(name)) => {
+            bail!("{which} names a program already; drop the program name '{name}'")
+        }
+        (None, None) => bail!(
+            "give the program's name after the object (`tracekit prog list {}` lists them)",
+            a.object.display()
+        ),
+        (None, Some(name)) => {
+            BpfObject::from_file(&a.object)?
+                .load(name)
+                .map_err(|e| match e.verifier_log() {
+                    Some(log) if a.verbose => {
+                        anyhow::anyhow!("{}\nverifier log:\n{log}", e.summary())
+                    }
+                    _ => e.into(),
+                })?
+        }
+    };
+    for spec in &a.maps {
+        let (name, file) = spec
+            .split_once('=')
+            .with_context(|| format!("--map {spec}: give NAME=FILE.json"))?;
+        let json = std::fs::read_to_string(file)
+            .with_context(|| format!("--map {spec}: cannot read {file}"))?;
+        prog.fill_map(name, &json)?;
+    }
+    Ok(prog)
+}
+
+/// `id:N`, `pinned:PATH` or `name:NAME` (unless a file of that name exists).
+fn kernel_program(object: &Path) -> anyhow::Result<Option<KernelProgram>> {
+    let text = object.to_string_lossy();
+    let prefixed = ["id:", "pinned:", "name:"]
+        .iter()
+        .any(|p| text.starts_with(p));
+    if !prefixed || object.exists() {
+        return Ok(None);
+    }
+    Ok(Some(
+        text.parse::<KernelProgram>().map_err(anyhow::Error::msg)?,
+    ))
 }
 
 fn read_input(file: Option<&Path>, hex_text: Option<&str>, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -217,6 +266,8 @@ struct RunReport<'a> {
     wall_ns_per_call: Option<SampleSummary>,
     fixed_cost_ns_per_call: Option<f64>,
     batch_means_ns: &'a [f64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maps: Option<Vec<MapDump>>,
 }
 
 fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -225,7 +276,7 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => read_input(a.data_in.as_deref(), a.data_hex.as_deref(), "data")?,
     };
     let ctx = read_input(a.ctx_in.as_deref(), a.ctx_hex.as_deref(), "ctx")?;
-    let prog = load(&a.object, &a.program, a.verbose)?;
+    let prog = load(&a)?;
     let opts = RunOptions {
         data_in: &data,
         ctx_in: &ctx,
@@ -238,10 +289,16 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
     let bench =
         prog.benchmark_with_progress(&opts, a.batches as usize, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
-    if let Some(path) = &a.data_out {
-        std::fs::write(path, &bench.result.data_out)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+    for (path, bytes) in [
+        (&a.data_out, &bench.result.data_out),
+        (&a.ctx_out, &bench.result.ctx_out),
+    ] {
+        if let Some(path) = path {
+            std::fs::write(path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
     }
+    let maps = a.dump_maps.then(|| prog.dump_maps()).transpose()?;
     let target = OutputTarget::new(a.out.output.as_deref());
     if a.out.json {
         let r = &bench.result;
@@ -263,16 +320,14 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
             wall_ns_per_call: bench.wall_per_call_ns,
             fixed_cost_ns_per_call: bench.fixed_cost_per_call_ns(),
             batch_means_ns: &bench.batch_means_ns,
+            maps,
         })?;
     } else {
-        target.write(&render_run(
-            &a.object,
-            &prog,
-            &data,
-            &ctx,
-            &bench,
-            target.style(),
-        ))?;
+        let mut text = render_run(&a.object, &prog, &data, &ctx, &bench, target.style());
+        for dump in maps.iter().flatten() {
+            text.push_str(&format!("{dump}\n"));
+        }
+        target.write(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -459,7 +514,7 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let packets = capture.packets;
-    let prog = load(&a.object, &a.program, a.verbose)?;
+    let prog = load(&a)?;
     let bar = progress(packets.len() as u64, 10_000, "packets");
     let result = pcap::replay_with_progress(&prog, &packets, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
