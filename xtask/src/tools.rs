@@ -95,6 +95,11 @@ pub const TEST: &[Tool] = &[
     ),
     command("xz", "xz-utils", "unpacks the kernel source tarball"),
     command(
+        "ip",
+        "iproute2",
+        "the live-frames test's network namespace, veth pair and receiving XDP program",
+    ),
+    command(
         "python3",
         "python3",
         "generates bpf_helper_defs.h with the kernel tree's bpf_doc.py",

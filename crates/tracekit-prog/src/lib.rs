@@ -46,5 +46,5 @@ pub use kernel::KernelProgram;
 pub use kind::ProgKind;
 pub use maps::{MapDump, MapEntry};
 pub use object::{BpfObject, ProgramEntry};
-pub use run::{Benchmark, Program, RunOptions, RunResult};
+pub use run::{Benchmark, LIVE_FRAMES, Program, RunOptions, RunResult, xdp_md_context};
 pub use section::SectionType;

@@ -36,6 +36,25 @@ pub struct RunOptions<'a> {
     pub flags: u32,
     /// Run on this CPU (`BPF_F_TEST_RUN_ON_CPU`; the kernel allows it for raw_tp only).
     pub cpu: Option<u32>,
+    /// XDP live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`): each of the `repeat` runs gets a fresh
+    /// copy of the packet, and XDP_TX / XDP_REDIRECT really send it (out of the interface
+    /// of the context's `ingress_ifindex`, see [`xdp_md_context`]); no output is returned,
+    /// only the duration. `Some(0)` lets the kernel pick the batch size (64), else frames per
+    /// batch, at most 256.
+    pub live_frames: Option<u32>,
+}
+
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`.
+pub const LIVE_FRAMES: u32 = 1 << 1;
+
+/// A `struct xdp_md` context for an XDP test run of `packet_len` bytes arriving on interface
+/// `ifindex` (what live frames need for XDP_TX to leave through that interface).
+pub fn xdp_md_context(packet_len: u32, ifindex: u32) -> Vec<u8> {
+    // data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+    [0, packet_len, 0, ifindex, 0, 0]
+        .iter()
+        .flat_map(|v: &u32| v.to_le_bytes())
+        .collect()
 }
 
 /// What one test run returned.
@@ -165,6 +184,10 @@ impl Program {
 
     /// The output buffer sizes: the caller's, or big enough for what the type can write.
     fn buffer_sizes(&self, opts: &RunOptions<'_>) -> (usize, usize) {
+        if opts.live_frames.is_some() {
+            // The kernel refuses output buffers in live mode.
+            return (0, 0);
+        }
         let ctx_only = self.kind.context_only();
         let data_cap = match opts.data_out_size {
             Some(n) => n as usize,
@@ -201,8 +224,10 @@ impl Program {
             flags: opts.flags
                 | opts
                     .cpu
-                    .map_or(0, |_| aya_obj::generated::BPF_F_TEST_RUN_ON_CPU),
+                    .map_or(0, |_| aya_obj::generated::BPF_F_TEST_RUN_ON_CPU)
+                | opts.live_frames.map_or(0, |_| LIVE_FRAMES),
             cpu: opts.cpu.unwrap_or(0),
+            batch_size: opts.live_frames.unwrap_or(0),
         };
         let (out, err) = sys::prog_test_run(self.fd(), io);
         if let Some(e) = err {
@@ -268,6 +293,24 @@ impl Program {
 
     fn check(&self, opts: &RunOptions<'_>) -> Result<(), Error> {
         let bad = |reason: String| Err(self.bad_input(reason));
+        if let Some(batch) = opts.live_frames {
+            if self.kind != ProgKind::Xdp {
+                return bad(format!(
+                    "live frames are for XDP programs only, not {}",
+                    self.kind
+                ));
+            }
+            if batch > 256 {
+                return bad(format!(
+                    "a live-frame batch is at most 256 frames, not {batch}"
+                ));
+            }
+            if opts.data_out_size.is_some() || opts.ctx_out_size.is_some() {
+                return bad(
+                    "live frames return no packet or context: leave the output sizes unset".into(),
+                );
+            }
+        }
         if self.kind.context_only() {
             if !opts.data_in.is_empty() {
                 return bad(format!(

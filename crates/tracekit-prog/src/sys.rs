@@ -75,6 +75,8 @@ pub(crate) struct TestRunIo<'a> {
     pub repeat: u32,
     pub flags: u32,
     pub cpu: u32,
+    /// Frames per batch in XDP live-frames mode (0: the kernel's default).
+    pub batch_size: u32,
 }
 
 /// What the kernel wrote back. It is filled in on ENOSPC too, with the true output sizes.
@@ -116,6 +118,7 @@ pub(crate) fn prog_test_run(
     attr.test.repeat = io.repeat;
     attr.test.flags = io.flags;
     attr.test.cpu = io.cpu;
+    attr.test.batch_size = io.batch_size;
     // SAFETY: every pointer in attr comes from a live slice borrowed for this call with its
     // exact length, so the kernel reads at most data_size_in/ctx_size_in bytes and writes at
     // most data_size_out/ctx_size_out bytes (it clamps and returns ENOSPC when the output is

@@ -567,3 +567,168 @@ fn programs_already_in_the_kernel_run_by_pin_id_and_name() {
         "give the program's name after the object",
     );
 }
+
+/// A veth pair whose far end lives in a network namespace of its own, with a program there
+/// that counts the UDP packets to port 9 it receives. Removed on drop.
+struct VethPair {
+    ns: String,
+    near: String,
+    counter_id: u32,
+}
+
+impl VethPair {
+    fn new() -> VethPair {
+        let pid = std::process::id();
+        let mut pair = VethPair {
+            ns: format!("tracekit-live-{pid}"),
+            near: format!("tk{pid}a"),
+            counter_id: 0,
+        };
+        let far = format!("tk{pid}b");
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .args(["-ec", script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let (ns, near) = (&pair.ns, &pair.near);
+        sh(&format!(
+            "ip netns add {ns}
+             ip link add {near} type veth peer name {far} netns {ns}
+             sysctl -qw net.ipv6.conf.{near}.disable_ipv6=1
+             ip netns exec {ns} sysctl -qw net.ipv6.conf.{far}.disable_ipv6=1
+             ip link set {near} up
+             ip -n {ns} link set {far} up
+             ip -n {ns} link set dev {far} xdpdrv obj {} sec xdp",
+            obj("xdp_count_udp9")
+        ));
+        let link: Value =
+            serde_json::from_str(&sh(&format!("ip -n {ns} -j link show dev {far}"))).unwrap();
+        let counter_id = link[0]["xdp"]["prog"]["id"].as_u64().unwrap() as u32;
+        pair.counter_id = counter_id;
+        pair
+    }
+
+    /// UDP packets to port 9 that have arrived at the far end.
+    fn arrived(&self) -> u64 {
+        let prog = tracekit_prog::KernelProgram::Id(self.counter_id)
+            .open()
+            .unwrap();
+        let map = aya::maps::Array::<_, u64>::try_from(prog.map("udp9").unwrap()).unwrap();
+        map.get(&0, 0).unwrap()
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+#[test]
+fn live_frames_really_leave_through_the_interface() {
+    let veth = VethPair::new();
+    let tx = obj("xdp_live_tx");
+    let udp9 = "proto=\"udp\", dst_port=9";
+    let r = ok_json(&[
+        "prog",
+        "run",
+        &tx,
+        "xdp_live_tx",
+        "--packet",
+        udp9,
+        "--dev",
+        &veth.near,
+        "--live",
+        "--repeat",
+        "1000",
+        "--batches",
+        "2",
+        "--json",
+    ]);
+    // The cold call sends one frame, then two calls of 1000.
+    assert_eq!(r["live_frames"]["frames_sent"], 2001);
+    assert_eq!(veth.arrived(), 2001);
+    assert!(
+        r["live_frames"]["pps_median"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    ok_json(&[
+        "prog",
+        "run",
+        &tx,
+        "xdp_live_tx",
+        "--packet",
+        udp9,
+        "--dev",
+        &veth.near,
+        "--live",
+        "--batch-size",
+        "7",
+        "--repeat",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(veth.arrived(), 2001 + 101);
+    // Without --live the kernel runs the program on a copy and sends nothing.
+    ok_json(&[
+        "prog",
+        "run",
+        &tx,
+        "xdp_live_tx",
+        "--packet",
+        udp9,
+        "--dev",
+        &veth.near,
+        "--json",
+    ]);
+    assert_eq!(veth.arrived(), 2102);
+    fails_with(
+        &[
+            "prog",
+            "run",
+            &tx,
+            "xdp_live_tx",
+            "--packet",
+            udp9,
+            "--live",
+            "--batch-size",
+            "300",
+        ],
+        "a live-frame batch is at most 256 frames, not 300",
+    );
+    fails_with(
+        &[
+            "prog",
+            "run",
+            &obj("libbpf_sections"),
+            "tc_drop_all",
+            "--packet",
+            udp9,
+            "--live",
+        ],
+        "live frames are for XDP programs only, not sched_cls",
+    );
+    fails_with(
+        &[
+            "prog",
+            "run",
+            &tx,
+            "xdp_live_tx",
+            "--packet",
+            udp9,
+            "--dev",
+            "tk-no-such-if",
+            "--live",
+        ],
+        "no interface 'tk-no-such-if' here",
+    );
+}

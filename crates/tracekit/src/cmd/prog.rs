@@ -11,7 +11,9 @@ use tracekit_core::report::{Column, OutputTarget, Style, Table};
 use tracekit_core::stats::SampleSummary;
 use tracekit_prog::packet::PacketSpec;
 use tracekit_prog::vectors::{Suite, SuiteReport};
-use tracekit_prog::{Benchmark, BpfObject, KernelProgram, MapDump, Program, RunOptions, hex, pcap};
+use tracekit_prog::{
+    Benchmark, BpfObject, KernelProgram, MapDump, Program, RunOptions, hex, pcap, xdp_md_context,
+};
 
 /// `tracekit prog ...`
 #[derive(Subcommand)]
@@ -104,6 +106,17 @@ pub struct RunArgs {
     /// Write the context after the run to FILE (raw bytes).
     #[arg(long, value_name = "FILE")]
     ctx_out: Option<PathBuf>,
+    /// XDP live frames: each of the --repeat runs gets its own copy of the packet and
+    /// XDP_TX/XDP_REDIRECT really send it (out of --dev); reports frames per second.
+    #[arg(long)]
+    live: bool,
+    /// With --live: frames per batch (1-256; the kernel's default is 64).
+    #[arg(long, requires = "live", value_name = "B")]
+    batch_size: Option<u32>,
+    /// The interface the packet arrives on (the context's ingress_ifindex): with --live,
+    /// XDP_TX sends the frames out of it.
+    #[arg(long, value_name = "IFNAME", conflicts_with_all = ["ctx_in", "ctx_hex"])]
+    dev: Option<String>,
     /// Packet data from a file (raw bytes).
     #[arg(long, value_name = "FILE", group = "input")]
     data_in: Option<PathBuf>,
@@ -268,6 +281,61 @@ struct RunReport<'a> {
     batch_means_ns: &'a [f64],
     #[serde(skip_serializing_if = "Option::is_none")]
     maps: Option<Vec<MapDump>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live_frames: Option<LiveReport>,
+}
+
+/// What a live-frames run sent, and how fast.
+#[derive(Serialize)]
+struct LiveReport {
+    /// Frames sent in all: the cold call's one, then batches x repeat.
+    frames_sent: u64,
+    batch_size: u32,
+    /// Frames per second from the kernel's median time per frame.
+    pps_median: Option<f64>,
+}
+
+impl LiveReport {
+    fn new(b: &Benchmark, batch_size: Option<u32>) -> Self {
+        LiveReport {
+            frames_sent: 1 + b.batches as u64 * u64::from(b.repeat),
+            batch_size: batch_size.unwrap_or(64),
+            pps_median: b.per_run_ns.map(|s| 1e9 / s.median.max(1.0)),
+        }
+    }
+}
+
+fn render_live(
+    object: &Path,
+    prog: &Program,
+    b: &Benchmark,
+    batch: Option<u32>,
+    style: Style,
+) -> String {
+    let live = LiveReport::new(b, batch);
+    let rate = live.pps_median.map_or("not measured".to_owned(), |pps| {
+        format!("{:.2} Mpps", pps / 1e6)
+    });
+    format!(
+        "\n {} ({}) in {}, live frames\n\n frames    {} sent (batches of {}); the kernel returns no verdict in live mode\n rate      {}\n\n{}",
+        prog.name(),
+        prog.kind(),
+        object.display(),
+        live.frames_sent,
+        live.batch_size,
+        style.bold(&rate),
+        render_timing(prog, b)
+    )
+}
+
+/// The index of a network interface of this namespace.
+fn ifindex(dev: &str) -> anyhow::Result<u32> {
+    let path = Path::new("/sys/class/net").join(dev).join("ifindex");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no interface '{dev}' here (`ip link` lists them)"))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("bad {}", path.display()))
 }
 
 fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -275,7 +343,10 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
         Some(fields) => packet_from_fields(fields)?,
         None => read_input(a.data_in.as_deref(), a.data_hex.as_deref(), "data")?,
     };
-    let ctx = read_input(a.ctx_in.as_deref(), a.ctx_hex.as_deref(), "ctx")?;
+    let ctx = match &a.dev {
+        Some(dev) => xdp_md_context(data.len() as u32, ifindex(dev)?),
+        None => read_input(a.ctx_in.as_deref(), a.ctx_hex.as_deref(), "ctx")?,
+    };
     let prog = load(&a)?;
     let opts = RunOptions {
         data_in: &data,
@@ -283,6 +354,7 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
         data_out_size: a.data_out_size,
         repeat: a.repeat,
         cpu: a.cpu,
+        live_frames: a.live.then_some(a.batch_size.unwrap_or(0)),
         ..Default::default()
     };
     let bar = progress(u64::from(a.batches), 10, "batches");
@@ -321,9 +393,13 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
             fixed_cost_ns_per_call: bench.fixed_cost_per_call_ns(),
             batch_means_ns: &bench.batch_means_ns,
             maps,
+            live_frames: a.live.then(|| LiveReport::new(&bench, a.batch_size)),
         })?;
     } else {
         let mut text = render_run(&a.object, &prog, &data, &ctx, &bench, target.style());
+        if a.live {
+            text = render_live(&a.object, &prog, &bench, a.batch_size, target.style());
+        }
         for dump in maps.iter().flatten() {
             text.push_str(&format!("{dump}\n"));
         }
