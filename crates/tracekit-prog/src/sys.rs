@@ -159,24 +159,29 @@ pub(crate) struct Refusal {
     pub log: String,
 }
 
-/// Loads a program. The first attempt asks for no log: a log of a long (unrolled) program can
-/// outgrow any buffer, and the kernel then fails the load with ENOSPC although the program
-/// verifies. Only a refused program is loaded again with the log on, to explain why.
+/// Loads a program (the verifier's log of a refusal: up to 16 MiB).
 pub(crate) fn prog_load(prog: &ProgLoad<'_>) -> Result<OwnedFd, Refusal> {
-    const LOG_SIZE: usize = 16 << 20;
-    let error = match prog_load_once(prog, None) {
+    load_with_log(16 << 20, |log| prog_load_once(prog, log))
+}
+
+/// Runs a load once without a log: a log of a long (unrolled) program can outgrow any buffer,
+/// and the kernel then fails the load with ENOSPC although the program verifies. Only a
+/// refusal is loaded again with a log of `log_size` bytes, to explain why.
+fn load_with_log(
+    log_size: usize,
+    load: impl Fn(Option<&mut [u8]>) -> io::Result<OwnedFd>,
+) -> Result<OwnedFd, Refusal> {
+    let error = match load(None) {
         Ok(fd) => return Ok(fd),
         Err(e) => e,
     };
-    let mut log = vec![0u8; LOG_SIZE];
-    match prog_load_once(prog, Some(&mut log)) {
-        Ok(fd) => Ok(fd),
-        Err(_) => {
-            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-            let log = String::from_utf8_lossy(&log[..end]).trim_end().to_owned();
-            Err(Refusal { error, log })
-        }
+    let mut log = vec![0u8; log_size];
+    if let Ok(fd) = load(Some(&mut log)) {
+        return Ok(fd);
     }
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    let log = String::from_utf8_lossy(&log[..end]).trim_end().to_owned();
+    Err(Refusal { error, log })
 }
 
 fn prog_load_once(prog: &ProgLoad<'_>, log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
@@ -275,17 +280,9 @@ pub(crate) fn map_freeze(map: BorrowedFd<'_>) -> io::Result<()> {
     unsafe { bpf(bpf_cmd::BPF_MAP_FREEZE, &mut attr) }.map(drop)
 }
 
-/// Loads an object's BTF; on refusal, the kernel's BTF log.
+/// Loads an object's BTF (the kernel's BTF log of a refusal: up to 1 MiB).
 pub(crate) fn btf_load(btf: &[u8]) -> Result<OwnedFd, Refusal> {
-    let error = match btf_load_once(btf, None) {
-        Ok(fd) => return Ok(fd),
-        Err(e) => e,
-    };
-    let mut log = vec![0u8; 1 << 20];
-    let _ = btf_load_once(btf, Some(&mut log));
-    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-    let log = String::from_utf8_lossy(&log[..end]).trim_end().to_owned();
-    Err(Refusal { error, log })
+    load_with_log(1 << 20, |log| btf_load_once(btf, log))
 }
 
 fn btf_load_once(btf: &[u8], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
