@@ -26,6 +26,7 @@
 //!   (from the CLI or from `cargo test`); [`packet`] builds test packets from fields.
 #![deny(missing_docs)]
 
+mod core_relo;
 mod error;
 pub mod hex;
 mod kernel;

@@ -68,7 +68,7 @@ pub(crate) fn load(
     obj.relocate_calls(&text_sections)
         .map_err(|e| fail(tracekit_core::errors::chain(&e)))?;
     obj.sanitize_functions(aya::features());
-    let fd = load_program(&obj, entry, ty, btf_fd.as_ref(), &mut kernel_btf)?;
+    let fd = load_program(bytes, &obj, entry, ty, btf_fd.as_ref(), &mut kernel_btf)?;
     let maps = maps
         .into_iter()
         .map(|m| {
@@ -258,6 +258,7 @@ fn takes_btf(map_type: u32) -> bool {
 }
 
 fn load_program(
+    elf: &[u8],
     obj: &Object,
     entry: &ProgramEntry,
     ty: &SectionType,
@@ -290,12 +291,83 @@ fn load_program(
         func_info: as_bytes(&function.func_info.func_info),
         line_info: as_bytes(&function.line_info.line_info),
     })
-    .map_err(|refusal| Error::Refused {
-        name: entry.name.clone(),
-        errno: tracekit_core::errno::name(refusal.error.raw_os_error().unwrap_or(0)),
-        verdict: verdict(&refusal.log).to_owned(),
-        log: refusal.log,
+    .map_err(|refusal| {
+        let mut verdict = verdict(&refusal.log).to_owned();
+        if verdict.contains(&format!("unknown#{POISON}")) {
+            verdict.push_str(&poisoned_core_relocations(elf, program, function, entry));
+        }
+        Error::Refused {
+            name: entry.name.clone(),
+            errno: tracekit_core::errno::name(refusal.error.raw_os_error().unwrap_or(0)),
+            verdict,
+            log: refusal.log,
+        }
     })
+}
+
+/// The helper id aya-obj (like libbpf) calls in place of a CO-RE relocation it cannot apply.
+const POISON: i32 = 0xbad2310;
+
+/// Which CO-RE relocations were left poisoned in the program, by type and field, as libbpf
+/// reports them: ` (CO-RE relocation that could not be applied: field_exists of struct s.f at
+/// instruction 12; ...)`.
+fn poisoned_core_relocations(
+    elf: &[u8],
+    program: &aya_obj::Program,
+    function: &aya_obj::Function,
+    entry: &ProgramEntry,
+) -> String {
+    use object::{Object as _, ObjectSection as _};
+    let section = object::File::parse(elf)
+        .ok()
+        .and_then(|f| {
+            let s = f
+                .section_by_index(object::SectionIndex(program.section_index))
+                .ok()?;
+            s.name().ok().map(str::to_owned)
+        })
+        .unwrap_or_default();
+    // Grouped by what they reach, in order: (path, kinds, instructions).
+    let mut found: Vec<(String, Vec<&str>, Vec<usize>)> = Vec::new();
+    for (i, _) in function
+        .instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, insn)| insn.code == 0x85 && insn.imm == POISON)
+    {
+        let (path, kind) = (i < entry.insns as usize)
+            .then(|| crate::core_relo::describe(elf, &section, function.section_offset + 8 * i))
+            .flatten()
+            .unwrap_or_else(|| ("a subprogram's relocation".to_owned(), "?"));
+        match found.iter_mut().find(|(p, _, _)| *p == path) {
+            Some((_, kinds, insns)) => {
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+                insns.push(i);
+            }
+            None => found.push((path, vec![kind], vec![i])),
+        }
+    }
+    if found.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = found
+        .iter()
+        .map(|(path, kinds, insns)| {
+            format!(
+                "{path} ({}; {} instruction{}, the first {})",
+                kinds.join(", "),
+                insns.len(),
+                if insns.len() == 1 { "" } else { "s" },
+                insns[0]
+            )
+        })
+        .collect();
+    format!(
+        "; CO-RE relocations aya-obj could not apply were left as that call: {}",
+        each.join("; ")
+    )
 }
 
 /// The kernel BTF id of what a `tp_btf/`, `fentry/`, `lsm/`, `iter/` ... program attaches to.

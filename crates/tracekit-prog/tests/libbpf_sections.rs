@@ -182,3 +182,24 @@ fn verifier_refusal_gives_the_reason_and_the_source_line() {
     );
     assert_eq!(err.verifier_log(), Some(log.as_str()));
 }
+
+#[test]
+fn core_relocation_that_cannot_be_applied_names_the_type_and_field() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../bpf/obj/core_missing_field.bpf.o"
+    );
+    let err = BpfObject::from_file(path)
+        .unwrap()
+        .load("core_missing_field")
+        .unwrap_err();
+    let Error::Refused { verdict, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(
+        verdict,
+        "invalid func unknown#195896080; CO-RE relocations aya-obj could not apply were left as \
+         that call: struct task_struct___missing.no_such_field (field_byte_offset; 1 instruction, \
+         the first 1)"
+    );
+}
