@@ -26,8 +26,10 @@
 //!   (from the CLI or from `cargo test`); [`packet`] builds test packets from fields.
 #![deny(missing_docs)]
 
+mod btf;
 mod core_relo;
 mod error;
+mod externs;
 pub mod hex;
 mod kernel;
 mod kind;

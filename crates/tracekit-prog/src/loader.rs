@@ -42,12 +42,20 @@ pub(crate) fn load(
         name: entry.name.clone(),
         reason,
     };
+    let mut kernel_btf = KernelBtf::default();
+    let resolved;
+    let bytes = if crate::externs::has_ksyms(bytes) {
+        let kernel = kernel_btf.get().map_err(fail)?;
+        resolved = crate::externs::resolve(bytes, kernel).map_err(fail)?;
+        &resolved[..]
+    } else {
+        bytes
+    };
     let mut obj = Object::parse(bytes).map_err(|e| Error::Parse {
         what: what.to_owned(),
         reason: tracekit_core::errors::chain(&e),
     })?;
     let btf_fd = load_object_btf(&mut obj).map_err(fail)?;
-    let mut kernel_btf = KernelBtf::default();
     if obj.has_btf_relocations() {
         obj.relocate_btf(kernel_btf.get().map_err(fail)?)
             .map_err(|e| {

@@ -10,6 +10,7 @@
 //! `.BTF.ext` records of a renamed section point at them. The new `.shstrtab` and `.BTF` are
 //! appended to the file and their section headers moved there; nothing else moves.
 
+use crate::btf::BtfBlob;
 use std::collections::HashMap;
 
 const EHDR_SIZE: usize = 64;
@@ -36,8 +37,8 @@ pub(crate) fn rename_sections(
     Ok(out)
 }
 
-/// The parts of an ELF64 little-endian file the renaming needs.
-struct Elf<'a> {
+/// The parts of an ELF64 little-endian file the renaming and extern resolution need.
+pub(crate) struct Elf<'a> {
     bytes: &'a [u8],
     shoff: usize,
     shnum: usize,
@@ -45,7 +46,7 @@ struct Elf<'a> {
 }
 
 impl<'a> Elf<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Self, String> {
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, String> {
         if bytes.len() < EHDR_SIZE || &bytes[..4] != b"\x7fELF" {
             return Err("not an ELF file".into());
         }
@@ -70,12 +71,22 @@ impl<'a> Elf<'a> {
         Ok(elf)
     }
 
-    fn header(&self, index: usize) -> usize {
+    /// How many sections there are.
+    pub(crate) fn count(&self) -> usize {
+        self.shnum
+    }
+
+    /// A u32 field of section header `index` (`sh_type` at 4, `sh_link` at 40, `sh_info` at 44).
+    pub(crate) fn header_u32(&self, index: usize, field: usize) -> u32 {
+        u32_at(self.bytes, self.header(index) + field).unwrap_or(0)
+    }
+
+    pub(crate) fn header(&self, index: usize) -> usize {
         self.shoff + index * SHDR_SIZE
     }
 
     /// (file offset, size) of a section's contents.
-    fn extent(&self, index: usize) -> Result<(usize, usize), String> {
+    pub(crate) fn extent(&self, index: usize) -> Result<(usize, usize), String> {
         let h = self.header(index);
         let offset = u64_at(self.bytes, h + 24)? as usize;
         let size = u64_at(self.bytes, h + 32)? as usize;
@@ -88,24 +99,24 @@ impl<'a> Elf<'a> {
         Ok((offset, size))
     }
 
-    fn contents(&self, index: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn contents(&self, index: usize) -> Result<&'a [u8], String> {
         let (offset, size) = self.extent(index)?;
         Ok(&self.bytes[offset..offset + size])
     }
 
-    fn name(&self, index: usize) -> Result<&'a str, String> {
+    pub(crate) fn name(&self, index: usize) -> Result<&'a str, String> {
         let strtab = self.contents(self.shstrndx)?;
         let at = u32_at(self.bytes, self.header(index))? as usize;
         c_str(strtab, at).ok_or_else(|| format!("section {index} has a bad name"))
     }
 
-    fn section(&self, name: &str) -> Option<usize> {
+    pub(crate) fn section(&self, name: &str) -> Option<usize> {
         (0..self.shnum).find(|&i| self.name(i) == Ok(name))
     }
 }
 
 /// Appends `data` at the end of `out` (8-byte aligned) and points section `index` at it.
-fn move_section(out: &mut Vec<u8>, elf: &Elf<'_>, index: usize, data: &[u8]) {
+pub(crate) fn move_section(out: &mut Vec<u8>, elf: &Elf<'_>, index: usize, data: &[u8]) {
     out.resize(out.len().next_multiple_of(8), 0);
     let offset = out.len() as u64;
     out.extend_from_slice(data);
@@ -141,22 +152,12 @@ fn append_btf_strings(
     btf: usize,
     renames: &HashMap<String, String>,
 ) -> Result<HashMap<String, u32>, String> {
-    let data = elf.contents(btf)?;
-    let hdr_len = u32_at(data, 4)? as usize;
-    let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
-    if hdr_len + str_off + str_len != data.len() {
-        return Err(".BTF string table is not at its end".into());
-    }
-    let mut blob = data.to_vec();
-    let mut offsets = HashMap::new();
-    for (old, new) in renames {
-        offsets.insert(old.clone(), (blob.len() - hdr_len - str_off) as u32);
-        blob.extend_from_slice(new.as_bytes());
-        blob.push(0);
-    }
-    let new_len = (blob.len() - hdr_len - str_off) as u32;
-    blob[20..24].copy_from_slice(&new_len.to_le_bytes());
-    move_section(out, elf, btf, &blob);
+    let mut blob = BtfBlob::new(elf.contents(btf)?).ok_or("cannot read .BTF")?;
+    let offsets = renames
+        .iter()
+        .map(|(old, new)| (old.clone(), blob.add_string(new)))
+        .collect();
+    move_section(out, elf, btf, &blob.to_bytes());
     Ok(offsets)
 }
 
@@ -198,7 +199,7 @@ fn repoint_btf_ext(
     Ok(())
 }
 
-fn c_str(table: &[u8], at: usize) -> Option<&str> {
+pub(crate) fn c_str(table: &[u8], at: usize) -> Option<&str> {
     let rest = table.get(at..)?;
     let end = rest.iter().position(|&b| b == 0)?;
     std::str::from_utf8(&rest[..end]).ok()
@@ -210,13 +211,13 @@ fn u16_at(b: &[u8], at: usize) -> Result<u16, String> {
         .ok_or_else(|| "truncated ELF".to_owned())
 }
 
-fn u32_at(b: &[u8], at: usize) -> Result<u32, String> {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> Result<u32, String> {
     b.get(at..at + 4)
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
         .ok_or_else(|| "truncated ELF or BTF".to_owned())
 }
 
-fn u64_at(b: &[u8], at: usize) -> Result<u64, String> {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> Result<u64, String> {
     b.get(at..at + 8)
         .map(|s| u64::from_le_bytes(s.try_into().unwrap_or_default()))
         .ok_or_else(|| "truncated ELF".to_owned())

@@ -1,0 +1,216 @@
+//! Just enough of BTF to read and edit an object's own `.BTF`: type records by id, names,
+//! struct members, and appending types and strings (for the loader's fix-ups of what aya-obj
+//! cannot parse, and for naming CO-RE relocations).
+
+/// Just enough of a BTF blob to name types and members.
+pub(crate) struct Btf<'a> {
+    /// Start of each type's record in `types` (index = type id - 1).
+    offsets: Vec<usize>,
+    /// The type section.
+    pub types: &'a [u8],
+    strings: &'a [u8],
+}
+
+pub(crate) const INT: u32 = 1;
+const ARRAY: u32 = 3;
+pub(crate) const STRUCT: u32 = 4;
+const UNION: u32 = 5;
+pub(crate) const ENUM: u32 = 6;
+const TYPEDEF: u32 = 8;
+const VOLATILE: u32 = 9;
+const CONST: u32 = 10;
+const RESTRICT: u32 = 11;
+/// `BTF_KIND_FUNC`.
+pub(crate) const FUNC: u32 = 12;
+/// `BTF_KIND_VAR`.
+pub(crate) const VAR: u32 = 14;
+/// `BTF_KIND_DATASEC`.
+pub(crate) const DATASEC: u32 = 15;
+const TYPE_TAG: u32 = 18;
+const ENUM64: u32 = 19;
+
+impl<'a> Btf<'a> {
+    pub(crate) fn parse(data: &'a [u8]) -> Option<Btf<'a>> {
+        let hdr_len = u32_at(data, 4)? as usize;
+        let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
+        let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
+        let types = data.get(hdr_len + type_off..hdr_len + type_off + type_len)?;
+        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len)?;
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        while at + 12 <= types.len() {
+            offsets.push(at);
+            let info = u32_at(types, at + 4)?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            let extra = match kind {
+                INT | 14 | 17 => 4,
+                ARRAY => 12,
+                STRUCT | UNION | 15 | ENUM64 => 12 * vlen,
+                ENUM | 13 => 8 * vlen,
+                _ => 0,
+            };
+            at += 12 + extra;
+        }
+        Some(Btf {
+            offsets,
+            types,
+            strings,
+        })
+    }
+
+    pub(crate) fn string(&self, off: u32) -> Option<&'a str> {
+        let rest = self.strings.get(off as usize..)?;
+        std::str::from_utf8(&rest[..rest.iter().position(|&b| b == 0)?]).ok()
+    }
+
+    /// (kind, name, record offset) of a type id.
+    pub(crate) fn get(&self, id: u32) -> Option<(u32, &'a str, usize)> {
+        let at = *self.offsets.get((id as usize).checked_sub(1)?)?;
+        let kind = (u32_at(self.types, at + 4)? >> 24) & 0x1f;
+        Some((kind, self.string(u32_at(self.types, at)?)?, at))
+    }
+
+    /// How many types there are (ids 1..=count).
+    pub(crate) fn count(&self) -> u32 {
+        self.offsets.len() as u32
+    }
+
+    /// The id of the DATASEC named `name`.
+    pub(crate) fn datasec(&self, name: &str) -> Option<u32> {
+        (1..=self.count()).find(|&id| {
+            self.get(id)
+                .is_some_and(|(k, n, _)| k == DATASEC && n == name)
+        })
+    }
+
+    /// The entries (type id, offset in the type section of the entry) of a DATASEC.
+    pub(crate) fn datasec_entries(&self, id: u32) -> Vec<(u32, usize)> {
+        let Some((DATASEC, _, at)) = self.get(id) else {
+            return Vec::new();
+        };
+        let vlen = u32_at(self.types, at + 4).unwrap_or(0) & 0xffff;
+        (0..vlen as usize)
+            .filter_map(|i| {
+                let entry = at + 12 + 12 * i;
+                Some((u32_at(self.types, entry)?, entry))
+            })
+            .collect()
+    }
+
+    /// The type behind typedefs and qualifiers.
+    pub(crate) fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.get(id) {
+                Some((TYPEDEF | VOLATILE | CONST | RESTRICT | TYPE_TAG, _, at)) => {
+                    id = u32_at(self.types, at + 8).unwrap_or(0);
+                }
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// `struct foo.bar.baz` for type `id` and an access string such as `0:1:2`.
+    pub(crate) fn access_path(&self, id: u32, access: &str) -> String {
+        let Some((kind, name, _)) = self.get(id) else {
+            return format!("type #{id}");
+        };
+        let prefix = match kind {
+            STRUCT => "struct ",
+            UNION => "union ",
+            ENUM | ENUM64 => "enum ",
+            _ => "",
+        };
+        let mut path = format!("{prefix}{name}");
+        let mut current = id;
+        for index in access
+            .split(':')
+            .skip(1)
+            .filter_map(|i| i.parse::<usize>().ok())
+        {
+            let resolved = self.resolve(current);
+            match self.get(resolved) {
+                Some((STRUCT | UNION, _, at)) => {
+                    let member = at + 12 + 12 * index;
+                    let field = u32_at(self.types, member).and_then(|n| self.string(n));
+                    path.push('.');
+                    path.push_str(field.filter(|f| !f.is_empty()).unwrap_or("<anonymous>"));
+                    current = u32_at(self.types, member + 4).unwrap_or(0);
+                }
+                Some((ARRAY, _, at)) => {
+                    path.push_str(&format!("[{index}]"));
+                    current = u32_at(self.types, at + 12).unwrap_or(0);
+                }
+                _ => break,
+            }
+        }
+        path
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// A `.BTF` blob being edited: types and strings can be appended and type records patched.
+pub(crate) struct BtfBlob {
+    header: Vec<u8>,
+    /// The type section (offsets into it are what [`Btf::get`] returns).
+    pub types: Vec<u8>,
+    strings: Vec<u8>,
+    count: u32,
+}
+
+impl BtfBlob {
+    /// A copy of `data` to edit.
+    pub(crate) fn new(data: &[u8]) -> Option<BtfBlob> {
+        let btf = Btf::parse(data)?;
+        let hdr_len = u32_at(data, 4)? as usize;
+        Some(BtfBlob {
+            header: data.get(..hdr_len)?.to_vec(),
+            types: btf.types.to_vec(),
+            strings: btf.strings.to_vec(),
+            count: btf.count(),
+        })
+    }
+
+    /// Appends a string; returns its offset.
+    pub(crate) fn add_string(&mut self, s: &str) -> u32 {
+        let at = self.strings.len() as u32;
+        self.strings.extend_from_slice(s.as_bytes());
+        self.strings.push(0);
+        at
+    }
+
+    /// Appends a type record; returns its id.
+    pub(crate) fn add_type(&mut self, record: &[u32]) -> u32 {
+        for v in record {
+            self.types.extend_from_slice(&v.to_le_bytes());
+        }
+        self.count += 1;
+        self.count
+    }
+
+    /// Overwrites the u32 at `at` in the type section.
+    pub(crate) fn patch(&mut self, at: usize, value: u32) {
+        self.types[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+
+    /// The blob: the header with the new section sizes, types, then strings.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.header.clone();
+        let sizes = [
+            0,
+            self.types.len() as u32,
+            self.types.len() as u32,
+            self.strings.len() as u32,
+        ];
+        for (k, v) in sizes.iter().enumerate() {
+            out[8 + 4 * k..12 + 4 * k].copy_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.types);
+        out.extend_from_slice(&self.strings);
+        out
+    }
+}
