@@ -244,3 +244,40 @@ impl<'a> Symbols<'a> {
             .is_some_and(|info| info >> 4 == 2)
     }
 }
+
+/// Hidden global functions (`__hidden`, as libbpf's usdt.bpf.h declares its helpers) made
+/// static in BTF, as libbpf does: the verifier then checks them in their callers' context
+/// instead of on their own, where a pointer argument could be NULL. `None` when there are none.
+pub(crate) fn hidden_functions_static(bytes: &[u8]) -> Option<Vec<u8>> {
+    const STT_FUNC: u8 = 2;
+    const STV_HIDDEN: u8 = 2;
+    let elf = Elf::parse(bytes).ok()?;
+    let btf_index = elf.section(".BTF")?;
+    let local = Btf::parse(elf.contents(btf_index).ok()?)?;
+    let symtab = (0..elf.count()).find(|&i| elf.header_u32(i, 4) == SHT_SYMTAB)?;
+    let names = elf.contents(elf.header_u32(symtab, 40) as usize).ok()?;
+    let hidden: Vec<&str> = elf
+        .contents(symtab)
+        .ok()?
+        .chunks_exact(24)
+        .filter(|s| s[4] & 0xf == STT_FUNC && s[5] & 3 == STV_HIDDEN && s[6..8] != [0, 0])
+        .filter_map(|s| crate::rename::c_str(names, u32_at(s, 0).ok()? as usize))
+        .collect();
+    let mut blob = BtfBlob::new(elf.contents(btf_index).ok()?)?;
+    let mut changed = false;
+    for id in 1..=local.count() {
+        if let Some((btf::FUNC, name, at)) = local.get(id) {
+            let global = u32_at(local.types, at + 4).ok()? & 0xffff == 1;
+            if global && hidden.contains(&name) {
+                blob.patch(at + 4, btf::FUNC << 24);
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let mut out = bytes.to_vec();
+    move_section(&mut out, &elf, btf_index, &blob.to_bytes());
+    Some(out)
+}

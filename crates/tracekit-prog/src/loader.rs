@@ -43,11 +43,26 @@ pub(crate) fn load(
         reason,
     };
     let mut kernel_btf = KernelBtf::default();
-    let resolved;
+    let with_ksyms;
     let bytes = if crate::externs::has_ksyms(bytes) {
         let kernel = kernel_btf.get().map_err(fail)?;
-        resolved = crate::externs::resolve(bytes, kernel).map_err(fail)?;
-        &resolved[..]
+        with_ksyms = crate::externs::resolve(bytes, kernel).map_err(fail)?;
+        &with_ksyms[..]
+    } else {
+        bytes
+    };
+    let with_static;
+    let bytes = match crate::externs::hidden_functions_static(bytes) {
+        Some(fixed) => {
+            with_static = fixed;
+            &with_static[..]
+        }
+        None => bytes,
+    };
+    let with_kconfig;
+    let bytes = if crate::kconfig::has_kconfig(bytes) {
+        with_kconfig = crate::kconfig::resolve(bytes).map_err(fail)?;
+        &with_kconfig[..]
     } else {
         bytes
     };

@@ -203,3 +203,75 @@ fn core_relocation_that_cannot_be_applied_names_the_type_and_field() {
          the first 1)"
     );
 }
+
+fn externs() -> BpfObject {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bpf/obj/externs.bpf.o");
+    BpfObject::from_file(path).unwrap()
+}
+
+fn run_with_context(prog: &Program, ctx: &[u8]) -> tracekit_prog::RunResult {
+    prog.run(&RunOptions {
+        ctx_in: ctx,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn kfuncs_are_called_by_their_kernel_btf_ids() {
+    let prog = externs().load("kfunc_task_pid").unwrap();
+    let me = std::process::id() as i32;
+    assert_eq!(run_with_context(&prog, &me.to_le_bytes()).retval, me as u32);
+    // No task has pid i32::MAX (pid_max is at most 2^22).
+    assert_eq!(
+        run_with_context(&prog, &i32::MAX.to_le_bytes()).retval,
+        u32::MAX
+    );
+}
+
+/// The value of CONFIG_`name` in the running kernel's configuration, read with zcat.
+fn kernel_config(name: &str) -> String {
+    let out = std::process::Command::new("zcat")
+        .arg("/proc/config.gz")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let prefix = format!("CONFIG_{name}=");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no CONFIG_{name} in /proc/config.gz"))
+        .to_owned()
+}
+
+#[test]
+fn kconfig_externs_get_the_running_kernels_values_as_constants() {
+    let prog = externs().load("kconfig_values").unwrap();
+    let out = run_with_context(&prog, &[0u8; 32]).ctx_out;
+    let field = |i: usize| u64::from_le_bytes(out[8 * i..8 * i + 8].try_into().unwrap());
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let v: Vec<u64> = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .take(3)
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(
+        field(0),
+        (v[0] << 16) + (v[1] << 8) + v[2].min(255),
+        "LINUX_KERNEL_VERSION"
+    );
+    assert_eq!(
+        field(1),
+        kernel_config("HZ").parse::<u64>().unwrap(),
+        "CONFIG_HZ"
+    );
+    assert_eq!(kernel_config("BPF_SYSCALL"), "y");
+    assert_eq!(field(2), 1, "CONFIG_BPF_SYSCALL");
+    // The weak option the kernel lacks is 0, so the call of a missing helper was dead code.
+    assert_eq!(field(3), 0xdeadc0de);
+    assert!(
+        prog.map_names().contains(&".rodata.kconfig"),
+        "{:?}",
+        prog.map_names()
+    );
+}
