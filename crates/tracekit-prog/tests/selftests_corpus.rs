@@ -233,6 +233,12 @@ fn bpffs() -> PathBuf {
     dir
 }
 
+fn bpffs_entries() -> std::collections::BTreeSet<std::ffi::OsString> {
+    std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default()
+}
+
 /// What bpftool did with one object: `None` when `loadall` refused it, else each program's
 /// return value on the test input (`None` for programs it did not run).
 fn bpftool(
@@ -371,6 +377,9 @@ struct Counts {
 fn kernel_selftest_programs_load_and_run_as_with_bpftool() {
     let dir = corpus();
     let pins = bpffs();
+    // Objects with LIBBPF_PIN_BY_NAME maps make bpftool pin them in /sys/fs/bpf: those are
+    // removed at the end.
+    let before = bpffs_entries();
     let input = dir.join("zero64.bin");
     std::fs::write(&input, [0u8; TEST_DATA_LEN]).unwrap();
     let mut c = Counts::default();
@@ -476,6 +485,9 @@ fn kernel_selftest_programs_load_and_run_as_with_bpftool() {
                 None => {}
             }
         }
+    }
+    for pinned in bpffs_entries().difference(&before) {
+        let _ = std::fs::remove_file(Path::new("/sys/fs/bpf").join(pinned));
     }
     println!(
         "corpus: {} objects compiled from {TARBALL} (not compiled: {})",
