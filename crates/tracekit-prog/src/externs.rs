@@ -15,7 +15,6 @@ use aya_obj::btf::{Btf as KernelBtf, BtfKind};
 use std::collections::HashMap;
 
 const KSYMS: &str = ".ksyms";
-const SHT_SYMTAB: u32 = 2;
 const SHT_REL: u32 = 9;
 const BPF_PSEUDO_BTF_ID: u8 = 3;
 const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
@@ -218,9 +217,7 @@ struct Symbols<'a> {
 
 impl<'a> Symbols<'a> {
     fn read(elf: &Elf<'a>) -> Result<Symbols<'a>, String> {
-        let index = (0..elf.count())
-            .find(|&i| elf.header_u32(i, 4) == SHT_SYMTAB)
-            .ok_or("no symbol table")?;
+        let index = elf.symtab()?;
         let names = elf.header_u32(index, 40) as usize;
         Ok(Symbols {
             table: elf.contents(index)?,
@@ -254,7 +251,7 @@ pub(crate) fn hidden_functions_static(bytes: &[u8]) -> Option<Vec<u8>> {
     let elf = Elf::parse(bytes).ok()?;
     let btf_index = elf.section(".BTF")?;
     let local = Btf::parse(elf.contents(btf_index).ok()?)?;
-    let symtab = (0..elf.count()).find(|&i| elf.header_u32(i, 4) == SHT_SYMTAB)?;
+    let symtab = elf.symtab().ok()?;
     let names = elf.contents(elf.header_u32(symtab, 40) as usize).ok()?;
     let hidden: Vec<&str> = elf
         .contents(symtab)

@@ -15,16 +15,10 @@ use std::io::Read;
 
 const KCONFIG: &str = ".kconfig";
 const SECTION: &str = ".rodata.kconfig";
-const SHT_SYMTAB: u32 = 2;
 
 /// Whether the object has `__kconfig` externs.
 pub(crate) fn has_kconfig(bytes: &[u8]) -> bool {
-    let Ok(elf) = Elf::parse(bytes) else {
-        return false;
-    };
-    let btf = elf.section(".BTF").and_then(|i| elf.contents(i).ok());
-    btf.and_then(Btf::parse)
-        .is_some_and(|b| b.datasec(KCONFIG).is_some())
+    Elf::has_datasec(bytes, KCONFIG)
 }
 
 /// One extern: its name, where it goes in the section and how many bytes it has.
@@ -114,9 +108,7 @@ fn define_symbols(
     section: usize,
     vars: &[Var<'_>],
 ) -> Result<(), String> {
-    let symtab = (0..elf.count())
-        .find(|&i| elf.header_u32(i, 4) == SHT_SYMTAB)
-        .ok_or("no symbol table")?;
+    let symtab = elf.symtab()?;
     let (at, size) = elf.extent(symtab)?;
     let names = elf.contents(elf.header_u32(symtab, 40) as usize)?;
     for sym in (at..at + size).step_by(24) {
@@ -173,9 +165,7 @@ fn add_section(out: &mut Vec<u8>, elf: &Elf<'_>, name: &str, data: &[u8]) -> Res
 
 /// The names of weak symbols (a weak `__kconfig` the kernel lacks is 0, not an error).
 fn weak_symbols<'a>(elf: &Elf<'a>) -> Result<Vec<&'a str>, String> {
-    let symtab = (0..elf.count())
-        .find(|&i| elf.header_u32(i, 4) == SHT_SYMTAB)
-        .ok_or("no symbol table")?;
+    let symtab = elf.symtab()?;
     let table = elf.contents(symtab)?;
     let names = elf.contents(elf.header_u32(symtab, 40) as usize)?;
     Ok(table

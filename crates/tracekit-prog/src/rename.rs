@@ -110,6 +110,23 @@ impl<'a> Elf<'a> {
         c_str(strtab, at).ok_or_else(|| format!("section {index} has a bad name"))
     }
 
+    /// The index of the symbol table (`SHT_SYMTAB`).
+    pub(crate) fn symtab(&self) -> Result<usize, String> {
+        (0..self.shnum)
+            .find(|&i| self.header_u32(i, 4) == 2)
+            .ok_or_else(|| "no symbol table".to_owned())
+    }
+
+    /// Whether the object's `.BTF` has a DATASEC called `name` (`.ksyms`, `.kconfig`).
+    pub(crate) fn has_datasec(bytes: &[u8], name: &str) -> bool {
+        let Ok(elf) = Elf::parse(bytes) else {
+            return false;
+        };
+        let btf = elf.section(".BTF").and_then(|i| elf.contents(i).ok());
+        btf.and_then(crate::btf::Btf::parse)
+            .is_some_and(|b| b.datasec(name).is_some())
+    }
+
     pub(crate) fn section(&self, name: &str) -> Option<usize> {
         (0..self.shnum).find(|&i| self.name(i) == Ok(name))
     }
