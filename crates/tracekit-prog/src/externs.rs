@@ -65,6 +65,7 @@ pub(crate) fn resolve(bytes: &[u8], kernel: &KernelBtf) -> Result<Vec<u8>, Strin
         .collect();
     let mut out = bytes.to_vec();
     let symbols = Symbols::read(&elf)?;
+    let mut kallsyms = Kallsyms::default();
     for rel in (0..elf.count()).filter(|&i| elf.header_u32(i, 4) == SHT_REL) {
         let target = elf.header_u32(rel, 44) as usize;
         if target == 0 || target >= elf.count() {
@@ -82,10 +83,9 @@ pub(crate) fn resolve(bytes: &[u8], kernel: &KernelBtf) -> Result<Vec<u8>, Strin
                 Some((name, kind)) => patch(
                     &mut out,
                     code_at + offset,
-                    name,
-                    kind,
-                    symbols.weak(symbol),
+                    (name, kind, symbols.weak(symbol)),
                     kernel,
+                    &mut kallsyms,
                 )?,
                 None => false,
             };
@@ -102,14 +102,14 @@ pub(crate) fn resolve(bytes: &[u8], kernel: &KernelBtf) -> Result<Vec<u8>, Strin
     Ok(out)
 }
 
-/// Rewrites the instruction at `at` for extern `name`; `false` when it is not one to rewrite.
+/// Rewrites the instruction at `at` for extern `name` (of `kind`, weak or not); `false` when it
+/// is not one to rewrite.
 fn patch(
     out: &mut [u8],
     at: usize,
-    name: &str,
-    kind: Extern,
-    weak: bool,
+    (name, kind, weak): (&str, Extern, bool),
     kernel: &KernelBtf,
+    kallsyms: &mut Kallsyms,
 ) -> Result<bool, String> {
     let insn = out
         .get_mut(at..at + 16)
@@ -118,7 +118,7 @@ fn patch(
         if insn[0] != 0x18 {
             return Ok(false);
         }
-        let addr = match kallsyms_address(name) {
+        let addr = match kallsyms.address(name)? {
             Some(addr) => addr,
             None if weak => 0,
             None => return Err(format!("/proc/kallsyms has no symbol '{name}'")),
@@ -197,16 +197,33 @@ fn loadable_btf(data: &[u8], local: &Btf<'_>, ksyms: u32) -> Option<Vec<u8>> {
     Some(blob.to_bytes())
 }
 
-/// The kernel address of `name` (root sees real addresses in /proc/kallsyms).
-fn kallsyms_address(name: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
-    text.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (addr, _, sym) = (fields.next()?, fields.next()?, fields.next()?);
-        (sym == name)
-            .then(|| u64::from_str_radix(addr, 16).ok())
-            .flatten()
-    })
+/// /proc/kallsyms, read when the first typeless ksym needs it and kept for the others.
+#[derive(Default)]
+struct Kallsyms(Option<HashMap<String, u64>>);
+
+impl Kallsyms {
+    /// The kernel address of `name` (root sees real addresses).
+    fn address(&mut self, name: &str) -> Result<Option<u64>, String> {
+        if self.0.is_none() {
+            let text = std::fs::read_to_string("/proc/kallsyms")
+                .map_err(|e| format!("typeless __ksym externs need /proc/kallsyms: {e}"))?;
+            let mut table = HashMap::new();
+            for line in text.lines() {
+                let mut fields = line.split_whitespace();
+                let (Some(addr), Some(_), Some(sym)) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    continue;
+                };
+                if let Ok(addr) = u64::from_str_radix(addr, 16) {
+                    // The first of several symbols of one name, as a search from the top finds.
+                    table.entry(sym.to_owned()).or_insert(addr);
+                }
+            }
+            self.0 = Some(table);
+        }
+        Ok(self.0.as_ref().and_then(|t| t.get(name).copied()))
+    }
 }
 
 /// The symbol table: names of undefined symbols and their binding.

@@ -30,8 +30,26 @@ pub(crate) struct LoadedMap {
     pub raw: RawMap,
 }
 
-/// Loads program `entry` of the object `bytes` (with its sections already renamed for
-/// aya-obj); `what` names the object in errors.
+/// The object as aya-obj can parse it and the kernel can load it, once per object: the
+/// externs resolved (kfuncs and `__ksym`s against the kernel's BTF, `__kconfig` values) and
+/// hidden functions made static, as libbpf does. `bytes` has its sections already renamed
+/// for aya-obj.
+pub(crate) fn prepare(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut bytes = bytes.to_vec();
+    if crate::externs::has_ksyms(&bytes) {
+        bytes = crate::externs::resolve(&bytes, kernel_btf()?)?;
+    }
+    if let Some(fixed) = crate::externs::hidden_functions_static(&bytes) {
+        bytes = fixed;
+    }
+    if crate::kconfig::has_kconfig(&bytes) {
+        bytes = crate::kconfig::resolve(&bytes)?;
+    }
+    Ok(bytes)
+}
+
+/// Loads program `entry` of the object `bytes` (as [`prepare`] made it); `what` names the
+/// object in errors.
 pub(crate) fn load(
     what: &str,
     bytes: &[u8],
@@ -42,43 +60,18 @@ pub(crate) fn load(
         name: entry.name.clone(),
         reason,
     };
-    let mut kernel_btf = KernelBtf::default();
-    let with_ksyms;
-    let bytes = if crate::externs::has_ksyms(bytes) {
-        let kernel = kernel_btf.get().map_err(fail)?;
-        with_ksyms = crate::externs::resolve(bytes, kernel).map_err(fail)?;
-        &with_ksyms[..]
-    } else {
-        bytes
-    };
-    let with_static;
-    let bytes = match crate::externs::hidden_functions_static(bytes) {
-        Some(fixed) => {
-            with_static = fixed;
-            &with_static[..]
-        }
-        None => bytes,
-    };
-    let with_kconfig;
-    let bytes = if crate::kconfig::has_kconfig(bytes) {
-        with_kconfig = crate::kconfig::resolve(bytes).map_err(fail)?;
-        &with_kconfig[..]
-    } else {
-        bytes
-    };
     let mut obj = Object::parse(bytes).map_err(|e| Error::Parse {
         what: what.to_owned(),
         reason: tracekit_core::errors::chain(&e),
     })?;
     let btf_fd = load_object_btf(&mut obj).map_err(fail)?;
     if obj.has_btf_relocations() {
-        obj.relocate_btf(kernel_btf.get().map_err(fail)?)
-            .map_err(|e| {
-                fail(format!(
-                    "CO-RE relocation failed: {}",
-                    tracekit_core::errors::chain(&e)
-                ))
-            })?;
+        obj.relocate_btf(kernel_btf().map_err(fail)?).map_err(|e| {
+            fail(format!(
+                "CO-RE relocation failed: {}",
+                tracekit_core::errors::chain(&e)
+            ))
+        })?;
     }
     let maps = create_maps(&mut obj, btf_fd.as_ref()).map_err(fail)?;
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
@@ -91,7 +84,7 @@ pub(crate) fn load(
     obj.relocate_calls(&text_sections)
         .map_err(|e| fail(tracekit_core::errors::chain(&e)))?;
     obj.sanitize_functions(aya::features());
-    let fd = load_program(bytes, &obj, entry, ty, btf_fd.as_ref(), &mut kernel_btf)?;
+    let fd = load_program(bytes, &obj, entry, ty, btf_fd.as_ref())?;
     let maps = maps
         .into_iter()
         .map(|m| {
@@ -103,20 +96,17 @@ pub(crate) fn load(
     Ok(Loaded { fd, maps })
 }
 
-/// The kernel's own BTF (`/sys/kernel/btf/vmlinux`), parsed when first needed (~25 ms).
-#[derive(Default)]
-struct KernelBtf(Option<Btf>);
-
-impl KernelBtf {
-    fn get(&mut self) -> Result<&Btf, String> {
-        if self.0.is_none() {
-            let btf = Btf::from_sys_fs().map_err(|e| {
-                format!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux): {e}")
-            })?;
-            self.0 = Some(btf);
-        }
-        Ok(self.0.as_ref().expect("set above"))
-    }
+/// The kernel's own BTF (`/sys/kernel/btf/vmlinux`), parsed when first needed (~25 ms) and
+/// kept for the process: it does not change while the kernel runs.
+fn kernel_btf() -> Result<&'static Btf, String> {
+    static KERNEL_BTF: std::sync::OnceLock<Result<Btf, String>> = std::sync::OnceLock::new();
+    KERNEL_BTF
+        .get_or_init(|| {
+            Btf::from_sys_fs()
+                .map_err(|e| format!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 fn load_object_btf(obj: &mut Object) -> Result<Option<OwnedFd>, String> {
@@ -286,7 +276,6 @@ fn load_program(
     entry: &ProgramEntry,
     ty: &SectionType,
     btf: Option<&OwnedFd>,
-    kernel_btf: &mut KernelBtf,
 ) -> Result<OwnedFd, Error> {
     let fail = |reason: String| Error::Load {
         name: entry.name.clone(),
@@ -298,7 +287,7 @@ fn load_program(
         .ok_or_else(|| fail(format!("aya-obj found no program '{}'", entry.name)))?;
     let function = &obj.functions[&program.function_key()];
     let attach_btf_id = match &ty.attach_btf_target {
-        Some(target) => attach_btf_id(kernel_btf.get().map_err(fail)?, ty, target).map_err(fail)?,
+        Some(target) => attach_btf_id(kernel_btf().map_err(fail)?, ty, target).map_err(fail)?,
         None => 0,
     };
     let license = CString::new(program.license.as_bytes()).unwrap_or_default();

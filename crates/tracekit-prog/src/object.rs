@@ -9,6 +9,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use tracekit_core::report::{Column, Style, Table};
 
 /// One program of an object, as `tracekit prog list` shows it.
@@ -37,6 +38,8 @@ pub struct BpfObject {
     what: String,
     /// The object with the sections aya-obj cannot parse renamed (see `rename`).
     bytes: Vec<u8>,
+    /// `bytes` as the loader loads them (`loader::prepare`), made at the first load.
+    loadable: OnceLock<Result<Vec<u8>, String>>,
     programs: Vec<ProgramEntry>,
 }
 
@@ -80,6 +83,7 @@ impl BpfObject {
         Ok(BpfObject {
             what,
             bytes,
+            loadable: OnceLock::new(),
             programs,
         })
     }
@@ -171,7 +175,15 @@ impl BpfObject {
             name: entry.name.clone(),
             section: entry.section.clone(),
         })?;
-        let loaded = loader::load(&self.what, &self.bytes, entry, &ty)?;
+        let loadable = self
+            .loadable
+            .get_or_init(|| loader::prepare(&self.bytes))
+            .as_ref()
+            .map_err(|reason| Error::Load {
+                name: entry.name.clone(),
+                reason: reason.clone(),
+            })?;
+        let loaded = loader::load(&self.what, loadable, entry, &ty)?;
         Ok(Program::new(
             entry.name.clone(),
             entry.kind.clone(),
