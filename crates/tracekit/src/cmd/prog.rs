@@ -396,10 +396,11 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
             live_frames: a.live.then(|| LiveReport::new(&bench, a.batch_size)),
         })?;
     } else {
-        let mut text = render_run(&a.object, &prog, &data, &ctx, &bench, target.style());
-        if a.live {
-            text = render_live(&a.object, &prog, &bench, a.batch_size, target.style());
-        }
+        let mut text = if a.live {
+            render_live(&a.object, &prog, &bench, a.batch_size, target.style())
+        } else {
+            render_run(&a.object, &prog, &data, &ctx, &bench, target.style())
+        };
         for dump in maps.iter().flatten() {
             text.push_str(&format!("{dump}\n"));
         }
