@@ -43,6 +43,9 @@ pub enum ProgKind {
     Other(String),
 }
 
+/// How [`ProgKind::from_section`] names a section libbpf does not know.
+const UNKNOWN_SECTION: &str = "unknown section";
+
 /// Every return value a verdict name can stand for (the named ones are small, plus
 /// `TC_ACT_UNSPEC` = -1).
 fn named_retvals() -> impl Iterator<Item = u32> {
@@ -55,7 +58,12 @@ impl ProgKind {
     pub fn from_section(section: &str) -> ProgKind {
         SectionType::parse(section)
             .map(|t| t.kind)
-            .unwrap_or_else(|| ProgKind::Other(format!("unknown section '{section}'")))
+            .unwrap_or_else(|| ProgKind::Other(format!("{UNKNOWN_SECTION} '{section}'")))
+    }
+
+    /// Whether the section name was not one libbpf knows (the type is unknown).
+    pub fn is_unknown_section(&self) -> bool {
+        matches!(self, ProgKind::Other(what) if what.starts_with(UNKNOWN_SECTION))
     }
 
     /// The kind of a `BPF_PROG_TYPE_*`.

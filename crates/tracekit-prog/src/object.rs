@@ -124,7 +124,7 @@ impl BpfObject {
         for p in &self.programs {
             let support = if p.test_run { "yes" } else { "no" };
             let kind = match &p.kind {
-                ProgKind::Other(what) if what.starts_with("unknown section") => "?".to_owned(),
+                kind if kind.is_unknown_section() => "?".to_owned(),
                 kind => kind.to_string(),
             };
             t.row(vec![
@@ -211,7 +211,7 @@ fn list_programs(bytes: &[u8]) -> Result<Vec<ProgramEntry>, String> {
         }
         let kind = ProgKind::from_section(name);
         let why_not = match &kind {
-            ProgKind::Other(what) if what.starts_with("unknown section") => Some(format!(
+            ProgKind::Other(what) if kind.is_unknown_section() => Some(format!(
                 "{what}: libbpf does not know it, so the program type is unknown"
             )),
             ProgKind::Other(kind) => {
