@@ -12,6 +12,8 @@ pub(crate) struct Btf<'a> {
 }
 
 pub(crate) const INT: u32 = 1;
+/// `BTF_KIND_PTR`.
+pub(crate) const PTR: u32 = 2;
 const ARRAY: u32 = 3;
 pub(crate) const STRUCT: u32 = 4;
 const UNION: u32 = 5;
@@ -26,6 +28,8 @@ pub(crate) const FUNC: u32 = 12;
 pub(crate) const VAR: u32 = 14;
 /// `BTF_KIND_DATASEC`.
 pub(crate) const DATASEC: u32 = 15;
+/// `BTF_KIND_FUNC_PROTO`.
+pub(crate) const FUNC_PROTO: u32 = 13;
 const TYPE_TAG: u32 = 18;
 const ENUM64: u32 = 19;
 
@@ -97,6 +101,40 @@ impl<'a> Btf<'a> {
             .collect()
     }
 
+    /// The type a pointer, variable, typedef or qualifier refers to.
+    pub(crate) fn referenced(&self, id: u32) -> Option<u32> {
+        u32_at(self.types, self.get(id)?.2 + 8)
+    }
+
+    /// The element type of an array (behind typedefs and qualifiers).
+    pub(crate) fn array_element(&self, id: u32) -> Option<u32> {
+        match self.get(self.resolve(id))? {
+            (ARRAY, _, at) => u32_at(self.types, at + 12),
+            _ => None,
+        }
+    }
+
+    /// The members of a struct or union (behind typedefs and qualifiers).
+    pub(crate) fn members(&self, id: u32) -> Vec<Member<'a>> {
+        let Some((STRUCT | UNION, _, at)) = self.get(self.resolve(id)) else {
+            return Vec::new();
+        };
+        let info = u32_at(self.types, at + 4).unwrap_or(0);
+        let bitfields = info >> 31 == 1;
+        (0..(info & 0xffff) as usize)
+            .filter_map(|i| {
+                let m = at + 12 + 12 * i;
+                let offset = u32_at(self.types, m + 8)?;
+                Some(Member {
+                    name: self.string(u32_at(self.types, m)?)?,
+                    ty: u32_at(self.types, m + 4)?,
+                    bit_offset: if bitfields { offset & 0xff_ffff } else { offset },
+                    record: m,
+                })
+            })
+            .collect()
+    }
+
     /// The type behind typedefs and qualifiers.
     pub(crate) fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
@@ -146,6 +184,15 @@ impl<'a> Btf<'a> {
         }
         path
     }
+}
+
+/// A member of a struct or union.
+pub(crate) struct Member<'a> {
+    pub name: &'a str,
+    pub ty: u32,
+    pub bit_offset: u32,
+    /// Offset of the member's record in the type section (its name offset comes first).
+    pub record: usize,
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {

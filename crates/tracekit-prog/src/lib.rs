@@ -31,6 +31,7 @@ mod core_relo;
 mod error;
 mod externs;
 pub mod hex;
+mod init_values;
 mod kconfig;
 mod kernel;
 mod kind;

@@ -5,6 +5,7 @@
 //! table. aya 0.14's own loader cannot do this: it knows only its own section names and types,
 //! and creates global-data maps without BTF.
 
+use crate::init_values::{Slot, SlotValue};
 use crate::maps::RawMap;
 use crate::section::SectionType;
 use crate::sys::{self, MapCreate, ProgLoad};
@@ -34,8 +35,12 @@ pub(crate) struct LoadedMap {
 /// externs resolved (kfuncs and `__ksym`s against the kernel's BTF, `__kconfig` values) and
 /// hidden functions made static, as libbpf does. `bytes` has its sections already renamed
 /// for aya-obj.
-pub(crate) fn prepare(bytes: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn prepare(bytes: &[u8]) -> Result<Prepared, String> {
     let mut bytes = bytes.to_vec();
+    let slots = crate::init_values::read(&bytes)?;
+    if let Some(fixed) = crate::init_values::hide_prog_array_values(&bytes) {
+        bytes = fixed;
+    }
     if crate::externs::has_ksyms(&bytes) {
         bytes = crate::externs::resolve(&bytes, kernel_btf()?)?;
     }
@@ -45,17 +50,27 @@ pub(crate) fn prepare(bytes: &[u8]) -> Result<Vec<u8>, String> {
     if crate::kconfig::has_kconfig(&bytes) {
         bytes = crate::kconfig::resolve(&bytes)?;
     }
-    Ok(bytes)
+    Ok(Prepared { bytes, slots })
 }
 
-/// Loads program `entry` of the object `bytes` (as [`prepare`] made it); `what` names the
-/// object in errors.
+/// An object ready for aya-obj and the kernel, with the initial values of its maps.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    bytes: Vec<u8>,
+    slots: Vec<Slot>,
+}
+
+/// Loads program `entry` of the object `prepared`; `what` names the object in errors. The
+/// programs of the object that its prog arrays hold from the start (`programs` lists them
+/// all) are loaded too, as libbpf loads them, and put in their slots.
 pub(crate) fn load(
     what: &str,
-    bytes: &[u8],
+    prepared: &Prepared,
     entry: &ProgramEntry,
     ty: &SectionType,
+    programs: &[ProgramEntry],
 ) -> Result<Loaded, Error> {
+    let bytes = &prepared.bytes;
     let fail = |reason: String| Error::Load {
         name: entry.name.clone(),
         reason,
@@ -84,7 +99,15 @@ pub(crate) fn load(
     obj.relocate_calls(&text_sections)
         .map_err(|e| fail(tracekit_core::errors::chain(&e)))?;
     obj.sanitize_functions(aya::features());
+    fill_map_slots(&maps, &prepared.slots).map_err(fail)?;
     let fd = load_program(bytes, &obj, entry, ty, btf_fd.as_ref())?;
+    let others = Others {
+        elf: bytes,
+        obj: &obj,
+        programs,
+        btf: btf_fd.as_ref(),
+    };
+    fill_program_slots(&maps, &prepared.slots, (&entry.name, fd.as_fd()), &others).map_err(fail)?;
     let maps = maps
         .into_iter()
         .map(|m| {
@@ -164,7 +187,7 @@ fn create_maps(obj: &mut Object, btf: Option<&OwnedFd>) -> Result<Vec<CreatedMap
             };
             (fd.as_fd(), ids)
         });
-        fix_max_entries(&mut map)?;
+        fix_sizes(&mut map)?;
         let fd = create_map(&name, &map, btf_ids)?;
         if !map.data().is_empty() {
             sys::map_set_first(fd.as_fd(), map.data())
@@ -178,6 +201,79 @@ fn create_maps(obj: &mut Object, btf: Option<&OwnedFd>) -> Result<Vec<CreatedMap
     Ok(created)
 }
 
+fn created<'m>(maps: &'m [CreatedMap], name: &str) -> Result<&'m CreatedMap, String> {
+    maps.iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| format!("the initial values name map '{name}', which was not created"))
+}
+
+fn set_slot(map: &CreatedMap, index: u32, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), String> {
+    let value = (fd.as_raw_fd() as u32).to_ne_bytes();
+    sys::map_update(map.fd.as_fd(), &index.to_ne_bytes(), &value)
+        .map_err(|e| format!("cannot set slot {index} of map '{}': {e}", map.name))
+}
+
+/// Puts the inner maps a map of maps holds from the start in their slots.
+fn fill_map_slots(maps: &[CreatedMap], slots: &[Slot]) -> Result<(), String> {
+    for slot in slots {
+        if let SlotValue::Map(inner) = &slot.holds {
+            set_slot(created(maps, &slot.map)?, slot.index, created(maps, inner)?.fd.as_fd())?;
+        }
+    }
+    Ok(())
+}
+
+/// The rest of the object, for loading the programs a prog array holds.
+struct Others<'a> {
+    elf: &'a [u8],
+    obj: &'a Object,
+    programs: &'a [ProgramEntry],
+    btf: Option<&'a OwnedFd>,
+}
+
+/// Loads the programs the prog arrays hold from the start and puts them in their slots;
+/// `loaded` is the program already loaded. The arrays keep the programs alive.
+fn fill_program_slots(
+    maps: &[CreatedMap],
+    slots: &[Slot],
+    loaded: (&str, std::os::fd::BorrowedFd<'_>),
+    others: &Others<'_>,
+) -> Result<(), String> {
+    let mut fds: HashMap<&str, OwnedFd> = HashMap::new();
+    for slot in slots {
+        let SlotValue::Program(name) = &slot.holds else {
+            continue;
+        };
+        let map = created(maps, &slot.map)?;
+        if name == loaded.0 {
+            set_slot(map, slot.index, loaded.1)?;
+            continue;
+        }
+        if !fds.contains_key(name.as_str()) {
+            let fd = load_other(name, others).map_err(|reason| {
+                format!(
+                    "cannot load '{name}', which slot {} of prog array '{}' holds: {reason}",
+                    slot.index, slot.map
+                )
+            })?;
+            fds.insert(name, fd);
+        }
+        set_slot(map, slot.index, fds[name.as_str()].as_fd())?;
+    }
+    Ok(())
+}
+
+fn load_other(name: &str, others: &Others<'_>) -> Result<OwnedFd, String> {
+    let entry = others
+        .programs
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or("it is not a program of the object")?;
+    let ty = SectionType::parse(&entry.section)
+        .ok_or_else(|| format!("libbpf does not know its section {}", entry.section))?;
+    load_program(others.elf, others.obj, entry, &ty, others.btf).map_err(|e| e.summary())
+}
+
 fn is_global_data(map: &aya_obj::Map) -> bool {
     matches!(
         map.section_kind(),
@@ -188,7 +284,7 @@ fn is_global_data(map: &aya_obj::Map) -> bool {
 /// Sizes the kernel insists on, fixed as libbpf fixes them: a perf event array sized 0 (or
 /// beyond the CPUs) gets one entry per CPU; a ring buffer's size is rounded up to a
 /// power-of-two multiple of the page size.
-fn fix_max_entries(map: &mut aya_obj::Map) -> Result<(), String> {
+fn fix_sizes(map: &mut aya_obj::Map) -> Result<(), String> {
     let map_type = map.map_type();
     if map_type == M::BPF_MAP_TYPE_PERF_EVENT_ARRAY as u32 {
         let cpus = aya::util::nr_cpus().map_err(|(path, e)| format!("{path}: {e}"))? as u32;
@@ -218,7 +314,7 @@ fn create_map(
 ) -> Result<OwnedFd, String> {
     let inner = match map.inner() {
         Some(mut inner) => {
-            fix_max_entries(&mut inner)?;
+            fix_sizes(&mut inner)?;
             Some(create_map(&format!("{name}.inner"), &inner, None)?)
         }
         None => None,
@@ -239,7 +335,11 @@ fn create_map(
         name,
         map_type: map.map_type(),
         key_size: map.key_size(),
-        value_size: map.value_size(),
+        value_size: match map.value_size() {
+            // A prog array declared with initial values and no value size: libbpf's default.
+            0 if map.map_type() == M::BPF_MAP_TYPE_PROG_ARRAY as u32 => 4,
+            size => size,
+        },
         max_entries: map.max_entries(),
         flags: map.map_flags(),
         map_extra: map.map_extra(),

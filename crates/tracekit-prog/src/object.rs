@@ -39,7 +39,7 @@ pub struct BpfObject {
     /// The object with the sections aya-obj cannot parse renamed (see `rename`).
     bytes: Vec<u8>,
     /// `bytes` as the loader loads them (`loader::prepare`), made at the first load.
-    loadable: OnceLock<Result<Vec<u8>, String>>,
+    loadable: OnceLock<Result<loader::Prepared, String>>,
     programs: Vec<ProgramEntry>,
 }
 
@@ -183,7 +183,7 @@ impl BpfObject {
                 name: entry.name.clone(),
                 reason: reason.clone(),
             })?;
-        let loaded = loader::load(&self.what, loadable, entry, &ty)?;
+        let loaded = loader::load(&self.what, loadable, entry, &ty, &self.programs)?;
         Ok(Program::new(
             entry.name.clone(),
             entry.kind.clone(),

@@ -241,21 +241,60 @@ fn bpffs_entries() -> std::collections::BTreeSet<std::ffi::OsString> {
 
 /// What bpftool did with one object: `None` when `loadall` refused it, else each program's
 /// return value on the test input (`None` for programs it did not run).
+///
+/// tracekit loads each program with fresh maps; bpftool's programs share theirs. Where the
+/// object fills prog arrays at load (`.rel.maps`), the tail-called programs count in global
+/// variables, so each program then gets an object loaded for it alone.
 fn bpftool(
     obj: &Path,
     pins: &Path,
     runnable: &[(String, bool)],
     input: &Path,
 ) -> Option<BTreeMap<String, Option<u32>>> {
-    let loaded = Command::new("bpftool")
-        .arg("prog")
-        .arg("loadall")
-        .arg(obj)
-        .arg(pins)
-        .output()
-        .ok()?;
-    if !loaded.status.success() {
+    if runnable.len() < 2 || !has_section(obj, ".rel.maps") {
+        return bpftool_runs(obj, pins, runnable, input);
+    }
+    let mut results = BTreeMap::new();
+    for program in runnable {
+        results.extend(bpftool_runs(obj, pins, std::slice::from_ref(program), input)?);
+    }
+    Some(results)
+}
+
+fn has_section(obj: &Path, name: &str) -> bool {
+    use object::{Object, ObjectSection};
+    let bytes = std::fs::read(obj).unwrap_or_default();
+    object::File::parse(&*bytes).is_ok_and(|f| f.sections().any(|s| s.name() == Ok(name)))
+}
+
+/// `bpftool prog loadall`, then `bpftool prog run` of each of `runnable`.
+fn bpftool_runs(
+    obj: &Path,
+    pins: &Path,
+    runnable: &[(String, bool)],
+    input: &Path,
+) -> Option<BTreeMap<String, Option<u32>>> {
+    // The maps are pinned too where bpftool can: unpinned, they lose their user references
+    // when bpftool exits, and the kernel then empties the prog arrays that libbpf filled.
+    // (bpffs refuses names with a dot.)
+    let map_pins = PathBuf::from(format!("{}-maps", pins.display()));
+    let unpin = || {
         let _ = std::fs::remove_dir_all(pins);
+        let _ = std::fs::remove_dir_all(&map_pins);
+    };
+    let loadall = |pin_maps: bool| {
+        let mut cmd = Command::new("bpftool");
+        cmd.args(["prog", "loadall"]).arg(obj).arg(pins);
+        if pin_maps {
+            cmd.arg("pinmaps").arg(&map_pins);
+        }
+        let ok = cmd.output().is_ok_and(|o| o.status.success());
+        if !ok {
+            unpin();
+        }
+        ok
+    };
+    if !loadall(true) && !loadall(false) {
         return None;
     }
     let mut results = BTreeMap::new();
@@ -279,7 +318,7 @@ fn bpftool(
         });
         results.insert(name.clone(), retval);
     }
-    let _ = std::fs::remove_dir_all(pins);
+    unpin();
     Some(results)
 }
 
