@@ -128,7 +128,11 @@ impl<'a> Btf<'a> {
                 Some(Member {
                     name: self.string(u32_at(self.types, m)?)?,
                     ty: u32_at(self.types, m + 4)?,
-                    bit_offset: if bitfields { offset & 0xff_ffff } else { offset },
+                    bit_offset: if bitfields {
+                        offset & 0xff_ffff
+                    } else {
+                        offset
+                    },
                     record: m,
                 })
             })

@@ -43,6 +43,7 @@ pub mod pcap;
 mod rename;
 mod run;
 mod section;
+mod struct_ops;
 mod sys;
 pub mod vectors;
 

@@ -8,6 +8,7 @@
 use crate::init_values::{Slot, SlotValue};
 use crate::maps::RawMap;
 use crate::section::SectionType;
+use crate::struct_ops::Implements;
 use crate::sys::{self, MapCreate, ProgLoad};
 use crate::{Error, ProgramEntry};
 use aya::maps::{Map, MapData};
@@ -50,7 +51,12 @@ pub(crate) fn prepare(bytes: &[u8]) -> Result<Prepared, String> {
     if crate::kconfig::has_kconfig(&bytes) {
         bytes = crate::kconfig::resolve(&bytes)?;
     }
-    Ok(Prepared { bytes, slots })
+    let struct_ops = crate::struct_ops::implemented(&bytes)?;
+    Ok(Prepared {
+        bytes,
+        slots,
+        struct_ops,
+    })
 }
 
 /// An object ready for aya-obj and the kernel, with the initial values of its maps.
@@ -58,6 +64,8 @@ pub(crate) fn prepare(bytes: &[u8]) -> Result<Prepared, String> {
 pub(crate) struct Prepared {
     bytes: Vec<u8>,
     slots: Vec<Slot>,
+    /// The kernel struct member each struct_ops program implements.
+    struct_ops: HashMap<String, Implements>,
 }
 
 /// Loads program `entry` of the object `prepared`; `what` names the object in errors. The
@@ -100,9 +108,9 @@ pub(crate) fn load(
         .map_err(|e| fail(tracekit_core::errors::chain(&e)))?;
     obj.sanitize_functions(aya::features());
     fill_map_slots(&maps, &prepared.slots).map_err(fail)?;
-    let fd = load_program(bytes, &obj, entry, ty, btf_fd.as_ref())?;
+    let fd = load_program(prepared, &obj, entry, ty, btf_fd.as_ref())?;
     let others = Others {
-        elf: bytes,
+        prepared,
         obj: &obj,
         programs,
         btf: btf_fd.as_ref(),
@@ -217,7 +225,11 @@ fn set_slot(map: &CreatedMap, index: u32, fd: std::os::fd::BorrowedFd<'_>) -> Re
 fn fill_map_slots(maps: &[CreatedMap], slots: &[Slot]) -> Result<(), String> {
     for slot in slots {
         if let SlotValue::Map(inner) = &slot.holds {
-            set_slot(created(maps, &slot.map)?, slot.index, created(maps, inner)?.fd.as_fd())?;
+            set_slot(
+                created(maps, &slot.map)?,
+                slot.index,
+                created(maps, inner)?.fd.as_fd(),
+            )?;
         }
     }
     Ok(())
@@ -225,7 +237,7 @@ fn fill_map_slots(maps: &[CreatedMap], slots: &[Slot]) -> Result<(), String> {
 
 /// The rest of the object, for loading the programs a prog array holds.
 struct Others<'a> {
-    elf: &'a [u8],
+    prepared: &'a Prepared,
     obj: &'a Object,
     programs: &'a [ProgramEntry],
     btf: Option<&'a OwnedFd>,
@@ -271,7 +283,7 @@ fn load_other(name: &str, others: &Others<'_>) -> Result<OwnedFd, String> {
         .ok_or("it is not a program of the object")?;
     let ty = SectionType::parse(&entry.section)
         .ok_or_else(|| format!("libbpf does not know its section {}", entry.section))?;
-    load_program(others.elf, others.obj, entry, &ty, others.btf).map_err(|e| e.summary())
+    load_program(others.prepared, others.obj, entry, &ty, others.btf).map_err(|e| e.summary())
 }
 
 fn is_global_data(map: &aya_obj::Map) -> bool {
@@ -371,7 +383,7 @@ fn takes_btf(map_type: u32) -> bool {
 }
 
 fn load_program(
-    elf: &[u8],
+    prepared: &Prepared,
     obj: &Object,
     entry: &ProgramEntry,
     ty: &SectionType,
@@ -386,15 +398,23 @@ fn load_program(
         .get(&entry.name)
         .ok_or_else(|| fail(format!("aya-obj found no program '{}'", entry.name)))?;
     let function = &obj.functions[&program.function_key()];
-    let attach_btf_id = match &ty.attach_btf_target {
-        Some(target) => attach_btf_id(kernel_btf().map_err(fail)?, ty, target).map_err(fail)?,
-        None => 0,
+    let (attach_btf_id, expected_attach_type) = if ty.prog_type == STRUCT_OPS {
+        let implements = prepared.struct_ops.get(&entry.name).ok_or_else(|| {
+            fail("it is in no struct_ops variable of the object, so the kernel struct it implements is unknown".into())
+        })?;
+        crate::struct_ops::kernel_ids(implements).map_err(fail)?
+    } else {
+        let id = match &ty.attach_btf_target {
+            Some(target) => attach_btf_id(kernel_btf().map_err(fail)?, ty, target).map_err(fail)?,
+            None => 0,
+        };
+        (id, ty.attach_type)
     };
     let license = CString::new(program.license.as_bytes()).unwrap_or_default();
     sys::prog_load(&ProgLoad {
         name: &entry.name,
         prog_type: ty.prog_type,
-        expected_attach_type: ty.attach_type,
+        expected_attach_type,
         attach_btf_id,
         flags: ty.load_flags(),
         insns: as_bytes(&function.instructions),
@@ -406,7 +426,12 @@ fn load_program(
     .map_err(|refusal| {
         let mut verdict = verdict(&refusal.log).to_owned();
         if verdict.contains(&format!("unknown#{POISON}")) {
-            verdict.push_str(&poisoned_core_relocations(elf, program, function, entry));
+            verdict.push_str(&poisoned_core_relocations(
+                &prepared.bytes,
+                program,
+                function,
+                entry,
+            ));
         }
         Error::Refused {
             name: entry.name.clone(),
@@ -483,6 +508,8 @@ fn poisoned_core_relocations(
 }
 
 /// The kernel BTF id of what a `tp_btf/`, `fentry/`, `lsm/`, `iter/` ... program attaches to.
+const STRUCT_OPS: u32 = aya_obj::generated::bpf_prog_type::BPF_PROG_TYPE_STRUCT_OPS as u32;
+
 fn attach_btf_id(kernel: &Btf, ty: &SectionType, target: &str) -> Result<u32, String> {
     use aya_obj::generated::bpf_attach_type as A;
     let (name, kind) = match ty.attach_type {
