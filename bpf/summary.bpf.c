@@ -35,19 +35,39 @@ enum drop_reason {
     DROP_FORK = 3,   // a child's storage could not be allocated: not followed
     DROP_COMM = 4,   // task name map full
     DROP_BADNR = 5,  // syscall number beyond the table (the call fails with ENOSYS)
-    DROP_REASONS = 6
+    DROP_HIST = 6,   // per-task histogram map full
+    DROP_REASONS = 7
 };
+
+enum task_filter { FILTER_NONE = 0, FILTER_TGIDS = 1, FILTER_TIDS = 2 };
 
 // Set by user space before loading; the verifier removes the branches they disable.
 const volatile u32 cfg_mode = MODE_TOTAL;
-const volatile u32 cfg_filter = 0;   // 0: every task; 1: only tgids in traced_tgids
+const volatile u32 cfg_filter = FILTER_NONE; // which tasks: traced_tgids (and children) or traced_tids
 const volatile u32 cfg_self_tgid = 0; // tracekit itself, never traced
 const volatile u32 cfg_errno = 0;    // keep the per-errno breakdown
+const volatile u32 cfg_syscalls = 0; // only the syscalls marked in wanted_syscalls
+const volatile u32 cfg_failed = 0;   // only calls that return an error
+const volatile u32 cfg_latency = 1;  // 0: counts only, no clock read
+const volatile u32 cfg_hist = 0;     // log2 latency histograms
+const volatile u32 cfg_uid = 0;      // only tasks of uid cfg_uid_value
+const volatile u32 cfg_uid_value = 0;
+const volatile u32 cfg_cgroup = 0;   // only tasks in the cgroup at index 0 of cgroups (or below)
 
 struct task_struct {
     int pid;
     int tgid;
 } __attribute__((preserve_access_index));
+
+struct pt_regs {
+    long orig_ax;
+} __attribute__((preserve_access_index));
+
+#define HIST_BUCKETS 64
+
+struct hist {
+    u64 buckets[HIST_BUCKETS];
+};
 
 struct start {
     u64 ts;
@@ -123,6 +143,49 @@ struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
     __type(key, u32);
+    __type(value, u32);
+} traced_tids SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, MAX_SYSCALLS);
+    __type(key, u32);
+    __type(value, u32);
+} wanted_syscalls SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, u32);
+} cgroups SEC(".maps");
+
+// Latency histograms, by syscall (total mode) or by (task, syscall).
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, MAX_SYSCALLS);
+    __type(key, u32);
+    __type(value, struct hist);
+} total_hists SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct id_key);
+    __type(value, struct hist);
+} task_hists SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, struct hist);
+} zero_hist SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, u32);
     __type(value, struct comm);
 } comms SEC(".maps");
 
@@ -148,13 +211,49 @@ static __always_inline void count_drop(u32 reason)
         *n += 1;
 }
 
-static __always_inline int traced(u32 tgid)
+// Whether a task without the traced mark (its storage) should get it.
+static __always_inline int traced(u64 pid_tgid)
 {
+    u32 tgid = pid_tgid >> 32, tid = (u32)pid_tgid;
     if (tgid == cfg_self_tgid)
         return 0;
-    if (!cfg_filter)
+    if (cfg_filter == FILTER_TIDS)
+        return bpf_map_lookup_elem(&traced_tids, &tid) != 0;
+    if (cfg_filter == FILTER_TGIDS)
+        return bpf_map_lookup_elem(&traced_tgids, &tgid) != 0;
+    return 1;
+}
+
+// The uid and cgroup filters hold per call: a task may change either at any time.
+static __always_inline int in_scope(void)
+{
+    if (cfg_uid && (u32)bpf_get_current_uid_gid() != cfg_uid_value)
+        return 0;
+    if (cfg_cgroup && bpf_current_task_under_cgroup(&cgroups, 0) != 1)
+        return 0;
+    return 1;
+}
+
+static __always_inline int wanted(u32 nr)
+{
+    if (!cfg_syscalls)
         return 1;
-    return bpf_map_lookup_elem(&traced_tgids, &tgid) != 0;
+    u32 *w = bpf_map_lookup_elem(&wanted_syscalls, &nr);
+    return w && *w;
+}
+
+// The task's storage, created if the filter says the task is traced; NULL if not traced.
+static __always_inline struct start *traced_storage(struct task_struct *task)
+{
+    struct start *s = bpf_task_storage_get(&starts, task, 0, 0);
+    if (s)
+        return s;
+    if (!traced(bpf_get_current_pid_tgid()))
+        return 0;
+    s = bpf_task_storage_get(&starts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!s)
+        count_drop(DROP_START);
+    return s;
 }
 
 static __always_inline u32 group_id(void)
@@ -191,8 +290,41 @@ static __always_inline struct syscall_stats *stats_for(u32 nr)
     return bpf_map_lookup_elem(&task_stats, &key);
 }
 
+static __always_inline void record_hist(u32 nr, u64 delta)
+{
+    struct hist *h;
+    if (cfg_mode == MODE_TOTAL) {
+        h = bpf_map_lookup_elem(&total_hists, &nr);
+    } else {
+        struct id_key key = { .id = group_id(), .nr = nr };
+        h = bpf_map_lookup_elem(&task_hists, &key);
+        if (!h) {
+            // A zeroed histogram too big for the stack: an entry of a map nobody writes.
+            u32 first = 0;
+            struct hist *zero = bpf_map_lookup_elem(&zero_hist, &first);
+            if (zero)
+                bpf_map_update_elem(&task_hists, &key, zero, BPF_NOEXIST);
+            h = bpf_map_lookup_elem(&task_hists, &key);
+        }
+    }
+    if (!h) {
+        count_drop(DROP_HIST);
+        return;
+    }
+    u32 b = tk_log2_bucket(delta);
+    if (b < HIST_BUCKETS)
+        h->buckets[b] += 1;
+}
+
+static __always_inline int failed(s64 ret)
+{
+    return ret < 0 && ret >= -MAX_ERRNO;
+}
+
 static __always_inline void record(u32 nr, u64 delta, s64 ret)
 {
+    if (cfg_failed && !failed(ret))
+        return;
     if (nr >= MAX_SYSCALLS) {
         count_drop(DROP_BADNR);
         return;
@@ -200,14 +332,18 @@ static __always_inline void record(u32 nr, u64 delta, s64 ret)
     struct syscall_stats *st = stats_for(nr);
     if (!st)
         return;
-    if (st->count == 0 || delta < st->min_ns)
-        st->min_ns = delta;
-    if (delta > st->max_ns)
-        st->max_ns = delta;
     st->count++;
-    st->total_ns += delta;
-    tk_add_square(&st->sum_sq_lo, &st->sum_sq_hi, delta);
-    if (ret < 0 && ret >= -MAX_ERRNO) {
+    if (cfg_latency) {
+        if (st->count == 1 || delta < st->min_ns)
+            st->min_ns = delta;
+        if (delta > st->max_ns)
+            st->max_ns = delta;
+        st->total_ns += delta;
+        tk_add_square(&st->sum_sq_lo, &st->sum_sq_hi, delta);
+        if (cfg_hist)
+            record_hist(nr, delta);
+    }
+    if (failed(ret)) {
         st->errors++;
         if (cfg_errno) {
             struct errno_key key = { .id = cfg_mode == MODE_TOTAL ? 0 : group_id(), .nr = nr, .err = (u32)-ret };
@@ -223,26 +359,29 @@ static __always_inline void record(u32 nr, u64 delta, s64 ret)
     }
 }
 
+static __always_inline int never_returns(u32 nr)
+{
+    return nr == NR_EXIT || nr == NR_EXIT_GROUP;
+}
+
 SEC("tp_btf/sys_enter")
 int sys_enter(u64 *ctx)
 {
-    struct task_struct *task = bpf_get_current_task_btf();
+    u32 nr = (u32)ctx[1];
+    // Counting only: everything is counted at sys_exit, except the calls that never get there.
+    if (!cfg_latency && !never_returns(nr))
+        return 0;
+    if (!wanted(nr) || !in_scope())
+        return 0;
     // A task with storage is traced: storage is only created once the filter has said so.
     // Looking at it first spares traced tasks the filter's hash lookup on every syscall.
-    struct start *s = bpf_task_storage_get(&starts, task, 0, 0);
-    if (!s) {
-        if (!traced(bpf_get_current_pid_tgid() >> 32))
-            return 0;
-        s = bpf_task_storage_get(&starts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-        if (!s) {
-            count_drop(DROP_START);
-            return 0;
-        }
-    }
-    u32 nr = (u32)ctx[1];
+    struct start *s = traced_storage(bpf_get_current_task_btf());
+    if (!s)
+        return 0;
     // exit and exit_group never reach sys_exit: count them here, with no latency.
-    if (nr == NR_EXIT || nr == NR_EXIT_GROUP) {
-        record(nr, 0, 0);
+    if (never_returns(nr)) {
+        if (!cfg_failed)
+            record(nr, 0, 0);
         return 0;
     }
     s->nr = nr;
@@ -253,13 +392,23 @@ int sys_enter(u64 *ctx)
 SEC("tp_btf/sys_exit")
 int sys_exit(u64 *ctx)
 {
+    s64 ret = (s64)ctx[1];
+    if (cfg_failed && !failed(ret))
+        return 0;
+    if (!cfg_latency) {
+        u32 nr = (u32)((struct pt_regs *)ctx[0])->orig_ax;
+        if (!wanted(nr) || !in_scope() || !traced_storage(bpf_get_current_task_btf()))
+            return 0;
+        record(nr, 0, ret);
+        return 0;
+    }
     // Untraced tasks have no storage (or a zero timestamp): no filter lookup needed here.
     struct start *s = bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0);
     if (!s || !s->ts)
         return 0;
     u64 delta = bpf_ktime_get_ns() - s->ts;
     s->ts = 0;
-    record(s->nr, delta, (s64)ctx[1]);
+    record(s->nr, delta, ret);
     return 0;
 }
 
@@ -269,7 +418,7 @@ int sys_exit(u64 *ctx)
 SEC("tp_btf/sched_process_fork")
 int sched_process_fork(u64 *ctx)
 {
-    if (!cfg_filter)
+    if (cfg_filter != FILTER_TGIDS)
         return 0;
     if (!bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0))
         return 0;

@@ -9,5 +9,6 @@ pub mod errno;
 pub mod errors;
 pub mod report;
 pub mod stats;
+pub mod syscall_set;
 pub mod syscalls;
 pub mod units;

@@ -249,6 +249,32 @@ impl OutputTarget {
         }
     }
 
+    /// Adds one report of a series (one interval) after the ones before it: a file made by
+    /// [`OutputTarget::prepare`] is appended to, a stream written and flushed.
+    pub fn append(&self, text: &str) -> io::Result<()> {
+        match &self.path {
+            None => self.write(text),
+            Some(p) => std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(p)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot write report to {}: {e}", p.display()),
+                    )
+                }),
+        }
+    }
+
+    /// Appends `value` as one line of JSON (NDJSON: one document per line).
+    pub fn append_json_line<T: serde::Serialize>(&self, value: &T) -> io::Result<()> {
+        let mut text = serde_json::to_string(value).map_err(io::Error::other)?;
+        text.push('\n');
+        self.append(&text)
+    }
+
     /// Serialises `value` as pretty JSON (with a final newline) and writes it.
     pub fn write_json<T: serde::Serialize>(&self, value: &T) -> io::Result<()> {
         let mut text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;

@@ -226,6 +226,39 @@ impl Log2Histogram {
         self.buckets.iter().sum()
     }
 
+    /// The value below which a fraction `q` (0..=1) of the values lie, interpolated linearly
+    /// within its bucket (the values inside a bucket are not known): an estimate, exact to
+    /// within the bucket's bounds. `None` when empty.
+    pub fn percentile(&self, q: f64) -> Option<f64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, &count) in self.buckets.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            if (below + count) as f64 >= rank {
+                let (lo, hi) = Self::bounds(i);
+                let within = ((rank - below as f64) / count as f64).clamp(0.0, 1.0);
+                return Some(lo + (hi - lo) * within);
+            }
+            below += count;
+        }
+        let last = self.buckets.iter().rposition(|&c| c > 0)?;
+        Some(Self::bounds(last).1)
+    }
+
+    /// The values bucket `i` holds: `[lo, hi)` (bucket 0: exactly 0).
+    fn bounds(i: usize) -> (f64, f64) {
+        match i {
+            0 => (0.0, 0.0),
+            i => (2f64.powi(i as i32 - 1), 2f64.powi(i as i32)),
+        }
+    }
+
     /// Renders the histogram the way bpftrace prints `hist()`, one line per bucket from the
     /// first non-empty one to the last, with a bar of `@` scaled to the largest bucket.
     pub fn render(&self, unit: &str) -> String {
@@ -308,6 +341,11 @@ mod tests {
         assert_eq!(Log2Histogram::bucket_of(1), 1);
         assert_eq!(Log2Histogram::bucket_of(3), 2);
         assert_eq!(Log2Histogram::bucket_of(1024), 11);
+        let mut p = Log2Histogram::default();
+        p.add_bucket(11, 100); // 100 values in [1024, 2048)
+        assert_eq!(p.percentile(0.5), Some(1536.0));
+        assert_eq!(p.percentile(1.0), Some(2048.0));
+        assert_eq!(Log2Histogram::default().percentile(0.5), None);
         let mut h = Log2Histogram::default();
         [1, 2, 3, 1500].into_iter().for_each(|v| h.record(v));
         let text = h.render("");

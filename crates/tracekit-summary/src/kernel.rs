@@ -1,13 +1,13 @@
 //! The kernel side: load `bpf/summary.bpf.c`, attach it, and read its maps into typed rows.
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, CgroupArray, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::{BtfTracePoint, Iter};
 use aya::{Btf, Ebpf, EbpfLoader, Pod};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Instant;
 use tracekit_core::errors::chain;
-use tracekit_core::stats::LatencyStats;
+use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
 use crate::SummaryError;
 use crate::model::{Dropped, Mode, RawRow, Summary};
@@ -22,7 +22,16 @@ pub(crate) type ErrnoCounts = BTreeMap<(u32, u32), BTreeMap<i32, u64>>;
 
 /// Must match MAX_SYSCALLS in summary.bpf.c.
 const MAX_SYSCALLS: u32 = 1024;
-const DROP_REASONS: u32 = 6;
+const DROP_REASONS: u32 = 7;
+/// Must match HIST_BUCKETS in summary.bpf.c.
+const HIST_BUCKETS: usize = 64;
+
+/// Mirrors `struct hist` in summary.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KernelHist {
+    buckets: [u64; HIST_BUCKETS],
+}
 
 /// Mirrors `struct syscall_stats` in summary.bpf.c.
 #[repr(C)]
@@ -71,28 +80,59 @@ unsafe impl Pod for IdKey {}
 unsafe impl Pod for ErrnoKey {}
 // SAFETY: as above (16 bytes and two u32, `pad` explicit).
 unsafe impl Pod for Comm {}
+// SAFETY: as above (an array of u64).
+unsafe impl Pod for KernelHist {}
 
-/// What to collect; fixed when the program is loaded.
+/// Which tasks are traced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskFilter {
+    /// Every task but tracekit.
+    All,
+    /// The processes given to [`Tracer::trace_tgid`], their threads and descendants.
+    Processes,
+    /// Only the threads given to [`Tracer::trace_tid`] (not their children).
+    Threads,
+}
+
+/// What to collect; fixed when the program is loaded. Every filter is applied in the kernel,
+/// before anything is stored or timed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// One table for everything, or one per process or thread.
     pub mode: Mode,
-    /// Trace only the processes given to [`Tracer::trace_tgid`] and their descendants;
-    /// `false` traces the whole system (except tracekit itself).
-    pub filter: bool,
+    /// Which tasks are traced ([`crate::run`] derives it from the target).
+    pub filter: TaskFilter,
     /// Keep a per-errno breakdown of failed calls.
     pub errno: bool,
     /// Capacity of the per-process/thread statistics map (entries of (task, syscall)).
     pub max_entries: u32,
+    /// Only these syscall numbers (`None`: all).
+    pub syscalls: Option<Vec<u32>>,
+    /// Only calls that return an error.
+    pub failed: bool,
+    /// Time each call; `false` counts calls and errors only, with no clock read at all.
+    pub latency: bool,
+    /// Keep a log2 latency histogram per syscall (for percentiles and `--hist`).
+    pub hist: bool,
+    /// Only tasks running as this uid.
+    pub uid: Option<u32>,
+    /// Only tasks in this cgroup (v2) or below it.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             mode: Mode::Total,
-            filter: true,
+            filter: TaskFilter::Processes,
             errno: false,
             max_entries: 65536,
+            syscalls: None,
+            failed: false,
+            latency: true,
+            hist: false,
+            uid: None,
+            cgroup: None,
         }
     }
 }
@@ -110,23 +150,44 @@ impl Tracer {
     pub fn attach(options: &Options) -> Result<Tracer, SummaryError> {
         let load_err = |e: &dyn std::fmt::Display| SummaryError::Load(e.to_string());
         let btf = Btf::from_sys_fs().map_err(|e| load_err(&e))?;
-        let mode = options.mode as u32;
-        let filter = u32::from(options.filter);
-        let errno = u32::from(options.errno);
-        let self_tgid = std::process::id();
+        // Opened first: a missing cgroup is the user's error, not a load failure.
+        let cgroup = options.cgroup.as_deref().map(open_cgroup).transpose()?;
+        let flag = |on: bool| u32::from(on);
+        let globals: [(&str, u32); 11] = [
+            ("cfg_mode", options.mode as u32),
+            ("cfg_filter", options.filter as u32),
+            ("cfg_errno", flag(options.errno)),
+            ("cfg_self_tgid", std::process::id()),
+            ("cfg_syscalls", flag(options.syscalls.is_some())),
+            ("cfg_failed", flag(options.failed)),
+            ("cfg_latency", flag(options.latency)),
+            ("cfg_hist", flag(options.hist && options.latency)),
+            ("cfg_uid", flag(options.uid.is_some())),
+            ("cfg_uid_value", options.uid.unwrap_or(0)),
+            ("cfg_cgroup", flag(cgroup.is_some())),
+        ];
         let mut loader = EbpfLoader::new();
+        loader.allow_unsupported_maps().btf(Some(&btf));
+        for (name, value) in &globals {
+            loader.override_global(name, value, true);
+        }
         let mut ebpf = loader
-            .allow_unsupported_maps()
-            .btf(Some(&btf))
-            .override_global("cfg_mode", &mode, true)
-            .override_global("cfg_filter", &filter, true)
-            .override_global("cfg_errno", &errno, true)
-            .override_global("cfg_self_tgid", &self_tgid, true)
             .map_max_entries("task_stats", options.max_entries.max(1))
+            .map_max_entries("task_hists", options.max_entries.max(1))
             .load(OBJECT)
             .map_err(|e| load_err(&chain(&e)))?;
+        if let Some(numbers) = &options.syscalls {
+            mark_wanted(&mut ebpf, numbers)?;
+        }
+        if let Some(fd) = &cgroup {
+            let map_err = map_error("cgroups");
+            let mut map: CgroupArray<&mut MapData> =
+                CgroupArray::try_from(ebpf.map_mut("cgroups").expect("map in object"))
+                    .map_err(map_err)?;
+            map.set(0, fd.as_raw_fd(), 0).map_err(map_err)?;
+        }
         let mut hooks = vec![("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
-        if options.filter {
+        if options.filter == TaskFilter::Processes {
             hooks.push(("sched_process_fork", "sched_process_fork"));
         }
         if options.mode != Mode::Total {
@@ -138,9 +199,18 @@ impl Tracer {
         Ok(Tracer {
             ebpf,
             btf,
-            options: *options,
+            options: options.clone(),
             started: Instant::now(),
         })
+    }
+
+    /// Starts tracing the thread `tid` alone (with [`TaskFilter::Threads`]).
+    pub fn trace_tid(&mut self, tid: u32) -> Result<(), SummaryError> {
+        let map_err = map_error("traced_tids");
+        let mut map: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(self.ebpf.map_mut("traced_tids").expect("map in object"))
+                .map_err(map_err)?;
+        map.insert(tid, 1, 0).map_err(map_err)
     }
 
     /// Starts tracing the process `tgid` (all its threads, and every child it forks later).
@@ -178,6 +248,11 @@ impl Tracer {
         } else {
             BTreeMap::new()
         };
+        let hists = if self.options.hist && self.options.latency {
+            self.read_hists()?
+        } else {
+            BTreeMap::new()
+        };
         let comms = if self.options.mode == Mode::Total {
             BTreeMap::new()
         } else {
@@ -187,11 +262,13 @@ impl Tracer {
             self.options.mode,
             rows,
             errnos,
+            hists,
             comms,
             self.read_dropped()?,
             self.started.elapsed(),
         );
         summary.in_flight = in_flight.map(|counts| summary.name_counts(counts));
+        summary.latency = self.options.latency;
         Ok(summary)
     }
 
@@ -282,6 +359,37 @@ impl Tracer {
         Ok(out)
     }
 
+    /// The latency histograms, by (task id, syscall number).
+    fn read_hists(&self) -> Result<BTreeMap<(u32, u32), Log2Histogram>, SummaryError> {
+        let mut out = BTreeMap::new();
+        let mut add = |key: (u32, u32), values: &PerCpuValues<KernelHist>| {
+            let mut hist = Log2Histogram::default();
+            for cpu in values.iter() {
+                for (i, &n) in cpu.buckets.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    hist.add_bucket(i, n);
+                }
+            }
+            if hist.total() > 0 {
+                out.insert(key, hist);
+            }
+        };
+        if self.options.mode == Mode::Total {
+            let map_err = map_error("total_hists");
+            let map: PerCpuArray<&MapData, KernelHist> = self.typed_map("total_hists")?;
+            for nr in 0..MAX_SYSCALLS {
+                add((0, nr), &map.get(&nr, 0).map_err(map_err)?);
+            }
+        } else {
+            let map_err = map_error("task_hists");
+            let map: PerCpuHashMap<&MapData, IdKey, KernelHist> = self.typed_map("task_hists")?;
+            for entry in map.iter() {
+                let (key, values) = entry.map_err(map_err)?;
+                add((key.id, key.nr), &values);
+            }
+        }
+        Ok(out)
+    }
+
     /// Task names and their process ids, by pid (process mode) or tid (thread mode).
     fn read_comms(&self) -> Result<BTreeMap<u32, (String, u32)>, SummaryError> {
         let map_err = map_error("comms");
@@ -312,7 +420,7 @@ impl Tracer {
         for (reason, slot) in counts.iter_mut().enumerate() {
             *slot = map.get(&(reason as u32), 0).map_err(map_err)?.iter().sum();
         }
-        let [start, stats, errno, fork, comm, bad_nr] = counts;
+        let [start, stats, errno, fork, comm, bad_nr, hist] = counts;
         // Runs the kernel skipped because the program was already running on that CPU.
         let recursion = ["sys_enter", "sys_exit"]
             .iter()
@@ -326,9 +434,39 @@ impl Tracer {
             fork,
             comm,
             bad_nr,
+            hist,
             recursion,
         })
     }
+}
+
+/// Marks the syscalls to keep in `wanted_syscalls`.
+fn mark_wanted(ebpf: &mut Ebpf, numbers: &[u32]) -> Result<(), SummaryError> {
+    let map_err = map_error("wanted_syscalls");
+    let mut map: Array<&mut MapData, u32> =
+        Array::try_from(ebpf.map_mut("wanted_syscalls").expect("map in object"))
+            .map_err(map_err)?;
+    for &nr in numbers.iter().filter(|&&nr| nr < MAX_SYSCALLS) {
+        map.set(nr, 1, 0).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Opens a cgroup v2 directory for the cgroup filter.
+fn open_cgroup(path: &std::path::Path) -> Result<std::fs::File, SummaryError> {
+    let bad = |reason: String| SummaryError::Cgroup {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !path.is_dir() {
+        return Err(bad("no such cgroup directory".into()));
+    }
+    if !path.join("cgroup.procs").exists() {
+        return Err(bad(
+            "not a cgroup v2 directory (it has no cgroup.procs)".into()
+        ));
+    }
+    std::fs::File::open(path).map_err(|e| bad(e.to_string()))
 }
 
 /// Turns an aya map error into the summary's, naming the map.

@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! use tracekit_summary::{Mode, Options, Tracer};
-//! let mut tracer = Tracer::attach(&Options { mode: Mode::Total, filter: true, ..Options::default() })?;
+//! let mut tracer = Tracer::attach(&Options { mode: Mode::Total, ..Options::default() })?;
 //! tracer.trace_tgid(1234)?;
 //! std::thread::sleep(std::time::Duration::from_secs(1));
 //! let summary = tracer.read()?;
@@ -29,9 +29,9 @@ mod model;
 pub mod render;
 mod session;
 
-pub use kernel::{Options, Tracer, attach_floor};
+pub use kernel::{Options, TaskFilter, Tracer, attach_floor};
 pub use model::{Dropped, Group, Mode, SortKey, Summary, SyscallRow};
-pub use session::{Outcome, Target, run};
+pub use session::{Interval, Outcome, Target, run, run_with_intervals};
 
 use thiserror::Error;
 
@@ -61,6 +61,19 @@ pub enum SummaryError {
         /// The kernel's answer.
         reason: String,
     },
+    /// The cgroup to filter on cannot be used.
+    #[error(
+        "cgroup {path}: {reason}\n  hint: give a cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice/ssh.service"
+    )]
+    Cgroup {
+        /// The path given.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A report could not be written during the run (an interval report).
+    #[error("cannot write the report: {0}")]
+    Output(String),
     /// A pid given with `-p` does not exist.
     #[error("no such process: {0}\n  hint: check the pid with `ps -p {0}`")]
     NoSuchProcess(u32),

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tracekit_core::stats::LatencyStats;
+use tracekit_core::stats::{LatencyStats, Log2Histogram};
 use tracekit_core::syscalls::Arch;
 
 /// How statistics are grouped.
@@ -51,6 +51,8 @@ pub struct Dropped {
     pub comm: u64,
     /// Calls with a syscall number beyond the table (they fail with ENOSYS): counted, not itemised.
     pub bad_nr: u64,
+    /// Latencies not put in a histogram because the per-task histogram map was full.
+    pub hist: u64,
     /// Program runs the kernel skipped because the program was already running on the CPU.
     pub recursion: u64,
 }
@@ -58,7 +60,55 @@ pub struct Dropped {
 impl Dropped {
     /// Total of every cause.
     pub fn total(&self) -> u64 {
-        self.start + self.stats + self.errno + self.fork + self.comm + self.bad_nr + self.recursion
+        self.start
+            + self.stats
+            + self.errno
+            + self.fork
+            + self.comm
+            + self.bad_nr
+            + self.hist
+            + self.recursion
+    }
+}
+
+impl Dropped {
+    fn minus(&self, o: &Dropped) -> Dropped {
+        Dropped {
+            start: self.start - o.start,
+            stats: self.stats - o.stats,
+            errno: self.errno - o.errno,
+            fork: self.fork - o.fork,
+            comm: self.comm - o.comm,
+            bad_nr: self.bad_nr - o.bad_nr,
+            hist: self.hist - o.hist,
+            recursion: self.recursion - o.recursion,
+        }
+    }
+}
+
+impl SyscallRow {
+    /// Leaves what happened after `earlier`; min and max become 0 (unknown per interval).
+    fn subtract(&mut self, earlier: Option<&SyscallRow>) {
+        self.stats.min = 0;
+        self.stats.max = 0;
+        let Some(old) = earlier else {
+            return;
+        };
+        self.stats.count -= old.stats.count;
+        self.stats.total -= old.stats.total;
+        self.stats.sum_sq -= old.stats.sum_sq;
+        self.errors -= old.errors;
+        for (err, n) in &old.errnos {
+            if let Some(count) = self.errnos.get_mut(err) {
+                *count -= n;
+            }
+        }
+        self.errnos.retain(|_, n| *n > 0);
+        if let (Some(hist), Some(old)) = (&mut self.hist, &old.hist) {
+            for (bucket, n) in hist.buckets.iter_mut().zip(&old.buckets) {
+                *bucket -= n;
+            }
+        }
     }
 }
 
@@ -75,6 +125,8 @@ pub struct SyscallRow {
     pub errors: u64,
     /// Failed calls by errno (positive values), when the breakdown was asked for.
     pub errnos: BTreeMap<i32, u64>,
+    /// Latencies in ns by power of two, when histograms were asked for.
+    pub hist: Option<Log2Histogram>,
 }
 
 /// The statistics of one process or thread (or of everything, in total mode).
@@ -135,8 +187,13 @@ pub struct Summary {
     /// Syscalls still in progress when the summary was read (no exit yet, so not in the
     /// statistics), by name; `None` if the kernel could not count them.
     pub in_flight: Option<BTreeMap<String, u64>>,
-    /// Time from attach to read.
+    /// Time from attach to read (for an interval: the interval's length).
     pub elapsed: Duration,
+    /// For an interval report: its number, from 1. Its rows hold the calls of the interval
+    /// only; min and max are not known per interval and are 0.
+    pub interval: Option<u32>,
+    /// Whether calls were timed (`false`: counts and errors only).
+    pub latency: bool,
 }
 
 /// One (task, syscall) entry as read from the kernel, before naming and grouping.
@@ -152,6 +209,7 @@ impl Summary {
         mode: Mode,
         rows: Vec<RawRow>,
         mut errnos: crate::kernel::ErrnoCounts,
+        mut hists: BTreeMap<(u32, u32), Log2Histogram>,
         comms: BTreeMap<u32, (String, u32)>,
         dropped: Dropped,
         elapsed: Duration,
@@ -177,6 +235,7 @@ impl Summary {
                 stats: row.stats,
                 errors: row.errors,
                 errnos: errnos.remove(&(row.id, row.nr)).unwrap_or_default(),
+                hist: hists.remove(&(row.id, row.nr)),
             });
         }
         let mut groups: Vec<Group> = groups.into_values().collect();
@@ -194,7 +253,35 @@ impl Summary {
             dropped,
             elapsed,
             in_flight: None,
+            interval: None,
+            latency: true,
         }
+    }
+
+    /// What happened since `earlier` (a read of the same tracer; `None`: since the start), as
+    /// interval report number `index`. Counts, totals, sums of squares, errnos and
+    /// histograms are cumulative in the kernel, so their differences are exact.
+    pub fn since(&self, earlier: Option<&Summary>, index: u32) -> Summary {
+        let mut delta = self.clone();
+        delta.interval = Some(index);
+        delta.elapsed = self
+            .elapsed
+            .saturating_sub(earlier.map_or(Duration::ZERO, |e| e.elapsed));
+        if let Some(earlier) = earlier {
+            delta.dropped = self.dropped.minus(&earlier.dropped);
+        }
+        for group in &mut delta.groups {
+            let before = earlier.and_then(|e| e.groups.iter().find(|g| g.id == group.id));
+            for row in &mut group.syscalls {
+                let old = before.and_then(|g| g.syscalls.iter().find(|r| r.nr == row.nr));
+                row.subtract(old);
+            }
+            group.syscalls.retain(|r| r.stats.count > 0);
+        }
+        if delta.mode != Mode::Total {
+            delta.groups.retain(|g| !g.syscalls.is_empty());
+        }
+        delta
     }
 
     pub(crate) fn name_counts(&self, counts: BTreeMap<u32, u64>) -> BTreeMap<String, u64> {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::SummaryError;
-use crate::kernel::{Options, Tracer};
+use crate::kernel::{Options, TaskFilter, Tracer};
 use crate::model::Summary;
 
 /// What to trace.
@@ -20,6 +20,9 @@ pub enum Target {
     Command(Vec<OsString>),
     /// Trace these running processes (and their later children) until they all exit.
     Pids(Vec<u32>),
+    /// Trace these threads alone (not the rest of their process, nor their children) until
+    /// they all exit.
+    Threads(Vec<u32>),
     /// Trace the whole system (except tracekit itself).
     All,
 }
@@ -40,6 +43,15 @@ const POLL: Duration = Duration::from_millis(5);
 /// and again after that.
 const GRACE: Duration = Duration::from_secs(1);
 
+/// Reports every `every` during a run, `count` times at most (then the run ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    /// Time between reports.
+    pub every: Duration,
+    /// End the run after this many reports.
+    pub count: Option<u32>,
+}
+
 /// Traces `target` until it ends, `duration` passes, or `stop` is set (e.g. by Ctrl-C), then
 /// reads the summary. `options.filter` is derived from the target.
 ///
@@ -52,9 +64,28 @@ pub fn run(
     duration: Option<Duration>,
     stop: &AtomicBool,
 ) -> Result<Outcome, SummaryError> {
+    run_with_intervals(options, target, duration, None, stop, &mut |_| Ok(()))
+}
+
+/// [`run`], also handing `report` a summary of each interval: the calls since the previous
+/// one, computed from the kernel's cumulative maps (nothing is cleared, so nothing is lost
+/// between intervals, and the intervals add up exactly to the run's total). The last,
+/// partial interval is reported when the run ends (Ctrl-C included).
+pub fn run_with_intervals(
+    options: &Options,
+    target: &Target,
+    duration: Option<Duration>,
+    interval: Option<Interval>,
+    stop: &AtomicBool,
+    report: &mut dyn FnMut(&Summary) -> Result<(), SummaryError>,
+) -> Result<Outcome, SummaryError> {
     let options = Options {
-        filter: *target != Target::All,
-        ..*options
+        filter: match target {
+            Target::All => TaskFilter::All,
+            Target::Threads(_) => TaskFilter::Threads,
+            _ => TaskFilter::Processes,
+        },
+        ..options.clone()
     };
     let mut notes = Vec::new();
     // The name the user typed stays the command's argv[0]; the resolved path is what runs.
@@ -64,6 +95,7 @@ pub fn run(
     };
     let target = match target {
         Target::Pids(pids) => Target::Pids(resolve_pids(pids, &mut notes)?),
+        Target::Threads(tids) => Target::Threads(check_threads(tids)?),
         Target::Command(argv) => {
             // Spawn the resolved path, so the child does no $PATH search after it registered.
             let mut argv = argv.clone();
@@ -74,38 +106,128 @@ pub fn run(
     };
     let mut tracer = Tracer::attach(&options)?;
     let deadline = duration.map(|d| Instant::now() + d);
-    let ended = || stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
+    let mut ticker = Ticker::new(interval);
+    let mut failure = None;
+    let mut ended = |tracer: &mut Tracer| {
+        if let Err(e) = ticker.tick(tracer, report) {
+            failure = Some(e);
+        }
+        failure.is_some()
+            || ticker.finished()
+            || stop.load(Ordering::Relaxed)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+    };
     let exit = match &target {
         Target::All => {
-            wait_until(&ended, || false);
+            wait_until(&mut tracer, &mut ended, || false);
             None
         }
-        Target::Pids(pids) => {
-            pids.iter().try_for_each(|&p| tracer.trace_tgid(p))?;
-            wait_until(&ended, || pids.iter().all(|&p| !alive(p)));
+        Target::Pids(pids) | Target::Threads(pids) => {
+            for &p in pids {
+                match target {
+                    Target::Threads(_) => tracer.trace_tid(p)?,
+                    _ => tracer.trace_tgid(p)?,
+                }
+            }
+            wait_until(&mut tracer, &mut ended, || pids.iter().all(|&p| !alive(p)));
             None
         }
         Target::Command(argv) => {
             let mut child = spawn(arg0.as_ref().unwrap_or(&argv[0]), argv, &tracer)?;
             let mut exit = None;
-            wait_until(&ended, || {
+            wait_until(&mut tracer, &mut ended, || {
                 exit = child.try_wait().ok().flatten();
                 exit.is_some()
             });
-            exit.or_else(|| stop_child(&mut child, !stop.load(Ordering::Relaxed), &mut notes))
+            let by_duration = !stop.load(Ordering::Relaxed);
+            exit.or_else(|| stop_child(&mut child, by_duration, &mut notes))
         }
     };
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let summary = tracer.read()?;
+    ticker.last(&summary, report)?;
     Ok(Outcome {
-        summary: tracer.read()?,
+        summary,
         exit,
         notes,
     })
 }
 
 /// Polls until `done()` or `ended()`.
-fn wait_until(ended: &dyn Fn() -> bool, mut done: impl FnMut() -> bool) {
-    while !done() && !ended() {
+fn wait_until(
+    tracer: &mut Tracer,
+    ended: &mut dyn FnMut(&mut Tracer) -> bool,
+    mut done: impl FnMut() -> bool,
+) {
+    while !done() && !ended(tracer) {
         std::thread::sleep(POLL);
+    }
+}
+
+/// The interval reports of a run.
+struct Ticker {
+    interval: Option<Interval>,
+    next: Instant,
+    previous: Option<Summary>,
+    reported: u32,
+}
+
+impl Ticker {
+    fn new(interval: Option<Interval>) -> Ticker {
+        Ticker {
+            next: Instant::now() + interval.map_or(Duration::ZERO, |i| i.every),
+            interval,
+            previous: None,
+            reported: 0,
+        }
+    }
+
+    /// Reports an interval if one has passed.
+    fn tick(
+        &mut self,
+        tracer: &mut Tracer,
+        report: &mut dyn FnMut(&Summary) -> Result<(), SummaryError>,
+    ) -> Result<(), SummaryError> {
+        let Some(interval) = self.interval else {
+            return Ok(());
+        };
+        if Instant::now() < self.next || self.finished() {
+            return Ok(());
+        }
+        self.next += interval.every;
+        let now = tracer.read()?;
+        self.report(now, report)
+    }
+
+    fn report(
+        &mut self,
+        now: Summary,
+        report: &mut dyn FnMut(&Summary) -> Result<(), SummaryError>,
+    ) -> Result<(), SummaryError> {
+        self.reported += 1;
+        let delta = now.since(self.previous.as_ref(), self.reported);
+        self.previous = Some(now);
+        report(&delta)
+    }
+
+    fn finished(&self) -> bool {
+        self.interval
+            .and_then(|i| i.count)
+            .is_some_and(|count| self.reported >= count)
+    }
+
+    /// Reports the last, partial interval (unless the count of reports is reached).
+    fn last(
+        &mut self,
+        summary: &Summary,
+        report: &mut dyn FnMut(&Summary) -> Result<(), SummaryError>,
+    ) -> Result<(), SummaryError> {
+        if self.interval.is_none() || self.finished() {
+            return Ok(());
+        }
+        self.report(summary.clone(), report)
     }
 }
 
@@ -192,6 +314,14 @@ fn find_command(argv: &[OsString]) -> Result<PathBuf, SummaryError> {
 fn executable_file(path: &Path) -> bool {
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Checks that every thread id exists.
+fn check_threads(tids: &[u32]) -> Result<Vec<u32>, SummaryError> {
+    match tids.iter().find(|&&t| t == 0 || !alive(t)) {
+        Some(&t) => Err(SummaryError::NoSuchProcess(t)),
+        None => Ok(tids.to_vec()),
+    }
 }
 
 /// Checks every pid, and turns thread ids into their process: the filter works on processes.

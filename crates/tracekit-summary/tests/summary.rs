@@ -190,7 +190,7 @@ fn system_wide_sees_another_process() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = spawn_waiting("4321");
     let mut tracer = Tracer::attach(&Options {
-        filter: false,
+        filter: tracekit_summary::TaskFilter::All,
         mode: Mode::Process,
         ..Options::default()
     })

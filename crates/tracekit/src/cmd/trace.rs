@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tracekit_core::report::OutputTarget;
+use tracekit_core::syscalls::Arch;
 use tracekit_summary::render::{self, RenderOptions};
-use tracekit_summary::{Mode, Options, SortKey, SummaryError, Target};
+use tracekit_summary::{Interval, Mode, Options, SortKey, SummaryError, Target};
 
 /// `tracekit trace ...`
 #[derive(Subcommand)]
@@ -66,9 +67,45 @@ pub struct SummaryArgs {
     /// Trace these processes (comma-separated or repeated), and the children they fork.
     #[arg(short, long = "pid", value_name = "PID", value_delimiter = ',', conflicts_with_all = ["all", "command"])]
     pids: Vec<u32>,
+    /// Trace these threads alone (comma-separated): not the rest of their process, nor the
+    /// children they fork.
+    #[arg(short = 't', long = "tid", value_name = "TID", value_delimiter = ',', conflicts_with_all = ["all", "command", "pids"])]
+    tids: Vec<u32>,
     /// Trace the whole system (tracekit itself excluded).
     #[arg(short, long, conflicts_with = "command")]
     all: bool,
+    /// Only these syscalls: names, globs ('epoll_*'), classes (%file %net %process %memory
+    /// %signal %ipc), '!' to exclude ('!read,!write'). Filtered in the kernel.
+    #[arg(short = 'e', long = "syscall", value_name = "LIST")]
+    syscalls: Option<String>,
+    /// Only calls that returned an error.
+    #[arg(long)]
+    failed: bool,
+    /// Only tasks running as this user (name or uid).
+    #[arg(short, long, value_name = "USER")]
+    uid: Option<String>,
+    /// Only tasks in this cgroup v2 directory or below it (e.g. /sys/fs/cgroup/system.slice).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
+    /// Count calls and errors only, with no clock read at all: the cheapest exact counter.
+    #[arg(long, conflicts_with_all = ["hist", "percentiles"])]
+    no_latency: bool,
+    /// Print each syscall's latency histogram (log2 buckets, like bpftrace's hist()).
+    #[arg(long)]
+    hist: bool,
+    /// Add p50/p90/p99/p99.9 latency columns (estimated within log2 buckets, marked ~).
+    #[arg(long)]
+    percentiles: bool,
+    /// Show only the first N syscalls of each table (after sorting).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    top: Option<u64>,
+    /// Print a report every SECS seconds with the calls of that interval (with --json: one
+    /// JSON document per line). The last, partial interval is printed at the end.
+    #[arg(short, long, value_name = "SECS")]
+    interval: Option<f64>,
+    /// With --interval: stop after N reports.
+    #[arg(long, value_name = "N", requires = "interval", value_parser = clap::value_parser!(u32).range(1..))]
+    count: Option<u32>,
     /// Stop after this many seconds (fractions allowed).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     duration: Option<f64>,
@@ -104,13 +141,30 @@ pub fn run(command: TraceCommand) -> anyhow::Result<ExitCode> {
 
 fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
     let target = match (&args.command[..], &args.pids[..], args.all) {
+        ([], [], false) if !args.tids.is_empty() => Target::Threads(args.tids.clone()),
         ([], [], false) => anyhow::bail!(
-            "nothing to trace: give a command after `--`, -p PID, or -a (see `tracekit trace summary --help`)"
+            "nothing to trace: give a command after `--`, -p PID, -t TID, or -a (see `tracekit trace summary --help`)"
         ),
         ([], [], true) => Target::All,
         ([], pids, false) => Target::Pids(pids.to_vec()),
         (cmd, _, _) => Target::Command(cmd.to_vec()),
     };
+    let interval = args
+        .interval
+        .map(|secs| match Duration::try_from_secs_f64(secs) {
+            Ok(every) if every >= Duration::from_millis(10) => Ok(Interval {
+                every,
+                count: args.count,
+            }),
+            _ => anyhow::bail!("--interval must be at least 0.01 seconds (got {secs})"),
+        })
+        .transpose()?;
+    let syscalls = args
+        .syscalls
+        .as_deref()
+        .map(|spec| tracekit_core::syscall_set::select(Arch::host(), spec))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("-e/--syscall: {e}"))?;
     let duration = args
         .duration
         .map(|s| {
@@ -126,36 +180,59 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
         },
         errno: args.errno,
         max_entries: args.max_entries,
-        filter: true,
+        syscalls: syscalls.map(|set| set.into_iter().collect()),
+        failed: args.failed,
+        latency: !args.no_latency,
+        hist: args.hist || args.percentiles,
+        uid: args.uid.as_deref().map(parse_user).transpose()?,
+        cgroup: args.cgroup.clone(),
+        ..Options::default()
     };
+    let render_options = RenderOptions {
+        errno: args.errno,
+        percentiles: args.percentiles,
+        hist: args.hist,
+        top: args.top.map(|n| n as usize),
+    };
+    let sort = sort_key(args.sort);
     let output = match target {
         Target::Command(_) => OutputTarget::new_or_stderr(args.output.as_deref()),
         _ => OutputTarget::new(args.output.as_deref()),
     };
     output.prepare()?;
     let stop = crate::stop::flag()?;
-    let mut outcome = match tracekit_summary::run(&options, &target, duration, &stop) {
+    let mut print_interval = |summary: &tracekit_summary::Summary| {
+        let mut summary = summary.clone();
+        summary.sort(sort);
+        let written = if args.json {
+            output.append_json_line(&render::json(&summary, render_options))
+        } else {
+            output.append(&render::table(&summary, render_options, output.style()))
+        };
+        written.map_err(|e| SummaryError::Output(e.to_string()))
+    };
+    let result = tracekit_summary::run_with_intervals(
+        &options,
+        &target,
+        duration,
+        interval,
+        &stop,
+        &mut print_interval,
+    );
+    let mut outcome = match result {
         Ok(outcome) => outcome,
         // A shell's exit statuses for a command that cannot be run.
         Err(e @ SummaryError::CommandNotFound(_)) => return Ok(command_error(&e, 127)),
         Err(e @ SummaryError::NotExecutable { .. }) => return Ok(command_error(&e, 126)),
         Err(e) => return Err(e.into()),
     };
-    outcome.summary.sort(sort_key(args.sort));
+    outcome.summary.sort(sort);
     outcome
         .notes
         .iter()
         .for_each(|n| eprintln!("tracekit: {n}"));
-
-    let render_options = RenderOptions { errno: args.errno };
-    if args.json {
-        output.write_json(&render::json(&outcome.summary, render_options))?;
-    } else {
-        output.write(&render::table(
-            &outcome.summary,
-            render_options,
-            output.style(),
-        ))?;
+    if interval.is_none() {
+        write_report(&output, &outcome.summary, render_options, args.json)?;
     }
     Ok(match outcome.exit {
         Some(status) => ExitCode::from(crate::stop::exit_code_of(status)),
@@ -166,6 +243,35 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
         }
         None => ExitCode::SUCCESS,
     })
+}
+
+fn write_report(
+    output: &OutputTarget,
+    summary: &tracekit_summary::Summary,
+    options: RenderOptions,
+    json: bool,
+) -> std::io::Result<()> {
+    if json {
+        output.write_json(&render::json(summary, options))
+    } else {
+        output.write(&render::table(summary, options, output.style()))
+    }
+}
+
+/// A user name or a numeric uid.
+fn parse_user(user: &str) -> anyhow::Result<u32> {
+    if let Ok(uid) = user.parse() {
+        return Ok(uid);
+    }
+    nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "-u/--uid: no such user '{user}' (give a name from /etc/passwd or a number)"
+            )
+        })
 }
 
 fn command_error(err: &SummaryError, code: u8) -> ExitCode {
