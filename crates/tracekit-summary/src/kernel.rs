@@ -469,6 +469,17 @@ fn open_cgroup(path: &std::path::Path) -> Result<std::fs::File, SummaryError> {
     std::fs::File::open(path).map_err(|e| bad(e.to_string()))
 }
 
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
+/// on a hybrid system), from `/proc/self/mounts`.
+pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
+        (kind == "cgroup2").then(|| std::path::PathBuf::from(dir))
+    })
+}
+
 /// Turns an aya map error into the summary's, naming the map.
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> SummaryError + Copy {
     move |e| SummaryError::Map {

@@ -29,7 +29,7 @@ mod model;
 pub mod render;
 mod session;
 
-pub use kernel::{Options, TaskFilter, Tracer, attach_floor};
+pub use kernel::{Options, TaskFilter, Tracer, attach_floor, cgroup2_mount};
 pub use model::{Dropped, Group, Mode, SortKey, Summary, SyscallRow};
 pub use session::{Interval, Outcome, Target, run, run_with_intervals};
 
@@ -63,7 +63,7 @@ pub enum SummaryError {
     },
     /// The cgroup to filter on cannot be used.
     #[error(
-        "cgroup {path}: {reason}\n  hint: give a cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice/ssh.service"
+        "cgroup {path}: {reason}\n  hint: give a directory of the cgroup v2 hierarchy, e.g. /sys/fs/cgroup/system.slice"
     )]
     Cgroup {
         /// The path given.

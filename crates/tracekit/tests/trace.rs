@@ -274,3 +274,99 @@ fn pid_and_all_targets_with_duration() {
         assert_eq!(n, 555, "{target:?}");
     }
 }
+
+#[test]
+fn interval_reports_are_json_lines_that_add_up() {
+    let w = workload();
+    let out = tracekit(&[
+        "trace",
+        "summary",
+        "--json",
+        "-i",
+        "0.1",
+        "-e",
+        "getppid",
+        "--",
+        w.to_str().unwrap(),
+        "getppid",
+        "100",
+        "sleep",
+        "250000000",
+        "getppid",
+        "50",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    let docs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(docs.len() >= 3, "{text}");
+    let total: u64 = docs.iter().map(|d| calls(&d["syscalls"], "getppid")).sum();
+    assert_eq!(total, 150);
+    for (i, doc) in docs.iter().enumerate() {
+        assert_eq!(doc["interval"], i as u64 + 1);
+        // Per interval, min and max are unknown and left out.
+        for row in doc["syscalls"].as_array().unwrap() {
+            assert!(row.get("min_ns").is_none() && row.get("avg_ns").is_some());
+        }
+    }
+}
+
+#[test]
+fn top_percentiles_and_counts_only_shape_the_report() {
+    let (doc, _) = summary_json(
+        &["--top", "1", "--sort", "calls", "--percentiles"],
+        &["getppid", "300", "ebadf", "7"],
+    );
+    let rows = doc["syscalls"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0]["name"].as_str(), rows[0]["calls"].as_u64()),
+        (Some("getppid"), Some(300))
+    );
+    let buckets: u64 = rows[0]["hist_log2_ns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .sum();
+    assert_eq!(buckets, 300);
+    assert!(rows[0]["percentiles_ns"]["p99"].as_f64().unwrap() > 0.0);
+
+    let (doc, _) = summary_json(&["--no-latency"], &["getppid", "300"]);
+    let rows = doc["syscalls"].as_array().unwrap();
+    assert_eq!(calls(&doc["syscalls"], "getppid"), 300);
+    assert!(rows.iter().all(|r| r.get("total_ns").is_none()));
+}
+
+#[test]
+fn bad_watch_options_get_clear_errors() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["-e", "getppdi"], "did you mean 'getppid'"),
+        (&["-e", "%nope"], "unknown syscall class"),
+        (
+            &["--cgroup", "/nonexistent/cgroup"],
+            "no such cgroup directory",
+        ),
+        (&["-i", "0"], "--interval must be at least"),
+        (&["-u", "no-such-user-tk"], "no such user"),
+    ];
+    for (flags, message) in cases {
+        let mut args = vec!["trace", "summary"];
+        args.extend(flags);
+        args.extend(["--", "true"]);
+        let out = tracekit(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {err}");
+        assert!(err.contains(message), "{flags:?}: {err}");
+    }
+    // -t needs a thread that exists.
+    let out = tracekit(&["trace", "summary", "-t", "999999999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such process"));
+}

@@ -1,0 +1,310 @@
+//! `trace summary` for watching: in-kernel filters, histograms, intervals and counts-only
+//! mode, against the real kernel with workloads whose syscalls are known exactly.
+//! Needs root (BPF, cgroups, setuid); CI runs as root.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use tracekit_core::stats::Log2Histogram;
+use tracekit_core::syscall_set;
+use tracekit_core::syscalls::Arch;
+use tracekit_summary::{Interval, Options, Summary, Target, TaskFilter, Tracer};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_tracekit-syscall-workload");
+
+/// System-wide tracers of one test would see the workloads of another.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn syscalls(spec: &str) -> Option<Vec<u32>> {
+    Some(
+        syscall_set::select(Arch::host(), spec)
+            .unwrap()
+            .into_iter()
+            .collect(),
+    )
+}
+
+fn run(options: &Options, steps: &[&str]) -> Summary {
+    let mut argv: Vec<OsString> = vec![WORKLOAD.into()];
+    argv.extend(steps.iter().map(OsString::from));
+    let outcome = tracekit_summary::run(
+        options,
+        &Target::Command(argv),
+        None,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(outcome.exit.unwrap().success());
+    outcome.summary
+}
+
+fn calls(summary: &Summary, name: &str) -> u64 {
+    summary.total().syscall(name).map_or(0, |r| r.stats.count)
+}
+
+fn names(summary: &Summary) -> Vec<&str> {
+    summary
+        .total()
+        .syscalls
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect()
+}
+
+/// A workload that waits for a line on stdin, then runs `steps`.
+fn waiting(steps: &[&str], setup: impl FnOnce(&mut Command)) -> Child {
+    let mut command = Command::new(WORKLOAD);
+    command.arg("wait").args(steps).stdin(Stdio::piped());
+    setup(&mut command);
+    command.spawn().unwrap()
+}
+
+fn release(child: &mut Child) {
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_syscall_filter_keeps_exactly_its_syscalls() {
+    let _guard = serial();
+    let options = Options {
+        syscalls: syscalls("getppid"),
+        ..Options::default()
+    };
+    let summary = run(&options, &["getppid", "1000", "ebadf", "37"]);
+    assert_eq!(names(&summary), ["getppid"]);
+    assert_eq!(calls(&summary, "getppid"), 1000);
+
+    // Exclusions: everything but getppid; the 37 failing close calls are all there.
+    let options = Options {
+        syscalls: syscalls("!getppid"),
+        errno: true,
+        ..Options::default()
+    };
+    let summary = run(&options, &["getppid", "1000", "ebadf", "37"]);
+    assert_eq!(calls(&summary, "getppid"), 0);
+    assert_eq!(summary.total().syscall("close").unwrap().errors, 37);
+    assert_eq!(calls(&summary, "exit_group"), 1);
+}
+
+#[test]
+fn failed_counts_only_failures() {
+    let _guard = serial();
+    let options = Options {
+        failed: true,
+        syscalls: syscalls("close,openat,getppid"),
+        ..Options::default()
+    };
+    let summary = run(&options, &["getppid", "500", "ebadf", "37", "enoent", "5"]);
+    let close = summary.total().syscall("close").unwrap();
+    assert_eq!((close.stats.count, close.errors), (37, 37));
+    assert_eq!(calls(&summary, "getppid"), 0);
+    // Only failed calls are counted at all: every row is all errors.
+    for row in &summary.total().syscalls {
+        assert_eq!(row.stats.count, row.errors, "{}", row.name);
+    }
+    assert!(calls(&summary, "openat") >= 5);
+}
+
+#[test]
+fn a_thread_filter_sees_that_thread_alone() {
+    let _guard = serial();
+    // The main thread makes 300 calls, then starts two threads of 500 calls each.
+    let mut child = waiting(&["getppid", "300", "threads", "2", "500"], |_| {});
+    let mut tracer = Tracer::attach(&Options {
+        filter: TaskFilter::Threads,
+        ..Options::default()
+    })
+    .unwrap();
+    tracer.trace_tid(child.id()).unwrap();
+    release(&mut child);
+    assert_eq!(calls(&tracer.read().unwrap(), "getppid"), 300);
+}
+
+#[test]
+fn a_cgroup_filter_sees_exactly_the_cgroup() {
+    let _guard = serial();
+    let root = tracekit_summary::cgroup2_mount().expect("a cgroup v2 hierarchy mounted");
+    let cgroup = root.join(format!("tracekit-test-{}", std::process::id()));
+    std::fs::create_dir(&cgroup).expect("root can make a cgroup");
+    // A child cgroup: the filter takes descendants too.
+    let inner = cgroup.join("inner");
+    std::fs::create_dir(&inner).unwrap();
+    let mut inside = waiting(&["getppid", "4321"], |_| {});
+    std::fs::write(inner.join("cgroup.procs"), inside.id().to_string()).unwrap();
+    let mut outside = waiting(&["getppid", "1234"], |_| {});
+    let mut tracer = Tracer::attach(&Options {
+        filter: TaskFilter::All,
+        cgroup: Some(cgroup.clone()),
+        syscalls: syscalls("getppid"),
+        ..Options::default()
+    })
+    .unwrap();
+    release(&mut inside);
+    release(&mut outside);
+    let summary = tracer.read().unwrap();
+    drop(tracer);
+    std::fs::remove_dir(&inner).unwrap();
+    std::fs::remove_dir(&cgroup).unwrap();
+    assert_eq!(calls(&summary, "getppid"), 4321);
+}
+
+#[test]
+fn a_uid_filter_sees_exactly_that_user() {
+    let _guard = serial();
+    const NOBODY: u32 = 65534;
+    let mut theirs = waiting(&["getppid", "777"], |c| {
+        c.uid(NOBODY);
+    });
+    let mut ours = waiting(&["getppid", "555"], |_| {});
+    let mut tracer = Tracer::attach(&Options {
+        filter: TaskFilter::All,
+        uid: Some(NOBODY),
+        syscalls: syscalls("getppid"),
+        ..Options::default()
+    })
+    .unwrap();
+    release(&mut theirs);
+    release(&mut ours);
+    assert_eq!(calls(&tracer.read().unwrap(), "getppid"), 777);
+}
+
+#[test]
+fn histogram_buckets_are_exact_for_known_sleeps() {
+    let _guard = serial();
+    let options = Options {
+        hist: true,
+        syscalls: syscalls("nanosleep"),
+        ..Options::default()
+    };
+    // 1.2 ms sleeps take between 1.2 ms and 2.09 ms: all in bucket [2^20, 2^21) ns.
+    let mut steps = vec!["sleep"];
+    steps.extend(["1200000"; 10]);
+    let summary = run(&options, &steps);
+    let row = summary.total().syscall("nanosleep").unwrap();
+    let hist = row.hist.as_ref().unwrap();
+    assert_eq!(hist.total(), 10);
+    assert_eq!(
+        hist.buckets[Log2Histogram::bucket_of(1_200_000)],
+        10,
+        "{hist:?}"
+    );
+    let p50 = hist.percentile(0.5).unwrap();
+    assert!((1_048_576.0..2_097_152.0).contains(&p50), "{p50}");
+}
+
+#[test]
+fn intervals_add_up_to_the_total() {
+    let _guard = serial();
+    let options = Options {
+        syscalls: syscalls("getppid,nanosleep"),
+        hist: true,
+        ..Options::default()
+    };
+    let argv: Vec<OsString> = [
+        WORKLOAD,
+        "getppid",
+        "100",
+        "sleep",
+        "250000000",
+        "getppid",
+        "50",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let mut reports: Vec<Summary> = Vec::new();
+    let outcome = tracekit_summary::run_with_intervals(
+        &options,
+        &Target::Command(argv),
+        None,
+        Some(Interval {
+            every: Duration::from_millis(100),
+            count: None,
+        }),
+        &AtomicBool::new(false),
+        &mut |s| {
+            reports.push(s.clone());
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(reports.len() >= 3, "{} reports", reports.len());
+    let numbers: Vec<u32> = reports.iter().filter_map(|r| r.interval).collect();
+    assert_eq!(numbers, (1..=reports.len() as u32).collect::<Vec<_>>());
+    let sum = |name: &str, f: fn(&tracekit_summary::SyscallRow) -> u64| -> u64 {
+        reports
+            .iter()
+            .filter_map(|r| r.total().syscall(name))
+            .map(f)
+            .sum()
+    };
+    let total = outcome.summary.total();
+    for name in ["getppid", "nanosleep"] {
+        let whole = total.syscall(name).unwrap();
+        assert_eq!(sum(name, |r| r.stats.count), whole.stats.count, "{name}");
+        assert_eq!(sum(name, |r| r.stats.total), whole.stats.total, "{name}");
+        assert_eq!(
+            sum(name, |r| r.hist.as_ref().map_or(0, Log2Histogram::total)),
+            whole.stats.count
+        );
+    }
+    assert_eq!(total.syscall("getppid").unwrap().stats.count, 150);
+}
+
+#[test]
+fn an_interval_count_ends_the_run() {
+    let _guard = serial();
+    let mut reports = 0;
+    let outcome = tracekit_summary::run_with_intervals(
+        &Options::default(),
+        &Target::All,
+        None,
+        Some(Interval {
+            every: Duration::from_millis(50),
+            count: Some(3),
+        }),
+        &AtomicBool::new(false),
+        &mut |_| {
+            reports += 1;
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(reports, 3);
+    assert!(outcome.summary.elapsed >= Duration::from_millis(150));
+}
+
+#[test]
+fn counts_only_mode_counts_exactly_without_timing() {
+    let _guard = serial();
+    let options = Options {
+        latency: false,
+        ..Options::default()
+    };
+    let summary = run(&options, &["getppid", "1000", "ebadf", "37"]);
+    assert!(!summary.latency);
+    let getppid = summary.total().syscall("getppid").unwrap();
+    assert_eq!(getppid.stats.count, 1000);
+    assert_eq!(getppid.stats.total, 0, "no clock read");
+    assert_eq!(summary.total().syscall("close").unwrap().errors, 37);
+    assert_eq!(calls(&summary, "exit_group"), 1);
+    let filtered = run(
+        &Options {
+            latency: false,
+            syscalls: syscalls("getppid"),
+            ..Options::default()
+        },
+        &["getppid", "1000", "ebadf", "37"],
+    );
+    assert_eq!(names(&filtered), ["getppid"]);
+    assert_eq!(calls(&filtered, "getppid"), 1000);
+}
