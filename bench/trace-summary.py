@@ -24,6 +24,12 @@ BPFTRACE_PROG = (
     "tracepoint:raw_syscalls:sys_exit /@start[tid]/ { @lat[args->id] = stats(nsecs - @start[tid]); "
     "delete(@start[tid]); }"
 )
+BPFTRACE_HIST = (
+    "tracepoint:raw_syscalls:sys_enter /pid == cpid/ { @start[tid] = nsecs; } "
+    "tracepoint:raw_syscalls:sys_exit /@start[tid]/ { @hist[args->id] = hist(nsecs - @start[tid]); "
+    "delete(@start[tid]); }"
+)
+BPFTRACE_COUNT = "tracepoint:raw_syscalls:sys_exit /pid == cpid/ { @count[args->id] = count(); }"
 
 
 def workload_args(threads, n, timefile):
@@ -51,6 +57,23 @@ def count_bpftrace(out):
     return int(m.group(1)) if m else 0
 
 
+def count_bpftrace_hist(out):
+    # The @hist[110] block: one "[lo, hi)   count |@@@|" line per bucket.
+    m = re.search(r"^@hist\[%d\]:\n((?:\[.*\n)+)" % GETPPID, open(out).read(), re.M)
+    return sum(int(l.split(")")[1].split("|")[0]) for l in m.group(1).splitlines()) if m else 0
+
+
+def count_bpftrace_count(out):
+    m = re.search(r"@count\[%d\]: (\d+)" % GETPPID, open(out).read())
+    return int(m.group(1)) if m else 0
+
+
+def nothing_counted(n, out):
+    """The filter matches none of the workload's calls: exact means a count of 0."""
+    doc = json.load(open(out))
+    return n if all(s["name"] != "getppid" for s in doc["syscalls"]) else -1
+
+
 def tools(tmp):
     out = os.path.join(tmp, "out")
     return {
@@ -58,11 +81,21 @@ def tools(tmp):
         "empty tp_btf pair (floor)": (lambda w: [FLOOR] + w, None),
         "  + bpf_ktime_get_ns each": (lambda w: [FLOOR, "--clock"] + w, None),
         "tracekit trace summary": (lambda w: [TRACEKIT, "trace", "summary", "--json", "-o", out, "--"] + w,
-                                   lambda: count_tracekit(out)),
+                                   lambda n: count_tracekit(out)),
+        "tracekit --hist": (lambda w: [TRACEKIT, "trace", "summary", "--hist", "--json", "-o", out, "--"] + w,
+                            lambda n: count_tracekit(out)),
+        "tracekit --no-latency": (lambda w: [TRACEKIT, "trace", "summary", "--no-latency", "--json", "-o", out, "--"] + w,
+                                  lambda n: count_tracekit(out)),
+        "tracekit -e read (no match)": (lambda w: [TRACEKIT, "trace", "summary", "-e", "read", "--json", "-o", out, "--"] + w,
+                                        lambda n: nothing_counted(n, out)),
         "bpftrace (stats per syscall)": (lambda w: ["bpftrace", "-q", "-o", out, "-e", BPFTRACE_PROG, "-c", " ".join(w)],
-                                         lambda: count_bpftrace(out)),
-        "perf trace -s": (lambda w: ["perf", "trace", "-s", "-o", out, "--"] + w, lambda: count_perf(out)),
-        "strace -c -f": (lambda w: ["strace", "-c", "-f", "-o", out] + w, lambda: count_strace(out)),
+                                         lambda n: count_bpftrace(out)),
+        "bpftrace (hist per syscall)": (lambda w: ["bpftrace", "-q", "-o", out, "-e", BPFTRACE_HIST, "-c", " ".join(w)],
+                                        lambda n: count_bpftrace_hist(out)),
+        "bpftrace (count per syscall)": (lambda w: ["bpftrace", "-q", "-o", out, "-e", BPFTRACE_COUNT, "-c", " ".join(w)],
+                                         lambda n: count_bpftrace_count(out)),
+        "perf trace -s": (lambda w: ["perf", "trace", "-s", "-o", out, "--"] + w, lambda n: count_perf(out)),
+        "strace -c -f": (lambda w: ["strace", "-c", "-f", "-o", out] + w, lambda n: count_strace(out)),
     }
 
 
@@ -76,7 +109,19 @@ def run_once(cmd_of, counter, threads, n, tmp):
     cmd = cmd_of(workload_args(threads, n, timefile))
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
     ns = int(open(timefile).read())
-    return ns / n, (counter() if counter else n)
+    return ns / n, (counter(n) if counter else n)
+
+
+def attached_programs():
+    """Tracing programs already loaded by others: they share the syscall hooks' cost."""
+    try:
+        out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True).stdout
+        progs = json.loads(out or "[]")
+    except (OSError, ValueError):
+        return "unknown (bpftool missing)"
+    kinds = ("tracepoint", "raw_tracepoint", "tracing", "kprobe", "perf_event")
+    found = [f"{p.get('name', '?')} ({p['type']})" for p in progs if p.get("type") in kinds]
+    return ", ".join(found) if found else "none"
 
 
 def main():
@@ -84,6 +129,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=1_000_000, help="getppid calls for the BPF tools")
     ap.add_argument("--slow-calls", type=int, default=100_000, help="getppid calls for perf trace and strace")
+    ap.add_argument("--only", help="only the tools whose name matches this regex (and the floors)")
     args = ap.parse_args()
     for exe in (WORKLOAD, TRACEKIT, FLOOR):
         if not os.path.exists(exe):
@@ -93,6 +139,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         table = tools(tmp)
         names = [t for t in table if t == "untraced" or shutil.which(table[t][0](["x"])[0]) or os.path.exists(table[t][0](["x"])[0])]
+        if args.only:
+            names = [t for t in names if table[t][1] is None or re.search(args.only, t)]
         results = {(t, th): [] for t in names for th in (1, 2)}
         exact = {(t, th): True for t in names for th in (1, 2)}
         for r in range(args.rounds):
@@ -104,6 +152,7 @@ def main():
                 results[(t, th)].append(per_call)
                 exact[(t, th)] &= count == n
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    print(f"\nBPF programs of others attached during the run (bpftool prog show): {attached_programs()}")
     print(f"\nsyscall tracing overhead, getppid, median of {args.rounds} interleaved rounds "
           f"({args.calls} calls; perf/strace {args.slow_calls}); kernel {os.uname().release}, {os.cpu_count()} CPUs\n")
     hdr = f"{'tool':<30} {'threads':>7} {'ns/call':>10} {'overhead ns':>12} {'x floor':>8} {'x clock floor':>14} {'exact count':>12}"

@@ -27,6 +27,13 @@ typedef long long s64;
 #define NR_EXIT_GROUP 231
 #endif
 
+// 32-bit (ia32) processes on x86-64 number their syscalls from the i386 table: the maps
+// keep them at COMPAT_BASE + nr, apart from the 64-bit ones (which are all below it).
+#define COMPAT_BASE 512
+#define TS_COMPAT 0x0002
+#define NR_IA32_EXIT 1
+#define NR_IA32_EXIT_GROUP 252
+
 enum mode { MODE_TOTAL = 0, MODE_PROCESS = 1, MODE_THREAD = 2 };
 enum drop_reason {
     DROP_START = 0,  // task storage could not be allocated
@@ -54,9 +61,14 @@ const volatile u32 cfg_uid = 0;      // only tasks of uid cfg_uid_value
 const volatile u32 cfg_uid_value = 0;
 const volatile u32 cfg_cgroup = 0;   // only tasks in the cgroup at index 0 of cgroups (or below)
 
+struct thread_info {
+    u32 status;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
     int pid;
     int tgid;
+    struct thread_info thread_info;
 } __attribute__((preserve_access_index));
 
 struct pt_regs {
@@ -69,10 +81,14 @@ struct hist {
     u64 buckets[HIST_BUCKETS];
 };
 
+// Padded to two cache lines: the storages of a task's threads are allocated one after the
+// other (at fork, on the parent's CPU), and each thread writes its `ts` on every syscall, so
+// unpadded neighbours would share a cache line between CPUs.
 struct start {
     u64 ts;
     u32 nr;
     u32 pad;
+    u64 spacing[14];
 };
 
 struct syscall_stats {
@@ -359,15 +375,29 @@ static __always_inline void record(u32 nr, u64 delta, s64 ret)
     }
 }
 
-static __always_inline int never_returns(u32 nr)
+static __always_inline int never_returns(u32 index)
 {
-    return nr == NR_EXIT || nr == NR_EXIT_GROUP;
+    return index == NR_EXIT || index == NR_EXIT_GROUP || index == COMPAT_BASE + NR_IA32_EXIT ||
+           index == COMPAT_BASE + NR_IA32_EXIT_GROUP;
+}
+
+// Where the maps keep syscall `nr` of the current task: ia32 calls (the kernel marks the task
+// TS_COMPAT while it runs one) at COMPAT_BASE + nr; a number beyond its table at MAX_SYSCALLS,
+// which is counted as a bad number.
+static __always_inline u32 table_index(struct task_struct *task, u32 nr)
+{
+#if defined(__TARGET_ARCH_x86)
+    if (task->thread_info.status & TS_COMPAT)
+        return nr < COMPAT_BASE ? COMPAT_BASE + nr : MAX_SYSCALLS;
+#endif
+    return nr < COMPAT_BASE ? nr : MAX_SYSCALLS;
 }
 
 SEC("tp_btf/sys_enter")
 int sys_enter(u64 *ctx)
 {
-    u32 nr = (u32)ctx[1];
+    struct task_struct *task = bpf_get_current_task_btf();
+    u32 nr = table_index(task, (u32)ctx[1]);
     // Counting only: everything is counted at sys_exit, except the calls that never get there.
     if (!cfg_latency && !never_returns(nr))
         return 0;
@@ -375,7 +405,7 @@ int sys_enter(u64 *ctx)
         return 0;
     // A task with storage is traced: storage is only created once the filter has said so.
     // Looking at it first spares traced tasks the filter's hash lookup on every syscall.
-    struct start *s = traced_storage(bpf_get_current_task_btf());
+    struct start *s = traced_storage(task);
     if (!s)
         return 0;
     // exit and exit_group never reach sys_exit: count them here, with no latency.
@@ -395,15 +425,21 @@ int sys_exit(u64 *ctx)
     s64 ret = (s64)ctx[1];
     if (cfg_failed && !failed(ret))
         return 0;
+    struct task_struct *task = bpf_get_current_task_btf();
+    // The syscall filter first: an array lookup is cheaper than the task storage's.
+    u32 nr = 0;
+    if (cfg_syscalls || !cfg_latency)
+        nr = table_index(task, (u32)((struct pt_regs *)ctx[0])->orig_ax);
+    if (!wanted(nr))
+        return 0;
     if (!cfg_latency) {
-        u32 nr = (u32)((struct pt_regs *)ctx[0])->orig_ax;
-        if (!wanted(nr) || !in_scope() || !traced_storage(bpf_get_current_task_btf()))
+        if (!in_scope() || !traced_storage(task))
             return 0;
         record(nr, 0, ret);
         return 0;
     }
     // Untraced tasks have no storage (or a zero timestamp): no filter lookup needed here.
-    struct start *s = bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0);
+    struct start *s = bpf_task_storage_get(&starts, task, 0, 0);
     if (!s || !s->ts)
         return 0;
     u64 delta = bpf_ktime_get_ns() - s->ts;
@@ -484,19 +520,33 @@ int floor_exit(u64 *ctx)
 }
 
 // The same pair reading the clock once each: the floor of any tracer that measures latency.
-u64 floor_clock_sink;
+// The reading goes to a per-CPU slot, so the floor pays for no cache line shared between CPUs.
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, u64);
+} floor_clock_sink SEC(".maps");
+
+static __always_inline void sink_clock(void)
+{
+    u32 first = 0;
+    u64 *slot = bpf_map_lookup_elem(&floor_clock_sink, &first);
+    if (slot)
+        *slot = bpf_ktime_get_ns();
+}
 
 SEC("tp_btf/sys_enter")
 int floor_clock_enter(u64 *ctx)
 {
-    floor_clock_sink = bpf_ktime_get_ns();
+    sink_clock();
     return 0;
 }
 
 SEC("tp_btf/sys_exit")
 int floor_clock_exit(u64 *ctx)
 {
-    floor_clock_sink = bpf_ktime_get_ns();
+    sink_clock();
     return 0;
 }
 

@@ -104,6 +104,16 @@ pub const TEST: &[Tool] = &[
         "python3",
         "generates bpf_helper_defs.h with the kernel tree's bpf_doc.py",
     ),
+    command(
+        "tmux",
+        "tmux",
+        "the `trace top` test drives the live view in a terminal it can read back",
+    ),
+    command(
+        "as",
+        "binutils",
+        "assembles the 32-bit (ia32) program the summary tests trace",
+    ),
 ];
 
 /// What CI needs on top of [`TEST`]: rebuilding the BPF objects and the opcode table.

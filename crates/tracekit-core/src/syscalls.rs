@@ -12,6 +12,8 @@ pub enum Arch {
     X86_64,
     /// AArch64 (the generic syscall table).
     Aarch64,
+    /// i386: the table of 32-bit (ia32) processes on x86-64.
+    I386,
 }
 
 impl Arch {
@@ -29,6 +31,7 @@ impl Arch {
         match self {
             Arch::X86_64 => syscalls::x86_64::Sysno::new(nr as usize).map(|s| s.name()),
             Arch::Aarch64 => syscalls::aarch64::Sysno::new(nr as usize).map(|s| s.name()),
+            Arch::I386 => syscalls::x86::Sysno::new(nr as usize).map(|s| s.name()),
         }
     }
 
@@ -41,6 +44,10 @@ impl Arch {
                 .map(|s| s.id() as u32),
             Arch::Aarch64 => name
                 .parse::<syscalls::aarch64::Sysno>()
+                .ok()
+                .map(|s| s.id() as u32),
+            Arch::I386 => name
+                .parse::<syscalls::x86::Sysno>()
                 .ok()
                 .map(|s| s.id() as u32),
         }
@@ -58,6 +65,7 @@ impl fmt::Display for Arch {
         f.write_str(match self {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
+            Arch::I386 => "i386",
         })
     }
 }
@@ -72,5 +80,7 @@ mod tests {
         assert_eq!(Arch::Aarch64.name(173), Some("getppid"));
         assert_eq!(Arch::X86_64.number("getppid"), Some(110));
         assert_eq!(Arch::X86_64.display_name(100_000), "syscall_100000");
+        assert_eq!(Arch::I386.name(64), Some("getppid"));
+        assert_eq!(Arch::I386.number("exit_group"), Some(252));
     }
 }

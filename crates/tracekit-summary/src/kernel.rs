@@ -10,7 +10,7 @@ use tracekit_core::errors::chain;
 use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
 use crate::SummaryError;
-use crate::model::{Dropped, Mode, RawRow, Summary};
+use crate::model::{COMPAT_BASE, Dropped, Mode, RawRow, Summary};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -440,14 +440,27 @@ impl Tracer {
     }
 }
 
-/// Marks the syscalls to keep in `wanted_syscalls`.
+/// Marks the syscalls to keep in `wanted_syscalls`: each by its number, and on x86-64 by its
+/// ia32 number too (the same name in the i386 table), so 32-bit tasks are filtered alike.
 fn mark_wanted(ebpf: &mut Ebpf, numbers: &[u32]) -> Result<(), SummaryError> {
+    use tracekit_core::syscalls::Arch;
     let map_err = map_error("wanted_syscalls");
     let mut map: Array<&mut MapData, u32> =
         Array::try_from(ebpf.map_mut("wanted_syscalls").expect("map in object"))
             .map_err(map_err)?;
-    for &nr in numbers.iter().filter(|&&nr| nr < MAX_SYSCALLS) {
-        map.set(nr, 1, 0).map_err(map_err)?;
+    let compat = |nr: u32| {
+        let name = Arch::host().name(nr)?;
+        (Arch::host() == Arch::X86_64)
+            .then(|| Arch::I386.number(name))
+            .flatten()
+            .map(|n| COMPAT_BASE + n)
+    };
+    for &nr in numbers {
+        for index in [Some(nr), compat(nr)].into_iter().flatten() {
+            if index < MAX_SYSCALLS {
+                map.set(index, 1, 0).map_err(map_err)?;
+            }
+        }
     }
     Ok(())
 }

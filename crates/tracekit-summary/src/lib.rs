@@ -24,10 +24,12 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod diff;
 mod kernel;
 mod model;
 pub mod render;
 mod session;
+pub mod top;
 
 pub use kernel::{Options, TaskFilter, Tracer, attach_floor, cgroup2_mount};
 pub use model::{Dropped, Group, Mode, SortKey, Summary, SyscallRow};
@@ -71,6 +73,11 @@ pub enum SummaryError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `trace top` was asked for without a terminal.
+    #[error(
+        "trace top needs a terminal on standard output\n  hint: for reports to a pipe or file, use `tracekit trace summary -i SECS` (with --json for one JSON document per line)"
+    )]
+    NotATerminal,
     /// A report could not be written during the run (an interval report).
     #[error("cannot write the report: {0}")]
     Output(String),

@@ -204,6 +204,21 @@ pub(crate) struct RawRow {
     pub errors: u64,
 }
 
+/// Where the kernel side keeps the syscalls of 32-bit (ia32) tasks: at `COMPAT_BASE + nr`
+/// (COMPAT_BASE in summary.bpf.c).
+pub(crate) const COMPAT_BASE: u32 = 512;
+
+/// The name of a syscall as the kernel side numbers them: ia32 calls are named from the
+/// i386 table and marked.
+pub(crate) fn syscall_name(index: u32) -> String {
+    let host = Arch::host();
+    if host == Arch::X86_64 && index >= COMPAT_BASE {
+        let nr = index - COMPAT_BASE;
+        return format!("{} (ia32)", Arch::I386.display_name(nr));
+    }
+    host.display_name(index)
+}
+
 impl Summary {
     pub(crate) fn build(
         mode: Mode,
@@ -214,7 +229,6 @@ impl Summary {
         dropped: Dropped,
         elapsed: Duration,
     ) -> Summary {
-        let arch = Arch::host();
         let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
         for row in rows {
             let group = groups.entry(row.id).or_insert_with(|| {
@@ -231,7 +245,7 @@ impl Summary {
             });
             group.syscalls.push(SyscallRow {
                 nr: row.nr,
-                name: arch.display_name(row.nr),
+                name: syscall_name(row.nr),
                 stats: row.stats,
                 errors: row.errors,
                 errnos: errnos.remove(&(row.id, row.nr)).unwrap_or_default(),
@@ -285,10 +299,9 @@ impl Summary {
     }
 
     pub(crate) fn name_counts(&self, counts: BTreeMap<u32, u64>) -> BTreeMap<String, u64> {
-        let arch = Arch::host();
         counts
             .into_iter()
-            .map(|(nr, n)| (arch.display_name(nr), n))
+            .map(|(nr, n)| (syscall_name(nr), n))
             .collect()
     }
 

@@ -308,3 +308,77 @@ fn counts_only_mode_counts_exactly_without_timing() {
     assert_eq!(names(&filtered), ["getppid"]);
     assert_eq!(calls(&filtered, "getppid"), 1000);
 }
+
+/// A static 32-bit program making `n` getppid calls with `int $0x80`, then exit(0).
+fn ia32_program(n: u32) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tracekit-ia32-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = format!(
+        ".globl _start\n_start:\n mov ${n}, %esi\n1: mov $64, %eax\n int $0x80\n dec %esi\n jnz 1b\n mov $1, %eax\n xor %ebx, %ebx\n int $0x80\n"
+    );
+    std::fs::write(dir.join("getppid32.s"), source).unwrap();
+    let ok = |c: &mut Command| {
+        let out = c.output().expect("binutils (cargo xtask test installs it)");
+        assert!(
+            out.status.success(),
+            "{c:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(Command::new("as")
+        .current_dir(&dir)
+        .args(["--32", "-o", "getppid32.o", "getppid32.s"]));
+    ok(Command::new("ld").current_dir(&dir).args([
+        "-m",
+        "elf_i386",
+        "-o",
+        "getppid32",
+        "getppid32.o",
+    ]));
+    dir.join("getppid32")
+}
+
+#[test]
+fn ia32_calls_are_named_from_the_i386_table() {
+    let _guard = serial();
+    let program = ia32_program(250);
+    let argv = vec![program.clone().into_os_string()];
+    for latency in [true, false] {
+        let options = Options {
+            latency,
+            ..Options::default()
+        };
+        let outcome = tracekit_summary::run(
+            &options,
+            &Target::Command(argv.clone()),
+            None,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let summary = outcome.summary;
+        assert_eq!(
+            calls(&summary, "getppid (ia32)"),
+            250,
+            "{:?}",
+            names(&summary)
+        );
+        assert_eq!(calls(&summary, "exit (ia32)"), 1);
+        // i386's 64 is not x86-64's 64 (semget), and getppid is not called the 64-bit way.
+        assert_eq!(calls(&summary, "semget"), 0);
+        assert_eq!(calls(&summary, "getppid"), 0);
+    }
+    // A filter by name takes the ia32 call of that name too.
+    let options = Options {
+        syscalls: syscalls("getppid"),
+        ..Options::default()
+    };
+    let outcome = tracekit_summary::run(
+        &options,
+        &Target::Command(argv),
+        None,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(names(&outcome.summary), ["getppid (ia32)"]);
+    let _ = std::fs::remove_dir_all(program.parent().unwrap());
+}

@@ -370,3 +370,148 @@ fn bad_watch_options_get_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such process"));
 }
+
+/// Runs `tmux` with `args`, returning its standard output.
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux (cargo xtask test installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for_pane(session: &str, what: &str) -> String {
+    let mut screen = String::new();
+    for _ in 0..100 {
+        screen = tmux(&["capture-pane", "-p", "-t", session]);
+        if screen.contains(what) {
+            return screen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("'{what}' never appeared on the screen:\n{screen}");
+}
+
+#[test]
+fn top_shows_the_workload_live_and_quits_cleanly() {
+    let session = format!("tracekit-top-{}", std::process::id());
+    let status = std::env::temp_dir().join(format!("{session}.status"));
+    let w = workload();
+    // The workload makes getppid calls for a while (each step of 20000 calls, with pauses).
+    let steps = "getppid 20000 sleep 100000000 ".repeat(100);
+    let shell = format!(
+        "{TRACEKIT} trace top -i 0.2 -e getppid,nanosleep -- {} {steps}; echo exit=$? > {}",
+        w.display(),
+        status.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &shell,
+    ]);
+    let screen = wait_for_pane(&session, "getppid");
+    assert!(
+        screen.contains("calls/s") && screen.contains("tracekit top"),
+        "{screen}"
+    );
+    // Sort by errors, then group by process: the view follows the keys.
+    tmux(&["send-keys", "-t", &session, "s"]);
+    wait_for_pane(&session, "sort: errors/s");
+    tmux(&["send-keys", "-t", &session, "g"]);
+    wait_for_pane(&session, "process");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let mut done = String::new();
+    for _ in 0..100 {
+        done = std::fs::read_to_string(&status).unwrap_or_default();
+        if !done.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = tmux(&["kill-session", "-t", &session]);
+    let _ = std::fs::remove_file(&status);
+    // q ended the view; the command got SIGTERM after its grace period: 128 + 15.
+    assert!(done.starts_with("exit="), "the view did not end: {done:?}");
+    assert_eq!(done.trim(), "exit=143");
+}
+
+#[test]
+fn top_without_a_terminal_points_to_intervals() {
+    let out = tracekit(&["trace", "top", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs a terminal") && err.contains("-i SECS"),
+        "{err}"
+    );
+}
+
+#[test]
+fn diff_compares_two_saved_summaries() {
+    let dir = std::env::temp_dir().join(format!("tracekit-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+    let w = workload();
+    for (file, n) in [(&a, "100"), (&b, "150")] {
+        let out = tracekit(&[
+            "trace",
+            "summary",
+            "--percentiles",
+            "--json",
+            "-o",
+            file.to_str().unwrap(),
+            "--",
+            w.to_str().unwrap(),
+            "getppid",
+            n,
+            "ebadf",
+            "3",
+        ]);
+        assert!(out.status.success());
+    }
+    let out = tracekit(&[
+        "trace",
+        "diff",
+        "--json",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let getppid = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "getppid")
+        .unwrap();
+    assert_eq!(getppid["before"]["calls"], 100);
+    assert_eq!(getppid["after"]["calls"], 150);
+    let table = tracekit(&["trace", "diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("getppid"))
+        .unwrap();
+    assert!(line.contains("+50.0%"), "{text}");
+    // A file that is not a summary gets a clear error.
+    std::fs::write(dir.join("junk.json"), "{\"hello\": 1}").unwrap();
+    let out = tracekit(&[
+        "trace",
+        "diff",
+        a.to_str().unwrap(),
+        dir.join("junk.json").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a report of"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

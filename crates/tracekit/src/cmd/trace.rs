@@ -39,9 +39,102 @@ tracekit trace summary -a --sort calls --errno     # whole system until Ctrl-C, 
 tracekit trace summary --json -o out.json -- ls    # machine-readable report"
     )]
     #[command(
-        override_usage = "tracekit trace summary [OPTIONS] (-- COMMAND [ARGS...] | -p PID[,PID...] | -a)"
+        override_usage = "tracekit trace summary [OPTIONS] (-- COMMAND [ARGS...] | -p PID[,PID...] | -t TID[,TID...] | -a)"
     )]
     Summary(SummaryArgs),
+    /// Two saved summaries side by side, per syscall: calls, errors, avg and p99, and the change.
+    #[command(
+        long_about = "Compares two reports saved with `trace summary --json -o FILE` (any mode; \
+interval reports are added up), per syscall: calls, errors, mean latency and estimated p99 (when \
+the reports were made with --hist or --percentiles) before (A) and after (B), and the change. \
+Rows are ordered by the largest change in calls.",
+        after_help = "Example:\n  \
+tracekit trace summary --percentiles --json -o before.json -- ./server --bench\n  \
+tracekit trace summary --percentiles --json -o after.json -- ./server --bench\n  \
+tracekit trace diff before.json after.json"
+    )]
+    Diff(DiffArgs),
+    /// A live full-screen view: per syscall calls/s, errors/s, avg and p99 of the last interval.
+    #[command(
+        long_about = "A live full-screen view of the traced syscalls, refreshed every interval: per \
+syscall (or per process and syscall) the calls and errors per second, the mean latency and the \
+estimated p99 over the last interval, measured in the kernel as by `trace summary`.\n\n\
+Keys: q, Esc or Ctrl-C quit; s changes the sort column (calls/s, errors/s, avg, p99); g groups by \
+process or not; p or space pauses the display (tracing goes on). SIGTERM also ends the view; the \
+terminal is restored in every case. Standard output must be a terminal: for a stream of reports \
+use `trace summary -i SECS`.",
+        after_help = "Examples:\n  \
+tracekit trace top -a                        # the whole system\n  \
+tracekit trace top -p 1234 -e '%net'         # a process's network calls\n  \
+tracekit trace top --cgroup /sys/fs/cgroup/system.slice/nginx.service"
+    )]
+    #[command(
+        override_usage = "tracekit trace top [OPTIONS] (-- COMMAND [ARGS...] | -p PID[,PID...] | -t TID[,TID...] | -a)"
+    )]
+    Top(TopArgs),
+}
+
+/// What to trace: a command, processes, threads or everything.
+#[derive(Args)]
+struct TargetArgs {
+    /// Trace these processes (comma-separated or repeated), and the children they fork.
+    #[arg(short, long = "pid", value_name = "PID", value_delimiter = ',', conflicts_with_all = ["all", "command"])]
+    pids: Vec<u32>,
+    /// Trace these threads alone (comma-separated): not the rest of their process, nor the
+    /// children they fork.
+    #[arg(short = 't', long = "tid", value_name = "TID", value_delimiter = ',', conflicts_with_all = ["all", "command", "pids"])]
+    tids: Vec<u32>,
+    /// Trace the whole system (tracekit itself excluded).
+    #[arg(short, long, conflicts_with = "command")]
+    all: bool,
+    /// The command to run and trace, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// The in-kernel filters.
+#[derive(Args)]
+struct FilterArgs {
+    /// Only these syscalls: names, globs ('epoll_*'), classes (%file %net %process %memory
+    /// %signal %ipc), '!' to exclude ('!read,!write'). Filtered in the kernel.
+    #[arg(short = 'e', long = "syscall", value_name = "LIST")]
+    syscalls: Option<String>,
+    /// Only calls that returned an error.
+    #[arg(long)]
+    failed: bool,
+    /// Only tasks running as this user (name or uid).
+    #[arg(short, long, value_name = "USER")]
+    uid: Option<String>,
+    /// Only tasks in this cgroup v2 directory or below it (e.g. /sys/fs/cgroup/system.slice).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
+}
+
+/// Arguments of `trace top`.
+#[derive(Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    filters: FilterArgs,
+    /// Refresh every SECS seconds.
+    #[arg(short, long, value_name = "SECS", default_value_t = 1.0)]
+    interval: f64,
+}
+
+/// Arguments of `trace diff`.
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The first report (A, "before").
+    before: PathBuf,
+    /// The second report (B, "after").
+    after: PathBuf,
+    /// Print the comparison as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write the comparison to FILE instead of the terminal.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -64,29 +157,10 @@ enum SortArg {
 /// Arguments of `trace summary`.
 #[derive(Args)]
 pub struct SummaryArgs {
-    /// Trace these processes (comma-separated or repeated), and the children they fork.
-    #[arg(short, long = "pid", value_name = "PID", value_delimiter = ',', conflicts_with_all = ["all", "command"])]
-    pids: Vec<u32>,
-    /// Trace these threads alone (comma-separated): not the rest of their process, nor the
-    /// children they fork.
-    #[arg(short = 't', long = "tid", value_name = "TID", value_delimiter = ',', conflicts_with_all = ["all", "command", "pids"])]
-    tids: Vec<u32>,
-    /// Trace the whole system (tracekit itself excluded).
-    #[arg(short, long, conflicts_with = "command")]
-    all: bool,
-    /// Only these syscalls: names, globs ('epoll_*'), classes (%file %net %process %memory
-    /// %signal %ipc), '!' to exclude ('!read,!write'). Filtered in the kernel.
-    #[arg(short = 'e', long = "syscall", value_name = "LIST")]
-    syscalls: Option<String>,
-    /// Only calls that returned an error.
-    #[arg(long)]
-    failed: bool,
-    /// Only tasks running as this user (name or uid).
-    #[arg(short, long, value_name = "USER")]
-    uid: Option<String>,
-    /// Only tasks in this cgroup v2 directory or below it (e.g. /sys/fs/cgroup/system.slice).
-    #[arg(long, value_name = "PATH")]
-    cgroup: Option<PathBuf>,
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    filters: FilterArgs,
     /// Count calls and errors only, with no clock read at all: the cheapest exact counter.
     #[arg(long, conflicts_with_all = ["hist", "percentiles"])]
     no_latency: bool,
@@ -127,44 +201,103 @@ pub struct SummaryArgs {
     /// Capacity of the per-process/thread statistics map, in (task, syscall) entries.
     #[arg(long, default_value_t = 65536, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_entries: u32,
-    /// The command to run and trace, after `--`.
-    #[arg(last = true, value_name = "COMMAND")]
-    command: Vec<OsString>,
 }
 
 /// Runs a `trace` subcommand.
 pub fn run(command: TraceCommand) -> anyhow::Result<ExitCode> {
     match command {
         TraceCommand::Summary(args) => summary(args),
+        TraceCommand::Diff(args) => diff(args),
+        TraceCommand::Top(args) => top(args),
     }
 }
 
-fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
-    let target = match (&args.command[..], &args.pids[..], args.all) {
-        ([], [], false) if !args.tids.is_empty() => Target::Threads(args.tids.clone()),
-        ([], [], false) => anyhow::bail!(
-            "nothing to trace: give a command after `--`, -p PID, -t TID, or -a (see `tracekit trace summary --help`)"
-        ),
-        ([], [], true) => Target::All,
-        ([], pids, false) => Target::Pids(pids.to_vec()),
-        (cmd, _, _) => Target::Command(cmd.to_vec()),
+fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    use tracekit_summary::diff;
+    let output = OutputTarget::new(args.output.as_deref());
+    let rows = diff::compare(&diff::read(&args.before)?, &diff::read(&args.after)?);
+    output.prepare()?;
+    if args.json {
+        output.write_json(&rows)?;
+    } else {
+        output.write(&diff::table(&rows, output.style()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl TargetArgs {
+    fn target(&self, subcommand: &str) -> anyhow::Result<Target> {
+        Ok(match (&self.command[..], &self.pids[..], self.all) {
+            ([], [], false) if !self.tids.is_empty() => Target::Threads(self.tids.clone()),
+            ([], [], false) => anyhow::bail!(
+                "nothing to trace: give a command after `--`, -p PID, -t TID, or -a (see `tracekit trace {subcommand} --help`)"
+            ),
+            ([], [], true) => Target::All,
+            ([], pids, false) => Target::Pids(pids.to_vec()),
+            (cmd, _, _) => Target::Command(cmd.to_vec()),
+        })
+    }
+}
+
+impl FilterArgs {
+    /// The filter fields of the options.
+    fn apply(&self, options: Options) -> anyhow::Result<Options> {
+        let syscalls = self
+            .syscalls
+            .as_deref()
+            .map(|spec| tracekit_core::syscall_set::select(Arch::host(), spec))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("-e/--syscall: {e}"))?;
+        Ok(Options {
+            syscalls: syscalls.map(|set| set.into_iter().collect()),
+            failed: self.failed,
+            uid: self.uid.as_deref().map(parse_user).transpose()?,
+            cgroup: self.cgroup.clone(),
+            ..options
+        })
+    }
+}
+
+/// An interval of at least 10 ms.
+fn interval_of(secs: f64) -> anyhow::Result<Duration> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(every) if every >= Duration::from_millis(10) => Ok(every),
+        _ => anyhow::bail!("--interval must be at least 0.01 seconds (got {secs})"),
+    }
+}
+
+fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
+    let target = args.target.target("top")?;
+    let every = interval_of(args.interval)?;
+    let options = args.filters.apply(Options::default())?;
+    let stop = crate::stop::flag_without_escape()?;
+    let outcome = match tracekit_summary::top::run(&options, &target, every, stop.clone()) {
+        Ok(outcome) => outcome,
+        Err(e @ SummaryError::CommandNotFound(_)) => return Ok(command_error(&e, 127)),
+        Err(e @ SummaryError::NotExecutable { .. }) => return Ok(command_error(&e, 126)),
+        Err(e) => return Err(e.into()),
     };
+    outcome
+        .notes
+        .iter()
+        .for_each(|n| eprintln!("tracekit: {n}"));
+    Ok(match outcome.exit {
+        Some(status) => ExitCode::from(crate::stop::exit_code_of(status)),
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
+    let target = args.target.target("summary")?;
     let interval = args
         .interval
-        .map(|secs| match Duration::try_from_secs_f64(secs) {
-            Ok(every) if every >= Duration::from_millis(10) => Ok(Interval {
+        .map(|secs| {
+            interval_of(secs).map(|every| Interval {
                 every,
                 count: args.count,
-            }),
-            _ => anyhow::bail!("--interval must be at least 0.01 seconds (got {secs})"),
+            })
         })
         .transpose()?;
-    let syscalls = args
-        .syscalls
-        .as_deref()
-        .map(|spec| tracekit_core::syscall_set::select(Arch::host(), spec))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("-e/--syscall: {e}"))?;
     let duration = args
         .duration
         .map(|s| {
@@ -180,13 +313,9 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
         },
         errno: args.errno,
         max_entries: args.max_entries,
-        syscalls: syscalls.map(|set| set.into_iter().collect()),
-        failed: args.failed,
         latency: !args.no_latency,
         hist: args.hist || args.percentiles,
-        uid: args.uid.as_deref().map(parse_user).transpose()?,
-        cgroup: args.cgroup.clone(),
-        ..Options::default()
+        ..args.filters.apply(Options::default())?
     };
     let render_options = RenderOptions {
         errno: args.errno,
