@@ -59,7 +59,7 @@ def count_bpftrace(out):
 
 def count_bpftrace_hist(out):
     # The @hist[110] block: one "[lo, hi)   count |@@@|" line per bucket.
-    m = re.search(r"^@hist\[%d\]:\n((?:\[.*\n)+)" % GETPPID, open(out).read(), re.M)
+    m = re.search(r"^@hist\[%d\]: *\n((?:\[.*\n)+)" % GETPPID, open(out).read(), re.M)
     return sum(int(l.split(")")[1].split("|")[0]) for l in m.group(1).splitlines()) if m else 0
 
 

@@ -34,7 +34,7 @@ typedef long long s64;
 #define NR_IA32_EXIT 1
 #define NR_IA32_EXIT_GROUP 252
 
-enum mode { MODE_TOTAL = 0, MODE_PROCESS = 1, MODE_THREAD = 2 };
+enum mode { MODE_TOTAL = 0, MODE_PROCESS = 1, MODE_THREAD = 2, MODE_CGROUP = 3 };
 enum drop_reason {
     DROP_START = 0,  // task storage could not be allocated
     DROP_STATS = 1,  // per-task statistics map full
@@ -103,15 +103,15 @@ struct syscall_stats {
 };
 
 struct id_key {
-    u32 id; // tgid (process mode), tid (thread mode) or 0 (total mode)
+    u64 id; // tgid (process mode), tid (thread mode), cgroup id (cgroup mode) or 0 (total mode)
     u32 nr;
+    u32 pad;
 };
 
 struct errno_key {
-    u32 id;
+    u64 id;
     u32 nr;
     u32 err;
-    u32 pad;
 };
 
 struct comm {
@@ -272,16 +272,22 @@ static __always_inline struct start *traced_storage(struct task_struct *task)
     return s;
 }
 
-static __always_inline u32 group_id(void)
+static __always_inline u64 group_id(void)
 {
+    if (cfg_mode == MODE_CGROUP)
+        return bpf_get_current_cgroup_id();
     u64 pid_tgid = bpf_get_current_pid_tgid();
     return cfg_mode == MODE_THREAD ? (u32)pid_tgid : (u32)(pid_tgid >> 32);
 }
 
 // Remembers the comm of a process/thread the first time it has stats, so a report can name
-// tasks that have exited by the time user space reads the maps.
-static __always_inline void remember_comm(u32 id, int overwrite)
+// tasks that have exited by the time user space reads the maps. (Cgroups are named by path
+// in user space.)
+static __always_inline void remember_comm(u64 group, int overwrite)
 {
+    if (cfg_mode == MODE_CGROUP)
+        return;
+    u32 id = (u32)group;
     struct comm c = { .tgid = bpf_get_current_pid_tgid() >> 32 };
     bpf_get_current_comm(c.name, sizeof(c.name));
     if (bpf_map_update_elem(&comms, &id, &c, overwrite ? BPF_ANY : BPF_NOEXIST) == -7 /* E2BIG */)
@@ -468,7 +474,8 @@ int sched_process_fork(u64 *ctx)
 SEC("tp_btf/sched_process_exec")
 int sched_process_exec(u64 *ctx)
 {
-    if (cfg_mode == MODE_TOTAL || !bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0))
+    if (cfg_mode == MODE_TOTAL || cfg_mode == MODE_CGROUP ||
+        !bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0))
         return 0;
     remember_comm(group_id(), 1);
     return 0;

@@ -58,6 +58,8 @@ struct SavedReport {
     processes: Option<Vec<SavedGroup>>,
     #[serde(default)]
     threads: Option<Vec<SavedGroup>>,
+    #[serde(default)]
+    cgroups: Option<Vec<SavedGroup>>,
 }
 
 /// A syscall's totals in one report.
@@ -119,13 +121,16 @@ pub fn read(path: &Path) -> Result<Totals, DiffError> {
     let mut documents = 0;
     for doc in serde_json::Deserializer::from_str(&text).into_iter::<SavedReport>() {
         let doc = doc.map_err(|e| bad(e.to_string()))?;
-        let groups: Vec<SavedGroup> = match (doc.syscalls, doc.processes, doc.threads) {
-            (Some(syscalls), _, _) => vec![SavedGroup { syscalls }],
-            (None, Some(groups), _) | (None, None, Some(groups)) => groups,
-            (None, None, None) => {
-                return Err(bad("it has no `syscalls`, `processes` or `threads`".into()));
-            }
-        };
+        let groups: Vec<SavedGroup> =
+            match (doc.syscalls, doc.processes.or(doc.threads).or(doc.cgroups)) {
+                (Some(syscalls), _) => vec![SavedGroup { syscalls }],
+                (None, Some(groups)) => groups,
+                (None, None) => {
+                    return Err(bad(
+                        "it has no `syscalls`, `processes`, `threads` or `cgroups`".into(),
+                    ));
+                }
+            };
         for row in groups.iter().flat_map(|g| &g.syscalls) {
             totals.entry(row.name.clone()).or_default().add(row);
         }

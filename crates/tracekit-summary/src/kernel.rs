@@ -18,7 +18,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
 ));
 
 /// Failed calls per (task id, syscall number), by errno.
-pub(crate) type ErrnoCounts = BTreeMap<(u32, u32), BTreeMap<i32, u64>>;
+pub(crate) type ErrnoCounts = BTreeMap<(u64, u32), BTreeMap<i32, u64>>;
 
 /// Must match MAX_SYSCALLS in summary.bpf.c.
 const MAX_SYSCALLS: u32 = 1024;
@@ -50,17 +50,17 @@ struct KernelStats {
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct IdKey {
-    id: u32,
+    id: u64,
     nr: u32,
+    pad: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ErrnoKey {
-    id: u32,
+    id: u64,
     nr: u32,
     err: u32,
-    pad: u32,
 }
 
 #[repr(C)]
@@ -74,9 +74,9 @@ struct Comm {
 // SAFETY: all four are repr(C) plain integers/bytes with no padding the kernel could leave
 // uninitialised (explicit `pad` fields), matching the C definitions byte for byte.
 unsafe impl Pod for KernelStats {}
-// SAFETY: as above (two u32).
+// SAFETY: as above (a u64 and two u32, `pad` explicit).
 unsafe impl Pod for IdKey {}
-// SAFETY: as above (four u32, `pad` explicit).
+// SAFETY: as above (a u64 and two u32).
 unsafe impl Pod for ErrnoKey {}
 // SAFETY: as above (16 bytes and two u32, `pad` explicit).
 unsafe impl Pod for Comm {}
@@ -241,7 +241,7 @@ impl Tracer {
         let in_flight = self.count_in_flight().ok();
         let rows = match self.options.mode {
             Mode::Total => self.read_total()?,
-            Mode::Process | Mode::Thread => self.read_per_task()?,
+            Mode::Process | Mode::Thread | Mode::Cgroup => self.read_per_task()?,
         };
         let errnos = if self.options.errno {
             self.read_errnos()?
@@ -253,7 +253,7 @@ impl Tracer {
         } else {
             BTreeMap::new()
         };
-        let comms = if self.options.mode == Mode::Total {
+        let comms = if matches!(self.options.mode, Mode::Total | Mode::Cgroup) {
             BTreeMap::new()
         } else {
             self.read_comms()?
@@ -360,9 +360,9 @@ impl Tracer {
     }
 
     /// The latency histograms, by (task id, syscall number).
-    fn read_hists(&self) -> Result<BTreeMap<(u32, u32), Log2Histogram>, SummaryError> {
+    fn read_hists(&self) -> Result<BTreeMap<(u64, u32), Log2Histogram>, SummaryError> {
         let mut out = BTreeMap::new();
-        let mut add = |key: (u32, u32), values: &PerCpuValues<KernelHist>| {
+        let mut add = |key: (u64, u32), values: &PerCpuValues<KernelHist>| {
             let mut hist = Log2Histogram::default();
             for cpu in values.iter() {
                 for (i, &n) in cpu.buckets.iter().enumerate().filter(|(_, n)| **n > 0) {

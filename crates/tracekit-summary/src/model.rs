@@ -16,6 +16,8 @@ pub enum Mode {
     Process = 1,
     /// One table per thread (tid).
     Thread = 2,
+    /// One table per cgroup (v2), named by its path.
+    Cgroup = 3,
 }
 
 /// The column a table is sorted by (descending, except by name).
@@ -137,7 +139,8 @@ pub struct Group {
     /// The process id (tgid): the same as `id` in process mode, the thread's process in
     /// thread mode, `None` in total mode or when unknown.
     pub pid: Option<u32>,
-    /// The task's name (empty in total mode).
+    /// The task's name (empty in total mode); in cgroup mode, the cgroup's path below the
+    /// cgroup v2 mount (`/system.slice/ssh.service`), or `cgroup <id>` if it is gone.
     pub comm: String,
     /// One row per syscall seen, unsorted.
     pub syscalls: Vec<SyscallRow>,
@@ -198,10 +201,37 @@ pub struct Summary {
 
 /// One (task, syscall) entry as read from the kernel, before naming and grouping.
 pub(crate) struct RawRow {
-    pub id: u32,
+    pub id: u64,
     pub nr: u32,
     pub stats: LatencyStats,
     pub errors: u64,
+}
+
+/// The path of every cgroup v2 directory (below the mount point), by cgroup id: on cgroup v2
+/// a cgroup's id is its directory's inode number.
+fn cgroup_paths() -> BTreeMap<u64, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let Some(root) = crate::kernel::cgroup2_mount() else {
+        return out;
+    };
+    let mut pending = vec![root.clone()];
+    while let Some(dir) = pending.pop() {
+        if let Ok(meta) = std::fs::metadata(&dir) {
+            let path = dir.strip_prefix(&root).unwrap_or(&dir);
+            out.insert(meta.ino(), format!("/{}", path.display()));
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        pending.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    out
 }
 
 /// Where the kernel side keeps the syscalls of 32-bit (ia32) tasks: at `COMPAT_BASE + nr`
@@ -224,20 +254,37 @@ impl Summary {
         mode: Mode,
         rows: Vec<RawRow>,
         mut errnos: crate::kernel::ErrnoCounts,
-        mut hists: BTreeMap<(u32, u32), Log2Histogram>,
+        mut hists: BTreeMap<(u64, u32), Log2Histogram>,
         comms: BTreeMap<u32, (String, u32)>,
         dropped: Dropped,
         elapsed: Duration,
     ) -> Summary {
-        let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
+        let mut groups: BTreeMap<u64, Group> = BTreeMap::new();
+        let cgroups = if mode == Mode::Cgroup {
+            cgroup_paths()
+        } else {
+            BTreeMap::new()
+        };
         for row in rows {
             let group = groups.entry(row.id).or_insert_with(|| {
+                if mode == Mode::Cgroup {
+                    return Group {
+                        id: None,
+                        pid: None,
+                        comm: cgroups
+                            .get(&row.id)
+                            .cloned()
+                            .unwrap_or_else(|| format!("cgroup {}", row.id)),
+                        syscalls: Vec::new(),
+                    };
+                }
+                let id = row.id as u32;
                 let (comm, pid) = comms
-                    .get(&row.id)
+                    .get(&id)
                     .cloned()
                     .map_or((String::new(), None), |(c, p)| (c, Some(p)));
                 Group {
-                    id: (mode != Mode::Total).then_some(row.id),
+                    id: (mode != Mode::Total).then_some(id),
                     pid,
                     comm,
                     syscalls: Vec::new(),

@@ -38,12 +38,19 @@ pub fn table(summary: &Summary, options: RenderOptions, style: Style) -> String 
     );
     for group in &summary.groups {
         out.push('\n');
+        let share = if events == 0 {
+            0.0
+        } else {
+            100.0 * group.events() as f64 / events as f64
+        };
+        if summary.mode == Mode::Cgroup {
+            out.push_str(&format!(
+                " cgroup {}, {} events, {share:.1}%\n\n",
+                group.comm,
+                group.events()
+            ));
+        }
         if let Some(id) = group.id {
-            let share = if events == 0 {
-                0.0
-            } else {
-                100.0 * group.events() as f64 / events as f64
-            };
             let ids = match (summary.mode, group.pid) {
                 (Mode::Thread, Some(pid)) => format!("pid {pid}, tid {id}"),
                 (Mode::Thread, None) => format!("tid {id}"),
@@ -169,6 +176,7 @@ fn mode_name(mode: Mode) -> &'static str {
         Mode::Total => "total",
         Mode::Process => "process",
         Mode::Thread => "thread",
+        Mode::Cgroup => "cgroup",
     }
 }
 
@@ -259,6 +267,15 @@ pub struct JsonReport<'a> {
     processes: Option<Vec<JsonGroup<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     threads: Option<Vec<JsonGroup<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroups: Option<Vec<JsonCgroup<'a>>>,
+}
+
+/// One cgroup in the JSON document.
+#[derive(Serialize)]
+pub struct JsonCgroup<'a> {
+    path: &'a str,
+    syscalls: Vec<JsonSyscall<'a>>,
 }
 
 /// The JSON document: `syscalls` in total mode, `processes` or `threads` (each with its own
@@ -292,6 +309,16 @@ pub fn json<'a>(summary: &'a Summary, options: RenderOptions) -> JsonReport<'a> 
         syscalls: (summary.mode == Mode::Total).then(|| rows(summary.total())),
         processes: (summary.mode == Mode::Process).then(|| groups(false)),
         threads: (summary.mode == Mode::Thread).then(|| groups(true)),
+        cgroups: (summary.mode == Mode::Cgroup).then(|| {
+            summary
+                .groups
+                .iter()
+                .map(|g| JsonCgroup {
+                    path: &g.comm,
+                    syscalls: rows(g),
+                })
+                .collect()
+        }),
     }
 }
 

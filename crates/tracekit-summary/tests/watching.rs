@@ -382,3 +382,52 @@ fn ia32_calls_are_named_from_the_i386_table() {
     assert_eq!(names(&outcome.summary), ["getppid (ia32)"]);
     let _ = std::fs::remove_dir_all(program.parent().unwrap());
 }
+
+#[test]
+fn cgroup_mode_groups_by_cgroup_path() {
+    let _guard = serial();
+    let root = tracekit_summary::cgroup2_mount().expect("a cgroup v2 hierarchy mounted");
+    let name = format!("tracekit-mode-{}", std::process::id());
+    let parent = root.join(&name);
+    std::fs::create_dir(&parent).unwrap();
+    let mut children = Vec::new();
+    for (cgroup, n) in [("a", "111"), ("b", "222")] {
+        std::fs::create_dir(parent.join(cgroup)).unwrap();
+        let child = waiting(&["getppid", n], |_| {});
+        std::fs::write(
+            parent.join(cgroup).join("cgroup.procs"),
+            child.id().to_string(),
+        )
+        .unwrap();
+        children.push(child);
+    }
+    let mut tracer = Tracer::attach(&Options {
+        filter: TaskFilter::All,
+        mode: tracekit_summary::Mode::Cgroup,
+        syscalls: syscalls("getppid"),
+        ..Options::default()
+    })
+    .unwrap();
+    children.iter_mut().for_each(release);
+    let summary = tracer.read().unwrap();
+    drop(tracer);
+    for cgroup in ["a", "b"] {
+        std::fs::remove_dir(parent.join(cgroup)).unwrap();
+    }
+    std::fs::remove_dir(&parent).unwrap();
+    let count = |path: &str| {
+        summary
+            .groups
+            .iter()
+            .find(|g| g.comm == path)
+            .and_then(|g| g.syscall("getppid"))
+            .map(|r| r.stats.count)
+    };
+    assert_eq!(
+        count(&format!("/{name}/a")),
+        Some(111),
+        "{:?}",
+        summary.groups
+    );
+    assert_eq!(count(&format!("/{name}/b")), Some(222));
+}

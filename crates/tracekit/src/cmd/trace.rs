@@ -142,6 +142,7 @@ enum ModeArg {
     Total,
     Process,
     Thread,
+    Cgroup,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -183,7 +184,7 @@ pub struct SummaryArgs {
     /// Stop after this many seconds (fractions allowed).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     duration: Option<f64>,
-    /// One table in total, or one per process or per thread.
+    /// One table in total, or one per process, per thread, or per cgroup (v2, by path).
     #[arg(long, value_enum, default_value = "total")]
     mode: ModeArg,
     /// Sort rows by this column (descending; name ascending).
@@ -310,6 +311,7 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
             ModeArg::Total => Mode::Total,
             ModeArg::Process => Mode::Process,
             ModeArg::Thread => Mode::Thread,
+            ModeArg::Cgroup => Mode::Cgroup,
         },
         errno: args.errno,
         max_entries: args.max_entries,
