@@ -399,6 +399,48 @@ static __always_inline u32 table_index(struct task_struct *task, u32 nr)
     return nr < COMPAT_BASE ? nr : MAX_SYSCALLS;
 }
 
+// The call in progress on this CPU. A traced task's syscall normally enters and returns on
+// the same CPU without being switched out: its timestamp then lives here, where the lookup is
+// inlined, and the task's storage is not touched at all. When the task is switched out in the
+// middle of a call (a blocking read, a preemption), sched_switch moves the call into its
+// storage, where sys_exit finds it. `task` also caches the traced check: it is set only for
+// a traced task, and cleared when that task leaves the CPU, so a pointer in it always belongs
+// to the task running there (a task that dies is switched out one last time).
+struct cpu_call {
+    u64 task;
+    u64 ts;
+    u32 nr;
+    u32 pad;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, struct cpu_call);
+} cpu_calls SEC(".maps");
+
+static __always_inline struct cpu_call *this_cpu_call(void)
+{
+    u32 first = 0;
+    return bpf_map_lookup_elem(&cpu_calls, &first);
+}
+
+// Whether the current task is traced: known from this CPU's slot, or asked of its storage
+// (created if the filter says so), and remembered in the slot.
+static __always_inline int traced_here(struct cpu_call *c, struct task_struct *task)
+{
+    if (c->task == (u64)task)
+        return 1;
+    if (!traced_storage(task))
+        return 0;
+    if (c->ts)
+        count_drop(DROP_START); // a call that sched_switch did not move (cannot happen)
+    c->task = (u64)task;
+    c->ts = 0;
+    return 1;
+}
+
 SEC("tp_btf/sys_enter")
 int sys_enter(u64 *ctx)
 {
@@ -409,10 +451,8 @@ int sys_enter(u64 *ctx)
         return 0;
     if (!wanted(nr) || !in_scope())
         return 0;
-    // A task with storage is traced: storage is only created once the filter has said so.
-    // Looking at it first spares traced tasks the filter's hash lookup on every syscall.
-    struct start *s = traced_storage(task);
-    if (!s)
+    struct cpu_call *c = this_cpu_call();
+    if (!c || !traced_here(c, task))
         return 0;
     // exit and exit_group never reach sys_exit: count them here, with no latency.
     if (never_returns(nr)) {
@@ -420,8 +460,8 @@ int sys_enter(u64 *ctx)
             record(nr, 0, 0);
         return 0;
     }
-    s->nr = nr;
-    s->ts = bpf_ktime_get_ns();
+    c->nr = nr;
+    c->ts = bpf_ktime_get_ns();
     return 0;
 }
 
@@ -438,19 +478,52 @@ int sys_exit(u64 *ctx)
         nr = table_index(task, (u32)((struct pt_regs *)ctx[0])->orig_ax);
     if (!wanted(nr))
         return 0;
+    struct cpu_call *c = this_cpu_call();
+    if (!c)
+        return 0;
     if (!cfg_latency) {
-        if (!in_scope() || !traced_storage(task))
+        if (!in_scope() || !traced_here(c, task))
             return 0;
         record(nr, 0, ret);
         return 0;
     }
-    // Untraced tasks have no storage (or a zero timestamp): no filter lookup needed here.
+    if (c->task == (u64)task && c->ts) {
+        u64 delta = bpf_ktime_get_ns() - c->ts;
+        c->ts = 0;
+        record(c->nr, delta, ret);
+        return 0;
+    }
+    // The call was moved to the task's storage when the task was switched out. Untraced tasks
+    // have no storage (or a zero timestamp): no filter lookup needed here.
     struct start *s = bpf_task_storage_get(&starts, task, 0, 0);
     if (!s || !s->ts)
         return 0;
     u64 delta = bpf_ktime_get_ns() - s->ts;
     s->ts = 0;
     record(s->nr, delta, ret);
+    return 0;
+}
+
+// A task leaves the CPU: its call in progress, if any, moves to its storage, and the slot
+// forgets the task.
+SEC("tp_btf/sched_switch")
+int sched_switch(u64 *ctx)
+{
+    struct task_struct *prev = (struct task_struct *)ctx[1];
+    struct cpu_call *c = this_cpu_call();
+    if (!c || c->task != (u64)prev)
+        return 0;
+    if (c->ts) {
+        struct start *s = bpf_task_storage_get(&starts, prev, 0, 0);
+        if (s) {
+            s->nr = c->nr;
+            s->ts = c->ts;
+        } else {
+            count_drop(DROP_START);
+        }
+        c->ts = 0;
+    }
+    c->task = 0;
     return 0;
 }
 

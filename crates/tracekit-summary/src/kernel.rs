@@ -83,6 +83,19 @@ unsafe impl Pod for Comm {}
 // SAFETY: as above (an array of u64).
 unsafe impl Pod for KernelHist {}
 
+/// Mirrors `struct cpu_call` in summary.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CpuCall {
+    task: u64,
+    ts: u64,
+    nr: u32,
+    pad: u32,
+}
+
+// SAFETY: plain integers, `pad` explicit, as in the C definition.
+unsafe impl Pod for CpuCall {}
+
 /// Which tasks are traced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskFilter {
@@ -186,7 +199,11 @@ impl Tracer {
                     .map_err(map_err)?;
             map.set(0, fd.as_raw_fd(), 0).map_err(map_err)?;
         }
-        let mut hooks = vec![("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
+        let mut hooks = vec![
+            ("sys_enter", "sys_enter"),
+            ("sys_exit", "sys_exit"),
+            ("sched_switch", "sched_switch"),
+        ];
         if options.filter == TaskFilter::Processes {
             hooks.push(("sched_process_fork", "sched_process_fork"));
         }
@@ -297,6 +314,15 @@ impl Tracer {
             if n > 0 {
                 counts.insert(nr, n);
                 map.set(nr, 0, 0).map_err(|e| e.to_string())?;
+            }
+        }
+        // Calls of tasks running right now are in their CPU's slot, not in a task's storage.
+        let slots: PerCpuArray<&MapData, CpuCall> =
+            PerCpuArray::try_from(self.ebpf.map("cpu_calls").expect("map in object"))
+                .map_err(|e| e.to_string())?;
+        for call in slots.get(&0, 0).map_err(|e| e.to_string())?.iter() {
+            if call.ts != 0 {
+                *counts.entry(call.nr).or_default() += 1;
             }
         }
         Ok(counts)
@@ -422,7 +448,7 @@ impl Tracer {
         }
         let [start, stats, errno, fork, comm, bad_nr, hist] = counts;
         // Runs the kernel skipped because the program was already running on that CPU.
-        let recursion = ["sys_enter", "sys_exit"]
+        let recursion = ["sys_enter", "sys_exit", "sched_switch"]
             .iter()
             .filter_map(|name| self.ebpf.program(name)?.fd().ok())
             .filter_map(|fd| recursion_misses(fd.as_fd()).ok())

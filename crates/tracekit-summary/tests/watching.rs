@@ -185,20 +185,27 @@ fn histogram_buckets_are_exact_for_known_sleeps() {
         syscalls: syscalls("nanosleep"),
         ..Options::default()
     };
-    // 1.2 ms sleeps take between 1.2 ms and 2.09 ms: all in bucket [2^20, 2^21) ns.
+    // 1.2 ms sleeps: on a quiet machine all ten land in bucket [2^20, 2^21) ns; a loaded
+    // one may wake a sleeper late, into a later bucket. The histogram and the statistics are
+    // kept apart in the kernel, so they check each other exactly.
     let mut steps = vec!["sleep"];
     steps.extend(["1200000"; 10]);
     let summary = run(&options, &steps);
     let row = summary.total().syscall("nanosleep").unwrap();
     let hist = row.hist.as_ref().unwrap();
-    assert_eq!(hist.total(), 10);
-    assert_eq!(
-        hist.buckets[Log2Histogram::bucket_of(1_200_000)],
-        10,
-        "{hist:?}"
+    assert_eq!(hist.total(), 10, "{hist:?}");
+    assert_eq!(row.stats.count, 10);
+    let first = hist.buckets.iter().position(|&n| n > 0).unwrap();
+    let last = hist.buckets.iter().rposition(|&n| n > 0).unwrap();
+    assert_eq!(first, Log2Histogram::bucket_of(row.stats.min), "{hist:?}");
+    assert_eq!(last, Log2Histogram::bucket_of(row.stats.max), "{hist:?}");
+    assert!(
+        first >= Log2Histogram::bucket_of(1_200_000),
+        "a sleep shorter than asked"
     );
     let p50 = hist.percentile(0.5).unwrap();
-    assert!((1_048_576.0..2_097_152.0).contains(&p50), "{p50}");
+    let (lo, hi) = (1u64 << (first - 1), 1u64 << last);
+    assert!((lo as f64..=hi as f64).contains(&p50), "{p50}");
 }
 
 #[test]
