@@ -2,12 +2,15 @@
 """Benchmark of `tracekit trace summary` against its peers, in one run, interleaved.
 
 For each tool the same workload (exactly N getppid calls, single-threaded and split over
-2 threads) runs ROUNDS times, tools shuffled in every round. The workload measures its own
+2 threads) runs ROUNDS times, tools shuffled in every round. Tools: the empty tp_btf pair
+and the pair reading the clock (floors), tracekit in its default, --hist, --no-latency and a
+non-matching filter (-e read), bpftrace's stats(), hist() and count() one-liners, perf
+trace -s and strace -c -f. The workload measures its own
 wall time (so tool start-up is not counted) and each tool's count of getppid is checked
 against N. Prints, per tool: ns per syscall, overhead over the untraced run, the ratio of
 that overhead to the empty-BPF floor, and whether the count was exact.
 
-usage: bench/trace-summary.py [--rounds R] [--calls N] [--slow-calls M]
+usage: bench/trace-summary.py [--rounds R] [--calls N] [--slow-calls M] [--only REGEX]
 Needs root, and perf, strace, bpftrace (apt-get install linux-perf strace bpftrace).
 """
 import argparse, json, os, random, re, shutil, statistics, subprocess, sys, tempfile
@@ -136,6 +139,8 @@ def main():
             sys.exit(f"missing {exe}: run `cargo build --release --workspace --bins --examples` first")
     if not os.path.isdir("/sys/kernel/tracing/events"):
         subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=False)
+    # Before any tool of ours runs: what others have attached shares the syscall hooks' cost.
+    others = attached_programs()
     with tempfile.TemporaryDirectory() as tmp:
         table = tools(tmp)
         names = [t for t in table if t == "untraced" or shutil.which(table[t][0](["x"])[0]) or os.path.exists(table[t][0](["x"])[0])]
@@ -152,7 +157,7 @@ def main():
                 results[(t, th)].append(per_call)
                 exact[(t, th)] &= count == n
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-    print(f"\nBPF programs of others attached during the run (bpftool prog show): {attached_programs()}")
+    print(f"\nBPF programs of others attached at the start (bpftool prog show): {others}")
     print(f"\nsyscall tracing overhead, getppid, median of {args.rounds} interleaved rounds "
           f"({args.calls} calls; perf/strace {args.slow_calls}); kernel {os.uname().release}, {os.cpu_count()} CPUs\n")
     hdr = f"{'tool':<30} {'threads':>7} {'ns/call':>10} {'overhead ns':>12} {'x floor':>8} {'x clock floor':>14} {'exact count':>12}"
