@@ -114,6 +114,16 @@ pub const TEST: &[Tool] = &[
         "binutils",
         "assembles the 32-bit (ia32) program the summary tests trace",
     ),
+    command(
+        "prometheus",
+        "prometheus",
+        "the exporter test is scraped by a real Prometheus and queries its API",
+    ),
+    command(
+        "promtool",
+        "prometheus",
+        "the exporter test checks a scrape with `promtool check metrics`",
+    ),
 ];
 
 /// What CI needs on top of [`TEST`]: rebuilding the BPF objects and the opcode table.

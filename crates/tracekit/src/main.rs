@@ -45,6 +45,8 @@ enum Command {
     /// KVM multi-vCPU memory performance tests.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Serve the in-kernel syscall statistics as Prometheus metrics.
+    Exporter(cmd::exporter::ExporterArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Probe(a) => cmd::probe::run(a),
         Command::Prog(c) => cmd::prog::run(c),
         Command::Bench(c) => cmd::bench::run(c),
+        Command::Exporter(a) => cmd::exporter::run(a),
     };
     match result {
         Ok(code) => code,

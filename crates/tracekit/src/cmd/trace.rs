@@ -94,7 +94,7 @@ struct TargetArgs {
 
 /// The in-kernel filters.
 #[derive(Args)]
-struct FilterArgs {
+pub(crate) struct FilterArgs {
     /// Only these syscalls: names, globs ('epoll_*'), classes (%file %net %process %memory
     /// %signal %ipc), '!' to exclude ('!read,!write'). Filtered in the kernel.
     #[arg(short = 'e', long = "syscall", value_name = "LIST")]
@@ -242,7 +242,7 @@ impl TargetArgs {
 
 impl FilterArgs {
     /// The filter fields of the options.
-    fn apply(&self, options: Options) -> anyhow::Result<Options> {
+    pub(crate) fn apply(&self, options: Options) -> anyhow::Result<Options> {
         let syscalls = self
             .syscalls
             .as_deref()

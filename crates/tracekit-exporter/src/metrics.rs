@@ -1,0 +1,237 @@
+//! A summary read at scrape time, turned into series and encoded with `prometheus-client`.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use std::collections::{BTreeMap, BTreeSet};
+use tracekit_core::stats::Log2Histogram;
+use tracekit_summary::{Mode, Summary};
+
+/// The labels that split the series besides `syscall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// No other label: one series per syscall.
+    None,
+    /// `comm`: processes added up by name.
+    Comm,
+    /// `cgroup`: the cgroup v2 path.
+    Cgroup,
+    /// `pid` and `comm`.
+    Process,
+}
+
+impl By {
+    /// The summary mode whose groups this grouping is made from.
+    pub fn mode(self) -> Mode {
+        match self {
+            By::None => Mode::Total,
+            By::Comm | By::Process => Mode::Process,
+            By::Cgroup => Mode::Cgroup,
+        }
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+/// One syscall of one group: its calls, latency sum and histogram, errors by errno.
+#[derive(Debug, Clone, Default)]
+struct Series {
+    calls: u64,
+    total_ns: u64,
+    hist: Log2Histogram,
+    errnos: BTreeMap<i32, u64>,
+}
+
+/// Everything one scrape exports.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    series: BTreeMap<Labels, Series>,
+    dropped: Vec<(&'static str, u64)>,
+    series_dropped: u64,
+    scrape_seconds: f64,
+}
+
+/// The group labels of a summary group under `by`.
+fn group_labels(by: By, group: &tracekit_summary::Group) -> Labels {
+    let label = |k: &str, v: String| (k.to_owned(), v);
+    match by {
+        By::None => Vec::new(),
+        By::Comm => vec![label("comm", group.comm.clone())],
+        By::Cgroup => vec![label("cgroup", group.comm.clone())],
+        By::Process => vec![
+            label("comm", group.comm.clone()),
+            label("pid", group.id.map_or_else(String::new, |p| p.to_string())),
+        ],
+    }
+}
+
+impl Snapshot {
+    /// The series of `summary`, at most `max_series` of them: the groups beyond the cap (the
+    /// newest, by order of first appearance in `seen`) are folded into `other`. `folded`
+    /// collects every series ever folded, for `tracekit_series_dropped_total`.
+    pub fn build(
+        summary: &Summary,
+        by: By,
+        max_series: usize,
+        seen: &mut BTreeSet<Labels>,
+        folded: &mut BTreeSet<Labels>,
+    ) -> Snapshot {
+        let mut series: BTreeMap<Labels, Series> = BTreeMap::new();
+        for group in &summary.groups {
+            for row in &group.syscalls {
+                let mut labels = group_labels(by, group);
+                labels.push(("syscall".to_owned(), row.name.clone()));
+                let key = if seen.contains(&labels) || seen.len() < max_series {
+                    seen.insert(labels.clone());
+                    labels
+                } else {
+                    folded.insert(labels);
+                    other_labels(by, &row.name)
+                };
+                let s = series.entry(key).or_default();
+                s.calls += row.stats.count;
+                s.total_ns += row.stats.total;
+                if let Some(h) = &row.hist {
+                    for (i, &n) in h.buckets.iter().enumerate() {
+                        s.hist.add_bucket(i, n);
+                    }
+                }
+                for (err, n) in &row.errnos {
+                    *s.errnos.entry(*err).or_default() += n;
+                }
+            }
+        }
+        let d = summary.dropped;
+        Snapshot {
+            series,
+            dropped: vec![
+                ("task_storage", d.start),
+                ("stats_map_full", d.stats),
+                ("errno_map_full", d.errno),
+                ("fork_not_followed", d.fork),
+                ("comm_map_full", d.comm),
+                ("bad_syscall_number", d.bad_nr),
+                ("hist_map_full", d.hist),
+                ("recursion", d.recursion),
+            ],
+            series_dropped: folded.len() as u64,
+            scrape_seconds: 0.0,
+        }
+    }
+
+    /// Records how long the previous scrape took.
+    pub fn with_scrape_seconds(mut self, seconds: f64) -> Snapshot {
+        self.scrape_seconds = seconds;
+        self
+    }
+
+    /// Number of (group, syscall) series.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Whether there is no series yet.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+fn other_labels(by: By, syscall: &str) -> Labels {
+    let mut labels: Labels = match by {
+        By::None => Vec::new(),
+        By::Comm => vec![("comm".into(), "other".into())],
+        By::Cgroup => vec![("cgroup".into(), "other".into())],
+        By::Process => vec![
+            ("comm".into(), "other".into()),
+            ("pid".into(), "other".into()),
+        ],
+    };
+    labels.push(("syscall".into(), syscall.to_owned()));
+    labels
+}
+
+/// The histogram's buckets in seconds: bucket k of the kernel's log2 histogram holds
+/// [2^(k-1), 2^k) ns, so its inclusive upper bound is 2^k - 1 ns (bucket 0: 0 ns). Buckets
+/// end at 2^34 ns (17 s); longer calls are in `+Inf` only.
+const LAST_BUCKET: usize = 34;
+
+fn buckets(hist: &Log2Histogram) -> Vec<(f64, u64)> {
+    let count = |i: usize| hist.buckets.get(i).copied().unwrap_or(0);
+    let mut out: Vec<(f64, u64)> = (0..=LAST_BUCKET)
+        .map(|k| (((1u64 << k) - 1) as f64 / 1e9, count(k)))
+        .collect();
+    let beyond: u64 = hist.buckets.iter().skip(LAST_BUCKET + 1).sum();
+    out.push((f64::INFINITY, beyond));
+    out
+}
+
+fn errno_name(err: i32) -> String {
+    tracekit_core::errno::name(err)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut hist = encoder.encode_descriptor(
+            "tracekit_syscall_duration_seconds",
+            "Time from syscall entry to return, by syscall (count: calls)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (labels, s) in &self.series {
+            hist.encode_family(labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    s.total_ns as f64 / 1e9,
+                    s.calls,
+                    &buckets(&s.hist),
+                    None,
+                )?;
+        }
+        let mut errors = encoder.encode_descriptor(
+            "tracekit_syscall_errors",
+            "Calls that returned an error, by syscall and errno",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, s) in &self.series {
+            for (err, n) in &s.errnos {
+                let mut with_errno = labels.clone();
+                with_errno.push(("errno".into(), errno_name(*err)));
+                ConstCounter::new(*n).encode(errors.encode_family(&with_errno)?)?;
+            }
+        }
+        let mut dropped = encoder.encode_descriptor(
+            "tracekit_dropped",
+            "Events the kernel side could not record, by cause",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cause, n) in &self.dropped {
+            let labels: Labels = vec![("cause".into(), (*cause).to_owned())];
+            ConstCounter::new(*n).encode(dropped.encode_family(&labels)?)?;
+        }
+        ConstCounter::new(self.series_dropped).encode(encoder.encode_descriptor(
+            "tracekit_series_dropped",
+            "Series folded into `other` by --max-series",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstGauge::new(self.scrape_seconds).encode(encoder.encode_descriptor(
+            "tracekit_scrape_duration_seconds",
+            "How long the previous scrape took to read the kernel maps and encode",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let info: Labels = vec![("version".into(), env!("CARGO_PKG_VERSION").into())];
+        encoder
+            .encode_descriptor(
+                "tracekit_build",
+                "The exporter's version",
+                None,
+                MetricType::Info,
+            )?
+            .encode_info(&info)?;
+        Ok(())
+    }
+}

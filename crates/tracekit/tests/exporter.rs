@@ -1,0 +1,244 @@
+//! `tracekit exporter` scraped by a real Prometheus (Debian's `prometheus`, installed by
+//! `cargo xtask test`): exact counts through Prometheus' query API, a scrape checked by
+//! `promtool`, and clear errors for bad addresses. Needs root (BPF, cgroups).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
+
+fn workload() -> PathBuf {
+    PathBuf::from(TRACEKIT)
+        .parent()
+        .unwrap()
+        .join("tracekit-syscall-workload")
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` on 127.0.0.1:`port`: the body, or `None` if nothing answers.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        if let Some(v) = probe() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Kills a child process when dropped (a failing test leaves nothing running).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of a PromQL query with one result, as Prometheus' HTTP API returns it.
+fn query(port: u16, promql: &str) -> Option<f64> {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = get(port, &format!("/api/v1/query?query={encoded}"))?;
+    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let result = doc["data"]["result"].as_array()?;
+    result.first()?["value"][1].as_str()?.parse().ok()
+}
+
+fn cgroup2() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup v2 hierarchy mounted")
+}
+
+fn start_prometheus(dir: &Path, target_port: u16, port: u16) -> Running {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tracekit\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (cargo xtask test installs it)");
+    Running(child)
+}
+
+#[test]
+fn prometheus_sees_exact_counts_and_errors() {
+    let dir = std::env::temp_dir().join(format!("tracekit-exporter-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cgroup = cgroup2().join(format!("tracekit-exporter-{}", std::process::id()));
+    std::fs::create_dir(&cgroup).unwrap();
+    let (exporter_port, prometheus_port) = (free_port(), free_port());
+    let _exporter = Running(
+        Command::new(TRACEKIT)
+            .args([
+                "exporter",
+                "--by",
+                "cgroup",
+                "-e",
+                "getppid,close",
+                "--cgroup",
+            ])
+            .arg(&cgroup)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{exporter_port}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _prometheus = start_prometheus(&dir, exporter_port, prometheus_port);
+    wait_for("Prometheus to scrape the exporter", || {
+        (query(prometheus_port, "up{job=\"tracekit\"}")? == 1.0).then_some(())
+    });
+
+    // The workload joins the cgroup before it makes its calls.
+    let mut child = Command::new(workload())
+        .args(["wait", "getppid", "4321", "ebadf", "17"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(cgroup.join("cgroup.procs"), child.id().to_string()).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let path = format!("/{}", cgroup.file_name().unwrap().to_string_lossy());
+    let calls =
+        format!("tracekit_syscall_duration_seconds_count{{cgroup=\"{path}\",syscall=\"getppid\"}}");
+    let got = wait_for("the workload's calls in Prometheus", || {
+        query(prometheus_port, &calls).filter(|&v| v == 4321.0)
+    });
+    assert_eq!(got, 4321.0);
+    // The +Inf bucket holds every call too.
+    let inf = format!(
+        "tracekit_syscall_duration_seconds_bucket{{cgroup=\"{path}\",syscall=\"getppid\",le=\"+Inf\"}}"
+    );
+    assert_eq!(query(prometheus_port, &inf), Some(4321.0));
+    let errors = format!(
+        "tracekit_syscall_errors_total{{cgroup=\"{path}\",syscall=\"close\",errno=\"EBADF\"}}"
+    );
+    let got = wait_for("the workload's errors in Prometheus", || {
+        query(prometheus_port, &errors)
+    });
+    assert_eq!(got, 17.0);
+
+    // promtool accepts a scrape as it is.
+    let scrape = get(exporter_port, "/metrics").unwrap();
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .output_with_stdin(scrape.as_bytes());
+    assert!(
+        promtool.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promtool.stdout)
+    );
+    assert!(get(exporter_port, "/").unwrap().contains("/metrics"));
+
+    drop(_exporter);
+    let _ = std::fs::remove_dir(&cgroup);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `Command::output` with bytes on standard input.
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output;
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output {
+        let mut child = self
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+#[test]
+fn sigterm_detaches_and_exits_zero() {
+    let port = free_port();
+    let mut exporter = Command::new(TRACEKIT)
+        .args(["exporter", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the exporter to answer", || get(port, "/metrics"));
+    let sent = Command::new("kill")
+        .args(["-TERM", &exporter.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = exporter.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    // Detached: nothing answers any more.
+    assert!(get(port, "/metrics").is_none());
+}
+
+#[test]
+fn bad_addresses_get_clear_errors() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cases = [
+        (format!("127.0.0.1:{port}"), "choose another with --listen"),
+        ("nonsense".to_owned(), "give ADDR:PORT"),
+        ("192.0.2.1:9464".to_owned(), "not one of this machine's"),
+    ];
+    for (listen, message) in cases {
+        let out = Command::new(TRACEKIT)
+            .args(["exporter", "--listen", &listen])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{listen}: {err}");
+        assert!(err.contains(message), "{listen}: {err}");
+    }
+}
