@@ -242,3 +242,90 @@ fn bad_addresses_get_clear_errors() {
         assert!(err.contains(message), "{listen}: {err}");
     }
 }
+
+/// The sum of a metric's samples in a scrape, and how many samples it has.
+fn samples(scrape: &str, metric: &str) -> (f64, usize) {
+    let values: Vec<f64> = scrape
+        .lines()
+        .filter(|l| l.starts_with(metric))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (values.iter().sum(), values.len())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_process_churn_under_scrapes_stays_capped_and_exact() {
+    let cgroup = cgroup2().join(format!("tracekit-churn-{}", std::process::id()));
+    std::fs::create_dir(&cgroup).unwrap();
+    let port = free_port();
+    let exporter = Running(
+        Command::new(TRACEKIT)
+            .args([
+                "exporter",
+                "--by",
+                "process",
+                "--max-series",
+                "200",
+                "-e",
+                "getppid",
+            ])
+            .arg("--cgroup")
+            .arg(&cgroup)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the exporter to answer", || get(port, "/metrics"));
+    let rss_before = rss_kib(exporter.0.id());
+    // 1000 short-lived processes, 10 getppid calls each.
+    let mut churn = Command::new(workload())
+        .args(["wait", "fork", "1000", "10"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(cgroup.join("cgroup.procs"), churn.id().to_string()).unwrap();
+    churn.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    // 20 scrapes a second while the processes come and go, and for 3 s after.
+    let mut scrapes = 0;
+    let mut finished: Option<Instant> = None;
+    while finished.is_none_or(|t| t.elapsed() < Duration::from_secs(3)) {
+        let scrape = get(port, "/metrics").expect("every scrape answers");
+        let (_, series) = samples(&scrape, "tracekit_syscall_duration_seconds_count{");
+        assert!(
+            series <= 201,
+            "{series} series beyond the cap of 200 (+ other)"
+        );
+        scrapes += 1;
+        if finished.is_none() && churn.try_wait().unwrap().is_some() {
+            finished = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let scrape = get(port, "/metrics").unwrap();
+    let rss_after = rss_kib(exporter.0.id());
+    let (calls, series) = samples(&scrape, "tracekit_syscall_duration_seconds_count{");
+    let (folded, _) = samples(&scrape, "tracekit_series_dropped_total");
+    println!(
+        "{scrapes} scrapes; {series} series; exporter RSS {rss_before} KiB before, {rss_after} KiB after"
+    );
+    drop(exporter);
+    let _ = std::fs::remove_dir(&cgroup);
+    assert_eq!(calls, 10_000.0, "no call lost, folded ones included");
+    assert_eq!(series, 201);
+    assert_eq!(folded, 800.0);
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+}
