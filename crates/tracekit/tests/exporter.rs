@@ -312,6 +312,7 @@ fn a_process_churn_under_scrapes_stays_capped_and_exact() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(churn.wait().unwrap().success());
     let scrape = get(port, "/metrics").unwrap();
     let rss_after = rss_kib(exporter.0.id());
     let (calls, series) = samples(&scrape, "tracekit_syscall_duration_seconds_count{");
