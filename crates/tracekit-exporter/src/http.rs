@@ -2,11 +2,10 @@
 //! a short page on `/`. Requests are answered one at a time on the caller's thread: a scrape
 //! reads the kernel maps through the one tracer.
 
-use crate::metrics::Snapshot;
+use crate::metrics::{Limits, SeriesBook, Snapshot};
 use crate::{Error, Options};
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::registry::Registry;
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,8 +19,7 @@ pub struct Exporter {
     server: Server,
     tracer: Tracer,
     options: Options,
-    seen: BTreeSet<Vec<(String, String)>>,
-    folded: BTreeSet<Vec<(String, String)>>,
+    book: SeriesBook,
     last_scrape: Duration,
 }
 
@@ -50,8 +48,7 @@ impl Exporter {
             server,
             tracer,
             options: options.clone(),
-            seen: BTreeSet::new(),
-            folded: BTreeSet::new(),
+            book: SeriesBook::default(),
             last_scrape: Duration::ZERO,
         })
     }
@@ -104,14 +101,12 @@ impl Exporter {
     fn scrape(&mut self, openmetrics: bool) -> Result<(String, &'static str), Error> {
         let started = Instant::now();
         let summary = self.tracer.read()?;
-        let snapshot = Snapshot::build(
-            &summary,
-            self.options.by,
-            self.options.max_series,
-            &mut self.seen,
-            &mut self.folded,
-        )
-        .with_scrape_seconds(self.last_scrape.as_secs_f64());
+        let limits = Limits {
+            max_series: self.options.max_series,
+            expire: self.options.expire,
+        };
+        let snapshot = Snapshot::build(&summary, self.options.by, limits, &mut self.book)
+            .with_scrape_seconds(self.last_scrape.as_secs_f64());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(snapshot));
         let mut body = String::new();

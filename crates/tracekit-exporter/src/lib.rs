@@ -18,7 +18,7 @@ mod http;
 mod metrics;
 
 pub use http::{Exporter, serve};
-pub use metrics::{By, Snapshot};
+pub use metrics::{By, Limits, SeriesBook, Snapshot};
 
 use std::net::SocketAddr;
 use thiserror::Error;
@@ -37,6 +37,9 @@ pub struct Options {
     pub pids: Vec<u32>,
     /// The most (group, syscall) series exported; the rest are folded into `other`.
     pub max_series: usize,
+    /// Series whose calls have not changed for this long (an exited process) are no longer
+    /// exported, and make room under the cap.
+    pub expire: Option<std::time::Duration>,
 }
 
 /// Why the exporter cannot run.

@@ -6,6 +6,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 use tracekit_core::stats::Log2Histogram;
 use tracekit_summary::{Mode, Summary};
 
@@ -67,28 +68,74 @@ fn group_labels(by: By, group: &tracekit_summary::Group) -> Labels {
     }
 }
 
+/// What the exporter remembers between scrapes about the series: when each last changed
+/// (for `--expire`), and which were folded into `other` (for the cap and its counter).
+#[derive(Debug, Default)]
+pub struct SeriesBook {
+    /// Exported series: their last call count and when it last changed.
+    live: BTreeMap<Labels, (u64, Instant)>,
+    /// Series whose calls stopped longer than `--expire` ago: no longer exported, and no
+    /// longer counted against the cap, until they change again.
+    expired: BTreeSet<Labels>,
+    /// Every series ever folded into `other`.
+    folded: BTreeSet<Labels>,
+}
+
+/// Where a row of the summary goes.
+enum Place {
+    Own(Labels),
+    Other,
+    Expired,
+}
+
+impl SeriesBook {
+    fn place(&mut self, labels: Labels, calls: u64, limits: Limits, now: Instant) -> Place {
+        if let Some((last, changed)) = self.live.get_mut(&labels) {
+            if *last != calls {
+                (*last, *changed) = (calls, now);
+                self.expired.remove(&labels);
+            } else if limits
+                .expire
+                .is_some_and(|e| now.duration_since(*changed) > e)
+            {
+                self.expired.insert(labels);
+                return Place::Expired;
+            }
+            return Place::Own(labels);
+        }
+        if self.live.len() - self.expired.len() < limits.max_series {
+            self.live.insert(labels.clone(), (calls, now));
+            Place::Own(labels)
+        } else {
+            self.folded.insert(labels);
+            Place::Other
+        }
+    }
+}
+
+/// The series cap and the age after which an unchanging series stops being exported.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The most (group, syscall) series exported.
+    pub max_series: usize,
+    /// Series whose calls have not changed for this long are no longer exported.
+    pub expire: Option<Duration>,
+}
+
 impl Snapshot {
-    /// The series of `summary`, at most `max_series` of them: the groups beyond the cap (the
-    /// newest, by order of first appearance in `seen`) are folded into `other`. `folded`
-    /// collects every series ever folded, for `tracekit_series_dropped_total`.
-    pub fn build(
-        summary: &Summary,
-        by: By,
-        max_series: usize,
-        seen: &mut BTreeSet<Labels>,
-        folded: &mut BTreeSet<Labels>,
-    ) -> Snapshot {
+    /// The series of `summary` under `limits`: the groups beyond the cap (the newest) are
+    /// folded into `other`, and series unchanged for longer than `limits.expire` are left out.
+    pub fn build(summary: &Summary, by: By, limits: Limits, book: &mut SeriesBook) -> Snapshot {
+        let now = Instant::now();
         let mut series: BTreeMap<Labels, Series> = BTreeMap::new();
         for group in &summary.groups {
             for row in &group.syscalls {
                 let mut labels = group_labels(by, group);
                 labels.push(("syscall".to_owned(), row.name.clone()));
-                let key = if seen.contains(&labels) || seen.len() < max_series {
-                    seen.insert(labels.clone());
-                    labels
-                } else {
-                    folded.insert(labels);
-                    other_labels(by, &row.name)
+                let key = match book.place(labels, row.stats.count, limits, now) {
+                    Place::Own(labels) => labels,
+                    Place::Other => other_labels(by, &row.name),
+                    Place::Expired => continue,
                 };
                 let s = series.entry(key).or_default();
                 s.calls += row.stats.count;
@@ -116,7 +163,7 @@ impl Snapshot {
                 ("hist_map_full", d.hist),
                 ("recursion", d.recursion),
             ],
-            series_dropped: folded.len() as u64,
+            series_dropped: book.folded.len() as u64,
             scrape_seconds: 0.0,
         }
     }

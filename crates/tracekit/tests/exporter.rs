@@ -330,3 +330,72 @@ fn a_process_churn_under_scrapes_stays_capped_and_exact() {
         "RSS grew from {rss_before} to {rss_after} KiB"
     );
 }
+
+/// Runs the workload with `steps` inside `cgroup`, to its end.
+fn run_in_cgroup(cgroup: &Path, steps: &[&str]) -> u32 {
+    let mut child = Command::new(workload())
+        .arg("wait")
+        .args(steps)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(cgroup.join("cgroup.procs"), child.id().to_string()).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    child.id()
+}
+
+#[test]
+fn expired_series_make_room_and_sighup_is_harmless() {
+    let cgroup = cgroup2().join(format!("tracekit-expire-{}", std::process::id()));
+    std::fs::create_dir(&cgroup).unwrap();
+    let port = free_port();
+    let exporter = Running(
+        Command::new(TRACEKIT)
+            .args([
+                "exporter",
+                "--by",
+                "process",
+                "--max-series",
+                "1",
+                "--expire",
+                "1",
+            ])
+            .args(["-e", "getppid", "--cgroup"])
+            .arg(&cgroup)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the exporter to answer", || get(port, "/metrics"));
+    let first = run_in_cgroup(&cgroup, &["getppid", "300"]);
+    let series_of = |pid: u32| format!("pid=\"{pid}\",syscall=\"getppid\"}} ");
+    let scrape = get(port, "/metrics").unwrap();
+    assert!(
+        scrape.contains(&format!("{}300", series_of(first))),
+        "{scrape}"
+    );
+    // No new call for over a second: the series goes, and frees its place under the cap.
+    let gone = wait_for("the first series to expire", || {
+        let s = get(port, "/metrics")?;
+        (!s.contains(&series_of(first))).then_some(s)
+    });
+    assert!(!gone.contains("pid=\"other\""));
+    let sent = Command::new("kill")
+        .args(["-HUP", &exporter.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let second = run_in_cgroup(&cgroup, &["getppid", "200"]);
+    let scrape = wait_for("the exporter after SIGHUP", || get(port, "/metrics"));
+    assert!(
+        scrape.contains(&format!("{}200", series_of(second))),
+        "{scrape}"
+    );
+    let (folded, _) = samples(&scrape, "tracekit_series_dropped_total");
+    assert_eq!(folded, 0.0, "the second process had its own series");
+    drop(exporter);
+    let _ = std::fs::remove_dir(&cgroup);
+}

@@ -48,6 +48,10 @@ pub struct ExporterArgs {
     /// The most (group, syscall) series to export; the rest are folded into `other`.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_series: usize,
+    /// Stop exporting a series whose calls have not changed for SECS (an exited process), and
+    /// give its place under --max-series to a new one.
+    #[arg(long, value_name = "SECS")]
+    expire: Option<f64>,
 }
 
 /// Runs the exporter until SIGTERM or Ctrl-C.
@@ -74,8 +78,20 @@ pub fn run(args: ExporterArgs) -> anyhow::Result<ExitCode> {
         summary: args.filters.apply(tracekit_summary::Options::default())?,
         pids: args.pids,
         max_series: args.max_series,
+        expire: args
+            .expire
+            .map(|secs| {
+                std::time::Duration::try_from_secs_f64(secs)
+                    .map_err(|_| anyhow::anyhow!("--expire must be a positive number of seconds"))
+            })
+            .transpose()?,
     };
     let stop = crate::stop::flag_without_escape()?;
+    // SIGHUP reloads nothing, and must not end a daemon: it only sets a flag nobody reads.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGHUP,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )?;
     let mut exporter = tracekit_exporter::Exporter::start(&options)?;
     if let Some(addr) = exporter.local_addr() {
         eprintln!("tracekit: serving metrics on http://{addr}/metrics");
