@@ -18,6 +18,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 pub struct Exporter {
     server: Server,
     tracer: Tracer,
+    probes: Option<tracekit_probe::bpf::Session>,
     options: Options,
     book: SeriesBook,
     last_scrape: Duration,
@@ -44,9 +45,11 @@ impl Exporter {
         for &pid in &options.pids {
             tracer.trace_tgid(pid)?;
         }
+        let probes = attach_probes(options)?;
         Ok(Exporter {
             server,
             tracer,
+            probes,
             options: options.clone(),
             book: SeriesBook::default(),
             last_scrape: Duration::ZERO,
@@ -105,7 +108,17 @@ impl Exporter {
             max_series: self.options.max_series,
             expire: self.options.expire,
         };
+        let probes = match &self.probes {
+            Some(session) => {
+                session
+                    .report()
+                    .map_err(|e| Error::Probe(e.to_string()))?
+                    .probes
+            }
+            None => Vec::new(),
+        };
         let snapshot = Snapshot::build(&summary, self.options.by, limits, &mut self.book)
+            .with_probes(probes)
             .with_scrape_seconds(self.last_scrape.as_secs_f64());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(snapshot));
@@ -119,6 +132,30 @@ impl Exporter {
         self.last_scrape = started.elapsed();
         Ok((body, content_type))
     }
+}
+
+/// Places and attaches the user probes (in the first of `options.pids`, or in every process).
+fn attach_probes(options: &Options) -> Result<Option<tracekit_probe::bpf::Session>, Error> {
+    use tracekit_probe::{Lookup, ProbeSpec, resolve_with};
+    if options.probes.is_empty() {
+        return Ok(None);
+    }
+    let fail = |e: &dyn std::fmt::Display| Error::Probe(e.to_string());
+    let specs = ProbeSpec::parse_all(&options.probes).map_err(|e| fail(&e))?;
+    let pid = options.pids.first().copied();
+    let lookup = Lookup { pid, command: None };
+    let resolved = specs
+        .iter()
+        .map(|s| resolve_with(s, &lookup))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(&e))?;
+    let session = tracekit_probe::bpf::Session::attach(
+        &resolved,
+        pid.unwrap_or(0),
+        &tracekit_probe::bpf::BpfOptions::default(),
+    )
+    .map_err(|e| fail(&e))?;
+    Ok(Some(session))
 }
 
 /// Starts an exporter and serves until `stop`.

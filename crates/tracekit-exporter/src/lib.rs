@@ -7,6 +7,8 @@
 //! - `tracekit_syscall_duration_seconds` histogram (`_bucket{le}`, `_sum`, `_count`: the count
 //!   is the number of calls), labelled by `syscall` and the grouping of [`By`];
 //! - `tracekit_syscall_errors_total{syscall,errno}`;
+//! - with `--probe`: `tracekit_probe_hits_total{probe}`, `tracekit_probe_missed_total{probe}`
+//!   and, for return probes, the `tracekit_probe_duration_seconds{probe}` histogram;
 //! - `tracekit_dropped_total{cause}` (what the kernel side could not record),
 //!   `tracekit_series_dropped_total` (series folded into `other` by the cap),
 //!   `tracekit_scrape_duration_seconds` (of the previous scrape) and `tracekit_build_info`.
@@ -40,6 +42,10 @@ pub struct Options {
     /// Series whose calls have not changed for this long (an exited process) are no longer
     /// exported, and make room under the cap.
     pub expire: Option<std::time::Duration>,
+    /// User probes (`uprobe:BINARY:FUNC`, `uretprobe:...`, as `tracekit probe` takes them),
+    /// exported as `tracekit_probe_hits_total` and, for return probes,
+    /// `tracekit_probe_duration_seconds`.
+    pub probes: Vec<String>,
 }
 
 /// Why the exporter cannot run.
@@ -58,4 +64,7 @@ pub enum Error {
     /// The kernel side could not be loaded or read.
     #[error(transparent)]
     Summary(#[from] tracekit_summary::SummaryError),
+    /// A probe could not be parsed, placed or attached.
+    #[error("--probe: {0}")]
+    Probe(String),
 }

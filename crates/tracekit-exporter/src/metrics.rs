@@ -49,6 +49,7 @@ struct Series {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     series: BTreeMap<Labels, Series>,
+    probes: Vec<tracekit_probe::ProbeResult>,
     dropped: Vec<(&'static str, u64)>,
     series_dropped: u64,
     scrape_seconds: f64,
@@ -153,6 +154,7 @@ impl Snapshot {
         let d = summary.dropped;
         Snapshot {
             series,
+            probes: Vec::new(),
             dropped: vec![
                 ("task_storage", d.start),
                 ("stats_map_full", d.stats),
@@ -166,6 +168,12 @@ impl Snapshot {
             series_dropped: book.folded.len() as u64,
             scrape_seconds: 0.0,
         }
+    }
+
+    /// Adds the results of the user probes.
+    pub fn with_probes(mut self, probes: Vec<tracekit_probe::ProbeResult>) -> Snapshot {
+        self.probes = probes;
+        self
     }
 
     /// Records how long the previous scrape took.
@@ -214,6 +222,50 @@ fn buckets(hist: &Log2Histogram) -> Vec<(f64, u64)> {
     out
 }
 
+impl Snapshot {
+    fn encode_probes(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let label =
+            |p: &tracekit_probe::ProbeResult| -> Labels { vec![("probe".into(), p.spec.clone())] };
+        let mut hits = encoder.encode_descriptor(
+            "tracekit_probe_hits",
+            "Times each probe fired",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &self.probes {
+            ConstCounter::new(p.hits).encode(hits.encode_family(&label(p))?)?;
+        }
+        let mut missed = encoder.encode_descriptor(
+            "tracekit_probe_missed",
+            "Probe hits that could not be handled (a return without its entry, a map full)",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &self.probes {
+            ConstCounter::new(p.missed).encode(missed.encode_family(&label(p))?)?;
+        }
+        let mut duration = encoder.encode_descriptor(
+            "tracekit_probe_duration_seconds",
+            "Entry-to-return time of each return probe's function",
+            None,
+            MetricType::Histogram,
+        )?;
+        for p in &self.probes {
+            if let (Some(stats), Some(hist)) = (&p.latency, &p.histogram) {
+                duration
+                    .encode_family(&label(p))?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        stats.total as f64 / 1e9,
+                        stats.count,
+                        &buckets(hist),
+                        None,
+                    )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn errno_name(err: i32) -> String {
     tracekit_core::errno::name(err)
 }
@@ -247,6 +299,9 @@ impl Collector for Snapshot {
                 with_errno.push(("errno".into(), errno_name(*err)));
                 ConstCounter::new(*n).encode(errors.encode_family(&with_errno)?)?;
             }
+        }
+        if !self.probes.is_empty() {
+            self.encode_probes(&mut encoder)?;
         }
         let mut dropped = encoder.encode_descriptor(
             "tracekit_dropped",

@@ -399,3 +399,51 @@ fn expired_series_make_room_and_sighup_is_harmless() {
     drop(exporter);
     let _ = std::fs::remove_dir(&cgroup);
 }
+
+#[test]
+fn probes_are_exported_with_exact_hits_and_durations() {
+    let target = tracekit_probe::testdata::target();
+    let port = free_port();
+    let t = target.display().to_string();
+    let _exporter = Running(
+        Command::new(TRACEKIT)
+            .args([
+                "exporter",
+                "-e",
+                "getppid",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(["--probe", &format!("uprobe:{t}:tk_empty")])
+            .args(["--probe", &format!("uretprobe:{t}:tk_sleep_1ms")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the exporter to answer", || get(port, "/metrics"));
+    for args in [
+        &["--only", "tk_empty", "500"][..],
+        &["--only", "tk_sleep_1ms", "--sleep", "5", "0"],
+    ] {
+        let out = Command::new(&target).args(args).output().unwrap();
+        assert!(out.status.success());
+    }
+    let scrape = get(port, "/metrics").unwrap();
+    let value = |metric: &str, probe: &str| -> f64 {
+        let prefix = format!("{metric}{{probe=\"{probe}\"}} ");
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{scrape}"))
+    };
+    assert_eq!(
+        value("tracekit_probe_hits_total", &format!("uprobe:{t}:tk_empty")),
+        500.0
+    );
+    let ret = format!("uretprobe:{t}:tk_sleep_1ms");
+    assert_eq!(value("tracekit_probe_hits_total", &ret), 5.0);
+    assert_eq!(value("tracekit_probe_duration_seconds_count", &ret), 5.0);
+    let sum = value("tracekit_probe_duration_seconds_sum", &ret);
+    assert!(sum >= 0.005, "five 1 ms sleeps took {sum} s");
+    assert_eq!(value("tracekit_probe_missed_total", &ret), 0.0);
+}

@@ -48,6 +48,10 @@ pub struct ExporterArgs {
     /// The most (group, syscall) series to export; the rest are folded into `other`.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_series: usize,
+    /// Also export a user probe (repeatable): hits, and for uretprobe: the function's
+    /// duration histogram. Specs as `tracekit probe` takes them (uprobe:BINARY:FUNC).
+    #[arg(long = "probe", value_name = "SPEC")]
+    probes: Vec<String>,
     /// Stop exporting a series whose calls have not changed for SECS (an exited process), and
     /// give its place under --max-series to a new one.
     #[arg(long, value_name = "SECS")]
@@ -78,6 +82,7 @@ pub fn run(args: ExporterArgs) -> anyhow::Result<ExitCode> {
         summary: args.filters.apply(tracekit_summary::Options::default())?,
         pids: args.pids,
         max_series: args.max_series,
+        probes: args.probes,
         expire: args
             .expire
             .map(|secs| {
