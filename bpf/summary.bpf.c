@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 // In-kernel syscall summary for `tracekit trace summary`.
 //
-// sys_enter stores a timestamp in the task's local storage (no fixed-size per-thread map);
-// sys_exit turns it into a latency and folds it into per-CPU statistics, so no entry is
-// ever shared between CPUs and no atomics are needed. User space reads the maps once at
+// sys_enter stores a timestamp in this CPU's slot, which sched_switch moves into the task's
+// local storage if the task leaves the CPU mid-call (no fixed-size per-thread map); sys_exit
+// turns it into a latency and folds it into per-CPU statistics, so no entry is ever shared
+// between CPUs and no atomics are needed. User space reads the maps once at
 // the end and merges the per-CPU values (count, sum, min, max and a 128-bit sum of squares
 // are all mergeable exactly). Nothing goes through a ring buffer, so nothing is lost;
 // whatever cannot be recorded is counted in `dropped`.
@@ -465,12 +466,21 @@ int sys_enter(u64 *ctx)
     return 0;
 }
 
+// fork, vfork, clone and clone3 return twice: in the child too, through ret_from_fork,
+// where sys_exit fires with no sys_enter.
+static __always_inline int child_return(u32 nr, s64 ret)
+{
+    if (ret != 0)
+        return 0;
+    return nr == 56 || nr == 57 || nr == 58 || nr == 435 || nr == COMPAT_BASE + 2 ||
+           nr == COMPAT_BASE + 120 || nr == COMPAT_BASE + 190 || nr == COMPAT_BASE + 435;
+}
+
 SEC("tp_btf/sys_exit")
 int sys_exit(u64 *ctx)
 {
+    // --failed is applied by record(): the call's timestamp must be cleared in any case.
     s64 ret = (s64)ctx[1];
-    if (cfg_failed && !failed(ret))
-        return 0;
     struct task_struct *task = bpf_get_current_task_btf();
     // The syscall filter first: an array lookup is cheaper than the task storage's.
     u32 nr = 0;
@@ -482,7 +492,7 @@ int sys_exit(u64 *ctx)
     if (!c)
         return 0;
     if (!cfg_latency) {
-        if (!in_scope() || !traced_here(c, task))
+        if (child_return(nr, ret) || !in_scope() || !traced_here(c, task))
             return 0;
         record(nr, 0, ret);
         return 0;

@@ -45,6 +45,32 @@ struct Series {
     errnos: BTreeMap<i32, u64>,
 }
 
+impl Series {
+    fn add(&mut self, row: &tracekit_summary::SyscallRow) {
+        self.calls += row.stats.count;
+        self.total_ns += row.stats.total;
+        if let Some(h) = &row.hist {
+            for (i, &n) in h.buckets.iter().enumerate() {
+                self.hist.add_bucket(i, n);
+            }
+        }
+        for (err, n) in &row.errnos {
+            *self.errnos.entry(*err).or_default() += n;
+        }
+    }
+
+    fn merge(&mut self, other: &Series) {
+        self.calls += other.calls;
+        self.total_ns += other.total_ns;
+        for (i, &n) in other.hist.buckets.iter().enumerate() {
+            self.hist.add_bucket(i, n);
+        }
+        for (err, n) in &other.errnos {
+            *self.errnos.entry(*err).or_default() += n;
+        }
+    }
+}
+
 /// Everything one scrape exports.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -90,27 +116,39 @@ enum Place {
 }
 
 impl SeriesBook {
+    /// Where the series `labels`, with `calls` calls so far, goes in this scrape. A series
+    /// folded into `other` stays there (so `other` never goes down), and one that comes back
+    /// from expiry needs room under the cap like a new one.
     fn place(&mut self, labels: Labels, calls: u64, limits: Limits, now: Instant) -> Place {
-        if let Some((last, changed)) = self.live.get_mut(&labels) {
-            if *last != calls {
-                (*last, *changed) = (calls, now);
-                self.expired.remove(&labels);
-            } else if limits
+        if self.folded.contains(&labels) {
+            return Place::Other;
+        }
+        let active = self.live.len() - self.expired.len();
+        let Some((last, changed)) = self.live.get_mut(&labels) else {
+            if active < limits.max_series {
+                self.live.insert(labels.clone(), (calls, now));
+                return Place::Own(labels);
+            }
+            self.folded.insert(labels);
+            return Place::Other;
+        };
+        if *last == calls {
+            let stale = limits
                 .expire
-                .is_some_and(|e| now.duration_since(*changed) > e)
-            {
+                .is_some_and(|e| now.duration_since(*changed) > e);
+            if stale || self.expired.contains(&labels) {
                 self.expired.insert(labels);
                 return Place::Expired;
             }
             return Place::Own(labels);
         }
-        if self.live.len() - self.expired.len() < limits.max_series {
-            self.live.insert(labels.clone(), (calls, now));
-            Place::Own(labels)
-        } else {
+        (*last, *changed) = (calls, now);
+        if self.expired.remove(&labels) && active >= limits.max_series {
+            self.live.remove(&labels);
             self.folded.insert(labels);
-            Place::Other
+            return Place::Other;
         }
+        Place::Own(labels)
     }
 }
 
@@ -124,32 +162,30 @@ pub struct Limits {
 }
 
 impl Snapshot {
-    /// The series of `summary` under `limits`: the groups beyond the cap (the newest) are
-    /// folded into `other`, and series unchanged for longer than `limits.expire` are left out.
+    /// The series of `summary` under `limits`: series admitted earlier keep their place, new
+    /// ones beyond the cap are folded into `other` (for good), and series unchanged for longer
+    /// than `limits.expire` are left out.
     pub fn build(summary: &Summary, by: By, limits: Limits, book: &mut SeriesBook) -> Snapshot {
         let now = Instant::now();
-        let mut series: BTreeMap<Labels, Series> = BTreeMap::new();
+        // Rows of several groups can share a label set (processes of one comm): add them up
+        // first, so each series is placed once with its whole count.
+        let mut by_labels: BTreeMap<Labels, Series> = BTreeMap::new();
         for group in &summary.groups {
             for row in &group.syscalls {
                 let mut labels = group_labels(by, group);
                 labels.push(("syscall".to_owned(), row.name.clone()));
-                let key = match book.place(labels, row.stats.count, limits, now) {
-                    Place::Own(labels) => labels,
-                    Place::Other => other_labels(by, &row.name),
-                    Place::Expired => continue,
-                };
-                let s = series.entry(key).or_default();
-                s.calls += row.stats.count;
-                s.total_ns += row.stats.total;
-                if let Some(h) = &row.hist {
-                    for (i, &n) in h.buckets.iter().enumerate() {
-                        s.hist.add_bucket(i, n);
-                    }
-                }
-                for (err, n) in &row.errnos {
-                    *s.errnos.entry(*err).or_default() += n;
-                }
+                by_labels.entry(labels).or_default().add(row);
             }
+        }
+        let mut series: BTreeMap<Labels, Series> = BTreeMap::new();
+        for (labels, s) in by_labels {
+            let syscall = labels.last().map(|(_, v)| v.clone()).unwrap_or_default();
+            let key = match book.place(labels, s.calls, limits, now) {
+                Place::Own(labels) => labels,
+                Place::Other => other_labels(by, &syscall),
+                Place::Expired => continue,
+            };
+            series.entry(key).or_default().merge(&s);
         }
         let d = summary.dropped;
         Snapshot {
@@ -335,5 +371,54 @@ impl Collector for Snapshot {
             )?
             .encode_info(&info)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(name: &str) -> Labels {
+        vec![("comm".into(), name.into())]
+    }
+
+    fn own(place: Place) -> Option<Labels> {
+        match place {
+            Place::Own(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_cap_folds_for_good_and_expiry_frees_room() {
+        let limits = Limits {
+            max_series: 1,
+            expire: Some(Duration::from_secs(10)),
+        };
+        let t0 = Instant::now();
+        let mut book = SeriesBook::default();
+        assert!(own(book.place(labels("a"), 5, limits, t0)).is_some());
+        assert!(matches!(
+            book.place(labels("b"), 7, limits, t0),
+            Place::Other
+        ));
+        // A folded series stays in `other`, even once there is room: `other` never goes down.
+        let later = t0 + Duration::from_secs(11);
+        assert!(matches!(
+            book.place(labels("a"), 5, limits, later),
+            Place::Expired
+        ));
+        assert!(matches!(
+            book.place(labels("b"), 9, limits, later),
+            Place::Other
+        ));
+        // The room `a` left goes to a new series.
+        assert!(own(book.place(labels("c"), 1, limits, later)).is_some());
+        // `a` comes back with new calls, but the cap is full: it joins `other`.
+        assert!(matches!(
+            book.place(labels("a"), 6, limits, later),
+            Place::Other
+        ));
+        assert_eq!(book.folded.len(), 2);
     }
 }

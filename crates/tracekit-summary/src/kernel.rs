@@ -199,17 +199,16 @@ impl Tracer {
                     .map_err(map_err)?;
             map.set(0, fd.as_raw_fd(), 0).map_err(map_err)?;
         }
-        let mut hooks = vec![
-            ("sys_enter", "sys_enter"),
-            ("sys_exit", "sys_exit"),
-            ("sched_switch", "sched_switch"),
-        ];
+        // sys_enter last: once it fills a CPU's slot, sched_switch and sys_exit must already
+        // be there to move and close the call.
+        let mut hooks = vec![("sched_switch", "sched_switch")];
         if options.filter == TaskFilter::Processes {
             hooks.push(("sched_process_fork", "sched_process_fork"));
         }
         if options.mode != Mode::Total {
             hooks.push(("sched_process_exec", "sched_process_exec"));
         }
+        hooks.extend([("sys_exit", "sys_exit"), ("sys_enter", "sys_enter")]);
         for (prog, tracepoint) in hooks {
             attach_tp_btf(&mut ebpf, &btf, prog, tracepoint)?;
         }

@@ -76,14 +76,14 @@ impl Dropped {
 impl Dropped {
     fn minus(&self, o: &Dropped) -> Dropped {
         Dropped {
-            start: self.start - o.start,
-            stats: self.stats - o.stats,
-            errno: self.errno - o.errno,
-            fork: self.fork - o.fork,
-            comm: self.comm - o.comm,
-            bad_nr: self.bad_nr - o.bad_nr,
-            hist: self.hist - o.hist,
-            recursion: self.recursion - o.recursion,
+            start: self.start.saturating_sub(o.start),
+            stats: self.stats.saturating_sub(o.stats),
+            errno: self.errno.saturating_sub(o.errno),
+            fork: self.fork.saturating_sub(o.fork),
+            comm: self.comm.saturating_sub(o.comm),
+            bad_nr: self.bad_nr.saturating_sub(o.bad_nr),
+            hist: self.hist.saturating_sub(o.hist),
+            recursion: self.recursion.saturating_sub(o.recursion),
         }
     }
 }
@@ -96,19 +96,21 @@ impl SyscallRow {
         let Some(old) = earlier else {
             return;
         };
-        self.stats.count -= old.stats.count;
-        self.stats.total -= old.stats.total;
-        self.stats.sum_sq -= old.stats.sum_sq;
-        self.errors -= old.errors;
+        // Saturating: the kernel's per-CPU entries are read while they change, so a read can
+        // catch a 128-bit sum of squares between its two halves.
+        self.stats.count = self.stats.count.saturating_sub(old.stats.count);
+        self.stats.total = self.stats.total.saturating_sub(old.stats.total);
+        self.stats.sum_sq = self.stats.sum_sq.saturating_sub(old.stats.sum_sq);
+        self.errors = self.errors.saturating_sub(old.errors);
         for (err, n) in &old.errnos {
             if let Some(count) = self.errnos.get_mut(err) {
-                *count -= n;
+                *count = count.saturating_sub(*n);
             }
         }
         self.errnos.retain(|_, n| *n > 0);
         if let (Some(hist), Some(old)) = (&mut self.hist, &old.hist) {
             for (bucket, n) in hist.buckets.iter_mut().zip(&old.buckets) {
-                *bucket -= n;
+                *bucket = bucket.saturating_sub(*n);
             }
         }
     }
@@ -144,6 +146,9 @@ pub struct Group {
     pub comm: String,
     /// One row per syscall seen, unsorted.
     pub syscalls: Vec<SyscallRow>,
+    /// The kernel's key of the group: pid, tid, cgroup id, or 0 in total mode. Stable across
+    /// reads, so interval reports match groups by it.
+    pub key: u64,
 }
 
 impl Group {
@@ -276,6 +281,7 @@ impl Summary {
                             .cloned()
                             .unwrap_or_else(|| format!("cgroup {}", row.id)),
                         syscalls: Vec::new(),
+                        key: row.id,
                     };
                 }
                 let id = row.id as u32;
@@ -288,6 +294,7 @@ impl Summary {
                     pid,
                     comm,
                     syscalls: Vec::new(),
+                    key: row.id,
                 }
             });
             group.syscalls.push(SyscallRow {
@@ -306,6 +313,7 @@ impl Summary {
                 pid: None,
                 comm: String::new(),
                 syscalls: Vec::new(),
+                key: 0,
             });
         }
         Summary {
@@ -332,7 +340,7 @@ impl Summary {
             delta.dropped = self.dropped.minus(&earlier.dropped);
         }
         for group in &mut delta.groups {
-            let before = earlier.and_then(|e| e.groups.iter().find(|g| g.id == group.id));
+            let before = earlier.and_then(|e| e.groups.iter().find(|g| g.key == group.key));
             for row in &mut group.syscalls {
                 let old = before.and_then(|g| g.syscalls.iter().find(|r| r.nr == row.nr));
                 row.subtract(old);

@@ -112,6 +112,8 @@ fn failed_counts_only_failures() {
         assert_eq!(row.stats.count, row.errors, "{}", row.name);
     }
     assert!(calls(&summary, "openat") >= 5);
+    // Successful calls leave nothing behind: no call is still "in flight" at the end.
+    assert_eq!(summary.in_flight, Some(Default::default()));
 }
 
 #[test]
@@ -314,6 +316,17 @@ fn counts_only_mode_counts_exactly_without_timing() {
     );
     assert_eq!(names(&filtered), ["getppid"]);
     assert_eq!(calls(&filtered, "getppid"), 1000);
+    // fork returns twice (in the child through ret_from_fork, with no entry): still 3 calls.
+    for latency in [false, true] {
+        let options = Options {
+            latency,
+            syscalls: syscalls("clone,fork,vfork,clone3"),
+            ..Options::default()
+        };
+        let summary = run(&options, &["fork", "3", "10"]);
+        let forks: u64 = summary.total().syscalls.iter().map(|r| r.stats.count).sum();
+        assert_eq!(forks, 3, "latency {latency}: {:?}", names(&summary));
+    }
 }
 
 /// A static 32-bit program making `n` getppid calls with `int $0x80`, then exit(0).
@@ -437,4 +450,66 @@ fn cgroup_mode_groups_by_cgroup_path() {
         summary.groups
     );
     assert_eq!(count(&format!("/{name}/b")), Some(222));
+}
+
+#[test]
+fn cgroup_intervals_add_up_per_cgroup() {
+    let _guard = serial();
+    let root = tracekit_summary::cgroup2_mount().expect("a cgroup v2 hierarchy mounted");
+    let name = format!("tracekit-intervals-{}", std::process::id());
+    let parent = root.join(&name);
+    std::fs::create_dir(&parent).unwrap();
+    let mut children = Vec::new();
+    for (cgroup, n) in [("a", "100"), ("b", "200")] {
+        std::fs::create_dir(parent.join(cgroup)).unwrap();
+        let child = waiting(&["getppid", n, "sleep", "200000000", "getppid", n], |_| {});
+        std::fs::write(
+            parent.join(cgroup).join("cgroup.procs"),
+            child.id().to_string(),
+        )
+        .unwrap();
+        children.push(child);
+    }
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        children.iter_mut().for_each(release);
+    });
+    let options = Options {
+        mode: tracekit_summary::Mode::Cgroup,
+        syscalls: syscalls("getppid"),
+        ..Options::default()
+    };
+    let mut per_cgroup: std::collections::BTreeMap<String, u64> = Default::default();
+    tracekit_summary::run_with_intervals(
+        &options,
+        &Target::All,
+        None,
+        Some(Interval {
+            every: Duration::from_millis(100),
+            count: Some(8),
+        }),
+        &AtomicBool::new(false),
+        &mut |s| {
+            for g in &s.groups {
+                *per_cgroup.entry(g.comm.clone()).or_default() += g.events();
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    releaser.join().unwrap();
+    for cgroup in ["a", "b"] {
+        std::fs::remove_dir(parent.join(cgroup)).unwrap();
+    }
+    std::fs::remove_dir(&parent).unwrap();
+    assert_eq!(
+        per_cgroup.get(&format!("/{name}/a")),
+        Some(&200),
+        "{per_cgroup:?}"
+    );
+    assert_eq!(
+        per_cgroup.get(&format!("/{name}/b")),
+        Some(&400),
+        "{per_cgroup:?}"
+    );
 }
