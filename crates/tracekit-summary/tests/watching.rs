@@ -470,10 +470,9 @@ fn cgroup_intervals_add_up_per_cgroup() {
         .unwrap();
         children.push(child);
     }
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
-        children.iter_mut().for_each(release);
-    });
+    // Released at the first report, when the tracer is surely attached.
+    let mut pending = Some(children);
+    let mut releaser = None;
     let options = Options {
         mode: tracekit_summary::Mode::Cgroup,
         syscalls: syscalls("getppid"),
@@ -486,10 +485,15 @@ fn cgroup_intervals_add_up_per_cgroup() {
         None,
         Some(Interval {
             every: Duration::from_millis(100),
-            count: Some(8),
+            count: Some(10),
         }),
         &AtomicBool::new(false),
         &mut |s| {
+            if let Some(mut children) = pending.take() {
+                releaser = Some(std::thread::spawn(move || {
+                    children.iter_mut().for_each(release);
+                }));
+            }
             for g in &s.groups {
                 *per_cgroup.entry(g.comm.clone()).or_default() += g.events();
             }
@@ -497,7 +501,7 @@ fn cgroup_intervals_add_up_per_cgroup() {
         },
     )
     .unwrap();
-    releaser.join().unwrap();
+    releaser.unwrap().join().unwrap();
     for cgroup in ["a", "b"] {
         std::fs::remove_dir(parent.join(cgroup)).unwrap();
     }
