@@ -31,7 +31,6 @@ typedef long long s64;
 // 32-bit (ia32) processes on x86-64 number their syscalls from the i386 table: the maps
 // keep them at COMPAT_BASE + nr, apart from the 64-bit ones (which are all below it).
 #define COMPAT_BASE 512
-#define TS_COMPAT 0x0002
 #define NR_IA32_EXIT 1
 #define NR_IA32_EXIT_GROUP 252
 
@@ -62,14 +61,9 @@ const volatile u32 cfg_uid = 0;      // only tasks of uid cfg_uid_value
 const volatile u32 cfg_uid_value = 0;
 const volatile u32 cfg_cgroup = 0;   // only tasks in the cgroup at index 0 of cgroups (or below)
 
-struct thread_info {
-    u32 status;
-} __attribute__((preserve_access_index));
-
 struct task_struct {
     int pid;
     int tgid;
-    struct thread_info thread_info;
 } __attribute__((preserve_access_index));
 
 struct pt_regs {
@@ -388,13 +382,28 @@ static __always_inline int never_returns(u32 index)
            index == COMPAT_BASE + NR_IA32_EXIT_GROUP;
 }
 
-// Where the maps keep syscall `nr` of the current task: ia32 calls (the kernel marks the task
-// TS_COMPAT while it runs one) at COMPAT_BASE + nr; a number beyond its table at MAX_SYSCALLS,
-// which is counted as a bad number.
-static __always_inline u32 table_index(struct task_struct *task, u32 nr)
+// The x86-64 register frame as the ABI fixes it (asm/ptrace.h): the code segment follows ip.
+// Read without CO-RE: the layout is the user-visible ptrace one, and the kernel's BTF puts
+// `cs` in an anonymous union there.
+struct x86_regs {
+    u64 gprs[15];
+    u64 orig_ax;
+    u64 ip;
+    unsigned short cs;
+};
+
+#define USER32_CS 0x23
+
+// Where the maps keep syscall `nr` of the calling task, from its register frame `regs`: calls
+// made from 32-bit code (ia32, code segment __USER32_CS) at COMPAT_BASE + nr; a number beyond
+// its table at MAX_SYSCALLS, which is counted as a bad number. (The code segment rather than
+// the task's TS_COMPAT: reading the task needs a helper call, which costs more than the rest
+// of sys_enter on CPUs with return-thunk mitigations. A 64-bit program that makes int $0x80
+// calls is the one case named from the 64-bit table.)
+static __always_inline u32 table_index(void *regs, u32 nr)
 {
 #if defined(__TARGET_ARCH_x86)
-    if (task->thread_info.status & TS_COMPAT)
+    if (((struct x86_regs *)regs)->cs == USER32_CS)
         return nr < COMPAT_BASE ? COMPAT_BASE + nr : MAX_SYSCALLS;
 #endif
     return nr < COMPAT_BASE ? nr : MAX_SYSCALLS;
@@ -405,8 +414,11 @@ static __always_inline u32 table_index(struct task_struct *task, u32 nr)
 // inlined, and the task's storage is not touched at all. When the task is switched out in the
 // middle of a call (a blocking read, a preemption), sched_switch moves the call into its
 // storage, where sys_exit finds it. `task` also caches the traced check: it is set only for
-// a traced task, and cleared when that task leaves the CPU, so a pointer in it always belongs
-// to the task running there (a task that dies is switched out one last time).
+// a traced task, and cleared when that task leaves the CPU, so a value in it always belongs
+// to the task running there (a task that dies is switched out one last time). It is the
+// address of the task's register frame (the syscall tracepoints' first argument, at the top of
+// the task's kernel stack): it names the task as well as the task pointer, and costs no
+// helper call to get.
 struct cpu_call {
     u64 task;
     u64 ts;
@@ -427,17 +439,18 @@ static __always_inline struct cpu_call *this_cpu_call(void)
     return bpf_map_lookup_elem(&cpu_calls, &first);
 }
 
-// Whether the current task is traced: known from this CPU's slot, or asked of its storage
-// (created if the filter says so), and remembered in the slot.
-static __always_inline int traced_here(struct cpu_call *c, struct task_struct *task)
+// Whether the current task, whose register frame is at `regs`, is traced: known from this
+// CPU's slot, or asked of its storage (created if the filter says so), and remembered in the
+// slot.
+static __always_inline int traced_here(struct cpu_call *c, void *regs)
 {
-    if (c->task == (u64)task)
+    if (c->task == (u64)regs)
         return 1;
-    if (!traced_storage(task))
+    if (!traced_storage(bpf_get_current_task_btf()))
         return 0;
     if (c->ts)
         count_drop(DROP_START); // a call that sched_switch did not move (cannot happen)
-    c->task = (u64)task;
+    c->task = (u64)regs;
     c->ts = 0;
     return 1;
 }
@@ -445,15 +458,15 @@ static __always_inline int traced_here(struct cpu_call *c, struct task_struct *t
 SEC("tp_btf/sys_enter")
 int sys_enter(u64 *ctx)
 {
-    struct task_struct *task = bpf_get_current_task_btf();
-    u32 nr = table_index(task, (u32)ctx[1]);
+    void *regs = (void *)ctx[0];
+    u32 nr = table_index(regs, (u32)ctx[1]);
     // Counting only: everything is counted at sys_exit, except the calls that never get there.
     if (!cfg_latency && !never_returns(nr))
         return 0;
     if (!wanted(nr) || !in_scope())
         return 0;
     struct cpu_call *c = this_cpu_call();
-    if (!c || !traced_here(c, task))
+    if (!c || !traced_here(c, regs))
         return 0;
     // exit and exit_group never reach sys_exit: count them here, with no latency.
     if (never_returns(nr)) {
@@ -481,23 +494,23 @@ int sys_exit(u64 *ctx)
 {
     // --failed is applied by record(): the call's timestamp must be cleared in any case.
     s64 ret = (s64)ctx[1];
-    struct task_struct *task = bpf_get_current_task_btf();
+    void *regs = (void *)ctx[0];
     // The syscall filter first: an array lookup is cheaper than the task storage's.
     u32 nr = 0;
     if (cfg_syscalls || !cfg_latency)
-        nr = table_index(task, (u32)((struct pt_regs *)ctx[0])->orig_ax);
+        nr = table_index(regs, (u32)((struct pt_regs *)regs)->orig_ax);
     if (!wanted(nr))
         return 0;
     struct cpu_call *c = this_cpu_call();
     if (!c)
         return 0;
     if (!cfg_latency) {
-        if (child_return(nr, ret) || !in_scope() || !traced_here(c, task))
+        if (child_return(nr, ret) || !in_scope() || !traced_here(c, regs))
             return 0;
         record(nr, 0, ret);
         return 0;
     }
-    if (c->task == (u64)task && c->ts) {
+    if (c->task == (u64)regs && c->ts) {
         u64 delta = bpf_ktime_get_ns() - c->ts;
         c->ts = 0;
         record(c->nr, delta, ret);
@@ -505,7 +518,7 @@ int sys_exit(u64 *ctx)
     }
     // The call was moved to the task's storage when the task was switched out. Untraced tasks
     // have no storage (or a zero timestamp): no filter lookup needed here.
-    struct start *s = bpf_task_storage_get(&starts, task, 0, 0);
+    struct start *s = bpf_task_storage_get(&starts, bpf_get_current_task_btf(), 0, 0);
     if (!s || !s->ts)
         return 0;
     u64 delta = bpf_ktime_get_ns() - s->ts;
@@ -521,7 +534,7 @@ int sched_switch(u64 *ctx)
 {
     struct task_struct *prev = (struct task_struct *)ctx[1];
     struct cpu_call *c = this_cpu_call();
-    if (!c || c->task != (u64)prev)
+    if (!c || !c->task || c->task != (u64)bpf_task_pt_regs(prev))
         return 0;
     if (c->ts) {
         struct start *s = bpf_task_storage_get(&starts, prev, 0, 0);
