@@ -34,7 +34,8 @@ typedef long long s64;
 #define NR_IA32_EXIT 1
 #define NR_IA32_EXIT_GROUP 252
 
-enum mode { MODE_TOTAL = 0, MODE_PROCESS = 1, MODE_THREAD = 2, MODE_CGROUP = 3 };
+// MODE_PROCESS_CGROUP keys by cgroup and process both (the live view regroups either way).
+enum mode { MODE_TOTAL = 0, MODE_PROCESS = 1, MODE_THREAD = 2, MODE_CGROUP = 3, MODE_PROCESS_CGROUP = 4 };
 enum drop_reason {
     DROP_START = 0,  // task storage could not be allocated
     DROP_STATS = 1,  // per-task statistics map full
@@ -98,9 +99,9 @@ struct syscall_stats {
 };
 
 struct id_key {
-    u64 id; // tgid (process mode), tid (thread mode), cgroup id (cgroup mode) or 0 (total mode)
+    u64 id; // tgid (process mode), tid (thread mode), cgroup id (cgroup modes) or 0 (total mode)
     u32 nr;
-    u32 pad;
+    u32 tgid; // in MODE_PROCESS_CGROUP; 0 otherwise
 };
 
 struct errno_key {
@@ -275,6 +276,19 @@ static __always_inline u64 group_id(void)
     return cfg_mode == MODE_THREAD ? (u32)pid_tgid : (u32)(pid_tgid >> 32);
 }
 
+// The key of the current task's group for syscall `nr`.
+static __always_inline struct id_key group_key(u32 nr)
+{
+    struct id_key key = { .nr = nr };
+    if (cfg_mode == MODE_PROCESS_CGROUP) {
+        key.id = bpf_get_current_cgroup_id();
+        key.tgid = bpf_get_current_pid_tgid() >> 32;
+    } else {
+        key.id = group_id();
+    }
+    return key;
+}
+
 // Remembers the comm of a process/thread the first time it has stats, so a report can name
 // tasks that have exited by the time user space reads the maps. (Cgroups are named by path
 // in user space.)
@@ -294,7 +308,7 @@ static __always_inline struct syscall_stats *stats_for(u32 nr)
     if (cfg_mode == MODE_TOTAL)
         return bpf_map_lookup_elem(&total_stats, &nr);
 
-    struct id_key key = { .id = group_id(), .nr = nr };
+    struct id_key key = group_key(nr);
     struct syscall_stats *st = bpf_map_lookup_elem(&task_stats, &key);
     if (st)
         return st;
@@ -303,7 +317,7 @@ static __always_inline struct syscall_stats *stats_for(u32 nr)
         count_drop(DROP_STATS);
         return 0;
     }
-    remember_comm(key.id, 0);
+    remember_comm(cfg_mode == MODE_PROCESS_CGROUP ? key.tgid : key.id, 0);
     return bpf_map_lookup_elem(&task_stats, &key);
 }
 
@@ -313,7 +327,7 @@ static __always_inline void record_hist(u32 nr, u64 delta)
     if (cfg_mode == MODE_TOTAL) {
         h = bpf_map_lookup_elem(&total_hists, &nr);
     } else {
-        struct id_key key = { .id = group_id(), .nr = nr };
+        struct id_key key = group_key(nr);
         h = bpf_map_lookup_elem(&task_hists, &key);
         if (!h) {
             // A zeroed histogram too big for the stack: an entry of a map nobody writes.

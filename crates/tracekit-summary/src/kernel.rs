@@ -52,7 +52,7 @@ struct KernelStats {
 struct IdKey {
     id: u64,
     nr: u32,
-    pad: u32,
+    tgid: u32,
 }
 
 #[repr(C)]
@@ -74,7 +74,7 @@ struct Comm {
 // SAFETY: all four are repr(C) plain integers/bytes with no padding the kernel could leave
 // uninitialised (explicit `pad` fields), matching the C definitions byte for byte.
 unsafe impl Pod for KernelStats {}
-// SAFETY: as above (a u64 and two u32, `pad` explicit).
+// SAFETY: as above (a u64 and two u32, no padding).
 unsafe impl Pod for IdKey {}
 // SAFETY: as above (a u64 and two u32).
 unsafe impl Pod for ErrnoKey {}
@@ -257,7 +257,9 @@ impl Tracer {
         let in_flight = self.count_in_flight().ok();
         let rows = match self.options.mode {
             Mode::Total => self.read_total()?,
-            Mode::Process | Mode::Thread | Mode::Cgroup => self.read_per_task()?,
+            Mode::Process | Mode::Thread | Mode::Cgroup | Mode::ProcessInCgroup => {
+                self.read_per_task()?
+            }
         };
         let errnos = if self.options.errno {
             self.read_errnos()?
@@ -344,6 +346,7 @@ impl Tracer {
             if stats.count > 0 {
                 rows.push(RawRow {
                     id: 0,
+                    tgid: 0,
                     nr,
                     stats,
                     errors,
@@ -362,6 +365,7 @@ impl Tracer {
             let (stats, errors) = merge_cpus(&values);
             rows.push(RawRow {
                 id: key.id,
+                tgid: key.tgid,
                 nr: key.nr,
                 stats,
                 errors,
@@ -385,9 +389,9 @@ impl Tracer {
     }
 
     /// The latency histograms, by (task id, syscall number).
-    fn read_hists(&self) -> Result<BTreeMap<(u64, u32), Log2Histogram>, SummaryError> {
+    fn read_hists(&self) -> Result<BTreeMap<(u64, u32, u32), Log2Histogram>, SummaryError> {
         let mut out = BTreeMap::new();
-        let mut add = |key: (u64, u32), values: &PerCpuValues<KernelHist>| {
+        let mut add = |key: (u64, u32, u32), values: &PerCpuValues<KernelHist>| {
             let mut hist = Log2Histogram::default();
             for cpu in values.iter() {
                 for (i, &n) in cpu.buckets.iter().enumerate().filter(|(_, n)| **n > 0) {
@@ -402,14 +406,14 @@ impl Tracer {
             let map_err = map_error("total_hists");
             let map: PerCpuArray<&MapData, KernelHist> = self.typed_map("total_hists")?;
             for nr in 0..MAX_SYSCALLS {
-                add((0, nr), &map.get(&nr, 0).map_err(map_err)?);
+                add((0, 0, nr), &map.get(&nr, 0).map_err(map_err)?);
             }
         } else {
             let map_err = map_error("task_hists");
             let map: PerCpuHashMap<&MapData, IdKey, KernelHist> = self.typed_map("task_hists")?;
             for entry in map.iter() {
                 let (key, values) = entry.map_err(map_err)?;
-                add((key.id, key.nr), &values);
+                add((key.id, key.tgid, key.nr), &values);
             }
         }
         Ok(out)

@@ -18,6 +18,9 @@ pub enum Mode {
     Thread = 2,
     /// One table per cgroup (v2), named by its path.
     Cgroup = 3,
+    /// One table per process, each with its cgroup's path (for views that regroup either
+    /// way, like `trace top`).
+    ProcessInCgroup = 4,
 }
 
 /// The column a table is sorted by (descending, except by name).
@@ -146,9 +149,11 @@ pub struct Group {
     pub comm: String,
     /// One row per syscall seen, unsorted.
     pub syscalls: Vec<SyscallRow>,
-    /// The kernel's key of the group: pid, tid, cgroup id, or 0 in total mode. Stable across
-    /// reads, so interval reports match groups by it.
-    pub key: u64,
+    /// The cgroup's path, in [`Mode::ProcessInCgroup`].
+    pub cgroup: Option<String>,
+    /// The kernel's key of the group: pid, tid, cgroup id, or 0 in total mode, and the pid in
+    /// [`Mode::ProcessInCgroup`]. Stable across reads, so interval reports match groups by it.
+    pub key: (u64, u32),
 }
 
 impl Group {
@@ -207,6 +212,8 @@ pub struct Summary {
 /// One (task, syscall) entry as read from the kernel, before naming and grouping.
 pub(crate) struct RawRow {
     pub id: u64,
+    /// The process, in [`Mode::ProcessInCgroup`] (where `id` is the cgroup); else 0.
+    pub tgid: u32,
     pub nr: u32,
     pub stats: LatencyStats,
     pub errors: u64,
@@ -259,29 +266,51 @@ impl Summary {
         mode: Mode,
         rows: Vec<RawRow>,
         mut errnos: crate::kernel::ErrnoCounts,
-        mut hists: BTreeMap<(u64, u32), Log2Histogram>,
+        mut hists: BTreeMap<(u64, u32, u32), Log2Histogram>,
         comms: BTreeMap<u32, (String, u32)>,
         dropped: Dropped,
         elapsed: Duration,
     ) -> Summary {
-        let mut groups: BTreeMap<u64, Group> = BTreeMap::new();
-        let cgroups = if mode == Mode::Cgroup {
+        let mut groups: BTreeMap<(u64, u32), Group> = BTreeMap::new();
+        let cgroups = if matches!(mode, Mode::Cgroup | Mode::ProcessInCgroup) {
             cgroup_paths()
         } else {
             BTreeMap::new()
         };
         for row in rows {
-            let group = groups.entry(row.id).or_insert_with(|| {
+            let key = (row.id, row.tgid);
+            // In ProcessInCgroup mode errors are keyed by the process alone.
+            let errno_key = if mode == Mode::ProcessInCgroup {
+                u64::from(row.tgid)
+            } else {
+                row.id
+            };
+            let path = || {
+                cgroups
+                    .get(&row.id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("cgroup {}", row.id))
+            };
+            let group = groups.entry(key).or_insert_with(|| {
+                if mode == Mode::ProcessInCgroup {
+                    let (comm, _) = comms.get(&row.tgid).cloned().unwrap_or_default();
+                    return Group {
+                        id: Some(row.tgid),
+                        pid: Some(row.tgid),
+                        comm,
+                        syscalls: Vec::new(),
+                        cgroup: Some(path()),
+                        key,
+                    };
+                }
                 if mode == Mode::Cgroup {
                     return Group {
                         id: None,
                         pid: None,
-                        comm: cgroups
-                            .get(&row.id)
-                            .cloned()
-                            .unwrap_or_else(|| format!("cgroup {}", row.id)),
+                        comm: path(),
                         syscalls: Vec::new(),
-                        key: row.id,
+                        cgroup: None,
+                        key,
                     };
                 }
                 let id = row.id as u32;
@@ -294,7 +323,8 @@ impl Summary {
                     pid,
                     comm,
                     syscalls: Vec::new(),
-                    key: row.id,
+                    cgroup: None,
+                    key,
                 }
             });
             group.syscalls.push(SyscallRow {
@@ -302,8 +332,8 @@ impl Summary {
                 name: syscall_name(row.nr),
                 stats: row.stats,
                 errors: row.errors,
-                errnos: errnos.remove(&(row.id, row.nr)).unwrap_or_default(),
-                hist: hists.remove(&(row.id, row.nr)),
+                errnos: errnos.remove(&(errno_key, row.nr)).unwrap_or_default(),
+                hist: hists.remove(&(row.id, row.tgid, row.nr)),
             });
         }
         let mut groups: Vec<Group> = groups.into_values().collect();
@@ -313,7 +343,8 @@ impl Summary {
                 pid: None,
                 comm: String::new(),
                 syscalls: Vec::new(),
-                key: 0,
+                cgroup: None,
+                key: (0, 0),
             });
         }
         Summary {

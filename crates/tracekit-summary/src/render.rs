@@ -177,6 +177,7 @@ fn mode_name(mode: Mode) -> &'static str {
         Mode::Process => "process",
         Mode::Thread => "thread",
         Mode::Cgroup => "cgroup",
+        Mode::ProcessInCgroup => "process in cgroup",
     }
 }
 
@@ -307,7 +308,8 @@ pub fn json<'a>(summary: &'a Summary, options: RenderOptions) -> JsonReport<'a> 
         dropped_total: summary.dropped.total(),
         in_flight: summary.in_flight.as_ref(),
         syscalls: (summary.mode == Mode::Total).then(|| rows(summary.total())),
-        processes: (summary.mode == Mode::Process).then(|| groups(false)),
+        processes: matches!(summary.mode, Mode::Process | Mode::ProcessInCgroup)
+            .then(|| groups(false)),
         threads: (summary.mode == Mode::Thread).then(|| groups(true)),
         cgroups: (summary.mode == Mode::Cgroup).then(|| {
             summary

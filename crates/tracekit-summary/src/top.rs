@@ -1,9 +1,9 @@
 //! `trace top`: a live full-screen view of the syscalls of the last interval, like top and
-//! bpftop. Keys: `q`/Esc/Ctrl-C quit, `s` next sort key, `g` per-process grouping on or off,
-//! `p`/space pause. The terminal is restored however the view ends (a guard's `Drop`).
+//! bpftop. Keys: `q`/Esc/Ctrl-C quit, `s` next sort key, `g` grouping (none, per process, per
+//! cgroup), `p`/space pause. The terminal is restored however the view ends (a guard's `Drop`).
 //!
-//! The kernel side runs in process mode with histograms; the "all processes" view adds the
-//! processes up per syscall, so grouping can be toggled without reloading anything.
+//! The kernel side keys by cgroup and process both, with histograms; the view adds groups up
+//! as the grouping asks, so it can change without reloading anything.
 
 use crate::session::{Interval, Outcome, Target, run_with_intervals};
 use crate::{Mode, Options, Summary, SummaryError};
@@ -51,19 +51,49 @@ impl TopSort {
     }
 }
 
+/// How rows are grouped, in the order `g` cycles through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// One row per syscall.
+    All,
+    /// One row per process and syscall.
+    Process,
+    /// One row per cgroup and syscall.
+    Cgroup,
+}
+
+impl Grouping {
+    fn next(self) -> Grouping {
+        match self {
+            Grouping::All => Grouping::Process,
+            Grouping::Process => Grouping::Cgroup,
+            Grouping::Cgroup => Grouping::All,
+        }
+    }
+
+    /// The group column's header, if any.
+    fn column(self) -> Option<&'static str> {
+        match self {
+            Grouping::All => None,
+            Grouping::Process => Some("process"),
+            Grouping::Cgroup => Some("cgroup"),
+        }
+    }
+}
+
 /// What the keys change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct View {
     sort: TopSort,
-    per_process: bool,
+    grouping: Grouping,
     paused: bool,
 }
 
 /// One line of the view: a syscall (of one process, when grouped) over the last interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopRow {
-    /// `comm (pid)` when grouped by process, else empty.
-    pub process: String,
+    /// `comm (pid)` or the cgroup's path, as grouped; empty for one row per syscall.
+    pub group: String,
     /// The syscall.
     pub syscall: String,
     /// Calls per second.
@@ -76,20 +106,19 @@ pub struct TopRow {
     pub p99_ns: Option<f64>,
 }
 
-/// The rows of an interval summary (process mode), per process or added up per syscall.
-pub fn rows(interval: &Summary, per_process: bool, sort: TopSort) -> Vec<TopRow> {
+/// The rows of an interval summary (process-in-cgroup mode), grouped by `grouping`.
+pub fn rows(interval: &Summary, grouping: Grouping, sort: TopSort) -> Vec<TopRow> {
     let secs = interval.elapsed.as_secs_f64().max(1e-9);
     // (process, syscall) -> (calls, errors, total ns, histogram)
     let mut merged: BTreeMap<(String, String), (u64, u64, u64, Log2Histogram)> = BTreeMap::new();
     for group in &interval.groups {
-        let process = match (per_process, group.id) {
-            (true, Some(pid)) => format!("{} ({pid})", group.comm),
+        let label = match (grouping, group.id) {
+            (Grouping::Process, Some(pid)) => format!("{} ({pid})", group.comm),
+            (Grouping::Cgroup, _) => group.cgroup.clone().unwrap_or_default(),
             _ => String::new(),
         };
         for row in &group.syscalls {
-            let entry = merged
-                .entry((process.clone(), row.name.clone()))
-                .or_default();
+            let entry = merged.entry((label.clone(), row.name.clone())).or_default();
             entry.0 += row.stats.count;
             entry.1 += row.errors;
             entry.2 += row.stats.total;
@@ -102,20 +131,18 @@ pub fn rows(interval: &Summary, per_process: bool, sort: TopSort) -> Vec<TopRow>
     }
     let mut rows: Vec<TopRow> = merged
         .into_iter()
-        .map(
-            |((process, syscall), (calls, errors, total, hist))| TopRow {
-                process,
-                syscall,
-                calls_per_sec: calls as f64 / secs,
-                errors_per_sec: errors as f64 / secs,
-                avg_ns: if calls == 0 {
-                    0.0
-                } else {
-                    total as f64 / calls as f64
-                },
-                p99_ns: hist.percentile(0.99),
+        .map(|((group, syscall), (calls, errors, total, hist))| TopRow {
+            group,
+            syscall,
+            calls_per_sec: calls as f64 / secs,
+            errors_per_sec: errors as f64 / secs,
+            avg_ns: if calls == 0 {
+                0.0
+            } else {
+                total as f64 / calls as f64
             },
-        )
+            p99_ns: hist.percentile(0.99),
+        })
         .collect();
     let key = |r: &TopRow| match sort {
         TopSort::Calls => r.calls_per_sec,
@@ -159,7 +186,7 @@ pub fn run(
         return Err(SummaryError::NotATerminal);
     }
     let options = Options {
-        mode: Mode::Process,
+        mode: Mode::ProcessInCgroup,
         hist: true,
         latency: true,
         ..options.clone()
@@ -173,7 +200,7 @@ pub fn run(
         Screen::new(ratatui::backend::CrosstermBackend::new(std::io::stdout())).map_err(tui_err)?;
     let view = Arc::new(Mutex::new(View {
         sort: TopSort::Calls,
-        per_process: false,
+        grouping: Grouping::All,
         paused: false,
     }));
     let done = Arc::new(AtomicBool::new(false));
@@ -228,7 +255,7 @@ fn spawn_key_reader(
                     stop.store(true, Ordering::Relaxed)
                 }
                 KeyCode::Char('s') => v.sort = v.sort.next(),
-                KeyCode::Char('g') => v.per_process = !v.per_process,
+                KeyCode::Char('g') => v.grouping = v.grouping.next(),
                 KeyCode::Char('p') | KeyCode::Char(' ') => v.paused = !v.paused,
                 _ => {}
             }
@@ -266,7 +293,7 @@ fn draw(
     interval: Option<&Summary>,
     view: View,
 ) -> std::io::Result<()> {
-    let rows = interval.map_or_else(Vec::new, |s| rows(s, view.per_process, view.sort));
+    let rows = interval.map_or_else(Vec::new, |s| rows(s, view.grouping, view.sort));
     let events: f64 = rows.iter().map(|r| r.calls_per_sec).sum();
     let title = format!(
         " tracekit top | sort: {}{} | interval {} | {events:.0} syscalls/s | {what} ",
@@ -275,8 +302,8 @@ fn draw(
         interval.and_then(|s| s.interval).unwrap_or(0),
     );
     let mut header = vec!["syscall", "calls/s", "errors/s", "avg(us)", "~p99(us)"];
-    if view.per_process {
-        header.insert(0, "process");
+    if let Some(column) = view.grouping.column() {
+        header.insert(0, column);
     }
     let lines: Vec<Row> = rows
         .iter()
@@ -288,8 +315,8 @@ fn draw(
                 us(r.avg_ns),
                 r.p99_ns.map_or_else(|| "-".into(), us),
             ];
-            if view.per_process {
-                cells.insert(0, r.process.clone());
+            if view.grouping != Grouping::All {
+                cells.insert(0, r.group.clone());
             }
             Row::new(cells)
         })
@@ -301,13 +328,13 @@ fn draw(
         Constraint::Length(10),
         Constraint::Length(10),
     ];
-    if view.per_process {
-        widths.insert(0, Constraint::Length(28));
+    if view.grouping != Grouping::All {
+        widths.insert(0, Constraint::Length(36));
     }
     let table = Table::new(lines, widths)
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
         .block(Block::default().borders(Borders::ALL).title(title));
-    let help = Paragraph::new(" q quit   s sort   g group by process   p pause");
+    let help = Paragraph::new(" q quit   s sort   g group: none, process, cgroup   p pause");
     screen.draw(|frame| {
         let [body, footer] =
             Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());

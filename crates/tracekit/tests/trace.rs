@@ -392,6 +392,18 @@ fn wait_for_pane(session: &str, what: &str) -> String {
     panic!("'{what}' never appeared on the screen:\n{screen}");
 }
 
+/// Where the cgroup v2 hierarchy is mounted.
+fn cgroup2_mount() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup v2 hierarchy mounted")
+}
+
 #[test]
 fn top_shows_the_workload_live_and_quits_cleanly() {
     let session = format!("tracekit-top-{}", std::process::id());
@@ -399,8 +411,12 @@ fn top_shows_the_workload_live_and_quits_cleanly() {
     let w = workload();
     // The workload makes getppid calls for a while (each step of 20000 calls, with pauses).
     let steps = "getppid 20000 sleep 100000000 ".repeat(100);
+    // The shell joins a cgroup of its own first: tracekit and the workload inherit it.
+    let cgroup = cgroup2_mount().join(&session);
+    std::fs::create_dir(&cgroup).unwrap();
     let shell = format!(
-        "{TRACEKIT} trace top -i 0.2 -e getppid,nanosleep -- {} {steps}; echo exit=$? > {}",
+        "echo $$ > {}/cgroup.procs; {TRACEKIT} trace top -i 0.2 -e getppid,nanosleep -- {} {steps}; echo exit=$? > {}",
+        cgroup.display(),
         w.display(),
         status.display()
     );
@@ -424,7 +440,11 @@ fn top_shows_the_workload_live_and_quits_cleanly() {
     tmux(&["send-keys", "-t", &session, "s"]);
     wait_for_pane(&session, "sort: errors/s");
     tmux(&["send-keys", "-t", &session, "g"]);
-    wait_for_pane(&session, "process");
+    let by_process = wait_for_pane(&session, "process");
+    assert!(by_process.contains("tracekit-syscal"), "{by_process}");
+    // Then by cgroup: the workload's cgroup path is shown.
+    tmux(&["send-keys", "-t", &session, "g"]);
+    wait_for_pane(&session, &format!("/{session} "));
     tmux(&["send-keys", "-t", &session, "q"]);
     let mut done = String::new();
     for _ in 0..100 {
@@ -436,6 +456,7 @@ fn top_shows_the_workload_live_and_quits_cleanly() {
     }
     let _ = tmux(&["kill-session", "-t", &session]);
     let _ = std::fs::remove_file(&status);
+    let _ = std::fs::remove_dir(&cgroup);
     // q ended the view; the command got SIGTERM after its grace period: 128 + 15.
     assert!(done.starts_with("exit="), "the view did not end: {done:?}");
     assert_eq!(done.trim(), "exit=143");
