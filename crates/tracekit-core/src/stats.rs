@@ -216,6 +216,21 @@ impl Log2Histogram {
         self.buckets[index] += count;
     }
 
+    /// Adds bucket counts index by index (another histogram's, or a kernel map's); trailing
+    /// empty buckets add nothing.
+    pub fn add_buckets(&mut self, counts: &[u64]) {
+        let used = counts
+            .iter()
+            .rposition(|&c| c > 0)
+            .map_or(0, |last| last + 1);
+        if self.buckets.len() < used {
+            self.buckets.resize(used, 0);
+        }
+        for (bucket, count) in self.buckets.iter_mut().zip(&counts[..used]) {
+            *bucket += count;
+        }
+    }
+
     /// Adds one value.
     pub fn record(&mut self, value: u64) {
         self.add_bucket(Self::bucket_of(value), 1);
@@ -346,6 +361,10 @@ mod tests {
         assert_eq!(p.percentile(0.5), Some(1536.0));
         assert_eq!(p.percentile(1.0), Some(2048.0));
         assert_eq!(Log2Histogram::default().percentile(0.5), None);
+        let mut sum = Log2Histogram::default();
+        sum.add_buckets(&[0, 2, 0, 1, 0, 0]);
+        sum.add_buckets(&[1, 1]);
+        assert_eq!(sum.buckets, [1, 3, 0, 1]);
         let mut h = Log2Histogram::default();
         [1, 2, 3, 1500].into_iter().for_each(|v| h.record(v));
         let text = h.render("");

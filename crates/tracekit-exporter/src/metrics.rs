@@ -50,9 +50,7 @@ impl Series {
         self.calls += row.stats.count;
         self.total_ns += row.stats.total;
         if let Some(h) = &row.hist {
-            for (i, &n) in h.buckets.iter().enumerate() {
-                self.hist.add_bucket(i, n);
-            }
+            self.hist.add_buckets(&h.buckets);
         }
         for (err, n) in &row.errnos {
             *self.errnos.entry(*err).or_default() += n;
@@ -62,9 +60,7 @@ impl Series {
     fn merge(&mut self, other: &Series) {
         self.calls += other.calls;
         self.total_ns += other.total_ns;
-        for (i, &n) in other.hist.buckets.iter().enumerate() {
-            self.hist.add_bucket(i, n);
-        }
+        self.hist.add_buckets(&other.hist.buckets);
         for (err, n) in &other.errnos {
             *self.errnos.entry(*err).or_default() += n;
         }

@@ -96,10 +96,9 @@ impl Side {
             self.total_ns = Some(self.total_ns.unwrap_or(0) + t);
         }
         if let Some(buckets) = &s.hist_log2_ns {
-            let hist = self.hist.get_or_insert_with(Default::default);
-            for (i, &n) in buckets.iter().enumerate() {
-                hist.add_bucket(i, n);
-            }
+            self.hist
+                .get_or_insert_with(Default::default)
+                .add_buckets(buckets);
         }
     }
 }

@@ -394,9 +394,7 @@ impl Tracer {
         let mut add = |key: (u64, u32, u32), values: &PerCpuValues<KernelHist>| {
             let mut hist = Log2Histogram::default();
             for cpu in values.iter() {
-                for (i, &n) in cpu.buckets.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    hist.add_bucket(i, n);
-                }
+                hist.add_buckets(&cpu.buckets);
             }
             if hist.total() > 0 {
                 out.insert(key, hist);

@@ -123,9 +123,7 @@ pub fn rows(interval: &Summary, grouping: Grouping, sort: TopSort) -> Vec<TopRow
             entry.1 += row.errors;
             entry.2 += row.stats.total;
             if let Some(hist) = &row.hist {
-                for (i, &n) in hist.buckets.iter().enumerate() {
-                    entry.3.add_bucket(i, n);
-                }
+                entry.3.add_buckets(&hist.buckets);
             }
         }
     }

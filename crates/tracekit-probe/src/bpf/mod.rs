@@ -414,9 +414,7 @@ fn result_of<'a>(p: &ResolvedProbe, per_cpu: impl Iterator<Item = &'a KernelStat
             max: s.lat_max,
             sum_sq: (u128::from(s.sum_sq_hi) << 64) | u128::from(s.sum_sq_lo),
         });
-        for (b, &c) in s.hist.iter().enumerate().filter(|(_, c)| **c > 0) {
-            histogram.add_bucket(b, c);
-        }
+        histogram.add_buckets(&s.hist);
     }
     let is_return = p.spec.kind == ProbeKind::Uretprobe;
     ProbeResult {
