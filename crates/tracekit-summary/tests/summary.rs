@@ -1,41 +1,24 @@
 //! `trace summary` against the real kernel: workloads with exactly known syscalls.
 //! Needs root (BPF); CI runs as root.
 
+mod common;
+
+use common::{WORKLOAD, calls, release, run_command, serial, waiting};
 use std::ffi::OsString;
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tracekit_core::stats::LatencyStats;
 use tracekit_summary::{Mode, Options, Summary, Target, Tracer};
 
-const WORKLOAD: &str = env!("CARGO_BIN_EXE_tracekit-syscall-workload");
-
-/// BPF programs of parallel tests would see each other's fork hooks only in filtered mode,
-/// which is harmless, but system-wide tests must not run beside timing-sensitive ones.
-static SERIAL: Mutex<()> = Mutex::new(());
-
 fn run_workload(mode: Mode, errno: bool, steps: &[&str]) -> (Summary, i32) {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut argv: Vec<OsString> = vec![WORKLOAD.into()];
-    argv.extend(steps.iter().map(OsString::from));
+    let _guard = serial();
     let options = Options {
         mode,
         errno,
         ..Options::default()
     };
-    let outcome = tracekit_summary::run(
-        &options,
-        &Target::Command(argv),
-        None,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let outcome = run_command(&options, steps);
     (outcome.summary, outcome.exit.unwrap().code().unwrap())
-}
-
-fn calls(summary: &Summary, name: &str) -> u64 {
-    summary.total().syscall(name).map_or(0, |r| r.stats.count)
 }
 
 #[test]
@@ -161,22 +144,12 @@ fn exit_status_is_reported() {
 }
 
 fn spawn_waiting(n: &str) -> std::process::Child {
-    Command::new(WORKLOAD)
-        .args(["wait", "getppid", n])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn release(child: &mut std::process::Child) {
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    assert!(child.wait().unwrap().success());
+    waiting(&["getppid", n], |_| {})
 }
 
 #[test]
 fn pid_target_sees_another_process() {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     let mut child = spawn_waiting("321");
     let mut tracer = Tracer::attach(&Options::default()).unwrap();
     tracer.trace_tgid(child.id()).unwrap();
@@ -187,7 +160,7 @@ fn pid_target_sees_another_process() {
 
 #[test]
 fn system_wide_sees_another_process() {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     let mut child = spawn_waiting("4321");
     let mut tracer = Tracer::attach(&Options {
         filter: tracekit_summary::TaskFilter::All,
@@ -232,7 +205,7 @@ fn dead_pid_and_unknown_command_are_refused() {
 
 #[test]
 fn duration_ends_a_pid_run() {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     let mut child = spawn_waiting("1");
     let started = std::time::Instant::now();
     let options = Options::default();
@@ -252,7 +225,7 @@ fn duration_ends_a_pid_run() {
 fn nothing_tracekit_does_before_exec_is_counted() {
     // The command registers itself right before exec, after a $PATH search done by tracekit:
     // exactly one execve, successful, and none of the spawn machinery's signal setup.
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     let outcome = tracekit_summary::run(
         &Options::default(),
         &Target::Command(vec!["true".into()]),
@@ -277,7 +250,7 @@ fn nothing_tracekit_does_before_exec_is_counted() {
 
 #[test]
 fn duration_ends_a_command_with_sigterm() {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     let argv = vec![
         OsString::from(WORKLOAD),
         "getppid".into(),
@@ -308,7 +281,7 @@ fn duration_ends_a_command_with_sigterm() {
 
 #[test]
 fn a_thread_id_traces_its_process() {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     // This test's own thread: a tid that is not a process id.
     // SAFETY: gettid has no arguments and cannot fail.
     let tid = unsafe { libc::gettid() } as u32;
@@ -331,7 +304,7 @@ fn a_thread_id_traces_its_process() {
 
 #[test]
 fn invalid_syscall_numbers_are_counted_apart() {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = serial();
     let mut child = spawn_waiting("0");
     let mut tracer = Tracer::attach(&Options::default()).unwrap();
     tracer.trace_tgid(child.id()).unwrap();
@@ -339,11 +312,7 @@ fn invalid_syscall_numbers_are_counted_apart() {
     // Nothing was invalid in that run; now make invalid calls from a traced child of ours.
     let summary = tracer.read().unwrap();
     assert_eq!(summary.dropped.bad_nr, 0);
-    let mut bad = Command::new(WORKLOAD)
-        .args(["wait", "badnr", "6"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut bad = waiting(&["badnr", "6"], |_| {});
     tracer.trace_tgid(bad.id()).unwrap();
     release(&mut bad);
     let summary = tracer.read().unwrap();
@@ -354,12 +323,8 @@ fn invalid_syscall_numbers_are_counted_apart() {
 #[test]
 fn syscalls_in_flight_at_the_end_are_reported() {
     use std::io::Write;
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut child = Command::new(WORKLOAD)
-        .args(["wait", "wait"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let _guard = serial();
+    let mut child = waiting(&["wait"], |_| {});
     let mut tracer = Tracer::attach(&Options::default()).unwrap();
     tracer.trace_tgid(child.id()).unwrap();
     let mut stdin = child.stdin.take().unwrap();

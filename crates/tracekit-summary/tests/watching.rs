@@ -2,26 +2,18 @@
 //! mode, against the real kernel with workloads whose syscalls are known exactly.
 //! Needs root (BPF, cgroups, setuid); CI runs as root.
 
+mod common;
+
+use common::{WORKLOAD, calls, release, run_command, serial, waiting};
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tracekit_core::stats::Log2Histogram;
 use tracekit_core::syscall_set;
 use tracekit_core::syscalls::Arch;
 use tracekit_summary::{Interval, Options, Summary, Target, TaskFilter, Tracer};
-
-const WORKLOAD: &str = env!("CARGO_BIN_EXE_tracekit-syscall-workload");
-
-/// System-wide tracers of one test would see the workloads of another.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn syscalls(spec: &str) -> Option<Vec<u32>> {
     Some(
@@ -33,21 +25,9 @@ fn syscalls(spec: &str) -> Option<Vec<u32>> {
 }
 
 fn run(options: &Options, steps: &[&str]) -> Summary {
-    let mut argv: Vec<OsString> = vec![WORKLOAD.into()];
-    argv.extend(steps.iter().map(OsString::from));
-    let outcome = tracekit_summary::run(
-        options,
-        &Target::Command(argv),
-        None,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let outcome = run_command(options, steps);
     assert!(outcome.exit.unwrap().success());
     outcome.summary
-}
-
-fn calls(summary: &Summary, name: &str) -> u64 {
-    summary.total().syscall(name).map_or(0, |r| r.stats.count)
 }
 
 fn names(summary: &Summary) -> Vec<&str> {
@@ -57,19 +37,6 @@ fn names(summary: &Summary) -> Vec<&str> {
         .iter()
         .map(|r| r.name.as_str())
         .collect()
-}
-
-/// A workload that waits for a line on stdin, then runs `steps`.
-fn waiting(steps: &[&str], setup: impl FnOnce(&mut Command)) -> Child {
-    let mut command = Command::new(WORKLOAD);
-    command.arg("wait").args(steps).stdin(Stdio::piped());
-    setup(&mut command);
-    command.spawn().unwrap()
-}
-
-fn release(child: &mut Child) {
-    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    assert!(child.wait().unwrap().success());
 }
 
 #[test]
