@@ -7,6 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tracekit_probe::testdata::qemu::free_port;
 
 const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
 
@@ -15,15 +16,6 @@ fn workload() -> PathBuf {
         .parent()
         .unwrap()
         .join("tracekit-syscall-workload")
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GET `path` on 127.0.0.1:`port`: the body, or `None` if nothing answers.
@@ -74,15 +66,29 @@ fn query(port: u16, promql: &str) -> Option<f64> {
     result.first()?["value"][1].as_str()?.parse().ok()
 }
 
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
 fn cgroup2() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        })
-        .expect("a cgroup v2 hierarchy mounted")
+    tracekit_summary::cgroup2_mount().expect("a cgroup v2 hierarchy mounted")
+}
+
+/// `tracekit exporter ARGS --listen 127.0.0.1:PORT`, once it answers on /metrics; killed when
+/// dropped.
+fn start_exporter(port: u16, args: &[&str]) -> Running {
+    let exporter = Running(
+        Command::new(TRACEKIT)
+            .arg("exporter")
+            .args(args)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the exporter to answer", || get(port, "/metrics"));
+    exporter
 }
 
 fn start_prometheus(dir: &Path, target_port: u16, port: u16) -> Running {
@@ -116,22 +122,16 @@ fn prometheus_sees_exact_counts_and_errors() {
     let cgroup = cgroup2().join(format!("tracekit-exporter-{}", std::process::id()));
     std::fs::create_dir(&cgroup).unwrap();
     let (exporter_port, prometheus_port) = (free_port(), free_port());
-    let _exporter = Running(
-        Command::new(TRACEKIT)
-            .args([
-                "exporter",
-                "--by",
-                "cgroup",
-                "-e",
-                "getppid,close",
-                "--cgroup",
-            ])
-            .arg(&cgroup)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{exporter_port}"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _exporter = start_exporter(
+        exporter_port,
+        &[
+            "--by",
+            "cgroup",
+            "-e",
+            "getppid,close",
+            "--cgroup",
+            path_str(&cgroup),
+        ],
     );
     let _prometheus = start_prometheus(&dir, exporter_port, prometheus_port);
     wait_for("Prometheus to scrape the exporter", || {
@@ -206,18 +206,13 @@ impl OutputWithStdin for Command {
 #[test]
 fn sigterm_detaches_and_exits_zero() {
     let port = free_port();
-    let mut exporter = Command::new(TRACEKIT)
-        .args(["exporter", "--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the exporter to answer", || get(port, "/metrics"));
+    let mut exporter = start_exporter(port, &[]);
     let sent = Command::new("kill")
-        .args(["-TERM", &exporter.id().to_string()])
+        .args(["-TERM", &exporter.0.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
-    let status = exporter.wait().unwrap();
+    let status = exporter.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     // Detached: nothing answers any more.
     assert!(get(port, "/metrics").is_none());
@@ -267,26 +262,19 @@ fn a_process_churn_under_scrapes_stays_capped_and_exact() {
     let cgroup = cgroup2().join(format!("tracekit-churn-{}", std::process::id()));
     std::fs::create_dir(&cgroup).unwrap();
     let port = free_port();
-    let exporter = Running(
-        Command::new(TRACEKIT)
-            .args([
-                "exporter",
-                "--by",
-                "process",
-                "--max-series",
-                "200",
-                "-e",
-                "getppid",
-            ])
-            .arg("--cgroup")
-            .arg(&cgroup)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let exporter = start_exporter(
+        port,
+        &[
+            "--by",
+            "process",
+            "--max-series",
+            "200",
+            "-e",
+            "getppid",
+            "--cgroup",
+            path_str(&cgroup),
+        ],
     );
-    wait_for("the exporter to answer", || get(port, "/metrics"));
     let rss_before = rss_kib(exporter.0.id());
     // 1000 short-lived processes, 10 getppid calls each: 100 every 3 s for 30 s.
     let mut steps = vec!["wait"];
@@ -354,26 +342,21 @@ fn expired_series_make_room_and_sighup_is_harmless() {
     let cgroup = cgroup2().join(format!("tracekit-expire-{}", std::process::id()));
     std::fs::create_dir(&cgroup).unwrap();
     let port = free_port();
-    let exporter = Running(
-        Command::new(TRACEKIT)
-            .args([
-                "exporter",
-                "--by",
-                "process",
-                "--max-series",
-                "1",
-                "--expire",
-                "1",
-            ])
-            .args(["-e", "getppid", "--cgroup"])
-            .arg(&cgroup)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let exporter = start_exporter(
+        port,
+        &[
+            "--by",
+            "process",
+            "--max-series",
+            "1",
+            "--expire",
+            "1",
+            "-e",
+            "getppid",
+            "--cgroup",
+            path_str(&cgroup),
+        ],
     );
-    wait_for("the exporter to answer", || get(port, "/metrics"));
     let first = run_in_cgroup(&cgroup, &["getppid", "300"]);
     let series_of = |pid: u32| format!("pid=\"{pid}\",syscall=\"getppid\"}} ");
     let scrape = get(port, "/metrics").unwrap();
@@ -409,22 +392,11 @@ fn probes_are_exported_with_exact_hits_and_durations() {
     let target = tracekit_probe::testdata::target();
     let port = free_port();
     let t = target.display().to_string();
-    let _exporter = Running(
-        Command::new(TRACEKIT)
-            .args([
-                "exporter",
-                "-e",
-                "getppid",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(["--probe", &format!("uprobe:{t}:tk_empty")])
-            .args(["--probe", &format!("uretprobe:{t}:tk_sleep_1ms")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (entry, ret) = (
+        format!("uprobe:{t}:tk_empty"),
+        format!("uretprobe:{t}:tk_sleep_1ms"),
     );
-    wait_for("the exporter to answer", || get(port, "/metrics"));
+    let _exporter = start_exporter(port, &["-e", "getppid", "--probe", &entry, "--probe", &ret]);
     for args in [
         &["--only", "tk_empty", "500"][..],
         &["--only", "tk_sleep_1ms", "--sleep", "5", "0"],
@@ -440,11 +412,7 @@ fn probes_are_exported_with_exact_hits_and_durations() {
             .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
             .unwrap_or_else(|| panic!("no {prefix} in:\n{scrape}"))
     };
-    assert_eq!(
-        value("tracekit_probe_hits_total", &format!("uprobe:{t}:tk_empty")),
-        500.0
-    );
-    let ret = format!("uretprobe:{t}:tk_sleep_1ms");
+    assert_eq!(value("tracekit_probe_hits_total", &entry), 500.0);
     assert_eq!(value("tracekit_probe_hits_total", &ret), 5.0);
     assert_eq!(value("tracekit_probe_duration_seconds_count", &ret), 5.0);
     let sum = value("tracekit_probe_duration_seconds_sum", &ret);

@@ -394,14 +394,7 @@ fn wait_for_pane(session: &str, what: &str) -> String {
 
 /// Where the cgroup v2 hierarchy is mounted.
 fn cgroup2_mount() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        })
-        .expect("a cgroup v2 hierarchy mounted")
+    tracekit_summary::cgroup2_mount().expect("a cgroup v2 hierarchy mounted")
 }
 
 #[test]
