@@ -103,7 +103,7 @@ impl Exporter {
     /// Reads the kernel maps and encodes them.
     fn scrape(&mut self, openmetrics: bool) -> Result<(String, &'static str), Error> {
         let started = Instant::now();
-        let summary = self.tracer.read()?;
+        let summary = self.tracer.read_counts()?;
         let limits = Limits {
             max_series: self.options.max_series,
             expire: self.options.expire,

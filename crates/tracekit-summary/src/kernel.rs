@@ -251,10 +251,20 @@ impl Tracer {
         }
     }
 
-    /// Reads the statistics collected so far (the programs stay attached).
+    /// Reads the statistics collected so far (the programs stay attached), with the calls
+    /// still in flight.
     pub fn read(&mut self) -> Result<Summary, SummaryError> {
         // A kernel without task iterators only loses this remark, not the summary.
         let in_flight = self.count_in_flight().ok();
+        let mut summary = self.read_counts()?;
+        summary.in_flight = in_flight.map(|counts| summary.name_counts(counts));
+        Ok(summary)
+    }
+
+    /// [`Tracer::read`] without the calls in flight (`in_flight` is `None`): no task walk and
+    /// no read of the per-syscall in-flight array, for readers that poll often and do not
+    /// report them (the exporter).
+    pub fn read_counts(&self) -> Result<Summary, SummaryError> {
         let rows = match self.options.mode {
             Mode::Total => self.read_total()?,
             Mode::Process | Mode::Thread | Mode::Cgroup | Mode::ProcessInCgroup => {
@@ -285,7 +295,6 @@ impl Tracer {
             self.read_dropped()?,
             self.started.elapsed(),
         );
-        summary.in_flight = in_flight.map(|counts| summary.name_counts(counts));
         summary.latency = self.options.latency;
         Ok(summary)
     }
