@@ -14,11 +14,12 @@ pub(crate) struct Btf<'a> {
 pub(crate) const INT: u32 = 1;
 /// `BTF_KIND_PTR`.
 pub(crate) const PTR: u32 = 2;
-const ARRAY: u32 = 3;
+pub(crate) const ARRAY: u32 = 3;
 pub(crate) const STRUCT: u32 = 4;
-const UNION: u32 = 5;
+pub(crate) const UNION: u32 = 5;
 pub(crate) const ENUM: u32 = 6;
-const TYPEDEF: u32 = 8;
+pub(crate) const FWD: u32 = 7;
+pub(crate) const TYPEDEF: u32 = 8;
 const VOLATILE: u32 = 9;
 const CONST: u32 = 10;
 const RESTRICT: u32 = 11;
@@ -31,7 +32,7 @@ pub(crate) const DATASEC: u32 = 15;
 /// `BTF_KIND_FUNC_PROTO`.
 pub(crate) const FUNC_PROTO: u32 = 13;
 const TYPE_TAG: u32 = 18;
-const ENUM64: u32 = 19;
+pub(crate) const ENUM64: u32 = 19;
 
 impl<'a> Btf<'a> {
     pub(crate) fn parse(data: &'a [u8]) -> Option<Btf<'a>> {
@@ -72,6 +73,25 @@ impl<'a> Btf<'a> {
         let at = *self.offsets.get((id as usize).checked_sub(1)?)?;
         let kind = (u32_at(self.types, at + 4)? >> 24) & 0x1f;
         Some((kind, self.string(u32_at(self.types, at)?)?, at))
+    }
+
+    /// The fixed part of type `id`'s record.
+    pub(crate) fn record(&self, id: u32) -> Option<Record<'a>> {
+        let (kind, name, at) = self.get(id)?;
+        let info = u32_at(self.types, at + 4)?;
+        Some(Record {
+            kind,
+            name,
+            vlen: (info & 0xffff) as usize,
+            kflag: info >> 31 == 1,
+            size_or_type: u32_at(self.types, at + 8)?,
+            at,
+        })
+    }
+
+    /// The u32 at `at` in the type section (a record's variable part).
+    pub(crate) fn word(&self, at: usize) -> Option<u32> {
+        u32_at(self.types, at)
     }
 
     /// How many types there are (ids 1..=count).
@@ -116,9 +136,14 @@ impl<'a> Btf<'a> {
 
     /// The members of a struct or union (behind typedefs and qualifiers).
     pub(crate) fn members(&self, id: u32) -> Vec<Member<'a>> {
-        let Some((STRUCT | UNION, _, at)) = self.get(self.resolve(id)) else {
-            return Vec::new();
-        };
+        match self.get(self.resolve(id)) {
+            Some((STRUCT | UNION, _, at)) => self.members_at(at),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The members of the struct or union whose record is at `at`.
+    pub(crate) fn members_at(&self, at: usize) -> Vec<Member<'a>> {
         let info = u32_at(self.types, at + 4).unwrap_or(0);
         let bitfields = info >> 31 == 1;
         (0..(info & 0xffff) as usize)
@@ -190,6 +215,18 @@ impl<'a> Btf<'a> {
     }
 }
 
+/// The fixed part of a type record: `struct btf_type`.
+pub(crate) struct Record<'a> {
+    pub kind: u32,
+    pub name: &'a str,
+    pub vlen: usize,
+    pub kflag: bool,
+    /// The size of an int, enum, struct or union; the referenced type of the others.
+    pub size_or_type: u32,
+    /// Offset of the record in the type section; its variable part starts 12 bytes later.
+    pub at: usize,
+}
+
 /// A member of a struct or union.
 pub(crate) struct Member<'a> {
     pub name: &'a str,
@@ -197,6 +234,44 @@ pub(crate) struct Member<'a> {
     pub bit_offset: u32,
     /// Offset of the member's record in the type section (its name offset comes first).
     pub record: usize,
+}
+
+/// The kernel's BTF (`/sys/kernel/btf/vmlinux`) with its types indexed by name.
+pub(crate) struct KernelBtf {
+    pub btf: Btf<'static>,
+    by_name: std::collections::HashMap<&'static str, Vec<u32>>,
+}
+
+impl KernelBtf {
+    /// The ids of the types named `name`.
+    pub(crate) fn named(&self, name: &str) -> Vec<u32> {
+        self.by_name.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// The kernel's BTF in the crate's own reader (aya-obj's does not show struct members), read
+/// and indexed once per process (~30 ms): it does not change while the kernel runs.
+pub(crate) fn kernel() -> Result<&'static KernelBtf, String> {
+    static BYTES: std::sync::OnceLock<Result<Vec<u8>, String>> = std::sync::OnceLock::new();
+    static PARSED: std::sync::OnceLock<Result<KernelBtf, String>> = std::sync::OnceLock::new();
+    const PATH: &str = "/sys/kernel/btf/vmlinux";
+    PARSED
+        .get_or_init(|| {
+            let bytes = BYTES
+                .get_or_init(|| std::fs::read(PATH).map_err(|e| format!("{PATH}: {e}")))
+                .as_ref()
+                .map_err(Clone::clone)?;
+            let btf = Btf::parse(bytes).ok_or_else(|| format!("{PATH}: not BTF"))?;
+            let mut by_name = std::collections::HashMap::<&str, Vec<u32>>::new();
+            for id in 1..=btf.count() {
+                if let Some((_, name, _)) = btf.get(id) {
+                    by_name.entry(name).or_default().push(id);
+                }
+            }
+            Ok(KernelBtf { btf, by_name })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {

@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 mod btf;
+mod core_fixups;
 mod core_relo;
 mod error;
 mod externs;

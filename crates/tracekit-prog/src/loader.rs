@@ -38,6 +38,9 @@ pub(crate) struct LoadedMap {
 /// for aya-obj.
 pub(crate) fn prepare(bytes: &[u8]) -> Result<Prepared, String> {
     let mut bytes = bytes.to_vec();
+    if let Some(fixed) = crate::core_fixups::apply(&bytes)? {
+        bytes = fixed;
+    }
     let slots = crate::init_values::read(&bytes)?;
     if let Some(fixed) = crate::init_values::hide_prog_array_values(&bytes) {
         bytes = fixed;

@@ -84,13 +84,11 @@ fn member_at(btf: &Btf<'_>, section: &str, variable: &str, offset: u64) -> Optio
 /// The kernel's BTF id of the struct and the index of the member: what `BPF_PROG_LOAD` takes
 /// as `attach_btf_id` and `expected_attach_type` for a struct_ops program.
 pub(crate) fn kernel_ids(implements: &Implements) -> Result<(u32, u32), String> {
-    let kernel = vmlinux()?;
-    let id = (1..=kernel.count())
-        .find(|&id| {
-            kernel
-                .get(id)
-                .is_some_and(|(k, n, _)| k == btf::STRUCT && n == implements.ops)
-        })
+    let kernel = btf::kernel()?;
+    let id = kernel
+        .named(&implements.ops)
+        .into_iter()
+        .find(|&id| kernel.btf.get(id).is_some_and(|(k, _, _)| k == btf::STRUCT))
         .ok_or_else(|| {
             format!(
                 "the kernel has no struct_ops type '{}' (is the module that defines it loaded?)",
@@ -98,6 +96,7 @@ pub(crate) fn kernel_ids(implements: &Implements) -> Result<(u32, u32), String> 
             )
         })?;
     let index = kernel
+        .btf
         .members(id)
         .iter()
         .position(|m| m.name == implements.member)
@@ -108,22 +107,4 @@ pub(crate) fn kernel_ids(implements: &Implements) -> Result<(u32, u32), String> 
             )
         })?;
     Ok((id, index as u32))
-}
-
-/// The kernel's BTF in the crate's own reader (aya-obj's does not show struct members),
-/// read once per process.
-fn vmlinux() -> Result<&'static Btf<'static>, String> {
-    static BYTES: std::sync::OnceLock<Result<Vec<u8>, String>> = std::sync::OnceLock::new();
-    static PARSED: std::sync::OnceLock<Result<Btf<'static>, String>> = std::sync::OnceLock::new();
-    const PATH: &str = "/sys/kernel/btf/vmlinux";
-    PARSED
-        .get_or_init(|| {
-            let bytes = BYTES
-                .get_or_init(|| std::fs::read(PATH).map_err(|e| format!("{PATH}: {e}")))
-                .as_ref()
-                .map_err(Clone::clone)?;
-            Btf::parse(bytes).ok_or_else(|| format!("{PATH}: not BTF"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
 }

@@ -275,3 +275,19 @@ fn kconfig_externs_get_the_running_kernels_values_as_constants() {
         prog.map_names()
     );
 }
+
+#[test]
+fn core_relocations_aya_cannot_apply_get_libbpf_results() {
+    // bpf/core_fixups.bpf.c returns one bit per check: type_matches true and false, a type the
+    // kernel lacks (no match, type id 0, size 0), and element 0 of a flexible array member at
+    // the kernel's offset of the member.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../bpf/obj/core_fixups.bpf.o"
+    );
+    let prog = BpfObject::from_file(path)
+        .unwrap()
+        .load("core_fixups")
+        .unwrap();
+    assert_eq!(run_with_context(&prog, &[0; 8]).retval, 0b111001);
+}
