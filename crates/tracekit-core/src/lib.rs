@@ -7,6 +7,7 @@
 
 pub mod errno;
 pub mod errors;
+pub mod process;
 pub mod report;
 pub mod stats;
 pub mod syscall_set;

@@ -5,13 +5,7 @@ use tracekit_core::stats::{LatencyStats, Log2Histogram};
 use crate::spec::ProbeKind;
 
 /// How the traced process ended, if it did while traced (either engine).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Code(i32),
-    /// It was killed by this signal.
-    Signal(i32),
-}
+pub use tracekit_core::process::ExitStatus;
 
 /// The outcome of one probe over a run, from either engine.
 #[derive(Debug, Clone, PartialEq)]

@@ -451,14 +451,7 @@ fn is_elf(path: &Path) -> bool {
 }
 
 fn which(name: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    tracekit_core::process::find_program(name).ok()
 }
 
 /// One line of `/proc/PID/maps` that maps a file.

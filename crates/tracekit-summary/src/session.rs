@@ -1,12 +1,12 @@
 //! A whole run: choose the targets, start the command, wait for the end, read the summary.
 
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tracekit_core::process::{ExitStatus, FindError, alive, find_program, tgid_of};
 
 use crate::SummaryError;
 use crate::kernel::{Options, TaskFilter, Tracer};
@@ -136,7 +136,7 @@ pub fn run_with_intervals(
             let mut child = spawn(arg0.as_ref().unwrap_or(&argv[0]), argv, &tracer)?;
             let mut exit = None;
             wait_until(&mut tracer, &mut ended, || {
-                exit = child.try_wait().ok().flatten();
+                exit = child.try_wait().ok().flatten().map(ExitStatus::from);
                 exit.is_some()
             });
             let by_duration = !stop.load(Ordering::Relaxed);
@@ -238,7 +238,7 @@ fn stop_child(child: &mut Child, timed_out: bool, notes: &mut Vec<String>) -> Op
         let until = Instant::now() + GRACE;
         loop {
             match child.try_wait() {
-                Ok(Some(status)) => return Some(status),
+                Ok(Some(status)) => return Some(status.into()),
                 Ok(None) if Instant::now() < until => std::thread::sleep(POLL),
                 _ => return None,
             }
@@ -285,35 +285,13 @@ fn find_command(argv: &[OsString]) -> Result<PathBuf, SummaryError> {
             reason: "no command given".into(),
         });
     };
-    let name = program.to_string_lossy().into_owned();
-    let candidates: Vec<PathBuf> = if name.contains('/') {
-        vec![PathBuf::from(program)]
-    } else {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
-            .unwrap_or_default()
-    };
-    let existing: Vec<&PathBuf> = candidates.iter().filter(|p| p.exists()).collect();
-    if existing.is_empty() {
-        return Err(SummaryError::CommandNotFound(name));
-    }
-    if let Some(found) = existing.iter().find(|p| executable_file(p)) {
-        return Ok((*found).clone());
-    }
-    let reason = if existing[0].is_dir() {
-        "is a directory"
-    } else {
-        "is not executable (check its permissions)"
-    };
-    Err(SummaryError::NotExecutable {
-        command: name,
-        reason: reason.into(),
+    find_program(Path::new(program)).map_err(|e| match e {
+        FindError::NotFound(name) => SummaryError::CommandNotFound(name),
+        FindError::NotExecutable { program, reason } => SummaryError::NotExecutable {
+            command: program,
+            reason: reason.into(),
+        },
     })
-}
-
-fn executable_file(path: &Path) -> bool {
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Checks that every thread id exists.
@@ -342,23 +320,4 @@ fn resolve_pids(pids: &[u32], notes: &mut Vec<String>) -> Result<Vec<u32>, Summa
         }
     }
     Ok(out)
-}
-
-fn tgid_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// Whether the process exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised comm, which may itself contain ") ".
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
 }

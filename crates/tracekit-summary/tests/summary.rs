@@ -7,6 +7,7 @@ use common::{WORKLOAD, calls, release, run_command, serial, waiting};
 use std::ffi::OsString;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use tracekit_core::process::ExitStatus;
 use tracekit_core::stats::LatencyStats;
 use tracekit_summary::{Mode, Options, Summary, Target, Tracer};
 
@@ -18,7 +19,10 @@ fn run_workload(mode: Mode, errno: bool, steps: &[&str]) -> (Summary, i32) {
         ..Options::default()
     };
     let outcome = run_command(&options, steps);
-    (outcome.summary, outcome.exit.unwrap().code().unwrap())
+    match outcome.exit {
+        Some(ExitStatus::Code(code)) => (outcome.summary, code),
+        other => panic!("the workload did not exit normally: {other:?}"),
+    }
 }
 
 #[test]
@@ -267,8 +271,7 @@ fn duration_ends_a_command_with_sigterm() {
     )
     .unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(outcome.exit.unwrap().signal(), Some(libc::SIGTERM));
+    assert_eq!(outcome.exit, Some(ExitStatus::Signal(libc::SIGTERM)));
     assert!(
         outcome.notes.iter().any(|n| n.contains("sent SIGTERM")),
         "{:?}",

@@ -2,6 +2,7 @@
 //! crates; this crate only parses the command line and turns errors into advice.
 
 mod cmd;
+mod progress;
 mod stop;
 
 use clap::{Parser, Subcommand};

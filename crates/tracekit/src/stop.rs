@@ -28,13 +28,3 @@ fn install(escape: bool) -> anyhow::Result<Arc<AtomicBool>> {
     }
     Ok(stop)
 }
-
-/// The exit code that passes a command's status through: its exit code, or 128 + signal.
-pub fn exit_code_of(status: std::process::ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code as u8,
-        (None, Some(sig)) => (128 + sig) as u8,
-        (None, None) => 1,
-    }
-}

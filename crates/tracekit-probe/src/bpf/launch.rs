@@ -35,31 +35,8 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Finds `program` like `execvp` would, so a missing program is reported before anything is
 /// attached.
 pub fn find_program(program: &Path) -> io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.as_os_str().as_encoded_bytes().contains(&b'/') {
-        return if executable(program) {
-            Ok(program.to_path_buf())
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} is not an executable file", program.display()),
-            ))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| executable(p))
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} not found on PATH", program.display()),
-            )
-        })
+    tracekit_core::process::find_program(program)
+        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))
 }
 
 impl GatedChild {

@@ -470,7 +470,7 @@ pub fn run(
     const TICK: Duration = Duration::from_millis(50);
     match target {
         Target::Pid(pid) => {
-            if !alive(*pid) {
+            if !tracekit_core::process::alive(*pid) {
                 return Err(BpfError::NoSuchProcess(*pid));
             }
             let warnings: Vec<String> = probes
@@ -488,7 +488,7 @@ pub fn run(
             if let Some(f) = opts.on_attached {
                 f(probes.len());
             }
-            while !stop.load(Ordering::Relaxed) && alive(*pid) {
+            while !stop.load(Ordering::Relaxed) && tracekit_core::process::alive(*pid) {
                 session.poll(TICK, on_hit);
             }
             let mut out = finish(session, None, on_hit)?;
@@ -520,7 +520,7 @@ pub fn run(
                 std::thread::sleep(Duration::from_millis(100));
                 status = child.try_wait().ok().flatten();
             }
-            finish(session, status.map(exit_of), on_hit)
+            finish(session, status.map(ExitStatus::from), on_hit)
         }
     }
 }
@@ -538,25 +538,6 @@ fn finish(
         exit,
         warnings: Vec::new(),
     })
-}
-
-fn exit_of(s: std::process::ExitStatus) -> ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    match (s.code(), s.signal()) {
-        (Some(c), _) => ExitStatus::Code(c),
-        (None, Some(sig)) => ExitStatus::Signal(sig),
-        (None, None) => ExitStatus::Code(-1),
-    }
-}
-
-/// Whether process `pid` exists (and is not a zombie).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]

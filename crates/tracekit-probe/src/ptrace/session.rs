@@ -527,11 +527,7 @@ impl<'a> Session<'a> {
             return Ok(());
         };
         if tid == self.main_pid {
-            self.exit = Some(if libc::WIFEXITED(status) {
-                ExitStatus::Code(libc::WEXITSTATUS(status))
-            } else {
-                ExitStatus::Signal(libc::WTERMSIG(status))
-            });
+            self.exit = ExitStatus::from_wait_status(status);
             if self
                 .procs
                 .get(&tid)
@@ -1315,10 +1311,7 @@ fn list_tasks(pid: i32) -> io::Result<Vec<i32>> {
 }
 
 fn read_tgid(pid: i32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
+    tracekit_core::process::tgid_of(pid as u32).map(|t| t as i32)
 }
 
 /// The program's entry point (AT_ENTRY), already relocated.

@@ -2,8 +2,6 @@
 
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracekit_core::report::{Column, OutputTarget, Style, Table};
@@ -171,21 +169,6 @@ pub fn run(c: BenchCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A progress bar on a terminal (stderr) for runs longer than a glance; hidden otherwise.
-fn progress(total_pages: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total_pages);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} pages ({per_sec})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 fn demand_paging(a: DemandPagingArgs) -> anyhow::Result<ExitCode> {
     let c = &a.common;
     let config = DemandPagingConfig {
@@ -202,7 +185,7 @@ fn demand_paging(a: DemandPagingArgs) -> anyhow::Result<ExitCode> {
         kvm_device: c.kvm_device.clone(),
         privilege: c.privilege(),
     };
-    let bar = progress(c.bytes_per_vcpu / 4096 * c.vcpus as u64);
+    let bar = crate::progress::bar(c.bytes_per_vcpu / 4096 * c.vcpus as u64, 0, "pages", true);
     let report = tracekit_kvm::run_demand_paging(&config, &mut |pages| bar.set_position(pages));
     bar.finish_and_clear();
     let report = report?;
@@ -321,7 +304,12 @@ fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
         kvm_device: c.kvm_device.clone(),
         privilege: c.privilege(),
     };
-    let bar = progress((c.bytes_per_vcpu / 4096 * c.vcpus as u64).saturating_mul(a.iterations + 1));
+    let bar = crate::progress::bar(
+        (c.bytes_per_vcpu / 4096 * c.vcpus as u64).saturating_mul(a.iterations + 1),
+        0,
+        "pages",
+        true,
+    );
     let report = tracekit_kvm::run_dirty_log(&config, &mut |pages| bar.set_position(pages));
     bar.finish_and_clear();
     let report = report?;

@@ -250,8 +250,7 @@ fn finish(result: &RunResult, args: &ProbeArgs, out: &OutputTarget) -> anyhow::R
         out.write(&text_report(result, out.style()))?;
     }
     Ok(match result.exit {
-        Some(ExitStatus::Code(c)) => ExitCode::from(c.clamp(0, 255) as u8),
-        Some(ExitStatus::Signal(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
+        Some(status) => ExitCode::from(status.exit_code()),
         None => ExitCode::SUCCESS,
     })
 }

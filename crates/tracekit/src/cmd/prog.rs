@@ -2,9 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tracekit_core::report::{Column, OutputTarget, Style, Table};
@@ -357,7 +355,7 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
         live_frames: a.live.then_some(a.batch_size.unwrap_or(0)),
         ..Default::default()
     };
-    let bar = progress(u64::from(a.batches), 10, "batches");
+    let bar = crate::progress::bar(u64::from(a.batches), 10, "batches", false);
     let bench =
         prog.benchmark_with_progress(&opts, a.batches as usize, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
@@ -407,19 +405,6 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
         target.write(&text)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A progress bar on a terminal (stderr) when there are at least `min` steps; hidden otherwise.
-fn progress(total: u64, min: u64, unit: &str) -> ProgressBar {
-    if total < min || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let template = format!("{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit}");
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 fn render_run(
@@ -592,7 +577,7 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let packets = capture.packets;
     let prog = load(&a)?;
-    let bar = progress(packets.len() as u64, 10_000, "packets");
+    let bar = crate::progress::bar(packets.len() as u64, 10_000, "packets", false);
     let result = pcap::replay_with_progress(&prog, &packets, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
     let target = OutputTarget::new(a.out.output.as_deref());

@@ -283,7 +283,7 @@ fn top(args: TopArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .for_each(|n| eprintln!("tracekit: {n}"));
     Ok(match outcome.exit {
-        Some(status) => ExitCode::from(crate::stop::exit_code_of(status)),
+        Some(status) => ExitCode::from(status.exit_code()),
         None => ExitCode::SUCCESS,
     })
 }
@@ -366,7 +366,7 @@ fn summary(args: SummaryArgs) -> anyhow::Result<ExitCode> {
         write_report(&output, &outcome.summary, render_options, args.json)?;
     }
     Ok(match outcome.exit {
-        Some(status) => ExitCode::from(crate::stop::exit_code_of(status)),
+        Some(status) => ExitCode::from(status.exit_code()),
         None if stop.load(std::sync::atomic::Ordering::Relaxed)
             && matches!(target, Target::Command(_)) =>
         {
