@@ -2,15 +2,15 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tracekit_core::report::{Column, OutputTarget, Style, Table};
-use tracekit_core::stats::SampleSummary;
+use tracekit_core::report::OutputTarget;
 use tracekit_prog::packet::PacketSpec;
+use tracekit_prog::render::render_suites;
 use tracekit_prog::vectors::{Suite, SuiteReport};
 use tracekit_prog::{
-    Benchmark, BpfObject, KernelProgram, MapDump, Program, RunOptions, hex, pcap, xdp_md_context,
+    BpfObject, KernelProgram, Program, ReplayReport, RunOptions, RunReport, hex, pcap,
+    xdp_md_context,
 };
 
 /// `tracekit prog ...`
@@ -256,76 +256,6 @@ fn packet_from_fields(fields: &str) -> anyhow::Result<Vec<u8>> {
     Ok(spec.build()?)
 }
 
-/// The JSON form of `prog run`.
-#[derive(Serialize)]
-struct RunReport<'a> {
-    object: String,
-    program: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    retval: u32,
-    verdict: String,
-    data_in_len: usize,
-    data_out: String,
-    data_out_len: usize,
-    changed_offsets: Vec<usize>,
-    ctx_out: String,
-    repeat: u32,
-    batches: usize,
-    duration_ns: Option<SampleSummary>,
-    first_call_ns: Option<u64>,
-    wall_ns_per_call: Option<SampleSummary>,
-    fixed_cost_ns_per_call: Option<f64>,
-    batch_means_ns: &'a [f64],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    maps: Option<Vec<MapDump>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    live_frames: Option<LiveReport>,
-}
-
-/// What a live-frames run sent, and how fast.
-#[derive(Serialize)]
-struct LiveReport {
-    /// Frames sent in all: the cold call's one, then batches x repeat.
-    frames_sent: u64,
-    batch_size: u32,
-    /// Frames per second from the kernel's median time per frame.
-    pps_median: Option<f64>,
-}
-
-impl LiveReport {
-    fn new(b: &Benchmark, batch_size: Option<u32>) -> Self {
-        LiveReport {
-            frames_sent: 1 + b.batches as u64 * u64::from(b.repeat),
-            batch_size: batch_size.unwrap_or(64),
-            pps_median: b.per_run_ns.map(|s| 1e9 / s.median.max(1.0)),
-        }
-    }
-}
-
-fn render_live(
-    object: &Path,
-    prog: &Program,
-    b: &Benchmark,
-    batch: Option<u32>,
-    style: Style,
-) -> String {
-    let live = LiveReport::new(b, batch);
-    let rate = live.pps_median.map_or("not measured".to_owned(), |pps| {
-        format!("{:.2} Mpps", pps / 1e6)
-    });
-    format!(
-        "\n {} ({}) in {}, live frames\n\n frames    {} sent (batches of {}); the kernel returns no verdict in live mode\n rate      {}\n\n{}",
-        prog.name(),
-        prog.kind(),
-        object.display(),
-        live.frames_sent,
-        live.batch_size,
-        style.bold(&rate),
-        render_timing(prog, b)
-    )
-}
-
 /// The index of a network interface of this namespace.
 fn ifindex(dev: &str) -> anyhow::Result<u32> {
     let path = Path::new("/sys/class/net").join(dev).join("ifindex");
@@ -369,189 +299,22 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let maps = a.dump_maps.then(|| prog.dump_maps()).transpose()?;
+    let report = RunReport {
+        object: &a.object,
+        program: &prog,
+        data_in: &data,
+        ctx_in: &ctx,
+        bench: &bench,
+        maps: maps.as_deref(),
+        live_frames: opts.live_frames,
+    };
     let target = OutputTarget::new(a.out.output.as_deref());
     if a.out.json {
-        let r = &bench.result;
-        target.write_json(&RunReport {
-            object: a.object.display().to_string(),
-            program: prog.name(),
-            kind: prog.kind().name(),
-            retval: r.retval,
-            verdict: prog.verdict(r.retval),
-            data_in_len: data.len(),
-            data_out: hex::encode(&r.data_out),
-            data_out_len: r.data_out.len(),
-            changed_offsets: hex::changed_offsets(&data, &r.data_out),
-            ctx_out: hex::encode(&r.ctx_out),
-            repeat: bench.repeat,
-            batches: bench.batches,
-            duration_ns: bench.per_run_ns,
-            first_call_ns: bench.first_call_ns,
-            wall_ns_per_call: bench.wall_per_call_ns,
-            fixed_cost_ns_per_call: bench.fixed_cost_per_call_ns(),
-            batch_means_ns: &bench.batch_means_ns,
-            maps,
-            live_frames: a.live.then(|| LiveReport::new(&bench, a.batch_size)),
-        })?;
+        target.write_json(&report.to_json())?;
     } else {
-        let mut text = if a.live {
-            render_live(&a.object, &prog, &bench, a.batch_size, target.style())
-        } else {
-            render_run(&a.object, &prog, &data, &ctx, &bench, target.style())
-        };
-        for dump in maps.iter().flatten() {
-            text.push_str(&format!("{dump}\n"));
-        }
-        target.write(&text)?;
+        target.write(&report.render(target.style()))?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn render_run(
-    object: &Path,
-    prog: &Program,
-    data: &[u8],
-    ctx: &[u8],
-    b: &Benchmark,
-    style: Style,
-) -> String {
-    let r = &b.result;
-    let mut s = format!(
-        "\n {} ({}) in {}\n\n",
-        prog.name(),
-        prog.kind(),
-        object.display()
-    );
-    let verdict = prog.verdict(r.retval);
-    if verdict == r.retval.to_string() {
-        s.push_str(&format!(" retval    {}\n", r.retval));
-    } else {
-        s.push_str(&format!(
-            " retval    {}  {}\n",
-            r.retval,
-            style.bold(&verdict)
-        ));
-    }
-    if !data.is_empty() || !r.data_out.is_empty() {
-        let changed = hex::changed_offsets(data, &r.data_out).len();
-        let what = match changed {
-            0 if r.data_out.len() == data.len() => "unchanged".to_owned(),
-            n => format!("{n} bytes changed (marked ^^)"),
-        };
-        s.push_str(&format!(
-            " data_out  {} bytes (in: {}), {what}\n",
-            r.data_out.len(),
-            data.len()
-        ));
-        s.push_str(&hex::dump_compact(
-            data,
-            &r.data_out,
-            |x| style.yellow(x),
-            8,
-        ));
-    }
-    if !r.ctx_out.is_empty() {
-        s.push_str(&format!(" ctx_out   {} bytes\n", r.ctx_out.len()));
-        s.push_str(&hex::dump_compact(ctx, &r.ctx_out, |x| style.yellow(x), 8));
-    }
-    s.push('\n');
-    s.push_str(&render_timing(prog, b));
-    s
-}
-
-fn render_timing(prog: &Program, b: &Benchmark) -> String {
-    let Some(per_run) = b.per_run_ns else {
-        return format!(
-            " duration  not measured: the kernel does not time {} test runs\n\n",
-            prog.kind()
-        );
-    };
-    let mut t = Table::new(vec![
-        Column::left("calls"),
-        Column::right("runs/call"),
-        Column::right("min"),
-        Column::right("median"),
-        Column::right("p99"),
-        Column::right("max"),
-        Column::right("stddev"),
-    ]);
-    let first = b.first_call_ns.unwrap_or(0).to_string();
-    t.row(vec![
-        "first (cold)".into(),
-        "1".into(),
-        first.clone(),
-        first.clone(),
-        first.clone(),
-        first,
-        "-".into(),
-    ]);
-    let f = |x: f64| format!("{x:.0}");
-    t.row(vec![
-        format!(
-            "{} batch{}",
-            b.batches,
-            if b.batches == 1 { "" } else { "es" }
-        ),
-        b.repeat.to_string(),
-        f(per_run.min),
-        f(per_run.median),
-        f(per_run.p99),
-        f(per_run.max),
-        format!("{:.1}", per_run.stddev),
-    ]);
-    let mut s = format!(
-        " duration per run in ns (the kernel's mean over each call's runs):\n\n{}",
-        t.render(Style::default())
-    );
-    if b.batches > 1 {
-        let shown: Vec<String> = b
-            .batch_means_ns
-            .iter()
-            .take(20)
-            .map(|x| format!("{x:.0}"))
-            .collect();
-        let more = if b.batches > 20 { " ..." } else { "" };
-        s.push_str(&format!(
-            "\n batch by batch (ns/run): {}{more}\n",
-            shown.join(" ")
-        ));
-    } else if b.repeat <= 1 {
-        s.push_str("\n one warm run is a few timer ticks: use --repeat 1000 --batches 20 for figures to compare\n");
-    }
-    s.push('\n');
-    if let (Some(wall), Some(fixed)) = (b.wall_per_call_ns, b.fixed_cost_per_call_ns()) {
-        let in_prog = per_run.median * f64::from(b.repeat);
-        s.push_str(&format!(
-            " wall time per call: median {} = {} running the program + {} fixed cost (syscall, copies{})\n\n",
-            human_ns(wall.median),
-            human_ns(in_prog),
-            human_ns(fixed),
-            if prog.kind().name() == "xdp" && b.repeat > 1 { ", XDP dispatcher switch for repeat > 1" } else { "" }
-        ));
-    }
-    s
-}
-
-fn human_ns(ns: f64) -> String {
-    match ns {
-        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
-        n if n >= 1e3 => format!("{:.1} µs", n / 1e3),
-        n => format!("{n:.0} ns"),
-    }
-}
-
-/// The JSON form of `prog run --pcap`.
-#[derive(Serialize)]
-struct ReplayReport<'a> {
-    object: String,
-    program: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    pcap: String,
-    /// The capture ended inside a packet, which was left out.
-    truncated: bool,
-    #[serde(flatten)]
-    replay: &'a pcap::Replay,
 }
 
 fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -580,90 +343,21 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
     let bar = crate::progress::bar(packets.len() as u64, 10_000, "packets", false);
     let result = pcap::replay_with_progress(&prog, &packets, |n| bar.set_position(n as u64))?;
     bar.finish_and_clear();
+    let report = ReplayReport {
+        object: &a.object,
+        program: &prog,
+        pcap: &path,
+        truncated: capture.truncated,
+        replay: &result,
+    };
     let target = OutputTarget::new(a.out.output.as_deref());
     if a.out.json {
-        let report = ReplayReport {
-            object: a.object.display().to_string(),
-            program: prog.name(),
-            kind: prog.kind().name(),
-            pcap: path.display().to_string(),
-            truncated: capture.truncated,
-            replay: &result,
-        };
-        target.write_json(&report)?;
-        let failed = result.verdicts.iter().any(|v| v.error.is_some());
-        return Ok(if failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        });
+        target.write_json(&report.to_json())?;
+    } else {
+        target.write(&report.render(a.verbose, target.style()))?;
     }
-    let style = target.style();
-    let mut s = format!(
-        "\n {} ({}) on {}: {} packets\n\n",
-        prog.name(),
-        prog.kind(),
-        path.display(),
-        result.packets
-    );
-    let mut t = Table::new(vec![
-        Column::left("verdict"),
-        Column::right("packets"),
-        Column::right("%"),
-    ]);
-    for (verdict, &n) in &result.counts {
-        t.row(vec![
-            verdict.clone(),
-            n.to_string(),
-            format!("{:.1}", 100.0 * n as f64 / result.packets.max(1) as f64),
-        ]);
-    }
-    s.push_str(&t.render(style));
-    if a.verbose {
-        let mut t = Table::new(vec![
-            Column::right("packet"),
-            Column::right("len"),
-            Column::right("retval"),
-            Column::left("verdict"),
-            Column::left("modified"),
-            Column::left("summary"),
-        ]);
-        for v in &result.verdicts {
-            let retval = if v.error.is_some() {
-                "-".to_owned()
-            } else {
-                v.retval.to_string()
-            };
-            let modified = if v.modified { "yes" } else { "no" }.to_owned();
-            t.row(vec![
-                v.packet.to_string(),
-                v.len.to_string(),
-                retval,
-                v.verdict.clone(),
-                modified,
-                v.summary.clone(),
-            ]);
-        }
-        s.push('\n');
-        s.push_str(&t.render(style));
-    }
-    let errors: Vec<_> = result
-        .verdicts
-        .iter()
-        .filter_map(|v| v.error.as_ref().map(|e| (v.packet, e)))
-        .collect();
-    if let Some((packet, e)) = errors.first() {
-        let more = if errors.len() > 1 {
-            format!(" ({} more: --json lists them)", errors.len() - 1)
-        } else {
-            String::new()
-        };
-        s.push_str(&format!("\n packet {packet} could not run: {e}{more}\n"));
-    }
-    s.push('\n');
-    target.write(&s)?;
     // The verdicts of the other packets are printed, but a replay with failures is not a success.
-    Ok(if errors.is_empty() {
+    Ok(if report.errors().is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -688,49 +382,4 @@ fn test(a: TestArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn render_suites(reports: &[SuiteReport], style: Style) -> String {
-    let mut s = String::new();
-    for r in reports {
-        s.push_str(&format!("\n {}: {} cases\n\n", r.file, r.cases.len()));
-        let mut t = Table::new(vec![
-            Column::left("result"),
-            Column::left("program"),
-            Column::left("verdict"),
-            Column::left("case"),
-        ]);
-        for c in &r.cases {
-            let result = if c.passed {
-                style.green("PASS")
-            } else {
-                style.red("FAIL")
-            };
-            t.row(vec![
-                result,
-                c.program.clone(),
-                c.verdict.clone().unwrap_or_else(|| "-".into()),
-                c.name.clone(),
-            ]);
-        }
-        s.push_str(&t.render(style));
-        for c in r.failures() {
-            s.push_str(&format!("\n FAIL {}\n", c.name));
-            for f in &c.failures {
-                s.push_str(&format!("      {f}\n"));
-            }
-        }
-    }
-    let passed: usize = reports.iter().map(|r| r.passed).sum();
-    let failed: usize = reports.iter().map(|r| r.failed).sum();
-    let summary = format!("{passed} passed, {failed} failed");
-    s.push_str(&format!(
-        "\n {}\n\n",
-        if failed == 0 {
-            style.green(&summary)
-        } else {
-            style.red(&summary)
-        }
-    ));
-    s
 }
