@@ -154,6 +154,9 @@ pub enum Error {
     /// A packet description or hex string is malformed.
     #[error("bad packet: {0}")]
     Packet(String),
+    /// No network interface of that name in this network namespace.
+    #[error("no interface '{0}' here (`ip link` lists them)")]
+    NoInterface(String),
 }
 
 impl Error {

@@ -46,6 +46,21 @@ impl FromStr for KernelProgram {
     }
 }
 
+impl KernelProgram {
+    /// The program a command-line argument names when it is `id:N`, `pinned:PATH` or
+    /// `name:NAME` and no file of that name exists; `Ok(None)` for an object file.
+    pub fn from_arg(arg: &std::path::Path) -> Result<Option<Self>, String> {
+        let text = arg.to_string_lossy();
+        let prefixed = ["id:", "pinned:", "name:"]
+            .iter()
+            .any(|p| text.starts_with(p));
+        if !prefixed || arg.exists() {
+            return Ok(None);
+        }
+        text.parse().map(Some)
+    }
+}
+
 impl std::fmt::Display for KernelProgram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -55,5 +55,7 @@ pub use kind::ProgKind;
 pub use maps::{MapDump, MapEntry};
 pub use object::{BpfObject, ProgramEntry};
 pub use render::{ReplayReport, RunReport};
-pub use run::{Benchmark, LIVE_FRAMES, Program, RunOptions, RunResult, xdp_md_context};
+pub use run::{
+    Benchmark, LIVE_FRAMES, Program, RunOptions, RunResult, interface_index, xdp_md_context,
+};
 pub use section::SectionType;

@@ -77,6 +77,19 @@ impl PacketSpec {
         }
     }
 
+    /// A spec from fields written as TOML, as the CLI's `--packet` takes them:
+    /// `proto="udp", dst_port=9999, ttl=1`.
+    pub fn from_fields(fields: &str) -> Result<Self, Error> {
+        toml::from_str::<toml::Table>(&format!("p = {{ {fields} }}"))
+            .and_then(|t| t["p"].clone().try_into())
+            .map_err(|e| {
+                Error::Packet(format!(
+                    "'{fields}': {} (write the fields as TOML, e.g. 'proto=\"udp\", dst_port=9999')",
+                    e.message().trim()
+                ))
+            })
+    }
+
     /// The packet's bytes, with correct lengths and checksums.
     pub fn build(&self) -> Result<Vec<u8>, Error> {
         let mut payload = self.payload.as_bytes().to_vec();

@@ -57,6 +57,17 @@ pub fn xdp_md_context(packet_len: u32, ifindex: u32) -> Vec<u8> {
         .collect()
 }
 
+/// The index of network interface `dev` in this network namespace (for [`xdp_md_context`]).
+pub fn interface_index(dev: &str) -> Result<u32, Error> {
+    let path = std::path::Path::new("/sys/class/net")
+        .join(dev)
+        .join("ifindex");
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| Error::NoInterface(dev.to_owned()))
+}
+
 /// What one test run returned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunResult {

@@ -9,8 +9,8 @@ use tracekit_prog::packet::PacketSpec;
 use tracekit_prog::render::render_suites;
 use tracekit_prog::vectors::{Suite, SuiteReport};
 use tracekit_prog::{
-    BpfObject, KernelProgram, Program, ReplayReport, RunOptions, RunReport, hex, pcap,
-    xdp_md_context,
+    BpfObject, KernelProgram, Program, ReplayReport, RunOptions, RunReport, hex, interface_index,
+    pcap, xdp_md_context,
 };
 
 /// `tracekit prog ...`
@@ -191,7 +191,10 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
 /// The program to run: from an object file, or already in the kernel (id:/pinned:/name:),
 /// with its maps filled from --map; -v puts the verifier's whole log in a refusal.
 fn load(a: &RunArgs) -> anyhow::Result<Program> {
-    let prog = match (kernel_program(&a.object)?, &a.program) {
+    let prog = match (
+        KernelProgram::from_arg(&a.object).map_err(anyhow::Error::msg)?,
+        &a.program,
+    ) {
         (Some(which), None) => which.open()?,
         (Some(which), Some(name)) => {
             bail!("{which} names a program already; drop the program name '{name}'")
@@ -222,20 +225,6 @@ fn load(a: &RunArgs) -> anyhow::Result<Program> {
     Ok(prog)
 }
 
-/// `id:N`, `pinned:PATH` or `name:NAME` (unless a file of that name exists).
-fn kernel_program(object: &Path) -> anyhow::Result<Option<KernelProgram>> {
-    let text = object.to_string_lossy();
-    let prefixed = ["id:", "pinned:", "name:"]
-        .iter()
-        .any(|p| text.starts_with(p));
-    if !prefixed || object.exists() {
-        return Ok(None);
-    }
-    Ok(Some(
-        text.parse::<KernelProgram>().map_err(anyhow::Error::msg)?,
-    ))
-}
-
 fn read_input(file: Option<&Path>, hex_text: Option<&str>, what: &str) -> anyhow::Result<Vec<u8>> {
     match (file, hex_text) {
         (Some(path), _) => std::fs::read(path)
@@ -245,34 +234,13 @@ fn read_input(file: Option<&Path>, hex_text: Option<&str>, what: &str) -> anyhow
     }
 }
 
-fn packet_from_fields(fields: &str) -> anyhow::Result<Vec<u8>> {
-    let spec: PacketSpec = toml::from_str::<toml::Table>(&format!("p = {{ {fields} }}"))
-        .and_then(|t| t["p"].clone().try_into())
-        .with_context(|| {
-            format!(
-                "bad --packet '{fields}': write fields as TOML, e.g. 'proto=\"udp\", dst_port=9999'"
-            )
-        })?;
-    Ok(spec.build()?)
-}
-
-/// The index of a network interface of this namespace.
-fn ifindex(dev: &str) -> anyhow::Result<u32> {
-    let path = Path::new("/sys/class/net").join(dev).join("ifindex");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("no interface '{dev}' here (`ip link` lists them)"))?;
-    text.trim()
-        .parse()
-        .with_context(|| format!("bad {}", path.display()))
-}
-
 fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
     let data = match &a.packet {
-        Some(fields) => packet_from_fields(fields)?,
+        Some(fields) => PacketSpec::from_fields(fields)?.build()?,
         None => read_input(a.data_in.as_deref(), a.data_hex.as_deref(), "data")?,
     };
     let ctx = match &a.dev {
-        Some(dev) => xdp_md_context(data.len() as u32, ifindex(dev)?),
+        Some(dev) => xdp_md_context(data.len() as u32, interface_index(dev)?),
         None => read_input(a.ctx_in.as_deref(), a.ctx_hex.as_deref(), "ctx")?,
     };
     let prog = load(&a)?;
