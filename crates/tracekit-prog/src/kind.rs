@@ -1,6 +1,5 @@
 //! Program types: what the kernel's test run does with each, and what its return value means.
 
-use crate::section::SectionType;
 use aya_obj::generated::bpf_prog_type as P;
 use serde::{Serialize, Serializer};
 
@@ -44,7 +43,7 @@ pub enum ProgKind {
 }
 
 /// How [`ProgKind::from_section`] names a section libbpf does not know.
-const UNKNOWN_SECTION: &str = "unknown section";
+pub(crate) const UNKNOWN_SECTION: &str = "unknown section";
 
 /// Every return value a verdict name can stand for (the named ones are small, plus
 /// `TC_ACT_UNSPEC` = -1).
@@ -53,14 +52,6 @@ fn named_retvals() -> impl Iterator<Item = u32> {
 }
 
 impl ProgKind {
-    /// The kind of the program in an ELF section such as `xdp`, `tc` or `raw_tp/sys_enter`
-    /// (libbpf's section names).
-    pub fn from_section(section: &str) -> ProgKind {
-        SectionType::parse(section)
-            .map(|t| t.kind)
-            .unwrap_or_else(|| ProgKind::Other(format!("{UNKNOWN_SECTION} '{section}'")))
-    }
-
     /// Whether the section name was not one libbpf knows (the type is unknown).
     pub fn is_unknown_section(&self) -> bool {
         matches!(self, ProgKind::Other(what) if what.starts_with(UNKNOWN_SECTION))
@@ -249,28 +240,6 @@ fn bpftool_name(prog_type: P) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sections_map_to_kinds() {
-        assert_eq!(ProgKind::from_section("xdp"), ProgKind::Xdp);
-        assert_eq!(ProgKind::from_section("classifier"), ProgKind::SchedCls);
-        assert_eq!(ProgKind::from_section("socket"), ProgKind::SocketFilter);
-        assert_eq!(
-            ProgKind::from_section("raw_tp/sys_enter"),
-            ProgKind::RawTracepoint
-        );
-        assert_eq!(ProgKind::from_section("syscall"), ProgKind::Syscall);
-        assert_eq!(
-            ProgKind::from_section("tracepoint/syscalls/sys_enter_getpid"),
-            ProgKind::Other("tracepoint".into())
-        );
-        assert_eq!(ProgKind::from_section("tc"), ProgKind::SchedCls);
-        assert_eq!(ProgKind::from_section("lwt_xmit"), ProgKind::LwtXmit);
-        assert_eq!(
-            ProgKind::from_section("foo"),
-            ProgKind::Other("unknown section 'foo'".into())
-        );
-    }
 
     #[test]
     fn verdicts_round_trip() {

@@ -2,7 +2,7 @@
 //! stands for. The table follows libbpf's `section_defs` (libbpf.c), so an object that libbpf
 //! loads has every program typed the same way here.
 
-use crate::kind::ProgKind;
+use crate::kind::{ProgKind, UNKNOWN_SECTION};
 use aya_obj::generated::{bpf_attach_type as A, bpf_prog_type as P};
 
 /// How a table entry matches a section name (libbpf's `sec_def_matches`).
@@ -570,8 +570,40 @@ impl SectionType {
     }
 }
 
+impl ProgKind {
+    /// The kind of the program in an ELF section such as `xdp`, `tc` or `raw_tp/sys_enter`
+    /// (libbpf's section names).
+    pub fn from_section(section: &str) -> ProgKind {
+        SectionType::parse(section)
+            .map(|t| t.kind)
+            .unwrap_or_else(|| ProgKind::Other(format!("{UNKNOWN_SECTION} '{section}'")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sections_map_to_kinds() {
+        assert_eq!(ProgKind::from_section("xdp"), ProgKind::Xdp);
+        assert_eq!(ProgKind::from_section("classifier"), ProgKind::SchedCls);
+        assert_eq!(ProgKind::from_section("socket"), ProgKind::SocketFilter);
+        assert_eq!(
+            ProgKind::from_section("raw_tp/sys_enter"),
+            ProgKind::RawTracepoint
+        );
+        assert_eq!(ProgKind::from_section("syscall"), ProgKind::Syscall);
+        assert_eq!(
+            ProgKind::from_section("tracepoint/syscalls/sys_enter_getpid"),
+            ProgKind::Other("tracepoint".into())
+        );
+        assert_eq!(ProgKind::from_section("tc"), ProgKind::SchedCls);
+        assert_eq!(ProgKind::from_section("lwt_xmit"), ProgKind::LwtXmit);
+        assert_eq!(
+            ProgKind::from_section("foo"),
+            ProgKind::Other("unknown section 'foo'".into())
+        );
+    }
+
     use super::*;
 
     fn kind(section: &str) -> Option<String> {

@@ -10,15 +10,12 @@ use tracekit_core::errors::chain;
 use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
 use crate::SummaryError;
-use crate::model::{COMPAT_BASE, Dropped, Mode, RawRow, Summary};
+use crate::model::{COMPAT_BASE, Dropped, ErrnoCounts, Mode, RawRow, Summary};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../bpf/obj/summary.bpf.o"
 ));
-
-/// Failed calls per (task id, syscall number), by errno.
-pub(crate) type ErrnoCounts = BTreeMap<(u64, u32), BTreeMap<i32, u64>>;
 
 /// Must match MAX_SYSCALLS in summary.bpf.c.
 const MAX_SYSCALLS: u32 = 1024;
@@ -516,17 +513,6 @@ fn open_cgroup(path: &std::path::Path) -> Result<std::fs::File, SummaryError> {
         ));
     }
     std::fs::File::open(path).map_err(|e| bad(e.to_string()))
-}
-
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
-/// on a hybrid system), from `/proc/self/mounts`.
-pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
-        (kind == "cgroup2").then(|| std::path::PathBuf::from(dir))
-    })
 }
 
 /// Turns an aya map error into the summary's, naming the map.

@@ -31,7 +31,7 @@ pub mod render;
 mod session;
 pub mod top;
 
-pub use kernel::{Options, TaskFilter, Tracer, attach_floor, cgroup2_mount};
+pub use kernel::{Options, TaskFilter, Tracer, attach_floor};
 pub use model::{Dropped, Group, Mode, SortKey, Summary, SyscallRow};
 pub use session::{Interval, Outcome, Target, run, run_with_intervals};
 

@@ -209,6 +209,9 @@ pub struct Summary {
     pub latency: bool,
 }
 
+/// Failed calls per (task id, syscall number), by errno, as read from the kernel.
+pub(crate) type ErrnoCounts = BTreeMap<(u64, u32), BTreeMap<i32, u64>>;
+
 /// One (task, syscall) entry as read from the kernel, before naming and grouping.
 pub(crate) struct RawRow {
     pub id: u64,
@@ -224,7 +227,7 @@ pub(crate) struct RawRow {
 fn cgroup_paths() -> BTreeMap<u64, String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
-    let Some(root) = crate::kernel::cgroup2_mount() else {
+    let Some(root) = tracekit_core::process::cgroup2_mount() else {
         return out;
     };
     let mut pending = vec![root.clone()];
@@ -265,7 +268,7 @@ impl Summary {
     pub(crate) fn build(
         mode: Mode,
         rows: Vec<RawRow>,
-        mut errnos: crate::kernel::ErrnoCounts,
+        mut errnos: ErrnoCounts,
         mut hists: BTreeMap<(u64, u32, u32), Log2Histogram>,
         comms: BTreeMap<u32, (String, u32)>,
         dropped: Dropped,

@@ -102,7 +102,7 @@ fn a_thread_filter_sees_that_thread_alone() {
 #[test]
 fn a_cgroup_filter_sees_exactly_the_cgroup() {
     let _guard = serial();
-    let root = tracekit_summary::cgroup2_mount().expect("a cgroup v2 hierarchy mounted");
+    let root = tracekit_core::process::cgroup2_mount().expect("a cgroup v2 hierarchy mounted");
     let cgroup = root.join(format!("tracekit-test-{}", std::process::id()));
     std::fs::create_dir(&cgroup).expect("root can make a cgroup");
     // A child cgroup: the filter takes descendants too.
@@ -374,7 +374,7 @@ fn ia32_calls_are_named_from_the_i386_table() {
 #[test]
 fn cgroup_mode_groups_by_cgroup_path() {
     let _guard = serial();
-    let root = tracekit_summary::cgroup2_mount().expect("a cgroup v2 hierarchy mounted");
+    let root = tracekit_core::process::cgroup2_mount().expect("a cgroup v2 hierarchy mounted");
     let name = format!("tracekit-mode-{}", std::process::id());
     let parent = root.join(&name);
     std::fs::create_dir(&parent).unwrap();
@@ -423,7 +423,7 @@ fn cgroup_mode_groups_by_cgroup_path() {
 #[test]
 fn cgroup_intervals_add_up_per_cgroup() {
     let _guard = serial();
-    let root = tracekit_summary::cgroup2_mount().expect("a cgroup v2 hierarchy mounted");
+    let root = tracekit_core::process::cgroup2_mount().expect("a cgroup v2 hierarchy mounted");
     let name = format!("tracekit-intervals-{}", std::process::id());
     let parent = root.join(&name);
     std::fs::create_dir(&parent).unwrap();

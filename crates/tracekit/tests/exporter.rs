@@ -71,7 +71,7 @@ fn path_str(path: &Path) -> &str {
 }
 
 fn cgroup2() -> PathBuf {
-    tracekit_summary::cgroup2_mount().expect("a cgroup v2 hierarchy mounted")
+    tracekit_core::process::cgroup2_mount().expect("a cgroup v2 hierarchy mounted")
 }
 
 /// `tracekit exporter ARGS --listen 127.0.0.1:PORT`, once it answers on /metrics; killed when

@@ -394,7 +394,7 @@ fn wait_for_pane(session: &str, what: &str) -> String {
 
 /// Where the cgroup v2 hierarchy is mounted.
 fn cgroup2_mount() -> PathBuf {
-    tracekit_summary::cgroup2_mount().expect("a cgroup v2 hierarchy mounted")
+    tracekit_core::process::cgroup2_mount().expect("a cgroup v2 hierarchy mounted")
 }
 
 #[test]
