@@ -6,21 +6,12 @@ use crate::guest::Privilege;
 use crate::host::HostToucher;
 use crate::layout::Verification;
 use crate::memory::Backing;
+use crate::options::Engine;
 use crate::runner::{PassTimes, Toucher};
 use crate::uffd::{COPY_PATTERN, HandlerMode, UffdHandlers, UffdStats};
 use crate::vm::{PerfTestVm, VmOptions};
 use serde::Serialize;
 use std::path::PathBuf;
-
-/// Which threads touch the memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Engine {
-    /// vCPUs of a KVM guest.
-    Kvm,
-    /// Host threads (`--no-kvm`).
-    Host,
-}
 
 /// Parameters of a demand-paging run.
 #[derive(Debug, Clone)]

@@ -3,59 +3,21 @@
 //! dirty bitmap (KVM_GET_DIRTY_LOG, then KVM_CLEAR_DIRTY_LOG with manual protection), checking
 //! the bitmap is exactly the pages written.
 
-use crate::demand::Engine;
 use crate::error::{Error, Result};
 use crate::guest::Privilege;
 use crate::host::HostToucher;
 use crate::layout::{Layout, Verification};
 use crate::memory::Backing;
+use crate::options::Engine;
 use crate::runner::Toucher;
 use crate::vm::{PerfTestVm, VmOptions};
-use kvm_bindings::{kvm_clear_dirty_log, kvm_clear_dirty_log__bindgen_ty_1};
-use kvm_ioctls::VmFd;
 use serde::Serialize;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Instant;
 use tracekit_core::stats::{SampleSummary, Samples};
 
-// kvm-ioctls 0.25 has no wrapper for KVM_CLEAR_DIRTY_LOG (_IOWR(KVMIO, 0xc0, ...)).
-mod sys {
-    use kvm_bindings::kvm_clear_dirty_log;
-    nix::ioctl_readwrite!(
-        /// KVM_CLEAR_DIRTY_LOG.
-        kvm_clear_dirty_log_ioctl,
-        0xae,
-        0xc0,
-        kvm_clear_dirty_log
-    );
-}
-
 /// The iteration number is stored in the top 16 bits of every value the guest writes.
 pub const MAX_ITERATIONS: u64 = 0xffff;
-
-/// Re-protects the pages set in `bitmap` (one bit per page from the slot's first page).
-pub(crate) fn clear_dirty_log(vm: &VmFd, slot: u32, pages: u64, bitmap: &mut [u64]) -> Result<()> {
-    let num_pages = u32::try_from(pages)
-        .map_err(|_| Error::Invalid("test slot too large for KVM_CLEAR_DIRTY_LOG".into()))?;
-    let mut clear = kvm_clear_dirty_log {
-        slot,
-        num_pages,
-        first_page: 0,
-        __bindgen_anon_1: kvm_clear_dirty_log__bindgen_ty_1 {
-            dirty_bitmap: bitmap.as_mut_ptr().cast(),
-        },
-    };
-    // SAFETY: KVM reads `num_pages` bits from `bitmap`, which holds at least that many (it came
-    // from KVM_GET_DIRTY_LOG of the same slot), and reads/writes only the struct itself.
-    unsafe { sys::kvm_clear_dirty_log_ioctl(vm.as_raw_fd(), &mut clear) }.map_err(|e| {
-        Error::Kvm {
-            what: "KVM_CLEAR_DIRTY_LOG",
-            errno: kvm_ioctls::Error::new(e as i32),
-        }
-    })?;
-    Ok(())
-}
 
 /// Parameters of a dirty-log run.
 #[derive(Debug, Clone)]

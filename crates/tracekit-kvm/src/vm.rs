@@ -8,12 +8,26 @@ use crate::layout::Layout;
 use crate::memory::{Backing, HostMemory, PAGE_SIZE};
 use crate::runner::{PassTimes, Toucher, run_threads};
 use kvm_bindings::{
-    KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, kvm_segment, kvm_userspace_memory_region,
+    KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, kvm_clear_dirty_log,
+    kvm_clear_dirty_log__bindgen_ty_1, kvm_segment, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+// kvm-ioctls 0.25 has no wrapper for KVM_CLEAR_DIRTY_LOG (_IOWR(KVMIO, 0xc0, ...)).
+mod sys {
+    use kvm_bindings::kvm_clear_dirty_log;
+    nix::ioctl_readwrite!(
+        /// KVM_CLEAR_DIRTY_LOG.
+        kvm_clear_dirty_log_ioctl,
+        0xae,
+        0xc0,
+        kvm_clear_dirty_log
+    );
+}
 
 /// Memory slot of the low (system) memory.
 const LOW_SLOT: u32 = 0;
@@ -170,7 +184,29 @@ impl PerfTestVm {
     /// KVM_CLEAR_DIRTY_LOG for the pages set in `bitmap` (only with manual protection):
     /// write-protects them again so the next writes are logged.
     pub fn clear_dirty_log(&self, bitmap: &mut [u64]) -> Result<()> {
-        crate::dirty::clear_dirty_log(&self.vm, TEST_SLOT, self.layout.total_pages(), bitmap)
+        let num_pages = u32::try_from(self.layout.total_pages())
+            .map_err(|_| Error::Invalid("test slot too large for KVM_CLEAR_DIRTY_LOG".into()))?;
+        // The ioctl reads `num_pages` bits whatever the slice's length: a short one is refused
+        // here rather than read past.
+        if (bitmap.len() as u64) * 64 < u64::from(num_pages) {
+            return Err(Error::Invalid(format!(
+                "KVM_CLEAR_DIRTY_LOG: bitmap of {} words for {num_pages} pages",
+                bitmap.len()
+            )));
+        }
+        let mut clear = kvm_clear_dirty_log {
+            slot: TEST_SLOT,
+            num_pages,
+            first_page: 0,
+            __bindgen_anon_1: kvm_clear_dirty_log__bindgen_ty_1 {
+                dirty_bitmap: bitmap.as_mut_ptr().cast(),
+            },
+        };
+        // SAFETY: KVM reads `num_pages` bits from `bitmap`, which holds at least that many (checked
+        // above), and reads/writes only the struct itself.
+        unsafe { sys::kvm_clear_dirty_log_ioctl(self.vm.as_raw_fd(), &mut clear) }
+            .map_err(|e| kvm("KVM_CLEAR_DIRTY_LOG")(kvm_ioctls::Error::new(e as i32)))?;
+        Ok(())
     }
 
     fn set_slot(&self, slot: u32, gpa: u64, mem: &HostMemory, flags: u32) -> Result<()> {
