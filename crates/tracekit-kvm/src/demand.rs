@@ -2,36 +2,23 @@
 //! missing on the host, so each touch is a fault served by the kernel or by userfaultfd.
 
 use crate::error::{Error, Result};
-use crate::guest::Privilege;
 use crate::host::HostToucher;
 use crate::layout::Verification;
 use crate::memory::Backing;
-use crate::options::Engine;
+use crate::options::{CommonOptions, Engine};
 use crate::runner::{PassTimes, Toucher};
 use crate::uffd::{COPY_PATTERN, HandlerMode, UffdHandlers, UffdStats};
-use crate::vm::{PerfTestVm, VmOptions};
+use crate::vm::PerfTestVm;
 use serde::Serialize;
-use std::path::PathBuf;
+use tracekit_core::process::Progress;
 
 /// Parameters of a demand-paging run.
 #[derive(Debug, Clone)]
-pub struct DemandPagingConfig {
-    /// Who touches the memory.
-    pub engine: Engine,
-    /// Number of vCPUs (threads).
-    pub vcpus: usize,
-    /// Bytes of test memory per vCPU.
-    pub bytes_per_vcpu: u64,
-    /// Host backing.
-    pub backing: Backing,
+pub struct DemandPagingOptions {
+    /// What both tests share.
+    pub common: CommonOptions,
     /// Serve faults with userfaultfd, in this mode; `None`: the kernel serves them.
     pub uffd: Option<HandlerMode>,
-    /// Pin vCPU `i` (and its handler) to `cpus[i]`.
-    pub cpus: Option<Vec<usize>>,
-    /// The KVM device (normally /dev/kvm).
-    pub kvm_device: PathBuf,
-    /// Privilege level of the guest loop.
-    pub privilege: Privilege,
 }
 
 /// Result of a demand-paging run, as printed and as JSON.
@@ -75,32 +62,26 @@ pub struct DemandPagingReport {
 
 /// Runs the demand-paging test; `tick` gets the pages touched so far every 100 ms.
 pub fn run_demand_paging(
-    config: &DemandPagingConfig,
-    tick: &mut dyn FnMut(u64),
+    options: &DemandPagingOptions,
+    tick: Progress,
 ) -> Result<DemandPagingReport> {
-    let mut toucher: Box<dyn Toucher> = match config.engine {
-        Engine::Kvm => {
-            let options = VmOptions {
-                device: config.kvm_device.clone(),
-                privilege: config.privilege,
-                ..VmOptions::new(config.backing)
-            };
-            Box::new(PerfTestVm::new(
-                config.vcpus,
-                config.bytes_per_vcpu,
-                &options,
-            )?)
-        }
+    let common = &options.common;
+    let mut toucher: Box<dyn Toucher> = match common.engine {
+        Engine::Kvm => Box::new(PerfTestVm::new(
+            common.vcpus,
+            common.bytes_per_vcpu,
+            &common.vm_options(false),
+        )?),
         Engine::Host => Box::new(HostToucher::new(
-            config.vcpus,
-            config.bytes_per_vcpu,
-            config.backing,
+            common.vcpus,
+            common.bytes_per_vcpu,
+            common.backing,
         )?),
     };
-    let cpus = config.cpus.as_deref();
-    crate::runner::check_cpus(cpus, config.vcpus)?;
+    let cpus = common.cpus.as_deref();
+    crate::runner::check_cpus(cpus, common.vcpus)?;
     let layout = *toucher.layout();
-    let handlers = match config.uffd {
+    let handlers = match options.uffd {
         Some(mode) => Some(UffdHandlers::start(toucher.memory(), &layout, mode, cpus)?),
         None => None,
     };
@@ -111,16 +92,16 @@ pub fn run_demand_paging(
     let total_seconds = times.total.as_secs_f64();
     let report = DemandPagingReport {
         test: "demand-paging",
-        engine: config.engine,
-        guest_mode: (config.engine == Engine::Kvm).then_some(config.privilege.describe()),
+        engine: common.engine,
+        guest_mode: common.guest_mode(),
         vcpus: layout.vcpus,
         bytes_per_vcpu: layout.bytes_per_vcpu,
         pages_per_vcpu: layout.pages_per_vcpu,
         total_pages: layout.total_pages(),
-        backing: config.backing,
+        backing: common.backing,
         test_gpa: toucher.test_gpa(),
         test_gva: layout.gva,
-        cpus: config.cpus.clone(),
+        cpus: common.cpus.clone(),
         uffd,
         vcpu_seconds: times.per_vcpu.iter().map(|d| d.as_secs_f64()).collect(),
         total_seconds,
@@ -153,28 +134,33 @@ impl DemandPagingReport {
 mod tests {
     use super::*;
 
-    fn config(engine: Engine, vcpus: usize, uffd: Option<HandlerMode>) -> DemandPagingConfig {
-        DemandPagingConfig {
-            engine,
-            vcpus,
-            bytes_per_vcpu: 4 << 20,
-            backing: Backing::Anonymous,
+    use crate::guest::Privilege;
+
+    fn config(engine: Engine, vcpus: usize, uffd: Option<HandlerMode>) -> DemandPagingOptions {
+        DemandPagingOptions {
+            common: CommonOptions {
+                engine,
+                vcpus,
+                bytes_per_vcpu: 4 << 20,
+                backing: Backing::Anonymous,
+                cpus: None,
+                kvm_device: crate::vm::KVM_DEVICE.into(),
+                privilege: Privilege::User,
+            },
             uffd,
-            cpus: None,
-            kvm_device: crate::vm::KVM_DEVICE.into(),
-            privilege: Privilege::User,
         }
     }
 
-    fn check(config: &DemandPagingConfig) -> DemandPagingReport {
+    fn check(config: &DemandPagingOptions) -> DemandPagingReport {
+        let vcpus = config.common.vcpus;
         let mut ticks = 0;
         let r = run_demand_paging(config, &mut |_| ticks += 1).unwrap();
         assert!(r.verified, "{:?}", r.verification);
-        assert_eq!(r.verification.pages_checked, config.vcpus as u64 * 1024);
-        assert_eq!(r.vcpu_seconds.len(), config.vcpus);
+        assert_eq!(r.verification.pages_checked, vcpus as u64 * 1024);
+        assert_eq!(r.vcpu_seconds.len(), vcpus);
         assert!(ticks >= 1);
         if let Some(u) = r.uffd {
-            assert_eq!(u.copies + u.already_present, config.vcpus as u64 * 1024);
+            assert_eq!(u.copies + u.already_present, vcpus as u64 * 1024);
         }
         r
     }

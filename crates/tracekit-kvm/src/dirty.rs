@@ -4,16 +4,15 @@
 //! the bitmap is exactly the pages written.
 
 use crate::error::{Error, Result};
-use crate::guest::Privilege;
 use crate::host::HostToucher;
 use crate::layout::{Layout, Verification};
 use crate::memory::Backing;
-use crate::options::Engine;
+use crate::options::{CommonOptions, Engine};
 use crate::runner::Toucher;
-use crate::vm::{PerfTestVm, VmOptions};
+use crate::vm::PerfTestVm;
 use serde::Serialize;
-use std::path::PathBuf;
 use std::time::Instant;
+use tracekit_core::process::Progress;
 use tracekit_core::stats::{SampleSummary, Samples};
 
 /// The iteration number is stored in the top 16 bits of every value the guest writes.
@@ -21,27 +20,15 @@ pub const MAX_ITERATIONS: u64 = 0xffff;
 
 /// Parameters of a dirty-log run.
 #[derive(Debug, Clone)]
-pub struct DirtyLogConfig {
-    /// Who dirties the memory: vCPUs, or host threads (no log to collect then).
-    pub engine: Engine,
-    /// Number of vCPUs.
-    pub vcpus: usize,
-    /// Bytes of test memory per vCPU.
-    pub bytes_per_vcpu: u64,
+pub struct DirtyLogOptions {
+    /// What both tests share; with [`Engine::Host`] there is no log to collect.
+    pub common: CommonOptions,
     /// Number of dirty-and-collect iterations after the populate pass.
     pub iterations: u64,
-    /// Host backing.
-    pub backing: Backing,
     /// Write one page in `wr_fract` during the iterations (read the others).
     pub wr_fract: u64,
     /// Use KVM_CLEAR_DIRTY_LOG (manual protection) when the kernel supports it.
     pub manual_protect: bool,
-    /// Pin vCPU `i` to `cpus[i]`.
-    pub cpus: Option<Vec<usize>>,
-    /// The KVM device (normally /dev/kvm).
-    pub kvm_device: PathBuf,
-    /// Privilege level of the guest loop.
-    pub privilege: Privilege,
 }
 
 /// One dirty-and-collect iteration.
@@ -111,25 +98,18 @@ enum Subject {
 }
 
 impl Subject {
-    fn new(config: &DirtyLogConfig) -> Result<Self> {
-        Ok(match config.engine {
-            Engine::Kvm => {
-                let options = VmOptions {
-                    device: config.kvm_device.clone(),
-                    backing: config.backing,
-                    manual_dirty_protect: config.manual_protect,
-                    privilege: config.privilege,
-                };
-                Subject::Kvm(PerfTestVm::new(
-                    config.vcpus,
-                    config.bytes_per_vcpu,
-                    &options,
-                )?)
-            }
+    fn new(options: &DirtyLogOptions) -> Result<Self> {
+        let common = &options.common;
+        Ok(match common.engine {
+            Engine::Kvm => Subject::Kvm(PerfTestVm::new(
+                common.vcpus,
+                common.bytes_per_vcpu,
+                &common.vm_options(options.manual_protect),
+            )?),
             Engine::Host => Subject::Host(HostToucher::new(
-                config.vcpus,
-                config.bytes_per_vcpu,
-                config.backing,
+                common.vcpus,
+                common.bytes_per_vcpu,
+                common.backing,
             )?),
         })
     }
@@ -190,17 +170,18 @@ fn collect(vm: &PerfTestVm, expected: &[u64]) -> Result<Collected> {
 
 /// Runs the dirty-log test; `tick` gets the pages visited so far over all passes
 /// (`(iterations + 1) × total pages` in all).
-pub fn run_dirty_log(config: &DirtyLogConfig, tick: &mut dyn FnMut(u64)) -> Result<DirtyLogReport> {
-    if config.iterations == 0 || config.iterations > MAX_ITERATIONS {
+pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyLogReport> {
+    if options.iterations == 0 || options.iterations > MAX_ITERATIONS {
         return Err(Error::Invalid(format!(
             "{} iterations requested; choose between 1 and {MAX_ITERATIONS}",
-            config.iterations
+            options.iterations
         )));
     }
-    let wr_fract = config.wr_fract.max(1);
-    let mut subject = Subject::new(config)?;
+    let common = &options.common;
+    let wr_fract = options.wr_fract.max(1);
+    let mut subject = Subject::new(options)?;
     let layout = *subject.toucher().layout();
-    let cpus = config.cpus.as_deref();
+    let cpus = common.cpus.as_deref();
     let total = layout.total_pages();
     let populate = subject.toucher().run_pass(0, cpus, &mut |p| tick(p))?;
 
@@ -209,7 +190,7 @@ pub fn run_dirty_log(config: &DirtyLogConfig, tick: &mut dyn FnMut(u64)) -> Resu
     let expected = expected_bitmap(&layout, wr_fract);
     let expected_dirty_pages = expected.iter().map(|w| u64::from(w.count_ones())).sum();
     let mut iterations = Vec::new();
-    for iteration in 1..=config.iterations {
+    for iteration in 1..=options.iterations {
         let times = subject
             .toucher()
             .run_pass(iteration, cpus, &mut |p| tick(iteration * total + p))?;
@@ -229,7 +210,7 @@ pub fn run_dirty_log(config: &DirtyLogConfig, tick: &mut dyn FnMut(u64)) -> Resu
     }
     let disable_seconds = subject.set_logging(false)?;
 
-    let last = config.iterations;
+    let last = options.iterations;
     let verification = layout.verify(
         subject.toucher().memory(),
         |page| if page % wr_fract == 0 { last } else { 0 },
@@ -245,10 +226,10 @@ pub fn run_dirty_log(config: &DirtyLogConfig, tick: &mut dyn FnMut(u64)) -> Resu
     let manual_protect = matches!(&subject, Subject::Kvm(vm) if vm.manual_protect());
     Ok(DirtyLogReport {
         test: "dirty-log",
-        engine: config.engine,
-        guest_mode: (config.engine == Engine::Kvm).then_some(config.privilege.describe()),
+        engine: common.engine,
+        guest_mode: common.guest_mode(),
         layout,
-        backing: config.backing,
+        backing: common.backing,
         wr_fract,
         manual_protect,
         populate_seconds: populate.total.as_secs_f64(),
@@ -258,7 +239,7 @@ pub fn run_dirty_log(config: &DirtyLogConfig, tick: &mut dyn FnMut(u64)) -> Resu
         dirty_seconds: summary(&|i| Some(i.dirty_seconds)),
         get_log_seconds: summary(&|i| i.get_log_seconds),
         clear_log_seconds: summary(&|i| i.clear_log_seconds),
-        bitmap_exact: (config.engine == Engine::Kvm)
+        bitmap_exact: (common.engine == Engine::Kvm)
             .then(|| iterations.iter().all(|i| i.bitmap_exact == Some(true))),
         iterations,
         verified: verification.ok(total),
@@ -281,20 +262,23 @@ pub fn expected_bitmap(layout: &Layout, wr_fract: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guest::Privilege;
     use crate::vm::KVM_DEVICE;
 
-    fn config(vcpus: usize, wr_fract: u64, manual_protect: bool) -> DirtyLogConfig {
-        DirtyLogConfig {
-            engine: Engine::Kvm,
-            vcpus,
-            bytes_per_vcpu: 2 << 20,
+    fn config(vcpus: usize, wr_fract: u64, manual_protect: bool) -> DirtyLogOptions {
+        DirtyLogOptions {
+            common: CommonOptions {
+                engine: Engine::Kvm,
+                vcpus,
+                bytes_per_vcpu: 2 << 20,
+                backing: Backing::Anonymous,
+                cpus: None,
+                kvm_device: KVM_DEVICE.into(),
+                privilege: Privilege::User,
+            },
             iterations: 2,
-            backing: Backing::Anonymous,
             wr_fract,
             manual_protect,
-            cpus: None,
-            kvm_device: KVM_DEVICE.into(),
-            privilege: Privilege::User,
         }
     }
 
@@ -336,7 +320,7 @@ mod tests {
     #[test]
     fn host_threads_dirty_the_same_pages_without_a_log() {
         let mut c = config(2, 3, true);
-        c.engine = Engine::Host;
+        c.common.engine = Engine::Host;
         let r = run_dirty_log(&c, &mut |_| {}).unwrap();
         assert_eq!(
             (r.bitmap_exact, r.manual_protect, r.enable_seconds),

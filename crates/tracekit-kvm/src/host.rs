@@ -8,6 +8,7 @@ use crate::layout::Layout;
 use crate::memory::{Backing, HostMemory};
 use crate::runner::{PassTimes, Toucher, run_threads};
 use std::sync::atomic::{AtomicU64, Ordering};
+use tracekit_core::process::Progress;
 
 /// Upper bound on host threads, standing in for KVM's vCPU limit.
 pub const MAX_HOST_THREADS: usize = 1024;
@@ -67,7 +68,7 @@ impl Toucher for HostToucher {
         &mut self,
         iteration: u64,
         cpus: Option<&[usize]>,
-        tick: &mut dyn FnMut(u64),
+        tick: Progress,
     ) -> Result<PassTimes> {
         let (layout, mem, wr_fract, done) = (&self.layout, &self.mem, self.wr_fract, &self.done);
         done.iter().for_each(|c| c.0.store(0, Ordering::Relaxed));

@@ -27,14 +27,14 @@ pub mod runner;
 pub mod uffd;
 pub mod vm;
 
-pub use demand::{DemandPagingConfig, DemandPagingReport, run_demand_paging};
-pub use dirty::{DirtyLogConfig, DirtyLogReport, run_dirty_log};
+pub use demand::{DemandPagingOptions, DemandPagingReport, run_demand_paging};
+pub use dirty::{DirtyLogOptions, DirtyLogReport, run_dirty_log};
 pub use error::{Error, Result};
 pub use guest::{Privilege, page_value};
 pub use host::HostToucher;
 pub use layout::{Layout, TEST_GVA, Verification};
 pub use memory::{Backing, HostMemory};
-pub use options::Engine;
+pub use options::{CommonOptions, Engine};
 pub use runner::{PassTimes, Toucher};
 pub use uffd::{HandlerMode, UffdHandlers, UffdStats};
 pub use vm::{KVM_DEVICE, PerfTestVm, VmOptions, max_vcpus};

@@ -1,6 +1,10 @@
 //! What both tests are configured with, so that neither test module depends on the other.
 
+use crate::guest::Privilege;
+use crate::memory::Backing;
+use crate::vm::VmOptions;
 use serde::Serialize;
+use std::path::PathBuf;
 
 /// Which threads touch the memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -10,4 +14,42 @@ pub enum Engine {
     Kvm,
     /// Host threads (`--no-kvm`).
     Host,
+}
+
+/// What both tests are configured with: who touches how much memory of which kind, where.
+/// [`DemandPagingOptions`](crate::DemandPagingOptions) and
+/// [`DirtyLogOptions`](crate::DirtyLogOptions) embed it as `common`.
+#[derive(Debug, Clone)]
+pub struct CommonOptions {
+    /// Who touches the memory.
+    pub engine: Engine,
+    /// Number of vCPUs (threads).
+    pub vcpus: usize,
+    /// Bytes of test memory per vCPU.
+    pub bytes_per_vcpu: u64,
+    /// Host backing.
+    pub backing: Backing,
+    /// Pin vCPU `i` (and, for demand paging, its userfaultfd handler) to `cpus[i]`.
+    pub cpus: Option<Vec<usize>>,
+    /// The KVM device (normally /dev/kvm).
+    pub kvm_device: PathBuf,
+    /// Privilege level of the guest loop.
+    pub privilege: Privilege,
+}
+
+impl CommonOptions {
+    /// The options of the VM these run on (KVM only).
+    pub fn vm_options(&self, manual_dirty_protect: bool) -> VmOptions {
+        VmOptions {
+            device: self.kvm_device.clone(),
+            backing: self.backing,
+            manual_dirty_protect,
+            privilege: self.privilege,
+        }
+    }
+
+    /// The guest's CPU mode as the reports give it: none without a guest.
+    pub fn guest_mode(&self) -> Option<&'static str> {
+        (self.engine == Engine::Kvm).then_some(self.privilege.describe())
+    }
 }

@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 use std::sync::RwLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use tracekit_core::process::Progress;
 
 /// How often the progress callback runs while a pass is under way.
 const TICK: Duration = Duration::from_millis(100);
@@ -41,7 +42,7 @@ pub trait Toucher {
         &mut self,
         iteration: u64,
         cpus: Option<&[usize]>,
-        tick: &mut dyn FnMut(u64),
+        tick: Progress,
     ) -> Result<PassTimes>;
 }
 
@@ -69,7 +70,7 @@ pub(crate) fn run_threads<F>(
     jobs: Vec<F>,
     cpus: Option<&[usize]>,
     progress: &(dyn Fn() -> u64 + Sync),
-    tick: &mut dyn FnMut(u64),
+    tick: Progress,
 ) -> Result<PassTimes>
 where
     F: FnOnce() -> Result<()> + Send,

@@ -16,6 +16,7 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use tracekit_core::process::Progress;
 
 // kvm-ioctls 0.25 has no wrapper for KVM_CLEAR_DIRTY_LOG (_IOWR(KVMIO, 0xc0, ...)).
 mod sys {
@@ -285,7 +286,7 @@ impl Toucher for PerfTestVm {
         &mut self,
         iteration: u64,
         cpus: Option<&[usize]>,
-        tick: &mut dyn FnMut(u64),
+        tick: Progress,
     ) -> Result<PassTimes> {
         for vcpu in 0..self.layout.vcpus {
             self.low.write_u64(arg_at(vcpu, args::ITERATION), iteration);

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tracekit_core::report::{Column, OutputTarget, Style, Table};
 use tracekit_core::units::{human_bytes, parse_cpu_list, parse_size};
-use tracekit_kvm::dirty::{DirtyLogConfig, DirtyLogReport};
+use tracekit_kvm::dirty::DirtyLogReport;
 use tracekit_kvm::{
-    Backing, DemandPagingConfig, DemandPagingReport, Engine, HandlerMode, Privilege,
+    Backing, CommonOptions, DemandPagingOptions, DemandPagingReport, DirtyLogOptions, Engine,
+    HandlerMode, Privilege,
 };
 
 /// `tracekit bench ...`
@@ -127,11 +128,20 @@ pub struct DirtyLogArgs {
 }
 
 impl CommonArgs {
-    fn privilege(&self) -> Privilege {
-        if self.supervisor {
-            Privilege::Supervisor
-        } else {
-            Privilege::User
+    /// The library's options; `no_kvm` is each subcommand's own flag (their help differs).
+    fn options(&self, no_kvm: bool) -> CommonOptions {
+        CommonOptions {
+            engine: if no_kvm { Engine::Host } else { Engine::Kvm },
+            vcpus: self.vcpus,
+            bytes_per_vcpu: self.bytes_per_vcpu,
+            backing: self.backing.into(),
+            cpus: self.cpus.clone().map(|l| l.0),
+            kvm_device: self.kvm_device.clone(),
+            privilege: if self.supervisor {
+                Privilege::Supervisor
+            } else {
+                Privilege::User
+            },
         }
     }
 }
@@ -171,22 +181,16 @@ pub fn run(c: BenchCommand) -> anyhow::Result<ExitCode> {
 
 fn demand_paging(a: DemandPagingArgs) -> anyhow::Result<ExitCode> {
     let c = &a.common;
-    let config = DemandPagingConfig {
-        engine: if a.no_kvm { Engine::Host } else { Engine::Kvm },
-        vcpus: c.vcpus,
-        bytes_per_vcpu: c.bytes_per_vcpu,
-        backing: c.backing.into(),
+    let options = DemandPagingOptions {
+        common: c.options(a.no_kvm),
         uffd: a.uffd.then_some(if a.shared_handler {
             HandlerMode::Shared
         } else {
             HandlerMode::PerVcpu
         }),
-        cpus: c.cpus.clone().map(|l| l.0),
-        kvm_device: c.kvm_device.clone(),
-        privilege: c.privilege(),
     };
     let bar = crate::progress::bar(c.bytes_per_vcpu / 4096 * c.vcpus as u64, 0, "pages", true);
-    let report = tracekit_kvm::run_demand_paging(&config, &mut |pages| bar.set_position(pages));
+    let report = tracekit_kvm::run_demand_paging(&options, &mut |pages| bar.set_position(pages));
     bar.finish_and_clear();
     let report = report?;
     let target = OutputTarget::new(c.output.as_deref());
@@ -292,17 +296,11 @@ fn verified_line(ok: bool, checked: u64, total: u64, style: Style) -> String {
 
 fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
     let c = &a.common;
-    let config = DirtyLogConfig {
-        engine: if a.no_kvm { Engine::Host } else { Engine::Kvm },
-        vcpus: c.vcpus,
-        bytes_per_vcpu: c.bytes_per_vcpu,
+    let options = DirtyLogOptions {
+        common: c.options(a.no_kvm),
         iterations: a.iterations,
-        backing: c.backing.into(),
         wr_fract: a.wr_fract,
         manual_protect: !a.no_manual_protect,
-        cpus: c.cpus.clone().map(|l| l.0),
-        kvm_device: c.kvm_device.clone(),
-        privilege: c.privilege(),
     };
     let bar = crate::progress::bar(
         (c.bytes_per_vcpu / 4096 * c.vcpus as u64).saturating_mul(a.iterations + 1),
@@ -310,7 +308,7 @@ fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
         "pages",
         true,
     );
-    let report = tracekit_kvm::run_dirty_log(&config, &mut |pages| bar.set_position(pages));
+    let report = tracekit_kvm::run_dirty_log(&options, &mut |pages| bar.set_position(pages));
     bar.finish_and_clear();
     let report = report?;
     let target = OutputTarget::new(c.output.as_deref());
