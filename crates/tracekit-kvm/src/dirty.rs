@@ -247,6 +247,26 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
     })
 }
 
+impl DirtyLogReport {
+    /// An error saying what the run got wrong, if anything: a dirty bitmap that was not
+    /// exactly the pages written, or pages that lost their last write.
+    pub fn verification_error(&self) -> Option<Error> {
+        if self.bitmap_exact == Some(false) {
+            return Some(Error::Invalid(
+                "the dirty bitmap was not exactly the pages written (see dirty_pages vs expected_dirty_pages): \
+                 KVM dirty logging lost or invented pages"
+                    .into(),
+            ));
+        }
+        (!self.verified).then(|| {
+            Error::Invalid(format!(
+                "{} pages do not hold their last write after the run",
+                self.verification.mismatches
+            ))
+        })
+    }
+}
+
 /// The bitmap KVM must report after an iteration: page `j` of each vCPU when `j % wr_fract == 0`.
 pub fn expected_bitmap(layout: &Layout, wr_fract: u64) -> Vec<u64> {
     let mut bitmap = vec![0u64; layout.total_pages().div_ceil(64) as usize];

@@ -13,6 +13,7 @@
 //! On top of it: [`run_demand_paging`] (faults served by the kernel or by userfaultfd
 //! handlers, [`UffdHandlers`]) and [`run_dirty_log`] (KVM_GET_DIRTY_LOG / KVM_CLEAR_DIRTY_LOG
 //! between passes). [`HostToucher`] runs the same pattern from host threads, without KVM.
+//! [`render`] lays their reports out as text; the reports serialize as the JSON documents.
 #![deny(missing_docs)]
 
 pub mod demand;
@@ -23,6 +24,7 @@ pub mod host;
 pub mod layout;
 pub mod memory;
 pub mod options;
+pub mod render;
 pub mod runner;
 pub mod uffd;
 pub mod vm;

@@ -1,15 +1,16 @@
-//! `tracekit bench`: flags → tracekit_kvm (multi-vCPU memory performance tests) → report.
+//! `tracekit bench`: flags → tracekit_kvm (multi-vCPU memory performance tests) → report,
+//! rendered by tracekit_kvm::render or as JSON.
 
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracekit_core::report::{Column, OutputTarget, Style, Table};
-use tracekit_core::units::{human_bytes, parse_cpu_list, parse_size};
-use tracekit_kvm::dirty::DirtyLogReport;
+use tracekit_core::report::{OutputTarget, Style};
+use tracekit_core::units::{parse_cpu_list, parse_size};
 use tracekit_kvm::{
-    Backing, CommonOptions, DemandPagingOptions, DemandPagingReport, DirtyLogOptions, Engine,
-    HandlerMode, Privilege,
+    Backing, CommonOptions, DemandPagingOptions, DirtyLogOptions, Engine, HandlerMode, Privilege,
+    render,
 };
 
 /// `tracekit bench ...`
@@ -128,6 +129,11 @@ pub struct DirtyLogArgs {
 }
 
 impl CommonArgs {
+    /// Guest pages in all, for the progress bar.
+    fn total_pages(&self) -> u64 {
+        self.bytes_per_vcpu / 4096 * self.vcpus as u64
+    }
+
     /// The library's options; `no_kvm` is each subcommand's own flag (their help differs).
     fn options(&self, no_kvm: bool) -> CommonOptions {
         CommonOptions {
@@ -189,109 +195,15 @@ fn demand_paging(a: DemandPagingArgs) -> anyhow::Result<ExitCode> {
             HandlerMode::PerVcpu
         }),
     };
-    let bar = crate::progress::bar(c.bytes_per_vcpu / 4096 * c.vcpus as u64, 0, "pages", true);
+    let bar = crate::progress::bar(c.total_pages(), 0, "pages", true);
     let report = tracekit_kvm::run_demand_paging(&options, &mut |pages| bar.set_position(pages));
     bar.finish_and_clear();
     let report = report?;
-    let target = OutputTarget::new(c.output.as_deref());
-    if c.json {
-        target.write_json(&report)?;
-    } else {
-        target.write(&render_demand_paging(&report, target.style()))?;
-    }
+    write(c, &report, render::demand_paging)?;
     if let Some(err) = report.verification_error() {
         bail!(err);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn render_demand_paging(r: &DemandPagingReport, style: Style) -> String {
-    let who = match r.engine {
-        Engine::Kvm => "vCPUs",
-        Engine::Host => "host threads (--no-kvm)",
-    };
-    let served = match &r.uffd {
-        None => "faults served by the kernel".to_owned(),
-        Some(u) => format!(
-            "faults served by userfaultfd ({} handler{})",
-            u.handlers,
-            if u.handlers == 1 { "" } else { "s" }
-        ),
-    };
-    let mut out = format!(
-        "\n Demand paging: {} {who} x {} ({} pages each), {} memory, {served}\n",
-        r.vcpus,
-        human_bytes(r.bytes_per_vcpu),
-        r.pages_per_vcpu,
-        r.backing.name()
-    );
-    if let (Some(mode), Some(gpa)) = (r.guest_mode, r.test_gpa) {
-        out += &format!(
-            " Guest: {mode}; test memory at GPA {gpa:#x}, GVA {:#x}\n",
-            r.test_gva
-        );
-    }
-    out.push('\n');
-    let mut table = Table::new(vec![
-        Column::right("vcpu"),
-        Column::right("cpu"),
-        Column::right("pages"),
-        Column::right("seconds"),
-        Column::right("pages/sec"),
-    ]);
-    for (i, secs) in r.vcpu_seconds.iter().enumerate() {
-        let cpu = r.cpus.as_ref().map_or("-".to_owned(), |c| c[i].to_string());
-        table.row(vec![
-            i.to_string(),
-            cpu,
-            r.pages_per_vcpu.to_string(),
-            format!("{secs:.3}"),
-            rate(r.pages_per_vcpu, *secs),
-        ]);
-    }
-    table.row(vec![
-        "total".into(),
-        String::new(),
-        r.total_pages.to_string(),
-        format!("{:.3}", r.total_seconds),
-        format!("{:.0}", r.pages_per_sec),
-    ]);
-    out += &table.render(style);
-    out.push('\n');
-    if let Some(u) = &r.uffd {
-        out += &format!(
-            " userfaultfd: {} UFFDIO_COPY ({} already present), mean {:.1} us, max {:.1} us\n",
-            u.copies,
-            u.already_present,
-            u.copy_mean_ns / 1e3,
-            u.copy_max_ns as f64 / 1e3
-        );
-    }
-    out += &verified_line(
-        r.verified,
-        r.verification.pages_checked,
-        r.total_pages,
-        style,
-    );
-    out
-}
-
-fn rate(pages: u64, secs: f64) -> String {
-    format!("{:.0}", pages as f64 / secs.max(1e-9))
-}
-
-fn verified_line(ok: bool, checked: u64, total: u64, style: Style) -> String {
-    if ok {
-        format!(
-            " {}: all {checked} of {total} pages hold what was written\n",
-            style.green("verified")
-        )
-    } else {
-        format!(
-            " {}: {checked} of {total} pages checked, some do not hold what was written\n",
-            style.red("NOT verified")
-        )
-    }
 }
 
 fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
@@ -302,110 +214,30 @@ fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
         wr_fract: a.wr_fract,
         manual_protect: !a.no_manual_protect,
     };
-    let bar = crate::progress::bar(
-        (c.bytes_per_vcpu / 4096 * c.vcpus as u64).saturating_mul(a.iterations + 1),
-        0,
-        "pages",
-        true,
-    );
+    // The populate pass and every iteration each visit all pages.
+    let passes = a.iterations + 1;
+    let bar = crate::progress::bar(c.total_pages().saturating_mul(passes), 0, "pages", true);
     let report = tracekit_kvm::run_dirty_log(&options, &mut |pages| bar.set_position(pages));
     bar.finish_and_clear();
     let report = report?;
-    let target = OutputTarget::new(c.output.as_deref());
-    if c.json {
-        target.write_json(&report)?;
-    } else {
-        target.write(&render_dirty_log(&report, target.style()))?;
-    }
-    if report.bitmap_exact == Some(false) {
-        bail!(
-            "the dirty bitmap was not exactly the pages written (see dirty_pages vs expected_dirty_pages): \
-             KVM dirty logging lost or invented pages"
-        );
-    }
-    if !report.verified {
-        bail!(
-            "{} pages do not hold their last write after the run",
-            report.verification.mismatches
-        );
+    write(c, &report, render::dirty_log)?;
+    if let Some(err) = report.verification_error() {
+        bail!(err);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn render_dirty_log(r: &DirtyLogReport, style: Style) -> String {
-    let l = &r.layout;
-    let (who, collect) = match (r.engine, r.manual_protect) {
-        (Engine::Host, _) => ("host threads (--no-kvm)", "no log to collect"),
-        (Engine::Kvm, true) => (
-            "vCPUs",
-            "collecting with KVM_GET_DIRTY_LOG + KVM_CLEAR_DIRTY_LOG",
-        ),
-        (Engine::Kvm, false) => ("vCPUs", "collecting with KVM_GET_DIRTY_LOG"),
-    };
-    let secs = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{s:.6}"));
-    let mut out = format!(
-        "\n Dirty logging: {} {who} x {} ({} pages each), {} memory, writing 1 page in {}, {collect}\n",
-        l.vcpus,
-        human_bytes(l.bytes_per_vcpu),
-        l.pages_per_vcpu,
-        r.backing.name(),
-        r.wr_fract,
-    );
-    if let Some(mode) = r.guest_mode {
-        out += &format!(" Guest: {mode}\n");
+/// Writes the report where -o says, as JSON with --json, else as the library renders it.
+fn write<R: Serialize>(
+    c: &CommonArgs,
+    report: &R,
+    render: fn(&R, Style) -> String,
+) -> anyhow::Result<()> {
+    let target = OutputTarget::new(c.output.as_deref());
+    if c.json {
+        target.write_json(report)?;
+    } else {
+        target.write(&render(report, target.style()))?;
     }
-    out += &format!(
-        "\n Populate memory: {:.3} s   enable dirty logging: {} s   disable: {} s\n\n",
-        r.populate_seconds,
-        secs(r.enable_seconds),
-        secs(r.disable_seconds)
-    );
-    let mut table = Table::new(vec![
-        Column::right("iteration"),
-        Column::right("dirty s"),
-        Column::right("slowest vcpu s"),
-        Column::right("get log s"),
-        Column::right("clear log s"),
-        Column::right("dirty pages"),
-        Column::left("bitmap"),
-    ]);
-    for i in &r.iterations {
-        let slowest = i.vcpu_seconds.iter().copied().fold(0.0, f64::max);
-        let bitmap = match i.bitmap_exact {
-            None => "-".to_owned(),
-            Some(true) => style.green("exact"),
-            Some(false) => style.red(&format!("expected {}", r.expected_dirty_pages)),
-        };
-        table.row(vec![
-            i.iteration.to_string(),
-            format!("{:.3}", i.dirty_seconds),
-            format!("{slowest:.3}"),
-            secs(i.get_log_seconds),
-            secs(i.clear_log_seconds),
-            i.dirty_pages.map_or("-".to_owned(), |p| p.to_string()),
-            bitmap,
-        ]);
-    }
-    out += &table.render(style);
-    if let Some(d) = r.dirty_seconds {
-        let rate = r.expected_dirty_pages as f64 / d.mean.max(1e-9);
-        out += &format!(
-            "\n Mean per iteration: dirty {:.3} s ({rate:.0} written pages/sec)",
-            d.mean
-        );
-        if let Some(g) = r.get_log_seconds {
-            out += &format!(", get log {:.6} s", g.mean);
-        }
-        if let Some(cl) = r.clear_log_seconds {
-            out += &format!(", clear log {:.6} s", cl.mean);
-        }
-        out.push('\n');
-    }
-    out += &verified_line(
-        r.verified,
-        r.verification.pages_checked,
-        l.total_pages(),
-        style,
-    );
-    out
+    Ok(())
 }
