@@ -202,3 +202,118 @@ fn verified_line(ok: bool, checked: u64, total: u64, style: Style) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dirty::IterationReport;
+    use crate::layout::{Layout, Verification};
+    use crate::memory::Backing;
+    use crate::uffd::{HandlerMode, UffdStats};
+    use tracekit_core::stats::Samples;
+
+    // The CLI's output is these bytes (tracekit's tests/bench.rs reads them), so any change to
+    // the layout shows up here first.
+    const PLAIN: Style = Style { colour: false };
+
+    fn verification(pages: u64) -> Verification {
+        Verification {
+            pages_checked: pages,
+            mismatches: 0,
+            first_mismatch: None,
+        }
+    }
+
+    #[test]
+    fn demand_paging_text() {
+        let r = DemandPagingReport {
+            test: "demand-paging",
+            engine: Engine::Kvm,
+            guest_mode: Some("user mode (CPL 3)"),
+            vcpus: 2,
+            bytes_per_vcpu: 4 << 20,
+            pages_per_vcpu: 1024,
+            total_pages: 2048,
+            backing: Backing::Anonymous,
+            test_gpa: Some(0xfc_ff7f_f000),
+            test_gva: 0xc000_0000,
+            cpus: Some(vec![0, 1]),
+            uffd: Some(UffdStats {
+                mode: HandlerMode::PerVcpu,
+                handlers: 2,
+                copies: 2048,
+                already_present: 0,
+                copy_mean_ns: 36_700.0,
+                copy_max_ns: 5_133_700,
+            }),
+            vcpu_seconds: vec![0.104, 0.117],
+            total_seconds: 0.117,
+            pages_per_sec: 17489.0,
+            verified: true,
+            verification: verification(2048),
+        };
+        let want = "
+ Demand paging: 2 vCPUs x 4 MiB (1024 pages each), anonymous memory, faults served by userfaultfd (2 handlers)
+ Guest: user mode (CPL 3); test memory at GPA 0xfcff7ff000, GVA 0xc0000000
+
+    vcpu  cpu  pages  seconds  pages/sec
+   -----  ---  -----  -------  ---------
+       0    0   1024    0.104       9846
+       1    1   1024    0.117       8752
+   total        2048    0.117      17489
+
+ userfaultfd: 2048 UFFDIO_COPY (0 already present), mean 36.7 us, max 5133.7 us
+ verified: all 2048 of 2048 pages hold what was written
+";
+        assert_eq!(demand_paging(&r, PLAIN), want);
+    }
+
+    #[test]
+    fn dirty_log_text() {
+        let iteration = |i, secs| IterationReport {
+            iteration: i,
+            dirty_seconds: secs,
+            vcpu_seconds: vec![secs],
+            get_log_seconds: Some(0.000013),
+            clear_log_seconds: None,
+            dirty_pages: Some(1024),
+            bitmap_exact: Some(true),
+        };
+        let summary = |v: &[f64]| v.iter().copied().collect::<Samples>().summary();
+        let r = DirtyLogReport {
+            test: "dirty-log",
+            engine: Engine::Kvm,
+            guest_mode: Some("user mode (CPL 3)"),
+            layout: Layout::new(1, 4 << 20, Backing::Anonymous, 8).unwrap(),
+            backing: Backing::Anonymous,
+            wr_fract: 1,
+            manual_protect: false,
+            populate_seconds: 0.04,
+            enable_seconds: Some(0.000145),
+            disable_seconds: None,
+            expected_dirty_pages: 1024,
+            iterations: vec![iteration(1, 0.015), iteration(2, 0.045)],
+            dirty_seconds: summary(&[0.015, 0.045]),
+            get_log_seconds: summary(&[0.000013, 0.000013]),
+            clear_log_seconds: None,
+            bitmap_exact: Some(true),
+            verified: true,
+            verification: verification(1024),
+        };
+        let want = "
+ Dirty logging: 1 vCPUs x 4 MiB (1024 pages each), anonymous memory, writing 1 page in 1, collecting with KVM_GET_DIRTY_LOG
+ Guest: user mode (CPL 3)
+
+ Populate memory: 0.040 s   enable dirty logging: 0.000145 s   disable: - s
+
+   iteration  dirty s  slowest vcpu s  get log s  clear log s  dirty pages  bitmap
+   ---------  -------  --------------  ---------  -----------  -----------  ------
+           1    0.015           0.015   0.000013            -         1024  exact
+           2    0.045           0.045   0.000013            -         1024  exact
+
+ Mean per iteration: dirty 0.030 s (34133 written pages/sec), get log 0.000013 s
+ verified: all 1024 of 1024 pages hold what was written
+";
+        assert_eq!(dirty_log(&r, PLAIN), want);
+    }
+}
