@@ -137,6 +137,31 @@ impl Subject {
         vm.set_dirty_logging(on)?;
         Ok(Some(start.elapsed().as_secs_f64()))
     }
+
+    /// One iteration: every vCPU dirties its pages, then (KVM only) the log is collected and
+    /// compared with `expected`.
+    fn dirty_and_collect(
+        &mut self,
+        iteration: u64,
+        cpus: Option<&[usize]>,
+        expected: &[u64],
+        tick: Progress,
+    ) -> Result<IterationReport> {
+        let times = self.toucher().run_pass(iteration, cpus, tick)?;
+        let collected = match self {
+            Subject::Kvm(vm) => Some(collect(vm, expected)?),
+            Subject::Host(_) => None,
+        };
+        Ok(IterationReport {
+            iteration,
+            dirty_seconds: times.total.as_secs_f64(),
+            vcpu_seconds: times.per_vcpu.iter().map(|d| d.as_secs_f64()).collect(),
+            get_log_seconds: collected.as_ref().map(|c| c.get_log_seconds),
+            clear_log_seconds: collected.as_ref().and_then(|c| c.clear_log_seconds),
+            dirty_pages: collected.as_ref().map(|c| c.dirty_pages),
+            bitmap_exact: collected.as_ref().map(|c| c.bitmap_exact),
+        })
+    }
 }
 
 /// What collecting one iteration's dirty log found and cost.
@@ -191,22 +216,8 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
     let expected_dirty_pages = expected.iter().map(|w| u64::from(w.count_ones())).sum();
     let mut iterations = Vec::new();
     for iteration in 1..=options.iterations {
-        let times = subject
-            .toucher()
-            .run_pass(iteration, cpus, &mut |p| tick(iteration * total + p))?;
-        let collected = match &subject {
-            Subject::Kvm(vm) => Some(collect(vm, &expected)?),
-            Subject::Host(_) => None,
-        };
-        iterations.push(IterationReport {
-            iteration,
-            dirty_seconds: times.total.as_secs_f64(),
-            vcpu_seconds: times.per_vcpu.iter().map(|d| d.as_secs_f64()).collect(),
-            get_log_seconds: collected.as_ref().map(|c| c.get_log_seconds),
-            clear_log_seconds: collected.as_ref().and_then(|c| c.clear_log_seconds),
-            dirty_pages: collected.as_ref().map(|c| c.dirty_pages),
-            bitmap_exact: collected.as_ref().map(|c| c.bitmap_exact),
-        });
+        let pass_tick = &mut |p| tick(iteration * total + p);
+        iterations.push(subject.dirty_and_collect(iteration, cpus, &expected, pass_tick)?);
     }
     let disable_seconds = subject.set_logging(false)?;
 
