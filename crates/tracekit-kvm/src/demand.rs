@@ -23,7 +23,7 @@ pub struct DemandPagingOptions {
 
 /// Result of a demand-paging run, as printed and as JSON.
 #[derive(Debug, Clone, Serialize)]
-pub struct DemandPagingReport {
+pub struct DemandPagingOutcome {
     /// Always "demand-paging".
     pub test: &'static str,
     /// Who touched the memory.
@@ -64,7 +64,7 @@ pub struct DemandPagingReport {
 pub fn run_demand_paging(
     options: &DemandPagingOptions,
     tick: Progress,
-) -> Result<DemandPagingReport> {
+) -> Result<DemandPagingOutcome> {
     let common = &options.common;
     let mut toucher: Box<dyn Toucher> = match common.engine {
         Engine::Kvm => Box::new(PerfTestVm::new(
@@ -90,7 +90,7 @@ pub fn run_demand_paging(
     let tail = if uffd.is_some() { COPY_PATTERN } else { 0 };
     let verification = layout.verify(toucher.memory(), |_| 0, tail);
     let total_seconds = times.total.as_secs_f64();
-    let report = DemandPagingReport {
+    let report = DemandPagingOutcome {
         test: "demand-paging",
         engine: common.engine,
         guest_mode: common.guest_mode(),
@@ -112,7 +112,7 @@ pub fn run_demand_paging(
     Ok(report)
 }
 
-impl DemandPagingReport {
+impl DemandPagingOutcome {
     /// An error describing the first page that did not hold what was written, if any.
     pub fn verification_error(&self) -> Option<Error> {
         let m = self.verification.first_mismatch?;

@@ -33,7 +33,7 @@ pub struct DirtyLogOptions {
 
 /// One dirty-and-collect iteration.
 #[derive(Debug, Clone, Serialize)]
-pub struct IterationReport {
+pub struct IterationOutcome {
     /// Iteration number (1-based; 0 is the populate pass).
     pub iteration: u64,
     /// Seconds from the first vCPU starting to the last finishing.
@@ -52,7 +52,7 @@ pub struct IterationReport {
 
 /// Result of a dirty-log run.
 #[derive(Debug, Clone, Serialize)]
-pub struct DirtyLogReport {
+pub struct DirtyLogOutcome {
     /// Always "dirty-log".
     pub test: &'static str,
     /// Who dirtied the memory.
@@ -76,7 +76,7 @@ pub struct DirtyLogReport {
     /// Pages each iteration writes, so must report dirty.
     pub expected_dirty_pages: u64,
     /// Every iteration.
-    pub iterations: Vec<IterationReport>,
+    pub iterations: Vec<IterationOutcome>,
     /// Dirtying seconds over the iterations.
     pub dirty_seconds: Option<SampleSummary>,
     /// KVM_GET_DIRTY_LOG seconds over the iterations.
@@ -146,13 +146,13 @@ impl Subject {
         cpus: Option<&[usize]>,
         expected: &[u64],
         tick: Progress,
-    ) -> Result<IterationReport> {
+    ) -> Result<IterationOutcome> {
         let times = self.toucher().run_pass(iteration, cpus, tick)?;
         let collected = match self {
             Subject::Kvm(vm) => Some(collect(vm, expected)?),
             Subject::Host(_) => None,
         };
-        Ok(IterationReport {
+        Ok(IterationOutcome {
             iteration,
             dirty_seconds: times.total.as_secs_f64(),
             vcpu_seconds: times.per_vcpu.iter().map(|d| d.as_secs_f64()).collect(),
@@ -195,7 +195,7 @@ fn collect(vm: &PerfTestVm, expected: &[u64]) -> Result<Collected> {
 
 /// Runs the dirty-log test; `tick` gets the pages visited so far over all passes
 /// (`(iterations + 1) × total pages` in all).
-pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyLogReport> {
+pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyLogOutcome> {
     if options.iterations == 0 || options.iterations > MAX_ITERATIONS {
         return Err(Error::Invalid(format!(
             "{} iterations requested; choose between 1 and {MAX_ITERATIONS}",
@@ -227,7 +227,7 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
         |page| if page % wr_fract == 0 { last } else { 0 },
         0,
     );
-    let summary = |f: &dyn Fn(&IterationReport) -> Option<f64>| {
+    let summary = |f: &dyn Fn(&IterationOutcome) -> Option<f64>| {
         iterations
             .iter()
             .filter_map(f)
@@ -235,7 +235,7 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
             .summary()
     };
     let manual_protect = matches!(&subject, Subject::Kvm(vm) if vm.manual_protect());
-    Ok(DirtyLogReport {
+    Ok(DirtyLogOutcome {
         test: "dirty-log",
         engine: common.engine,
         guest_mode: common.guest_mode(),
@@ -258,7 +258,7 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
     })
 }
 
-impl DirtyLogReport {
+impl DirtyLogOutcome {
     /// An error saying what the run got wrong, if anything: a dirty bitmap that was not
     /// exactly the pages written, or pages that lost their last write.
     pub fn verification_error(&self) -> Option<Error> {

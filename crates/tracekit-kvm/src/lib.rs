@@ -29,8 +29,8 @@ pub mod runner;
 pub mod uffd;
 pub mod vm;
 
-pub use demand::{DemandPagingOptions, DemandPagingReport, run_demand_paging};
-pub use dirty::{DirtyLogOptions, DirtyLogReport, run_dirty_log};
+pub use demand::{DemandPagingOptions, DemandPagingOutcome, run_demand_paging};
+pub use dirty::{DirtyLogOptions, DirtyLogOutcome, run_dirty_log};
 pub use error::{Error, Result};
 pub use guest::{Privilege, page_value};
 pub use host::HostToucher;

@@ -1,16 +1,16 @@
 //! The text reports of both tests, laid out as `tracekit bench` prints them. The JSON documents
-//! are the reports themselves ([`DemandPagingReport`] and [`DirtyLogReport`] derive `Serialize`),
+//! are the reports themselves ([`DemandPagingOutcome`] and [`DirtyLogOutcome`] derive `Serialize`),
 //! so a caller writes them with any serde writer.
 
-use crate::demand::DemandPagingReport;
-use crate::dirty::DirtyLogReport;
+use crate::demand::DemandPagingOutcome;
+use crate::dirty::DirtyLogOutcome;
 use crate::options::Engine;
 use tracekit_core::report::{Column, Style, Table};
 use tracekit_core::units::human_bytes;
 
 /// The demand-paging report: a heading, a row per vCPU and the total, userfaultfd's copy
 /// statistics when it served the faults, and whether every page held what was written.
-pub fn demand_paging(r: &DemandPagingReport, style: Style) -> String {
+pub fn demand_paging(r: &DemandPagingOutcome, style: Style) -> String {
     let mut out = demand_paging_heading(r);
     let mut table = Table::new(vec![
         Column::right("vcpu"),
@@ -57,7 +57,7 @@ pub fn demand_paging(r: &DemandPagingReport, style: Style) -> String {
 }
 
 /// Who touched the memory, how the faults were served, and where the guest put it.
-fn demand_paging_heading(r: &DemandPagingReport) -> String {
+fn demand_paging_heading(r: &DemandPagingOutcome) -> String {
     let who = match r.engine {
         Engine::Kvm => "vCPUs",
         Engine::Host => "host threads (--no-kvm)",
@@ -89,7 +89,7 @@ fn demand_paging_heading(r: &DemandPagingReport) -> String {
 
 /// The dirty-log report: a heading, the populate and logging on/off times, a row per
 /// iteration, the means, and whether every page held its last write.
-pub fn dirty_log(r: &DirtyLogReport, style: Style) -> String {
+pub fn dirty_log(r: &DirtyLogOutcome, style: Style) -> String {
     let mut out = dirty_log_heading(r);
     let mut table = Table::new(vec![
         Column::right("iteration"),
@@ -129,7 +129,7 @@ pub fn dirty_log(r: &DirtyLogReport, style: Style) -> String {
 }
 
 /// Who dirtied the memory, how the log was collected, and the times around the iterations.
-fn dirty_log_heading(r: &DirtyLogReport) -> String {
+fn dirty_log_heading(r: &DirtyLogOutcome) -> String {
     let l = &r.layout;
     let (who, collect) = match (r.engine, r.manual_protect) {
         (Engine::Host, _) => ("host threads (--no-kvm)", "no log to collect"),
@@ -160,7 +160,7 @@ fn dirty_log_heading(r: &DirtyLogReport) -> String {
 }
 
 /// The mean iteration's costs, or nothing when there were no iterations to average.
-fn dirty_log_means(r: &DirtyLogReport) -> String {
+fn dirty_log_means(r: &DirtyLogOutcome) -> String {
     let Some(d) = r.dirty_seconds else {
         return String::new();
     };
@@ -206,7 +206,7 @@ fn verified_line(ok: bool, checked: u64, total: u64, style: Style) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dirty::IterationReport;
+    use crate::dirty::IterationOutcome;
     use crate::layout::{Layout, Verification};
     use crate::memory::Backing;
     use crate::uffd::{HandlerMode, UffdStats};
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn demand_paging_text() {
-        let r = DemandPagingReport {
+        let r = DemandPagingOutcome {
             test: "demand-paging",
             engine: Engine::Kvm,
             guest_mode: Some("user mode (CPL 3)"),
@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn dirty_log_text() {
-        let iteration = |i, secs| IterationReport {
+        let iteration = |i, secs| IterationOutcome {
             iteration: i,
             dirty_seconds: secs,
             vcpu_seconds: vec![secs],
@@ -280,7 +280,7 @@ mod tests {
             bitmap_exact: Some(true),
         };
         let summary = |v: &[f64]| v.iter().copied().collect::<Samples>().summary();
-        let r = DirtyLogReport {
+        let r = DirtyLogOutcome {
             test: "dirty-log",
             engine: Engine::Kvm,
             guest_mode: Some("user mode (CPL 3)"),

@@ -1,7 +1,7 @@
 //! The demand-paging test on the real /dev/kvm (root in CI), small sizes.
 
 use tracekit_kvm::{
-    Backing, CommonOptions, DemandPagingOptions, DemandPagingReport, Engine, HandlerMode,
+    Backing, CommonOptions, DemandPagingOptions, DemandPagingOutcome, Engine, HandlerMode,
     KVM_DEVICE, Privilege, run_demand_paging,
 };
 
@@ -20,7 +20,7 @@ fn config(engine: Engine, vcpus: usize, uffd: Option<HandlerMode>) -> DemandPagi
     }
 }
 
-fn check(config: &DemandPagingOptions) -> DemandPagingReport {
+fn check(config: &DemandPagingOptions) -> DemandPagingOutcome {
     let vcpus = config.common.vcpus;
     let mut ticks = 0;
     let r = run_demand_paging(config, &mut |_| ticks += 1).unwrap();

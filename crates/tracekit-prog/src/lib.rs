@@ -56,6 +56,6 @@ pub use maps::{MapDump, MapEntry};
 pub use object::{BpfObject, ProgramEntry};
 pub use render::{ReplayReport, RunReport};
 pub use run::{
-    Benchmark, LIVE_FRAMES, Program, RunOptions, RunResult, interface_index, xdp_md_context,
+    Benchmark, LIVE_FRAMES, Program, RunOptions, RunOutcome, interface_index, xdp_md_context,
 };
 pub use section::SectionType;

@@ -70,7 +70,7 @@ pub fn interface_index(dev: &str) -> Result<u32, Error> {
 
 /// What one test run returned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RunResult {
+pub struct RunOutcome {
     /// The program's return value (for `repeat` > 1, the last run's).
     pub retval: u32,
     /// The packet after the program (its true length).
@@ -177,7 +177,7 @@ impl Program {
     }
 
     /// Runs the program once (or `repeat` times in one call) with `BPF_PROG_TEST_RUN`.
-    pub fn run(&self, opts: &RunOptions<'_>) -> Result<RunResult, Error> {
+    pub fn run(&self, opts: &RunOptions<'_>) -> Result<RunOutcome, Error> {
         self.check(opts)?;
         let (mut data_cap, mut ctx_cap) = self.buffer_sizes(opts);
         loop {
@@ -220,7 +220,7 @@ impl Program {
         opts: &RunOptions<'_>,
         data_cap: usize,
         ctx_cap: usize,
-    ) -> Result<RunResult, (TestRunOut, std::io::Error)> {
+    ) -> Result<RunOutcome, (TestRunOut, std::io::Error)> {
         let ctx_only = self.kind.context_only();
         let mut data_out = vec![0u8; data_cap];
         let mut ctx_in = opts.ctx_in.to_vec();
@@ -258,7 +258,7 @@ impl Program {
             ctx_out = ctx_in;
         }
         let duration = (!ctx_only).then(|| Duration::from_nanos(u64::from(out.duration_ns)));
-        Ok(RunResult {
+        Ok(RunOutcome {
             retval: out.retval,
             data_out,
             ctx_out,
@@ -459,7 +459,7 @@ pub struct Benchmark {
     /// The kernel's mean per run, batch by batch, in order (warm-up shows as a trend).
     pub batch_means_ns: Vec<f64>,
     /// The result of the last call.
-    pub result: RunResult,
+    pub result: RunOutcome,
 }
 
 impl Benchmark {
@@ -491,7 +491,7 @@ mod tests {
         object(obj).load(prog).unwrap()
     }
 
-    fn run(prog: &Program, data: &[u8]) -> RunResult {
+    fn run(prog: &Program, data: &[u8]) -> RunOutcome {
         prog.run(&RunOptions {
             data_in: data,
             ..Default::default()

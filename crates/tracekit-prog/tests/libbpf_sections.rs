@@ -209,7 +209,7 @@ fn externs() -> BpfObject {
     BpfObject::from_file(path).unwrap()
 }
 
-fn run_with_context(prog: &Program, ctx: &[u8]) -> tracekit_prog::RunResult {
+fn run_with_context(prog: &Program, ctx: &[u8]) -> tracekit_prog::RunOutcome {
     prog.run(&RunOptions {
         ctx_in: ctx,
         ..Default::default()
