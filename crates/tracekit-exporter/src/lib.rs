@@ -63,7 +63,7 @@ pub enum Error {
     },
     /// The kernel side could not be loaded or read.
     #[error(transparent)]
-    Summary(#[from] tracekit_summary::SummaryError),
+    Summary(#[from] tracekit_summary::Error),
     /// A probe could not be parsed, placed or attached.
     #[error("--probe: {0}")]
     Probe(String),

@@ -107,7 +107,7 @@ impl Side {
 pub type Totals = BTreeMap<String, Side>;
 
 /// Reads a saved report (one JSON document, or one per line for interval reports).
-pub fn read(path: &Path) -> Result<Totals, DiffError> {
+pub fn read(path: &Path) -> Result<Totals, crate::Error> {
     let text = std::fs::read_to_string(path).map_err(|error| DiffError::Read {
         path: path.to_path_buf(),
         error,
@@ -126,8 +126,9 @@ pub fn read(path: &Path) -> Result<Totals, DiffError> {
                 (None, Some(groups)) => groups,
                 (None, None) => {
                     return Err(bad(
-                        "it has no `syscalls`, `processes`, `threads` or `cgroups`".into(),
-                    ));
+                        "it has no `syscalls`, `processes`, `threads` or `cgroups`".into()
+                    )
+                    .into());
                 }
             };
         for row in groups.iter().flat_map(|g| &g.syscalls) {
@@ -136,7 +137,7 @@ pub fn read(path: &Path) -> Result<Totals, DiffError> {
         documents += 1;
     }
     if documents == 0 {
-        return Err(bad("it is empty".into()));
+        return Err(bad("it is empty".into()).into());
     }
     Ok(totals)
 }

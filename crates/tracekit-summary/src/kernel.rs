@@ -9,7 +9,7 @@ use std::time::Instant;
 use tracekit_core::errors::chain;
 use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
-use crate::SummaryError;
+use crate::Error;
 use crate::model::{COMPAT_BASE, Dropped, ErrnoCounts, Mode, RawRow, Summary};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
@@ -157,8 +157,8 @@ pub struct Tracer {
 
 impl Tracer {
     /// Loads the BPF program with `options` and attaches it to the syscall tracepoints.
-    pub fn attach(options: &Options) -> Result<Tracer, SummaryError> {
-        let load_err = |e: &dyn std::fmt::Display| SummaryError::Load(e.to_string());
+    pub fn attach(options: &Options) -> Result<Tracer, Error> {
+        let load_err = |e: &dyn std::fmt::Display| Error::Load(e.to_string());
         let btf = Btf::from_sys_fs().map_err(|e| load_err(&e))?;
         // Opened first: a missing cgroup is the user's error, not a load failure.
         let cgroup = options.cgroup.as_deref().map(open_cgroup).transpose()?;
@@ -218,7 +218,7 @@ impl Tracer {
     }
 
     /// Starts tracing the thread `tid` alone (with [`TaskFilter::Threads`]).
-    pub fn trace_tid(&mut self, tid: u32) -> Result<(), SummaryError> {
+    pub fn trace_tid(&mut self, tid: u32) -> Result<(), Error> {
         let map_err = map_error("traced_tids");
         let mut map: HashMap<&mut MapData, u32, u32> =
             HashMap::try_from(self.ebpf.map_mut("traced_tids").expect("map in object"))
@@ -227,7 +227,7 @@ impl Tracer {
     }
 
     /// Starts tracing the process `tgid` (all its threads, and every child it forks later).
-    pub fn trace_tgid(&mut self, tgid: u32) -> Result<(), SummaryError> {
+    pub fn trace_tgid(&mut self, tgid: u32) -> Result<(), Error> {
         let map_err = map_error("traced_tgids");
         let mut map: HashMap<&mut MapData, u32, u32> =
             HashMap::try_from(self.ebpf.map_mut("traced_tgids").expect("map in object"))
@@ -250,7 +250,7 @@ impl Tracer {
 
     /// Reads the statistics collected so far (the programs stay attached), with the calls
     /// still in flight.
-    pub fn read(&mut self) -> Result<Summary, SummaryError> {
+    pub fn read(&mut self) -> Result<Summary, Error> {
         // A kernel without task iterators only loses this remark, not the summary.
         let in_flight = self.count_in_flight().ok();
         let mut summary = self.read_counts()?;
@@ -261,7 +261,7 @@ impl Tracer {
     /// [`Tracer::read`] without the calls in flight (`in_flight` is `None`): no task walk and
     /// no read of the per-syscall in-flight array, for readers that poll often and do not
     /// report them (the exporter).
-    pub fn read_counts(&self) -> Result<Summary, SummaryError> {
+    pub fn read_counts(&self) -> Result<Summary, Error> {
         let rows = match self.options.mode {
             Mode::Total => self.read_total()?,
             Mode::Process | Mode::Thread | Mode::Cgroup | Mode::ProcessInCgroup => {
@@ -336,14 +336,14 @@ impl Tracer {
     }
 
     /// The map `name` of the object as the typed aya map `M`.
-    fn typed_map<'a, M>(&'a self, name: &'static str) -> Result<M, SummaryError>
+    fn typed_map<'a, M>(&'a self, name: &'static str) -> Result<M, Error>
     where
         M: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
     {
         M::try_from(self.ebpf.map(name).expect("map in object")).map_err(map_error(name))
     }
 
-    fn read_total(&self) -> Result<Vec<RawRow>, SummaryError> {
+    fn read_total(&self) -> Result<Vec<RawRow>, Error> {
         let map_err = map_error("total_stats");
         let map: PerCpuArray<&MapData, KernelStats> = self.typed_map("total_stats")?;
         let mut rows = Vec::new();
@@ -362,7 +362,7 @@ impl Tracer {
         Ok(rows)
     }
 
-    fn read_per_task(&self) -> Result<Vec<RawRow>, SummaryError> {
+    fn read_per_task(&self) -> Result<Vec<RawRow>, Error> {
         let map_err = map_error("task_stats");
         let map: PerCpuHashMap<&MapData, IdKey, KernelStats> = self.typed_map("task_stats")?;
         let mut rows = Vec::new();
@@ -380,7 +380,7 @@ impl Tracer {
         Ok(rows)
     }
 
-    fn read_errnos(&self) -> Result<ErrnoCounts, SummaryError> {
+    fn read_errnos(&self) -> Result<ErrnoCounts, Error> {
         let map_err = map_error("errno_counts");
         let map: PerCpuHashMap<&MapData, ErrnoKey, u64> = self.typed_map("errno_counts")?;
         let mut out = ErrnoCounts::new();
@@ -395,7 +395,7 @@ impl Tracer {
     }
 
     /// The latency histograms, by (task id, syscall number).
-    fn read_hists(&self) -> Result<BTreeMap<(u64, u32, u32), Log2Histogram>, SummaryError> {
+    fn read_hists(&self) -> Result<BTreeMap<(u64, u32, u32), Log2Histogram>, Error> {
         let mut out = BTreeMap::new();
         let mut add = |key: (u64, u32, u32), values: &PerCpuValues<KernelHist>| {
             let mut hist = Log2Histogram::default();
@@ -424,7 +424,7 @@ impl Tracer {
     }
 
     /// Task names and their process ids, by pid (process mode) or tid (thread mode).
-    fn read_comms(&self) -> Result<BTreeMap<u32, (String, u32)>, SummaryError> {
+    fn read_comms(&self) -> Result<BTreeMap<u32, (String, u32)>, Error> {
         let map_err = map_error("comms");
         let map: HashMap<&MapData, u32, Comm> = self.typed_map("comms")?;
         let mut out = BTreeMap::new();
@@ -446,7 +446,7 @@ impl Tracer {
         Ok(out)
     }
 
-    fn read_dropped(&self) -> Result<Dropped, SummaryError> {
+    fn read_dropped(&self) -> Result<Dropped, Error> {
         let map_err = map_error("dropped");
         let map: PerCpuArray<&MapData, u64> = self.typed_map("dropped")?;
         let mut counts = [0u64; DROP_REASONS as usize];
@@ -475,7 +475,7 @@ impl Tracer {
 
 /// Marks the syscalls to keep in `wanted_syscalls`: each by its number, and on x86-64 by its
 /// ia32 number too (the same name in the i386 table), so 32-bit tasks are filtered alike.
-fn mark_wanted(ebpf: &mut Ebpf, numbers: &[u32]) -> Result<(), SummaryError> {
+fn mark_wanted(ebpf: &mut Ebpf, numbers: &[u32]) -> Result<(), Error> {
     use tracekit_core::syscalls::Arch;
     let map_err = map_error("wanted_syscalls");
     let mut map: Array<&mut MapData, u32> =
@@ -499,8 +499,8 @@ fn mark_wanted(ebpf: &mut Ebpf, numbers: &[u32]) -> Result<(), SummaryError> {
 }
 
 /// Opens a cgroup v2 directory for the cgroup filter.
-fn open_cgroup(path: &std::path::Path) -> Result<std::fs::File, SummaryError> {
-    let bad = |reason: String| SummaryError::Cgroup {
+fn open_cgroup(path: &std::path::Path) -> Result<std::fs::File, Error> {
+    let bad = |reason: String| Error::Cgroup {
         path: path.to_path_buf(),
         reason,
     };
@@ -516,8 +516,8 @@ fn open_cgroup(path: &std::path::Path) -> Result<std::fs::File, SummaryError> {
 }
 
 /// Turns an aya map error into the summary's, naming the map.
-fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> SummaryError + Copy {
-    move |e| SummaryError::Map {
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> Error + Copy {
+    move |e| Error::Map {
         map,
         reason: e.to_string(),
     }
@@ -611,8 +611,8 @@ fn attach_tp_btf(
     btf: &Btf,
     prog: &'static str,
     tracepoint: &'static str,
-) -> Result<(), SummaryError> {
-    let err = |e: &dyn std::fmt::Display| SummaryError::Attach {
+) -> Result<(), Error> {
+    let err = |e: &dyn std::fmt::Display| Error::Attach {
         tracepoint,
         reason: e.to_string(),
     };
@@ -630,12 +630,12 @@ fn attach_tp_btf(
 /// syscall tracer, or with `clock` the pair that only reads the clock (`bpf_ktime_get_ns`),
 /// the floor of any tracer that measures latency. For benchmarks: keep the returned value
 /// alive while measuring.
-pub fn attach_floor(clock: bool) -> Result<Ebpf, SummaryError> {
-    let btf = Btf::from_sys_fs().map_err(|e| SummaryError::Load(e.to_string()))?;
+pub fn attach_floor(clock: bool) -> Result<Ebpf, Error> {
+    let btf = Btf::from_sys_fs().map_err(|e| Error::Load(e.to_string()))?;
     let mut ebpf = EbpfLoader::new()
         .allow_unsupported_maps()
         .load(OBJECT)
-        .map_err(|e| SummaryError::Load(chain(&e)))?;
+        .map_err(|e| Error::Load(chain(&e)))?;
     let (enter, exit) = if clock {
         ("floor_clock_enter", "floor_clock_exit")
     } else {

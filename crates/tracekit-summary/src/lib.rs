@@ -20,7 +20,7 @@
 //! std::thread::sleep(std::time::Duration::from_secs(1));
 //! let summary = tracer.read()?;
 //! print!("{}", tracekit_summary::render::table(&summary, Default::default(), Default::default()));
-//! # Ok::<(), tracekit_summary::SummaryError>(())
+//! # Ok::<(), tracekit_summary::Error>(())
 //! ```
 #![deny(missing_docs)]
 
@@ -39,7 +39,7 @@ use thiserror::Error;
 
 /// Why a summary could not be taken. Each message says what to do about it.
 #[derive(Debug, Error)]
-pub enum SummaryError {
+pub enum Error {
     /// The BPF object could not be loaded (verifier, missing BTF, no privilege).
     #[error(
         "cannot load the syscall-summary BPF program: {0}\n  hint: run as root (or with CAP_BPF and CAP_PERFMON) on a kernel with BTF (/sys/kernel/btf/vmlinux)"
@@ -103,4 +103,7 @@ pub enum SummaryError {
         /// Why not.
         reason: String,
     },
+    /// Two reports could not be compared (`trace diff`).
+    #[error(transparent)]
+    Diff(#[from] diff::DiffError),
 }

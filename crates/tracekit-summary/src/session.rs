@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tracekit_core::process::{ExitStatus, FindError, alive, find_program, tgid_of};
 
-use crate::SummaryError;
+use crate::Error;
 use crate::kernel::{Options, TaskFilter, Tracer};
 use crate::model::Summary;
 
@@ -63,7 +63,7 @@ pub fn run(
     target: &Target,
     duration: Option<Duration>,
     stop: &AtomicBool,
-) -> Result<Outcome, SummaryError> {
+) -> Result<Outcome, Error> {
     run_with_intervals(options, target, duration, None, stop, &mut |_| Ok(()))
 }
 
@@ -77,8 +77,8 @@ pub fn run_with_intervals(
     duration: Option<Duration>,
     interval: Option<Interval>,
     stop: &AtomicBool,
-    report: &mut dyn FnMut(&Summary) -> Result<(), SummaryError>,
-) -> Result<Outcome, SummaryError> {
+    report: &mut dyn FnMut(&Summary) -> Result<(), Error>,
+) -> Result<Outcome, Error> {
     let options = Options {
         filter: match target {
             Target::All => TaskFilter::All,
@@ -188,8 +188,8 @@ impl Ticker {
     fn tick(
         &mut self,
         tracer: &mut Tracer,
-        report: &mut dyn FnMut(&Summary) -> Result<(), SummaryError>,
-    ) -> Result<(), SummaryError> {
+        report: &mut dyn FnMut(&Summary) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let Some(interval) = self.interval else {
             return Ok(());
         };
@@ -204,8 +204,8 @@ impl Ticker {
     fn report(
         &mut self,
         now: Summary,
-        report: &mut dyn FnMut(&Summary) -> Result<(), SummaryError>,
-    ) -> Result<(), SummaryError> {
+        report: &mut dyn FnMut(&Summary) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         self.reported += 1;
         let delta = now.since(self.previous.as_ref(), self.reported);
         self.previous = Some(now);
@@ -222,8 +222,8 @@ impl Ticker {
     fn last(
         &mut self,
         summary: &Summary,
-        report: &mut dyn FnMut(&Summary) -> Result<(), SummaryError>,
-    ) -> Result<(), SummaryError> {
+        report: &mut dyn FnMut(&Summary) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         if self.interval.is_none() || self.finished() {
             return Ok(());
         }
@@ -262,7 +262,7 @@ fn stop_child(child: &mut Child, timed_out: bool, notes: &mut Vec<String>) -> Op
 
 /// Starts the command. It adds itself to the traced set just before exec, so none of what
 /// tracekit does between fork and exec is counted, and pids are never reused into the set.
-fn spawn(arg0: &OsString, argv: &[OsString], tracer: &Tracer) -> Result<Child, SummaryError> {
+fn spawn(arg0: &OsString, argv: &[OsString], tracer: &Tracer) -> Result<Child, Error> {
     let (program, args) = argv.split_first().expect("checked non-empty");
     let registration = tracer.self_registration();
     let mut command = Command::new(program);
@@ -270,7 +270,7 @@ fn spawn(arg0: &OsString, argv: &[OsString], tracer: &Tracer) -> Result<Child, S
     // SAFETY: the hook only calls getpid and bpf(2), both async-signal-safe, and touches no
     // memory shared with the parent.
     unsafe { command.pre_exec(move || registration.register()) };
-    command.spawn().map_err(|e| SummaryError::Spawn {
+    command.spawn().map_err(|e| Error::Spawn {
         command: program.to_string_lossy().into_owned(),
         reason: e.to_string(),
     })
@@ -278,16 +278,16 @@ fn spawn(arg0: &OsString, argv: &[OsString], tracer: &Tracer) -> Result<Child, S
 
 /// Finds the command's executable as a shell would, or says why it cannot be run, before
 /// anything is attached.
-fn find_command(argv: &[OsString]) -> Result<PathBuf, SummaryError> {
+fn find_command(argv: &[OsString]) -> Result<PathBuf, Error> {
     let Some(program) = argv.first() else {
-        return Err(SummaryError::Spawn {
+        return Err(Error::Spawn {
             command: String::new(),
             reason: "no command given".into(),
         });
     };
     find_program(Path::new(program)).map_err(|e| match e {
-        FindError::NotFound(name) => SummaryError::CommandNotFound(name),
-        FindError::NotExecutable { program, reason } => SummaryError::NotExecutable {
+        FindError::NotFound(name) => Error::CommandNotFound(name),
+        FindError::NotExecutable { program, reason } => Error::NotExecutable {
             command: program,
             reason: reason.into(),
         },
@@ -295,19 +295,19 @@ fn find_command(argv: &[OsString]) -> Result<PathBuf, SummaryError> {
 }
 
 /// Checks that every thread id exists.
-fn check_threads(tids: &[u32]) -> Result<Vec<u32>, SummaryError> {
+fn check_threads(tids: &[u32]) -> Result<Vec<u32>, Error> {
     match tids.iter().find(|&&t| t == 0 || !alive(t)) {
-        Some(&t) => Err(SummaryError::NoSuchProcess(t)),
+        Some(&t) => Err(Error::NoSuchProcess(t)),
         None => Ok(tids.to_vec()),
     }
 }
 
 /// Checks every pid, and turns thread ids into their process: the filter works on processes.
-fn resolve_pids(pids: &[u32], notes: &mut Vec<String>) -> Result<Vec<u32>, SummaryError> {
+fn resolve_pids(pids: &[u32], notes: &mut Vec<String>) -> Result<Vec<u32>, Error> {
     let mut out = Vec::new();
     for &pid in pids {
         if pid == 0 || !alive(pid) {
-            return Err(SummaryError::NoSuchProcess(pid));
+            return Err(Error::NoSuchProcess(pid));
         }
         let tgid = tgid_of(pid).unwrap_or(pid);
         if tgid != pid {

@@ -6,7 +6,7 @@
 //! as the grouping asks, so it can change without reloading anything.
 
 use crate::session::{Interval, Outcome, Target, run_with_intervals};
-use crate::{Mode, Options, Summary, SummaryError};
+use crate::{Error, Mode, Options, Summary};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
@@ -179,9 +179,9 @@ pub fn run(
     target: &Target,
     every: Duration,
     stop: Arc<AtomicBool>,
-) -> Result<Outcome, SummaryError> {
+) -> Result<Outcome, Error> {
     if !std::io::stdout().is_terminal() {
-        return Err(SummaryError::NotATerminal);
+        return Err(Error::NotATerminal);
     }
     let options = Options {
         mode: Mode::ProcessInCgroup,
@@ -189,7 +189,7 @@ pub fn run(
         latency: true,
         ..options.clone()
     };
-    let tui_err = |e: std::io::Error| SummaryError::Output(format!("terminal: {e}"));
+    let tui_err = |e: std::io::Error| Error::Output(format!("terminal: {e}"));
     crossterm::terminal::enable_raw_mode().map_err(tui_err)?;
     let _guard = TerminalGuard;
     crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen)

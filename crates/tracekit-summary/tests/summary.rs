@@ -202,7 +202,7 @@ fn dead_pid_and_unknown_command_are_refused() {
     )
     .unwrap_err();
     assert!(
-        matches!(err, tracekit_summary::SummaryError::CommandNotFound(_)),
+        matches!(err, tracekit_summary::Error::CommandNotFound(_)),
         "{err}"
     );
 }

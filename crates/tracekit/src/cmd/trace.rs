@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracekit_core::report::OutputTarget;
 use tracekit_core::syscalls::Arch;
 use tracekit_summary::render::{self, RenderOptions};
-use tracekit_summary::{Interval, Mode, Options, SortKey, SummaryError, Target};
+use tracekit_summary::{Error as SummaryError, Interval, Mode, Options, SortKey, Target};
 
 /// `tracekit trace ...`
 #[derive(Subcommand)]
