@@ -57,6 +57,11 @@ pub const TEST: &[Tool] = &[
         "gcc",
         "builds the C programs that probe and summary tests trace",
     ),
+    command(
+        "g++",
+        "g++",
+        "builds the C++ program whose demangled names the probe tests look up",
+    ),
     file(
         "/usr/include/stdio.h",
         "libc6-dev",

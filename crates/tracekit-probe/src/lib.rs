@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod bpf;
+mod ifunc;
 pub mod ptrace;
 pub mod report;
 pub mod spec;

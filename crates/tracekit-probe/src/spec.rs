@@ -6,6 +6,9 @@
 //! - `uretprobe:BINARY:SYMBOL` (and `u:` / `ur:` abbreviations)
 //! - `kprobe:FUNC` (`k:`)
 //! - `BINARY:SYMBOL`, meaning both `uprobe:` and `uretprobe:` on it.
+//! - a symbol in double quotes, for C++ and Rust names that hold `::`
+//!   (`uprobe:./app:"ns::Foo::bar"`, bpftrace's `uprobe:./app:cpp:"ns::Foo::bar"` too); it is
+//!   matched against the mangled and the demangled names.
 //!
 //! BINARY is kept as written; [`crate::symbols`] turns it into a file (PATH lookup, library
 //! directories, or the target's `/proc/PID/maps`).
@@ -138,7 +141,7 @@ impl ProbeSpec {
                 });
             }
             // BINARY:SYMBOL has exactly one ':' (a longer path would need the full form).
-            _ if !rest.is_empty() && !rest.contains(':') => {
+            _ if !rest.is_empty() && (!rest.contains(':') || quoted(text).is_some()) => {
                 return Self::parse_short(text);
             }
             _ => {
@@ -156,6 +159,20 @@ impl ProbeSpec {
             kind: kind.prefix(),
             what,
         };
+        if let Some((binary, name)) = quoted(rest) {
+            if binary.is_empty() || name.is_empty() {
+                return Err(incomplete("a binary and a name in the quotes"));
+            }
+            return Ok(vec![ProbeSpec {
+                text: text.into(),
+                kind,
+                binary: binary.into(),
+                location: ProbeLocation::Symbol {
+                    name: name.into(),
+                    offset: 0,
+                },
+            }]);
+        }
         // rsplit: the location never contains ':', a path might.
         let (binary, loc) = rest
             .rsplit_once(':')
@@ -225,6 +242,17 @@ impl ProbeSpec {
             ProbeLocation::Address(_) => None,
         }
     }
+}
+
+/// `BINARY:"NAME"` (or bpftrace's `BINARY:cpp:"NAME"`) split into the binary and the name.
+fn quoted(rest: &str) -> Option<(&str, &str)> {
+    let inner = rest.strip_suffix('"')?;
+    let (binary, name) = inner.rsplit_once(":\"")?;
+    let binary = ["cpp", "rust"]
+        .iter()
+        .find_map(|lang| binary.strip_suffix(&format!(":{lang}")))
+        .unwrap_or(binary);
+    Some((binary, name))
 }
 
 /// `SYMBOL`, `SYMBOL+OFF` or `0xADDR`; `Err(None)` when empty.
@@ -334,6 +362,23 @@ mod tests {
                 .len(),
             3
         );
+    }
+
+    #[test]
+    fn quoted_names_may_hold_colons() {
+        for text in [
+            r#"uprobe:./app:"ns::Foo::bar(int)""#,
+            r#"uprobe:./app:cpp:"ns::Foo::bar(int)""#,
+        ] {
+            let s = &ProbeSpec::parse(text).unwrap()[0];
+            assert_eq!(s.binary, PathBuf::from("./app"));
+            assert_eq!(s.symbol(), Some("ns::Foo::bar(int)"));
+        }
+        let short = ProbeSpec::parse(r#"/usr/lib/x.so:"a::b""#).unwrap();
+        assert_eq!(short.len(), 2);
+        assert_eq!(short[1].kind, ProbeKind::Uretprobe);
+        assert_eq!(short[1].symbol(), Some("a::b"));
+        assert!(ProbeSpec::parse(r#"uprobe:./app:"""#).is_err());
     }
 
     #[test]

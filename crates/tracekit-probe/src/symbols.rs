@@ -159,6 +159,16 @@ pub enum SymbolError {
         /// The process.
         pid: u32,
     },
+    /// An IFUNC of a library whose selected implementation tracekit cannot learn.
+    #[error(
+        "`{symbol}` in {path} is an IFUNC (a resolver that picks an implementation at load time), and tracekit can only find the implementation for libraries it has loaded itself (glibc); probe the implementation by name instead (`nm {path}` lists them)"
+    )]
+    UnresolvedIfunc {
+        /// The IFUNC.
+        symbol: String,
+        /// The library.
+        path: PathBuf,
+    },
     /// A kernel probe has no user binary.
     #[error("`{spec}` is a kernel probe; it has no user binary to resolve")]
     KernelProbe {
@@ -212,6 +222,10 @@ pub struct ResolvedProbe {
     pub code: Vec<u8>,
     /// The file's instruction set.
     pub machine: Machine,
+    /// When the symbol was an IFUNC (`strlen` in glibc): its name. The probe is then on the
+    /// implementation this machine's dynamic loader selects, which `symbol` names when the
+    /// file has a name for it.
+    pub ifunc: Option<String>,
 }
 
 /// The instruction set of an ELF file, as far as the engines care.
@@ -257,9 +271,18 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
     }
     let binary = find_binary(&spec.binary, lookup)?;
     let elf = Elf::load(&binary)?;
+    let mut ifunc = None;
     let (symbol, vaddr) = match &spec.location {
         ProbeLocation::Symbol { name, offset } => {
             let sym = elf.symbol(name)?;
+            if sym.ifunc {
+                ifunc = Some(sym.name.to_owned());
+            }
+            let sym = if sym.ifunc {
+                elf.ifunc_implementation(&sym)?
+            } else {
+                sym
+            };
             if *offset > 0 && sym.size > 0 && *offset >= sym.size {
                 return Err(SymbolError::OffsetOutOfRange {
                     symbol: name.clone(),
@@ -288,7 +311,7 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
                 Some(s) if spec.kind == ProbeKind::Uretprobe && s.vaddr != *a => {
                     return Err(SymbolError::ReturnNotAtEntry {
                         spec: spec.text.clone(),
-                        symbol: s.name.clone(),
+                        symbol: s.name.to_owned(),
                         start: s.vaddr,
                         vaddr: *a,
                     });
@@ -305,7 +328,7 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
     let code = elf.bytes(start, code_len).to_vec();
     let resolved = ResolvedProbe {
         spec: spec.clone(),
-        symbol: symbol.map(|s| s.name.clone()),
+        symbol: symbol.map(|s| s.name.to_owned()),
         symbol_vaddr,
         symbol_size,
         vaddr,
@@ -313,6 +336,7 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
         code,
         machine: elf.machine.clone(),
         binary,
+        ifunc,
     };
     check_boundary(&resolved)?;
     if spec.kind == ProbeKind::Uretprobe && resolved.vaddr != resolved.symbol_vaddr {
@@ -555,19 +579,204 @@ pub fn runtime_address(pid: u32, binary: &Path, file_offset: u64) -> Result<u64,
         })
 }
 
+/// A function-like symbol of a file: a function, an IFUNC, or a global untyped symbol in an
+/// executable section (an assembly routine written without `.type`).
+#[derive(Debug, Clone)]
+struct Function {
+    /// As in the file (`_ZN2ns3Foo3barEi`, `memcpy@@GLIBC_2.14`).
+    name: String,
+    /// The C++ or Rust name, when `name` is mangled (`ns::Foo::bar(int)`).
+    demangled: Option<String>,
+    vaddr: u64,
+    /// 0 when the file does not say.
+    size: u64,
+    /// `STT_GNU_IFUNC`: `vaddr` is the resolver, not the implementation.
+    ifunc: bool,
+}
+
+impl Function {
+    fn sym(&self) -> Sym<'_> {
+        Sym {
+            name: self.display_name(),
+            vaddr: self.vaddr,
+            size: self.size,
+            ifunc: self.ifunc,
+        }
+    }
+
+    /// The name users read: demangled when mangled, without a symbol version.
+    fn display_name(&self) -> &str {
+        self.demangled
+            .as_deref()
+            .unwrap_or_else(|| self.name.split('@').next().unwrap_or(&self.name))
+    }
+
+    /// Whether a user's `name` means this symbol: the name as in the file, without its
+    /// version (`memcpy` for `memcpy@@GLIBC_2.14`), with a given version, or demangled with or
+    /// without its return type and parameter list (`ns::Foo::bar` for `ns::Foo::bar(int)`).
+    fn is_named(&self, name: &str) -> bool {
+        let unversioned = |n: &str| n.replace("@@", "@");
+        self.name == name
+            || self.name.split('@').next() == Some(name)
+            || unversioned(&self.name) == unversioned(name)
+            || self
+                .demangled
+                .as_deref()
+                .is_some_and(|d| d == name || qualified_name(d) == name)
+    }
+}
+
+/// The qualified name in a demangled signature, without return type and parameters:
+/// `tk::twice<long>` in `long tk::twice<long>(long)`.
+fn qualified_name(demangled: &str) -> &str {
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in demangled.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ' ' if depth == 0 => start = i + 1,
+            '(' if depth == 0 && i > start => return &demangled[start..i],
+            _ => {}
+        }
+    }
+    &demangled[start..]
+}
+
+/// Every defined function-like symbol of `file`, `.symtab` first, then `.dynsym`.
+fn functions_of(file: &object::File<'_>) -> Vec<Function> {
+    let ifuncs = ifunc_addresses(file);
+    let versions = dynamic_versions(file);
+    let mut found: Vec<Function> = file
+        .symbols()
+        .map(|s| (s, None))
+        .chain(file.dynamic_symbols().map(|s| {
+            let version = versions.get(&s.index().0).map(String::as_str);
+            (s, version)
+        }))
+        .filter(|(s, _)| s.address() != 0 && defined_in_section(s))
+        .filter(|(s, _)| match s.kind() {
+            SymbolKind::Text => true,
+            // Assembly without `.type`: global, in code.
+            SymbolKind::Unknown => s.is_global() && in_code_section(file, s),
+            _ => false,
+        })
+        .filter_map(|(s, version)| {
+            let name = format!("{}{}", s.name().ok()?, version.unwrap_or(""));
+            Some(Function {
+                demangled: demangle(&name),
+                vaddr: s.address(),
+                size: s.size(),
+                ifunc: ifuncs.contains(&s.address()),
+                name,
+            })
+        })
+        .collect();
+    size_untyped(file, &mut found);
+    found
+}
+
+/// Whether a symbol is defined in a section of the file (not undefined, absolute or common).
+fn defined_in_section(s: &object::Symbol<'_, '_>) -> bool {
+    matches!(s.section(), object::SymbolSection::Section(_))
+}
+
+fn in_code_section(file: &object::File<'_>, s: &object::Symbol<'_, '_>) -> bool {
+    use object::ObjectSection;
+    let object::SymbolSection::Section(index) = s.section() else {
+        return false;
+    };
+    file.section_by_index(index).is_ok_and(|section| {
+        matches!(section.flags(), object::SectionFlags::Elf { sh_flags } if sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0)
+    })
+}
+
+/// The version of each `.dynsym` symbol (by index) that has one, as `nm -D` shows it: `@@GLIBC_2.14`
+/// for the default version, `@GLIBC_2.2.5` for an older one.
+fn dynamic_versions(file: &object::File<'_>) -> std::collections::HashMap<usize, String> {
+    use object::read::elf::ElfFile64;
+    let object::File::Elf64(elf) = file else {
+        return Default::default();
+    };
+    let elf: &ElfFile64<'_> = elf;
+    let Ok(Some(table)) = elf.elf_section_table().versions(elf.endian(), elf.data()) else {
+        return Default::default();
+    };
+    elf.dynamic_symbols()
+        .filter_map(|s| {
+            let index = table.version_index(elf.endian(), s.index());
+            let version = table.version(index).ok()??;
+            let at = if index.is_hidden() { "@" } else { "@@" };
+            let name = std::str::from_utf8(version.name()).ok()?;
+            Some((s.index().0, format!("{at}{name}")))
+        })
+        .collect()
+}
+
+/// The addresses of `STT_GNU_IFUNC` symbols (object's symbol kind does not tell them apart).
+fn ifunc_addresses(file: &object::File<'_>) -> BTreeSet<u64> {
+    use object::read::elf::{ElfFile64, FileHeader, Sym as _};
+    let object::File::Elf64(elf) = file else {
+        return BTreeSet::new();
+    };
+    let elf: &ElfFile64<'_> = elf;
+    let endian = elf.elf_header().endian().unwrap_or_default();
+    elf.symbols()
+        .chain(elf.dynamic_symbols())
+        .filter(|s| s.elf_symbol().st_type() == object::elf::STT_GNU_IFUNC)
+        .map(|s| s.elf_symbol().st_value(endian))
+        .collect()
+}
+
+/// Gives an untyped symbol of size 0 the size up to the next symbol, or the end of its section.
+fn size_untyped(file: &object::File<'_>, functions: &mut [Function]) {
+    use object::ObjectSection;
+    let starts: BTreeSet<u64> = functions.iter().map(|f| f.vaddr).collect();
+    let code_ends: Vec<(u64, u64)> = file
+        .sections()
+        .filter(|s| matches!(s.flags(), object::SectionFlags::Elf { sh_flags } if sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0))
+        .map(|s| (s.address(), s.address() + s.size()))
+        .collect();
+    for f in functions.iter_mut().filter(|f| f.size == 0) {
+        let next = starts.range(f.vaddr + 1..).next().copied();
+        let section_end = code_ends
+            .iter()
+            .find(|(start, end)| *start <= f.vaddr && f.vaddr < *end)
+            .map(|(_, end)| *end);
+        if let Some(end) = [next, section_end].into_iter().flatten().min() {
+            f.size = end - f.vaddr;
+        }
+    }
+}
+
+/// The C++ (Itanium) or Rust (legacy or v0) name behind a mangled symbol; `None` for C names.
+fn demangle(name: &str) -> Option<String> {
+    let bare = name.split('@').next().unwrap_or(name);
+    if let Ok(rust) = rustc_demangle::try_demangle(bare) {
+        return Some(format!("{rust:#}"));
+    }
+    if bare.starts_with("_Z") {
+        return cpp_demangle::Symbol::new(bare)
+            .ok()
+            .and_then(|s| s.demangle().ok());
+    }
+    None
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Sym<'a> {
-    name: &'a String,
+    name: &'a str,
     vaddr: u64,
     size: u64,
+    ifunc: bool,
 }
 
 /// The parts of an ELF file symbol resolution needs.
 struct Elf {
     path: PathBuf,
     data: Vec<u8>,
-    /// (name, vaddr, size) of every defined function, .symtab first.
-    functions: Vec<(String, u64, u64)>,
+    /// Every defined function-like symbol, .symtab first.
+    functions: Vec<Function>,
     /// (vaddr, memsz, file offset, filesz) of each loadable segment.
     segments: Vec<(u64, u64, u64, u64)>,
     /// (vaddr, memsz) of each executable (PF_X) segment.
@@ -589,12 +798,7 @@ impl Elf {
         if file.format() != object::BinaryFormat::Elf {
             return Err(not_elf(format!("{:?} format", file.format())));
         }
-        let functions = file
-            .symbols()
-            .chain(file.dynamic_symbols())
-            .filter(|s| s.kind() == SymbolKind::Text && s.is_definition() && s.address() != 0)
-            .filter_map(|s| Some((s.name().ok()?.to_owned(), s.address(), s.size())))
-            .collect();
+        let functions = functions_of(&file);
         let segments = file
             .segments()
             .map(|s| {
@@ -623,17 +827,12 @@ impl Elf {
     }
 
     fn symbol(&self, name: &str) -> Result<Sym<'_>, SymbolError> {
-        // Symbol versions (`memcpy@@GLIBC_2.14`) are not part of what users write.
-        let matches = |n: &str| n == name || n.split('@').next() == Some(name);
         self.functions
             .iter()
-            .filter(|(n, ..)| matches(n))
-            .max_by_key(|(_, _, size)| *size > 0)
-            .map(|(n, vaddr, size)| Sym {
-                name: n,
-                vaddr: *vaddr,
-                size: *size,
-            })
+            .filter(|f| f.is_named(name))
+            // A sized symbol over a label, the default version (`@@`) over an old one.
+            .max_by_key(|f| (f.size > 0, !f.name.contains('@') || f.name.contains("@@")))
+            .map(Function::sym)
             .ok_or_else(|| SymbolError::SymbolNotFound {
                 symbol: name.into(),
                 path: self.path.clone(),
@@ -641,16 +840,34 @@ impl Elf {
             })
     }
 
+    /// The implementation IFUNC `sym` selects on this machine, named when the file names it
+    /// (a `.symtab`), else under the IFUNC's own name with an unknown size.
+    fn ifunc_implementation<'a>(&'a self, sym: &Sym<'a>) -> Result<Sym<'a>, SymbolError> {
+        let vaddr = crate::ifunc::implementation(&self.path, sym.name).ok_or_else(|| {
+            SymbolError::UnresolvedIfunc {
+                symbol: sym.name.to_owned(),
+                path: self.path.clone(),
+            }
+        })?;
+        Ok(self.containing(vaddr).unwrap_or(Sym {
+            name: sym.name,
+            vaddr,
+            size: 0,
+            ifunc: false,
+        }))
+    }
+
     /// Up to five function names near `name`: small edit distance first, then substrings.
     fn close_matches(&self, name: &str) -> Vec<String> {
-        let names: BTreeSet<&str> = self.functions.iter().map(|(n, ..)| n.as_str()).collect();
+        let names: BTreeSet<&str> = self.functions.iter().map(|f| f.display_name()).collect();
         let limit = (name.len() / 3).max(2);
         let lower = name.to_lowercase();
         let mut scored: Vec<(usize, &str)> = names
             .into_iter()
             .filter_map(|n| {
-                let d = strsim::levenshtein(name, n);
-                let l = n.to_lowercase();
+                // A demangled name is compared without its return type and parameters.
+                let d = strsim::levenshtein(name, qualified_name(n));
+                let l = qualified_name(n).to_lowercase();
                 let sub = lower.len() >= 3
                     && (l.contains(&lower) || (l.len() >= 3 && lower.contains(&l)));
                 (d <= limit || sub).then_some((if d <= limit { d } else { 100 + d }, n))
@@ -668,13 +885,9 @@ impl Elf {
         // Aliases share an address: prefer the public name (`getpid` over `__getpid`).
         self.functions
             .iter()
-            .filter(|(_, a, s)| *a <= vaddr && vaddr < a + s)
-            .min_by_key(|(n, ..)| n.len() - n.trim_start_matches('_').len())
-            .map(|(n, a, s)| Sym {
-                name: n,
-                vaddr: *a,
-                size: *s,
-            })
+            .filter(|f| f.vaddr <= vaddr && vaddr < f.vaddr + f.size)
+            .min_by_key(|f| f.name.len() - f.name.trim_start_matches('_').len())
+            .map(Function::sym)
     }
 
     /// Whether `vaddr` lies in an executable segment: a breakpoint anywhere else would never

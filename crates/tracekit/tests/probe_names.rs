@@ -1,0 +1,175 @@
+//! `tracekit probe` on symbols that are not plain C functions: an assembly routine without
+//! `.type`, glibc's IFUNC `strlen`, versioned symbols, C++ and Rust names (both manglings),
+//! with both engines, exact counts. The programs are crates/tracekit-probe/testdata/names.*,
+//! built here with gcc, g++ and rustc (cargo xtask test installs the compilers).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
+const CALLS: u64 = 1234;
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tracekit-probe/testdata")
+        .join(name)
+}
+
+/// Builds `source` with `compiler args` into a per-process folder, once.
+fn build(compiler: &str, args: &[&str], source: &str, output: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tracekit-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(output);
+    let status = Command::new(compiler)
+        .args(args)
+        .arg("-o")
+        .arg(&out)
+        .arg(testdata(source))
+        .status()
+        .unwrap_or_else(|e| panic!("{compiler} is needed (cargo xtask test installs it): {e}"));
+    assert!(status.success(), "{compiler} could not build {source}");
+    out
+}
+
+fn names_c() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| build("gcc", &["-O1", "-g"], "names.c", "names"))
+}
+
+fn names_cpp() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| build("g++", &["-O1", "-g"], "names.cpp", "names_cpp"))
+}
+
+/// `legacy` is rustc's default; asking for it by name needs a nightly compiler.
+fn names_rust(mangling: &str) -> PathBuf {
+    let flag = format!("symbol-mangling-version={mangling}");
+    let args: &[&str] = match mangling {
+        "legacy" => &["-O"],
+        _ => &["-O", "-C", &flag],
+    };
+    build("rustc", args, "names.rs", &format!("names_rust_{mangling}"))
+}
+
+/// Runs `tracekit probe --engine ENGINE --json SPECS -- PROGRAM CALLS` and returns the report.
+fn probe(engine: &str, specs: &[String], program: &Path) -> Value {
+    probe_calls(engine, specs, program, CALLS)
+}
+
+fn probe_calls(engine: &str, specs: &[String], program: &Path, calls: u64) -> Value {
+    let out: Output = Command::new(TRACEKIT)
+        .args(["probe", "--engine", engine, "--json"])
+        .args(specs)
+        .arg("--")
+        .arg(program)
+        .arg(calls.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let start = text
+        .find('{')
+        .unwrap_or_else(|| panic!("no report: {text}"));
+    serde_json::from_str(&text[start..]).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn hits(report: &Value) -> Vec<u64> {
+    report["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["hits"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn an_assembly_routine_without_a_type_is_probed() {
+    let spec = format!("uprobe:{}:tk_asm_untyped", names_c().display());
+    for engine in ["bpf", "ptrace"] {
+        assert_eq!(
+            hits(&probe(engine, std::slice::from_ref(&spec), names_c())),
+            [CALLS],
+            "{engine}"
+        );
+    }
+}
+
+#[test]
+fn an_ifunc_is_probed_on_the_implementation_the_program_runs() {
+    // The program calls strlen CALLS times through a pointer, so the calls go to the
+    // implementation the dynamic loader chose; the resolver runs once, at relocation. libc's
+    // start-up makes a few calls of its own: a run with 0 calls measures them.
+    let spec = ["uprobe:libc:strlen".to_owned()];
+    for engine in ["bpf", "ptrace"] {
+        let baseline = hits(&probe_calls(engine, &spec, names_c(), 0))[0];
+        let with_calls = hits(&probe(engine, &spec, names_c()))[0];
+        assert_eq!(
+            with_calls - baseline,
+            CALLS,
+            "{engine}: {baseline} then {with_calls}"
+        );
+    }
+}
+
+#[test]
+fn versioned_symbols_are_accepted() {
+    let specs = [
+        "uprobe:libc:\"strlen@@GLIBC_2.2.5\"",
+        "uprobe:libc:strlen@GLIBC_2.2.5",
+    ]
+    .map(str::to_owned);
+    let baseline = hits(&probe_calls("bpf", &specs, names_c(), 0));
+    let got = hits(&probe("bpf", &specs, names_c()));
+    assert_eq!(got[0], got[1]);
+    assert_eq!(got[0] - baseline[0], CALLS, "{baseline:?} then {got:?}");
+}
+
+#[test]
+fn cpp_names_are_found_demangled_and_mangled() {
+    let p = names_cpp().display().to_string();
+    let specs = [
+        format!("uprobe:{p}:\"tk::Foo::bar\""),
+        format!("uprobe:{p}:cpp:\"tk::twice<long>\""),
+        format!("uprobe:{p}:\"tk::Foo::bar(int)\""),
+        format!("uprobe:{p}:_ZN2tk3Foo3barEi"),
+    ];
+    for engine in ["bpf", "ptrace"] {
+        assert_eq!(
+            hits(&probe(engine, &specs, names_cpp())),
+            [CALLS; 4],
+            "{engine}"
+        );
+    }
+}
+
+#[test]
+fn rust_names_are_found_in_both_manglings() {
+    for mangling in ["legacy", "v0"] {
+        let program = names_rust(mangling);
+        let spec = format!("uprobe:{}:\"names::shapes::area\"", program.display());
+        assert_eq!(
+            hits(&probe("bpf", &[spec], &program)),
+            [CALLS],
+            "{mangling}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_cpp_name_suggests_the_demangled_ones() {
+    let out = Command::new(TRACEKIT)
+        .args([
+            "probe",
+            &format!("uprobe:{}:\"tk::Foo::baz\"", names_cpp().display()),
+        ])
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("did you mean: tk::Foo::bar(int)"), "{text}");
+}
