@@ -235,6 +235,26 @@ impl ProbeSpec {
         }
     }
 
+    /// The same probe on one concrete symbol: `name` as the file spells it (unambiguous), and
+    /// `display` in the spec's text (what reports show), quoted when it holds a `:`.
+    pub fn for_symbol(&self, name: &str, display: &str) -> ProbeSpec {
+        let binary = self.binary.display();
+        let shown = if display.contains(':') {
+            format!("\"{display}\"")
+        } else {
+            display.to_owned()
+        };
+        ProbeSpec {
+            text: format!("{}:{binary}:{shown}", self.kind.prefix()),
+            kind: self.kind,
+            binary: self.binary.clone(),
+            location: ProbeLocation::Symbol {
+                name: name.to_owned(),
+                offset: 0,
+            },
+        }
+    }
+
     /// The symbol name, if the probe is placed by symbol.
     pub fn symbol(&self) -> Option<&str> {
         match &self.location {

@@ -161,7 +161,7 @@ pub enum SymbolError {
     },
     /// An IFUNC of a library whose selected implementation tracekit cannot learn.
     #[error(
-        "`{symbol}` in {path} is an IFUNC (a resolver that picks an implementation at load time), and tracekit can only find the implementation for libraries it has loaded itself (glibc); probe the implementation by name instead (`nm {path}` lists them)"
+        "`{symbol}` in {path} is an IFUNC (a resolver that picks an implementation at load time), and tracekit can find the implementation only in libraries it has loaded itself (glibc), and only when it is code of that library (`time` and `gettimeofday` run in the vDSO); probe an implementation by name instead (`nm {path}` lists them)"
     )]
     UnresolvedIfunc {
         /// The IFUNC.
@@ -169,12 +169,45 @@ pub enum SymbolError {
         /// The library.
         path: PathBuf,
     },
+    /// A glob pattern that cannot be parsed.
+    #[error("bad pattern `{pattern}`: {reason}; patterns take *, ? and [...]")]
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A pattern that matches no function, or more than allowed.
+    #[error("{}", pattern_matches(.pattern, .path, *.count, *.max))]
+    PatternMatches {
+        /// The pattern.
+        pattern: String,
+        /// The binary.
+        path: PathBuf,
+        /// How many functions it matches.
+        count: usize,
+        /// How many probes were allowed.
+        max: usize,
+    },
     /// A kernel probe has no user binary.
     #[error("`{spec}` is a kernel probe; it has no user binary to resolve")]
     KernelProbe {
         /// The spec.
         spec: String,
     },
+}
+
+fn pattern_matches(pattern: &str, path: &Path, count: usize, max: usize) -> String {
+    let path = path.display();
+    if count == 0 {
+        format!(
+            "pattern `{pattern}` matches no function in {path}; `tracekit probe --list {path}` lists them"
+        )
+    } else {
+        format!(
+            "pattern `{pattern}` matches {count} functions in {path}, more than {max}; narrow it, or allow them with --max-probes {count}"
+        )
+    }
 }
 
 fn suggest(suggestions: &[String], path: &Path) -> String {
@@ -271,6 +304,74 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
     }
     let binary = find_binary(&spec.binary, lookup)?;
     let elf = Elf::load(&binary)?;
+    place(spec, binary, &elf)
+}
+
+/// How many probes one pattern may become unless the caller allows more (`--max-probes`).
+pub const MAX_PROBES: usize = 500;
+
+/// Whether a spec's symbol is a glob pattern (`*`, `?`, `[...]`).
+pub fn is_pattern(spec: &ProbeSpec) -> bool {
+    spec.symbol().is_some_and(|s| s.contains(['*', '?', '[']))
+}
+
+/// Resolves a spec whose symbol may be a glob pattern into one probe per function it matches
+/// (by its name in the file, without version, or demangled), in name order; aliases (one
+/// address, several names) count once. A spec without a pattern gives exactly one probe.
+/// More than `max` matches, none, or a malformed pattern are errors that say so.
+pub fn resolve_all(
+    spec: &ProbeSpec,
+    lookup: &Lookup,
+    max: usize,
+) -> Result<Expansion, SymbolError> {
+    if !is_pattern(spec) {
+        return resolve_with(spec, lookup).map(|p| Expansion {
+            probes: vec![p],
+            skipped: Vec::new(),
+        });
+    }
+    let pattern_text = spec.symbol().unwrap_or_default();
+    let pattern = glob::Pattern::new(pattern_text).map_err(|e| SymbolError::BadPattern {
+        pattern: pattern_text.into(),
+        reason: e.to_string(),
+    })?;
+    let binary = find_binary(&spec.binary, lookup)?;
+    let elf = Elf::load(&binary)?;
+    let matched = elf.matching(&pattern);
+    if matched.is_empty() || matched.len() > max {
+        return Err(SymbolError::PatternMatches {
+            pattern: pattern_text.into(),
+            path: binary,
+            count: matched.len(),
+            max,
+        });
+    }
+    let mut expansion = Expansion::default();
+    for f in matched {
+        let concrete = spec.for_symbol(&f.name, f.display_name());
+        match place(&concrete, binary.clone(), &elf) {
+            Ok(probe) => expansion.probes.push(probe),
+            Err(e @ SymbolError::UnresolvedIfunc { .. }) => {
+                expansion.skipped.push(format!("{}: {e}", concrete.text));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(expansion)
+}
+
+/// What a spec became: its probes, and the matches of a pattern that could not be probed
+/// (with the reason), which a report should mention.
+#[derive(Debug, Clone, Default)]
+pub struct Expansion {
+    /// One per function, in name order.
+    pub probes: Vec<ResolvedProbe>,
+    /// `SPEC: reason` for each match left out.
+    pub skipped: Vec<String>,
+}
+
+/// Places `spec` in `binary`, already read as `elf`.
+fn place(spec: &ProbeSpec, binary: PathBuf, elf: &Elf) -> Result<ResolvedProbe, SymbolError> {
     let mut ifunc = None;
     let (symbol, vaddr) = match &spec.location {
         ProbeLocation::Symbol { name, offset } => {
@@ -840,15 +941,45 @@ impl Elf {
             })
     }
 
+    /// The functions whose name (as in the file without version, demangled, or demangled
+    /// without return type and parameters) matches `pattern`, one per address, by name.
+    fn matching(&self, pattern: &glob::Pattern) -> Vec<&Function> {
+        let mut by_address: std::collections::BTreeMap<u64, &Function> = Default::default();
+        for f in &self.functions {
+            let plain = f.name.split('@').next().unwrap_or(&f.name);
+            let display = f.display_name();
+            if [plain, display, qualified_name(display)]
+                .iter()
+                .any(|n| pattern.matches(n))
+            {
+                // Aliases: keep the public name (`getpid` over `__getpid`).
+                let underscores =
+                    |f: &Function| f.name.len() - f.name.trim_start_matches('_').len();
+                by_address
+                    .entry(f.vaddr)
+                    .and_modify(|kept| {
+                        if underscores(f) < underscores(kept) {
+                            *kept = f;
+                        }
+                    })
+                    .or_insert(f);
+            }
+        }
+        let mut found: Vec<&Function> = by_address.into_values().collect();
+        found.sort_by(|a, b| a.display_name().cmp(b.display_name()));
+        found
+    }
+
     /// The implementation IFUNC `sym` selects on this machine, named when the file names it
     /// (a `.symtab`), else under the IFUNC's own name with an unknown size.
     fn ifunc_implementation<'a>(&'a self, sym: &Sym<'a>) -> Result<Sym<'a>, SymbolError> {
-        let vaddr = crate::ifunc::implementation(&self.path, sym.name).ok_or_else(|| {
-            SymbolError::UnresolvedIfunc {
+        let vaddr = crate::ifunc::implementation(&self.path, sym.name)
+            // Outside the file's code: the vDSO's (`time`, `gettimeofday`), not a file's.
+            .filter(|&vaddr| self.is_code(vaddr))
+            .ok_or_else(|| SymbolError::UnresolvedIfunc {
                 symbol: sym.name.to_owned(),
                 path: self.path.clone(),
-            }
-        })?;
+            })?;
         Ok(self.containing(vaddr).unwrap_or(Sym {
             name: sym.name,
             vaddr,
@@ -926,6 +1057,44 @@ mod tests {
 
     fn spec(s: &str) -> ProbeSpec {
         ProbeSpec::parse(s).unwrap().remove(0)
+    }
+
+    #[test]
+    fn patterns_expand_to_each_function_once() {
+        let lookup = Lookup::default();
+        let probes = resolve_all(&spec("uprobe:libc.so.6:getpp?d"), &lookup, MAX_PROBES)
+            .unwrap()
+            .probes;
+        let names: Vec<_> = probes.iter().map(|p| p.spec.text.as_str()).collect();
+        assert_eq!(names, ["uprobe:libc.so.6:getppid"]);
+        // `*time*` in libc: every match is a distinct address, named once.
+        let all = resolve_all(&spec("uprobe:libc.so.6:*time*"), &lookup, MAX_PROBES).unwrap();
+        let probes = all.probes;
+        // `time` is an IFUNC whose implementation is the vDSO's: left out, and said.
+        assert!(
+            all.skipped
+                .iter()
+                .any(|s| s.starts_with("uprobe:libc.so.6:time:")),
+            "{:?}",
+            all.skipped
+        );
+        let addresses: BTreeSet<u64> = probes.iter().map(|p| p.vaddr).collect();
+        assert_eq!(addresses.len(), probes.len());
+        assert!(
+            probes
+                .iter()
+                .any(|p| p.spec.text == "uprobe:libc.so.6:strftime")
+        );
+        let err = resolve_all(&spec("uprobe:libc.so.6:*"), &lookup, 10).unwrap_err();
+        assert!(
+            matches!(err, SymbolError::PatternMatches { count, max: 10, .. } if count > 1000),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--max-probes"), "{err}");
+        let err = resolve_all(&spec("uprobe:libc.so.6:tk_none*"), &lookup, 10).unwrap_err();
+        assert!(err.to_string().contains("matches no function"), "{err}");
+        let err = resolve_all(&spec("uprobe:libc.so.6:a[b"), &lookup, 10).unwrap_err();
+        assert!(matches!(err, SymbolError::BadPattern { .. }), "{err}");
     }
 
     #[test]
