@@ -4,9 +4,6 @@ use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
 use crate::spec::ProbeKind;
 
-/// How the traced process ended, if it did while traced (either engine).
-pub use tracekit_core::process::ExitStatus;
-
 /// The outcome of one probe over a run, from either engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeResult {

@@ -9,10 +9,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
 use engine_contract::{Backend, Run};
+use tracekit_probe::ptrace::PtraceError;
 use tracekit_probe::ptrace::qemu::{self, QemuOptions};
-use tracekit_probe::ptrace::{ExitStatus, HitEvent, PtraceError, PtraceOutcome};
 use tracekit_probe::testdata::qemu::{self as la, Qemu};
-use tracekit_probe::{ProbeKind, ProbeSpec};
+use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeKind, ProbeSpec};
 
 fn program() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -82,7 +82,7 @@ fn plain(args: &[String]) -> (String, Option<i32>) {
     (String::from_utf8(out.stdout).unwrap(), out.status.code())
 }
 
-fn hits(o: &PtraceOutcome, spec: &str) -> u64 {
+fn hits(o: &Outcome, spec: &str) -> u64 {
     o.report
         .probes
         .iter()

@@ -6,14 +6,14 @@ mod ptrace_common;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ptrace_common::*;
-use tracekit_probe::ptrace::{ExitStatus, HitEvent, PtraceError, PtraceOptions};
-use tracekit_probe::{ProbeKind, ProbeSpec};
+use tracekit_probe::ptrace::{PtraceError, PtraceOptions};
+use tracekit_probe::{ExitStatus, HitEvent, ProbeKind, ProbeSpec};
 
 fn run_ok(
     specs: &[String],
     args: &[&str],
     opts: &PtraceOptions,
-) -> (tracekit_probe::ptrace::PtraceOutcome, String) {
+) -> (tracekit_probe::Outcome, String) {
     let (r, stdout) = traced(
         &probes(specs),
         args,

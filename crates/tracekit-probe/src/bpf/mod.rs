@@ -24,6 +24,7 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope
 use aya::{Ebpf, EbpfLoader, Pod};
 use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
+use crate::event::{ExitStatus, HitEvent, Outcome};
 use crate::report::{ProbeReport, ProbeResult};
 use crate::spec::ProbeKind;
 use crate::symbols::ResolvedProbe;
@@ -147,27 +148,6 @@ struct KernelEvent {
 unsafe impl Pod for KernelStats {}
 // SAFETY: as above.
 unsafe impl Pod for KernelEvent {}
-
-/// One hit streamed by `--print`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HitEvent {
-    /// Index of the probe in the slice given to [`Session::attach`].
-    pub probe: usize,
-    /// Process id.
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// Entry or return.
-    pub kind: ProbeKind,
-    /// The six integer argument registers at entry (zero for returns).
-    pub args: [u64; 6],
-    /// The return value, for return probes.
-    pub retval: Option<u64>,
-    /// Entry-to-return time in ns, for return probes whose entry was seen.
-    pub latency_ns: Option<u64>,
-    /// Kernel monotonic timestamp in ns.
-    pub timestamp_ns: u64,
-}
 
 /// Engine options.
 #[derive(Debug, Clone, Default)]
@@ -382,8 +362,8 @@ fn event_of(e: &KernelEvent) -> HitEvent {
     let ret = e.kind == 1;
     HitEvent {
         probe: e.probe as usize,
-        pid: e.tgid,
-        tid: e.tid,
+        // Thread ids are pid_t values; the kernel hands them over as u32.
+        tid: e.tid as i32,
         kind: if ret {
             ProbeKind::Uretprobe
         } else {
@@ -392,7 +372,6 @@ fn event_of(e: &KernelEvent) -> HitEvent {
         args: if ret { [0; 6] } else { e.args },
         retval: ret.then_some(e.args[0]),
         latency_ns: (ret && e.latency > 0).then_some(e.latency),
-        timestamp_ns: e.ts,
     }
 }
 
@@ -442,22 +421,6 @@ pub enum Target {
     Pid(u32),
 }
 
-pub use crate::report::ExitStatus;
-
-/// What a run produced.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// Per-probe hits and latencies, in the order given.
-    pub report: ProbeReport,
-    /// How the command ended (`None` for `-p`, or when the run was stopped first).
-    pub exit: Option<ExitStatus>,
-    /// Streamed events lost because the ring buffer was full.
-    pub lost_events: u64,
-    /// Things the user should know that did not stop the run (a probe's binary not mapped by
-    /// the process, so it can fire only if the process loads it later).
-    pub warnings: Vec<String>,
-}
-
 /// Runs `probes` on `target` until it exits or `stop` becomes true, then detaches.
 /// `on_hit` sees every hit when [`BpfOptions::print`] is set.
 pub fn run(
@@ -491,7 +454,7 @@ pub fn run(
             while !stop.load(Ordering::Relaxed) && tracekit_core::process::alive(*pid) {
                 session.poll(TICK, on_hit);
             }
-            let mut out = finish(session, None, on_hit)?;
+            let mut out = finish(session, *pid, None, on_hit)?;
             out.warnings = warnings;
             Ok(out)
         }
@@ -502,7 +465,8 @@ pub fn run(
             };
             let gated = launch::GatedChild::spawn(program, args).map_err(spawn_err)?;
             // On error the gate closes and the command never runs.
-            let mut session = Session::attach(probes, gated.pid(), opts)?;
+            let pid = gated.pid();
+            let mut session = Session::attach(probes, pid, opts)?;
             if let Some(f) = opts.on_attached {
                 f(probes.len());
             }
@@ -520,13 +484,14 @@ pub fn run(
                 std::thread::sleep(Duration::from_millis(100));
                 status = child.try_wait().ok().flatten();
             }
-            finish(session, status.map(ExitStatus::from), on_hit)
+            finish(session, pid, status.map(ExitStatus::from), on_hit)
         }
     }
 }
 
 fn finish(
     mut session: Session,
+    pid: u32,
     exit: Option<ExitStatus>,
     on_hit: &mut dyn FnMut(&HitEvent),
 ) -> Result<Outcome, BpfError> {
@@ -535,6 +500,7 @@ fn finish(
     Ok(Outcome {
         lost_events: report.probes.iter().map(|p| p.lost).sum(),
         report,
+        pid: pid as i32,
         exit,
         warnings: Vec::new(),
     })

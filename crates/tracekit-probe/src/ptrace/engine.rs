@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
+use super::PtraceError;
 use super::arch::{self, Arch, Boundary, Handling, ReturnSlot, SlotReturn};
 use super::target::{Memory, Registers};
-use super::{HitEvent, PtraceError};
+use crate::event::HitEvent;
 use crate::report::{ProbeReport, ProbeResult};
 use crate::spec::ProbeKind;
 use crate::symbols::ResolvedProbe;

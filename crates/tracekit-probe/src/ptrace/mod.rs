@@ -35,8 +35,7 @@ use std::sync::atomic::AtomicBool;
 
 pub use error::PtraceError;
 
-use crate::report::ProbeReport;
-use crate::spec::ProbeKind;
+use crate::event::{HitEvent, Outcome};
 use crate::symbols::ResolvedProbe;
 
 /// What to trace.
@@ -89,41 +88,6 @@ pub struct PtraceOptions {
     pub spin: Option<std::time::Duration>,
 }
 
-/// One hit, for streaming (`--print`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HitEvent {
-    /// Index of the probe in the slice given to [`run`].
-    pub probe: usize,
-    /// Thread id of the thread that hit it.
-    pub tid: i32,
-    /// Entry or return.
-    pub kind: ProbeKind,
-    /// The first six integer arguments (rdi, rsi, rdx, rcx, r8, r9) at entry; for return
-    /// probes, the arguments saved at the matching entry.
-    pub args: [u64; 6],
-    /// The return value (rax), for return probes.
-    pub retval: Option<u64>,
-    /// Entry-to-return time in ns, for return probes.
-    pub latency_ns: Option<u64>,
-}
-
-pub use crate::report::ExitStatus;
-
-/// What a run produced.
-#[derive(Debug, Clone)]
-pub struct PtraceOutcome {
-    /// Hits, misses and latencies per probe, in the order given.
-    pub report: ProbeReport,
-    /// The traced (or spawned) process. A spawned program the engine detached from early is
-    /// still the caller's child: wait for it with `waitpid(pid)`.
-    pub pid: i32,
-    /// How the main process ended; `None` when the engine detached and left it running.
-    pub exit: Option<ExitStatus>,
-    /// Things the user should know that did not stop the run (probes never placed because
-    /// their binary was never mapped, slot areas left mapped, ...).
-    pub warnings: Vec<String>,
-}
-
 /// Runs the probes on the target until it exits or `stop` becomes true, then detaches
 /// cleanly (original bytes back, hijacked return addresses back, no thread left stopped).
 ///
@@ -136,7 +100,7 @@ pub fn run(
     opts: &PtraceOptions,
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
-) -> Result<PtraceOutcome, PtraceError> {
+) -> Result<Outcome, PtraceError> {
     let table = engine::ProbeTable::<x86_64::X86_64>::new(probes)?;
     session::Session::run(table, target, opts, stop, on_hit)
 }

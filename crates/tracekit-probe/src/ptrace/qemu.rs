@@ -18,12 +18,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::PtraceError;
 use super::arch::{Arch, Handling, SlotReturn};
 use super::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
 use super::gdb::{GdbRemote, StopReply};
 use super::loongarch64::{Class, LoongArch64, SYSCALL_WORD};
 use super::target::{Memory, Registers};
-use super::{ExitStatus, HitEvent, PtraceError, PtraceOutcome};
+use crate::event::{ExitStatus, HitEvent, Outcome};
 use crate::symbols::ResolvedProbe;
 
 type A = LoongArch64;
@@ -55,7 +56,7 @@ pub fn run(
     opts: &QemuOptions,
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
-) -> Result<PtraceOutcome, PtraceError> {
+) -> Result<Outcome, PtraceError> {
     let table = ProbeTable::<A>::new(probes)?;
     let timeout = opts.connect_timeout.unwrap_or(Duration::from_secs(10));
     let mut remote = GdbRemote::connect(address, timeout).map_err(|error| PtraceError::Gdb {
@@ -97,10 +98,11 @@ pub fn run(
     };
     let mut report = session.engine.report();
     report.engine = "qemu-gdb".into();
-    Ok(PtraceOutcome {
+    Ok(Outcome {
         report,
         pid: tid,
         exit,
+        lost_events: 0,
         warnings: session.warnings,
     })
 }

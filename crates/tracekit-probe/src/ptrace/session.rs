@@ -14,7 +14,8 @@ use super::arch::{Arch, Handling, SlotReturn};
 use super::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
 use super::target::{Memory, PtraceTarget, Registers};
 use super::x86_64::X86_64;
-use super::{ExitStatus, HitEvent, PtraceError, PtraceOptions, PtraceOutcome, Target};
+use super::{PtraceError, PtraceOptions, Target};
+use crate::event::{ExitStatus, HitEvent, Outcome};
 
 type A = X86_64;
 
@@ -109,7 +110,7 @@ impl<'a> Session<'a> {
         opts: &'a PtraceOptions,
         stop: &AtomicBool,
         on_hit: &mut dyn FnMut(&HitEvent),
-    ) -> Result<PtraceOutcome, PtraceError> {
+    ) -> Result<Outcome, PtraceError> {
         let slot_return = if opts.slot_breakpoint {
             SlotReturn::Breakpoint
         } else {
@@ -179,10 +180,11 @@ impl<'a> Session<'a> {
                 ));
             }
         }
-        Ok(PtraceOutcome {
+        Ok(Outcome {
             report: s.engine.report(),
             pid: s.main_pid,
             exit: s.exit,
+            lost_events: 0,
             warnings: s.warnings,
         })
     }

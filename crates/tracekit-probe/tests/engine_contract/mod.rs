@@ -5,13 +5,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracekit_probe::ProbeKind;
-use tracekit_probe::ptrace::{ExitStatus, HitEvent, PtraceError, PtraceOutcome};
+use tracekit_probe::ptrace::PtraceError;
+use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeKind};
 
 /// What a run of the backend's test program produced.
 pub struct Run {
     /// The engine's result.
-    pub result: Result<PtraceOutcome, PtraceError>,
+    pub result: Result<Outcome, PtraceError>,
     /// The program's stdout.
     pub stdout: String,
     /// The program's exit code, waited for even when the engine detached early.
@@ -41,7 +41,7 @@ pub trait Backend {
     ) -> Run;
 }
 
-fn hits(o: &PtraceOutcome, spec: &str) -> u64 {
+fn hits(o: &Outcome, spec: &str) -> u64 {
     o.report
         .probes
         .iter()

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
-use tracekit_probe::ProbeSpec;
-use tracekit_probe::ptrace::{self, HitEvent, PtraceError, PtraceOptions, PtraceOutcome, Target};
+use tracekit_probe::ptrace::{self, PtraceError, PtraceOptions, Target};
 use tracekit_probe::symbols::{self, ResolvedProbe};
+use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeSpec};
 
 /// `testdata/target.c`, built once per test binary.
 pub fn build_target() -> &'static Path {
@@ -52,7 +52,7 @@ pub fn traced_program(
     probes: &[ResolvedProbe],
     program: &str,
     args: &[&str],
-) -> (Result<PtraceOutcome, PtraceError>, String) {
+) -> (Result<Outcome, PtraceError>, String) {
     let (mut reader, writer) = std::io::pipe().unwrap();
     let collector = std::thread::spawn(move || {
         let mut s = String::new();
@@ -82,7 +82,7 @@ pub fn traced(
     opts: &PtraceOptions,
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
-) -> (Result<PtraceOutcome, PtraceError>, String) {
+) -> (Result<Outcome, PtraceError>, String) {
     let (r, stdout, _) = traced_with_exit(probes, args, opts, stop, on_hit);
     (r, stdout)
 }
@@ -95,7 +95,7 @@ pub fn traced_with_exit(
     opts: &PtraceOptions,
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
-) -> (Result<PtraceOutcome, PtraceError>, String, Option<i32>) {
+) -> (Result<Outcome, PtraceError>, String, Option<i32>) {
     let (mut reader, writer) = std::io::pipe().unwrap();
     let collector = std::thread::spawn(move || {
         let mut s = String::new();
@@ -111,7 +111,7 @@ pub fn traced_with_exit(
     let r = ptrace::run(probes, target, opts, stop, on_hit);
     let mut code = match &r {
         Ok(o) => match o.exit {
-            Some(ptrace::ExitStatus::Code(c)) => Some(c),
+            Some(ExitStatus::Code(c)) => Some(c),
             _ => None,
         },
         Err(_) => None,
@@ -137,7 +137,7 @@ pub fn traced_with_exit(
 }
 
 /// Hits of the probe whose spec text is `spec`.
-pub fn hits(o: &PtraceOutcome, spec: &str) -> u64 {
+pub fn hits(o: &Outcome, spec: &str) -> u64 {
     o.report
         .probes
         .iter()

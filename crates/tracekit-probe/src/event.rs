@@ -1,0 +1,61 @@
+//! What every engine hands back: one [`HitEvent`] per streamed hit, one [`Outcome`] per run.
+//!
+//! The BPF engine and the breakpoint engines (ptrace, QEMU's gdb stub) fill the same types, so
+//! a caller (the CLI, [`crate::render`]) never needs to know which engine ran.
+
+use crate::report::ProbeReport;
+use crate::spec::ProbeKind;
+
+/// How the traced process ended, if it did while traced (any engine).
+pub use tracekit_core::process::ExitStatus;
+
+/// One hit, for streaming (`--print`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HitEvent {
+    /// Index of the probe in the slice given to the engine.
+    pub probe: usize,
+    /// Thread id of the thread that hit it.
+    pub tid: i32,
+    /// Entry or return.
+    pub kind: ProbeKind,
+    /// The first six integer argument registers at entry. For return probes the breakpoint
+    /// engines give the arguments saved at the matching entry; the BPF engine gives zeros.
+    pub args: [u64; 6],
+    /// The return value, for return probes.
+    pub retval: Option<u64>,
+    /// Entry-to-return time in ns, for return probes whose entry was seen.
+    pub latency_ns: Option<u64>,
+}
+
+/// What a run produced, whichever engine ran it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Hits, misses and latencies per probe, in the order given.
+    pub report: ProbeReport,
+    /// The traced (or spawned) process. A program a breakpoint engine spawned and detached
+    /// from early is still the caller's child: wait for it with `waitpid(pid)`.
+    pub pid: i32,
+    /// How the main process ended; `None` when the engine detached and left it running (or,
+    /// for `-p`, did not see the end).
+    pub exit: Option<ExitStatus>,
+    /// Streamed events lost because a buffer was full (the BPF ring buffer; always 0 for the
+    /// breakpoint engines). The counts in the report are complete regardless.
+    pub lost_events: u64,
+    /// Things the user should know that did not stop the run (probes never placed because
+    /// their binary was never mapped, slot areas left mapped, ...).
+    pub warnings: Vec<String>,
+}
+
+impl Outcome {
+    /// The lines to show the user besides the report: the warnings, then lost events.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = self.warnings.clone();
+        if self.lost_events > 0 {
+            notes.push(format!(
+                "{} streamed hits lost (ring buffer full); the counts in the report are complete",
+                self.lost_events
+            ));
+        }
+        notes
+    }
+}

@@ -1,0 +1,128 @@
+//! The reports a user reads: one line per streamed hit, the text table and the JSON document
+//! of a run's [`Outcome`]. Engine-independent; where the text goes is the caller's choice.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+use tracekit_core::report::{Column, Style, Table};
+use tracekit_core::units::ns_to_ms;
+
+use crate::event::{ExitStatus, HitEvent, Outcome};
+use crate::spec::ProbeKind;
+use crate::symbols::ResolvedProbe;
+
+/// One streamed hit as a line (with its newline): thread id and spec, then the first `nargs`
+/// arguments at entry, or the return value and latency at return.
+pub fn hit_line(h: &HitEvent, probes: &[ResolvedProbe], nargs: usize) -> String {
+    let spec = probes.get(h.probe).map_or("?", |p| p.spec.text.as_str());
+    let mut line = format!("{:>7} {spec}", h.tid);
+    if h.kind == ProbeKind::Uretprobe {
+        if let Some(r) = h.retval {
+            let _ = write!(line, " = {}", fmt_int(r));
+        }
+        if let Some(ns) = h.latency_ns {
+            let _ = write!(line, "  ({} us)", fmt_us(ns as f64));
+        }
+    } else if nargs > 0 {
+        let a: Vec<String> = h.args[..nargs].iter().map(|&v| fmt_int(v)).collect();
+        let _ = write!(line, "({})", a.join(", "));
+    }
+    line.push('\n');
+    line
+}
+
+/// An integer register value: small values (positive or negative) in decimal, anything else
+/// (pointers) in hex.
+pub fn fmt_int(v: u64) -> String {
+    let s = v as i64;
+    if (-1_000_000_000..=1_000_000_000_000).contains(&s) {
+        s.to_string()
+    } else {
+        format!("{v:#x}")
+    }
+}
+
+/// Nanoseconds as microseconds with three decimals.
+pub fn fmt_us(ns: f64) -> String {
+    format!("{:.3}", ns / 1e3)
+}
+
+/// The text report: a header naming the engine and how the command ended, one table row per
+/// probe, then the latency histogram of every return probe that saw a return.
+pub fn text_report(o: &Outcome, style: Style) -> String {
+    let mut text = format!("\n Probes ({} engine)", o.report.engine);
+    match o.exit {
+        Some(ExitStatus::Code(c)) => {
+            let _ = write!(text, ", command exited with status {c}");
+        }
+        Some(ExitStatus::Signal(s)) => {
+            let _ = write!(text, ", command killed by signal {s}");
+        }
+        None => {}
+    }
+    text.push_str(":\n\n");
+    text.push_str(&table(o).render(style));
+    for p in &o.report.probes {
+        if let Some(h) = p.histogram.as_ref().filter(|h| h.total() > 0) {
+            let _ = write!(text, "\n@latency_ns[{}]:\n{}", p.spec, h.render(""));
+        }
+    }
+    text
+}
+
+fn table(o: &Outcome) -> Table {
+    let mut table = Table::new(vec![
+        Column::left("probe"),
+        Column::right("hits"),
+        Column::right("missed"),
+        Column::right("total(ms)"),
+        Column::right("min(us)"),
+        Column::right("avg(us)"),
+        Column::right("max(us)"),
+        Column::right("stddev(%)"),
+    ]);
+    for p in &o.report.probes {
+        let mut row = vec![p.spec.clone(), p.hits.to_string(), p.missed.to_string()];
+        if let Some(l) = p.latency.filter(|l| l.count > 0) {
+            row.extend([
+                ns_to_ms(l.total as f64),
+                fmt_us(l.min as f64),
+                fmt_us(l.mean()),
+                fmt_us(l.max as f64),
+                format!("{:.2}", l.rel_stddev_pct()),
+            ]);
+        }
+        table.row(row);
+    }
+    table
+}
+
+/// The JSON report: engine, one object per probe, how the command ended, and the
+/// [`Outcome::notes`].
+pub fn json_report(o: &Outcome) -> Value {
+    let probes: Vec<Value> = o
+        .report
+        .probes
+        .iter()
+        .map(|p| {
+            // No returns seen: no latency, rather than zeros that look like data.
+            let latency = p.latency.filter(|l| l.count > 0).map(|l| {
+                json!({
+                    "count": l.count, "total_ns": l.total, "min_ns": l.min, "max_ns": l.max,
+                    "avg_ns": l.mean(), "stddev_ns": l.stddev(), "sum_sq_ns2": l.sum_sq.to_string(),
+                })
+            });
+            json!({
+                "spec": p.spec, "kind": p.kind, "hits": p.hits, "missed": p.missed, "lost": p.lost,
+                "latency": latency,
+                "histogram_log2": p.histogram.as_ref().filter(|h| h.total() > 0).map(|h| &h.buckets),
+            })
+        })
+        .collect();
+    let exit = match o.exit {
+        Some(ExitStatus::Code(c)) => json!({"code": c}),
+        Some(ExitStatus::Signal(s)) => json!({"signal": s}),
+        None => Value::Null,
+    };
+    json!({ "engine": o.report.engine, "probes": probes, "exit": exit, "notes": o.notes() })
+}
