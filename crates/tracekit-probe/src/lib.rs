@@ -10,9 +10,9 @@
 #![deny(missing_docs)]
 
 pub mod bpf;
+pub mod breakpoint;
 pub mod event;
 mod ifunc;
-pub mod ptrace;
 pub mod render;
 pub mod report;
 pub mod spec;

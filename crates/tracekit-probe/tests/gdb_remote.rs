@@ -9,9 +9,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use object::{Object, ObjectSection, ObjectSymbol};
-use tracekit_probe::ptrace::gdb::{GdbRemote, InterruptBy, StopReply};
-use tracekit_probe::ptrace::loongarch64::Regs;
-use tracekit_probe::ptrace::target::{Memory, Registers};
+use tracekit_probe::breakpoint::arch::loongarch64::Regs;
+use tracekit_probe::breakpoint::transport::gdb::remote::{GdbRemote, InterruptBy, StopReply};
+use tracekit_probe::breakpoint::transport::{Memory, Registers};
 use tracekit_probe::testdata::qemu::Qemu;
 
 const SYSCALL_0: u32 = 0x002b_0000;

@@ -10,9 +10,9 @@
 
 use std::process::Command;
 
-use tracekit_probe::ptrace::arch::{Arch, Handling, SlotReturn};
-use tracekit_probe::ptrace::loongarch64::{self, Class, Insn, LoongArch64, Op, Regs};
-use tracekit_probe::ptrace::target::Memory;
+use tracekit_probe::breakpoint::arch::loongarch64::{self, Class, Insn, LoongArch64, Op, Regs};
+use tracekit_probe::breakpoint::arch::{Arch, Handling, SlotReturn};
+use tracekit_probe::breakpoint::transport::Memory;
 use tracekit_probe::testdata::loongarch::{self as oracle, Case, Outcome};
 
 /// Deterministic pseudo-random numbers (splitmix64): a failure reproduces exactly.
@@ -421,7 +421,7 @@ fn out_of_line_cases(n: usize) -> Vec<(Case, Case)> {
 }
 
 fn loongarch64_opcodes() -> &'static [(u32, u32, &'static str)] {
-    tracekit_probe::ptrace::loongarch64_opcodes::OPCODES
+    tracekit_probe::breakpoint::arch::loongarch64::opcodes::OPCODES
 }
 
 /// Where the engine puts a thread that stopped in a slot: the slot's return `break` is the

@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
 use engine_contract::{Backend, Run};
-use tracekit_probe::ptrace::PtraceError;
-use tracekit_probe::ptrace::qemu::{self, QemuOptions};
+use tracekit_probe::breakpoint::PtraceError;
+use tracekit_probe::breakpoint::transport::gdb::qemu::{self, QemuOptions};
 use tracekit_probe::testdata::qemu::{self as la, Qemu};
 use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeKind, ProbeSpec};
 

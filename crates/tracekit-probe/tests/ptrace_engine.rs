@@ -6,7 +6,8 @@ mod ptrace_common;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ptrace_common::*;
-use tracekit_probe::ptrace::{PtraceError, PtraceOptions};
+use tracekit_probe::breakpoint::PtraceError;
+use tracekit_probe::breakpoint::transport::ptrace::{self, PtraceOptions};
 use tracekit_probe::{ExitStatus, HitEvent, ProbeKind, ProbeSpec};
 
 fn run_ok(
@@ -313,9 +314,9 @@ fn attach_and_detach(pin_cpu: Option<usize>) {
                 pin_cpu,
                 ..Default::default()
             };
-            tracekit_probe::ptrace::run(
+            ptrace::run(
                 &probes,
-                tracekit_probe::ptrace::Target::Attach(pid),
+                ptrace::Target::Attach(pid),
                 &opts,
                 &stop,
                 &mut |e| {
@@ -397,9 +398,9 @@ fn dead_pid_is_a_clear_error() {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let pid = child.id() as i32;
     child.wait().unwrap();
-    let r = tracekit_probe::ptrace::run(
+    let r = ptrace::run(
         &probes(&specs),
-        tracekit_probe::ptrace::Target::Attach(pid),
+        ptrace::Target::Attach(pid),
         &PtraceOptions::default(),
         &AtomicBool::new(false),
         &mut |_| {},
@@ -414,9 +415,9 @@ fn dead_pid_is_a_clear_error() {
 #[test]
 fn missing_program_is_a_clear_error() {
     let specs = vec![spec("uprobe", "tk_empty")];
-    let r = tracekit_probe::ptrace::run(
+    let r = ptrace::run(
         &probes(&specs),
-        tracekit_probe::ptrace::Target::Spawn {
+        ptrace::Target::Spawn {
             program: "/nonexistent/prog".into(),
             args: vec![],
         },

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::ptrace::gdb::GdbRemote;
+use crate::breakpoint::transport::gdb::remote::GdbRemote;
 
 /// `testdata/loongarch/probe-target.c`, the program the LoongArch engine tests probe (see its
 /// header for the functions and their first instructions).

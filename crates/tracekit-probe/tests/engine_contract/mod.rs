@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracekit_probe::ptrace::PtraceError;
+use tracekit_probe::breakpoint::PtraceError;
 use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeKind};
 
 /// What a run of the backend's test program produced.

@@ -9,7 +9,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
-use tracekit_probe::ptrace::{self, PtraceError, PtraceOptions, Target};
+use tracekit_probe::breakpoint::PtraceError;
+use tracekit_probe::breakpoint::transport::ptrace::{self, PtraceOptions, Target};
 use tracekit_probe::symbols::{self, ResolvedProbe};
 use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeSpec};
 

@@ -11,7 +11,8 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, bail};
 use tracekit_core::report::OutputTarget;
 use tracekit_probe::bpf::{self, BpfOptions};
-use tracekit_probe::ptrace::{self, qemu};
+use tracekit_probe::breakpoint::transport::gdb::qemu;
+use tracekit_probe::breakpoint::transport::ptrace;
 use tracekit_probe::{
     HitEvent, Lookup, Outcome, ProbeKind, ProbeSpec, ResolvedProbe, render, resolve_with,
 };

@@ -14,8 +14,8 @@ use iced_x86::{
 };
 use libc::user_regs_struct as Regs;
 
-use super::arch::{Arch, Handling, ReturnSlot, SlotReturn};
-use super::target::Memory;
+use super::{Arch, Handling, ReturnSlot, SlotReturn};
+use crate::breakpoint::transport::Memory;
 use crate::symbols::Machine;
 
 /// The x86-64 architecture.

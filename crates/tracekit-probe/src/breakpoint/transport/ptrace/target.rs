@@ -1,38 +1,10 @@
-//! Reaching a stopped thread's registers and a process's memory.
-//!
-//! The engine core only needs [`Memory`] and [`Registers`]; the ptrace implementation is
-//! [`PtraceTarget`]. A gdb remote stub (LoongArch under QEMU) implements the same traits.
+//! The ptrace implementation of the transport traits.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-/// Read and write a traced process's memory, ignoring page protections (as a debugger does).
-pub trait Memory {
-    /// Reads `buf.len()` bytes at `addr`.
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<()>;
-    /// Writes `data` at `addr` (text included).
-    fn write(&mut self, addr: u64, data: &[u8]) -> io::Result<()>;
-
-    /// Reads a little-endian u64.
-    fn read_u64(&mut self, addr: u64) -> io::Result<u64> {
-        let mut b = [0u8; 8];
-        self.read(addr, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-    /// Writes a little-endian u64.
-    fn write_u64(&mut self, addr: u64, value: u64) -> io::Result<()> {
-        self.write(addr, &value.to_le_bytes())
-    }
-}
-
-/// Read and write a stopped thread's registers.
-pub trait Registers<R> {
-    /// The thread's registers.
-    fn get_regs(&mut self, tid: i32) -> io::Result<R>;
-    /// Sets them.
-    fn set_regs(&mut self, tid: i32, regs: &R) -> io::Result<()>;
-}
+use crate::breakpoint::transport::{Memory, Registers};
 
 /// A process traced with ptrace: memory through `/proc/PID/mem`, registers through
 /// `PTRACE_GETREGS`/`PTRACE_SETREGS`.

@@ -1,40 +1,22 @@
-//! tracekit's own probe engine on ptrace: the kprobe design, in user space.
+//! The ptrace transport: the breakpoint engine on a local x86-64 process.
 //!
-//! A probe point gets a breakpoint; when a thread traps on it the engine runs the
-//! pre-handler (count the hit, hijack the return address for return probes), then either
-//! *simulates* the displaced instruction on the thread's registers (branches, calls, returns,
-//! RIP-relative forms, `push`, `lea`, `mov` between registers) or executes a copy of it *out of
-//! line* from a slot mapped into the tracee, re-encoded for the slot's address and followed by a
-//! jump back (boosted) or a second breakpoint (post-handler, then resume after the original).
-//!
-//! The pieces are split the way kprobes split them:
-//! - [`arch`]: the one architecture trait (decode, classify, simulate, prepare a slot,
-//!   breakpoint encoding); [`x86_64`] implements it with iced-x86.
-//! - [`target`]: reaching a stopped thread's registers and memory (ptrace here; a gdb remote
-//!   stub for the later LoongArch work implements the same trait).
-//! - [`engine`]: the arch-independent core: probe table, per-thread state, missed counts,
-//!   handlers producing hits and latencies.
-//! - `session`: the ptrace event loop (spawn/attach, threads, forks, signals, detach).
+//! [`PtraceTarget`] reaches a stopped thread's registers and the process's memory; `session`
+//! is the event loop (spawn/attach, threads, forks, signals, the injected `mmap` for the slot
+//! area, detach).
 
-pub mod arch;
-pub mod engine;
-mod error;
-pub mod gdb;
-pub mod loongarch64;
-#[doc(hidden)]
-pub mod loongarch64_opcodes;
-pub mod qemu;
 mod session;
-pub mod target;
-pub mod x86_64;
+mod target;
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-pub use error::PtraceError;
+pub use target::PtraceTarget;
 
+use crate::breakpoint::PtraceError;
+use crate::breakpoint::arch::x86_64::X86_64;
+use crate::breakpoint::engine::ProbeTable;
 use crate::event::{HitEvent, Outcome};
 use crate::symbols::ResolvedProbe;
 
@@ -101,6 +83,6 @@ pub fn run(
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
 ) -> Result<Outcome, PtraceError> {
-    let table = engine::ProbeTable::<x86_64::X86_64>::new(probes)?;
+    let table = ProbeTable::<X86_64>::new(probes)?;
     session::Session::run(table, target, opts, stop, on_hit)
 }

@@ -1,6 +1,6 @@
 //! The probe engine on a LoongArch64 program under QEMU, through QEMU's gdb remote stub.
 //!
-//! Same engine core as on x86-64 ([`super::engine`]); only the way to reach the tracee
+//! Same engine core as on x86-64 ([`crate::breakpoint::engine`]); only the way to reach the tracee
 //! differs. QEMU 7.2's stub refuses writes into read-only text (E14), and writing into a text
 //! page it has already translated can crash it, so:
 //! - the **breakpoint** at each probe point is a gdb `Z0` breakpoint: QEMU stops the program
@@ -18,12 +18,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::PtraceError;
-use super::arch::{Arch, Handling, SlotReturn};
-use super::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
-use super::gdb::{GdbRemote, StopReply};
-use super::loongarch64::{Class, LoongArch64, SYSCALL_WORD};
-use super::target::{Memory, Registers};
+use super::remote::{GdbRemote, StopReply};
+use crate::breakpoint::PtraceError;
+use crate::breakpoint::arch::loongarch64::{Class, LoongArch64, SYSCALL_WORD};
+use crate::breakpoint::arch::{Arch, Handling, SlotReturn};
+use crate::breakpoint::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
+use crate::breakpoint::transport::{Memory, Registers};
 use crate::event::{ExitStatus, HitEvent, Outcome};
 use crate::symbols::ResolvedProbe;
 

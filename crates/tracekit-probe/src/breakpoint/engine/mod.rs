@@ -14,7 +14,7 @@ use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
 use super::PtraceError;
 use super::arch::{self, Arch, Boundary, Handling, ReturnSlot, SlotReturn};
-use super::target::{Memory, Registers};
+use super::transport::{Memory, Registers};
 use crate::event::HitEvent;
 use crate::report::{ProbeReport, ProbeResult};
 use crate::spec::ProbeKind;

@@ -2,13 +2,18 @@
 //!
 //! Everything that depends on the instruction set lives behind [`Arch`]: decoding, deciding
 //! how a displaced instruction is handled, simulating it on a register set, writing its copy
-//! into a slot, and the breakpoint encoding. The engine core never looks at an opcode. A new
-//! architecture (LoongArch64 next) is one more module implementing this trait.
+//! into a slot, and the breakpoint encoding. The engine core never looks at an opcode.
+//! [`x86_64`] (iced-x86) and [`loongarch64`] implement it. A third architecture is one more
+//! file here implementing [`Arch`], plus its register set's mapping in the transports that
+//! reach it (the [`Registers`](super::transport::Registers) implementation of each).
+
+pub mod loongarch64;
+pub mod x86_64;
 
 use std::fmt::Debug;
 use std::io;
 
-use super::target::Memory;
+use super::transport::Memory;
 use crate::symbols::Machine;
 
 /// How a displaced instruction is executed after its breakpoint fired.

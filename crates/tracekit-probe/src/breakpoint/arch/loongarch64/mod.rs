@@ -17,16 +17,19 @@
 //!   `$zero` are discarded everywhere.
 //!
 //! Ordinary instructions are named from a table generated off LLVM's disassembler
-//! ([`super::loongarch64_opcodes`]); a word that matches nothing is refused as unknown rather
+//! ([`opcodes`]); a word that matches nothing is refused as unknown rather
 //! than run blind.
 
 use std::fmt;
 use std::io;
 
-use super::arch::{Arch, Handling, ReturnSlot, SlotReturn};
-use super::loongarch64_opcodes::OPCODES;
-use super::target::Memory;
+#[doc(hidden)]
+pub mod opcodes;
+
+use super::{Arch, Handling, ReturnSlot, SlotReturn};
+use crate::breakpoint::transport::Memory;
 use crate::symbols::Machine;
+use opcodes::OPCODES;
 
 /// A LoongArch64 thread's registers as the engine needs them: the 32 general registers, the
 /// pc, and the eight FP condition flags (read by `bceqz`/`bcnez`).

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::arch::{Arch, Handling, SlotReturn};
-use super::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
-use super::target::{Memory, PtraceTarget, Registers};
-use super::x86_64::X86_64;
-use super::{PtraceError, PtraceOptions, Target};
+use super::target::PtraceTarget;
+use super::{PtraceOptions, Target};
+use crate::breakpoint::PtraceError;
+use crate::breakpoint::arch::x86_64::X86_64;
+use crate::breakpoint::arch::{Arch, Handling, SlotReturn};
+use crate::breakpoint::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
+use crate::breakpoint::transport::{Memory, Registers};
 use crate::event::{ExitStatus, HitEvent, Outcome};
 
 type A = X86_64;

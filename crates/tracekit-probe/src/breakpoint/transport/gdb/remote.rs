@@ -68,8 +68,8 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::loongarch64::Regs;
-use super::target::{Memory, Registers};
+use crate::breakpoint::arch::loongarch64::Regs;
+use crate::breakpoint::transport::{Memory, Registers};
 
 /// Why the program stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
