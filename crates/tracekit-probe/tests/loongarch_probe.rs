@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
 use engine_contract::{Backend, Run};
-use tracekit_probe::breakpoint::PtraceError;
+use tracekit_probe::breakpoint::BreakpointError;
 use tracekit_probe::breakpoint::transport::gdb::qemu::{self, QemuOptions};
 use tracekit_probe::testdata::qemu::{self as la, Qemu};
 use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeKind, ProbeSpec};
@@ -222,7 +222,10 @@ fn a_binary_that_is_not_the_running_program_is_refused() {
         &mut |_| {},
     )
     .unwrap_err();
-    assert!(matches!(err, PtraceError::NotTheProgram { .. }), "{err}");
+    assert!(
+        matches!(err, BreakpointError::NotTheProgram { .. }),
+        "{err}"
+    );
     // Refused, and the program is let go: it runs to its end unprobed.
     assert_eq!(q.finish(), plain_with_signal(&[]));
 }
@@ -240,7 +243,7 @@ fn an_x86_binary_is_refused_with_the_reason() {
         &mut |_| {},
     )
     .unwrap_err();
-    assert!(matches!(err, PtraceError::WrongArch { .. }), "{err}");
+    assert!(matches!(err, BreakpointError::WrongArch { .. }), "{err}");
     assert!(
         err.to_string()
             .contains("x86-64 code but the target runs LoongArch64"),

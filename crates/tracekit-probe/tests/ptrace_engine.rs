@@ -6,7 +6,7 @@ mod ptrace_common;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ptrace_common::*;
-use tracekit_probe::breakpoint::PtraceError;
+use tracekit_probe::breakpoint::BreakpointError;
 use tracekit_probe::breakpoint::transport::ptrace::{self, PtraceOptions};
 use tracekit_probe::{ExitStatus, HitEvent, ProbeKind, ProbeSpec};
 
@@ -384,7 +384,10 @@ fn mid_instruction_address_is_refused_with_the_boundaries() {
         &mut |_| {},
     );
     let err = r.unwrap_err();
-    assert!(matches!(err, PtraceError::MidInstruction { .. }), "{err}");
+    assert!(
+        matches!(err, BreakpointError::MidInstruction { .. }),
+        "{err}"
+    );
     let msg = err.to_string();
     assert!(
         msg.contains("mov rax,[") && msg.contains("instruction boundary"),
@@ -407,7 +410,7 @@ fn dead_pid_is_a_clear_error() {
     );
     let err = r.unwrap_err();
     assert!(
-        matches!(err, PtraceError::NoSuchProcess(p) if p == pid),
+        matches!(err, BreakpointError::NoSuchProcess(p) if p == pid),
         "{err}"
     );
 }
@@ -425,7 +428,7 @@ fn missing_program_is_a_clear_error() {
         &AtomicBool::new(false),
         &mut |_| {},
     );
-    assert!(matches!(r, Err(PtraceError::Spawn { .. })), "{r:?}");
+    assert!(matches!(r, Err(BreakpointError::Spawn { .. })), "{r:?}");
 }
 
 #[test]

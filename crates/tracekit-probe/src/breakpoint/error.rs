@@ -1,11 +1,16 @@
-//! Why the ptrace engine could not do what was asked, and what to do instead.
+//! Why the breakpoint engine could not do what was asked, and what to do instead.
 
 use std::io;
 use std::path::PathBuf;
 
-/// Errors of the ptrace engine. Each message says what to do next.
+use super::transport::gdb::GdbError;
+
+/// Errors of the breakpoint engine and its transports. Each message says what to do next.
+/// The gdb transport's own failures are [`GdbError`]; the ptrace transport's (no such process,
+/// not permitted, cannot spawn, a failed system call) are variants here, as every local
+/// transport has them.
 #[derive(Debug, thiserror::Error)]
-pub enum PtraceError {
+pub enum BreakpointError {
     /// The probe address falls inside an instruction.
     #[error(
         "{spec}: address {addr:#x} is in the middle of the instruction `{insn}` at {start:#x}; \
@@ -128,19 +133,9 @@ pub enum PtraceError {
         /// The OS error.
         error: io::Error,
     },
-    /// Talking to a gdb remote stub failed.
-    #[error("{what}: {error}{hint}", hint = gdb_hint(error))]
-    Gdb {
-        /// What was being done.
-        what: String,
-        /// The error (connection, protocol, or the stub's `Exx` reply).
-        error: io::Error,
-    },
-    /// The program under the stub is already gone.
-    #[error(
-        "the program under the gdb stub is not stopped and ready ({0}); start it again with qemu-loongarch64-static -g PORT PROGRAM"
-    )]
-    TargetGone(String),
+    /// The gdb remote transport failed.
+    #[error(transparent)]
+    Gdb(#[from] GdbError),
     /// The program under the stub is not the binary the probe names.
     #[error(
         "{spec}: the program under the gdb stub does not have {binary}'s instruction at 0x{addr:x}; give the binary QEMU runs"
@@ -155,19 +150,10 @@ pub enum PtraceError {
     },
 }
 
-fn gdb_hint(error: &io::Error) -> &'static str {
-    match error.kind() {
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::TimedOut => {
-            " (is `qemu-loongarch64-static -g PORT PROGRAM` running and waiting on that port?)"
-        }
-        _ => "",
-    }
-}
-
-impl PtraceError {
+impl BreakpointError {
     /// `Sys` from the current errno.
     pub(crate) fn last(what: &'static str, pid: i32) -> Self {
-        PtraceError::Sys {
+        BreakpointError::Sys {
             what,
             pid,
             error: io::Error::last_os_error(),

@@ -26,4 +26,4 @@ pub mod engine;
 mod error;
 pub mod transport;
 
-pub use error::PtraceError;
+pub use error::BreakpointError;

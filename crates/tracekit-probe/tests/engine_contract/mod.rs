@@ -5,13 +5,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracekit_probe::breakpoint::PtraceError;
+use tracekit_probe::breakpoint::BreakpointError;
 use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeKind};
 
 /// What a run of the backend's test program produced.
 pub struct Run {
     /// The engine's result.
-    pub result: Result<Outcome, PtraceError>,
+    pub result: Result<Outcome, BreakpointError>,
     /// The program's stdout.
     pub stdout: String,
     /// The program's exit code, waited for even when the engine detached early.
@@ -74,7 +74,7 @@ pub fn unsupported_instruction_is_refused(b: &dyn Backend) {
     let specs = vec![b.spec("uprobe", f)];
     let run = b.run(&specs, &b.args(3), &AtomicBool::new(false), &mut |_| {});
     let err = run.result.expect_err("refused");
-    assert!(matches!(err, PtraceError::Unsupported { .. }), "{err}");
+    assert!(matches!(err, BreakpointError::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains(text), "{err}");
 }
 

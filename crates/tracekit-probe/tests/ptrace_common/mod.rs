@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
-use tracekit_probe::breakpoint::PtraceError;
+use tracekit_probe::breakpoint::BreakpointError;
 use tracekit_probe::breakpoint::transport::ptrace::{self, PtraceOptions, Target};
 use tracekit_probe::symbols::{self, ResolvedProbe};
 use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeSpec};
@@ -53,7 +53,7 @@ pub fn traced_program(
     probes: &[ResolvedProbe],
     program: &str,
     args: &[&str],
-) -> (Result<Outcome, PtraceError>, String) {
+) -> (Result<Outcome, BreakpointError>, String) {
     let (mut reader, writer) = std::io::pipe().unwrap();
     let collector = std::thread::spawn(move || {
         let mut s = String::new();
@@ -83,7 +83,7 @@ pub fn traced(
     opts: &PtraceOptions,
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
-) -> (Result<Outcome, PtraceError>, String) {
+) -> (Result<Outcome, BreakpointError>, String) {
     let (r, stdout, _) = traced_with_exit(probes, args, opts, stop, on_hit);
     (r, stdout)
 }
@@ -96,7 +96,7 @@ pub fn traced_with_exit(
     opts: &PtraceOptions,
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
-) -> (Result<Outcome, PtraceError>, String, Option<i32>) {
+) -> (Result<Outcome, BreakpointError>, String, Option<i32>) {
     let (mut reader, writer) = std::io::pipe().unwrap();
     let collector = std::thread::spawn(move || {
         let mut s = String::new();

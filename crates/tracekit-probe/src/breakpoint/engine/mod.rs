@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
-use super::PtraceError;
+use super::BreakpointError;
 use super::arch::{self, Arch, Boundary, Handling, ReturnSlot, SlotReturn};
 use super::transport::{Memory, Registers};
 use crate::event::HitEvent;
@@ -63,7 +63,7 @@ pub struct ProbeTable<A: Arch> {
 impl<A: Arch> ProbeTable<A> {
     /// Checks every probe (architecture, instruction boundary, a handleable instruction,
     /// return probes at entry) and groups them by address.
-    pub fn new(resolved: &[ResolvedProbe]) -> Result<Self, PtraceError> {
+    pub fn new(resolved: &[ResolvedProbe]) -> Result<Self, BreakpointError> {
         let mut probes = Vec::new();
         let mut points: Vec<PointDef> = Vec::new();
         for r in resolved {
@@ -102,10 +102,10 @@ impl<A: Arch> ProbeTable<A> {
     }
 }
 
-fn check<A: Arch>(r: &ResolvedProbe) -> Result<(), PtraceError> {
+fn check<A: Arch>(r: &ResolvedProbe) -> Result<(), BreakpointError> {
     let spec = r.spec.text.clone();
     if r.machine != A::MACHINE {
-        return Err(PtraceError::WrongArch {
+        return Err(BreakpointError::WrongArch {
             spec,
             binary: r.binary.clone(),
             found: r.machine.clone(),
@@ -113,11 +113,11 @@ fn check<A: Arch>(r: &ResolvedProbe) -> Result<(), PtraceError> {
         });
     }
     if r.spec.kind == ProbeKind::Uretprobe && r.vaddr != r.symbol_vaddr {
-        return Err(PtraceError::ReturnNotAtEntry { spec });
+        return Err(BreakpointError::ReturnNotAtEntry { spec });
     }
     match arch::boundary::<A>(&r.code, r.symbol_vaddr, r.vaddr) {
         Boundary::Inside { text, start, next } => {
-            return Err(PtraceError::MidInstruction {
+            return Err(BreakpointError::MidInstruction {
                 spec,
                 addr: r.vaddr,
                 insn: text,
@@ -132,12 +132,12 @@ fn check<A: Arch>(r: &ResolvedProbe) -> Result<(), PtraceError> {
         .code
         .get(off..)
         .and_then(|c| A::decode(c, r.vaddr))
-        .ok_or(PtraceError::Undecodable {
+        .ok_or(BreakpointError::Undecodable {
             spec: spec.clone(),
             addr: r.vaddr,
         })?;
     if let Handling::Refuse(reason) = A::classify(&insn) {
-        return Err(PtraceError::Unsupported {
+        return Err(BreakpointError::Unsupported {
             spec,
             insn: A::text(&insn),
             reason,
@@ -318,7 +318,7 @@ impl<A: Arch> Engine<A> {
         regs: &mut A::Regs,
         mem: &mut dyn Memory,
         on_hit: &mut dyn FnMut(&HitEvent),
-    ) -> Result<Trap, PtraceError> {
+    ) -> Result<Trap, BreakpointError> {
         let addr = A::breakpoint_address(A::pc(regs));
         // The kprobe control block's states map onto this: HIT (pre-handler) and SS (out of
         // line, `Phase::OutOfLine`) happen here; SSDONE is the slot's breakpoint below (or
@@ -363,7 +363,7 @@ impl<A: Arch> Engine<A> {
         regs: &mut A::Regs,
         mem: &mut dyn Memory,
         on_hit: &mut dyn FnMut(&HitEvent),
-    ) -> Result<(), PtraceError> {
+    ) -> Result<(), BreakpointError> {
         let def = &self.table.points[point];
         let args = A::args(regs);
         for &p in &def.entry {
@@ -397,7 +397,7 @@ impl<A: Arch> Engine<A> {
             }
             return Ok(());
         }
-        let sys = |source| PtraceError::Sys {
+        let sys = |source| BreakpointError::Sys {
             what: "hijacking a return address",
             pid: tid,
             error: source,
@@ -434,10 +434,10 @@ impl<A: Arch> Engine<A> {
         regs: &mut A::Regs,
         mem: &mut dyn Memory,
         tid: i32,
-    ) -> Result<(), PtraceError> {
+    ) -> Result<(), BreakpointError> {
         match (&live.handling, live.slot) {
             (Handling::Simulate, _) => {
-                A::simulate(&live.insn, regs, mem).map_err(|source| PtraceError::Sys {
+                A::simulate(&live.insn, regs, mem).map_err(|source| BreakpointError::Sys {
                     what: "simulating an instruction",
                     pid: tid,
                     error: source,
@@ -460,14 +460,14 @@ impl<A: Arch> Engine<A> {
         tid: i32,
         regs: &mut A::Regs,
         on_hit: &mut dyn FnMut(&HitEvent),
-    ) -> Result<(), PtraceError> {
+    ) -> Result<(), BreakpointError> {
         let popped = A::frame_at_return(regs);
         // Frames deeper than this one were abandoned (longjmp, exceptions): drop them.
         while thread.returns.last().is_some_and(|r| r.frame < popped) {
             thread.returns.pop();
         }
         let Some(ret) = thread.returns.pop() else {
-            return Err(PtraceError::LostReturn { tid });
+            return Err(BreakpointError::LostReturn { tid });
         };
         let ns = ret.entered.elapsed().as_nanos() as u64;
         A::set_pc(regs, ret.real);

@@ -18,8 +18,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::GdbError;
 use super::remote::{GdbRemote, StopReply};
-use crate::breakpoint::PtraceError;
+use crate::breakpoint::BreakpointError;
 use crate::breakpoint::arch::loongarch64::{Class, LoongArch64, SYSCALL_WORD};
 use crate::breakpoint::arch::{Arch, Handling, SlotReturn};
 use crate::breakpoint::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
@@ -56,10 +57,10 @@ pub fn run(
     opts: &QemuOptions,
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
-) -> Result<Outcome, PtraceError> {
+) -> Result<Outcome, BreakpointError> {
     let table = ProbeTable::<A>::new(probes)?;
     let timeout = opts.connect_timeout.unwrap_or(Duration::from_secs(10));
-    let mut remote = GdbRemote::connect(address, timeout).map_err(|error| PtraceError::Gdb {
+    let mut remote = GdbRemote::connect(address, timeout).map_err(|error| GdbError::Remote {
         what: format!("connecting to the gdb stub at {address}"),
         error,
     })?;
@@ -68,7 +69,7 @@ pub fn run(
         .map_err(gdb("asking why the program stopped"))?
     {
         StopReply::Signal { thread, .. } => thread.unwrap_or(1) as i32,
-        other => return Err(PtraceError::TargetGone(format!("{other:?}"))),
+        other => return Err(GdbError::TargetGone(format!("{other:?}")).into()),
     };
     let ret = if opts.slot_breakpoint {
         SlotReturn::Breakpoint
@@ -107,10 +108,13 @@ pub fn run(
     })
 }
 
-fn gdb(what: &'static str) -> impl Fn(std::io::Error) -> PtraceError {
-    move |error| PtraceError::Gdb {
-        what: what.to_string(),
-        error,
+fn gdb(what: &'static str) -> impl Fn(std::io::Error) -> BreakpointError {
+    move |error| {
+        GdbError::Remote {
+            what: what.to_string(),
+            error,
+        }
+        .into()
     }
 }
 
@@ -128,7 +132,7 @@ struct Session {
 impl Session {
     /// Checks the program is the probes' binary, maps the slot page, writes slots and the
     /// trampoline, then sets a `Z0` on every probe point.
-    fn install(&mut self, probes: &[ResolvedProbe]) -> Result<(), PtraceError> {
+    fn install(&mut self, probes: &[ResolvedProbe]) -> Result<(), BreakpointError> {
         let offset = self
             .remote
             .section_offsets()
@@ -148,7 +152,7 @@ impl Session {
                 .read(addr, &mut running)
                 .map_err(gdb("reading the probed instruction"))?;
             if probe.code.get(off..off + 4) != Some(&running[..]) {
-                return Err(PtraceError::NotTheProgram {
+                return Err(BreakpointError::NotTheProgram {
                     spec: point.spec.clone(),
                     binary: point.binary.clone(),
                     addr,
@@ -166,7 +170,7 @@ impl Session {
         let needs_tramp = points.iter().any(|p| !p.returns.is_empty());
         self.inst = Installed::new(points.len());
         let page = if needs_slots || needs_tramp {
-            self.syscall_at = find_syscall(&probes[0].binary).ok_or_else(|| PtraceError::Gdb {
+            self.syscall_at = find_syscall(&probes[0].binary).ok_or_else(|| GdbError::Remote {
                 what: format!(
                     "finding a `syscall 0` instruction in {} to map the slot page with",
                     probes[0].binary.display()
@@ -192,12 +196,13 @@ impl Session {
                         points[i].spec
                     ));
                 }
-                let bytes =
-                    A::prepare_slot(&insn, at, ret).map_err(|reason| PtraceError::Unsupported {
+                let bytes = A::prepare_slot(&insn, at, ret).map_err(|reason| {
+                    BreakpointError::Unsupported {
                         spec: points[i].spec.clone(),
                         insn: A::text(&insn),
                         reason,
-                    })?;
+                    }
+                })?;
                 image.extend_from_slice(&bytes);
                 image.resize(image.len().next_multiple_of(A::SLOT_SIZE as usize), 0);
                 slot = Some(at);
@@ -267,7 +272,7 @@ impl Session {
 
     /// Maps one RWX page into the program by running `mmap` from one of its own `syscall 0`
     /// instructions, asking for an address near `near` (so slots can jump back with `b`).
-    fn map_page(&mut self, near: u64) -> Result<u64, PtraceError> {
+    fn map_page(&mut self, near: u64) -> Result<u64, BreakpointError> {
         // 64 MiB above the probed code: clear of the program's data and heap, and well within
         // a `b`'s ±128 MiB, so slots jump straight back (QEMU honours a free hint).
         let hint = (near + 0x400_0000) & !(PAGE - 1);
@@ -279,11 +284,19 @@ impl Session {
 
     /// Runs system call `nr` in the program from one of its own `syscall 0` instructions,
     /// with every register restored afterwards; returns the result (errors as `Err`).
-    fn inject_syscall(&mut self, nr: u64, args: [u64; 6], name: &str) -> Result<i64, PtraceError> {
+    fn inject_syscall(
+        &mut self,
+        nr: u64,
+        args: [u64; 6],
+        name: &str,
+    ) -> Result<i64, BreakpointError> {
         let syscall_at = self.syscall_at;
-        let failed = |error| PtraceError::Gdb {
-            what: format!("running {name} in the program"),
-            error,
+        let failed = |error| -> BreakpointError {
+            GdbError::Remote {
+                what: format!("running {name} in the program"),
+                error,
+            }
+            .into()
         };
         let saved = self.remote.get_regs(self.tid).map_err(failed)?;
         let regs = A::syscall_regs(&saved, syscall_at, nr, args);
@@ -317,7 +330,7 @@ impl Session {
         &mut self,
         stop: &AtomicBool,
         on_hit: &mut dyn FnMut(&HitEvent),
-    ) -> Result<Option<ExitStatus>, PtraceError> {
+    ) -> Result<Option<ExitStatus>, BreakpointError> {
         let mut signal = None;
         loop {
             let reply = self
@@ -366,7 +379,7 @@ impl Session {
 
     /// Removes every breakpoint, moves the thread out of a slot or the trampoline, puts back
     /// pending return addresses, and lets the program go.
-    fn detach(&mut self) -> Result<(), PtraceError> {
+    fn detach(&mut self) -> Result<(), BreakpointError> {
         // The stub removes its breakpoints at `D` too; removing them first keeps the program
         // clean even if the detach itself fails.
         for p in self.inst.points.iter().flatten() {

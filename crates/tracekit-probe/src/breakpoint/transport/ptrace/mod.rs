@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 
 pub use target::PtraceTarget;
 
-use crate::breakpoint::PtraceError;
+use crate::breakpoint::BreakpointError;
 use crate::breakpoint::arch::x86_64::X86_64;
 use crate::breakpoint::engine::ProbeTable;
 use crate::event::{HitEvent, Outcome};
@@ -82,7 +82,7 @@ pub fn run(
     opts: &PtraceOptions,
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
-) -> Result<Outcome, PtraceError> {
+) -> Result<Outcome, BreakpointError> {
     let table = ProbeTable::<X86_64>::new(probes)?;
     session::Session::run(table, target, opts, stop, on_hit)
 }

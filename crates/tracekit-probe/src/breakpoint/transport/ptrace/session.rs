@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::target::PtraceTarget;
 use super::{PtraceOptions, Target};
-use crate::breakpoint::PtraceError;
+use crate::breakpoint::BreakpointError;
 use crate::breakpoint::arch::x86_64::X86_64;
 use crate::breakpoint::arch::{Arch, Handling, SlotReturn};
 use crate::breakpoint::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
@@ -112,7 +112,7 @@ impl<'a> Session<'a> {
         opts: &'a PtraceOptions,
         stop: &AtomicBool,
         on_hit: &mut dyn FnMut(&HitEvent),
-    ) -> Result<Outcome, PtraceError> {
+    ) -> Result<Outcome, BreakpointError> {
         let slot_return = if opts.slot_breakpoint {
             SlotReturn::Breakpoint
         } else {
@@ -191,7 +191,7 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn start(&mut self, target: Target) -> Result<(), PtraceError> {
+    fn start(&mut self, target: Target) -> Result<(), BreakpointError> {
         match target {
             Target::Spawn { program, args } => self.spawn(&program, &args, None, None),
             Target::SpawnRedirected {
@@ -210,8 +210,8 @@ impl<'a> Session<'a> {
         args: &[OsString],
         stdin: Option<OwnedFd>,
         stdout: Option<OwnedFd>,
-    ) -> Result<(), PtraceError> {
-        let spawn_err = |source| PtraceError::Spawn {
+    ) -> Result<(), BreakpointError> {
+        let spawn_err = |source| BreakpointError::Spawn {
             program: program.into(),
             error: source,
         };
@@ -232,15 +232,15 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn attach(&mut self, pid: i32) -> Result<(), PtraceError> {
+    fn attach(&mut self, pid: i32) -> Result<(), BreakpointError> {
         if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(PtraceError::NoSuchProcess(pid));
+            return Err(BreakpointError::NoSuchProcess(pid));
         }
         self.main_pid = pid;
         let mut seized = HashSet::new();
         // Threads may be created while we attach: repeat until the task list is stable.
         loop {
-            let tids = list_tasks(pid).map_err(|_| PtraceError::NoSuchProcess(pid))?;
+            let tids = list_tasks(pid).map_err(|_| BreakpointError::NoSuchProcess(pid))?;
             let new: Vec<i32> = tids.into_iter().filter(|t| !seized.contains(t)).collect();
             if new.is_empty() {
                 break;
@@ -248,7 +248,7 @@ impl<'a> Session<'a> {
             for tid in new {
                 match seize(tid) {
                     Ok(()) => {}
-                    Err(PtraceError::NoSuchProcess(_)) if tid != pid => continue, // exited meanwhile
+                    Err(BreakpointError::NoSuchProcess(_)) if tid != pid => continue, // exited meanwhile
                     Err(e) => {
                         self.abort_attach(&seized);
                         return Err(e);
@@ -279,8 +279,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn add_proc(&mut self, pid: i32, phase: ProcPhase) -> Result<(), PtraceError> {
-        let mem = PtraceTarget::open(pid).map_err(|source| PtraceError::Sys {
+    fn add_proc(&mut self, pid: i32, phase: ProcPhase) -> Result<(), BreakpointError> {
+        let mem = PtraceTarget::open(pid).map_err(|source| BreakpointError::Sys {
             what: "opening /proc/PID/mem",
             pid,
             error: source,
@@ -314,7 +314,7 @@ impl<'a> Session<'a> {
 
     /// Waits until `tid` is in a ptrace stop (after PTRACE_INTERRUPT), keeping any signal
     /// it reports meanwhile for later delivery.
-    fn wait_stopped(&mut self, tid: i32) -> Result<(), PtraceError> {
+    fn wait_stopped(&mut self, tid: i32) -> Result<(), BreakpointError> {
         let status = waitpid(tid, libc::__WALL)?;
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             self.threads.remove(&tid);
@@ -330,7 +330,7 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn resume(&mut self, tid: i32, sig: i32) -> Result<(), PtraceError> {
+    fn resume(&mut self, tid: i32, sig: i32) -> Result<(), BreakpointError> {
         if let Some(t) = self.threads.get_mut(&tid) {
             t.stopped = false;
             t.group_stop = false;
@@ -338,7 +338,7 @@ impl<'a> Session<'a> {
         // SAFETY: PTRACE_CONT on a stopped tracee; no pointers.
         let r = unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0, sig as libc::c_long) };
         if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH) {
-            return Err(PtraceError::last("PTRACE_CONT", tid));
+            return Err(BreakpointError::last("PTRACE_CONT", tid));
         }
         Ok(())
     }
@@ -347,7 +347,7 @@ impl<'a> Session<'a> {
         &mut self,
         stop: &AtomicBool,
         on_hit: &mut dyn FnMut(&HitEvent),
-    ) -> Result<(), PtraceError> {
+    ) -> Result<(), BreakpointError> {
         let spin = match (self.opts.spin, self.opts.pin_cpu) {
             (Some(d), _) => d,
             // Pinned, the tracee needs this very CPU: never spin there.
@@ -372,7 +372,7 @@ impl<'a> Session<'a> {
         status: i32,
         on_hit: &mut dyn FnMut(&HitEvent),
         detaching: bool,
-    ) -> Result<(), PtraceError> {
+    ) -> Result<(), BreakpointError> {
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
             self.on_exit(tid, status)?;
             return Ok(());
@@ -439,16 +439,19 @@ impl<'a> Session<'a> {
 
     /// Whether stopped thread `tid` sits just past one of our breakpoints: a trap that the
     /// kernel has queued but not yet reported (PTRACE_INTERRUPT is reported first).
-    fn trap_pending(&mut self, tid: i32) -> Result<bool, PtraceError> {
+    fn trap_pending(&mut self, tid: i32) -> Result<bool, BreakpointError> {
         let tgid = self.threads[&tid].tgid;
         let Some(proc) = self.procs.get_mut(&tgid) else {
             return Ok(false);
         };
-        let regs = proc.mem.get_regs(tid).map_err(|source| PtraceError::Sys {
-            what: "PTRACE_GETREGS",
-            pid: tid,
-            error: source,
-        })?;
+        let regs = proc
+            .mem
+            .get_regs(tid)
+            .map_err(|source| BreakpointError::Sys {
+                what: "PTRACE_GETREGS",
+                pid: tid,
+                error: source,
+            })?;
         let addr = A::breakpoint_address(A::pc(&regs));
         let entry = matches!(proc.phase, ProcPhase::AwaitEntry { addr: a, .. } if a == addr);
         let loader = proc.loader.as_ref().is_some_and(|h| h.addr == addr);
@@ -462,17 +465,20 @@ impl<'a> Session<'a> {
         tid: i32,
         sig: i32,
         on_hit: &mut dyn FnMut(&HitEvent),
-    ) -> Result<(i32, bool), PtraceError> {
+    ) -> Result<(i32, bool), BreakpointError> {
         let tgid = self.threads[&tid].tgid;
         let proc = self
             .procs
             .get_mut(&tgid)
             .expect("thread of a known process");
-        let mut regs = proc.mem.get_regs(tid).map_err(|source| PtraceError::Sys {
-            what: "PTRACE_GETREGS",
-            pid: tid,
-            error: source,
-        })?;
+        let mut regs = proc
+            .mem
+            .get_regs(tid)
+            .map_err(|source| BreakpointError::Sys {
+                what: "PTRACE_GETREGS",
+                pid: tid,
+                error: source,
+            })?;
         if sig != libc::SIGTRAP {
             if proc.inst.in_areas(A::pc(&regs)) {
                 proc.keep_slots = true;
@@ -482,7 +488,7 @@ impl<'a> Session<'a> {
         if let ProcPhase::AwaitEntry { addr, orig } = proc.phase
             && A::breakpoint_address(A::pc(&regs)) == addr
         {
-            let sys = |source| PtraceError::Sys {
+            let sys = |source| BreakpointError::Sys {
                 what: "removing the entry breakpoint",
                 pid: tid,
                 error: source,
@@ -515,7 +521,7 @@ impl<'a> Session<'a> {
             Trap::Handled => {
                 proc.mem
                     .set_regs(tid, &regs)
-                    .map_err(|source| PtraceError::Sys {
+                    .map_err(|source| BreakpointError::Sys {
                         what: "PTRACE_SETREGS",
                         pid: tid,
                         error: source,
@@ -526,7 +532,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn on_exit(&mut self, tid: i32, status: i32) -> Result<(), PtraceError> {
+    fn on_exit(&mut self, tid: i32, status: i32) -> Result<(), BreakpointError> {
         let Some(t) = self.threads.remove(&tid) else {
             return Ok(());
         };
@@ -548,12 +554,12 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn exec_failure(&mut self) -> Option<PtraceError> {
+    fn exec_failure(&mut self) -> Option<BreakpointError> {
         let fd = self.exec_error.take()?;
         let mut buf = [0u8; 4];
         // SAFETY: reading into a 4-byte buffer we own from a pipe we own.
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 4) };
-        (n == 4).then(|| PtraceError::Spawn {
+        (n == 4).then(|| BreakpointError::Spawn {
             program: self.program.clone(),
             error: io::Error::from_raw_os_error(i32::from_ne_bytes(buf)),
         })
@@ -561,7 +567,7 @@ impl<'a> Session<'a> {
 
     /// A stop from a pid we do not know: a new thread (its clone event may come later) or a
     /// fork child. Returns whether it is now a known thread.
-    fn claim(&mut self, pid: i32) -> Result<bool, PtraceError> {
+    fn claim(&mut self, pid: i32) -> Result<bool, BreakpointError> {
         let tgid = read_tgid(pid).unwrap_or(pid);
         if tgid != pid && self.procs.contains_key(&tgid) {
             self.add_thread(pid, tgid);
@@ -579,7 +585,7 @@ impl<'a> Session<'a> {
     /// A vfork child shares its parent's memory, so it is traced as one of the parent's
     /// threads until it execs or exits. Returns whether the child is now a traced thread
     /// (still stopped: the caller resumes it).
-    fn on_fork_child(&mut self, child: i32) -> Result<bool, PtraceError> {
+    fn on_fork_child(&mut self, child: i32) -> Result<bool, BreakpointError> {
         let parent_tid = self.fork_parents.remove(&child).expect("known fork");
         if self.vforks.remove(&child) {
             let tgid = self
@@ -607,7 +613,7 @@ impl<'a> Session<'a> {
             unsafe { libc::ptrace(libc::PTRACE_DETACH, child, 0, 0) };
             return Ok(false);
         };
-        let sys = |source| PtraceError::Sys {
+        let sys = |source| BreakpointError::Sys {
             what: "cleaning a forked child",
             pid: child,
             error: source,
@@ -650,7 +656,7 @@ impl<'a> Session<'a> {
 
     /// A vfork child execs: it gets its own address space. Followed, it becomes a process
     /// of its own (returns true); otherwise it is let go (nothing of ours is in its new image).
-    fn vfork_exec(&mut self, tid: i32) -> Result<bool, PtraceError> {
+    fn vfork_exec(&mut self, tid: i32) -> Result<bool, BreakpointError> {
         self.threads.remove(&tid);
         if self.opts.follow_forks {
             self.add_proc(tid, ProcPhase::BeforeExec)?;
@@ -663,7 +669,7 @@ impl<'a> Session<'a> {
     }
 
     /// After exec the address space is new: forget what was placed, wait for the entry point.
-    fn on_exec(&mut self, tid: i32) -> Result<(), PtraceError> {
+    fn on_exec(&mut self, tid: i32) -> Result<(), BreakpointError> {
         let tgid = self.threads[&tid].tgid;
         // The other threads are gone; the exec'ing thread now has the process id.
         self.threads.retain(|&t, th| th.tgid != tgid || t == tgid);
@@ -673,13 +679,13 @@ impl<'a> Session<'a> {
         if tgid == self.main_pid {
             self.exec_error = None;
         }
-        let entry = read_entry(tgid).map_err(|source| PtraceError::Sys {
+        let entry = read_entry(tgid).map_err(|source| BreakpointError::Sys {
             what: "reading /proc/PID/auxv",
             pid: tgid,
             error: source,
         })?;
         let proc = self.procs.get_mut(&tgid).expect("just added");
-        let sys = |source| PtraceError::Sys {
+        let sys = |source| BreakpointError::Sys {
             what: "placing the entry breakpoint",
             pid: tgid,
             error: source,
@@ -696,7 +702,7 @@ impl<'a> Session<'a> {
 
     /// Places every probe whose binary `pid` maps and that is not placed yet; while some
     /// remain, watches the dynamic loader for them. Every thread of `pid` must be stopped.
-    fn install(&mut self, pid: i32) -> Result<(), PtraceError> {
+    fn install(&mut self, pid: i32) -> Result<(), BreakpointError> {
         let mut lives = self.decode_points(pid)?;
         if !lives.is_empty() {
             self.place_slots(pid, &mut lives)?;
@@ -707,12 +713,12 @@ impl<'a> Session<'a> {
     }
 
     /// Writes the breakpoints of decoded, slotted points.
-    fn arm(&mut self, pid: i32, lives: Vec<(usize, LivePoint<A>)>) -> Result<(), PtraceError> {
+    fn arm(&mut self, pid: i32, lives: Vec<(usize, LivePoint<A>)>) -> Result<(), BreakpointError> {
         let proc = self.procs.get_mut(&pid).expect("known process");
         for (i, live) in lives {
             proc.mem
                 .write(live.addr, A::BREAKPOINT)
-                .map_err(|source| PtraceError::Sys {
+                .map_err(|source| BreakpointError::Sys {
                     what: "writing a breakpoint",
                     pid,
                     error: source,
@@ -757,8 +763,8 @@ impl<'a> Session<'a> {
         tgid: i32,
         mut regs: <A as Arch>::Regs,
         on_hit: &mut dyn FnMut(&HitEvent),
-    ) -> Result<(), PtraceError> {
-        let sys = |source| PtraceError::Sys {
+    ) -> Result<(), BreakpointError> {
+        let sys = |source| BreakpointError::Sys {
             what: "following the dynamic loader",
             pid: tid,
             error: source,
@@ -780,7 +786,7 @@ impl<'a> Session<'a> {
     }
 
     /// Resumes every thread `stop_all` held, except `except` (resumed by the caller).
-    fn resume_held(&mut self, except: i32) -> Result<(), PtraceError> {
+    fn resume_held(&mut self, except: i32) -> Result<(), BreakpointError> {
         let held: Vec<(i32, i32, bool)> = self
             .threads
             .iter_mut()
@@ -801,7 +807,7 @@ impl<'a> Session<'a> {
 
     /// Finds, reads and classifies every point mapped in `pid` (decoded at its runtime
     /// address, from the bytes really there).
-    fn decode_points(&mut self, pid: i32) -> Result<Vec<(usize, LivePoint<A>)>, PtraceError> {
+    fn decode_points(&mut self, pid: i32) -> Result<Vec<(usize, LivePoint<A>)>, BreakpointError> {
         let proc = self.procs.get_mut(&pid).expect("known process");
         let mut lives = Vec::new();
         for (i, def) in self.engine.table.points.iter().enumerate() {
@@ -820,21 +826,21 @@ impl<'a> Session<'a> {
                 code.truncate(1);
                 proc.mem
                     .read(addr, &mut code)
-                    .map_err(|source| PtraceError::Sys {
+                    .map_err(|source| BreakpointError::Sys {
                         what: "reading the probed code",
                         pid,
                         error: source,
                     })?;
             }
             if code.starts_with(A::BREAKPOINT) {
-                return Err(PtraceError::AlreadyBreakpoint { spec: spec(), addr });
+                return Err(BreakpointError::AlreadyBreakpoint { spec: spec(), addr });
             }
             let insn = A::decode(&code, addr)
-                .ok_or_else(|| PtraceError::Undecodable { spec: spec(), addr })?;
+                .ok_or_else(|| BreakpointError::Undecodable { spec: spec(), addr })?;
             let handling = match A::classify(&insn) {
                 Handling::Refuse(reason) => {
                     let insn = A::text(&insn);
-                    return Err(PtraceError::Unsupported {
+                    return Err(BreakpointError::Unsupported {
                         spec: spec(),
                         insn,
                         reason,
@@ -865,7 +871,7 @@ impl<'a> Session<'a> {
         &mut self,
         pid: i32,
         lives: &mut [(usize, LivePoint<A>)],
-    ) -> Result<(), PtraceError> {
+    ) -> Result<(), BreakpointError> {
         let need_tramp = self.procs[&pid].inst.trampoline.is_none()
             && lives
                 .iter()
@@ -892,7 +898,7 @@ impl<'a> Session<'a> {
             let area = self.map_area(pid, tid, scratch, near, len)?;
             let proc = self.procs.get_mut(&pid).expect("known process");
             proc.inst.areas.push((area, len));
-            let sys = |source| PtraceError::Sys {
+            let sys = |source| BreakpointError::Sys {
                 what: "writing the slot area",
                 pid,
                 error: source,
@@ -907,13 +913,13 @@ impl<'a> Session<'a> {
                 let live = &mut lives[k].1;
                 if slot.abs_diff(live.addr) > SLOT_REACH {
                     let reason = format!("the nearest free area was at {area:#x}, too far away");
-                    return Err(PtraceError::SlotArea {
+                    return Err(BreakpointError::SlotArea {
                         pid,
                         addr: live.addr,
                         reason,
                     });
                 }
-                let unsupported = |reason| PtraceError::Unsupported {
+                let unsupported = |reason| BreakpointError::Unsupported {
                     spec: spec.clone(),
                     insn: A::text(&live.insn),
                     reason,
@@ -947,7 +953,7 @@ impl<'a> Session<'a> {
         scratch: u64,
         near: u64,
         len: u64,
-    ) -> Result<u64, PtraceError> {
+    ) -> Result<u64, BreakpointError> {
         let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let base = near & !0xfff;
@@ -971,7 +977,7 @@ impl<'a> Session<'a> {
             }
             last = io::Error::from_raw_os_error(-r as i32).to_string();
         }
-        Err(PtraceError::SlotArea {
+        Err(BreakpointError::SlotArea {
             pid,
             addr: near,
             reason: format!("mmap failed: {last}"),
@@ -987,8 +993,8 @@ impl<'a> Session<'a> {
         at: u64,
         nr: u64,
         args: [u64; 6],
-    ) -> Result<i64, PtraceError> {
-        let sys = |what, source| PtraceError::Sys {
+    ) -> Result<i64, BreakpointError> {
+        let sys = |what, source| BreakpointError::Sys {
             what,
             pid: tid,
             error: source,
@@ -1013,7 +1019,7 @@ impl<'a> Session<'a> {
         for _ in 0..1000 {
             // SAFETY: single-stepping a stopped tracee; no pointers.
             if unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0) } < 0 {
-                return Err(PtraceError::last("PTRACE_SINGLESTEP", tid));
+                return Err(BreakpointError::last("PTRACE_SINGLESTEP", tid));
             }
             let status = waitpid(tid, libc::__WALL)?;
             if !libc::WIFSTOPPED(status) {
@@ -1066,7 +1072,7 @@ impl<'a> Session<'a> {
     }
 
     /// Stops every thread, puts everything back, and lets go.
-    fn detach_all(&mut self, on_hit: &mut dyn FnMut(&HitEvent)) -> Result<(), PtraceError> {
+    fn detach_all(&mut self, on_hit: &mut dyn FnMut(&HitEvent)) -> Result<(), BreakpointError> {
         self.stop_all(on_hit)?;
         let mut first_err = None;
         let pids: Vec<i32> = self.procs.keys().copied().collect();
@@ -1093,14 +1099,14 @@ impl<'a> Session<'a> {
     }
 
     /// Brings every traced thread into a ptrace stop, handling what they report meanwhile.
-    fn stop_all(&mut self, on_hit: &mut dyn FnMut(&HitEvent)) -> Result<(), PtraceError> {
+    fn stop_all(&mut self, on_hit: &mut dyn FnMut(&HitEvent)) -> Result<(), BreakpointError> {
         self.holding = true;
         let r = self.stop_all_inner(on_hit);
         self.holding = false;
         r
     }
 
-    fn stop_all_inner(&mut self, on_hit: &mut dyn FnMut(&HitEvent)) -> Result<(), PtraceError> {
+    fn stop_all_inner(&mut self, on_hit: &mut dyn FnMut(&HitEvent)) -> Result<(), BreakpointError> {
         loop {
             let running: Vec<i32> = self
                 .threads
@@ -1129,7 +1135,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn restore_proc(&mut self, pid: i32) -> Result<(), PtraceError> {
+    fn restore_proc(&mut self, pid: i32) -> Result<(), BreakpointError> {
         let tids: Vec<i32> = self
             .threads
             .iter()
@@ -1139,7 +1145,7 @@ impl<'a> Session<'a> {
         let Some(proc) = self.procs.get_mut(&pid) else {
             return Ok(());
         };
-        let sys = |source| PtraceError::Sys {
+        let sys = |source| BreakpointError::Sys {
             what: "restoring the tracee",
             pid,
             error: source,
@@ -1215,7 +1221,7 @@ fn is_stop_signal(sig: i32) -> bool {
     )
 }
 
-fn seize(tid: i32) -> Result<(), PtraceError> {
+fn seize(tid: i32) -> Result<(), BreakpointError> {
     // SAFETY: PTRACE_SEIZE takes the options as data; no pointers.
     let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0, OPTIONS as libc::c_long) };
     if r == 0 {
@@ -1223,8 +1229,8 @@ fn seize(tid: i32) -> Result<(), PtraceError> {
     }
     let source = io::Error::last_os_error();
     Err(match source.raw_os_error() {
-        Some(libc::ESRCH) => PtraceError::NoSuchProcess(tid),
-        Some(libc::EPERM) => PtraceError::PermissionDenied {
+        Some(libc::ESRCH) => BreakpointError::NoSuchProcess(tid),
+        Some(libc::EPERM) => BreakpointError::PermissionDenied {
             pid: tid,
             scope: match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
                 Ok(v) if v.trim() != "0" => format!(
@@ -1235,7 +1241,7 @@ fn seize(tid: i32) -> Result<(), PtraceError> {
             },
             error: source,
         },
-        _ => PtraceError::Sys {
+        _ => BreakpointError::Sys {
             what: "PTRACE_SEIZE",
             pid: tid,
             error: source,
@@ -1243,7 +1249,7 @@ fn seize(tid: i32) -> Result<(), PtraceError> {
     })
 }
 
-fn waitpid(pid: i32, flags: libc::c_int) -> Result<i32, PtraceError> {
+fn waitpid(pid: i32, flags: libc::c_int) -> Result<i32, BreakpointError> {
     let mut status = 0;
     loop {
         // SAFETY: status is a valid out pointer.
@@ -1252,7 +1258,7 @@ fn waitpid(pid: i32, flags: libc::c_int) -> Result<i32, PtraceError> {
             return Ok(status);
         }
         if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(PtraceError::last("waitpid", pid));
+            return Err(BreakpointError::last("waitpid", pid));
         }
     }
 }
@@ -1260,7 +1266,7 @@ fn waitpid(pid: i32, flags: libc::c_int) -> Result<i32, PtraceError> {
 /// Waits for any tracee event, first polling for up to `spin`: a tracer that is still on CPU
 /// when the next stop comes saves the wake-up of an idle CPU (measured: 55 → 22 µs per hit on
 /// an idle 2-CPU VM, unpinned).
-fn waitpid_any(spin: Duration) -> Result<(i32, i32), PtraceError> {
+fn waitpid_any(spin: Duration) -> Result<(i32, i32), BreakpointError> {
     let mut status = 0;
     if !spin.is_zero() {
         let t0 = Instant::now();
@@ -1271,7 +1277,7 @@ fn waitpid_any(spin: Duration) -> Result<(i32, i32), PtraceError> {
                 return Ok((r, status));
             }
             if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                return Err(PtraceError::last("waitpid", -1));
+                return Err(BreakpointError::last("waitpid", -1));
             }
             std::hint::spin_loop();
         }
@@ -1284,12 +1290,12 @@ fn waitpid_any(spin: Duration) -> Result<(i32, i32), PtraceError> {
             return Ok((r, status));
         }
         if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(PtraceError::last("waitpid", -1));
+            return Err(BreakpointError::last("waitpid", -1));
         }
     }
 }
 
-fn event_msg(tid: i32) -> Result<u64, PtraceError> {
+fn event_msg(tid: i32) -> Result<u64, BreakpointError> {
     let mut msg: libc::c_ulong = 0;
     // SAFETY: PTRACE_GETEVENTMSG writes one c_ulong to the pointer.
     if unsafe {
@@ -1301,7 +1307,7 @@ fn event_msg(tid: i32) -> Result<u64, PtraceError> {
         )
     } < 0
     {
-        return Err(PtraceError::last("PTRACE_GETEVENTMSG", tid));
+        return Err(BreakpointError::last("PTRACE_GETEVENTMSG", tid));
     }
     Ok(msg)
 }
@@ -1408,14 +1414,14 @@ fn pin(tid: i32, cpu: usize) -> Option<libc::cpu_set_t> {
     }
 }
 
-fn pin_self(cpu: usize) -> Result<libc::cpu_set_t, PtraceError> {
+fn pin_self(cpu: usize) -> Result<libc::cpu_set_t, BreakpointError> {
     let set = cpu_set(cpu);
     // SAFETY: zeroed cpu_set_t is valid; the calls read/write exactly one set; 0 = this thread.
     unsafe {
         let mut old: libc::cpu_set_t = std::mem::zeroed();
         libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut old);
         if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(PtraceError::last(
+            return Err(BreakpointError::last(
                 "pinning to the requested CPU (does it exist?)",
                 0,
             ));
@@ -1493,16 +1499,16 @@ fn fork_stopped_child(
 
 /// Forks a child that exits as soon as its pipe is written or closed: the tracer blocks in
 /// waitpid, and this child's exit is what wakes it when the stop flag is set.
-fn spawn_waker() -> Result<(i32, OwnedFd), PtraceError> {
+fn spawn_waker() -> Result<(i32, OwnedFd), BreakpointError> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid 2-int array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(PtraceError::last("pipe", 0));
+        return Err(BreakpointError::last("pipe", 0));
     }
     // SAFETY: the child only calls read and _exit (async-signal-safe).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(PtraceError::last("fork", 0));
+        return Err(BreakpointError::last("fork", 0));
     }
     if pid == 0 {
         // SAFETY: in the child: close the write end, block until a byte or EOF, exit.
