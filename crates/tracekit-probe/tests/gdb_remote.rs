@@ -9,7 +9,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use object::{Object, ObjectSection, ObjectSymbol};
-use tracekit_probe::breakpoint::arch::loongarch64::Regs;
+use tracekit_probe::breakpoint::arch::Arch;
+use tracekit_probe::breakpoint::arch::loongarch64::{LoongArch64, Regs};
 use tracekit_probe::breakpoint::transport::gdb::remote::{GdbRemote, InterruptBy, StopReply};
 use tracekit_probe::breakpoint::transport::{Memory, Registers};
 use tracekit_probe::testdata::qemu::Qemu;
@@ -23,8 +24,6 @@ const fn ori_a0(n: u32) -> u32 {
     0x0380_0004 | (n << 10)
 }
 const NR_GETPID: u64 = 172;
-const NR_MMAP: u64 = 222;
-const NR_MPROTECT: u64 = 226;
 const A0: usize = 4;
 const A7: usize = 11;
 const RA: usize = 1;
@@ -128,7 +127,12 @@ fn inject(r: &mut GdbRemote, at: u64, nr: u64, args: [u64; 6]) -> u64 {
 
 fn mmap_rwx(r: &mut GdbRemote, elf: &Elf) -> u64 {
     let at = elf.find(SYSCALL_0)[0];
-    let page = inject(r, at, NR_MMAP, [0, 0x4000, 7, 0x22, u64::MAX, 0]);
+    let page = inject(
+        r,
+        at,
+        LoongArch64::NR_MMAP,
+        [0, 0x4000, 7, 0x22, u64::MAX, 0],
+    );
     assert_eq!(page % 0x4000, 0, "mmap returned a page: 0x{page:x}");
     assert!(page < u64::MAX - 4095, "mmap failed: {}", page as i64);
     page
@@ -281,7 +285,12 @@ fn a_fresh_page_is_writable_until_it_runs_then_after_mprotect() {
 
     let at = elf.find(SYSCALL_0)[0];
     assert_eq!(
-        inject(&mut r, at, NR_MPROTECT, [page, 0x4000, 7, 0, 0, 0]),
+        inject(
+            &mut r,
+            at,
+            LoongArch64::NR_MPROTECT,
+            [page, 0x4000, 7, 0, 0, 0]
+        ),
         0
     );
     r.write(page, &code(&[ori_a0(43)])).unwrap();

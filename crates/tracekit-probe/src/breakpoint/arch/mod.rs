@@ -62,6 +62,17 @@ pub trait Arch: 'static {
     const MAX_INSN_LEN: usize;
     /// Bytes reserved per slot (the copy, its way back, alignment).
     const SLOT_SIZE: u64;
+    /// How far (either way) a slot may be from the instruction it copies and still jump back
+    /// to it directly, its PC-relative forms re-encoded: the reach of the architecture's
+    /// relative jump, with a margin. Slots farther away return through a breakpoint, or (when
+    /// the copy itself needs the reach) cannot be used.
+    const SLOT_REACH: u64;
+    /// The `mmap` system call number (transports inject it to map the slot area).
+    const NR_MMAP: u64;
+    /// The `mprotect` system call number.
+    const NR_MPROTECT: u64;
+    /// The `munmap` system call number (the slot area is unmapped at detach).
+    const NR_MUNMAP: u64;
 
     /// Decodes the instruction at the start of `code`, which sits at `addr`.
     fn decode(code: &[u8], addr: u64) -> Option<Self::Insn>;

@@ -37,6 +37,12 @@ impl Arch for X86_64 {
     const SYSCALL: &'static [u8] = &[0x0f, 0x05];
     const MAX_INSN_LEN: usize = 15;
     const SLOT_SIZE: u64 = 64;
+    // rel32: ±2 GiB, less a margin for the slot area's own size.
+    const SLOT_REACH: u64 = 0x7000_0000;
+    // arch/x86/entry/syscalls/syscall_64.tbl (not libc's, which are the host's).
+    const NR_MMAP: u64 = 9;
+    const NR_MPROTECT: u64 = 10;
+    const NR_MUNMAP: u64 = 11;
 
     fn decode(code: &[u8], addr: u64) -> Option<Instruction> {
         let mut d = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);

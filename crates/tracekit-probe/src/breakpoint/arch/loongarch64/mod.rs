@@ -482,6 +482,12 @@ impl Arch for LoongArch64 {
     const SYSCALL: &'static [u8] = &SYSCALL_WORD.to_le_bytes();
     const MAX_INSN_LEN: usize = 4;
     const SLOT_SIZE: u64 = 16;
+    // `b`: a signed 26-bit word offset, ±128 MiB, less one instruction.
+    const SLOT_REACH: u64 = (1 << 27) - 8;
+    // The generic system call table (asm-generic/unistd.h), as on every new architecture.
+    const NR_MMAP: u64 = 222;
+    const NR_MPROTECT: u64 = 226;
+    const NR_MUNMAP: u64 = 215;
 
     fn decode(code: &[u8], addr: u64) -> Option<Insn> {
         let bytes = code.get(..4)?.try_into().ok()?;

@@ -43,9 +43,6 @@ pub struct QemuOptions {
 
 const SIGTRAP: u8 = 5;
 const SIGINT: u8 = 2;
-const NR_MMAP: u64 = 222;
-const NR_MPROTECT: u64 = 226;
-const NR_MUNMAP: u64 = 215;
 const PAGE: u64 = 0x4000;
 
 /// Runs `probes` on the LoongArch64 program waiting under `qemu-loongarch64-static -g PORT`
@@ -231,7 +228,7 @@ impl Session {
             // W^X before it runs, as the kernel's uprobe XOL area: the program cannot overwrite
             // its slots by accident, and the stub can never write a page QEMU translated.
             let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
-            self.inject_syscall(NR_MPROTECT, [page, PAGE, prot, 0, 0, 0], "mprotect")?;
+            self.inject_syscall(A::NR_MPROTECT, [page, PAGE, prot, 0, 0, 0], "mprotect")?;
             self.inst.areas.push((page, PAGE));
         }
         for p in self.inst.points.iter().flatten() {
@@ -245,7 +242,7 @@ impl Session {
     /// `b` back when the slot is within its reach (one stop per hit), else `break 0`.
     fn slot_return_for(&self, slot: u64, original: u64) -> SlotReturn {
         let wanted = self.engine.slot_return;
-        let reach = slot.abs_diff(original) < (1 << 27) - 8;
+        let reach = slot.abs_diff(original) < A::SLOT_REACH;
         if wanted == SlotReturn::Jump && reach {
             SlotReturn::Jump
         } else {
@@ -278,7 +275,8 @@ impl Session {
         let hint = (near + 0x400_0000) & !(PAGE - 1);
         let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let page = self.inject_syscall(NR_MMAP, [hint, PAGE, prot, flags, u64::MAX, 0], "mmap")?;
+        let page =
+            self.inject_syscall(A::NR_MMAP, [hint, PAGE, prot, flags, u64::MAX, 0], "mmap")?;
         Ok(page as u64)
     }
 
@@ -400,7 +398,7 @@ impl Session {
         } else if let Some(&(page, len)) = self.inst.areas.first() {
             // Nothing can reach the page any more: take it out, so the program is left as it
             // was found.
-            self.inject_syscall(NR_MUNMAP, [page, len, 0, 0, 0, 0], "munmap")?;
+            self.inject_syscall(A::NR_MUNMAP, [page, len, 0, 0, 0, 0], "munmap")?;
             self.inst.areas.clear();
         }
         self.remote.detach().map_err(gdb("detaching"))?;

@@ -31,9 +31,6 @@ const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 /// How long the tracer polls for the next stop before sleeping, when not pinned.
 const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
-/// How far a slot may be from the code it copies (RIP-relative reach, with a margin).
-const SLOT_REACH: u64 = 0x7000_0000;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ProcPhase {
     /// Spawned, before its exec: nothing to place yet.
@@ -881,7 +878,7 @@ impl<'a> Session<'a> {
             let addr = lives[k].1.addr;
             match clusters
                 .iter_mut()
-                .find(|c| lives[c[0]].1.addr.abs_diff(addr) < SLOT_REACH / 2)
+                .find(|c| lives[c[0]].1.addr.abs_diff(addr) < A::SLOT_REACH / 2)
             {
                 Some(c) => c.push(k),
                 None => clusters.push(vec![k]),
@@ -911,7 +908,7 @@ impl<'a> Session<'a> {
                 let slot = area + 16 + A::SLOT_SIZE * m as u64;
                 let spec = self.engine.table.points[lives[k].0].spec.clone();
                 let live = &mut lives[k].1;
-                if slot.abs_diff(live.addr) > SLOT_REACH {
+                if slot.abs_diff(live.addr) > A::SLOT_REACH {
                     let reason = format!("the nearest free area was at {area:#x}, too far away");
                     return Err(BreakpointError::SlotArea {
                         pid,
@@ -969,7 +966,7 @@ impl<'a> Session<'a> {
                 pid,
                 tid,
                 scratch,
-                libc::SYS_mmap as u64,
+                A::NR_MMAP,
                 [hint, len, prot, flags | MAP_FIXED_NOREPLACE, u64::MAX, 0],
             )?;
             if r >= 0 {
@@ -1184,13 +1181,8 @@ impl<'a> Session<'a> {
             return Ok(());
         };
         for (addr, len) in areas {
-            let r = self.inject_syscall(
-                pid,
-                tids[0],
-                scratch,
-                libc::SYS_munmap as u64,
-                [addr, len, 0, 0, 0, 0],
-            )?;
+            let r =
+                self.inject_syscall(pid, tids[0], scratch, A::NR_MUNMAP, [addr, len, 0, 0, 0, 0])?;
             if r < 0 {
                 self.warnings.push(format!(
                     "munmap of the slot area in {pid} failed: {}",
