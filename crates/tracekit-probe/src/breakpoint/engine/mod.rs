@@ -6,6 +6,8 @@
 //! slot's breakpoint runs the post-handler and resumes after the original instruction; a trap
 //! on the return trampoline pops the thread's saved return address and records the latency.
 
+pub mod place;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -136,14 +138,7 @@ fn check<A: Arch>(r: &ResolvedProbe) -> Result<(), BreakpointError> {
             spec: spec.clone(),
             addr: r.vaddr,
         })?;
-    if let Handling::Refuse(reason) = A::classify(&insn) {
-        return Err(BreakpointError::Unsupported {
-            spec,
-            insn: A::text(&insn),
-            reason,
-        });
-    }
-    Ok(())
+    place::handling::<A>(&spec, &insn, false).map(drop)
 }
 
 /// A breakpoint as placed in one process.

@@ -23,7 +23,9 @@ use super::remote::{GdbRemote, StopReply};
 use crate::breakpoint::BreakpointError;
 use crate::breakpoint::arch::loongarch64::{Class, LoongArch64, SYSCALL_WORD};
 use crate::breakpoint::arch::{Arch, Handling, SlotReturn};
-use crate::breakpoint::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
+use crate::breakpoint::engine::{
+    Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap, place,
+};
 use crate::breakpoint::transport::{Memory, Registers};
 use crate::event::{ExitStatus, HitEvent, Outcome};
 use crate::symbols::ResolvedProbe;
@@ -181,8 +183,9 @@ impl Session {
         };
         let mut image = Vec::new();
         for (i, insn) in live {
-            let handling = A::classify(&insn);
+            let handling = place::handling::<A>(&points[i].spec, &insn, false)?;
             let (mut slot, mut ret) = (None, SlotReturn::Jump);
+            let mut copy_len = 0;
             if handling == Handling::OutOfLine {
                 let page = page.expect("mapped when a slot is needed");
                 let at = page + image.len() as u64;
@@ -193,14 +196,9 @@ impl Session {
                         points[i].spec
                     ));
                 }
-                let bytes = A::prepare_slot(&insn, at, ret).map_err(|reason| {
-                    BreakpointError::Unsupported {
-                        spec: points[i].spec.clone(),
-                        insn: A::text(&insn),
-                        reason,
-                    }
-                })?;
-                image.extend_from_slice(&bytes);
+                let slot_image = place::slot_image::<A>(&points[i].spec, &insn, at, ret)?;
+                image.extend_from_slice(&slot_image.bytes);
+                copy_len = slot_image.copy_len;
                 image.resize(image.len().next_multiple_of(A::SLOT_SIZE as usize), 0);
                 slot = Some(at);
             }
@@ -211,7 +209,7 @@ impl Session {
                 insn,
                 handling,
                 slot,
-                slot_copy_len: 4,
+                slot_copy_len: copy_len,
             };
             self.inst.add(i, live, ret);
         }

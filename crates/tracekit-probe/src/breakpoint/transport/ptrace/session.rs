@@ -15,7 +15,9 @@ use super::{PtraceOptions, Target};
 use crate::breakpoint::BreakpointError;
 use crate::breakpoint::arch::x86_64::X86_64;
 use crate::breakpoint::arch::{Arch, Handling, SlotReturn};
-use crate::breakpoint::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
+use crate::breakpoint::engine::{
+    Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap, place,
+};
 use crate::breakpoint::transport::{Memory, Registers};
 use crate::event::{ExitStatus, HitEvent, Outcome};
 
@@ -834,20 +836,7 @@ impl<'a> Session<'a> {
             }
             let insn = A::decode(&code, addr)
                 .ok_or_else(|| BreakpointError::Undecodable { spec: spec(), addr })?;
-            let handling = match A::classify(&insn) {
-                Handling::Refuse(reason) => {
-                    let insn = A::text(&insn);
-                    return Err(BreakpointError::Unsupported {
-                        spec: spec(),
-                        insn,
-                        reason,
-                    });
-                }
-                Handling::Simulate if self.opts.no_simulate && !A::must_simulate(&insn) => {
-                    Handling::OutOfLine
-                }
-                h => h,
-            };
+            let handling = place::handling::<A>(&def.spec, &insn, self.opts.no_simulate)?;
             let orig = code[..A::BREAKPOINT.len()].to_vec();
             let live = LivePoint {
                 addr,
@@ -916,19 +905,11 @@ impl<'a> Session<'a> {
                         reason,
                     });
                 }
-                let unsupported = |reason| BreakpointError::Unsupported {
-                    spec: spec.clone(),
-                    insn: A::text(&live.insn),
-                    reason,
-                };
-                let bytes = A::prepare_slot(&live.insn, slot, self.engine.slot_return)
-                    .map_err(unsupported)?;
-                // Where the way back starts: the copy's length at this address.
-                let with_bp = A::prepare_slot(&live.insn, slot, SlotReturn::Breakpoint)
-                    .map_err(unsupported)?;
-                proc.mem.write(slot, &bytes).map_err(sys)?;
+                let image =
+                    place::slot_image::<A>(&spec, &live.insn, slot, self.engine.slot_return)?;
+                proc.mem.write(slot, &image.bytes).map_err(sys)?;
                 live.slot = Some(slot);
-                live.slot_copy_len = (with_bp.len() - A::BREAKPOINT.len()) as u64;
+                live.slot_copy_len = image.copy_len;
             }
         }
         Ok(())
