@@ -1,0 +1,201 @@
+//! Placing the probes in one process: reading and classifying each point, mapping slot areas
+//! near the code (with an injected `mmap`), writing slots and breakpoints.
+
+use super::*;
+use crate::breakpoint::engine::place;
+
+impl Session<'_> {
+    /// Places every probe whose binary `pid` maps and that is not placed yet; while some
+    /// remain, watches the dynamic loader for them. Every thread of `pid` must be stopped.
+    pub(super) fn install(&mut self, pid: i32) -> Result<(), BreakpointError> {
+        let mut lives = self.decode_points(pid)?;
+        if !lives.is_empty() {
+            self.place_slots(pid, &mut lives)?;
+            self.arm(pid, lives)?;
+        }
+        self.update_loader_hook(pid);
+        Ok(())
+    }
+
+    /// Writes the breakpoints of decoded, slotted points.
+    pub(super) fn arm(
+        &mut self,
+        pid: i32,
+        lives: Vec<(usize, LivePoint<A>)>,
+    ) -> Result<(), BreakpointError> {
+        let proc = self.procs.get_mut(&pid).expect("known process");
+        for (i, live) in lives {
+            proc.mem
+                .write(live.addr, A::BREAKPOINT)
+                .map_err(|source| BreakpointError::Sys {
+                    what: "writing a breakpoint",
+                    pid,
+                    error: source,
+                })?;
+            proc.inst.add(i, live, self.engine.slot_return);
+            self.placed[i] = true;
+        }
+        Ok(())
+    }
+
+    /// Finds, reads and classifies every point mapped in `pid` (decoded at its runtime
+    /// address, from the bytes really there).
+    pub(super) fn decode_points(
+        &mut self,
+        pid: i32,
+    ) -> Result<Vec<(usize, LivePoint<A>)>, BreakpointError> {
+        let proc = self.procs.get_mut(&pid).expect("known process");
+        let mut lives = Vec::new();
+        for (i, def) in self.engine.table.points.iter().enumerate() {
+            if proc.inst.points[i].is_some() {
+                continue;
+            }
+            let Ok(addr) =
+                crate::symbols::runtime_address(pid as u32, &def.binary, def.file_offset)
+            else {
+                continue; // Not mapped in this image (yet): a later exec may map it.
+            };
+            let spec = || def.spec.clone();
+            let mut code = vec![0u8; A::MAX_INSN_LEN];
+            if proc.mem.read(addr, &mut code).is_err() {
+                // The function ends near the end of its mapping: the instruction is shorter.
+                code.truncate(1);
+                proc.mem
+                    .read(addr, &mut code)
+                    .map_err(|source| BreakpointError::Sys {
+                        what: "reading the probed code",
+                        pid,
+                        error: source,
+                    })?;
+            }
+            if code.starts_with(A::BREAKPOINT) {
+                return Err(BreakpointError::AlreadyBreakpoint { spec: spec(), addr });
+            }
+            let insn = A::decode(&code, addr)
+                .ok_or_else(|| BreakpointError::Undecodable { spec: spec(), addr })?;
+            let handling = place::handling::<A>(&def.spec, &insn, self.opts.no_simulate)?;
+            let orig = code[..A::BREAKPOINT.len()].to_vec();
+            let live = LivePoint {
+                addr,
+                orig,
+                insn,
+                handling,
+                slot: None,
+                slot_copy_len: 0,
+            };
+            lives.push((i, live));
+        }
+        Ok(lives)
+    }
+
+    /// Maps slot areas (one per cluster of out-of-line points, so that each slot is within
+    /// RIP-relative reach of its original) and writes the trampoline and the slots.
+    pub(super) fn place_slots(
+        &mut self,
+        pid: i32,
+        lives: &mut [(usize, LivePoint<A>)],
+    ) -> Result<(), BreakpointError> {
+        let need_tramp = self.procs[&pid].inst.trampoline.is_none()
+            && lives
+                .iter()
+                .any(|(i, _)| !self.engine.table.points[*i].returns.is_empty());
+        let mut clusters: Vec<Vec<usize>> = Vec::new();
+        for k in (0..lives.len()).filter(|&k| lives[k].1.handling == Handling::OutOfLine) {
+            let addr = lives[k].1.addr;
+            match clusters
+                .iter_mut()
+                .find(|c| lives[c[0]].1.addr.abs_diff(addr) < A::SLOT_REACH / 2)
+            {
+                Some(c) => c.push(k),
+                None => clusters.push(vec![k]),
+            }
+        }
+        if need_tramp && clusters.is_empty() {
+            clusters.push(vec![]);
+        }
+        let tid = self.any_stopped_thread(pid);
+        let scratch = lives[0].1.addr;
+        for (n, cluster) in clusters.iter().enumerate() {
+            let near = cluster.first().map_or(scratch, |&k| lives[k].1.addr);
+            let len = (16 + A::SLOT_SIZE * cluster.len() as u64).div_ceil(4096) * 4096;
+            let area = self.map_area(pid, tid, scratch, near, len)?;
+            let proc = self.procs.get_mut(&pid).expect("known process");
+            proc.inst.areas.push((area, len));
+            let sys = |source| BreakpointError::Sys {
+                what: "writing the slot area",
+                pid,
+                error: source,
+            };
+            if need_tramp && n == 0 {
+                proc.mem.write(area, A::BREAKPOINT).map_err(sys)?;
+                proc.inst.trampoline = Some(area);
+            }
+            for (m, &k) in cluster.iter().enumerate() {
+                let slot = area + 16 + A::SLOT_SIZE * m as u64;
+                let spec = self.engine.table.points[lives[k].0].spec.clone();
+                let live = &mut lives[k].1;
+                if slot.abs_diff(live.addr) > A::SLOT_REACH {
+                    let reason = format!("the nearest free area was at {area:#x}, too far away");
+                    return Err(BreakpointError::SlotArea {
+                        pid,
+                        addr: live.addr,
+                        reason,
+                    });
+                }
+                let image =
+                    place::slot_image::<A>(&spec, &live.insn, slot, self.engine.slot_return)?;
+                proc.mem.write(slot, &image.bytes).map_err(sys)?;
+                live.slot = Some(slot);
+                live.slot_copy_len = image.copy_len;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn any_stopped_thread(&self, pid: i32) -> i32 {
+        self.threads
+            .iter()
+            .find(|(_, t)| t.tgid == pid && t.stopped)
+            .map(|(&tid, _)| tid)
+            .expect("install runs with the process stopped")
+    }
+
+    /// Maps an executable area near `near` by making thread `tid` run `mmap` from `scratch`.
+    pub(super) fn map_area(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        scratch: u64,
+        near: u64,
+        len: u64,
+    ) -> Result<u64, BreakpointError> {
+        let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let base = near & !0xfff;
+        let hints = [
+            base.wrapping_sub(0x100_0000),
+            base.wrapping_sub(0x1000_0000),
+            base + 0x1000_0000,
+            base.wrapping_sub(0x4000_0000),
+        ];
+        let mut last = String::new();
+        for hint in hints {
+            let r = self.inject_syscall(
+                pid,
+                tid,
+                scratch,
+                A::NR_MMAP,
+                [hint, len, prot, flags | MAP_FIXED_NOREPLACE, u64::MAX, 0],
+            )?;
+            if r >= 0 {
+                return Ok(r as u64);
+            }
+            last = io::Error::from_raw_os_error(-r as i32).to_string();
+        }
+        Err(BreakpointError::SlotArea {
+            pid,
+            addr: near,
+            reason: format!("mmap failed: {last}"),
+        })
+    }
+}
