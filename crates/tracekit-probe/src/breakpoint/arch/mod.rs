@@ -45,8 +45,10 @@ pub enum ReturnSlot {
     Register,
 }
 
-/// An instruction set, as the probe engine needs it.
-pub trait Arch: 'static {
+/// An instruction set, as the probe engine needs it. Implemented by a unit type naming the
+/// architecture (`Copy + Debug`, so that the engine's and transports' types generic over it
+/// derive `Clone` and `Debug`).
+pub trait Arch: Copy + Debug + 'static {
     /// A thread's general registers.
     type Regs: Copy + Debug;
     /// One decoded instruction (knows its address and length).

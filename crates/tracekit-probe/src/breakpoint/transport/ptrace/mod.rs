@@ -1,8 +1,11 @@
-//! The ptrace transport: the breakpoint engine on a local x86-64 process.
+//! The ptrace transport: the breakpoint engine on a local process.
 //!
 //! [`PtraceTarget`] reaches a stopped thread's registers and the process's memory; `session`
 //! is the event loop (spawn/attach, threads, forks, signals, the injected `mmap` for the slot
-//! area, detach).
+//! area, detach). The session is generic over the [`Arch`](crate::breakpoint::arch::Arch)
+//! whose registers [`PtraceTarget`] maps; [`run`] names the host's, x86-64, the one mapping
+//! there is (`user_regs_struct`). Another host architecture is its `Registers` mapping in
+//! `target.rs` and its name in [`run`].
 
 mod session;
 mod target;
@@ -83,6 +86,7 @@ pub fn run(
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
 ) -> Result<Outcome, BreakpointError> {
+    // The host's architecture: ptrace reaches only the tracer's own instruction set.
     let table = ProbeTable::<X86_64>::new(probes)?;
     session::Session::run(table, target, opts, stop, on_hit)
 }

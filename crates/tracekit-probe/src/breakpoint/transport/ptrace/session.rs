@@ -26,15 +26,12 @@ use std::time::{Duration, Instant};
 use super::target::PtraceTarget;
 use super::{PtraceOptions, Target};
 use crate::breakpoint::BreakpointError;
-use crate::breakpoint::arch::x86_64::X86_64;
 use crate::breakpoint::arch::{Arch, Handling, SlotReturn};
 use crate::breakpoint::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
 use crate::breakpoint::transport::{Memory, Registers};
 use crate::event::{ExitStatus, HitEvent, Outcome};
 use affinity::*;
 use tracees::*;
-
-type A = X86_64;
 
 const OPTIONS: libc::c_int = libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEFORK
@@ -56,7 +53,7 @@ enum ProcPhase {
     Live,
 }
 
-struct Proc {
+struct Proc<A: Arch> {
     mem: PtraceTarget,
     inst: Installed<A>,
     phase: ProcPhase,
@@ -64,13 +61,13 @@ struct Proc {
     /// the slot area must stay mapped after detach.
     keep_slots: bool,
     /// The dynamic loader's breakpoint (r_brk), while some probe waits for its library.
-    loader: Option<LoaderHook>,
+    loader: Option<LoaderHook<A>>,
 }
 
 /// glibc's `r_debug.r_brk`: the function the dynamic loader calls after changing the list of
 /// loaded objects (as gdb uses it). A breakpoint there lets probes go into `dlopen`ed libraries.
 #[derive(Debug, Clone)]
-struct LoaderHook {
+struct LoaderHook<A: Arch> {
     r_debug: u64,
     addr: u64,
     orig: Vec<u8>,
@@ -92,10 +89,10 @@ struct Thread {
 }
 
 /// One run of the engine.
-pub(super) struct Session<'a> {
+pub(super) struct Session<'a, A: Arch> {
     engine: Engine<A>,
     opts: &'a PtraceOptions,
-    procs: HashMap<i32, Proc>,
+    procs: HashMap<i32, Proc<A>>,
     threads: HashMap<i32, Thread>,
     main_pid: i32,
     spawned: bool,
@@ -117,7 +114,10 @@ pub(super) struct Session<'a> {
     saved_affinity: Option<libc::cpu_set_t>,
 }
 
-impl<'a> Session<'a> {
+impl<'a, A: Arch> Session<'a, A>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
     pub(super) fn run(
         table: ProbeTable<A>,
         target: Target,

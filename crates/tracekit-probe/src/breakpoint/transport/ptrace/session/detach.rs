@@ -3,7 +3,10 @@
 
 use super::*;
 
-impl Session<'_> {
+impl<A: Arch> Session<'_, A>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
     /// Stops every thread, puts everything back, and lets go.
     pub(super) fn detach_all(
         &mut self,

@@ -3,7 +3,10 @@
 
 use super::*;
 
-impl Session<'_> {
+impl<A: Arch> Session<'_, A>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
     /// Runs one system call in stopped thread `tid`, from a syscall instruction written
     /// temporarily at `at` (every thread of the process is stopped, so none can run it).
     pub(super) fn inject_syscall(

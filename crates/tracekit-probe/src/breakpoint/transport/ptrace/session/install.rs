@@ -4,7 +4,10 @@
 use super::*;
 use crate::breakpoint::engine::place;
 
-impl Session<'_> {
+impl<A: Arch> Session<'_, A>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
     /// Places every probe whose binary `pid` maps and that is not placed yet; while some
     /// remain, watches the dynamic loader for them. Every thread of `pid` must be stopped.
     pub(super) fn install(&mut self, pid: i32) -> Result<(), BreakpointError> {

@@ -3,7 +3,10 @@
 
 use super::*;
 
-impl Session<'_> {
+impl<A: Arch> Session<'_, A>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
     /// Sets the loader breakpoint while some probe is not placed in `pid`, removes it once
     /// every probe is. Failing to find the loader only costs `dlopen` support: a warning.
     pub(super) fn update_loader_hook(&mut self, pid: i32) {
@@ -83,7 +86,10 @@ impl Session<'_> {
 
 /// Finds glibc's `r_debug` through the program's `DT_DEBUG` entry (AT_PHDR, then PT_DYNAMIC,
 /// in memory) and the loader's `r_brk` in it. `None` for a program without a dynamic section.
-pub(super) fn find_loader_hook(mem: &mut PtraceTarget, pid: i32) -> io::Result<Option<LoaderHook>> {
+pub(super) fn find_loader_hook<A: Arch>(
+    mem: &mut PtraceTarget,
+    pid: i32,
+) -> io::Result<Option<LoaderHook<A>>> {
     const PT_DYNAMIC: u32 = 2;
     const PT_PHDR: u32 = 6;
     const DT_DEBUG: u64 = 21;

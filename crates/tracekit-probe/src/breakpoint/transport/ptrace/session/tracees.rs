@@ -3,7 +3,10 @@
 
 use super::*;
 
-impl Session<'_> {
+impl<A: Arch> Session<'_, A>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
     pub(super) fn spawn(
         &mut self,
         program: &Path,
@@ -266,7 +269,7 @@ impl Session<'_> {
     }
 }
 
-pub(super) fn clone_installed(inst: &Installed<A>, ret: SlotReturn) -> Installed<A> {
+pub(super) fn clone_installed<A: Arch>(inst: &Installed<A>, ret: SlotReturn) -> Installed<A> {
     let mut copy = Installed::new(inst.points.len());
     for (i, p) in inst.points.iter().enumerate() {
         if let Some(live) = p {
