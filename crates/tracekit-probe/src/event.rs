@@ -3,11 +3,29 @@
 //! The BPF engine and the breakpoint engines (ptrace, QEMU's gdb stub) fill the same types, so
 //! a caller (the CLI, [`crate::render`]) never needs to know which engine ran.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
+
 use crate::report::ProbeReport;
 use crate::spec::ProbeKind;
 
 /// How the traced process ended, if it did while traced (any engine).
 pub use tracekit_core::process::ExitStatus;
+
+/// What a local engine traces (the BPF engine and the ptrace transport; the ptrace transport
+/// has more forms of its own, which this converts into).
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Start this command, probe it from its start, report when it exits.
+    Command {
+        /// The program (looked up on `PATH` if it has no slash).
+        program: PathBuf,
+        /// Its arguments, without `argv[0]`.
+        args: Vec<OsString>,
+    },
+    /// A running process (all its threads), until it exits or the run is stopped.
+    Pid(u32),
+}
 
 /// One hit, for streaming (`--print`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,7 @@ pub mod symbols;
 #[cfg(feature = "testdata")]
 pub mod testdata;
 
-pub use event::{ExitStatus, HitEvent, Outcome};
+pub use event::{ExitStatus, HitEvent, Outcome, Target};
 pub use report::{ProbeReport, ProbeResult};
 pub use spec::{ProbeKind, ProbeLocation, ProbeSpec, SpecError};
 pub use symbols::{Lookup, ResolvedProbe, SymbolError, resolve, resolve_with};

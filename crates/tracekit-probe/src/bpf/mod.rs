@@ -10,7 +10,6 @@ pub mod kernel;
 pub mod launch;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
@@ -24,7 +23,7 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope
 use aya::{Ebpf, EbpfLoader, Pod};
 use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
-use crate::event::{ExitStatus, HitEvent, Outcome};
+use crate::event::{ExitStatus, HitEvent, Outcome, Target};
 use crate::report::{ProbeReport, ProbeResult};
 use crate::spec::ProbeKind;
 use crate::symbols::ResolvedProbe;
@@ -405,20 +404,6 @@ fn result_of<'a>(p: &ResolvedProbe, per_cpu: impl Iterator<Item = &'a KernelStat
         latency: is_return.then_some(latency),
         histogram: is_return.then_some(histogram),
     }
-}
-
-/// What to trace.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// Start this command, attach before it runs, report when it exits.
-    Command {
-        /// The program (looked up on `PATH` if it has no slash).
-        program: PathBuf,
-        /// Its arguments, without `argv[0]`.
-        args: Vec<OsString>,
-    },
-    /// A running process (all its threads), until it exits or the run is stopped.
-    Pid(u32),
 }
 
 /// Runs `probes` on `target` until it exits or `stop` becomes true, then detaches.

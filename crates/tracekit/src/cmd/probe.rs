@@ -14,7 +14,7 @@ use tracekit_probe::bpf::{self, BpfOptions};
 use tracekit_probe::breakpoint::transport::gdb::qemu;
 use tracekit_probe::breakpoint::transport::ptrace;
 use tracekit_probe::{
-    HitEvent, Lookup, Outcome, ProbeKind, ProbeSpec, ResolvedProbe, render, resolve_with,
+    HitEvent, Lookup, Outcome, ProbeKind, ProbeSpec, ResolvedProbe, Target, render, resolve_with,
 };
 
 /// Which probe engine runs the probes.
@@ -109,11 +109,9 @@ pub struct ProbeArgs {
 
 /// Where the probes run.
 enum Place {
-    /// A running process (`-p`).
-    Attach(u32),
-    /// A command the engine starts: the program as found on `PATH`, and its arguments.
-    Spawn(PathBuf, Vec<OsString>),
-    /// A LoongArch64 program under QEMU's gdb stub at `HOST:PORT`.
+    /// A local process, for either engine.
+    Local(Target),
+    /// QEMU's gdb stub at `HOST:PORT`.
     Qemu(String),
 }
 
@@ -126,10 +124,11 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         return Err(bpf::kernel::unavailable(&k.text).into());
     }
     let place = place(&args)?;
+    let spawned = matches!(place, Place::Local(Target::Command { .. }));
     let lookup = Lookup {
         pid: args.pid,
         command: match &place {
-            Place::Spawn(program, _) => Some(program.clone()),
+            Place::Local(Target::Command { program, .. }) => Some(program.clone()),
             _ => None,
         },
     };
@@ -143,7 +142,6 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let stop = crate::stop::flag_without_escape().context("cannot install the signal handler")?;
     // With a command, the report and streamed hits go to stderr (as with ltrace, strace and
     // perf trace, and `tracekit trace summary`), so the command's own output stays untouched.
-    let spawned = matches!(place, Place::Spawn(..));
     let out = if spawned {
         OutputTarget::new_or_stderr(args.output.as_deref())
     } else {
@@ -191,24 +189,22 @@ fn place(args: &ProbeArgs) -> anyhow::Result<Place> {
         }
         return Ok(Place::Qemu(address.to_owned()));
     }
-    match (args.pid, args.command.split_first()) {
-        (Some(pid), _) => {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                bail!(
-                    "no process with pid {pid}; check the pid with `ps` (the process may have exited)"
-                );
-            }
-            Ok(Place::Attach(pid))
+    Ok(Place::Local(match (args.pid, args.command.split_first()) {
+        (Some(pid), _) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            bail!(
+                "no process with pid {pid}; check the pid with `ps` (the process may have exited)"
+            )
         }
-        (None, Some((program, rest))) => {
-            let path = tracekit_core::process::find_program(std::path::Path::new(program))
-                .context("cannot run the command")?;
-            Ok(Place::Spawn(path, rest.to_vec()))
-        }
+        (Some(pid), _) => Target::Pid(pid),
+        (None, Some((program, rest))) => Target::Command {
+            program: tracekit_core::process::find_program(std::path::Path::new(program))
+                .context("cannot run the command")?,
+            args: rest.to_vec(),
+        },
         (None, None) => bail!(
             "nothing to trace: give -p PID, or a command after `--` (tracekit probe SPEC -- COMMAND ARGS...)"
         ),
-    }
+    }))
 }
 
 /// The one engine dispatch: `--target` decides the breakpoint engine under QEMU, otherwise
@@ -220,77 +216,44 @@ fn run_engine(
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
 ) -> anyhow::Result<Outcome> {
-    match (place, args.engine) {
-        (Place::Qemu(address), _) => {
+    let target = match place {
+        Place::Qemu(address) => {
             let opts = qemu::QemuOptions {
                 print: args.print,
                 ..Default::default()
             };
-            Ok(qemu::run(probes, address, &opts, stop, on_hit)?)
+            return Ok(qemu::run(probes, address, &opts, stop, on_hit)?);
         }
-        (_, Engine::Bpf) => run_bpf(place, probes, args, stop, on_hit),
-        (_, Engine::Ptrace) => run_ptrace(place, probes, args, stop, on_hit),
-        (_, Engine::Auto) => match run_bpf(place, probes, args, stop, on_hit) {
-            Err(e)
-                if e.downcast_ref::<bpf::BpfError>()
-                    .is_some_and(bpf::BpfError::is_refused) =>
-            {
-                eprintln!(
-                    "tracekit: BPF engine refused ({e:#}); falling back to the ptrace engine"
-                );
-                run_ptrace(place, probes, args, stop, on_hit)
-            }
-            r => r,
-        },
-    }
-}
-
-fn run_bpf(
-    place: &Place,
-    probes: &[ResolvedProbe],
-    args: &ProbeArgs,
-    stop: &AtomicBool,
-    on_hit: &mut dyn FnMut(&HitEvent),
-) -> anyhow::Result<Outcome> {
-    let target = match place {
-        Place::Attach(pid) => bpf::Target::Pid(*pid),
-        Place::Spawn(program, rest) => bpf::Target::Command {
-            program: program.clone(),
-            args: rest.clone(),
-        },
-        Place::Qemu(_) => unreachable!("QEMU runs the breakpoint engine"),
+        Place::Local(target) => target,
     };
-    let opts = BpfOptions {
+    let bpf_opts = BpfOptions {
         print: args.print,
         on_attached: args.pid.map(|_| attached as fn(usize)),
     };
-    Ok(bpf::run(probes, &target, &opts, stop, on_hit)?)
-}
-
-fn run_ptrace(
-    place: &Place,
-    probes: &[ResolvedProbe],
-    args: &ProbeArgs,
-    stop: &AtomicBool,
-    on_hit: &mut dyn FnMut(&HitEvent),
-) -> anyhow::Result<Outcome> {
-    let target = match place {
-        Place::Attach(pid) => {
-            ptrace::Target::Attach(i32::try_from(*pid).context("pid out of range")?)
-        }
-        Place::Spawn(program, rest) => ptrace::Target::Spawn {
-            program: program.clone(),
-            args: rest.clone(),
+    let run_ptrace = |on_hit: &mut dyn FnMut(&HitEvent)| -> anyhow::Result<Outcome> {
+        let opts = ptrace::PtraceOptions {
+            print: args.print,
+            pin_cpu: args.pin_cpu,
+            follow_forks: args.follow_forks,
+            ..Default::default()
+        };
+        let target = target.try_into().context("pid out of range")?;
+        Ok(ptrace::run(probes, target, &opts, stop, on_hit)?)
+    };
+    match args.engine {
+        Engine::Bpf => Ok(bpf::run(probes, target, &bpf_opts, stop, on_hit)?),
+        Engine::Ptrace => run_ptrace(on_hit),
+        Engine::Auto => match bpf::run(probes, target, &bpf_opts, stop, on_hit) {
+            Err(e) if e.is_refused() => {
+                let e = anyhow::Error::from(e);
+                eprintln!(
+                    "tracekit: BPF engine refused ({e:#}); falling back to the ptrace engine"
+                );
+                run_ptrace(on_hit)
+            }
+            r => Ok(r?),
         },
-        Place::Qemu(_) => unreachable!("QEMU runs the breakpoint engine"),
-    };
-    let opts = ptrace::PtraceOptions {
-        print: args.print,
-        pin_cpu: args.pin_cpu,
-        follow_forks: args.follow_forks,
-        ..Default::default()
-    };
-    Ok(ptrace::run(probes, target, &opts, stop, on_hit)?)
+    }
 }
 
 /// With -p the user starts the workload (or a test releases it) once this is printed.

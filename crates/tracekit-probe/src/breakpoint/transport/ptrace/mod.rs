@@ -49,6 +49,21 @@ pub enum Target {
     Attach(i32),
 }
 
+impl TryFrom<&crate::event::Target> for Target {
+    type Error = std::num::TryFromIntError;
+
+    /// The common target as the ptrace transport takes it (pids are `pid_t` here).
+    fn try_from(t: &crate::event::Target) -> Result<Self, Self::Error> {
+        Ok(match t {
+            crate::event::Target::Command { program, args } => Target::Spawn {
+                program: program.clone(),
+                args: args.clone(),
+            },
+            crate::event::Target::Pid(pid) => Target::Attach(i32::try_from(*pid)?),
+        })
+    }
+}
+
 /// How the engine runs.
 #[derive(Debug, Clone, Default)]
 pub struct PtraceOptions {
