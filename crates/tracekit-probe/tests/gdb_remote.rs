@@ -13,7 +13,7 @@ use tracekit_probe::breakpoint::arch::Arch;
 use tracekit_probe::breakpoint::arch::loongarch64::{LoongArch64, Regs};
 use tracekit_probe::breakpoint::transport::gdb::remote::{GdbRemote, InterruptBy, StopReply};
 use tracekit_probe::breakpoint::transport::{Memory, Registers};
-use tracekit_probe::testdata::qemu::Qemu;
+use tracekit_probe::test_support::qemu::Qemu;
 
 const SYSCALL_0: u32 = 0x002b_0000;
 const BREAK_0: u32 = 0x002a_0000;
@@ -33,7 +33,7 @@ const SIGTRAP: u8 = 5;
 
 fn program() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(tracekit_probe::testdata::qemu::hello)
+    PATH.get_or_init(tracekit_probe::test_support::qemu::hello)
 }
 
 /// What the tests need from the program's ELF file.

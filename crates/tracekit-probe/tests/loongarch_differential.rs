@@ -13,7 +13,7 @@ use std::process::Command;
 use tracekit_probe::breakpoint::arch::loongarch64::{self, Class, Insn, LoongArch64, Op, Regs};
 use tracekit_probe::breakpoint::arch::{Arch, Handling, SlotReturn};
 use tracekit_probe::breakpoint::transport::Memory;
-use tracekit_probe::testdata::loongarch::{self as oracle, Case, Outcome};
+use tracekit_probe::test_support::loongarch::{self as oracle, Case, Outcome};
 
 /// Deterministic pseudo-random numbers (splitmix64): a failure reproduces exactly.
 struct Rng(u64);

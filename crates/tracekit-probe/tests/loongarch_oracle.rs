@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tracekit_probe::testdata::loongarch::{
+use tracekit_probe::test_support::loongarch::{
     self, CODE_BASE, CODE_SIZE, Case, FILLER, Outcome, SCRATCH_BASE, TIMEOUT_SIGNAL, scratch_hash,
     scratch_init,
 };

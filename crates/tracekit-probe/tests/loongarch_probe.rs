@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use engine_contract::{Backend, Run};
 use tracekit_probe::breakpoint::BreakpointError;
 use tracekit_probe::breakpoint::transport::gdb::qemu::{self, QemuOptions};
-use tracekit_probe::testdata::qemu::{self as la, Qemu};
+use tracekit_probe::test_support::qemu::{self as la, Qemu};
 use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeKind, ProbeSpec};
 
 fn program() -> &'static Path {
@@ -232,7 +232,7 @@ fn a_binary_that_is_not_the_running_program_is_refused() {
 
 #[test]
 fn an_x86_binary_is_refused_with_the_reason() {
-    let x86 = tracekit_probe::testdata::target();
+    let x86 = tracekit_probe::test_support::target();
     let specs = vec![format!("uprobe:{}:tk_empty", x86.display())];
     let probes = resolve(&specs);
     let err = qemu::run(

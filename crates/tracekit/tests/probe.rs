@@ -6,14 +6,14 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use tracekit_probe::testdata::qemu::{self as la, Qemu};
+use tracekit_probe::test_support::qemu::{self as la, Qemu};
 
 const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
 
 /// crates/tracekit-probe/testdata/target.c, built once per test binary.
 fn target() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(tracekit_probe::testdata::target)
+    PATH.get_or_init(tracekit_probe::test_support::target)
 }
 
 fn t() -> String {
@@ -423,7 +423,7 @@ fn ptrace_follow_forks_counts_the_child_too() {
 
 #[test]
 fn return_probes_survive_longjmp_in_both_engines() {
-    let e = tracekit_probe::testdata::compile("longjmp.c", "longjmp", &[])
+    let e = tracekit_probe::test_support::compile("longjmp.c", "longjmp", &[])
         .display()
         .to_string();
     for engine in ["ptrace", "bpf"] {

@@ -11,7 +11,7 @@ use crate::symbols::{Lookup, resolve_with};
 /// The test program, built once per test binary.
 pub(crate) fn target() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(crate::testdata::target)
+    PATH.get_or_init(crate::test_support::target)
 }
 
 fn resolve_all(specs: &[String]) -> Vec<ResolvedProbe> {

@@ -17,14 +17,14 @@ use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeSpec};
 /// `testdata/target.c`, built once per test binary.
 pub fn build_target() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(tracekit_probe::testdata::target)
+    PATH.get_or_init(tracekit_probe::test_support::target)
 }
 
 /// `testdata/dl.c` built as a shared library, once; returns its path.
 pub fn build_dl_lib() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        tracekit_probe::testdata::compile("dl.c", "libtk-dl.so", &["-shared", "-fPIC"])
+        tracekit_probe::test_support::compile("dl.c", "libtk-dl.so", &["-shared", "-fPIC"])
     })
 }
 
