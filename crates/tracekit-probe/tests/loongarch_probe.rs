@@ -95,6 +95,8 @@ fn hits(o: &Outcome, spec: &str) -> u64 {
 struct LoongArchQemu;
 
 impl Backend for LoongArchQemu {
+    type Error = BreakpointError;
+
     fn spec(&self, kind: &str, function: &str) -> String {
         spec(kind, function)
     }

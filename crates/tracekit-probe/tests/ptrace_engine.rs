@@ -29,6 +29,8 @@ fn run_ok(
 struct X86Ptrace;
 
 impl engine_contract::Backend for X86Ptrace {
+    type Error = BreakpointError;
+
     fn spec(&self, kind: &str, function: &str) -> String {
         spec(kind, function)
     }

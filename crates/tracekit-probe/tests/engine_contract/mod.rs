@@ -1,6 +1,10 @@
-//! The engine tests every architecture backend must pass, written once against [`Backend`]:
-//! x86-64 (ptrace, `tests/ptrace_engine.rs`) and LoongArch64 (QEMU's gdb stub,
-//! `tests/loongarch_probe.rs`) each implement it for their own test program.
+//! The engine tests every backend must pass, written once against [`Backend`]: x86-64
+//! (ptrace, `tests/ptrace_engine.rs`) and LoongArch64 (QEMU's gdb stub,
+//! `tests/loongarch_probe.rs`) each implement it for their own test program, and the BPF
+//! engine (`tests/bpf_engine.rs`) for the tests that apply to it (it refuses no instruction).
+//!
+//! A new architecture or transport gets these tests by implementing [`Backend`] for its test
+//! program.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,17 +13,20 @@ use tracekit_probe::breakpoint::BreakpointError;
 use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeKind};
 
 /// What a run of the backend's test program produced.
-pub struct Run {
+pub struct Run<E = BreakpointError> {
     /// The engine's result.
-    pub result: Result<Outcome, BreakpointError>,
+    pub result: Result<Outcome, E>,
     /// The program's stdout.
     pub stdout: String,
     /// The program's exit code, waited for even when the engine detached early.
     pub exit_code: Option<i32>,
 }
 
-/// One architecture's engine and test program.
+/// One engine (an architecture and transport of the breakpoint engine, or BPF) and its test
+/// program.
 pub trait Backend {
+    /// The engine's error.
+    type Error: std::fmt::Debug + std::fmt::Display;
     /// Probe spec text of `kind` (`uprobe`, `uretprobe`) on `function` of the test program.
     fn spec(&self, kind: &str, function: &str) -> String;
     /// Arguments making the test program call `counted_function()` exactly `n` times.
@@ -38,7 +45,7 @@ pub trait Backend {
         args: &[String],
         stop: &AtomicBool,
         on_hit: &mut dyn FnMut(&HitEvent),
-    ) -> Run;
+    ) -> Run<Self::Error>;
 }
 
 fn hits(o: &Outcome, spec: &str) -> u64 {
@@ -52,7 +59,7 @@ fn hits(o: &Outcome, spec: &str) -> u64 {
 
 /// Entry and return probes on a function called exactly N times see exactly N hits each; the
 /// program's output and exit status are what they are without the engine.
-pub fn hits_are_exact_and_the_program_unchanged(b: &dyn Backend) {
+pub fn hits_are_exact_and_the_program_unchanged<B: Backend + ?Sized>(b: &B) {
     let f = b.counted_function();
     let specs = vec![b.spec("uprobe", f), b.spec("uretprobe", f)];
     let args = b.args(1000);
@@ -69,7 +76,7 @@ pub fn hits_are_exact_and_the_program_unchanged(b: &dyn Backend) {
 
 /// A probe on an instruction the backend cannot handle is refused before the program runs,
 /// naming the instruction and the reason.
-pub fn unsupported_instruction_is_refused(b: &dyn Backend) {
+pub fn unsupported_instruction_is_refused(b: &dyn Backend<Error = BreakpointError>) {
     let (f, text) = b.refused_function();
     let specs = vec![b.spec("uprobe", f)];
     let run = b.run(&specs, &b.args(3), &AtomicBool::new(false), &mut |_| {});
@@ -80,7 +87,7 @@ pub fn unsupported_instruction_is_refused(b: &dyn Backend) {
 
 /// Stopping mid-run (Ctrl-C) while a return address is hijacked detaches cleanly: the
 /// program finishes with the output and exit status it has without the engine.
-pub fn detach_mid_run_leaves_the_program_unchanged(b: &dyn Backend) {
+pub fn detach_mid_run_leaves_the_program_unchanged<B: Backend + ?Sized>(b: &B) {
     let f = b.counted_function();
     let specs = vec![b.spec("uprobe", f), b.spec("uretprobe", f)];
     let args = b.args(200);

@@ -1,0 +1,83 @@
+//! The BPF engine as a backend of the engine contract, on the same x86-64 test program as the
+//! ptrace engine. Only the contract's tests that apply to BPF run: the refusal test is about
+//! the breakpoint engine's own decoder (the kernel decides what a uprobe may sit on), and the
+//! detach test needs a run that stops while the program is mid-call and leaves it running,
+//! where a stopped BPF run lets the command end first.
+
+mod engine_contract;
+mod ptrace_common;
+
+use std::sync::atomic::AtomicBool;
+
+use ptrace_common::{build_target, plain_output, probes, spec};
+use tracekit_probe::bpf::{self, BpfError, BpfOptions};
+use tracekit_probe::{HitEvent, Target};
+
+/// BPF uprobes on `testdata/target.c`.
+struct Bpf;
+
+impl engine_contract::Backend for Bpf {
+    type Error = BpfError;
+
+    fn spec(&self, kind: &str, function: &str) -> String {
+        spec(kind, function)
+    }
+    fn args(&self, n: u32) -> Vec<String> {
+        vec!["--only".into(), "tk_empty".into(), n.to_string()]
+    }
+    fn counted_function(&self) -> &'static str {
+        "tk_empty"
+    }
+    fn refused_function(&self) -> (&'static str, &'static str) {
+        unreachable!("the refusal test is the breakpoint engine's")
+    }
+    fn plain(&self, args: &[String]) -> (String, Option<i32>) {
+        plain_output(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+    fn run(
+        &self,
+        specs: &[String],
+        args: &[String],
+        stop: &AtomicBool,
+        on_hit: &mut dyn FnMut(&HitEvent),
+    ) -> engine_contract::Run<BpfError> {
+        // The engine's command inherits stdout; the shell sends it to a file and execs the
+        // program in the same process, the one the probes are scoped to.
+        let out = std::env::temp_dir().join(format!("tk-bpf-contract-{}", std::process::id()));
+        let mut sh_args = vec![
+            "-c".into(),
+            format!("exec \"$0\" \"$@\" > {}", out.display()).into(),
+            build_target().into(),
+        ];
+        sh_args.extend(args.iter().map(Into::into));
+        let target = Target::Command {
+            program: "/bin/sh".into(),
+            args: sh_args,
+        };
+        let opts = BpfOptions {
+            print: true,
+            on_attached: None,
+        };
+        let result = bpf::run(&probes(specs), &target, &opts, stop, on_hit);
+        let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        let exit_code = result
+            .as_ref()
+            .ok()
+            .and_then(|o| o.exit)
+            .and_then(|e| match e {
+                tracekit_probe::ExitStatus::Code(c) => Some(c),
+                tracekit_probe::ExitStatus::Signal(_) => None,
+            });
+        engine_contract::Run {
+            result,
+            stdout,
+            exit_code,
+        }
+    }
+}
+
+#[test]
+fn contract_hits_are_exact_and_the_program_unchanged() {
+    engine_contract::hits_are_exact_and_the_program_unchanged(&Bpf);
+}
