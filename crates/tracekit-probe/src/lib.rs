@@ -1,12 +1,18 @@
 //! Dynamic probes on user functions.
 //!
-//! Two engines share one vocabulary: a [`ProbeSpec`] says where to probe, [`symbols::resolve`]
-//! places it in a file, a [`ProbeResult`] says what was seen there; every engine streams the
-//! same [`HitEvent`]s and ends with the same [`Outcome`], which [`render`] turns into the text
-//! and JSON reports. The BPF engine attaches
-//! uprobes/uretprobes and aggregates in the kernel; the ptrace engine is tracekit's own
-//! implementation of the kprobe design (breakpoint, pre-handler, simulate or single-step out of
-//! line, post-handler).
+//! The data flow, the same for every engine: a [`ProbeSpec`] says where to probe (`spec`),
+//! [`symbols::resolve_with`] places it in a file ([`ResolvedProbe`]); an engine runs the
+//! probes on a [`Target`] and streams [`HitEvent`]s while it runs, then ends with one
+//! [`Outcome`] (a [`ProbeReport`] of [`ProbeResult`]s, the exit status, warnings) that
+//! [`render`] turns into the text and JSON reports.
+//!
+//! The engines:
+//! - [`bpf`]: uprobes/uretprobes through the kernel, aggregated there.
+//! - [`breakpoint`]: tracekit's own implementation of the kprobe design (breakpoint,
+//!   pre-handler, simulate or run out of line, post-handler), split into an arch-independent
+//!   `engine`, one file per instruction set under `arch/`, and one folder per way of reaching
+//!   the target under `transport/` (ptrace for a local process, a gdb stub for a program under
+//!   QEMU).
 #![deny(missing_docs)]
 
 pub mod bpf;
