@@ -66,7 +66,7 @@ fn opcode_table() -> Result<(), String> {
             .current_dir(cmd::root().join("crates/tracekit-probe")),
     )?;
     unchanged(
-        "crates/tracekit-probe/src/ptrace/loongarch64_opcodes.rs",
+        "crates/tracekit-probe/src/breakpoint/arch/loongarch64/opcodes.rs",
         "run tools/loongarch-opcodes.py in crates/tracekit-probe and commit the table",
     )
 }

@@ -23,12 +23,8 @@ pub mod render;
 pub mod report;
 pub mod spec;
 pub mod symbols;
-#[cfg(feature = "testdata")]
+#[cfg(feature = "test-support")]
 pub mod test_support;
-// The old name, for the tests of other crates that still use it (tracekit's exporter test).
-#[cfg(feature = "testdata")]
-#[doc(hidden)]
-pub use test_support as testdata;
 
 pub use event::{ExitStatus, HitEvent, Outcome, Target};
 pub use report::{ProbeReport, ProbeResult};

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tracekit_probe::testdata::qemu::free_port;
+use tracekit_probe::test_support::qemu::free_port;
 
 const TRACEKIT: &str = env!("CARGO_BIN_EXE_tracekit");
 
@@ -389,7 +389,7 @@ fn expired_series_make_room_and_sighup_is_harmless() {
 
 #[test]
 fn probes_are_exported_with_exact_hits_and_durations() {
-    let target = tracekit_probe::testdata::target();
+    let target = tracekit_probe::test_support::target();
     let port = free_port();
     let t = target.display().to_string();
     let (entry, ret) = (

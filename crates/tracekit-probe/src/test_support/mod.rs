@@ -1,5 +1,5 @@
 //! The C test programs of `testdata/`, compiled with gcc on first use (once per process), for
-//! this crate's tests and the CLI's. Only with the `testdata` feature.
+//! this crate's tests and the CLI's. Only with the `test-support` feature.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
