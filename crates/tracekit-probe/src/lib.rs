@@ -29,4 +29,7 @@ pub mod test_support;
 pub use event::{ExitStatus, HitEvent, Outcome, Target};
 pub use report::{ProbeReport, ProbeResult};
 pub use spec::{ProbeKind, ProbeLocation, ProbeSpec, SpecError};
-pub use symbols::{Lookup, ResolvedProbe, SymbolError, resolve, resolve_with};
+pub use symbols::{
+    Expansion, Listing, Lookup, MAX_PROBES, ResolvedProbe, SymbolError, resolve, resolve_all,
+    resolve_specs, resolve_with,
+};

@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 use tracekit_core::report::{Column, Style, Table};
 use tracekit_core::units::ns_to_ms;
 
+use crate::breakpoint::arch::{Arch, Handling, x86_64::X86_64};
 use crate::event::{ExitStatus, HitEvent, Outcome};
 use crate::spec::ProbeKind;
-use crate::symbols::ResolvedProbe;
+use crate::symbols::{Listing, Machine, ResolvedProbe};
 
 /// One streamed hit as a line (with its newline): thread id and spec, then the first `nargs`
 /// arguments at entry, or the return value and latency at return.
@@ -125,4 +126,84 @@ pub fn json_report(o: &Outcome) -> Value {
         None => Value::Null,
     };
     json!({ "engine": o.report.engine, "probes": probes, "exit": exit, "notes": o.notes() })
+}
+
+/// The functions `--list` found: name, address, size, first instruction, and whether each
+/// engine can probe its entry (the BPF engine: kernel uprobes on x86-64; the breakpoint
+/// engine: how it would run the displaced instruction, or why it cannot).
+pub fn listing_table(machine: &Machine, listings: &[Listing], style: Style) -> String {
+    let mut t = Table::new(vec![
+        Column::left("function"),
+        Column::right("address"),
+        Column::right("size"),
+        Column::left("first instruction"),
+        Column::left("bpf"),
+        Column::left("ptrace"),
+    ]);
+    for l in listings {
+        let (insn, ptrace) = first_instruction(machine, l);
+        let bpf = if *machine == Machine::X86_64 {
+            "yes"
+        } else {
+            "no"
+        };
+        let name = match (&l.file_name, l.ifunc) {
+            (_, true) => format!("{} (IFUNC)", l.name),
+            (Some(file), false) if l.name.contains("::") => format!("{} [{file}]", l.name),
+            // An old version of a symbol (`memcpy@GLIBC_2.2.5`) is told apart by it.
+            (Some(file), false) if file.contains('@') && !file.contains("@@") => file.clone(),
+            _ => l.name.clone(),
+        };
+        t.row(vec![
+            name,
+            format!("{:#x}", l.vaddr),
+            l.size.to_string(),
+            insn,
+            bpf.into(),
+            ptrace,
+        ]);
+    }
+    t.render(style)
+}
+
+/// The JSON form of `--list`: the binary and one object per function.
+pub fn listing_json(path: &std::path::Path, machine: &Machine, listings: &[Listing]) -> Value {
+    let functions: Vec<Value> = listings
+        .iter()
+        .map(|l| {
+            let (insn, ptrace) = first_instruction(machine, l);
+            json!({
+                "name": l.name,
+                "file_name": l.file_name,
+                "address": l.vaddr,
+                "size": l.size,
+                "ifunc": l.ifunc,
+                "first_instruction": insn,
+                "bpf": *machine == Machine::X86_64,
+                "ptrace": ptrace,
+            })
+        })
+        .collect();
+    json!({ "binary": path, "machine": machine.to_string(), "functions": functions })
+}
+
+/// The first instruction's text and the breakpoint engine's verdict on it.
+fn first_instruction(machine: &Machine, l: &Listing) -> (String, String) {
+    if l.ifunc {
+        return ("(resolver)".into(), "implementation".into());
+    }
+    if *machine != Machine::X86_64 {
+        return ("-".into(), "-".into());
+    }
+    match X86_64::decode(&l.code, l.vaddr) {
+        None => ("(not decodable)".into(), "no".into()),
+        Some(insn) => {
+            let verdict = match X86_64::classify(&insn) {
+                Handling::Simulate => "simulate".to_owned(),
+                Handling::OutOfLine => "out of line".to_owned(),
+                Handling::Refuse(reason) => format!("no: {reason}"),
+            };
+            (X86_64::text(&insn), verdict)
+        }
+    }
 }

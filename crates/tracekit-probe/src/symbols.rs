@@ -360,6 +360,86 @@ pub fn resolve_all(
     Ok(expansion)
 }
 
+/// One function of a binary, as `tracekit probe --list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The name users write and read (demangled, without version).
+    pub name: String,
+    /// The name in the file, when it differs (mangled, versioned).
+    pub file_name: Option<String>,
+    /// ELF virtual address.
+    pub vaddr: u64,
+    /// Size in bytes (0: unknown).
+    pub size: u64,
+    /// Its first bytes (up to 16), to decode the first instruction.
+    pub code: Vec<u8>,
+    /// Whether it is an IFUNC (probes go to the implementation the loader selects).
+    pub ifunc: bool,
+}
+
+/// The functions `what` names: `BINARY`, `BINARY:PATTERN` or `BINARY:"PATTERN"` (for names
+/// with `::`), one per address, by name; with the resolved path and the file's instruction set.
+pub fn list(what: &str, lookup: &Lookup) -> Result<(PathBuf, Machine, Vec<Listing>), SymbolError> {
+    let (binary, pattern) = match what.strip_suffix('"').and_then(|w| w.rsplit_once(":\"")) {
+        Some((binary, pattern)) => (Path::new(binary), Some(pattern)),
+        None => match what.split_once(':') {
+            Some((binary, pattern)) => (Path::new(binary), Some(pattern)),
+            None => (Path::new(what), None),
+        },
+    };
+    let pattern =
+        glob::Pattern::new(pattern.unwrap_or("*")).map_err(|e| SymbolError::BadPattern {
+            pattern: pattern.unwrap_or_default().into(),
+            reason: e.to_string(),
+        })?;
+    let path = find_binary(binary, lookup)?;
+    let elf = Elf::load(&path)?;
+    let listings = elf
+        .matching(&pattern)
+        .into_iter()
+        .map(|f| Listing {
+            name: f.display_name().to_owned(),
+            file_name: (f.name != f.display_name()).then(|| f.name.clone()),
+            vaddr: f.vaddr,
+            size: f.size,
+            code: elf
+                .file_offset(f.vaddr)
+                .map(|off| elf.bytes(off, f.size.clamp(1, 16)).to_vec())
+                .unwrap_or_default(),
+            ifunc: f.ifunc,
+        })
+        .collect();
+    Ok((path, elf.machine.clone(), listings))
+}
+
+/// Every spec placed, patterns expanded (at most `max` probes each), in order; with what the
+/// user should be told about the placing: which implementation an IFUNC probe went to, and
+/// the matches of a pattern left out.
+pub fn resolve_specs(
+    specs: &[ProbeSpec],
+    lookup: &Lookup,
+    max: usize,
+) -> Result<(Vec<ResolvedProbe>, Vec<String>), SymbolError> {
+    let mut probes = Vec::new();
+    let mut notes = Vec::new();
+    for spec in specs {
+        let expansion = resolve_all(spec, lookup, max)?;
+        notes.extend(expansion.skipped.iter().map(|s| format!("left out {s}")));
+        probes.extend(expansion.probes);
+    }
+    for p in &probes {
+        let Some(ifunc) = &p.ifunc else { continue };
+        let implementation = match &p.symbol {
+            Some(name) if name != ifunc => name.clone(),
+            _ => format!("the code at {:#x}", p.vaddr),
+        };
+        notes.push(format!(
+            "{ifunc} is an IFUNC: probing {implementation}, the implementation this machine uses"
+        ));
+    }
+    Ok((probes, notes))
+}
+
 /// What a spec became: its probes, and the matches of a pattern that could not be probed
 /// (with the reason), which a report should mention.
 #[derive(Debug, Clone, Default)]

@@ -173,3 +173,78 @@ fn an_unknown_cpp_name_suggests_the_demangled_ones() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("did you mean: tk::Foo::bar(int)"), "{text}");
 }
+
+#[test]
+fn a_pattern_becomes_one_probe_per_function_with_exact_counts() {
+    let spec = format!("uprobe:{}:\"tk::*\"", names_cpp().display());
+    for engine in ["bpf", "ptrace"] {
+        let report = probe(engine, std::slice::from_ref(&spec), names_cpp());
+        let specs: Vec<&str> = report["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["spec"].as_str().unwrap())
+            .collect();
+        let p = names_cpp().display().to_string();
+        assert_eq!(
+            specs,
+            [
+                format!("uprobe:{p}:\"long tk::twice<long>(long)\""),
+                format!("uprobe:{p}:\"tk::Foo::bar(int)\""),
+            ],
+            "{engine}"
+        );
+        assert_eq!(hits(&report), [CALLS, CALLS], "{engine}");
+    }
+}
+
+#[test]
+fn patterns_that_match_nothing_or_too_much_are_clear_errors() {
+    let run = |args: &[&str]| {
+        let out = Command::new(TRACEKIT)
+            .arg("probe")
+            .args(args)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text) = run(&["uprobe:libc.so.6:*", "--max-probes", "5"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("more than 5") && text.contains("--max-probes"),
+        "{text}"
+    );
+    let (code, text) = run(&["uprobe:libc.so.6:tk_no_such_*"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("matches no function"), "{text}");
+    let (code, text) = run(&["uprobe:libc.so.6:[a"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("bad pattern"), "{text}");
+}
+
+#[test]
+fn list_shows_what_would_be_probed() {
+    let out = Command::new(TRACEKIT)
+        .args(["probe", "--json", "--list"])
+        .arg(format!("{}:tk_*", names_c().display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &v["functions"];
+    assert_eq!(f.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(f[0]["name"], "tk_asm_untyped");
+    // `mov $42, %eax; ret`: 6 bytes up to the next symbol.
+    assert_eq!(f[0]["size"], 6);
+    assert_eq!(f[0]["first_instruction"], "mov eax,2Ah");
+    assert_eq!(f[0]["bpf"], true);
+    assert_eq!(f[0]["ptrace"], "out of line");
+}

@@ -14,7 +14,8 @@ use tracekit_probe::bpf::{self, BpfOptions};
 use tracekit_probe::breakpoint::transport::gdb::qemu;
 use tracekit_probe::breakpoint::transport::ptrace;
 use tracekit_probe::{
-    HitEvent, Lookup, Outcome, ProbeKind, ProbeSpec, ResolvedProbe, Target, render, resolve_with,
+    HitEvent, Lookup, MAX_PROBES, Outcome, ProbeKind, ProbeSpec, ResolvedProbe, Target, render,
+    resolve_specs,
 };
 
 /// Which probe engine runs the probes.
@@ -33,6 +34,9 @@ macro_rules! examples {
         "Examples:\n  \
         tracekit probe /bin/bash:readline -p 1234\n  \
         tracekit probe uprobe:libc.so.6:malloc --print -- ls\n  \
+        tracekit probe 'uprobe:libc.so.6:str*' -- ls /    (one probe per matching function)\n  \
+        tracekit probe --list 'libc.so.6:mem*'\n  \
+        tracekit probe 'uprobe:./app:\"ns::Foo::bar\"' -- ./app\n  \
         tracekit probe ./app:handle_request --json -o probe.json -- ./app --port 8080\n  \
         tracekit probe --engine ptrace uretprobe:./app:parse -- ./app input.txt\n  \
         qemu-loongarch64-static -g 1234 ./la-app & tracekit probe --target qemu-gdb:127.0.0.1:1234 ./la-app:work"
@@ -54,9 +58,13 @@ const EXAMPLES: &str = examples!();
         uprobe:BINARY:0xADDRESS         an ELF virtual address, as `nm` prints it\n  \
         uretprobe:BINARY:SYMBOL         function return, with entry-to-return latency\n  \
         BINARY:SYMBOL                   both of the above\n  \
+        uprobe:BINARY:PATTERN           every function matching *, ? or [...] (see --list)\n  \
+        uprobe:BINARY:\"ns::Foo::bar\"    a C++ or Rust name (with ::) in double quotes\n  \
         kprobe:FUNC                     kernel function (needs kprobes or BPF trampolines)\n\
         BINARY is a path, a program on PATH, or a library name (libc.so.6; with -p, `libc` \
-        finds the process's own).\n\n\
+        finds the process's own). SYMBOL may be mangled or demangled (C++, Rust), carry a \
+        version (memcpy@GLIBC_2.14), or be an IFUNC (strlen: the probe goes to the \
+        implementation this machine's loader selects).\n\n\
         The report lists hits per probe and, for return probes, total/min/avg/max/stddev and a \
         log2 histogram of the latency. Ctrl-C or SIGTERM ends the run, prints the report and \
         detaches; the traced command's exit status is passed through.\n\n\
@@ -70,8 +78,15 @@ const EXAMPLES: &str = examples!();
 )]
 pub struct ProbeArgs {
     /// Probe specs (forms in --help); each gives one line of the report (the short form two).
-    #[arg(required = true, value_name = "SPEC")]
+    #[arg(required_unless_present = "list", value_name = "SPEC")]
     specs: Vec<String>,
+    /// List the functions of BINARY (matching PATTERN) that could be probed, with their
+    /// first instruction and which engine can take it; probes nothing.
+    #[arg(long, value_name = "BINARY[:PATTERN]", conflicts_with_all = ["specs", "command", "target"])]
+    list: Option<String>,
+    /// The most probes one pattern may become.
+    #[arg(long, value_name = "N", default_value_t = MAX_PROBES)]
+    max_probes: usize,
     /// Trace this running process (all its threads) until it exits or Ctrl-C.
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
     pid: Option<u32>,
@@ -116,6 +131,9 @@ enum Place {
 }
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(what) = &args.list {
+        return list(what, &args);
+    }
     let specs = ProbeSpec::parse_all(&args.specs)?;
     if let Some(k) = specs.iter().find(|s| s.kind == ProbeKind::Kprobe) {
         if args.engine == Engine::Ptrace {
@@ -132,10 +150,8 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         },
     };
-    let probes: Vec<ResolvedProbe> = specs
-        .iter()
-        .map(|s| resolve_with(s, &lookup))
-        .collect::<Result<_, _>>()?;
+    let (probes, notes) = resolve_specs(&specs, &lookup, args.max_probes)?;
+    notes.iter().for_each(|note| eprintln!("tracekit: {note}"));
 
     // First Ctrl-C/SIGTERM: the engine stops, detaches, and the report is printed.
     // No escape on a second Ctrl-C: the ptrace engine must restore every patched instruction.
@@ -172,6 +188,23 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         Some(status) => ExitCode::from(status.exit_code()),
         None => ExitCode::SUCCESS,
     })
+}
+
+/// `--list BINARY[:PATTERN]`: the functions that could be probed, as a table or JSON.
+fn list(what: &str, args: &ProbeArgs) -> anyhow::Result<ExitCode> {
+    let lookup = Lookup {
+        pid: args.pid,
+        command: None,
+    };
+    let (path, machine, listings) = tracekit_probe::symbols::list(what, &lookup)?;
+    let out = OutputTarget::new(args.output.as_deref());
+    if args.json {
+        out.write_json(&render::listing_json(&path, &machine, &listings))?;
+    } else {
+        let heading = format!("\n {}: {} functions\n\n", path.display(), listings.len());
+        out.write(&(heading + &render::listing_table(&machine, &listings, out.style())))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Checks the target flags and finds the command, before any probe is resolved.
