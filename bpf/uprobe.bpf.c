@@ -20,7 +20,7 @@
 typedef unsigned long long u64;
 typedef unsigned int u32;
 
-#define MAX_PROBES 256
+#define MAX_PROBES 4096
 #define MAX_DEPTH 32
 #define HIST_BUCKETS 64
 

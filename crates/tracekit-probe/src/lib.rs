@@ -17,6 +17,7 @@
 
 pub mod bpf;
 pub mod breakpoint;
+pub mod error;
 pub mod event;
 mod ifunc;
 pub mod render;
@@ -26,6 +27,7 @@ pub mod symbols;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
+pub use error::Error;
 pub use event::{ExitStatus, HitEvent, Outcome, Target};
 pub use report::{ProbeReport, ProbeResult};
 pub use spec::{ProbeKind, ProbeLocation, ProbeSpec, SpecError};

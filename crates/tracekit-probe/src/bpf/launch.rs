@@ -39,6 +39,52 @@ pub fn find_program(program: &Path) -> io::Result<PathBuf> {
         .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))
 }
 
+/// `execve`'s arguments, built before the fork (the child must not allocate).
+struct Exec {
+    program: std::ffi::CString,
+    _args: Vec<std::ffi::CString>,
+    argv: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers in `argv` point into the CStrings `Exec` owns, which move with it.
+unsafe impl Send for Exec {}
+// SAFETY: `Exec` is only read (by `run`), never mutated after construction.
+unsafe impl Sync for Exec {}
+
+impl Exec {
+    fn new(program: &Path, args: &[OsString]) -> io::Result<Exec> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |s: &std::ffi::OsStr| {
+            std::ffi::CString::new(s.as_bytes()).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "argument holds a NUL byte")
+            })
+        };
+        let program = c(program.as_os_str())?;
+        let mut all = vec![program.clone()];
+        for a in args {
+            all.push(c(a)?);
+        }
+        let mut argv: Vec<*const libc::c_char> = all.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        Ok(Exec {
+            program,
+            _args: all,
+            argv,
+        })
+    }
+
+    /// Replaces the process image; returns only the error.
+    fn run(&self) -> io::Error {
+        unsafe extern "C" {
+            static environ: *const *const libc::c_char;
+        }
+        // SAFETY: program and argv are NUL-terminated and live in `self`; `environ` is the
+        // process environment, which the forked child inherited unchanged.
+        unsafe { libc::execve(self.program.as_ptr(), self.argv.as_ptr(), environ) };
+        io::Error::last_os_error()
+    }
+}
+
 impl GatedChild {
     /// Forks `program args...` and leaves it waiting before `exec`.
     pub fn spawn(program: &Path, args: &[OsString]) -> io::Result<GatedChild> {
@@ -49,9 +95,11 @@ impl GatedChild {
             (pid_w.as_raw_fd(), gate_r.as_raw_fd(), gate_w.as_raw_fd());
         let mut cmd = Command::new(&program);
         cmd.args(args);
+        let exec = Exec::new(&program, args)?;
         // SAFETY: the closure runs in the forked child and only calls async-signal-safe
-        // functions (close, getpid, write, read) on descriptors the parent keeps open until
-        // the spawn returns (they are moved into the spawner thread below).
+        // functions (close, getpid, write, read, execve) on descriptors the parent keeps open
+        // until the spawn returns (they are moved into the spawner thread below) and on the
+        // argument vectors `exec` owns, built before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 libc::close(gate_w_fd);
@@ -61,7 +109,9 @@ impl GatedChild {
                 }
                 let mut byte = 0u8;
                 match libc::read(gate_r_fd, (&raw mut byte).cast(), 1) {
-                    1 if byte == b'g' => Ok(()),
+                    // The probes are attached now: exec at once, with no library call in
+                    // between that a probe could be on (std's execvp calls strchr).
+                    1 if byte == b'g' => Err(exec.run()),
                     _ => Err(io::Error::new(
                         io::ErrorKind::Interrupted,
                         "tracekit did not release the command",

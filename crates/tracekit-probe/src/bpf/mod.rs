@@ -34,7 +34,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(
 ));
 
 /// Probes one run can hold (the size of the kernel's statistics array).
-pub const MAX_PROBES: usize = 256;
+pub const MAX_PROBES: usize = 4096;
 const HIST_BUCKETS: usize = 64;
 const RING_BYTES: u32 = 1 << 22;
 
