@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FindError {
     /// No file of that name on `PATH` (or at that path).
-    #[error("{0} not found on PATH")]
+    #[error("{}", not_found(.0))]
     NotFound(String),
     /// A file is there but cannot be executed.
     #[error("{program} {reason}")]
@@ -18,6 +18,14 @@ pub enum FindError {
         /// `is a directory` or `is not executable (check its permissions)`.
         reason: &'static str,
     },
+}
+
+fn not_found(program: &str) -> String {
+    if program.contains('/') {
+        format!("{program}: no such file")
+    } else {
+        format!("{program} not found on PATH")
+    }
 }
 
 /// Finds `program` as `execvp` would: a name with a `/` is taken as a path, any other is looked

@@ -25,25 +25,36 @@ struct LinkMapHead {
 /// no such symbol.
 pub(crate) fn implementation(binary: &Path, name: &str) -> Option<u64> {
     let path = CString::new(binary.as_os_str().as_bytes()).ok()?;
-    let symbol = CString::new(name).ok()?;
+    // `memcpy@@GLIBC_2.14`: the version picks the definition (and finds hidden ones).
+    let (base, version) = match name.split_once('@') {
+        Some((base, version)) => (base, Some(version.trim_start_matches('@'))),
+        None => (name, None),
+    };
+    let symbol = CString::new(base).ok()?;
+    let version = version.map(CString::new).transpose().ok()?;
     // SAFETY: both strings are NUL-terminated; RTLD_NOLOAD only looks the library up among
     // those already loaded (matching by file identity), so no code of it runs here.
     let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
     if handle.is_null() {
         return None;
     }
-    let found = resolved(handle, &symbol);
+    let found = resolved(handle, &symbol, version.as_ref());
     // SAFETY: `handle` came from dlopen above; closing drops the reference NOLOAD added.
     unsafe { libc::dlclose(handle) };
     found
 }
 
 /// The symbol's resolved address in this process, as a file virtual address.
-fn resolved(handle: *mut c_void, symbol: &CString) -> Option<u64> {
-    // SAFETY: `handle` is a live dlopen handle and `symbol` a NUL-terminated name; for an
-    // IFUNC, dlsym runs the resolver (already run at load for libc's own references) and
-    // returns its choice.
-    let address = unsafe { libc::dlsym(handle, symbol.as_ptr()) };
+fn resolved(handle: *mut c_void, symbol: &CString, version: Option<&CString>) -> Option<u64> {
+    // SAFETY: `handle` is a live dlopen handle, `symbol` and `version` NUL-terminated; for an
+    // IFUNC, dlsym/dlvsym run the resolver (already run at load for libc's own references)
+    // and return its choice.
+    let address = unsafe {
+        match version {
+            Some(v) => libc::dlvsym(handle, symbol.as_ptr(), v.as_ptr()),
+            None => libc::dlsym(handle, symbol.as_ptr()),
+        }
+    };
     if address.is_null() {
         return None;
     }

@@ -169,6 +169,20 @@ pub enum SymbolError {
         /// The library.
         path: PathBuf,
     },
+    /// A C++ name without parameters that several overloads have.
+    #[error(
+        "`{symbol}` names {} functions in {path}: {}; give one with its parameters, in quotes",
+        .candidates.len(),
+        .candidates.join(", ")
+    )]
+    Ambiguous {
+        /// The name given.
+        symbol: String,
+        /// The binary.
+        path: PathBuf,
+        /// The overloads, demangled.
+        candidates: Vec<String>,
+    },
     /// A glob pattern that cannot be parsed.
     #[error("bad pattern `{pattern}`: {reason}; patterns take *, ? and [...]")]
     BadPattern {
@@ -188,6 +202,14 @@ pub enum SymbolError {
         count: usize,
         /// How many probes were allowed.
         max: usize,
+    },
+    /// Every match of a pattern was left out.
+    #[error("pattern `{pattern}` matches only functions tracekit cannot probe:\n  {}", .skipped.join("\n  "))]
+    NothingProbeable {
+        /// The pattern.
+        pattern: String,
+        /// Each match, with the reason.
+        skipped: Vec<String>,
     },
     /// A kernel probe has no user binary.
     #[error("`{spec}` is a kernel probe; it has no user binary to resolve")]
@@ -324,13 +346,29 @@ pub fn resolve_all(
     lookup: &Lookup,
     max: usize,
 ) -> Result<Expansion, SymbolError> {
+    let single = |p| Expansion {
+        probes: vec![p],
+        skipped: Vec::new(),
+    };
     if !is_pattern(spec) {
-        return resolve_with(spec, lookup).map(|p| Expansion {
-            probes: vec![p],
-            skipped: Vec::new(),
-        });
+        return resolve_with(spec, lookup).map(single);
+    }
+    // A name that exists as written is that name (`operator[]`), not a pattern.
+    match resolve_with(spec, lookup) {
+        Err(SymbolError::SymbolNotFound { .. }) => {}
+        other => return other.map(single),
     }
     let pattern_text = spec.symbol().unwrap_or_default();
+    if let ProbeLocation::Symbol { offset, .. } = &spec.location
+        && *offset != 0
+    {
+        return Err(SymbolError::BadPattern {
+            pattern: pattern_text.into(),
+            reason: format!(
+                "an offset (+{offset}) cannot follow a pattern: each function's instructions differ"
+            ),
+        });
+    }
     let pattern = glob::Pattern::new(pattern_text).map_err(|e| SymbolError::BadPattern {
         pattern: pattern_text.into(),
         reason: e.to_string(),
@@ -348,7 +386,13 @@ pub fn resolve_all(
     }
     let mut expansion = Expansion::default();
     for f in matched {
-        let concrete = spec.for_symbol(&f.name, f.display_name());
+        // An old version (`memcpy@GLIBC_2.2.5`) is told apart by it.
+        let shown = if f.name.contains('@') && !f.name.contains("@@") {
+            f.name.as_str()
+        } else {
+            f.display_name()
+        };
+        let concrete = spec.for_symbol(&f.name, shown);
         match place(&concrete, binary.clone(), &elf) {
             Ok(probe) => expansion.probes.push(probe),
             Err(e @ SymbolError::UnresolvedIfunc { .. }) => {
@@ -356,6 +400,12 @@ pub fn resolve_all(
             }
             Err(e) => return Err(e),
         }
+    }
+    if expansion.probes.is_empty() {
+        return Err(SymbolError::NothingProbeable {
+            pattern: pattern_text.into(),
+            skipped: expansion.skipped,
+        });
     }
     Ok(expansion)
 }
@@ -779,6 +829,7 @@ impl Function {
     fn sym(&self) -> Sym<'_> {
         Sym {
             name: self.display_name(),
+            file_name: &self.name,
             vaddr: self.vaddr,
             size: self.size,
             ifunc: self.ifunc,
@@ -947,6 +998,8 @@ fn demangle(name: &str) -> Option<String> {
 #[derive(Debug, Clone, Copy)]
 struct Sym<'a> {
     name: &'a str,
+    /// As in the file, with its version.
+    file_name: &'a str,
     vaddr: u64,
     size: u64,
     ifunc: bool,
@@ -1008,6 +1061,19 @@ impl Elf {
     }
 
     fn symbol(&self, name: &str) -> Result<Sym<'_>, SymbolError> {
+        let overloads: BTreeSet<&str> = self
+            .functions
+            .iter()
+            .filter(|f| f.is_named(name) && f.demangled.as_deref().is_some_and(|d| d != name))
+            .map(Function::display_name)
+            .collect();
+        if overloads.len() > 1 {
+            return Err(SymbolError::Ambiguous {
+                symbol: name.into(),
+                path: self.path.clone(),
+                candidates: overloads.into_iter().map(str::to_owned).collect(),
+            });
+        }
         self.functions
             .iter()
             .filter(|f| f.is_named(name))
@@ -1053,19 +1119,23 @@ impl Elf {
     /// The implementation IFUNC `sym` selects on this machine, named when the file names it
     /// (a `.symtab`), else under the IFUNC's own name with an unknown size.
     fn ifunc_implementation<'a>(&'a self, sym: &Sym<'a>) -> Result<Sym<'a>, SymbolError> {
-        let vaddr = crate::ifunc::implementation(&self.path, sym.name)
+        let vaddr = crate::ifunc::implementation(&self.path, sym.file_name)
             // Outside the file's code: the vDSO's (`time`, `gettimeofday`), not a file's.
             .filter(|&vaddr| self.is_code(vaddr))
             .ok_or_else(|| SymbolError::UnresolvedIfunc {
                 symbol: sym.name.to_owned(),
                 path: self.path.clone(),
             })?;
-        Ok(self.containing(vaddr).unwrap_or(Sym {
-            name: sym.name,
-            vaddr,
-            size: 0,
-            ifunc: false,
-        }))
+        Ok(self
+            .containing(vaddr)
+            .filter(|s| s.vaddr == vaddr)
+            .unwrap_or(Sym {
+                name: sym.name,
+                file_name: sym.file_name,
+                vaddr,
+                size: 0,
+                ifunc: false,
+            }))
     }
 
     /// Up to five function names near `name`: small edit distance first, then substrings.

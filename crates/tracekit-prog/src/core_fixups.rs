@@ -336,7 +336,9 @@ fn rewrite_subsection(
         }
         i += count;
     }
-    debug_assert!(data.len() <= len);
+    if data.len() > len {
+        return Err("the CO-RE relocation subsection of .BTF.ext is damaged".into());
+    }
     let (ext_at, _) = elf.extent(ext_index)?;
     out[ext_at + start..ext_at + start + data.len()].copy_from_slice(&data);
     out[ext_at + 28..ext_at + 32].copy_from_slice(&(data.len() as u32).to_le_bytes());

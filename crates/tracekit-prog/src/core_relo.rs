@@ -79,6 +79,9 @@ pub(crate) fn records<'a>(ext: &'a [u8], btf: &Btf<'a>) -> Option<Vec<CoreRelo<'
         let section_name_off = u32_at(ext, at)?;
         let section = btf.string(section_name_off)?;
         let count = u32_at(ext, at + 4)? as usize;
+        if at + 8 + count.checked_mul(rec_size)? > end {
+            return None;
+        }
         for i in 0..count {
             let rec = at + 8 + i * rec_size;
             found.push(CoreRelo {

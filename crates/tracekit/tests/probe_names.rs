@@ -191,10 +191,11 @@ fn a_pattern_becomes_one_probe_per_function_with_exact_counts() {
             [
                 format!("uprobe:{p}:\"long tk::twice<long>(long)\""),
                 format!("uprobe:{p}:\"tk::Foo::bar(int)\""),
+                format!("uprobe:{p}:\"tk::Foo::operator[](int)\""),
             ],
             "{engine}"
         );
-        assert_eq!(hits(&report), [CALLS, CALLS], "{engine}");
+        assert_eq!(hits(&report), [CALLS, CALLS, CALLS], "{engine}");
     }
 }
 
@@ -224,6 +225,22 @@ fn patterns_that_match_nothing_or_too_much_are_clear_errors() {
     let (code, text) = run(&["uprobe:libc.so.6:[a"]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("bad pattern"), "{text}");
+    let (code, text) = run(&["uprobe:libc.so.6:getpp*+4"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("an offset (+4) cannot follow a pattern"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_name_that_holds_pattern_characters_is_found_as_written() {
+    // `[` starts a class in a pattern; a name that exists as written is that name.
+    let p = names_cpp().display().to_string();
+    for name in ["tk::Foo::operator[](int)", "tk::Foo::operator[]"] {
+        let spec = format!("uprobe:{p}:\"{name}\"");
+        assert_eq!(hits(&probe("bpf", &[spec], names_cpp())), [CALLS], "{name}");
+    }
 }
 
 #[test]
