@@ -141,11 +141,11 @@ pub fn listing_table(machine: &Machine, listings: &[Listing], style: Style) -> S
         Column::left("ptrace"),
     ]);
     for l in listings {
-        let (insn, ptrace) = first_instruction(machine, l);
-        let bpf = if *machine == Machine::X86_64 {
-            "yes"
-        } else {
-            "no"
+        let (insn, bpf, ptrace) = first_instruction(machine, l);
+        let bpf = match (bpf, machine) {
+            (true, _) => "yes",
+            (false, Machine::X86_64) => "no: AVX-512",
+            (false, _) => "no",
         };
         let name = match (&l.file_name, l.ifunc) {
             (_, true) => format!("{} (IFUNC)", l.name),
@@ -171,7 +171,7 @@ pub fn listing_json(path: &std::path::Path, machine: &Machine, listings: &[Listi
     let functions: Vec<Value> = listings
         .iter()
         .map(|l| {
-            let (insn, ptrace) = first_instruction(machine, l);
+            let (insn, bpf, ptrace) = first_instruction(machine, l);
             json!({
                 "name": l.name,
                 "file_name": l.file_name,
@@ -179,7 +179,7 @@ pub fn listing_json(path: &std::path::Path, machine: &Machine, listings: &[Listi
                 "size": l.size,
                 "ifunc": l.ifunc,
                 "first_instruction": insn,
-                "bpf": *machine == Machine::X86_64,
+                "bpf": bpf,
                 "ptrace": ptrace,
             })
         })
@@ -187,23 +187,25 @@ pub fn listing_json(path: &std::path::Path, machine: &Machine, listings: &[Listi
     json!({ "binary": path, "machine": machine.to_string(), "functions": functions })
 }
 
-/// The first instruction's text and the breakpoint engine's verdict on it.
-fn first_instruction(machine: &Machine, l: &Listing) -> (String, String) {
+/// The first instruction's text, whether the BPF engine takes it (kernel uprobes on x86-64,
+/// except AVX-512 instructions, see `BpfError::Avx512`), and the breakpoint engine's verdict.
+fn first_instruction(machine: &Machine, l: &Listing) -> (String, bool, String) {
     if l.ifunc {
-        return ("(resolver)".into(), "implementation".into());
+        return ("(resolver)".into(), true, "implementation".into());
     }
     if *machine != Machine::X86_64 {
-        return ("-".into(), "-".into());
+        return ("-".into(), false, "-".into());
     }
     match X86_64::decode(&l.code, l.vaddr) {
-        None => ("(not decodable)".into(), "no".into()),
+        None => ("(not decodable)".into(), false, "no".into()),
         Some(insn) => {
             let verdict = match X86_64::classify(&insn) {
                 Handling::Simulate => "simulate".to_owned(),
                 Handling::OutOfLine => "out of line".to_owned(),
                 Handling::Refuse(reason) => format!("no: {reason}"),
             };
-            (X86_64::text(&insn), verdict)
+            let bpf = insn.encoding() != iced_x86::EncodingKind::EVEX;
+            (X86_64::text(&insn), bpf, verdict)
         }
     }
 }

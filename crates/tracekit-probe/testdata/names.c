@@ -16,6 +16,16 @@ __asm__(".text\n"
         "    ret\n");
 int tk_asm_untyped(void);
 
+/* Never called (it needs AVX-512): an AVX-512 (EVEX) first instruction, as glibc's
+ * __strchr_evex has, which the BPF engine refuses to place a kernel uprobe on. */
+__asm__(".text\n"
+        ".globl tk_asm_evex\n"
+        ".type tk_asm_evex, @function\n"
+        "tk_asm_evex:\n"
+        "    vpbroadcastb %esi, %ymm17\n"
+        "    ret\n"
+        ".size tk_asm_evex, .-tk_asm_evex\n");
+
 int main(int argc, char **argv)
 {
     size_t (*volatile measure)(const char *) = strlen;

@@ -247,7 +247,7 @@ fn a_name_that_holds_pattern_characters_is_found_as_written() {
 fn list_shows_what_would_be_probed() {
     let out = Command::new(TRACEKIT)
         .args(["probe", "--json", "--list"])
-        .arg(format!("{}:tk_*", names_c().display()))
+        .arg(format!("{}:tk_asm_u*", names_c().display()))
         .output()
         .unwrap();
     assert!(
@@ -264,4 +264,32 @@ fn list_shows_what_would_be_probed() {
     assert_eq!(f[0]["first_instruction"], "mov eax,2Ah");
     assert_eq!(f[0]["bpf"], true);
     assert_eq!(f[0]["ptrace"], "out of line");
+    let out = Command::new(TRACEKIT)
+        .args(["probe", "--json", "--list"])
+        .arg(format!("{}:tk_asm_evex", names_c().display()))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["functions"][0]["bpf"], false, "{v}");
+}
+
+#[test]
+fn the_bpf_engine_refuses_an_avx512_first_instruction_and_auto_falls_back() {
+    let spec = format!("uprobe:{}:tk_asm_evex", names_c().display());
+    let out = Command::new(TRACEKIT)
+        .args(["probe", "--engine", "bpf", &spec, "--"])
+        .arg(names_c())
+        .arg("0")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("is on an AVX-512 instruction (vpbroadcastb ymm17,esi)"),
+        "{text}"
+    );
+    // auto: the ptrace engine takes it (the function is never called: 0 hits).
+    let report = probe_calls("auto", &[spec], names_c(), 0);
+    assert_eq!(report["engine"], "ptrace");
+    assert_eq!(hits(&report), [0]);
 }

@@ -88,6 +88,17 @@ pub enum BpfError {
     /// The process to trace does not exist.
     #[error("no process with pid {0}; check the pid with `ps` (the process may have exited)")]
     NoSuchProcess(u32),
+    /// A probe on an AVX-512 (EVEX) instruction, which kernel uprobes single-step out of line
+    /// in every process that runs it, not only the traced one.
+    #[error(
+        "`{spec}` is on an AVX-512 instruction ({insn}); a kernel uprobe single-steps it out of line in every process that runs the code, and on the machine tracekit is tested on that corrupted the result in other processes (a multi-threaded program's child could no longer exec); use --engine ptrace (which runs it in the traced process only), or probe a later instruction with +OFFSET"
+    )]
+    Avx512 {
+        /// The probe.
+        spec: String,
+        /// The instruction.
+        insn: String,
+    },
 }
 
 impl BpfError {
@@ -96,9 +107,37 @@ impl BpfError {
     pub fn is_refused(&self) -> bool {
         matches!(
             self,
-            BpfError::Load { refused: true, .. } | BpfError::Attach { refused: true, .. }
+            BpfError::Load { refused: true, .. }
+                | BpfError::Attach { refused: true, .. }
+                | BpfError::Avx512 { .. }
         )
     }
+}
+
+/// Refuses a probe on an EVEX-encoded (AVX-512) instruction: glibc's string functions start
+/// with one on AVX-512 machines (`__strchr_evex`: `vpbroadcastb %esi,%ymm17`).
+fn refuse_avx512(probes: &[ResolvedProbe]) -> Result<(), BpfError> {
+    use crate::breakpoint::arch::{Arch, x86_64::X86_64};
+    for p in probes
+        .iter()
+        .filter(|p| p.machine == crate::symbols::Machine::X86_64)
+    {
+        let at = usize::try_from(p.vaddr - p.symbol_vaddr).unwrap_or(usize::MAX);
+        let Some(insn) = p
+            .code
+            .get(at..)
+            .and_then(|code| X86_64::decode(code, p.vaddr))
+        else {
+            continue;
+        };
+        if insn.encoding() == iced_x86::EncodingKind::EVEX {
+            return Err(BpfError::Avx512 {
+                spec: p.spec.text.clone(),
+                insn: X86_64::text(&insn),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The error chain as one line, and whether any OS error in it is EPERM/EACCES.
@@ -225,6 +264,7 @@ impl Session {
         if probes.len() > MAX_PROBES {
             return Err(BpfError::TooMany(probes.len()));
         }
+        refuse_avx512(probes)?;
         if let Some(k) = probes.iter().find(|p| p.spec.kind == ProbeKind::Kprobe) {
             return Err(kernel::unavailable(&k.spec.text).into());
         }
