@@ -3,7 +3,8 @@
  *   names N    calls tk_asm_untyped N times (an assembly routine with no .type and no .size,
  *              so its symbol is STT_NOTYPE of size 0), and strlen N times through a pointer
  *              (glibc's strlen is an IFUNC: the calls go to the implementation the dynamic
- *              loader picked for this CPU, never to the resolver).
+ *              loader picked for this CPU, never to the resolver); tk_ctor_target is called
+ *              once by a constructor, before main, and N times by main.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,18 @@ __asm__(".text\n"
         "    ret\n"
         ".size tk_asm_evex, .-tk_asm_evex\n");
 
+__attribute__((noinline)) int tk_ctor_target(int x)
+{
+    __asm__ volatile("" : "+r"(x));
+    return x + 1;
+}
+
+static int from_constructor;
+__attribute__((constructor)) static void before_main(void)
+{
+    from_constructor = tk_ctor_target(0);
+}
+
 int main(int argc, char **argv)
 {
     size_t (*volatile measure)(const char *) = strlen;
@@ -33,7 +46,9 @@ int main(int argc, char **argv)
     for (long i = 0; i < n; i++) {
         sum += tk_asm_untyped();
         sum += (long)measure(argv[0]);
+        sum += tk_ctor_target((int)i);
     }
+    sum += from_constructor;
     printf("%ld\n", sum);
     return 0;
 }

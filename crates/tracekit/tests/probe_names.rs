@@ -293,3 +293,41 @@ fn the_bpf_engine_refuses_an_avx512_first_instruction_and_auto_falls_back() {
     assert_eq!(report["engine"], "ptrace");
     assert_eq!(hits(&report), [0]);
 }
+
+#[test]
+fn both_engines_count_calls_made_before_main() {
+    // A constructor calls tk_ctor_target once before main; main calls it CALLS times. The
+    // breakpoint engine places its probes at the loader's first consistent state, before any
+    // constructor runs, so it sees that call as the kernel's uprobes do.
+    let spec = format!("uprobe:{}:tk_ctor_target", names_c().display());
+    for engine in ["bpf", "ptrace"] {
+        let got = hits(&probe(engine, std::slice::from_ref(&spec), names_c()));
+        assert_eq!(got, [CALLS + 1], "{engine}");
+    }
+}
+
+#[test]
+fn both_engines_agree_on_malloc_in_ls() {
+    let count = |engine: &str| {
+        let out = Command::new(TRACEKIT)
+            .args([
+                "probe",
+                "--engine",
+                engine,
+                "--json",
+                "uprobe:libc.so.6:malloc",
+                "--",
+            ])
+            .args(["ls", "/usr/bin"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        let report: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+        hits(&report)[0]
+    };
+    let (bpf, ptrace) = (count("bpf"), count("ptrace"));
+    assert!(bpf > 100, "{bpf}");
+    assert_eq!(ptrace, bpf);
+}

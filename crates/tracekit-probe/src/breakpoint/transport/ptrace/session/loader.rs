@@ -84,6 +84,49 @@ where
     }
 }
 
+/// The loader's `r_brk` (`_dl_debug_state`) and `r_debug` (`_r_debug`) from the loader's own
+/// dynamic symbols, at the base the kernel mapped it (AT_BASE), right after exec: before the
+/// loader has filled the program's `DT_DEBUG`. `None` for a program without an interpreter.
+pub(super) fn startup_hook<A: Arch>(
+    mem: &mut PtraceTarget,
+    pid: i32,
+) -> io::Result<Option<LoaderHook<A>>> {
+    use object::{Object, ObjectSymbol};
+    let base = read_auxv(pid, libc::AT_BASE)?;
+    if base == 0 {
+        return Ok(None);
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let Some(path) = maps.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let start = u64::from_str_radix(fields.first()?.split('-').next()?, 16).ok()?;
+        (start == base).then(|| fields.get(5).map(std::path::PathBuf::from))?
+    }) else {
+        return Ok(None);
+    };
+    let data = std::fs::read(&path)?;
+    let file = object::File::parse(&*data).map_err(io::Error::other)?;
+    let symbol = |name: &str| {
+        file.dynamic_symbols()
+            .find(|s| s.name() == Ok(name))
+            .map(|s| base + s.address())
+    };
+    let (Some(addr), Some(r_debug)) = (symbol("_dl_debug_state"), symbol("_r_debug")) else {
+        return Ok(None);
+    };
+    let mut code = vec![0u8; A::MAX_INSN_LEN];
+    mem.read(addr, &mut code)?;
+    let Some(insn) = A::decode(&code, addr).filter(A::can_simulate) else {
+        return Ok(None);
+    };
+    Ok(Some(LoaderHook {
+        r_debug,
+        addr,
+        orig: code[..A::BREAKPOINT.len()].to_vec(),
+        insn,
+    }))
+}
+
 /// Finds glibc's `r_debug` through the program's `DT_DEBUG` entry (AT_PHDR, then PT_DYNAMIC,
 /// in memory) and the loader's `r_brk` in it. `None` for a program without a dynamic section.
 pub(super) fn find_loader_hook<A: Arch>(

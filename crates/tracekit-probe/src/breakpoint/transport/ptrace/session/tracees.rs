@@ -236,6 +236,23 @@ where
         Ok(false)
     }
 
+    /// A dynamically linked program: the loader's `r_brk` is set before the loader runs, so the
+    /// probes are placed at its first consistent state, when every library is mapped and no
+    /// constructor has run (gdb places its breakpoints there too). Returns false when the
+    /// program has no loader or it cannot be found (the entry point is used instead).
+    fn watch_loader_from_start(&mut self, tgid: i32) -> bool {
+        let proc = self.procs.get_mut(&tgid).expect("just added");
+        let Ok(Some(hook)) = super::loader::startup_hook::<A>(&mut proc.mem, tgid) else {
+            return false;
+        };
+        if proc.mem.write(hook.addr, A::BREAKPOINT).is_err() {
+            return false;
+        }
+        proc.loader = Some(hook);
+        proc.phase = ProcPhase::Live;
+        true
+    }
+
     /// After exec the address space is new: forget what was placed, wait for the entry point.
     pub(super) fn on_exec(&mut self, tid: i32) -> Result<(), BreakpointError> {
         let tgid = self.threads[&tid].tgid;
@@ -246,6 +263,9 @@ where
         self.add_proc(tgid, ProcPhase::BeforeExec)?;
         if tgid == self.main_pid {
             self.exec_error = None;
+        }
+        if self.watch_loader_from_start(tgid) {
+            return Ok(());
         }
         let entry = read_entry(tgid).map_err(|source| BreakpointError::Sys {
             what: "reading /proc/PID/auxv",
