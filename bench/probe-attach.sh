@@ -4,7 +4,7 @@
 # The program (generated here) has 1000 empty functions tk_f0000..tk_f0999 and calls none of
 # them, so the time is start-up, load, attach and detach: wall time of the whole command,
 # median of R runs. tracekit attaches one perf-event uprobe per probe (aya 0.14 has no
-# uprobe_multi links); bpftrace uses uprobe_multi where the kernel has it.
+# uprobe_multi links); so does bpftrace on this machine (`bpftool link` shows no uprobe_multi).
 #
 # Usage: bash bench/probe-attach.sh [R]    (R: runs per case, default 5)
 set -euo pipefail
@@ -14,6 +14,8 @@ TARGET=${CARGO_TARGET_DIR:-target}
 [ -n "${TK_SKIP_BUILD:-}" ] || cargo build --release -q -p tracekit
 TK="$TARGET/release/tracekit"
 command -v bpftrace >/dev/null || { echo "bench/probe-attach.sh: bpftrace not found (apt-get install bpftrace)" >&2; exit 1; }
+# bpftrace refuses more than 512 probes (and programs) unless told otherwise.
+export BPFTRACE_MAX_PROBES=4096 BPFTRACE_MAX_BPF_PROGS=4096
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 {
