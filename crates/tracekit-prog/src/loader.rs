@@ -86,28 +86,41 @@ pub(crate) fn load(
         name: entry.name.clone(),
         reason,
     };
-    let mut obj = Object::parse(bytes).map_err(|e| Error::Parse {
+    let damaged = |step: &str, panic: String| Error::Parse {
         what: what.to_owned(),
-        reason: tracekit_core::errors::chain(&e),
-    })?;
+        reason: format!("the object is damaged: aya-obj failed while {step} ({panic})"),
+    };
+    let mut obj = guarded(|| Object::parse(bytes))
+        .map_err(|p| damaged("reading its sections, symbols and BTF", p))?
+        .map_err(|e| Error::Parse {
+            what: what.to_owned(),
+            reason: tracekit_core::errors::chain(&e),
+        })?;
     let btf_fd = load_object_btf(&mut obj).map_err(fail)?;
     if obj.has_btf_relocations() {
-        obj.relocate_btf(kernel_btf().map_err(fail)?).map_err(|e| {
-            fail(format!(
-                "CO-RE relocation failed: {}",
-                tracekit_core::errors::chain(&e)
-            ))
-        })?;
+        let kernel = kernel_btf().map_err(fail)?;
+        guarded(|| obj.relocate_btf(kernel))
+            .map_err(|p| damaged("applying its CO-RE relocations (.BTF.ext)", p))?
+            .map_err(|e| {
+                fail(format!(
+                    "CO-RE relocation failed: {}",
+                    tracekit_core::errors::chain(&e)
+                ))
+            })?;
     }
     let maps = create_maps(&mut obj, btf_fd.as_ref()).map_err(fail)?;
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
-    obj.relocate_maps(
-        maps.iter()
-            .map(|m| (m.name.as_str(), m.fd.as_raw_fd(), &m.obj)),
-        &text_sections,
-    )
+    guarded(|| {
+        obj.relocate_maps(
+            maps.iter()
+                .map(|m| (m.name.as_str(), m.fd.as_raw_fd(), &m.obj)),
+            &text_sections,
+        )
+    })
+    .map_err(|p| damaged("relocating its map references", p))?
     .map_err(|e| fail(tracekit_core::errors::chain(&e)))?;
-    obj.relocate_calls(&text_sections)
+    guarded(|| obj.relocate_calls(&text_sections))
+        .map_err(|p| damaged("relocating its calls", p))?
         .map_err(|e| fail(tracekit_core::errors::chain(&e)))?;
     obj.sanitize_functions(aya::features());
     fill_map_slots(&maps, &prepared.slots).map_err(fail)?;
@@ -128,6 +141,25 @@ pub(crate) fn load(
         .collect::<Result<_, String>>()
         .map_err(fail)?;
     Ok(Loaded { fd, maps })
+}
+
+/// Runs one aya-obj step, turning a panic in it into its message. aya-obj 0.3 indexes slices
+/// with offsets and lengths read from the file without checking them, so a damaged object
+/// panics it (found by mutating objects: obj.rs:675, btf.rs:1095); tracekit must say the file
+/// is damaged instead. While the step runs, the panic hook is silenced, so the message is not
+/// printed as a crash; a panic of another thread in that moment would lose its message only.
+fn guarded<T>(step: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(step));
+    std::panic::set_hook(hook);
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "no message".into())
+    })
 }
 
 /// The kernel's own BTF (`/sys/kernel/btf/vmlinux`), parsed when first needed (~25 ms) and
