@@ -836,6 +836,16 @@ impl Function {
         }
     }
 
+    /// Which of several names of one address to show (lowest first): the public one (`getpid`
+    /// over `__getpid`), the default version, then the shortest (`strtod` over `strtof64`,
+    /// `strtoul` over `strtoull`), then by name, so the choice does not depend on table order.
+    fn alias_rank(&self) -> (usize, bool, usize, &str) {
+        let underscores = self.name.len() - self.name.trim_start_matches('_').len();
+        let old_version = self.name.contains('@') && !self.name.contains("@@");
+        let shown = self.display_name();
+        (underscores, old_version, shown.len(), shown)
+    }
+
     /// The name users read: demangled when mangled, without a symbol version.
     fn display_name(&self) -> &str {
         self.demangled
@@ -1098,13 +1108,10 @@ impl Elf {
                 .iter()
                 .any(|n| pattern.matches(n))
             {
-                // Aliases: keep the public name (`getpid` over `__getpid`).
-                let underscores =
-                    |f: &Function| f.name.len() - f.name.trim_start_matches('_').len();
                 by_address
                     .entry(f.vaddr)
                     .and_modify(|kept| {
-                        if underscores(f) < underscores(kept) {
+                        if f.alias_rank() < kept.alias_rank() {
                             *kept = f;
                         }
                     })
@@ -1163,11 +1170,10 @@ impl Elf {
     }
 
     fn containing(&self, vaddr: u64) -> Option<Sym<'_>> {
-        // Aliases share an address: prefer the public name (`getpid` over `__getpid`).
         self.functions
             .iter()
             .filter(|f| f.vaddr <= vaddr && vaddr < f.vaddr + f.size)
-            .min_by_key(|f| f.name.len() - f.name.trim_start_matches('_').len())
+            .min_by_key(|f| f.alias_rank())
             .map(Function::sym)
     }
 
@@ -1234,6 +1240,21 @@ mod tests {
             probes
                 .iter()
                 .any(|p| p.spec.text == "uprobe:libc.so.6:strftime")
+        );
+        // Aliases show their plainest name: strtod, not its alias strtof64.
+        let texts: Vec<String> = resolve_all(&spec("uprobe:libc.so.6:strto[dfl]*"), &lookup, 50)
+            .unwrap()
+            .probes
+            .into_iter()
+            .map(|p| p.spec.text)
+            .collect();
+        assert!(
+            texts.contains(&"uprobe:libc.so.6:strtod".to_owned()),
+            "{texts:?}"
+        );
+        assert!(
+            !texts.contains(&"uprobe:libc.so.6:strtof64".to_owned()),
+            "{texts:?}"
         );
         let err = resolve_all(&spec("uprobe:libc.so.6:*"), &lookup, 10).unwrap_err();
         assert!(
