@@ -204,7 +204,7 @@ fn first_instruction(machine: &Machine, l: &Listing) -> (String, bool, String) {
                 Handling::OutOfLine => "out of line".to_owned(),
                 Handling::Refuse(reason) => format!("no: {reason}"),
             };
-            let bpf = insn.encoding() != iced_x86::EncodingKind::EVEX;
+            let bpf = !crate::bpf::is_avx512(&insn);
             (X86_64::text(&insn), bpf, verdict)
         }
     }

@@ -265,7 +265,7 @@ impl ProbeSpec {
 }
 
 /// `BINARY:"NAME"` (or bpftrace's `BINARY:cpp:"NAME"`) split into the binary and the name.
-fn quoted(rest: &str) -> Option<(&str, &str)> {
+pub(crate) fn quoted(rest: &str) -> Option<(&str, &str)> {
     let inner = rest.strip_suffix('"')?;
     let (binary, name) = inner.rsplit_once(":\"")?;
     let binary = ["cpp", "rust"]

@@ -350,15 +350,16 @@ pub fn resolve_all(
         probes: vec![p],
         skipped: Vec::new(),
     };
-    if !is_pattern(spec) {
+    if !is_pattern(spec) || spec.kind == ProbeKind::Kprobe {
         return resolve_with(spec, lookup).map(single);
     }
-    // A name that exists as written is that name (`operator[]`), not a pattern.
-    match resolve_with(spec, lookup) {
-        Err(SymbolError::SymbolNotFound { .. }) => {}
-        other => return other.map(single),
-    }
     let pattern_text = spec.symbol().unwrap_or_default();
+    let binary = find_binary(&spec.binary, lookup)?;
+    let elf = Elf::load(&binary)?;
+    // A name that exists as written is that name (`operator[]`), not a pattern.
+    if elf.functions.iter().any(|f| f.is_named(pattern_text)) {
+        return place(spec, binary, &elf).map(single);
+    }
     if let ProbeLocation::Symbol { offset, .. } = &spec.location
         && *offset != 0
     {
@@ -373,8 +374,6 @@ pub fn resolve_all(
         pattern: pattern_text.into(),
         reason: e.to_string(),
     })?;
-    let binary = find_binary(&spec.binary, lookup)?;
-    let elf = Elf::load(&binary)?;
     let matched = elf.matching(&pattern);
     if matched.is_empty() || matched.len() > max {
         return Err(SymbolError::PatternMatches {
@@ -430,7 +429,7 @@ pub struct Listing {
 /// The functions `what` names: `BINARY`, `BINARY:PATTERN` or `BINARY:"PATTERN"` (for names
 /// with `::`), one per address, by name; with the resolved path and the file's instruction set.
 pub fn list(what: &str, lookup: &Lookup) -> Result<(PathBuf, Machine, Vec<Listing>), SymbolError> {
-    let (binary, pattern) = match what.strip_suffix('"').and_then(|w| w.rsplit_once(":\"")) {
+    let (binary, pattern) = match crate::spec::quoted(what) {
         Some((binary, pattern)) => (Path::new(binary), Some(pattern)),
         None => match what.split_once(':') {
             Some((binary, pattern)) => (Path::new(binary), Some(pattern)),
@@ -924,13 +923,17 @@ fn defined_in_section(s: &object::Symbol<'_, '_>) -> bool {
 }
 
 fn in_code_section(file: &object::File<'_>, s: &object::Symbol<'_, '_>) -> bool {
-    use object::ObjectSection;
     let object::SymbolSection::Section(index) = s.section() else {
         return false;
     };
-    file.section_by_index(index).is_ok_and(|section| {
-        matches!(section.flags(), object::SectionFlags::Elf { sh_flags } if sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0)
-    })
+    file.section_by_index(index)
+        .is_ok_and(|section| is_code_section(&section))
+}
+
+/// Whether a section holds code (`SHF_EXECINSTR`).
+fn is_code_section(section: &object::Section<'_, '_>) -> bool {
+    use object::ObjectSection;
+    matches!(section.flags(), object::SectionFlags::Elf { sh_flags } if sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0)
 }
 
 /// The version of each `.dynsym` symbol (by index) that has one, as `nm -D` shows it: `@@GLIBC_2.14`
@@ -976,7 +979,7 @@ fn size_untyped(file: &object::File<'_>, functions: &mut [Function]) {
     let starts: BTreeSet<u64> = functions.iter().map(|f| f.vaddr).collect();
     let code_ends: Vec<(u64, u64)> = file
         .sections()
-        .filter(|s| matches!(s.flags(), object::SectionFlags::Elf { sh_flags } if sh_flags & u64::from(object::elf::SHF_EXECINSTR) != 0))
+        .filter(is_code_section)
         .map(|s| (s.address(), s.address() + s.size()))
         .collect();
     for f in functions.iter_mut().filter(|f| f.size == 0) {

@@ -130,7 +130,7 @@ fn refuse_avx512(probes: &[ResolvedProbe]) -> Result<(), BpfError> {
         else {
             continue;
         };
-        if insn.encoding() == iced_x86::EncodingKind::EVEX {
+        if is_avx512(&insn) {
             return Err(BpfError::Avx512 {
                 spec: p.spec.text.clone(),
                 insn: X86_64::text(&insn),
@@ -138,6 +138,11 @@ fn refuse_avx512(probes: &[ResolvedProbe]) -> Result<(), BpfError> {
         }
     }
     Ok(())
+}
+
+/// Whether an x86-64 instruction is AVX-512 (EVEX-encoded), which this engine refuses to probe.
+pub(crate) fn is_avx512(insn: &iced_x86::Instruction) -> bool {
+    insn.encoding() == iced_x86::EncodingKind::EVEX
 }
 
 /// The error chain as one line, and whether any OS error in it is EPERM/EACCES.
