@@ -84,6 +84,16 @@ pub fn tgid_of(tid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The uid of a user given by name (from the password database) or as a number.
+pub fn user_id(user: &str) -> Option<u32> {
+    user.parse().ok().or_else(|| {
+        nix::unistd::User::from_name(user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    })
+}
+
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
 /// on a hybrid system), from `/proc/self/mounts`.
 pub fn cgroup2_mount() -> Option<PathBuf> {
@@ -156,6 +166,13 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64);
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn users_are_found_by_name_or_number() {
+        assert_eq!(user_id("root"), Some(0));
+        assert_eq!(user_id("65534"), Some(65534));
+        assert_eq!(user_id("no-such-user-here"), None);
+    }
 
     #[test]
     fn wait_statuses_and_std_statuses_agree() {

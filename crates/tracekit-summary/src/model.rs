@@ -8,6 +8,7 @@ use tracekit_core::syscalls::Arch;
 
 /// How statistics are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// One table for every traced task.
@@ -20,11 +21,13 @@ pub enum Mode {
     Cgroup = 3,
     /// One table per process, each with its cgroup's path (for views that regroup either
     /// way, like `trace top`).
+    #[cfg_attr(feature = "clap", value(skip))]
     ProcessInCgroup = 4,
 }
 
 /// The column a table is sorted by (descending, except by name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SortKey {
     /// Total time spent in the syscall.
     #[default]

@@ -1,7 +1,10 @@
 //! The `tracekit` command: flags → library calls → report. All the work is in the library
 //! crates; this crate only parses the command line and turns errors into advice.
 
+mod args;
 mod cmd;
+mod help;
+mod output;
 mod progress;
 mod stop;
 

@@ -1,12 +1,13 @@
 //! `tracekit bench`: flags → tracekit_kvm (multi-vCPU memory performance tests) → report,
 //! rendered by tracekit_kvm::render or as JSON.
 
+use crate::output::OutputArgs;
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracekit_core::report::{OutputTarget, Style};
+use tracekit_core::report::Style;
 use tracekit_core::units::{parse_cpu_list, parse_size};
 use tracekit_kvm::{
     Backing, CommonOptions, DemandPagingOptions, DirtyLogOptions, Engine, HandlerMode, Privilege,
@@ -18,46 +19,14 @@ use tracekit_kvm::{
 pub enum BenchCommand {
     /// How fast the host serves guest page faults (the KVM selftests' demand_paging_test).
     #[command(
-        long_about = "Demand-paging test (the KVM selftests' demand_paging_test, on tracekit's perf-test \
-library). A VM with VCPUS vCPUs in 64-bit long mode (the test loop at CPL 3; --supervisor for CPL 0) gets BYTES of fresh, never-touched test memory \
-per vCPU at the top of guest physical memory; each vCPU writes the first 8 bytes of every 4 KiB page \
-of its slice once, so every write is a page fault served by the host: by the kernel, or with -u by \
-userfaultfd handler threads doing UFFDIO_COPY (one per vCPU, or one for all with -a).\n\n\
-Prints each vCPU's time, the total time and the demand-paging rate (pages/sec = all pages / total \
-time). After the run every page is checked: its first 8 bytes must hold what the guest wrote and, \
-with -u, the rest what the handler copied; `verified` is true only when all pages passed, otherwise \
-the exit status is 1.\n\n\
---no-kvm runs the same pattern from host threads instead of vCPUs: the floor the guest numbers \
-compare with (plain first-touch faults, or with -u the UFFDIO_COPY rate), and a test for machines \
-without /dev/kvm.\n\n\
--c pins vCPU i (and its handler) to the i-th CPU of the list; without it the scheduler may put a \
-faulting vCPU and its handler on different CPUs, which is several times slower and bimodal.",
-        after_help = "Examples:\n  \
-tracekit bench demand-paging -v 2 -b 256M\n  \
-tracekit bench demand-paging -v 2 -b 256M -u -c 0,1\n  \
-tracekit bench demand-paging -v 2 -b 256M -u -a            # one shared handler\n  \
-tracekit bench demand-paging -v 2 -b 256M --no-kvm -u      # host floor: UFFDIO_COPY rate\n  \
-tracekit bench demand-paging -b 64M --json -o dp.json"
+        long_about = crate::help::BENCH_DEMAND_PAGING,
+        after_help = crate::help::BENCH_DEMAND_PAGING_EXAMPLES
     )]
     DemandPaging(DemandPagingArgs),
     /// Dirty-logging cost: vCPUs dirty memory, the host collects the bitmap (dirty_log_perf_test).
     #[command(
-        long_about = "Dirty-logging test (the KVM selftests' dirty_log_perf_test, on the same library as \
-demand-paging). The vCPUs first populate their memory, then dirty logging is enabled on the test \
-slot, and each of ITERATIONS iterations lets every vCPU write its pages again (one in WR_FRACT with \
--f, reading the others) while the host then collects the dirty bitmap with KVM_GET_DIRTY_LOG and, \
-when the kernel has KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (disable with -g), re-protects with \
-KVM_CLEAR_DIRTY_LOG.\n\n\
-Reports the populate time, per-iteration dirtying time (per vCPU and total) and collection times, \
-and checks that each bitmap is exactly the pages written and that the memory holds the last \
-iteration's values; the exit status is 1 otherwise.\n\n\
---no-kvm dirties the same pages from host threads (no dirty log to collect): the floor for the \
-dirtying time, and a test for machines without /dev/kvm.",
-        after_help = "Examples:\n  \
-tracekit bench dirty-log -v 2 -b 256M -i 5\n  \
-tracekit bench dirty-log -v 1 -b 64M -i 3 -f 2        # write every other page\n  \
-tracekit bench dirty-log -b 64M -g --json              # KVM_GET_DIRTY_LOG only\n  \
-tracekit bench dirty-log -v 2 -b 256M -i 5 --no-kvm    # host floor"
+        long_about = crate::help::BENCH_DIRTY_LOG,
+        after_help = crate::help::BENCH_DIRTY_LOG_EXAMPLES
     )]
     DirtyLog(DirtyLogArgs),
 }
@@ -85,12 +54,8 @@ pub struct CommonArgs {
     /// On PVM (software-virtualized KVM) every supervisor-mode instruction is emulated.
     #[arg(long)]
     supervisor: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Write the report to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// `tracekit bench demand-paging`
@@ -233,11 +198,6 @@ fn write<R: Serialize>(
     report: &R,
     render: fn(&R, Style) -> String,
 ) -> anyhow::Result<()> {
-    let target = OutputTarget::new(c.output.as_deref());
-    if c.json {
-        target.write_json(report)?;
-    } else {
-        target.write(&render(report, target.style()))?;
-    }
-    Ok(())
+    Ok(c.out
+        .emit(&c.out.target(), || report, |style| render(report, style))?)
 }

@@ -4,12 +4,11 @@
 
 use std::ffi::OsString;
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
+use crate::output::OutputArgs;
 use anyhow::{Context, bail};
-use tracekit_core::report::OutputTarget;
 use tracekit_probe::bpf::{self, BpfOptions};
 use tracekit_probe::breakpoint::transport::gdb::qemu;
 use tracekit_probe::breakpoint::transport::ptrace;
@@ -29,52 +28,13 @@ pub enum Engine {
     Ptrace,
 }
 
-macro_rules! examples {
-    () => {
-        "Examples:\n  \
-        tracekit probe /bin/bash:readline -p 1234\n  \
-        tracekit probe uprobe:libc.so.6:malloc --print -- ls\n  \
-        tracekit probe 'uprobe:libc.so.6:str*' -- ls /    (one probe per matching function)\n  \
-        tracekit probe --list 'libc.so.6:mem*'\n  \
-        tracekit probe 'uprobe:./app:\"ns::Foo::bar\"' -- ./app\n  \
-        tracekit probe ./app:handle_request --json -o probe.json -- ./app --port 8080\n  \
-        tracekit probe --engine ptrace uretprobe:./app:parse -- ./app input.txt\n  \
-        qemu-loongarch64-static -g 1234 ./la-app & tracekit probe --target qemu-gdb:127.0.0.1:1234 ./la-app:work"
-    };
-}
-const EXAMPLES: &str = examples!();
-
 /// Arguments of `tracekit probe`.
 #[derive(clap::Args)]
 // The subcommand's doc comment in main.rs sets about/long_about, so the teaching text goes
 // after the options.
 #[command(
-    after_help = EXAMPLES,
-    after_long_help = concat!(
-        "Count calls of user functions and measure their latency, like bpftrace uprobes or ltrace, \
-        with BPF uprobes (default) or tracekit's own ptrace breakpoint engine.\n\n\
-        SPEC is one of:\n  \
-        uprobe:BINARY:SYMBOL[+OFFSET]   function entry (or an instruction inside it)\n  \
-        uprobe:BINARY:0xADDRESS         an ELF virtual address, as `nm` prints it\n  \
-        uretprobe:BINARY:SYMBOL         function return, with entry-to-return latency\n  \
-        BINARY:SYMBOL                   both of the above\n  \
-        uprobe:BINARY:PATTERN           every function matching *, ? or [...] (see --list)\n  \
-        uprobe:BINARY:\"ns::Foo::bar\"    a C++ or Rust name (with ::) in double quotes\n  \
-        kprobe:FUNC                     kernel function (needs kprobes or BPF trampolines)\n\
-        BINARY is a path, a program on PATH, or a library name (libc.so.6; with -p, `libc` \
-        finds the process's own). SYMBOL may be mangled or demangled (C++, Rust), carry a \
-        version (memcpy@GLIBC_2.14), or be an IFUNC (strlen: the probe goes to the \
-        implementation this machine's loader selects).\n\n\
-        The report lists hits per probe and, for return probes, total/min/avg/max/stddev and a \
-        log2 histogram of the latency. Ctrl-C or SIGTERM ends the run, prints the report and \
-        detaches; the traced command's exit status is passed through.\n\n\
-        LoongArch64 programs are probed under QEMU: start the program with \
-        `qemu-loongarch64-static -g PORT PROGRAM ARGS` (it waits for a debugger), then run \
-        `tracekit probe --target qemu-gdb:HOST:PORT SPEC...` with specs naming that PROGRAM. \
-        tracekit's breakpoint engine connects to QEMU's gdb stub, runs the program to its exit \
-        and reports (the program's output appears where QEMU runs).\n\n",
-        examples!()
-    )
+    after_help = crate::help::PROBE_EXAMPLES,
+    after_long_help = crate::help::PROBE
 )]
 pub struct ProbeArgs {
     /// Probe specs (forms in --help); each gives one line of the report (the short form two).
@@ -99,12 +59,8 @@ pub struct ProbeArgs {
     /// How many integer arguments --print shows (0-6).
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=6))]
     args: u8,
-    /// Write the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Write the report to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    out: OutputArgs,
     /// Probe a LoongArch64 program waiting under `qemu-loongarch64-static -g PORT` through
     /// QEMU's gdb stub: `qemu-gdb:HOST:PORT` (tracekit's breakpoint engine; no -p or command).
     #[arg(long, value_name = "qemu-gdb:HOST:PORT", conflicts_with_all = ["pid", "command", "pin_cpu", "follow_forks"])]
@@ -159,12 +115,12 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     // With a command, the report and streamed hits go to stderr (as with ltrace, strace and
     // perf trace, and `tracekit trace summary`), so the command's own output stays untouched.
     let out = if spawned {
-        OutputTarget::new_or_stderr(args.output.as_deref())
+        args.out.target_or_stderr()
     } else {
-        OutputTarget::new(args.output.as_deref())
+        args.out.target()
     };
     // Without a command, streamed hits go to stdout unless the JSON report goes there.
-    let events_to_stderr = spawned || (args.json && args.output.is_none());
+    let events_to_stderr = spawned || (args.out.json && args.out.output.is_none());
     let nargs = usize::from(args.args);
     let mut on_hit = |h: &HitEvent| {
         let line = render::hit_line(h, &probes, nargs);
@@ -179,11 +135,11 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     for note in outcome.notes() {
         eprintln!("tracekit: {note}");
     }
-    if args.json {
-        out.write_json(&render::json_report(&outcome))?;
-    } else {
-        out.write(&render::text_report(&outcome, out.style()))?;
-    }
+    args.out.emit(
+        &out,
+        || render::json_report(&outcome),
+        |style| render::text_report(&outcome, style),
+    )?;
     Ok(match outcome.exit {
         Some(status) => ExitCode::from(status.exit_code()),
         None => ExitCode::SUCCESS,
@@ -197,13 +153,14 @@ fn list(what: &str, args: &ProbeArgs) -> anyhow::Result<ExitCode> {
         command: None,
     };
     let (path, machine, listings) = tracekit_probe::symbols::list(what, &lookup)?;
-    let out = OutputTarget::new(args.output.as_deref());
-    if args.json {
-        out.write_json(&render::listing_json(&path, &machine, &listings))?;
-    } else {
-        let heading = format!("\n {}: {} functions\n\n", path.display(), listings.len());
-        out.write(&(heading + &render::listing_table(&machine, &listings, out.style())))?;
-    }
+    args.out.emit(
+        &args.out.target(),
+        || render::listing_json(&path, &machine, &listings),
+        |style| {
+            let heading = format!("\n {}: {} functions\n\n", path.display(), listings.len());
+            heading + &render::listing_table(&machine, &listings, style)
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,90 +1,15 @@
-//! `tracekit prog`: flags → tracekit_prog (BPF_PROG_TEST_RUN) → report.
+//! `tracekit prog run`: one program on one input (timed), or on every packet of a capture.
 
+use crate::output::OutputArgs;
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
+use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tracekit_core::report::OutputTarget;
 use tracekit_prog::packet::PacketSpec;
-use tracekit_prog::render::render_suites;
-use tracekit_prog::vectors::{Suite, SuiteReport};
 use tracekit_prog::{
     BpfObject, KernelProgram, Program, ReplayReport, RunOptions, RunReport, hex, interface_index,
     pcap, xdp_md_context,
 };
-
-/// `tracekit prog ...`
-#[derive(Subcommand)]
-pub enum ProgCommand {
-    /// List the programs of a BPF object: name, type, ELF section, size, test-run support.
-    #[command(after_help = "Example:\n  tracekit prog list bpf/obj/xdp_port_filter.bpf.o")]
-    List(ListArgs),
-    /// Test-run one program on a packet, a context or every packet of a capture.
-    #[command(
-        long_about = "Load one program of a BPF object (without attaching it) and run it in the kernel with \
-BPF_PROG_TEST_RUN on the data and context you give, like `bpftool prog run`, but with the return value \
-decoded for the program type (XDP_DROP, TC_ACT_SHOT, ...), the output packet as a hexdump with the \
-changed bytes marked, and timing you can trust.\n\n\
-Timing: one cold call first (its duration is shown apart: the first run is much slower), then \
---batches calls of --repeat runs each. The kernel reports the mean duration per run of each call; the \
-table gives min, median, p99, max and stddev over the batches, in ns per run. The wall time per call \
-is shown too: every call has a fixed cost the kernel's figure leaves out (for XDP with repeat > 1 \
-about 16 ms here), so do not time single calls from outside.\n\n\
-Input: --data-hex, --data-in FILE (raw bytes) or --packet FIELDS for the packet; --ctx-in FILE or \
---ctx-hex for the context (struct __sk_buff, xdp_md, raw_tp arguments, a syscall program's buffer). \
---pcap FILE runs the program once per packet of a capture and counts the verdicts.",
-        after_help = "Examples:\n  \
-tracekit prog run bpf/obj/xdp_port_filter.bpf.o xdp_port_filter --packet 'proto=\"udp\", dst_port=9999'\n  \
-tracekit prog run bpf/obj/tc_dscp_mark.bpf.o tc_dscp_mark --data-in frame.bin --data-out out.bin\n  \
-tracekit prog run bpf/obj/xdp_port_filter.bpf.o xdp_port_filter --data-hex 0200... --repeat 1000 --batches 20\n  \
-tracekit prog run bpf/obj/xdp_port_filter.bpf.o xdp_port_filter --pcap capture.pcap --verbose\n  \
-tracekit prog run bpf/obj/testrun_rawtp.bpf.o testrun_rawtp --ctx-hex '0300000000000000 0400000000000000'\n  \
-tracekit prog run OBJ PROG --data-hex ... --json -o result.json"
-    )]
-    Run(Box<RunArgs>),
-    /// Run a file of test vectors (cases with expected verdicts and output) as a suite.
-    #[command(
-        long_about = "Run the cases of one or more TOML test-vector files and report pass/fail per case; \
-the exit status is 1 when any case fails. The same files run from Rust with \
-tracekit_prog::vectors::Suite::from_file(PATH)?.run().\n\n\
-Format (paths relative to the TOML file):\n\n  \
-object = \"../obj/xdp_port_filter.bpf.o\"\n  \
-program = \"xdp_port_filter\"\n\n  \
-[[case]]\n  \
-name = \"UDP to 9999 is dropped\"\n  \
-packet = { proto = \"udp\", dst_port = 9999 }   # or data_hex = \"...\"\n  \
-expect_retval = \"XDP_DROP\"                    # or a number\n  \
-expect_data_hex = \"...\"                       # optional, whole output packet\n  \
-expect_fields = { \"ip.tos\" = 184 }            # optional, fields of the output\n\n\
-A case may also set object, program, ctx_hex, expect_ctx_hex, data_out_size and expect_error (part \
-of the expected error message). Packet fields: proto (udp, tcp, icmp), src_mac, dst_mac, src_ip, \
-dst_ip, src_port, dst_port, ttl, tos, payload, payload_hex. Output fields: len, eth.src, eth.dst, \
-eth.type, ip.src, ip.dst, ip.tos, ip.dscp, ip.ttl, ip.proto, ip.len, ip.checksum, ip.checksum_ok, \
-udp.src_port, udp.dst_port, tcp.src_port, tcp.dst_port.",
-        after_help = "Examples:\n  tracekit prog test bpf/vectors/xdp_port_filter.toml\n  tracekit prog test bpf/vectors/*.toml --json -o results.json"
-    )]
-    Test(TestArgs),
-}
-
-/// Output flags shared by every report.
-#[derive(Args)]
-pub struct OutputArgs {
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Write the report to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
-}
-
-/// `tracekit prog list`
-#[derive(Args)]
-pub struct ListArgs {
-    /// The BPF object (ELF from clang -target bpf).
-    object: PathBuf,
-    #[command(flatten)]
-    out: OutputArgs,
-}
 
 /// `tracekit prog run`
 #[derive(Args)]
@@ -156,36 +81,13 @@ pub struct RunArgs {
     out: OutputArgs,
 }
 
-/// `tracekit prog test`
-#[derive(Args)]
-pub struct TestArgs {
-    /// Test-vector files (TOML).
-    #[arg(required = true)]
-    vectors: Vec<PathBuf>,
-    #[command(flatten)]
-    out: OutputArgs,
-}
-
-/// Runs a `tracekit prog` subcommand.
-pub fn run(c: ProgCommand) -> anyhow::Result<ExitCode> {
-    match c {
-        ProgCommand::List(a) => list(a),
-        ProgCommand::Run(a) if a.pcap.is_some() => replay(*a),
-        ProgCommand::Run(a) => run_one(*a),
-        ProgCommand::Test(a) => test(a),
-    }
-}
-
-fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
-    let mut obj = BpfObject::from_file(&a.object)?;
-    obj.check_loads();
-    let target = OutputTarget::new(a.out.output.as_deref());
-    if a.out.json {
-        target.write_json(&obj.programs())?;
+/// Runs `tracekit prog run`: a replay with --pcap, else one timed input.
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    if a.pcap.is_some() {
+        replay(a)
     } else {
-        target.write(&obj.render_list(target.style()))?;
+        run_one(a)
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The program to run: from an object file, or already in the kernel (id:/pinned:/name:),
@@ -276,12 +178,11 @@ fn run_one(a: RunArgs) -> anyhow::Result<ExitCode> {
         maps: maps.as_deref(),
         live_frames: opts.live_frames,
     };
-    let target = OutputTarget::new(a.out.output.as_deref());
-    if a.out.json {
-        target.write_json(&report.to_json())?;
-    } else {
-        target.write(&report.render(target.style()))?;
-    }
+    a.out.emit(
+        &a.out.target(),
+        || report.to_json(),
+        |style| report.render(style),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -318,34 +219,13 @@ fn replay(a: RunArgs) -> anyhow::Result<ExitCode> {
         truncated: capture.truncated,
         replay: &result,
     };
-    let target = OutputTarget::new(a.out.output.as_deref());
-    if a.out.json {
-        target.write_json(&report.to_json())?;
-    } else {
-        target.write(&report.render(a.verbose, target.style()))?;
-    }
+    a.out.emit(
+        &a.out.target(),
+        || report.to_json(),
+        |style| report.render(a.verbose, style),
+    )?;
     // The verdicts of the other packets are printed, but a replay with failures is not a success.
     Ok(if report.errors().is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-fn test(a: TestArgs) -> anyhow::Result<ExitCode> {
-    let reports = a
-        .vectors
-        .iter()
-        .map(|path| Suite::from_file(path)?.run())
-        .collect::<Result<Vec<SuiteReport>, _>>()?;
-    let target = OutputTarget::new(a.out.output.as_deref());
-    if a.out.json {
-        target.write_json(&reports)?;
-    } else {
-        target.write(&render_suites(&reports, target.style()))?;
-    }
-    let ok = reports.iter().all(SuiteReport::all_passed);
-    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
