@@ -17,6 +17,7 @@
 
 pub mod bpf;
 pub mod breakpoint;
+pub mod dwarf;
 pub mod error;
 pub mod event;
 mod ifunc;

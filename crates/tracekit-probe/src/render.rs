@@ -13,23 +13,105 @@ use crate::spec::ProbeKind;
 use crate::symbols::{Listing, Machine, ResolvedProbe};
 
 /// One streamed hit as a line (with its newline): thread id and spec, then the first `nargs`
-/// arguments at entry, or the return value and latency at return.
+/// argument registers at entry (unnamed), or the return value and latency at return.
 pub fn hit_line(h: &HitEvent, probes: &[ResolvedProbe], nargs: usize) -> String {
-    let spec = probes.get(h.probe).map_or("?", |p| p.spec.text.as_str());
-    let mut line = format!("{:>7} {spec}", h.tid);
-    if h.kind == ProbeKind::Uretprobe {
-        if let Some(r) = h.retval {
-            let _ = write!(line, " = {}", fmt_int(r));
-        }
-        if let Some(ns) = h.latency_ns {
-            let _ = write!(line, "  ({} us)", fmt_us(ns as f64));
-        }
-    } else if nargs > 0 {
-        let a: Vec<String> = h.args[..nargs].iter().map(|&v| fmt_int(v)).collect();
-        let _ = write!(line, "({})", a.join(", "));
+    HitPrinter::without_names(probes, Some(nargs)).line(h)
+}
+
+/// Turns streamed hits into lines (`--print`): the thread, the probe, then the arguments at
+/// entry, named and typed from DWARF where the binary (or its separate debug file) has it,
+/// or the return value and latency at return.
+pub struct HitPrinter<'a> {
+    probes: &'a [ResolvedProbe],
+    nargs: Option<usize>,
+    params: Vec<Option<Vec<crate::dwarf::Param>>>,
+}
+
+impl<'a> HitPrinter<'a> {
+    /// A printer that names arguments from DWARF. `nargs`: how many arguments to show;
+    /// `None` shows a function's named parameters, or 3 registers without DWARF.
+    pub fn new(probes: &'a [ResolvedProbe], nargs: Option<usize>) -> Self {
+        let mut printer = Self::without_names(probes, nargs);
+        printer.params = named_parameters(probes);
+        printer
     }
-    line.push('\n');
-    line
+
+    /// A printer of raw registers only.
+    pub fn without_names(probes: &'a [ResolvedProbe], nargs: Option<usize>) -> Self {
+        HitPrinter {
+            probes,
+            nargs,
+            params: vec![None; probes.len()],
+        }
+    }
+
+    /// The parameters DWARF names for probe `i`, if any.
+    pub fn parameters(&self, i: usize) -> Option<&[crate::dwarf::Param]> {
+        self.params.get(i)?.as_deref()
+    }
+
+    /// One hit as a line.
+    pub fn line(&self, h: &HitEvent) -> String {
+        let spec = self
+            .probes
+            .get(h.probe)
+            .map_or("?", |p| p.spec.text.as_str());
+        let mut line = format!("{:>7} {spec}", h.tid);
+        if h.kind == ProbeKind::Uretprobe {
+            if let Some(r) = h.retval {
+                let _ = write!(line, " = {}", fmt_int(r));
+            }
+            if let Some(ns) = h.latency_ns {
+                let _ = write!(line, "  ({} us)", fmt_us(ns as f64));
+            }
+        } else {
+            let args = self.arguments(h);
+            if !args.is_empty() || self.parameters(h.probe).is_some() {
+                let _ = write!(line, "({})", args.join(", "));
+            }
+        }
+        line.push('\n');
+        line
+    }
+
+    fn arguments(&self, h: &HitEvent) -> Vec<String> {
+        let named = self.parameters(h.probe).unwrap_or(&[]);
+        let n = match (self.nargs, self.parameters(h.probe)) {
+            (Some(n), _) => n,
+            (None, Some(params)) => params.len(),
+            (None, None) => 3,
+        };
+        (h.args.iter().take(n.min(6)).enumerate())
+            .map(|(i, &v)| match named.get(i) {
+                Some(p) => p.show(v),
+                None => fmt_int(v),
+            })
+            .collect()
+    }
+}
+
+/// DWARF parameters of every entry probe at a function's first instruction, reading each
+/// binary once.
+fn named_parameters(probes: &[ResolvedProbe]) -> Vec<Option<Vec<crate::dwarf::Param>>> {
+    use std::collections::{BTreeMap, HashSet};
+    let at_entry =
+        |p: &ResolvedProbe| p.spec.kind == ProbeKind::Uprobe && p.vaddr == p.symbol_vaddr;
+    let mut by_binary: BTreeMap<&std::path::Path, HashSet<u64>> = BTreeMap::new();
+    for p in probes.iter().filter(|p| at_entry(p)) {
+        by_binary.entry(&p.binary).or_default().insert(p.vaddr);
+    }
+    let found: BTreeMap<_, _> = by_binary
+        .into_iter()
+        .map(|(binary, addresses)| (binary, crate::dwarf::parameters(binary, &addresses)))
+        .collect();
+    probes
+        .iter()
+        .map(|p| {
+            at_entry(p)
+                .then(|| found.get(p.binary.as_path())?.get(&p.vaddr).cloned())
+                .flatten()
+        })
+        .collect()
 }
 
 /// An integer register value: small values (positive or negative) in decimal, anything else

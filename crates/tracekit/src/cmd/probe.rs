@@ -56,9 +56,10 @@ pub struct ProbeArgs {
     /// Print every hit as it happens (arguments at entry; return value and latency at return).
     #[arg(long)]
     print: bool,
-    /// How many integer arguments --print shows (0-6).
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=6))]
-    args: u8,
+    /// How many integer arguments --print shows (0-6); by default a function's parameters,
+    /// named and typed, when its binary has DWARF debug information, otherwise 3 registers.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=6))]
+    args: Option<u8>,
     #[command(flatten)]
     out: OutputArgs,
     /// Probe a LoongArch64 program waiting under `qemu-loongarch64-static -g PORT` through
@@ -121,9 +122,13 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     };
     // Without a command, streamed hits go to stdout unless the JSON report goes there.
     let events_to_stderr = spawned || (args.out.json && args.out.output.is_none());
-    let nargs = usize::from(args.args);
+    let nargs = args.args.map(usize::from);
+    let printer = match args.print {
+        true => render::HitPrinter::new(&probes, nargs),
+        false => render::HitPrinter::without_names(&probes, nargs),
+    };
     let mut on_hit = |h: &HitEvent| {
-        let line = render::hit_line(h, &probes, nargs);
+        let line = printer.line(h);
         let _ = if events_to_stderr {
             std::io::stderr().write_all(line.as_bytes())
         } else {
