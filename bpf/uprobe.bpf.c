@@ -29,6 +29,7 @@ enum event_kind { EV_ENTRY = 0, EV_RETURN = 1 };
 // Set by user space before loading; the verifier removes the branches they disable.
 const volatile u32 cfg_tgid = 0;  // 0: any process (the attachments are already scoped)
 const volatile u32 cfg_print = 0; // stream events to `events`
+const volatile u32 cfg_by_thread = 0; // also count per thread in `thread_stats`
 
 struct probe_stats {
     u64 hits;
@@ -41,6 +42,24 @@ struct probe_stats {
     u64 sum_sq_lo;
     u64 sum_sq_hi;
     u64 hist[HIST_BUCKETS];
+    u64 unattributed; // hits not counted per thread: `thread_stats` was full
+};
+
+// Per (probe, thread) with cfg_by_thread: hits and the same latency sums as probe_stats.
+struct thread_key {
+    u32 probe;
+    u32 tid;
+};
+
+struct thread_stats {
+    u64 hits;
+    u64 missed;
+    u64 lat_count;
+    u64 lat_total;
+    u64 lat_min;
+    u64 lat_max;
+    u64 sum_sq_lo;
+    u64 sum_sq_hi;
 };
 
 struct stack_key {
@@ -70,6 +89,13 @@ struct {
     __type(key, u32);
     __type(value, struct probe_stats);
 } stats SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+    __uint(max_entries, 1); // sized by user space when cfg_by_thread is set
+    __type(key, struct thread_key);
+    __type(value, struct thread_stats);
+} thread_stats SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -105,6 +131,33 @@ static __always_inline void record_latency(struct probe_stats *st, u64 d)
     u32 b = tk_log2_bucket(d);
     if (b < HIST_BUCKETS)
         st->hist[b]++;
+}
+
+// This thread's statistics of probe `id`, created on its first hit; NULL (and the hit counted
+// as unattributed) when the map is full.
+static __always_inline struct thread_stats *thread_of(struct probe_stats *st, u32 id)
+{
+    struct thread_key key = { .probe = id, .tid = (u32)bpf_get_current_pid_tgid() };
+    struct thread_stats *t = bpf_map_lookup_elem(&thread_stats, &key);
+    if (!t) {
+        struct thread_stats zero = {};
+        bpf_map_update_elem(&thread_stats, &key, &zero, BPF_NOEXIST);
+        t = bpf_map_lookup_elem(&thread_stats, &key);
+        if (!t)
+            st->unattributed++;
+    }
+    return t;
+}
+
+static __always_inline void thread_latency(struct thread_stats *t, u64 d)
+{
+    if (t->lat_count == 0 || d < t->lat_min)
+        t->lat_min = d;
+    if (d > t->lat_max)
+        t->lat_max = d;
+    t->lat_count++;
+    t->lat_total += d;
+    tk_add_square(&t->sum_sq_lo, &t->sum_sq_hi, d);
 }
 
 static __always_inline void emit(struct pt_regs *ctx, struct probe_stats *st, u32 id, u32 kind, u64 latency)
@@ -181,6 +234,11 @@ int tk_entry(struct pt_regs *ctx)
         if (!st)
             return 0;
         st->hits++;
+        if (cfg_by_thread) {
+            struct thread_stats *t = thread_of(st, hit - 1);
+            if (t)
+                t->hits++;
+        }
         if (cfg_print)
             emit(ctx, st, hit - 1, EV_ENTRY, 0);
     }
@@ -198,13 +256,20 @@ int tk_return(struct pt_regs *ctx)
     if (!st)
         return 0;
     st->hits++;
+    struct thread_stats *t = cfg_by_thread ? thread_of(st, id) : 0;
+    if (t)
+        t->hits++;
     u64 start = pop_entry(id);
     u64 latency = 0;
     if (start && start <= now) {
         latency = now - start;
         record_latency(st, latency);
+        if (t)
+            thread_latency(t, latency);
     } else {
         st->missed++;
+        if (t)
+            t->missed++;
     }
     if (cfg_print)
         emit(ctx, st, id, EV_RETURN, latency);

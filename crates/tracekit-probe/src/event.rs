@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::report::ProbeReport;
 use crate::spec::ProbeKind;
@@ -43,6 +44,66 @@ pub struct HitEvent {
     pub retval: Option<u64>,
     /// Entry-to-return time in ns, for return probes whose entry was seen.
     pub latency_ns: Option<u64>,
+}
+
+/// What an engine hands over while it runs: every hit when streaming (`print`) is on, and
+/// every [`Sink::every`] the counts so far (for interval reports). A closure over
+/// [`HitEvent`] is a sink that wants hits only.
+pub trait Sink {
+    /// One hit, as it happens (only when the engine was asked to stream them).
+    fn hit(&mut self, event: &HitEvent);
+
+    /// How often the engine calls [`Sink::interval`]; `None` (the default): never.
+    fn every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The run's counts so far (cumulative: [`ProbeReport::since`] makes an interval of
+    /// two of them), every [`Sink::every`] while the target runs.
+    fn interval(&mut self, so_far: &ProbeReport) {
+        let _ = so_far;
+    }
+}
+
+impl<F: FnMut(&HitEvent)> Sink for F {
+    fn hit(&mut self, event: &HitEvent) {
+        self(event)
+    }
+}
+
+/// When the next interval report is due, for engines that poll.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticker {
+    every: Option<Duration>,
+    next: Option<std::time::Instant>,
+}
+
+impl Ticker {
+    /// A ticker for `sink`'s interval, starting now.
+    pub fn new(sink: &dyn Sink) -> Ticker {
+        let every = sink.every();
+        Ticker {
+            every,
+            next: every.map(|d| std::time::Instant::now() + d),
+        }
+    }
+
+    /// Whether an interval has ended (and the next one began).
+    pub fn due(&mut self) -> bool {
+        match (self.every, self.next) {
+            (Some(every), Some(next)) if std::time::Instant::now() >= next => {
+                self.next = Some(next + every);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Time until the next interval ends (`None` without intervals).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.next
+            .map(|n| n.saturating_duration_since(std::time::Instant::now()))
+    }
 }
 
 /// What a run produced, whichever engine ran it.

@@ -29,8 +29,8 @@ pub mod symbols;
 pub mod test_support;
 
 pub use error::Error;
-pub use event::{ExitStatus, HitEvent, Outcome, Target};
-pub use report::{ProbeReport, ProbeResult};
+pub use event::{ExitStatus, HitEvent, Outcome, Sink, Target, Ticker};
+pub use report::{Interval, Intervals, ProbeReport, ProbeResult, ThreadResult};
 pub use spec::{ProbeKind, ProbeLocation, ProbeSpec, SpecError};
 pub use symbols::{
     Expansion, Listing, Lookup, MAX_PROBES, ResolvedProbe, SymbolError, resolve, resolve_all,

@@ -5,10 +5,12 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 use tracekit_core::report::{Column, Style, Table};
+use tracekit_core::stats::LatencyStats;
 use tracekit_core::units::ns_to_ms;
 
 use crate::breakpoint::arch::{Arch, Handling, x86_64::X86_64};
 use crate::event::{ExitStatus, HitEvent, Outcome};
+use crate::report::{Interval, ProbeReport};
 use crate::spec::ProbeKind;
 use crate::symbols::{Listing, Machine, ResolvedProbe};
 
@@ -144,7 +146,7 @@ pub fn text_report(o: &Outcome, style: Style) -> String {
         None => {}
     }
     text.push_str(":\n\n");
-    text.push_str(&table(o).render(style));
+    text.push_str(&table(&o.report, false).render(style));
     for p in &o.report.probes {
         if let Some(h) = p.histogram.as_ref().filter(|h| h.total() > 0) {
             let _ = write!(text, "\n@latency_ns[{}]:\n{}", p.spec, h.render(""));
@@ -153,7 +155,28 @@ pub fn text_report(o: &Outcome, style: Style) -> String {
     text
 }
 
-fn table(o: &Outcome) -> Table {
+/// One interval of `-i SECS`: its number, its length, and the table of what happened in it.
+/// Min and max are unknown per interval (`-`).
+pub fn interval_text(i: &Interval, style: Style) -> String {
+    format!(
+        "\n Interval {} ({:.3} s, {} engine):\n\n{}",
+        i.index,
+        i.seconds,
+        i.report.engine,
+        table(&i.report, true).render(style)
+    )
+}
+
+/// One interval as a JSON document (a line of NDJSON): `interval`, `seconds`, `engine` and
+/// the `probes` array of [`json_report`] (min and max absent).
+pub fn interval_json(i: &Interval) -> Value {
+    json!({
+        "interval": i.index, "seconds": i.seconds, "engine": i.report.engine,
+        "probes": probes_json(&i.report, true),
+    })
+}
+
+fn table(report: &ProbeReport, interval: bool) -> Table {
     let mut table = Table::new(vec![
         Column::left("probe"),
         Column::right("hits"),
@@ -164,50 +187,100 @@ fn table(o: &Outcome) -> Table {
         Column::right("max(us)"),
         Column::right("stddev(%)"),
     ]);
-    for p in &o.report.probes {
-        let mut row = vec![p.spec.clone(), p.hits.to_string(), p.missed.to_string()];
-        if let Some(l) = p.latency.filter(|l| l.count > 0) {
-            row.extend([
-                ns_to_ms(l.total as f64),
-                fmt_us(l.min as f64),
-                fmt_us(l.mean()),
-                fmt_us(l.max as f64),
-                format!("{:.2}", l.rel_stddev_pct()),
+    for p in &report.probes {
+        table.row(row(p.spec.clone(), p.hits, p.missed, p.latency, interval));
+        for t in &p.threads {
+            let name = format!("  tid {}", t.tid);
+            table.row(row(name, t.hits, t.missed, t.latency, interval));
+        }
+        if p.unattributed > 0 {
+            table.row(vec![
+                "  (no thread: map full)".into(),
+                p.unattributed.to_string(),
             ]);
         }
-        table.row(row);
     }
     table
+}
+
+fn row(
+    name: String,
+    hits: u64,
+    missed: u64,
+    latency: Option<LatencyStats>,
+    interval: bool,
+) -> Vec<String> {
+    let mut row = vec![name, hits.to_string(), missed.to_string()];
+    if let Some(l) = latency.filter(|l| l.count > 0) {
+        let extreme = |v: u64| match interval {
+            true => "-".to_owned(),
+            false => fmt_us(v as f64),
+        };
+        row.extend([
+            ns_to_ms(l.total as f64),
+            extreme(l.min),
+            fmt_us(l.mean()),
+            extreme(l.max),
+            format!("{:.2}", l.rel_stddev_pct()),
+        ]);
+    }
+    row
 }
 
 /// The JSON report: engine, one object per probe, how the command ended, and the
 /// [`Outcome::notes`].
 pub fn json_report(o: &Outcome) -> Value {
-    let probes: Vec<Value> = o
-        .report
-        .probes
-        .iter()
-        .map(|p| {
-            // No returns seen: no latency, rather than zeros that look like data.
-            let latency = p.latency.filter(|l| l.count > 0).map(|l| {
-                json!({
-                    "count": l.count, "total_ns": l.total, "min_ns": l.min, "max_ns": l.max,
-                    "avg_ns": l.mean(), "stddev_ns": l.stddev(), "sum_sq_ns2": l.sum_sq.to_string(),
-                })
-            });
-            json!({
-                "spec": p.spec, "kind": p.kind, "hits": p.hits, "missed": p.missed, "lost": p.lost,
-                "latency": latency,
-                "histogram_log2": p.histogram.as_ref().filter(|h| h.total() > 0).map(|h| &h.buckets),
-            })
-        })
-        .collect();
     let exit = match o.exit {
         Some(ExitStatus::Code(c)) => json!({"code": c}),
         Some(ExitStatus::Signal(s)) => json!({"signal": s}),
         None => Value::Null,
     };
-    json!({ "engine": o.report.engine, "probes": probes, "exit": exit, "notes": o.notes() })
+    json!({
+        "engine": o.report.engine, "probes": probes_json(&o.report, false), "exit": exit,
+        "notes": o.notes(),
+    })
+}
+
+fn probes_json(report: &ProbeReport, interval: bool) -> Vec<Value> {
+    report
+        .probes
+        .iter()
+        .map(|p| {
+            let mut v = json!({
+                "spec": p.spec, "kind": p.kind, "hits": p.hits, "missed": p.missed, "lost": p.lost,
+                "latency": latency_json(p.latency, interval),
+                "histogram_log2": p.histogram.as_ref().filter(|h| h.total() > 0).map(|h| &h.buckets),
+            });
+            if report.by_thread {
+                v["threads"] = p
+                    .threads
+                    .iter()
+                    .map(|t| {
+                        json!({"tid": t.tid, "hits": t.hits, "missed": t.missed,
+                               "latency": latency_json(t.latency, interval)})
+                    })
+                    .collect();
+                v["unattributed"] = p.unattributed.into();
+            }
+            v
+        })
+        .collect()
+}
+
+/// No returns seen: no latency, rather than zeros that look like data. Intervals have no
+/// min and max.
+fn latency_json(latency: Option<LatencyStats>, interval: bool) -> Option<Value> {
+    latency.filter(|l| l.count > 0).map(|l| {
+        let mut v = json!({
+            "count": l.count, "total_ns": l.total, "avg_ns": l.mean(), "stddev_ns": l.stddev(),
+            "sum_sq_ns2": l.sum_sq.to_string(),
+        });
+        if !interval {
+            v["min_ns"] = l.min.into();
+            v["max_ns"] = l.max.into();
+        }
+        v
+    })
 }
 
 /// The functions `--list` found: name, address, size, first instruction, and whether each

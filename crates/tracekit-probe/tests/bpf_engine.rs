@@ -56,7 +56,7 @@ impl engine_contract::Backend for Bpf {
         };
         let opts = BpfOptions {
             print: true,
-            on_attached: None,
+            ..Default::default()
         };
         let result = bpf::run(&probes(specs), &target, &opts, stop, on_hit);
         let stdout = std::fs::read_to_string(&out).unwrap_or_default();

@@ -17,14 +17,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::{Ebpf, EbpfLoader, Pod};
 use tracekit_core::stats::{LatencyStats, Log2Histogram};
 
-use crate::event::{ExitStatus, HitEvent, Outcome, Target};
-use crate::report::{ProbeReport, ProbeResult};
+use crate::event::{ExitStatus, HitEvent, Outcome, Sink, Target, Ticker};
+use crate::report::{ProbeReport, ProbeResult, ThreadResult};
 use crate::spec::ProbeKind;
 use crate::symbols::ResolvedProbe;
 
@@ -172,6 +172,29 @@ struct KernelStats {
     sum_sq_lo: u64,
     sum_sq_hi: u64,
     hist: [u64; HIST_BUCKETS],
+    unattributed: u64,
+}
+
+/// Mirror of `struct thread_key` in uprobe.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ThreadKey {
+    probe: u32,
+    tid: u32,
+}
+
+/// Mirror of `struct thread_stats` in uprobe.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KernelThreadStats {
+    hits: u64,
+    missed: u64,
+    lat_count: u64,
+    lat_total: u64,
+    lat_min: u64,
+    lat_max: u64,
+    sum_sq_lo: u64,
+    sum_sq_hi: u64,
 }
 
 /// Mirror of `struct event` in uprobe.bpf.c.
@@ -187,10 +210,15 @@ struct KernelEvent {
     latency: u64,
 }
 
-// SAFETY: both are plain repr(C) structs of integers with no padding; any bit pattern is valid.
+// SAFETY: these are plain repr(C) structs of integers with no padding; any bit pattern is
+// valid.
 unsafe impl Pod for KernelStats {}
 // SAFETY: as above.
 unsafe impl Pod for KernelEvent {}
+// SAFETY: as above.
+unsafe impl Pod for ThreadKey {}
+// SAFETY: as above.
+unsafe impl Pod for KernelThreadStats {}
 
 /// Engine options.
 #[derive(Debug, Clone, Default)]
@@ -200,7 +228,13 @@ pub struct BpfOptions {
     /// Called by [`run`] once every probe is attached (before a command starts), with the
     /// number of probes: the moment a user (or a test) can start the workload.
     pub on_attached: Option<fn(usize)>,
+    /// Also count hits and latencies per thread ([`ProbeResult::threads`]).
+    pub by_thread: bool,
 }
+
+/// (probe, thread) pairs the per-thread statistics hold; hits beyond are counted as
+/// [`ProbeResult::unattributed`].
+pub const MAX_THREAD_ENTRIES: u32 = 65536;
 
 /// One entry attachment: the hit it counts and the return probe whose entry it stamps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +290,7 @@ pub struct Session {
     ebpf: Ebpf,
     probes: Vec<ResolvedProbe>,
     events: Option<RingBuf<MapData>>,
+    by_thread: bool,
 }
 
 impl Session {
@@ -278,11 +313,19 @@ impl Session {
             BpfError::Load { reason, refused }
         };
         let print = u32::from(opts.print);
+        let by_thread = u32::from(opts.by_thread);
         // Without --print the ring buffer is never written; keep it one page.
         let ring = if opts.print { RING_BYTES } else { 4096 };
+        let threads = if opts.by_thread {
+            MAX_THREAD_ENTRIES
+        } else {
+            1
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("cfg_print", &print, true)
+            .override_global("cfg_by_thread", &by_thread, true)
             .map_max_entries("events", ring)
+            .map_max_entries("thread_stats", threads)
             .load(OBJECT)
             .map_err(|e| load_err(&e))?;
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
@@ -337,17 +380,18 @@ impl Session {
             ebpf,
             probes: probes.to_vec(),
             events,
+            by_thread: opts.by_thread,
         })
     }
 
-    /// Waits up to `timeout` for streamed hits and passes each to `on_hit`; returns how many.
+    /// Waits up to `timeout` for streamed hits and passes each to `sink`; returns how many.
     /// Without [`BpfOptions::print`] it just sleeps.
-    pub fn poll(&mut self, timeout: Duration, on_hit: &mut dyn FnMut(&HitEvent)) -> usize {
+    pub fn poll(&mut self, timeout: Duration, sink: &mut dyn Sink) -> usize {
         let Some(ring) = self.events.as_mut() else {
             std::thread::sleep(timeout);
             return 0;
         };
-        let mut n = drain(ring, on_hit);
+        let mut n = drain(ring, sink);
         if n == 0 {
             let mut pfd = libc::pollfd {
                 fd: ring.as_raw_fd(),
@@ -362,9 +406,20 @@ impl Session {
                     timeout.as_millis().min(i32::MAX as u128) as i32,
                 )
             };
-            n = drain(ring, on_hit);
+            n = drain(ring, sink);
         }
         n
+    }
+
+    /// Polls for streamed hits for one tick of the run loop (50 ms, or until the interval
+    /// ends), then hands `sink` the counts so far if an interval ended.
+    fn wait(&mut self, ticker: &mut Ticker, sink: &mut dyn Sink) -> Result<(), BpfError> {
+        const TICK: Duration = Duration::from_millis(50);
+        self.poll(ticker.remaining().map_or(TICK, |r| r.min(TICK)), sink);
+        if ticker.due() {
+            sink.interval(&self.report()?);
+        }
+        Ok(())
     }
 
     /// Reads the kernel's statistics (the probes stay attached).
@@ -381,21 +436,66 @@ impl Session {
             let per_cpu = map.get(&(i as u32), 0).map_err(map_err)?;
             probes.push(result_of(p, per_cpu.iter()));
         }
+        if self.by_thread {
+            self.add_threads(&mut probes)?;
+        }
         Ok(ProbeReport {
             engine: "bpf".into(),
             probes,
+            by_thread: self.by_thread,
         })
+    }
+
+    /// Adds each probe's per-thread statistics, by thread id.
+    fn add_threads(&self, probes: &mut [ProbeResult]) -> Result<(), BpfError> {
+        let map_err = |e: aya::maps::MapError| BpfError::Map {
+            map: "thread_stats",
+            reason: e.to_string(),
+        };
+        let map: PerCpuHashMap<&MapData, ThreadKey, KernelThreadStats> =
+            PerCpuHashMap::try_from(self.ebpf.map("thread_stats").expect("map in object"))
+                .map_err(map_err)?;
+        for entry in map.iter() {
+            let (key, per_cpu) = entry.map_err(map_err)?;
+            let Some(p) = probes.get_mut(key.probe as usize) else {
+                continue;
+            };
+            let mut t = ThreadResult {
+                tid: key.tid as i32,
+                hits: 0,
+                missed: 0,
+                latency: p.latency.map(|_| LatencyStats::new()),
+            };
+            for s in per_cpu.iter() {
+                t.hits += s.hits;
+                t.missed += s.missed;
+                if let Some(l) = &mut t.latency {
+                    l.merge(&LatencyStats {
+                        count: s.lat_count,
+                        total: s.lat_total,
+                        min: s.lat_min,
+                        max: s.lat_max,
+                        sum_sq: (u128::from(s.sum_sq_hi) << 64) | u128::from(s.sum_sq_lo),
+                    });
+                }
+            }
+            p.threads.push(t);
+        }
+        probes
+            .iter_mut()
+            .for_each(|p| p.threads.sort_by_key(|t| t.tid));
+        Ok(())
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, on_hit: &mut dyn FnMut(&HitEvent)) -> usize {
+fn drain(ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
         if item.len() >= size_of::<KernelEvent>() {
             // SAFETY: the item holds at least one KernelEvent written by the BPF program; the
             // read is unaligned-safe.
             let e: KernelEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            on_hit(&event_of(&e));
+            sink.hit(&event_of(&e));
             n += 1;
         }
     }
@@ -424,12 +524,14 @@ fn result_of<'a>(p: &ResolvedProbe, per_cpu: impl Iterator<Item = &'a KernelStat
     let mut hits = 0;
     let mut missed = 0;
     let mut lost = 0;
+    let mut unattributed = 0;
     let mut latency = LatencyStats::new();
     let mut histogram = Log2Histogram::default();
     for s in per_cpu {
         hits += s.hits;
         missed += s.missed;
         lost += s.lost;
+        unattributed += s.unattributed;
         latency.merge(&LatencyStats {
             count: s.lat_count,
             total: s.lat_total,
@@ -448,6 +550,8 @@ fn result_of<'a>(p: &ResolvedProbe, per_cpu: impl Iterator<Item = &'a KernelStat
         lost,
         latency: is_return.then_some(latency),
         histogram: is_return.then_some(histogram),
+        threads: Vec::new(),
+        unattributed,
     }
 }
 
@@ -458,9 +562,20 @@ pub fn run(
     target: &Target,
     opts: &BpfOptions,
     stop: &AtomicBool,
-    on_hit: &mut dyn FnMut(&HitEvent),
+    mut on_hit: &mut dyn FnMut(&HitEvent),
 ) -> Result<Outcome, BpfError> {
-    const TICK: Duration = Duration::from_millis(50);
+    run_with_sink(probes, target, opts, stop, &mut on_hit)
+}
+
+/// [`run`], handing `sink` every hit when [`BpfOptions::print`] is set and the counts so far
+/// every [`Sink::every`] (interval reports).
+pub fn run_with_sink(
+    probes: &[ResolvedProbe],
+    target: &Target,
+    opts: &BpfOptions,
+    stop: &AtomicBool,
+    sink: &mut dyn Sink,
+) -> Result<Outcome, BpfError> {
     match target {
         Target::Pid(pid) => {
             if !tracekit_core::process::alive(*pid) {
@@ -481,10 +596,11 @@ pub fn run(
             if let Some(f) = opts.on_attached {
                 f(probes.len());
             }
+            let mut ticker = Ticker::new(sink);
             while !stop.load(Ordering::Relaxed) && tracekit_core::process::alive(*pid) {
-                session.poll(TICK, on_hit);
+                session.wait(&mut ticker, sink)?;
             }
-            let mut out = finish(session, *pid, None, on_hit)?;
+            let mut out = finish(session, *pid, None, sink)?;
             out.warnings = warnings;
             Ok(out)
         }
@@ -502,8 +618,9 @@ pub fn run(
             }
             let mut child = gated.release().map_err(spawn_err)?;
             let mut status = None;
+            let mut ticker = Ticker::new(sink);
             while !stop.load(Ordering::Relaxed) {
-                session.poll(TICK, on_hit);
+                session.wait(&mut ticker, sink)?;
                 if let Some(s) = child.try_wait().map_err(spawn_err)? {
                     status = Some(s);
                     break;
@@ -514,7 +631,7 @@ pub fn run(
                 std::thread::sleep(Duration::from_millis(100));
                 status = child.try_wait().ok().flatten();
             }
-            finish(session, pid, status.map(ExitStatus::from), on_hit)
+            finish(session, pid, status.map(ExitStatus::from), sink)
         }
     }
 }
@@ -523,9 +640,9 @@ fn finish(
     mut session: Session,
     pid: u32,
     exit: Option<ExitStatus>,
-    on_hit: &mut dyn FnMut(&HitEvent),
+    sink: &mut dyn Sink,
 ) -> Result<Outcome, BpfError> {
-    while session.poll(Duration::ZERO, on_hit) > 0 {}
+    while session.poll(Duration::ZERO, sink) > 0 {}
     let report = session.report()?;
     Ok(Outcome {
         lost_events: report.probes.iter().map(|p| p.lost).sum(),

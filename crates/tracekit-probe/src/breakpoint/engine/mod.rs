@@ -18,7 +18,7 @@ use super::BreakpointError;
 use super::arch::{self, Arch, Boundary, Handling, ReturnSlot, SlotReturn};
 use super::transport::{Memory, Registers};
 use crate::event::HitEvent;
-use crate::report::{ProbeReport, ProbeResult};
+use crate::report::{ProbeReport, ProbeResult, ThreadResult};
 use crate::spec::ProbeKind;
 use crate::symbols::ResolvedProbe;
 
@@ -272,11 +272,21 @@ struct ProbeStats {
     hist: Log2Histogram,
 }
 
+/// One thread's share of a probe.
+#[derive(Debug, Clone, Copy, Default)]
+struct ThreadStats {
+    hits: u64,
+    missed: u64,
+    latency: LatencyStats,
+}
+
 /// Handlers and counts for a run.
 pub struct Engine<A: Arch> {
     /// The probes.
     pub table: ProbeTable<A>,
     stats: Vec<ProbeStats>,
+    /// Per (probe, thread) counts, when asked for ([`Engine::count_per_thread`]).
+    threads: Option<std::collections::BTreeMap<(usize, i32), ThreadStats>>,
     /// Build hit events for the callback.
     pub print: bool,
     /// How slots come back.
@@ -299,8 +309,31 @@ impl<A: Arch> Engine<A> {
         Engine {
             table,
             stats,
+            threads: None,
             print,
             slot_return,
+        }
+    }
+
+    /// Also counts hits and latencies per thread, for [`ProbeResult::threads`].
+    pub fn count_per_thread(&mut self) {
+        self.threads.get_or_insert_default();
+    }
+
+    /// Counts a hit of probe `p` by thread `tid`, with its latency for returns.
+    fn count_hit(&mut self, p: usize, tid: i32, latency: Option<u64>) {
+        let s = &mut self.stats[p];
+        s.hits += 1;
+        if let Some(ns) = latency {
+            s.latency.record(ns);
+            s.hist.record(ns);
+        }
+        if let Some(threads) = &mut self.threads {
+            let t = threads.entry((p, tid)).or_default();
+            t.hits += 1;
+            if let Some(ns) = latency {
+                t.latency.record(ns);
+            }
         }
     }
 
@@ -359,10 +392,11 @@ impl<A: Arch> Engine<A> {
         mem: &mut dyn Memory,
         on_hit: &mut dyn FnMut(&HitEvent),
     ) -> Result<(), BreakpointError> {
-        let def = &self.table.points[point];
         let args = A::args(regs);
-        for &p in &def.entry {
-            self.stats[p].hits += 1;
+        // By index: the counting borrows the engine mutably (no copy on the hit path).
+        for i in 0..self.table.points[point].entry.len() {
+            let p = self.table.points[point].entry[i];
+            self.count_hit(p, tid, None);
             if self.print {
                 on_hit(&HitEvent {
                     probe: p,
@@ -374,7 +408,7 @@ impl<A: Arch> Engine<A> {
                 });
             }
         }
-        if def.returns.is_empty() {
+        if self.table.points[point].returns.is_empty() {
             return Ok(());
         }
         let tramp = inst.trampoline.expect("return probes get a trampoline");
@@ -467,11 +501,9 @@ impl<A: Arch> Engine<A> {
         let ns = ret.entered.elapsed().as_nanos() as u64;
         A::set_pc(regs, ret.real);
         let retval = A::return_value(regs);
-        for &p in &self.table.points[ret.point].returns {
-            let s = &mut self.stats[p];
-            s.hits += 1;
-            s.latency.record(ns);
-            s.hist.record(ns);
+        for i in 0..self.table.points[ret.point].returns.len() {
+            let p = self.table.points[ret.point].returns[i];
+            self.count_hit(p, tid, Some(ns));
             if self.print {
                 on_hit(&HitEvent {
                     probe: p,
@@ -592,6 +624,22 @@ impl<A: Arch> Engine<A> {
         Ok(())
     }
 
+    /// Probe `p`'s per-thread results, by thread id (empty unless counted per thread).
+    fn threads_of(&self, p: usize, ret: bool) -> Vec<ThreadResult> {
+        let Some(threads) = &self.threads else {
+            return Vec::new();
+        };
+        threads
+            .range((p, i32::MIN)..=(p, i32::MAX))
+            .map(|(&(_, tid), t)| ThreadResult {
+                tid,
+                hits: t.hits,
+                missed: t.missed,
+                latency: ret.then_some(t.latency),
+            })
+            .collect()
+    }
+
     /// The report: one result per probe, in the order given.
     pub fn report(&self) -> ProbeReport {
         let probes = self
@@ -599,7 +647,8 @@ impl<A: Arch> Engine<A> {
             .probes
             .iter()
             .zip(&self.stats)
-            .map(|(def, s)| {
+            .enumerate()
+            .map(|(p, (def, s))| {
                 let ret = def.kind == ProbeKind::Uretprobe;
                 ProbeResult {
                     spec: def.spec.clone(),
@@ -610,12 +659,15 @@ impl<A: Arch> Engine<A> {
                     lost: 0,
                     latency: ret.then_some(s.latency),
                     histogram: ret.then(|| s.hist.clone()),
+                    threads: self.threads_of(p, ret),
+                    unattributed: 0,
                 }
             })
             .collect();
         ProbeReport {
             engine: "ptrace".into(),
             probes,
+            by_thread: self.threads.is_some(),
         }
     }
 }

@@ -20,7 +20,7 @@ pub use target::PtraceTarget;
 use crate::breakpoint::BreakpointError;
 use crate::breakpoint::arch::x86_64::X86_64;
 use crate::breakpoint::engine::ProbeTable;
-use crate::event::{HitEvent, Outcome};
+use crate::event::{HitEvent, Outcome, Sink};
 use crate::symbols::ResolvedProbe;
 
 /// What to trace.
@@ -86,6 +86,8 @@ pub struct PtraceOptions {
     /// How long the tracer polls for the next stop before it sleeps in `waitpid`. `None`:
     /// 20 µs when not pinned (saves waking an idle CPU for every hit), nothing when pinned.
     pub spin: Option<std::time::Duration>,
+    /// Also count hits and latencies per thread ([`crate::ProbeResult::threads`]).
+    pub by_thread: bool,
 }
 
 /// Runs the probes on the target until it exits or `stop` becomes true, then detaches
@@ -99,9 +101,21 @@ pub fn run(
     target: Target,
     opts: &PtraceOptions,
     stop: &AtomicBool,
-    on_hit: &mut dyn FnMut(&HitEvent),
+    mut on_hit: &mut dyn FnMut(&HitEvent),
+) -> Result<Outcome, BreakpointError> {
+    run_with_sink(probes, target, opts, stop, &mut on_hit)
+}
+
+/// [`run`], handing `sink` every hit when [`PtraceOptions::print`] is set and the counts so
+/// far every [`Sink::every`] (interval reports).
+pub fn run_with_sink(
+    probes: &[ResolvedProbe],
+    target: Target,
+    opts: &PtraceOptions,
+    stop: &AtomicBool,
+    sink: &mut dyn Sink,
 ) -> Result<Outcome, BreakpointError> {
     // The host's architecture: ptrace reaches only the tracer's own instruction set.
     let table = ProbeTable::<X86_64>::new(probes)?;
-    session::Session::run(table, target, opts, stop, on_hit)
+    session::Session::run(table, target, opts, stop, sink)
 }

@@ -29,7 +29,7 @@ use crate::breakpoint::BreakpointError;
 use crate::breakpoint::arch::{Arch, Handling, SlotReturn};
 use crate::breakpoint::engine::{Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap};
 use crate::breakpoint::transport::{Memory, Registers};
-use crate::event::{ExitStatus, HitEvent, Outcome};
+use crate::event::{ExitStatus, HitEvent, Outcome, Sink};
 use affinity::*;
 use tracees::*;
 
@@ -37,7 +37,8 @@ const OPTIONS: libc::c_int = libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEFORK
     | libc::PTRACE_O_TRACEVFORK
     | libc::PTRACE_O_TRACEEXEC;
-const WAIT_FLAGS: libc::c_int = libc::__WALL | libc::__WNOTHREAD;
+// WUNTRACED: the waker (not traced) reports its self-stops, one per interval.
+const WAIT_FLAGS: libc::c_int = libc::__WALL | libc::__WNOTHREAD | libc::WUNTRACED;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 
 /// How long the tracer polls for the next stop before sleeping, when not pinned.
@@ -123,7 +124,7 @@ where
         target: Target,
         opts: &'a PtraceOptions,
         stop: &AtomicBool,
-        on_hit: &mut dyn FnMut(&HitEvent),
+        sink: &mut dyn Sink,
     ) -> Result<Outcome, BreakpointError> {
         let slot_return = if opts.slot_breakpoint {
             SlotReturn::Breakpoint
@@ -131,7 +132,10 @@ where
             SlotReturn::Jump
         };
         let n_points = table.points.len();
-        let engine = Engine::new(table, opts.print, slot_return);
+        let mut engine = Engine::new(table, opts.print, slot_return);
+        if opts.by_thread {
+            engine.count_per_thread();
+        }
         let (waker_pid, waker_fd) = spawn_waker()?;
         let tracer_affinity = match opts.pin_cpu.map(pin_self).transpose() {
             Ok(mask) => mask,
@@ -161,16 +165,19 @@ where
         };
         let done = AtomicBool::new(false);
         let result = std::thread::scope(|scope| {
-            let dog = scope.spawn(|| watchdog(stop, &done, waker_fd));
+            let every = sink.every();
+            let done = &done;
+            let dog = scope.spawn(move || watchdog(stop, done, waker_fd, every));
             if !matches!(target, Target::Attach(_)) {
                 // A spawned program inherits the pinned tracer's mask; give it back the original.
                 s.saved_affinity = tracer_affinity;
             }
-            let r = s.start(target).and_then(|()| s.event_loop(stop, on_hit));
+            let r = s.start(target).and_then(|()| s.event_loop(stop, sink));
+            let mut on_hit = |e: &HitEvent| sink.hit(e);
             let r = match r {
-                Ok(()) => s.detach_all(on_hit),
+                Ok(()) => s.detach_all(&mut on_hit),
                 Err(e) => {
-                    let _ = s.detach_all(on_hit);
+                    let _ = s.detach_all(&mut on_hit);
                     Err(e)
                 }
             };
@@ -232,7 +239,7 @@ where
     fn event_loop(
         &mut self,
         stop: &AtomicBool,
-        on_hit: &mut dyn FnMut(&HitEvent),
+        sink: &mut dyn Sink,
     ) -> Result<(), BreakpointError> {
         let spin = match (self.opts.spin, self.opts.pin_cpu) {
             (Some(d), _) => d,
@@ -243,12 +250,26 @@ where
         while !self.threads.is_empty() && !stop.load(Ordering::Relaxed) {
             let (pid, status) = waitpid_any(spin)?;
             if pid == self.waker_pid {
-                self.waker_pid = 0;
+                if self.on_waker(status) {
+                    sink.interval(&self.engine.report());
+                }
                 continue;
             }
-            self.on_status(pid, status, on_hit, false)?;
+            self.on_status(pid, status, &mut |e: &HitEvent| sink.hit(e), false)?;
         }
         Ok(())
+    }
+
+    /// The waker stopped (an interval ended: it is let go again, and this returns true) or
+    /// exited (the stop flag: it is gone).
+    fn on_waker(&mut self, status: i32) -> bool {
+        if libc::WIFSTOPPED(status) {
+            // SAFETY: continuing our own stopped child; no pointers.
+            unsafe { libc::kill(self.waker_pid, libc::SIGCONT) };
+            return true;
+        }
+        self.waker_pid = 0;
+        false
     }
 
     /// Handles one wait status. In `detaching` mode stopped threads are left stopped.

@@ -72,7 +72,7 @@ where
                 }
                 let (pid, status) = waitpid_any(Duration::ZERO)?;
                 if pid == self.waker_pid {
-                    self.waker_pid = 0;
+                    self.on_waker(status);
                     continue;
                 }
                 self.on_status(pid, status, on_hit, true)?;

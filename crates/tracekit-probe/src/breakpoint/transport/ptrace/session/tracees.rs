@@ -424,26 +424,35 @@ pub(super) fn fork_stopped_child(
     Ok((pid, err_fd))
 }
 
-/// Forks a child that exits as soon as its pipe is written or closed: the tracer blocks in
-/// waitpid, and this child's exit is what wakes it when the stop flag is set.
+/// Forks the waker: a child that stops itself (SIGSTOP) for every byte written to its pipe
+/// and exits when the pipe is closed. The tracer blocks in waitpid, and the waker's stop or
+/// exit is what wakes it: a stop for the end of an interval, the exit when the stop flag is
+/// set.
 pub(super) fn spawn_waker() -> Result<(i32, OwnedFd), BreakpointError> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid 2-int array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(BreakpointError::last("pipe", 0));
     }
-    // SAFETY: the child only calls read and _exit (async-signal-safe).
+    // SAFETY: the child only calls close, read, kill, getpid and _exit (async-signal-safe).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(BreakpointError::last("fork", 0));
     }
     if pid == 0 {
-        // SAFETY: in the child: close the write end, block until a byte or EOF, exit.
+        // SAFETY: in the child: close the write end; a byte stops us, EOF or an error ends us.
         unsafe {
             libc::close(fds[1]);
             let mut b = 0u8;
-            while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) < 0 {}
-            libc::_exit(0);
+            loop {
+                match libc::read(fds[0], (&mut b as *mut u8).cast(), 1) {
+                    1 => {
+                        libc::kill(libc::getpid(), libc::SIGSTOP);
+                    }
+                    r if r < 0 && *libc::__errno_location() == libc::EINTR => {}
+                    _ => libc::_exit(0),
+                }
+            }
         }
     }
     // SAFETY: we own both fds; close the read end, keep the write end.
@@ -454,16 +463,31 @@ pub(super) fn spawn_waker() -> Result<(i32, OwnedFd), BreakpointError> {
     }))
 }
 
-pub(super) fn watchdog(stop: &AtomicBool, done: &AtomicBool, waker: OwnedFd) {
-    while !done.load(Ordering::Relaxed) {
-        if stop.load(Ordering::Relaxed) {
+/// Wakes the tracer: a byte to the waker at the end of every interval (`every`), and the
+/// pipe closed when `stop` is set (or the run is `done`).
+pub(super) fn watchdog(
+    stop: &AtomicBool,
+    done: &AtomicBool,
+    waker: OwnedFd,
+    every: Option<Duration>,
+) {
+    let mut next = every.map(|d| std::time::Instant::now() + d);
+    while !done.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+        if let (Some(every), Some(at)) = (every, next)
+            && std::time::Instant::now() >= at
+        {
             // SAFETY: writing one byte from a valid buffer to our pipe.
             unsafe { libc::write(waker.as_raw_fd(), b"x".as_ptr().cast(), 1) };
-            return;
+            next = Some(at + every);
         }
+        let tick = next.map_or(Duration::from_millis(20), |at| {
+            at.saturating_duration_since(std::time::Instant::now())
+                .min(Duration::from_millis(20))
+        });
         // Unparked at the end of the run, so that leaving does not wait for a tick.
-        std::thread::park_timeout(Duration::from_millis(20));
+        std::thread::park_timeout(tick);
     }
+    // Returning closes the pipe: the waker exits and waitpid returns.
 }
 
 pub(super) fn reap(pid: i32) {

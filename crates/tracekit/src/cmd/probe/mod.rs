@@ -2,8 +2,9 @@
 //! Maps flags to `tracekit_probe` calls, chooses the engine (and falls back), and says where
 //! the output goes; the engines and the reports are in the library.
 
+mod sink;
+
 use std::ffi::OsString;
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
@@ -13,8 +14,8 @@ use tracekit_probe::bpf::{self, BpfOptions};
 use tracekit_probe::breakpoint::transport::gdb::qemu;
 use tracekit_probe::breakpoint::transport::ptrace;
 use tracekit_probe::{
-    HitEvent, Lookup, MAX_PROBES, Outcome, ProbeKind, ProbeSpec, ResolvedProbe, Target, render,
-    resolve_specs,
+    HitEvent, Intervals, Lookup, MAX_PROBES, Outcome, ProbeKind, ProbeSpec, ResolvedProbe, Sink,
+    Target, render, resolve_specs,
 };
 
 /// Which probe engine runs the probes.
@@ -56,6 +57,13 @@ pub struct ProbeArgs {
     /// Print every hit as it happens (arguments at entry; return value and latency at return).
     #[arg(long)]
     print: bool,
+    /// Print a report every SECS seconds with the hits of that interval (with --json: one
+    /// JSON document per line); the last, partial interval is printed at the end.
+    #[arg(short, long, value_name = "SECS", conflicts_with = "target")]
+    interval: Option<f64>,
+    /// Also break hits and latencies down per thread.
+    #[arg(long, value_enum, default_value_t = By::Probe, conflicts_with = "target")]
+    by: By,
     /// How many integer arguments --print shows (0-6); by default a function's parameters,
     /// named and typed, when its binary has DWARF debug information, otherwise 3 registers.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=6))]
@@ -77,6 +85,15 @@ pub struct ProbeArgs {
     /// The command to run and probe (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
+}
+
+/// How a report breaks down the hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    /// One row per probe.
+    Probe,
+    /// One row per probe, then one per thread that hit it.
+    Thread,
 }
 
 /// Where the probes run.
@@ -123,28 +140,37 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     // Without a command, streamed hits go to stdout unless the JSON report goes there.
     let events_to_stderr = spawned || (args.out.json && args.out.output.is_none());
     let nargs = args.args.map(usize::from);
-    let printer = match args.print {
-        true => render::HitPrinter::new(&probes, nargs),
-        false => render::HitPrinter::without_names(&probes, nargs),
+    let mut output = sink::Output {
+        printer: match args.print {
+            true => render::HitPrinter::new(&probes, nargs),
+            false => render::HitPrinter::without_names(&probes, nargs),
+        },
+        events_to_stderr,
+        every: args.interval.map(crate::args::interval).transpose()?,
+        flags: &args.out,
+        target: &out,
+        intervals: Intervals::start(),
+        failed: None,
     };
-    let mut on_hit = |h: &HitEvent| {
-        let line = printer.line(h);
-        let _ = if events_to_stderr {
-            std::io::stderr().write_all(line.as_bytes())
-        } else {
-            std::io::stdout().write_all(line.as_bytes())
-        };
-    };
-    let outcome = run_engine(&place, &probes, &args, &stop, &mut on_hit)?;
+    out.prepare()?;
+    let outcome = run_engine(&place, &probes, &args, &stop, &mut output)?;
 
     for note in outcome.notes() {
         eprintln!("tracekit: {note}");
     }
-    args.out.emit(
-        &out,
-        || render::json_report(&outcome),
-        |style| render::text_report(&outcome, style),
-    )?;
+    if let Some(e) = output.failed {
+        return Err(e.into());
+    }
+    if output.every.is_some() {
+        // The last, partial interval: what the run saw after the last report.
+        output.write_interval(&outcome.report)?;
+    } else {
+        args.out.emit(
+            &out,
+            || render::json_report(&outcome),
+            |style| render::text_report(&outcome, style),
+        )?;
+    }
     Ok(match outcome.exit {
         Some(status) => ExitCode::from(status.exit_code()),
         None => ExitCode::SUCCESS,
@@ -209,7 +235,7 @@ fn run_engine(
     probes: &[ResolvedProbe],
     args: &ProbeArgs,
     stop: &AtomicBool,
-    on_hit: &mut dyn FnMut(&HitEvent),
+    sink: &mut dyn Sink,
 ) -> anyhow::Result<Outcome> {
     let target = match place {
         Place::Qemu(address) => {
@@ -217,34 +243,44 @@ fn run_engine(
                 print: args.print,
                 ..Default::default()
             };
-            return Ok(qemu::run(probes, address, &opts, stop, on_hit)?);
+            return Ok(qemu::run(
+                probes,
+                address,
+                &opts,
+                stop,
+                &mut |e: &HitEvent| sink.hit(e),
+            )?);
         }
         Place::Local(target) => target,
     };
+    let by_thread = args.by == By::Thread;
     let bpf_opts = BpfOptions {
         print: args.print,
         on_attached: args.pid.map(|_| attached as fn(usize)),
+        by_thread,
     };
-    let run_ptrace = |on_hit: &mut dyn FnMut(&HitEvent)| -> anyhow::Result<Outcome> {
+    let run_ptrace = |sink: &mut dyn Sink| -> anyhow::Result<Outcome> {
         let opts = ptrace::PtraceOptions {
             print: args.print,
             pin_cpu: args.pin_cpu,
             follow_forks: args.follow_forks,
+            by_thread,
             ..Default::default()
         };
         let target = target.try_into().context("pid out of range")?;
-        Ok(ptrace::run(probes, target, &opts, stop, on_hit)?)
+        Ok(ptrace::run_with_sink(probes, target, &opts, stop, sink)?)
     };
+    let run_bpf = |sink: &mut dyn Sink| bpf::run_with_sink(probes, target, &bpf_opts, stop, sink);
     match args.engine {
-        Engine::Bpf => Ok(bpf::run(probes, target, &bpf_opts, stop, on_hit)?),
-        Engine::Ptrace => run_ptrace(on_hit),
-        Engine::Auto => match bpf::run(probes, target, &bpf_opts, stop, on_hit) {
+        Engine::Bpf => Ok(run_bpf(sink)?),
+        Engine::Ptrace => run_ptrace(sink),
+        Engine::Auto => match run_bpf(sink) {
             Err(e) if e.is_refused() => {
                 let e = anyhow::Error::from(e);
                 eprintln!(
                     "tracekit: BPF engine refused ({e:#}); falling back to the ptrace engine"
                 );
-                run_ptrace(on_hit)
+                run_ptrace(sink)
             }
             r => Ok(r?),
         },
