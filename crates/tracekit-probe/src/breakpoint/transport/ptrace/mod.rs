@@ -3,9 +3,12 @@
 //! [`PtraceTarget`] reaches a stopped thread's registers and the process's memory; `session`
 //! is the event loop (spawn/attach, threads, forks, signals, the injected `mmap` for the slot
 //! area, detach). The session is generic over the [`Arch`](crate::breakpoint::arch::Arch)
-//! whose registers [`PtraceTarget`] maps; [`run`] names the host's, x86-64, the one mapping
-//! there is (`user_regs_struct`). Another host architecture is its `Registers` mapping in
-//! `target.rs` and its name in [`run`].
+//! whose registers [`PtraceTarget`] maps (the bound `PtraceTarget: Registers<A::Regs>`);
+//! every architecture fact it uses (breakpoint and system call instructions, `mmap` numbers,
+//! slot reach, page size) comes from that trait. [`run`] names the host's architecture,
+//! x86-64, the one mapping there is (`user_regs_struct`, in `target.rs`): ptrace reaches only
+//! the tracer's own instruction set. Another host architecture is its `Registers` mapping in
+//! `target.rs` (behind its `cfg(target_arch)`) and its name in [`run`].
 
 mod session;
 mod target;

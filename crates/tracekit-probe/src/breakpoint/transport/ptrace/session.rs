@@ -330,14 +330,7 @@ where
         let Some(proc) = self.procs.get_mut(&tgid) else {
             return Ok(false);
         };
-        let regs = proc
-            .mem
-            .get_regs(tid)
-            .map_err(|source| BreakpointError::Sys {
-                what: "PTRACE_GETREGS",
-                pid: tid,
-                error: source,
-            })?;
+        let regs = get_regs::<A>(&mut proc.mem, tid)?;
         let addr = A::breakpoint_address(A::pc(&regs));
         let entry = matches!(proc.phase, ProcPhase::AwaitEntry { addr: a, .. } if a == addr);
         let loader = proc.loader.as_ref().is_some_and(|h| h.addr == addr);
@@ -357,14 +350,7 @@ where
             .procs
             .get_mut(&tgid)
             .expect("thread of a known process");
-        let mut regs = proc
-            .mem
-            .get_regs(tid)
-            .map_err(|source| BreakpointError::Sys {
-                what: "PTRACE_GETREGS",
-                pid: tid,
-                error: source,
-            })?;
+        let mut regs = get_regs::<A>(&mut proc.mem, tid)?;
         if sig != libc::SIGTRAP {
             if proc.inst.in_areas(A::pc(&regs)) {
                 proc.keep_slots = true;
@@ -405,13 +391,7 @@ where
         )?;
         match trap {
             Trap::Handled => {
-                proc.mem
-                    .set_regs(tid, &regs)
-                    .map_err(|source| BreakpointError::Sys {
-                        what: "PTRACE_SETREGS",
-                        pid: tid,
-                        error: source,
-                    })?;
+                set_regs::<A>(&mut proc.mem, tid, &regs)?;
                 Ok((0, false))
             }
             Trap::Foreign => Ok((sig, false)),
@@ -457,6 +437,35 @@ fn is_stop_signal(sig: i32) -> bool {
         sig,
         libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
     )
+}
+
+/// Thread `tid`'s registers; the error names the request.
+fn get_regs<A: Arch>(mem: &mut PtraceTarget, tid: i32) -> Result<A::Regs, BreakpointError>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
+    mem.get_regs(tid).map_err(|error| BreakpointError::Sys {
+        what: "PTRACE_GETREGS",
+        pid: tid,
+        error,
+    })
+}
+
+/// Sets thread `tid`'s registers; the error names the request.
+fn set_regs<A: Arch>(
+    mem: &mut PtraceTarget,
+    tid: i32,
+    regs: &A::Regs,
+) -> Result<(), BreakpointError>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
+    mem.set_regs(tid, regs)
+        .map_err(|error| BreakpointError::Sys {
+            what: "PTRACE_SETREGS",
+            pid: tid,
+            error,
+        })
 }
 
 fn waitpid(pid: i32, flags: libc::c_int) -> Result<i32, BreakpointError> {
