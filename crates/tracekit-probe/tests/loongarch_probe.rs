@@ -110,6 +110,9 @@ impl Backend for LoongArchQemu {
     fn refused_function(&self) -> (&'static str, &'static str) {
         ("first_llsc", "LL/SC")
     }
+    fn is_refusal(&self, err: &BreakpointError) -> bool {
+        engine_contract::is_unsupported(err)
+    }
     fn plain(&self, args: &[String]) -> (String, Option<i32>) {
         plain(args)
     }
