@@ -37,7 +37,8 @@ use crate::symbols::ResolvedProbe;
 pub struct QemuOptions {
     /// Call `on_hit` for every hit.
     pub print: bool,
-    /// Come back from slots through a `break 0` (post-handler) instead of a `b`.
+    /// Come back from slots through a breakpoint (post-handler) instead of a jump (LoongArch:
+    /// `break 0` instead of `b`).
     pub slot_breakpoint: bool,
     /// How long to keep trying to connect (QEMU may still be starting). Default 10 s.
     pub connect_timeout: Option<Duration>,
@@ -211,7 +212,7 @@ impl<A: GdbRegisters> Session<A> {
                 ret = self.slot_return_for(at, addr);
                 if ret != self.engine.slot_return {
                     self.warnings.push(format!(
-                        "{}: the slot page (0x{page:x}) is out of a `b`'s reach; its slot returns through a second stop",
+                        "{}: the slot page (0x{page:x}) is out of the jump back's reach; its slot returns through a second stop",
                         points[i].spec
                     ));
                 }
@@ -257,7 +258,7 @@ impl<A: GdbRegisters> Session<A> {
         Ok(())
     }
 
-    /// `b` back when the slot is within its reach (one stop per hit), else `break 0`.
+    /// A jump back when the slot is within its reach (one stop per hit), else a breakpoint.
     fn slot_return_for(&self, slot: u64, original: u64) -> SlotReturn {
         let wanted = self.engine.slot_return;
         let reach = slot.abs_diff(original) < A::SLOT_REACH;

@@ -93,7 +93,8 @@ where
     }
 
     /// Maps slot areas (one per cluster of out-of-line points, so that each slot is within
-    /// RIP-relative reach of its original) and writes the trampoline and the slots.
+    /// PC-relative reach of its original: `Arch::SLOT_REACH`) and writes the trampoline and
+    /// the slots.
     pub(super) fn place_slots(
         &mut self,
         pid: i32,
