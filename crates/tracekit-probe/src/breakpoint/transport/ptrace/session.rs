@@ -38,17 +38,17 @@ const OPTIONS: libc::c_int = libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEVFORK
     | libc::PTRACE_O_TRACEEXEC;
 const WAIT_FLAGS: libc::c_int = libc::__WALL | libc::__WNOTHREAD;
-const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 
 /// How long the tracer polls for the next stop before sleeping, when not pinned.
 const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum ProcPhase {
     /// Spawned, before its exec: nothing to place yet.
     BeforeExec,
-    /// After exec: a breakpoint at the entry point waits for the libraries to be loaded.
-    AwaitEntry { addr: u64, orig: u8 },
+    /// After exec: a breakpoint at the entry point waits for the libraries to be loaded
+    /// (`orig`: the bytes it replaced, as long as the architecture's breakpoint).
+    AwaitEntry { addr: u64, orig: Vec<u8> },
     /// Probes placed (as far as their binaries are mapped).
     Live,
 }
@@ -357,15 +357,16 @@ where
             }
             return Ok((sig, false));
         }
-        if let ProcPhase::AwaitEntry { addr, orig } = proc.phase
-            && A::breakpoint_address(A::pc(&regs)) == addr
+        if let ProcPhase::AwaitEntry { addr, orig } = &proc.phase
+            && A::breakpoint_address(A::pc(&regs)) == *addr
         {
+            let addr = *addr;
             let sys = |source| BreakpointError::Sys {
                 what: "removing the entry breakpoint",
                 pid: tid,
                 error: source,
             };
-            proc.mem.write(addr, &[orig]).map_err(sys)?;
+            proc.mem.write(addr, orig).map_err(sys)?;
             A::set_pc(&mut regs, addr);
             proc.mem.set_regs(tid, &regs).map_err(sys)?;
             proc.phase = ProcPhase::Live;

@@ -189,7 +189,7 @@ where
             .filter(|h| h.abs_diff(base) < A::SLOT_REACH)
         {
             let prot = libc::PROT_READ | libc::PROT_EXEC;
-            let args = mmap_args(hint, len, prot, MAP_FIXED_NOREPLACE);
+            let args = mmap_args(hint, len, prot, libc::MAP_FIXED_NOREPLACE as u64);
             let r = self.inject_syscall(pid, tid, scratch, A::NR_MMAP, args)?;
             if r >= 0 {
                 return Ok(r as u64);
