@@ -14,11 +14,16 @@
 //!   implementation of [`GdbRegisters`](super::transport::gdb::GdbRegisters) (the `g`/`G`
 //!   layout and the pc's number; LoongArch64's is `loongarch64/gdb.rs`); for the ptrace
 //!   transport, when it is the host's architecture, `PtraceTarget: Registers<Regs>` (its
-//!   `PTRACE_GETREGS` layout, in `transport/ptrace/target.rs`) and its name in
-//!   [`transport::ptrace::run`](super::transport::ptrace::run).
+//!   `PTRACE_GETREGS` layout, in `transport/ptrace/target.rs`) and its line in [`Host`].
 
 pub mod loongarch64;
 pub mod x86_64;
+
+/// The architecture tracekit itself runs on: the one the ptrace transport reaches (a tracer
+/// traces its own instruction set). Another host is one more `cfg` line here, once its
+/// architecture module and `PtraceTarget` register mapping exist.
+#[cfg(target_arch = "x86_64")]
+pub type Host = x86_64::X86_64;
 
 use std::fmt::Debug;
 use std::io;

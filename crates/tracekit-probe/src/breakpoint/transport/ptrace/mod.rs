@@ -5,10 +5,11 @@
 //! area, detach). The session is generic over the [`Arch`](crate::breakpoint::arch::Arch)
 //! whose registers [`PtraceTarget`] maps (the bound `PtraceTarget: Registers<A::Regs>`);
 //! every architecture fact it uses (breakpoint and system call instructions, `mmap` numbers,
-//! slot reach, page size) comes from that trait. [`run`] names the host's architecture,
-//! x86-64, the one mapping there is (`user_regs_struct`, in `target.rs`): ptrace reaches only
-//! the tracer's own instruction set. Another host architecture is its `Registers` mapping in
-//! `target.rs` (behind its `cfg(target_arch)`) and its name in [`run`].
+//! slot reach, page size) comes from that trait. [`run`] runs it on
+//! [`arch::Host`](crate::breakpoint::arch::Host), the tracer's own architecture (x86-64, whose
+//! `user_regs_struct` mapping is in `target.rs`): ptrace reaches only that instruction set.
+//! Another host architecture is its `Registers` mapping in `target.rs` (behind its
+//! `cfg(target_arch)`) and its line in `arch::Host`; nothing else here changes.
 
 mod session;
 mod target;
@@ -21,7 +22,7 @@ use std::sync::atomic::AtomicBool;
 pub use target::PtraceTarget;
 
 use crate::breakpoint::BreakpointError;
-use crate::breakpoint::arch::x86_64::X86_64;
+use crate::breakpoint::arch::Host;
 use crate::breakpoint::engine::ProbeTable;
 use crate::event::{HitEvent, Outcome};
 use crate::symbols::ResolvedProbe;
@@ -104,7 +105,7 @@ pub fn run(
     stop: &AtomicBool,
     on_hit: &mut dyn FnMut(&HitEvent),
 ) -> Result<Outcome, BreakpointError> {
-    // The host's architecture: ptrace reaches only the tracer's own instruction set.
-    let table = ProbeTable::<X86_64>::new(probes)?;
+    // ptrace reaches only the tracer's own instruction set.
+    let table = ProbeTable::<Host>::new(probes)?;
     session::Session::run(table, target, opts, stop, on_hit)
 }
