@@ -156,30 +156,7 @@ impl<A: GdbRegisters> Session<A> {
                 .find(|p| p.binary == point.binary && p.file_offset == point.file_offset)
                 .expect("every point comes from a probe");
             let addr = probe.vaddr + offset;
-            let off = (probe.vaddr - probe.symbol_vaddr) as usize;
-            // As long as the file's instruction there: the program must have the same bytes.
-            let len = (probe.code.get(off..))
-                .and_then(|code| A::decode(code, addr))
-                .map_or(A::MAX_INSN_LEN, |insn| A::len(&insn));
-            let mut running = vec![0u8; len];
-            self.remote
-                .read(addr, &mut running)
-                .map_err(gdb::<A>("reading the probed instruction"))?;
-            if probe.code.get(off..off + len) != Some(&running[..]) {
-                return Err(BreakpointError::NotTheProgram {
-                    spec: point.spec.clone(),
-                    binary: point.binary.clone(),
-                    addr,
-                });
-            }
-            let insn = A::decode(&running, addr).ok_or_else(|| BreakpointError::Undecodable {
-                spec: point.spec.clone(),
-                addr,
-            })?;
-            if A::needs_on_demand(&insn) {
-                self.remote.set_on_demand(true);
-            }
-            live.push((i, addr, insn));
+            live.push((i, addr, self.read_point(&point.spec, probe, addr)?));
         }
         let needs_slots = live
             .iter()
@@ -187,74 +164,122 @@ impl<A: GdbRegisters> Session<A> {
         let needs_tramp = points.iter().any(|p| !p.returns.is_empty());
         self.inst = Installed::new(points.len());
         let page = if needs_slots || needs_tramp {
-            self.syscall_at =
-                find_syscall::<A>(&probes[0].binary).ok_or_else(|| GdbError::Remote {
-                    what: format!(
-                        "finding a system call instruction in {} to map the slot page with",
-                        probes[0].binary.display()
-                    ),
-                    error: std::io::Error::other("the program has none"),
-                    qemu: A::QEMU,
-                })?;
-            let near = probes.first().map_or(0, |p| p.vaddr + offset);
-            Some(self.map_page(near)?)
+            Some(self.map_page(&probes[0], offset)?)
         } else {
             None
         };
         let mut image = Vec::new();
         for (i, addr, insn) in live {
-            let handling = place::handling::<A>(&points[i].spec, &insn, false)?;
-            let (mut slot, mut ret) = (None, SlotReturn::Jump);
-            let mut copy_len = 0;
-            if handling == Handling::OutOfLine {
-                let page = page.expect("mapped when a slot is needed");
-                let at = page + image.len() as u64;
-                ret = self.slot_return_for(at, addr);
-                if ret != self.engine.slot_return {
-                    self.warnings.push(format!(
-                        "{}: the slot page (0x{page:x}) is out of the jump back's reach; its slot returns through a second stop",
-                        points[i].spec
-                    ));
-                }
-                let slot_image = place::slot_image::<A>(&points[i].spec, &insn, at, ret)?;
-                image.extend_from_slice(&slot_image.bytes);
-                copy_len = slot_image.copy_len;
-                image.resize(image.len().next_multiple_of(A::SLOT_SIZE as usize), 0);
-                slot = Some(at);
-            }
-            let live = LivePoint {
-                addr,
-                // A `Z0` breakpoint replaces no bytes.
-                orig: vec![],
-                insn,
-                handling,
-                slot,
-                slot_copy_len: copy_len,
-            };
+            let (live, ret) = self.place_point(&points[i].spec, addr, insn, page, &mut image)?;
             self.inst.add(i, live, ret);
         }
         if let Some(page) = page {
-            if needs_tramp {
-                self.inst.trampoline = Some(page + image.len() as u64);
-                image.extend_from_slice(A::BREAKPOINT);
-            }
-            // One write, before any of it has run: QEMU never sees this page change after it
-            // translated it.
-            self.remote
-                .write(page, &image)
-                .map_err(gdb::<A>("writing the slots"))?;
-            // W^X before it runs, as the kernel's uprobe XOL area: the program cannot overwrite
-            // its slots by accident, and the stub can never write a page QEMU translated.
-            let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
-            let args = [page, A::PAGE_SIZE, prot, 0, 0, 0];
-            self.inject_syscall(A::NR_MPROTECT, args, "mprotect")?;
-            self.inst.areas.push((page, A::PAGE_SIZE));
+            self.seal_page(page, image, needs_tramp)?;
         }
         for p in self.inst.points.iter().flatten() {
             self.remote
                 .insert_breakpoint(p.addr)
                 .map_err(gdb::<A>("setting a breakpoint"))?;
         }
+        Ok(())
+    }
+
+    /// The instruction at probe `spec`'s address `addr` in the running program, checked to be
+    /// the bytes of the probe's binary there (the program under the stub may be another one).
+    fn read_point(
+        &mut self,
+        spec: &str,
+        probe: &ResolvedProbe,
+        addr: u64,
+    ) -> Result<A::Insn, BreakpointError> {
+        let off = (probe.vaddr - probe.symbol_vaddr) as usize;
+        // As long as the file's instruction there: the program must have the same bytes.
+        let len = (probe.code.get(off..))
+            .and_then(|code| A::decode(code, addr))
+            .map_or(A::MAX_INSN_LEN, |insn| A::len(&insn));
+        let mut running = vec![0u8; len];
+        self.remote
+            .read(addr, &mut running)
+            .map_err(gdb::<A>("reading the probed instruction"))?;
+        if probe.code.get(off..off + len) != Some(&running[..]) {
+            return Err(BreakpointError::NotTheProgram {
+                spec: spec.to_owned(),
+                binary: probe.binary.clone(),
+                addr,
+            });
+        }
+        let insn = A::decode(&running, addr).ok_or_else(|| BreakpointError::Undecodable {
+            spec: spec.to_owned(),
+            addr,
+        })?;
+        if A::needs_on_demand(&insn) {
+            self.remote.set_on_demand(true);
+        }
+        Ok(insn)
+    }
+
+    /// Classifies the point at `addr` and, for an out-of-line one, appends its slot to `image`
+    /// (the slot page's contents, `page` its address); returns the placed point and how its
+    /// slot returns.
+    fn place_point(
+        &mut self,
+        spec: &str,
+        addr: u64,
+        insn: A::Insn,
+        page: Option<u64>,
+        image: &mut Vec<u8>,
+    ) -> Result<(LivePoint<A>, SlotReturn), BreakpointError> {
+        let handling = place::handling::<A>(spec, &insn, false)?;
+        let (mut slot, mut ret, mut copy_len) = (None, SlotReturn::Jump, 0);
+        if handling == Handling::OutOfLine {
+            let page = page.expect("mapped when a slot is needed");
+            let at = page + image.len() as u64;
+            ret = self.slot_return_for(at, addr);
+            if ret != self.engine.slot_return {
+                self.warnings.push(format!(
+                    "{spec}: the slot page (0x{page:x}) is out of the jump back's reach; its slot returns through a second stop"
+                ));
+            }
+            let slot_image = place::slot_image::<A>(spec, &insn, at, ret)?;
+            image.extend_from_slice(&slot_image.bytes);
+            image.resize(image.len().next_multiple_of(A::SLOT_SIZE as usize), 0);
+            (slot, copy_len) = (Some(at), slot_image.copy_len);
+        }
+        let live = LivePoint {
+            addr,
+            // A `Z0` breakpoint replaces no bytes.
+            orig: vec![],
+            insn,
+            handling,
+            slot,
+            slot_copy_len: copy_len,
+        };
+        Ok((live, ret))
+    }
+
+    /// Writes the slots (and the trampoline after them when `needs_tramp`) into the page at
+    /// `page`, then makes it read-only and executable.
+    fn seal_page(
+        &mut self,
+        page: u64,
+        mut image: Vec<u8>,
+        needs_tramp: bool,
+    ) -> Result<(), BreakpointError> {
+        if needs_tramp {
+            self.inst.trampoline = Some(page + image.len() as u64);
+            image.extend_from_slice(A::BREAKPOINT);
+        }
+        // One write, before any of it has run: QEMU never sees this page change after it
+        // translated it.
+        self.remote
+            .write(page, &image)
+            .map_err(gdb::<A>("writing the slots"))?;
+        // W^X before it runs, as the kernel's uprobe XOL area: the program cannot overwrite
+        // its slots by accident, and the stub can never write a page QEMU translated.
+        let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let args = [page, A::PAGE_SIZE, prot, 0, 0, 0];
+        self.inject_syscall(A::NR_MPROTECT, args, "mprotect")?;
+        self.inst.areas.push((page, A::PAGE_SIZE));
         Ok(())
     }
 
@@ -287,12 +312,22 @@ impl<A: GdbRegisters> Session<A> {
     }
 
     /// Maps one RW page into the program by running `mmap` from one of its own system call
-    /// instructions, asking for an address near `near` (so slots can jump straight back).
-    fn map_page(&mut self, near: u64) -> Result<u64, BreakpointError> {
+    /// instructions (found in `first`'s binary), near `first`'s code (so slots can jump
+    /// straight back); `offset` is where the stub says the program is loaded.
+    fn map_page(&mut self, first: &ResolvedProbe, offset: u64) -> Result<u64, BreakpointError> {
+        self.syscall_at = find_syscall::<A>(&first.binary).ok_or_else(|| GdbError::Remote {
+            what: format!(
+                "finding a system call instruction in {} to map the slot page with",
+                first.binary.display()
+            ),
+            error: std::io::Error::other("the program has none"),
+            qemu: A::QEMU,
+        })?;
         // Half a slot's reach above the probed code (LoongArch: 64 MiB of a `b`'s ±128 MiB):
         // clear of the program's data and heap, and within reach, so slots jump straight back
         // (QEMU honours a free hint).
         let page = A::PAGE_SIZE;
+        let near = first.vaddr + offset;
         let hint = (near + (A::SLOT_REACH / 2).next_multiple_of(page)) & !(page - 1);
         let args = mmap_args(hint, page, libc::PROT_READ | libc::PROT_WRITE, 0);
         let page = self.inject_syscall(A::NR_MMAP, args, "mmap")?;
