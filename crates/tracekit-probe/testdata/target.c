@@ -35,6 +35,8 @@
  *   tk_jcc(a)        first instruction: jne rel8 (flags set by the caller tk_jcc_entry:
  *                    test dil, 1), both paths taken                  returns a + 100 or a + 200
  *   tk_push(a, b)    first instruction: push rbp                     returns a + 2b
+ *   tk_evex()        first instruction: vpxord zmm16 (EVEX, AVX-512); never called (the CPU
+ *                    may lack AVX-512): the BPF engine must refuse it before attaching
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -71,6 +73,7 @@ long tk_jcc(long a);
 long tk_jcc_entry(long a);
 long tk_push(long a, long b);
 long tk_helper(long a);
+void tk_evex(void);
 
 __asm__(
 	".text\n"
@@ -132,7 +135,13 @@ __asm__(
 	"	lea (%rdi,%rsi,2), %rax\n"
 	"	pop %rbp\n"
 	"	ret\n"
-	".size tk_push, .-tk_push\n");
+	".size tk_push, .-tk_push\n"
+
+	".globl tk_evex\n .type tk_evex, @function\n .p2align 4\n"
+	"tk_evex:\n"
+	"	vpxord %zmm16, %zmm16, %zmm16\n"
+	"	ret\n"
+	".size tk_evex, .-tk_evex\n");
 
 static long n_calls, n_sleeps;
 static int do_print, do_signal;

@@ -10,19 +10,19 @@ use std::time::{Duration, Instant};
 
 use object::{Object, ObjectSection, ObjectSymbol};
 use tracekit_probe::breakpoint::arch::Arch;
-use tracekit_probe::breakpoint::arch::loongarch64::{LoongArch64, Regs};
+use tracekit_probe::breakpoint::arch::loongarch64::{LoongArch64, Regs, SYSCALL_WORD, break_word};
 use tracekit_probe::breakpoint::transport::gdb::remote::{GdbRemote, InterruptBy, StopReply};
 use tracekit_probe::breakpoint::transport::{Memory, Registers};
 use tracekit_probe::test_support::qemu::Qemu;
 
-const SYSCALL_0: u32 = 0x002b_0000;
-const BREAK_0: u32 = 0x002a_0000;
+const BREAK_0: u32 = break_word(0);
 /// `jirl $zero, $ra, 0`
 const RET: u32 = 0x4c00_0020;
 /// `ori $a0, $zero, n`
 const fn ori_a0(n: u32) -> u32 {
     0x0380_0004 | (n << 10)
 }
+/// getpid in the generic system call table (the engine needs no getpid, so the arch has none).
 const NR_GETPID: u64 = 172;
 const A0: usize = 4;
 const A7: usize = 11;
@@ -83,7 +83,7 @@ impl Elf {
     /// A `syscall 0` followed by `ret` (in `sys_write`, inlined into `put`).
     fn syscall_then_ret(&self) -> u64 {
         *self
-            .find(SYSCALL_0)
+            .find(SYSCALL_WORD)
             .iter()
             .find(|&&a| self.word(a + 4) == RET)
             .expect("hello.c has a `syscall 0; ret`")
@@ -103,7 +103,7 @@ fn trap(q: &Qemu) -> StopReply {
 
 /// Runs system call `nr` from the `syscall 0` at `at` (stopping on a `Z0` after it), puts the
 /// registers back, and returns the call's result.
-fn inject(r: &mut GdbRemote, at: u64, nr: u64, args: [u64; 6]) -> u64 {
+fn inject(r: &mut GdbRemote<LoongArch64>, at: u64, nr: u64, args: [u64; 6]) -> u64 {
     let saved = r.get_regs(0).unwrap();
     let mut regs = saved;
     regs.pc = at;
@@ -125,8 +125,8 @@ fn inject(r: &mut GdbRemote, at: u64, nr: u64, args: [u64; 6]) -> u64 {
     after.gpr[A0]
 }
 
-fn mmap_rwx(r: &mut GdbRemote, elf: &Elf) -> u64 {
-    let at = elf.find(SYSCALL_0)[0];
+fn mmap_rwx(r: &mut GdbRemote<LoongArch64>, elf: &Elf) -> u64 {
+    let at = elf.find(SYSCALL_WORD)[0];
     let page = inject(
         r,
         at,
@@ -283,7 +283,7 @@ fn a_fresh_page_is_writable_until_it_runs_then_after_mprotect() {
         "{err}"
     );
 
-    let at = elf.find(SYSCALL_0)[0];
+    let at = elf.find(SYSCALL_WORD)[0];
     assert_eq!(
         inject(
             &mut r,
@@ -328,7 +328,7 @@ fn fp_condition_flags_round_trip_and_reach_the_program() {
     let q = start(&[]);
     let mut r = q.connect();
     assert_eq!(r.get_regs(0).unwrap().fcc, 0, "not read unless needed");
-    r.set_fcc_needed(true);
+    r.set_on_demand(true);
     let saved = r.get_regs(0).unwrap();
     assert_eq!(saved.fcc, 0);
     // Back at the entry, on a breakpoint, after `fcc_bits` returns the flags it sees in a0.
@@ -345,7 +345,7 @@ fn fp_condition_flags_round_trip_and_reach_the_program() {
         assert_eq!(now.gpr[A0], u64::from(fcc), "movcf2gr saw 0x{fcc:x}");
         assert_eq!(now.fcc, fcc, "read back through `p`");
     }
-    r.set_fcc_needed(false);
+    r.set_on_demand(false);
     assert_eq!(r.get_regs(0).unwrap().fcc, 0);
 }
 

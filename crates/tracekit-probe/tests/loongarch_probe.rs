@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicBool;
 
 use engine_contract::{Backend, Run};
 use tracekit_probe::breakpoint::BreakpointError;
+use tracekit_probe::breakpoint::arch::loongarch64::LoongArch64;
 use tracekit_probe::breakpoint::transport::gdb::qemu::{self, QemuOptions};
 use tracekit_probe::test_support::qemu::{self as la, Qemu};
 use tracekit_probe::{ExitStatus, HitEvent, Outcome, ProbeKind, ProbeSpec};
@@ -41,7 +42,7 @@ fn run(
     let probes = resolve(specs);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let q = Qemu::start(program(), &args);
-    let result = qemu::run(&probes, &q.address(), opts, stop, on_hit);
+    let result = qemu::run::<LoongArch64>(&probes, &q.address(), opts, stop, on_hit);
     if result.is_err() {
         // Refused before running: QEMU still waits for a debugger.
         drop(q);
@@ -108,6 +109,9 @@ impl Backend for LoongArchQemu {
     }
     fn refused_function(&self) -> (&'static str, &'static str) {
         ("first_llsc", "LL/SC")
+    }
+    fn is_refusal(&self, err: &BreakpointError) -> bool {
+        engine_contract::is_unsupported(err)
     }
     fn plain(&self, args: &[String]) -> (String, Option<i32>) {
         plain(args)
@@ -216,7 +220,7 @@ fn a_binary_that_is_not_the_running_program_is_refused() {
     let specs = vec![format!("uprobe:{}:work", other.display())];
     let probes = resolve(&specs);
     let q = Qemu::start(program(), &[]);
-    let err = qemu::run(
+    let err = qemu::run::<LoongArch64>(
         &probes,
         &q.address(),
         &QemuOptions::default(),
@@ -237,7 +241,7 @@ fn an_x86_binary_is_refused_with_the_reason() {
     let x86 = tracekit_probe::test_support::target();
     let specs = vec![format!("uprobe:{}:tk_empty", x86.display())];
     let probes = resolve(&specs);
-    let err = qemu::run(
+    let err = qemu::run::<LoongArch64>(
         &probes,
         "127.0.0.1:1",
         &QemuOptions::default(),
@@ -260,7 +264,7 @@ fn nothing_listening_is_a_clear_error() {
         connect_timeout: Some(std::time::Duration::from_millis(300)),
         ..Default::default()
     };
-    let err = qemu::run(
+    let err = qemu::run::<LoongArch64>(
         &probes,
         &format!("127.0.0.1:{}", la::free_port()),
         &opts,
@@ -280,7 +284,7 @@ fn the_programs_own_break_is_passed_through() {
     let hello = la::hello();
     let q = Qemu::start(&hello, &["break"]);
     let specs = vec![format!("uprobe:{}:work", hello.display())];
-    let out = qemu::run(
+    let out = qemu::run::<LoongArch64>(
         &resolve(&specs),
         &q.address(),
         &QemuOptions::default(),
@@ -312,7 +316,7 @@ fn ctrl_c_interrupts_a_program_that_never_hits_and_detaches() {
             std::thread::sleep(std::time::Duration::from_millis(300));
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
         });
-        qemu::run(
+        qemu::run::<LoongArch64>(
             &resolve(&specs),
             &q.address(),
             &QemuOptions::default(),

@@ -44,6 +44,9 @@ impl engine_contract::Backend for X86Ptrace {
         // tk_jmp: jmp rel32 (5 bytes), then a ud2 that is never executed.
         ("tk_jmp+5", "`ud2`")
     }
+    fn is_refusal(&self, err: &BreakpointError) -> bool {
+        engine_contract::is_unsupported(err)
+    }
     fn plain(&self, args: &[String]) -> (String, Option<i32>) {
         plain_output(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }

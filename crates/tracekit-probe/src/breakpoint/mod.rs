@@ -11,12 +11,15 @@
 //! - [`engine`]: the arch- and transport-independent core: probe table, per-thread state,
 //!   missed counts, handlers producing hits and latencies.
 //! - [`arch`]: the one architecture trait (decode, classify, simulate, prepare a slot,
-//!   breakpoint encoding) and its implementations, [`arch::x86_64`] and [`arch::loongarch64`].
-//!   A third architecture is one file under `arch/` plus the mapping of its register set in
-//!   each transport that reaches it.
+//!   breakpoint and system call encodings and numbers, slot reach, page size) and its
+//!   implementations, [`arch::x86_64`] and [`arch::loongarch64`]. A third architecture is one
+//!   module under `arch/` implementing [`arch::Arch`], plus its register mapping for each
+//!   transport that reaches it (see [`arch`]).
 //! - [`transport`]: how a stopped thread's registers and memory are reached and the target is
-//!   run: [`transport::ptrace`] (a local x86-64 process) and [`transport::gdb`] (a LoongArch64
-//!   program under QEMU's gdb stub). A third transport is one folder under `transport/`.
+//!   run, generic over the architecture: [`transport::ptrace`] (a local process of the host's
+//!   architecture) and [`transport::gdb`] (a program under QEMU's gdb stub; LoongArch64 is
+//!   the architecture with a gdb mapping). A third transport is one folder under
+//!   `transport/` (see [`transport`]).
 //!
 //! Every transport's `run` ends with the crate's common [`crate::Outcome`] and streams
 //! [`crate::HitEvent`]s.

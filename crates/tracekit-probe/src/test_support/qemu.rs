@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::breakpoint::arch::loongarch64::LoongArch64;
 use crate::breakpoint::transport::gdb::remote::GdbRemote;
 
 /// `testdata/loongarch/probe-target.c`, the program the LoongArch engine tests probe (see its
@@ -65,7 +66,7 @@ impl Qemu {
     }
 
     /// A client connected to the stub.
-    pub fn connect(&self) -> GdbRemote {
+    pub fn connect(&self) -> GdbRemote<LoongArch64> {
         GdbRemote::connect(&self.address(), Duration::from_secs(10))
             .expect("connect to QEMU's gdb stub")
     }

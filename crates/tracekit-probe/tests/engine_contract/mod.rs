@@ -1,7 +1,8 @@
 //! The engine tests every backend must pass, written once against [`Backend`]: x86-64
-//! (ptrace, `tests/ptrace_engine.rs`) and LoongArch64 (QEMU's gdb stub,
-//! `tests/loongarch_probe.rs`) each implement it for their own test program, and the BPF
-//! engine (`tests/bpf_engine.rs`) for the tests that apply to it (it refuses no instruction).
+//! (ptrace, `tests/ptrace_engine.rs`), LoongArch64 (QEMU's gdb stub,
+//! `tests/loongarch_probe.rs`) and the BPF engine (`tests/bpf_engine.rs`) each implement it
+//! for their own test program. A backend that cannot run one of these tests says why where
+//! its tests are listed.
 //!
 //! A new architecture or transport gets these tests by implementing [`Backend`] for its test
 //! program.
@@ -35,6 +36,8 @@ pub trait Backend {
     fn counted_function(&self) -> &'static str;
     /// A function whose first instruction the engine must refuse, and a piece of its text.
     fn refused_function(&self) -> (&'static str, &'static str);
+    /// Whether `err` is the engine's refusal of an instruction it cannot probe.
+    fn is_refusal(&self, err: &Self::Error) -> bool;
     /// Runs the program with `args` unprobed: (stdout, exit code).
     fn plain(&self, args: &[String]) -> (String, Option<i32>);
     /// Runs the program with `args` under the engine; `on_hit` sees every hit and may set
@@ -76,13 +79,18 @@ pub fn hits_are_exact_and_the_program_unchanged<B: Backend + ?Sized>(b: &B) {
 
 /// A probe on an instruction the backend cannot handle is refused before the program runs,
 /// naming the instruction and the reason.
-pub fn unsupported_instruction_is_refused(b: &dyn Backend<Error = BreakpointError>) {
+pub fn unsupported_instruction_is_refused<B: Backend + ?Sized>(b: &B) {
     let (f, text) = b.refused_function();
     let specs = vec![b.spec("uprobe", f)];
     let run = b.run(&specs, &b.args(3), &AtomicBool::new(false), &mut |_| {});
     let err = run.result.expect_err("refused");
-    assert!(matches!(err, BreakpointError::Unsupported { .. }), "{err}");
+    assert!(b.is_refusal(&err), "{err}");
     assert!(err.to_string().contains(text), "{err}");
+}
+
+/// [`Backend::is_refusal`] for the breakpoint engine's backends.
+pub fn is_unsupported(err: &BreakpointError) -> bool {
+    matches!(err, BreakpointError::Unsupported { .. })
 }
 
 /// Stopping mid-run (Ctrl-C) while a return address is hijacked detaches cleanly: the

@@ -2,13 +2,28 @@
 //!
 //! Everything that depends on the instruction set lives behind [`Arch`]: decoding, deciding
 //! how a displaced instruction is handled, simulating it on a register set, writing its copy
-//! into a slot, and the breakpoint encoding. The engine core never looks at an opcode.
-//! [`x86_64`] (iced-x86) and [`loongarch64`] implement it. A third architecture is one more
-//! file here implementing [`Arch`], plus its register set's mapping in the transports that
-//! reach it (the [`Registers`](super::transport::Registers) implementation of each).
+//! into a slot, the breakpoint and system call encodings, the system call numbers, how far a
+//! slot may be from its original, and the page size. The engine core and the transports never
+//! look at an opcode or a register number. [`x86_64`] (iced-x86) and [`loongarch64`]
+//! implement it.
+//!
+//! A third architecture is one more module here with:
+//! - a unit type implementing [`Arch`] (its register set as `Arch::Regs`, its decoded
+//!   instruction as `Arch::Insn`, and every constant and function of the trait);
+//! - its register mapping for each transport that is to reach it: for the gdb transport an
+//!   implementation of [`GdbRegisters`](super::transport::gdb::GdbRegisters) (the `g`/`G`
+//!   layout and the pc's number; LoongArch64's is `loongarch64/gdb.rs`); for the ptrace
+//!   transport, when it is the host's architecture, `PtraceTarget: Registers<Regs>` (its
+//!   `PTRACE_GETREGS` layout, in `transport/ptrace/target.rs`) and its line in [`Host`].
 
 pub mod loongarch64;
 pub mod x86_64;
+
+/// The architecture tracekit itself runs on: the one the ptrace transport reaches (a tracer
+/// traces its own instruction set). Another host is one more `cfg` line here, once its
+/// architecture module and `PtraceTarget` register mapping exist.
+#[cfg(target_arch = "x86_64")]
+pub type Host = x86_64::X86_64;
 
 use std::fmt::Debug;
 use std::io;
@@ -62,6 +77,10 @@ pub trait Arch: Copy + Debug + 'static {
     const SYSCALL: &'static [u8];
     /// Longest instruction, in bytes.
     const MAX_INSN_LEN: usize;
+    /// Instructions start at multiples of this many bytes.
+    const INSN_ALIGN: usize;
+    /// The page size of the architecture's Linux (slot areas are whole pages).
+    const PAGE_SIZE: u64;
     /// Bytes reserved per slot (the copy, its way back, alignment).
     const SLOT_SIZE: u64;
     /// How far (either way) a slot may be from the instruction it copies and still jump back

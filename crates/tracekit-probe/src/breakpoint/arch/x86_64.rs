@@ -36,6 +36,8 @@ impl Arch for X86_64 {
     const BREAKPOINT: &'static [u8] = &[0xcc];
     const SYSCALL: &'static [u8] = &[0x0f, 0x05];
     const MAX_INSN_LEN: usize = 15;
+    const INSN_ALIGN: usize = 1;
+    const PAGE_SIZE: u64 = 4096;
     const SLOT_SIZE: u64 = 64;
     // rel32: ±2 GiB, less a margin for the slot area's own size.
     const SLOT_REACH: u64 = 0x7000_0000;

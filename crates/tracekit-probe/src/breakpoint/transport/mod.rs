@@ -1,14 +1,30 @@
 //! Transports: how the engine reaches a stopped thread's registers and a process's memory,
 //! and runs the target.
 //!
-//! The engine core only needs [`Memory`] and [`Registers`]. [`ptrace`] implements them for a
-//! local process (`/proc/PID/mem`, `PTRACE_GETREGS`) and owns that process's event loop;
-//! [`gdb`] implements them over the GDB remote protocol (QEMU's stub) for a program under
-//! QEMU. A third transport is one more folder here: a type implementing [`Memory`] and
-//! [`Registers`] for its architecture's register set, and a `run` that places the probes
-//! through the engine and drives the target's stops into the engine's handlers.
+//! The engine core only needs [`Memory`] and [`Registers`]; placing slots needs system calls
+//! run in the target, [`inject::inject_syscall`] (written once, over [`inject::InjectSyscall`]).
+//! [`ptrace`] implements them for a local process (`/proc/PID/mem`, `PTRACE_GETREGS`) and owns
+//! that process's event loop; [`gdb`] implements them over the GDB remote protocol (QEMU's
+//! stub) for a program under QEMU. Both are generic over the [`Arch`](super::arch::Arch) and
+//! take what they need of it through a trait bound: ptrace its register set as
+//! `PTRACE_GETREGS` fills it (`PtraceTarget: Registers<A::Regs>`), gdb its register layout
+//! ([`gdb::GdbRegisters`]).
+//!
+//! A third transport is one more folder here with:
+//! - a type implementing [`Memory`], and [`Registers`] for each architecture it reaches (or a
+//!   per-transport register mapping trait, as [`gdb::GdbRegisters`], that each architecture
+//!   implements next to its [`Arch`](super::arch::Arch));
+//! - [`inject::InjectSyscall`] for it, if it places out-of-line slots or return trampolines
+//!   (they live in an area mapped by an injected `mmap`);
+//! - a `run` generic over the architecture, ending with [`crate::Outcome`], that builds the
+//!   [`ProbeTable`](super::engine::ProbeTable), places every point through
+//!   [`place`](super::engine::place) (classify, slot image) and hands each stop to the
+//!   engine's handlers ([`Engine::on_trap`](super::engine::Engine::on_trap)), then detaches
+//!   with [`Engine::evacuate`](super::engine::Engine::evacuate) and the return-address
+//!   restores.
 
 pub mod gdb;
+pub mod inject;
 pub mod ptrace;
 
 use std::io;

@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 use crate::output::OutputArgs;
 use anyhow::{Context, bail};
 use tracekit_probe::bpf::{self, BpfOptions};
+use tracekit_probe::breakpoint::arch::loongarch64::LoongArch64;
 use tracekit_probe::breakpoint::transport::gdb::qemu;
 use tracekit_probe::breakpoint::transport::ptrace;
 use tracekit_probe::{
@@ -243,7 +244,9 @@ fn run_engine(
                 print: args.print,
                 ..Default::default()
             };
-            return Ok(qemu::run(
+            // The one architecture with a gdb register mapping; the engine refuses binaries of
+            // another.
+            return Ok(qemu::run::<LoongArch64>(
                 probes,
                 address,
                 &opts,

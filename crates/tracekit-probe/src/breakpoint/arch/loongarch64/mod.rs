@@ -23,6 +23,7 @@
 use std::fmt;
 use std::io;
 
+pub mod gdb;
 #[doc(hidden)]
 pub mod opcodes;
 
@@ -481,6 +482,9 @@ impl Arch for LoongArch64 {
     const BREAKPOINT: &'static [u8] = &break_word(0).to_le_bytes();
     const SYSCALL: &'static [u8] = &SYSCALL_WORD.to_le_bytes();
     const MAX_INSN_LEN: usize = 4;
+    const INSN_ALIGN: usize = 4;
+    // 16 KiB: the kernel's default for LoongArch, and QEMU user mode's target page.
+    const PAGE_SIZE: u64 = 0x4000;
     const SLOT_SIZE: u64 = 16;
     // `b`: a signed 26-bit word offset, ±128 MiB, less one instruction.
     const SLOT_REACH: u64 = (1 << 27) - 8;

@@ -1,43 +1,44 @@
-//! The probe engine on a LoongArch64 program under QEMU, through QEMU's gdb remote stub.
+//! The probe engine on a program under QEMU user mode, through QEMU's gdb remote stub, for any
+//! architecture with a [`GdbRegisters`] mapping (LoongArch64 today).
 //!
-//! Same engine core as on x86-64 ([`crate::breakpoint::engine`]); only the way to reach the tracee
-//! differs. QEMU 7.2's stub refuses writes into read-only text (E14), and writing into a text
-//! page it has already translated can crash it, so:
+//! Same engine core as under ptrace ([`crate::breakpoint::engine`]); only the way to reach the
+//! tracee differs. QEMU 7.2's stub refuses writes into read-only text (E14), and writing into
+//! a text page it has already translated can crash it, so:
 //! - the **breakpoint** at each probe point is a gdb `Z0` breakpoint: QEMU stops the program
-//!   there with SIGTRAP exactly as a `break 0` would, and the text is never modified (nothing
-//!   to restore at detach);
-//! - the **slots** (out-of-line copies, each followed by its `b` back or `break 0`) and the
-//!   return **trampoline** (`break 0`) live in one page the engine maps into the program by
-//!   injecting `mmap` (pc on an existing `syscall 0` of the program, a `Z0` right after it). The page
-//!   is written once, before any of it runs, then made read-only and executable (W^X).
+//!   there with SIGTRAP exactly as the architecture's breakpoint would, and the text is never
+//!   modified (nothing to restore at detach);
+//! - the **slots** (out-of-line copies, each followed by its jump back or a breakpoint) and the
+//!   return **trampoline** (a breakpoint) live in one page the engine maps into the program by
+//!   injecting `mmap` (pc on an existing system call instruction of the program, a `Z0` right
+//!   after it). The page is written once, before any of it runs, then made read-only and
+//!   executable (W^X).
 //!
-//! Return probes replace `ra` at the function's first instruction with the trampoline's
-//! address; at detach, hijacked return addresses still pending are put back (in `ra`, or in
-//! the stack slots the functions saved them to).
+//! Return probes replace the return address at the function's first instruction (LoongArch:
+//! `ra`) with the trampoline's address; at detach, hijacked return addresses still pending are
+//! put back (in the register, or in the stack slots the functions saved them to).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::GdbError;
 use super::remote::{GdbRemote, StopReply};
+use super::{GdbError, GdbRegisters};
 use crate::breakpoint::BreakpointError;
-use crate::breakpoint::arch::loongarch64::{Class, LoongArch64, SYSCALL_WORD};
 use crate::breakpoint::arch::{Arch, Handling, SlotReturn};
 use crate::breakpoint::engine::{
     Engine, Installed, LivePoint, ProbeTable, ThreadState, Trap, place,
 };
+use crate::breakpoint::transport::inject::{InjectSyscall, inject_syscall, mmap_args};
 use crate::breakpoint::transport::{Memory, Registers};
 use crate::event::{ExitStatus, HitEvent, Outcome};
 use crate::symbols::ResolvedProbe;
-
-type A = LoongArch64;
 
 /// How the QEMU engine runs.
 #[derive(Debug, Clone, Default)]
 pub struct QemuOptions {
     /// Call `on_hit` for every hit.
     pub print: bool,
-    /// Come back from slots through a `break 0` (post-handler) instead of a `b`.
+    /// Come back from slots through a breakpoint (post-handler) instead of a jump (LoongArch:
+    /// `break 0` instead of `b`).
     pub slot_breakpoint: bool,
     /// How long to keep trying to connect (QEMU may still be starting). Default 10 s.
     pub connect_timeout: Option<Duration>,
@@ -45,12 +46,12 @@ pub struct QemuOptions {
 
 const SIGTRAP: u8 = 5;
 const SIGINT: u8 = 2;
-const PAGE: u64 = 0x4000;
 
-/// Runs `probes` on the LoongArch64 program waiting under `qemu-loongarch64-static -g PORT`
+/// Runs `probes` on the program of architecture `A` waiting under `qemu-ARCH-static -g PORT`
 /// at `address` (`HOST:PORT`) until it exits, or until `stop` becomes true (then every probe
-/// is removed, return addresses are put back, and the program continues unprobed).
-pub fn run(
+/// is removed, return addresses are put back, and the program continues unprobed). Probes
+/// on binaries of another architecture are refused.
+pub fn run<A: GdbRegisters>(
     probes: &[ResolvedProbe],
     address: &str,
     opts: &QemuOptions,
@@ -59,16 +60,24 @@ pub fn run(
 ) -> Result<Outcome, BreakpointError> {
     let table = ProbeTable::<A>::new(probes)?;
     let timeout = opts.connect_timeout.unwrap_or(Duration::from_secs(10));
-    let mut remote = GdbRemote::connect(address, timeout).map_err(|error| GdbError::Remote {
-        what: format!("connecting to the gdb stub at {address}"),
-        error,
-    })?;
+    let mut remote =
+        GdbRemote::<A>::connect(address, timeout).map_err(|error| GdbError::Remote {
+            what: format!("connecting to the gdb stub at {address}"),
+            error,
+            qemu: A::QEMU,
+        })?;
     let tid = match remote
         .stop_reason()
-        .map_err(gdb("asking why the program stopped"))?
+        .map_err(gdb::<A>("asking why the program stopped"))?
     {
         StopReply::Signal { thread, .. } => thread.unwrap_or(1) as i32,
-        other => return Err(GdbError::TargetGone(format!("{other:?}")).into()),
+        other => {
+            return Err(GdbError::TargetGone {
+                reply: format!("{other:?}"),
+                qemu: A::QEMU,
+            }
+            .into());
+        }
     };
     let ret = if opts.slot_breakpoint {
         SlotReturn::Breakpoint
@@ -107,35 +116,37 @@ pub fn run(
     })
 }
 
-fn gdb(what: &'static str) -> impl Fn(std::io::Error) -> BreakpointError {
+/// The error for a failed step `what` of the transport.
+fn gdb<A: GdbRegisters>(what: impl ToString) -> impl Fn(std::io::Error) -> BreakpointError {
     move |error| {
         GdbError::Remote {
             what: what.to_string(),
             error,
+            qemu: A::QEMU,
         }
         .into()
     }
 }
 
-struct Session {
+struct Session<A: GdbRegisters> {
     engine: Engine<A>,
     inst: Installed<A>,
-    remote: GdbRemote,
+    remote: GdbRemote<A>,
     tid: i32,
     thread: ThreadState,
     warnings: Vec<String>,
-    /// A `syscall 0` of the program, for injected system calls.
+    /// A system call instruction of the program, for injected system calls.
     syscall_at: u64,
 }
 
-impl Session {
+impl<A: GdbRegisters> Session<A> {
     /// Checks the program is the probes' binary, maps the slot page, writes slots and the
     /// trampoline, then sets a `Z0` on every probe point.
     fn install(&mut self, probes: &[ResolvedProbe]) -> Result<(), BreakpointError> {
         let offset = self
             .remote
             .section_offsets()
-            .map_err(gdb("reading the section offsets"))?
+            .map_err(gdb::<A>("reading the section offsets"))?
             .unwrap_or(0);
         let points = self.engine.table.points.clone();
         let mut live = Vec::new();
@@ -145,99 +156,134 @@ impl Session {
                 .find(|p| p.binary == point.binary && p.file_offset == point.file_offset)
                 .expect("every point comes from a probe");
             let addr = probe.vaddr + offset;
-            let off = (probe.vaddr - probe.symbol_vaddr) as usize;
-            let mut running = [0u8; 4];
-            self.remote
-                .read(addr, &mut running)
-                .map_err(gdb("reading the probed instruction"))?;
-            if probe.code.get(off..off + 4) != Some(&running[..]) {
-                return Err(BreakpointError::NotTheProgram {
-                    spec: point.spec.clone(),
-                    binary: point.binary.clone(),
-                    addr,
-                });
-            }
-            let insn = A::decode(&running, addr).expect("4 aligned bytes decode");
-            if matches!(insn.class(), Class::FpBranch) {
-                self.remote.set_fcc_needed(true);
-            }
-            live.push((i, insn));
+            live.push((i, addr, self.read_point(&point.spec, probe, addr)?));
         }
         let needs_slots = live
             .iter()
-            .any(|(_, insn)| A::classify(insn) == Handling::OutOfLine);
+            .any(|(_, _, insn)| A::classify(insn) == Handling::OutOfLine);
         let needs_tramp = points.iter().any(|p| !p.returns.is_empty());
         self.inst = Installed::new(points.len());
         let page = if needs_slots || needs_tramp {
-            self.syscall_at = find_syscall(&probes[0].binary).ok_or_else(|| GdbError::Remote {
-                what: format!(
-                    "finding a `syscall 0` instruction in {} to map the slot page with",
-                    probes[0].binary.display()
-                ),
-                error: std::io::Error::other("the program has none"),
-            })?;
-            let near = probes.first().map_or(0, |p| p.vaddr + offset);
-            Some(self.map_page(near)?)
+            Some(self.map_page(&probes[0], offset)?)
         } else {
             None
         };
         let mut image = Vec::new();
-        for (i, insn) in live {
-            let handling = place::handling::<A>(&points[i].spec, &insn, false)?;
-            let (mut slot, mut ret) = (None, SlotReturn::Jump);
-            let mut copy_len = 0;
-            if handling == Handling::OutOfLine {
-                let page = page.expect("mapped when a slot is needed");
-                let at = page + image.len() as u64;
-                ret = self.slot_return_for(at, insn.addr);
-                if ret != self.engine.slot_return {
-                    self.warnings.push(format!(
-                        "{}: the slot page (0x{page:x}) is out of a `b`'s reach; its slot returns through a second stop",
-                        points[i].spec
-                    ));
-                }
-                let slot_image = place::slot_image::<A>(&points[i].spec, &insn, at, ret)?;
-                image.extend_from_slice(&slot_image.bytes);
-                copy_len = slot_image.copy_len;
-                image.resize(image.len().next_multiple_of(A::SLOT_SIZE as usize), 0);
-                slot = Some(at);
-            }
-            let live = LivePoint {
-                addr: insn.addr,
-                // A `Z0` breakpoint replaces no bytes.
-                orig: vec![],
-                insn,
-                handling,
-                slot,
-                slot_copy_len: copy_len,
-            };
+        for (i, addr, insn) in live {
+            let (live, ret) = self.place_point(&points[i].spec, addr, insn, page, &mut image)?;
             self.inst.add(i, live, ret);
         }
         if let Some(page) = page {
-            if needs_tramp {
-                self.inst.trampoline = Some(page + image.len() as u64);
-                image.extend_from_slice(A::BREAKPOINT);
-            }
-            // One write, before any of it has run: QEMU never sees this page change after it
-            // translated it.
-            self.remote
-                .write(page, &image)
-                .map_err(gdb("writing the slots"))?;
-            // W^X before it runs, as the kernel's uprobe XOL area: the program cannot overwrite
-            // its slots by accident, and the stub can never write a page QEMU translated.
-            let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
-            self.inject_syscall(A::NR_MPROTECT, [page, PAGE, prot, 0, 0, 0], "mprotect")?;
-            self.inst.areas.push((page, PAGE));
+            self.seal_page(page, image, needs_tramp)?;
         }
         for p in self.inst.points.iter().flatten() {
             self.remote
                 .insert_breakpoint(p.addr)
-                .map_err(gdb("setting a breakpoint"))?;
+                .map_err(gdb::<A>("setting a breakpoint"))?;
         }
         Ok(())
     }
 
-    /// `b` back when the slot is within its reach (one stop per hit), else `break 0`.
+    /// The instruction at probe `spec`'s address `addr` in the running program, checked to be
+    /// the bytes of the probe's binary there (the program under the stub may be another one).
+    fn read_point(
+        &mut self,
+        spec: &str,
+        probe: &ResolvedProbe,
+        addr: u64,
+    ) -> Result<A::Insn, BreakpointError> {
+        let off = (probe.vaddr - probe.symbol_vaddr) as usize;
+        // As long as the file's instruction there: the program must have the same bytes.
+        let len = (probe.code.get(off..))
+            .and_then(|code| A::decode(code, addr))
+            .map_or(A::MAX_INSN_LEN, |insn| A::len(&insn));
+        let mut running = vec![0u8; len];
+        self.remote
+            .read(addr, &mut running)
+            .map_err(gdb::<A>("reading the probed instruction"))?;
+        if probe.code.get(off..off + len) != Some(&running[..]) {
+            return Err(BreakpointError::NotTheProgram {
+                spec: spec.to_owned(),
+                binary: probe.binary.clone(),
+                addr,
+            });
+        }
+        let insn = A::decode(&running, addr).ok_or_else(|| BreakpointError::Undecodable {
+            spec: spec.to_owned(),
+            addr,
+        })?;
+        if A::needs_on_demand(&insn) {
+            self.remote.set_on_demand(true);
+        }
+        Ok(insn)
+    }
+
+    /// Classifies the point at `addr` and, for an out-of-line one, appends its slot to `image`
+    /// (the slot page's contents, `page` its address); returns the placed point and how its
+    /// slot returns.
+    fn place_point(
+        &mut self,
+        spec: &str,
+        addr: u64,
+        insn: A::Insn,
+        page: Option<u64>,
+        image: &mut Vec<u8>,
+    ) -> Result<(LivePoint<A>, SlotReturn), BreakpointError> {
+        let handling = place::handling::<A>(spec, &insn, false)?;
+        let (mut slot, mut ret, mut copy_len) = (None, SlotReturn::Jump, 0);
+        if handling == Handling::OutOfLine {
+            let page = page.expect("mapped when a slot is needed");
+            let at = page + image.len() as u64;
+            ret = self.slot_return_for(at, addr);
+            if ret != self.engine.slot_return {
+                self.warnings.push(format!(
+                    "{spec}: the slot page (0x{page:x}) is out of the jump back's reach; its slot returns through a second stop"
+                ));
+            }
+            let slot_image = place::slot_image::<A>(spec, &insn, at, ret)?;
+            image.extend_from_slice(&slot_image.bytes);
+            image.resize(image.len().next_multiple_of(A::SLOT_SIZE as usize), 0);
+            (slot, copy_len) = (Some(at), slot_image.copy_len);
+        }
+        let live = LivePoint {
+            addr,
+            // A `Z0` breakpoint replaces no bytes.
+            orig: vec![],
+            insn,
+            handling,
+            slot,
+            slot_copy_len: copy_len,
+        };
+        Ok((live, ret))
+    }
+
+    /// Writes the slots (and the trampoline after them when `needs_tramp`) into the page at
+    /// `page`, then makes it read-only and executable.
+    fn seal_page(
+        &mut self,
+        page: u64,
+        mut image: Vec<u8>,
+        needs_tramp: bool,
+    ) -> Result<(), BreakpointError> {
+        if needs_tramp {
+            self.inst.trampoline = Some(page + image.len() as u64);
+            image.extend_from_slice(A::BREAKPOINT);
+        }
+        // One write, before any of it has run: QEMU never sees this page change after it
+        // translated it.
+        self.remote
+            .write(page, &image)
+            .map_err(gdb::<A>("writing the slots"))?;
+        // W^X before it runs, as the kernel's uprobe XOL area: the program cannot overwrite
+        // its slots by accident, and the stub can never write a page QEMU translated.
+        let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let args = [page, A::PAGE_SIZE, prot, 0, 0, 0];
+        self.inject_syscall(A::NR_MPROTECT, args, "mprotect")?;
+        self.inst.areas.push((page, A::PAGE_SIZE));
+        Ok(())
+    }
+
+    /// A jump back when the slot is within its reach (one stop per hit), else a breakpoint.
     fn slot_return_for(&self, slot: u64, original: u64) -> SlotReturn {
         let wanted = self.engine.slot_return;
         let reach = slot.abs_diff(original) < A::SLOT_REACH;
@@ -265,57 +311,40 @@ impl Session {
         Ok(restored)
     }
 
-    /// Maps one RWX page into the program by running `mmap` from one of its own `syscall 0`
-    /// instructions, asking for an address near `near` (so slots can jump back with `b`).
-    fn map_page(&mut self, near: u64) -> Result<u64, BreakpointError> {
-        // 64 MiB above the probed code: clear of the program's data and heap, and well within
-        // a `b`'s ±128 MiB, so slots jump straight back (QEMU honours a free hint).
-        let hint = (near + 0x400_0000) & !(PAGE - 1);
-        let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let page =
-            self.inject_syscall(A::NR_MMAP, [hint, PAGE, prot, flags, u64::MAX, 0], "mmap")?;
+    /// Maps one RW page into the program by running `mmap` from one of its own system call
+    /// instructions (found in `first`'s binary), near `first`'s code (so slots can jump
+    /// straight back); `offset` is where the stub says the program is loaded.
+    fn map_page(&mut self, first: &ResolvedProbe, offset: u64) -> Result<u64, BreakpointError> {
+        self.syscall_at = find_syscall::<A>(&first.binary).ok_or_else(|| GdbError::Remote {
+            what: format!(
+                "finding a system call instruction in {} to map the slot page with",
+                first.binary.display()
+            ),
+            error: std::io::Error::other("the program has none"),
+            qemu: A::QEMU,
+        })?;
+        // Half a slot's reach above the probed code (LoongArch: 64 MiB of a `b`'s ±128 MiB):
+        // clear of the program's data and heap, and within reach, so slots jump straight back
+        // (QEMU honours a free hint).
+        let page = A::PAGE_SIZE;
+        let near = first.vaddr + offset;
+        let hint = (near + (A::SLOT_REACH / 2).next_multiple_of(page)) & !(page - 1);
+        let args = mmap_args(hint, page, libc::PROT_READ | libc::PROT_WRITE, 0);
+        let page = self.inject_syscall(A::NR_MMAP, args, "mmap")?;
         Ok(page as u64)
     }
 
-    /// Runs system call `nr` in the program from one of its own `syscall 0` instructions,
-    /// with every register restored afterwards; returns the result (errors as `Err`).
+    /// Runs system call `nr` in the program from one of its own system call instructions, with
+    /// every register restored afterwards; returns the result (errors as `Err`).
     fn inject_syscall(
         &mut self,
         nr: u64,
         args: [u64; 6],
         name: &str,
     ) -> Result<i64, BreakpointError> {
-        let syscall_at = self.syscall_at;
-        let failed = |error| -> BreakpointError {
-            GdbError::Remote {
-                what: format!("running {name} in the program"),
-                error,
-            }
-            .into()
-        };
-        let saved = self.remote.get_regs(self.tid).map_err(failed)?;
-        let regs = A::syscall_regs(&saved, syscall_at, nr, args);
-        self.remote.set_regs(self.tid, &regs).map_err(failed)?;
-        // QEMU's single step over `syscall` runs one instruction too many: stop on a `Z0`
-        // right after it instead.
-        let after_syscall = syscall_at + 4;
-        self.remote
-            .insert_breakpoint(after_syscall)
-            .map_err(failed)?;
-        self.remote.resume(None).map_err(failed)?;
-        self.remote
-            .remove_breakpoint(after_syscall)
-            .map_err(failed)?;
-        let after = self.remote.get_regs(self.tid).map_err(failed)?;
-        self.remote.set_regs(self.tid, &saved).map_err(failed)?;
-        if A::pc(&after) != after_syscall {
-            return Err(failed(std::io::Error::other(format!(
-                "the `syscall 0` at 0x{syscall_at:x} ended at 0x{:x}",
-                A::pc(&after)
-            ))));
-        }
-        let result = A::syscall_result(&after);
+        let failed = gdb::<A>(format!("running {name} in the program"));
+        let result = inject_syscall::<A, _>(&mut self.remote, self.tid, self.syscall_at, nr, args)
+            .map_err(&failed)?;
         if (-4095..0).contains(&result) {
             return Err(failed(std::io::Error::from_raw_os_error(-result as i32)));
         }
@@ -332,7 +361,7 @@ impl Session {
             let reply = self
                 .remote
                 .resume_until(signal.take(), stop)
-                .map_err(gdb("running the program"))?;
+                .map_err(gdb::<A>("running the program"))?;
             match reply {
                 StopReply::Exited(code) => return Ok(Some(ExitStatus::Code(code.into()))),
                 StopReply::Killed(sig) => return Ok(Some(ExitStatus::Signal(sig.into()))),
@@ -346,7 +375,7 @@ impl Session {
                     let mut regs = self
                         .remote
                         .get_regs(self.tid)
-                        .map_err(gdb("reading registers"))?;
+                        .map_err(gdb::<A>("reading registers"))?;
                     let trap = self.engine.on_trap(
                         &self.inst,
                         &mut self.thread,
@@ -359,7 +388,7 @@ impl Session {
                         Trap::Handled => self
                             .remote
                             .set_regs(self.tid, &regs)
-                            .map_err(gdb("writing registers"))?,
+                            .map_err(gdb::<A>("writing registers"))?,
                         Trap::Foreign => signal = Some(SIGTRAP),
                     }
                     if stop.load(Ordering::Relaxed) {
@@ -381,13 +410,13 @@ impl Session {
         for p in self.inst.points.iter().flatten() {
             self.remote
                 .remove_breakpoint(p.addr)
-                .map_err(gdb("removing a breakpoint"))?;
+                .map_err(gdb::<A>("removing a breakpoint"))?;
         }
         Engine::evacuate(&self.inst, &mut self.thread, self.tid, &mut self.remote)
-            .map_err(gdb("moving the thread out of a slot"))?;
+            .map_err(gdb::<A>("moving the thread out of a slot"))?;
         let restored = self
             .restore_returns()
-            .map_err(gdb("restoring return addresses"))?;
+            .map_err(gdb::<A>("restoring return addresses"))?;
         if restored < self.thread.returns.len() {
             self.warnings.push(format!(
                 "{} hijacked return address(es) not found to restore; the slot page stays mapped so those returns still land on the trampoline",
@@ -399,14 +428,14 @@ impl Session {
             self.inject_syscall(A::NR_MUNMAP, [page, len, 0, 0, 0, 0], "munmap")?;
             self.inst.areas.clear();
         }
-        self.remote.detach().map_err(gdb("detaching"))?;
+        self.remote.detach().map_err(gdb::<A>("detaching"))?;
         Ok(())
     }
 }
 
-/// The address of a `syscall 0` in an executable segment of `binary` (static programs always
-/// have one: how else would they exit).
-fn find_syscall(binary: &std::path::Path) -> Option<u64> {
+/// The address of a system call instruction in an executable segment of `binary` (static
+/// programs always have one: how else would they exit).
+fn find_syscall<A: Arch>(binary: &std::path::Path) -> Option<u64> {
     use object::{Object, ObjectSegment};
     let data = std::fs::read(binary).ok()?;
     let file = object::File::parse(&*data).ok()?;
@@ -414,9 +443,38 @@ fn find_syscall(binary: &std::path::Path) -> Option<u64> {
         .filter(|s| matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0))
         .find_map(|s| {
             let bytes = s.data().ok()?;
-            let at = bytes
-                .chunks_exact(4)
-                .position(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")) == SYSCALL_WORD)?;
-            Some(s.address() + 4 * at as u64)
+            // Only at instruction boundaries the architecture allows.
+            let at = (0..bytes.len())
+                .step_by(A::INSN_ALIGN)
+                .find(|&i| bytes[i..].starts_with(A::SYSCALL))?;
+            Some(s.address() + at as u64)
         })
+}
+
+impl<A: GdbRegisters> InjectSyscall<A> for GdbRemote<A> {
+    type Error = std::io::Error;
+
+    fn read_regs(&mut self, tid: i32) -> std::io::Result<A::Regs> {
+        self.get_regs(tid)
+    }
+
+    fn write_regs(&mut self, tid: i32, regs: &A::Regs) -> std::io::Result<()> {
+        self.set_regs(tid, regs)
+    }
+
+    /// Stops on a `Z0` right after the instruction: QEMU's single step over a system call runs
+    /// one instruction too many.
+    fn run_syscall(&mut self, tid: i32, at: u64) -> std::io::Result<()> {
+        let after_syscall = at + A::SYSCALL.len() as u64;
+        self.insert_breakpoint(after_syscall)?;
+        self.resume(None)?;
+        self.remove_breakpoint(after_syscall)?;
+        let pc = A::pc(&self.get_regs(tid)?);
+        if pc != after_syscall {
+            return Err(std::io::Error::other(format!(
+                "the system call instruction at 0x{at:x} ended at 0x{pc:x}"
+            )));
+        }
+        Ok(())
+    }
 }

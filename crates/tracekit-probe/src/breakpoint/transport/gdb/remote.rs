@@ -1,6 +1,7 @@
-//! A GDB Remote Serial Protocol client for QEMU's user-mode gdb stub
-//! (`qemu-loongarch64-static -g PORT`): what the probe engine needs to reach a LoongArch64
-//! program's registers and memory, set breakpoints and run it.
+//! A GDB Remote Serial Protocol client for QEMU's user-mode gdb stub (`qemu-ARCH-static -g
+//! PORT`): what the probe engine needs to reach a program's registers and memory, set
+//! breakpoints and run it. Generic over the architecture `A`: its [`GdbRegisters`] says how
+//! its registers travel; everything else here is the protocol.
 //!
 //! # QEMU 7.2's stub, as measured here
 //!
@@ -11,18 +12,9 @@
 //!   `PacketSize=1000;qXfer:features:read+;qXfer:auxv:read+;vContSupported+;multiprocess+`.
 //!   No `QStartNoAckMode`: the stub stays in acknowledgement mode and waits for our `+` after
 //!   every packet it sends (after `k` and at exit too: without the `+` QEMU never exits).
-//! - **Registers.** `g` returns 35 64-bit registers: `$r0..$r31`, `orig_a0` (32), `pc` (33),
-//!   `badv` (34). `G` must not carry more than the 32 GPRs: QEMU's write of register 32
-//!   consumes no bytes, so a full `G` shifts every later value by one (the pc gets
-//!   `orig_a0`'s value). The pc is written with `P21=` (or as `c ADDR` / `s ADDR`).
-//!   `p`/`P` are answered (empty reply otherwise) only once the client has read
-//!   `target.xml`. `target.xml` names `loongarch-base64.xml` and `loongarch-fpu.xml`, but
-//!   reading those answers `E00`, so register numbers were found by probing `p`: 0x23..0x42 are
-//!   `f0..f31` (8 bytes), **0x43 is one 8-byte `fcc` register, byte `i` = `fcc{i}`** (only bit
-//!   0 of each byte is kept: writing 2 reads back 0), 0x44 is `fcsr` (4 bytes), 0x45 and up are
-//!   `E14`. Checked end to end: `P43=0000000100000001`, then running `movcf2gr` on every flag
-//!   gives the mask 0x88. (QEMU 8.2 and later split it into one-byte `fcc0..fcc7`,
-//!   0x43..0x4a; this client detects which from the size of register 0x43.)
+//! - **Registers.** `g`/`G` carry the general registers (the layout is the architecture's:
+//!   [`GdbRegisters`], e.g. `arch/loongarch64/gdb.rs`). `p`/`P` are answered (empty reply
+//!   otherwise) only once the client has read `target.xml`.
 //! - **Memory.** `m` of at most 0x800 bytes (the reply fills the 4096-byte packet); 0x1000
 //!   answers `E22`. An `M` packet longer than 4096 bytes is dropped *silently* (no reply: 2030
 //!   data bytes work, 2040 hang), so transfers are chunked at `(PacketSize - 64) / 2` = 2016
@@ -68,7 +60,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::breakpoint::arch::loongarch64::Regs;
+use super::{GdbRegisters, RegisterIo};
 use crate::breakpoint::transport::{Memory, Registers};
 
 /// Why the program stopped.
@@ -94,7 +86,7 @@ pub enum StopReply {
 /// changed; a pc change alone travels with the next `c`/`s` (`c ADDR`), so a trap whose
 /// handling only moves the pc costs no extra round trip.
 #[derive(Debug)]
-pub struct GdbRemote {
+pub struct GdbRemote<A: GdbRegisters> {
     stream: TcpStream,
     peer: SocketAddr,
     /// Received bytes not parsed yet.
@@ -106,12 +98,13 @@ pub struct GdbRemote {
     chunk: usize,
     target_xml: Option<String>,
     breakpoints: BTreeSet<u64>,
-    fcc_needed: bool,
-    fcc_layout: Option<FccLayout>,
+    /// Whether register reads and writes carry the on-demand registers.
+    on_demand: bool,
+    layout: A::Layout,
     /// The registers as the stub has them at this stop (pc: see `pending_pc`).
-    known: Option<Regs>,
-    /// Whether `known.fcc` was read or written.
-    known_fcc: bool,
+    known: Option<A::Regs>,
+    /// Whether `known`'s on-demand registers were read or written.
+    known_on_demand: bool,
     /// The pc where the program stopped, once known (read lazily).
     stop_pc: Option<u64>,
     /// A pc set but not sent yet: the next resume or step carries it (`c ADDR`).
@@ -138,18 +131,6 @@ pub enum InterruptBy {
     Byte,
 }
 
-/// How a stub exposes the FP condition flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FccLayout {
-    /// QEMU before 8.2: register 0x43, 8 bytes, byte `i` = `fcc{i}`.
-    Packed,
-    /// QEMU 8.2 and later: `fcc0..fcc7` are registers 0x43..0x4a, one byte each.
-    Split,
-}
-
-/// Register numbers of QEMU's loongarch64 layout.
-const PC: usize = 33;
-const FCC: usize = 0x43;
 /// How long a request waits for its reply before the stub is declared unresponsive.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often `resume_until` looks at its stop flag.
@@ -160,7 +141,7 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 const STALE_STOP_WAIT: Duration = Duration::from_millis(100);
 const SIGTRAP: u8 = 5;
 
-impl GdbRemote {
+impl<A: GdbRegisters> GdbRemote<A> {
     /// Connects to `addr` (`HOST:PORT`), retrying until `timeout` (QEMU may still be
     /// starting), negotiates `qSupported`, turns acknowledgements off when the stub offers
     /// `QStartNoAckMode`, and reads `target.xml` (QEMU answers `p`/`P` only after that).
@@ -177,10 +158,10 @@ impl GdbRemote {
             chunk: chunk_for(1024),
             target_xml: None,
             breakpoints: BTreeSet::new(),
-            fcc_needed: false,
-            fcc_layout: None,
+            on_demand: false,
+            layout: A::Layout::default(),
             known: None,
-            known_fcc: false,
+            known_on_demand: false,
             stop_pc: None,
             pending_pc: None,
             thread: None,
@@ -219,11 +200,12 @@ impl GdbRemote {
         self.target_xml.as_deref()
     }
 
-    /// Whether `get_regs`/`set_regs` also carry the FP condition flags (one more packet each;
-    /// only `bceqz`/`bcnez` need them). Without, `get_regs` returns `fcc` 0 and `set_regs`
-    /// ignores it.
-    pub fn set_fcc_needed(&mut self, yes: bool) {
-        self.fcc_needed = yes;
+    /// Whether `get_regs`/`set_regs` also carry the architecture's on-demand registers
+    /// ([`GdbRegisters`]; LoongArch: the FP condition flags, which only `bceqz`/`bcnez`
+    /// need), at one more packet or more each. Without, `get_regs` returns them zero and
+    /// `set_regs` ignores them.
+    pub fn set_on_demand(&mut self, yes: bool) {
+        self.on_demand = yes;
     }
 
     /// How [`GdbRemote::interrupt`] stops the program (default [`InterruptBy::Auto`]). Give
@@ -266,7 +248,7 @@ impl GdbRemote {
             (Some(s), pc) => {
                 // `C sig;addr` is not accepted by QEMU: the pc goes first.
                 if let Some(pc) = pc {
-                    self.write_register(PC, &pc.to_le_bytes())?;
+                    self.write_register(A::PC_REGNUM, &pc.to_le_bytes())?;
                 }
                 format!("C{s:02x}")
             }
@@ -290,7 +272,7 @@ impl GdbRemote {
             (None, None) => "s".to_string(),
             (Some(s), pc) => {
                 if let Some(pc) = pc {
-                    self.write_register(PC, &pc.to_le_bytes())?;
+                    self.write_register(A::PC_REGNUM, &pc.to_le_bytes())?;
                 }
                 format!("S{s:02x}")
             }
@@ -309,16 +291,16 @@ impl GdbRemote {
         }
         let pc = match (self.pending_pc, self.known) {
             (Some(pc), _) => pc,
-            (None, Some(k)) => k.pc,
+            (None, Some(k)) => A::pc(&k),
             (None, None) => self.read_pc()?,
         };
         if self.stop_pc != Some(pc) || !self.breakpoints.contains(&pc) {
             return Ok(None);
         }
-        self.request_ok(&format!("z0,{pc:x},4"))?;
+        self.request_ok(&format!("z0,{pc:x},{}", A::BREAKPOINT.len()))?;
         let reply = self.step_with(signal.take())?;
         if self.finished.is_none() {
-            self.request_ok(&format!("Z0,{pc:x},4"))?;
+            self.request_ok(&format!("Z0,{pc:x},{}", A::BREAKPOINT.len()))?;
         }
         match reply {
             StopReply::Signal {
@@ -368,16 +350,17 @@ impl GdbRemote {
         comm.starts_with("qemu-").then_some(tid)
     }
 
-    /// Sets a breakpoint the stub implements (`Z0,ADDR,4`): the text is not modified.
+    /// Sets a breakpoint the stub implements (`Z0,ADDR,KIND`, the kind being the size of the
+    /// architecture's breakpoint): the text is not modified.
     pub fn insert_breakpoint(&mut self, addr: u64) -> io::Result<()> {
-        self.request_ok(&format!("Z0,{addr:x},4"))?;
+        self.request_ok(&format!("Z0,{addr:x},{}", A::BREAKPOINT.len()))?;
         self.breakpoints.insert(addr);
         Ok(())
     }
 
     /// Removes a `Z0` breakpoint.
     pub fn remove_breakpoint(&mut self, addr: u64) -> io::Result<()> {
-        self.request_ok(&format!("z0,{addr:x},4"))?;
+        self.request_ok(&format!("z0,{addr:x},{}", A::BREAKPOINT.len()))?;
         self.breakpoints.remove(&addr);
         Ok(())
     }
@@ -461,30 +444,16 @@ impl GdbRemote {
         self.request_ok(&format!("Hg{tid:x}"))?;
         self.thread = Some(tid);
         self.known = None;
-        self.known_fcc = false;
+        self.known_on_demand = false;
         self.stop_pc = None;
         Ok(())
     }
 
-    fn read_all(&mut self) -> io::Result<Regs> {
+    fn read_all(&mut self) -> io::Result<A::Regs> {
         let g = from_hex(&self.request("g")?)?;
-        let word = |i: usize| {
-            g.get(8 * i..8 * i + 8)
-                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .ok_or_else(|| {
-                    protocol(format!(
-                        "`g` reply of {} bytes has no register {i}",
-                        g.len()
-                    ))
-                })
-        };
-        let mut regs = Regs::default();
-        for (i, r) in regs.gpr.iter_mut().enumerate() {
-            *r = word(i)?;
-        }
-        regs.pc = word(PC)?;
+        let regs = A::from_g(&g).map_err(protocol)?;
         if self.pending_pc.is_none() {
-            self.stop_pc.get_or_insert(regs.pc);
+            self.stop_pc.get_or_insert(A::pc(&regs));
         }
         Ok(regs)
     }
@@ -492,78 +461,14 @@ impl GdbRemote {
     fn read_pc(&mut self) -> io::Result<u64> {
         let regs = self.read_all()?;
         self.known = Some(regs);
-        self.known_fcc = false;
-        Ok(regs.pc)
-    }
-
-    fn read_fcc(&mut self) -> io::Result<u8> {
-        let first = self.read_register(FCC)?;
-        let layout = match first.len() {
-            1 => FccLayout::Split,
-            8 => FccLayout::Packed,
-            n => {
-                return Err(protocol(format!(
-                    "FP condition register 0x{FCC:x} has {n} bytes"
-                )));
-            }
-        };
-        self.fcc_layout = Some(layout);
-        let bytes = match layout {
-            FccLayout::Packed => first,
-            FccLayout::Split => {
-                let mut all = first;
-                for i in 1..8 {
-                    all.extend(self.read_register(FCC + i)?);
-                }
-                all
-            }
-        };
-        Ok(bytes
-            .iter()
-            .enumerate()
-            .fold(0, |m, (i, &b)| m | (b & 1) << i))
-    }
-
-    fn write_fcc(&mut self, old: Option<u8>, fcc: u8) -> io::Result<()> {
-        let layout = match self.fcc_layout {
-            Some(l) => l,
-            None => {
-                self.read_fcc()?;
-                self.fcc_layout.expect("set by read_fcc")
-            }
-        };
-        let bytes: Vec<u8> = (0..8).map(|i| fcc >> i & 1).collect();
-        match layout {
-            FccLayout::Packed => self.write_register(FCC, &bytes),
-            FccLayout::Split => {
-                for (i, &b) in bytes.iter().enumerate() {
-                    if old.is_none_or(|o| o >> i & 1 != b) {
-                        self.write_register(FCC + i, &[b])?;
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn read_register(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        let reply = self.request(&format!("p{n:x}"))?;
-        if reply.is_empty() {
-            return Err(unsupported(format!(
-                "the stub does not answer `p` for register 0x{n:x}"
-            )));
-        }
-        from_hex(&reply)
-    }
-
-    fn write_register(&mut self, n: usize, bytes: &[u8]) -> io::Result<()> {
-        self.request_ok(&format!("P{n:x}={}", to_hex(bytes)))
+        self.known_on_demand = false;
+        Ok(A::pc(&regs))
     }
 
     /// Sends a pc set by `set_regs` before a request that must see it.
     fn flush_pc(&mut self) -> io::Result<()> {
         if let Some(pc) = self.pending_pc.take() {
-            self.write_register(PC, &pc.to_le_bytes())?;
+            self.write_register(A::PC_REGNUM, &pc.to_le_bytes())?;
         }
         Ok(())
     }
@@ -637,7 +542,7 @@ impl GdbRemote {
 
     fn forget_stop(&mut self) {
         self.known = None;
-        self.known_fcc = false;
+        self.known_on_demand = false;
         self.stop_pc = None;
     }
 
@@ -871,7 +776,23 @@ impl GdbRemote {
 /// How long [`GdbRemote`] polls for a reply before it sleeps.
 const SPIN: Duration = Duration::from_micros(150);
 
-impl Memory for GdbRemote {
+impl<A: GdbRegisters> RegisterIo for GdbRemote<A> {
+    fn read_register(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let reply = self.request(&format!("p{n:x}"))?;
+        if reply.is_empty() {
+            return Err(unsupported(format!(
+                "the stub does not answer `p` for register 0x{n:x}"
+            )));
+        }
+        from_hex(&reply)
+    }
+
+    fn write_register(&mut self, n: usize, bytes: &[u8]) -> io::Result<()> {
+        self.request_ok(&format!("P{n:x}={}", to_hex(bytes)))
+    }
+}
+
+impl<A: GdbRegisters> Memory for GdbRemote<A> {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
         let chunk = self.chunk;
         for (i, part) in buf.chunks_mut(chunk).enumerate() {
@@ -918,48 +839,50 @@ impl Memory for GdbRemote {
     }
 }
 
-impl Registers<Regs> for GdbRemote {
+impl<A: GdbRegisters> Registers<A::Regs> for GdbRemote<A> {
     /// The registers of thread `tid` (0 or less: the thread that stopped).
-    fn get_regs(&mut self, tid: i32) -> io::Result<Regs> {
+    fn get_regs(&mut self, tid: i32) -> io::Result<A::Regs> {
         self.select_thread(tid)?;
         let mut regs = match self.known {
             Some(k) => k,
             None => self.read_all()?,
         };
         if let Some(pc) = self.pending_pc {
-            regs.pc = pc;
+            A::set_pc(&mut regs, pc);
         }
-        if !self.fcc_needed {
-            regs.fcc = 0;
-        } else if !self.known_fcc {
-            regs.fcc = self.read_fcc()?;
-            self.known_fcc = true;
+        if !self.on_demand {
+            A::clear_on_demand(&mut regs);
+        } else if !self.known_on_demand {
+            let mut layout = self.layout;
+            let read = A::read_on_demand(self, &mut layout, &mut regs);
+            self.layout = layout;
+            read?;
+            self.known_on_demand = true;
         }
         self.known = Some(regs);
         Ok(regs)
     }
 
-    /// Writes what differs from the stub's registers: the GPRs with one `G` (never more than
-    /// the 32 GPRs: see the module documentation), the pc with the next resume, the FP
-    /// condition flags with `P` when they are needed.
-    fn set_regs(&mut self, tid: i32, regs: &Regs) -> io::Result<()> {
+    /// Writes what differs from the stub's registers: those `G` carries with one `G` (as
+    /// [`GdbRegisters::to_g`] says), the pc with the next resume, the on-demand registers
+    /// with `P` when they are needed.
+    fn set_regs(&mut self, tid: i32, regs: &A::Regs) -> io::Result<()> {
         let known = self.get_regs(tid)?;
-        if known.gpr[1..] != regs.gpr[1..] {
-            let mut gpr = regs.gpr;
-            gpr[0] = 0;
-            let bytes: Vec<u8> = gpr.iter().flat_map(|r| r.to_le_bytes()).collect();
+        if let Some(bytes) = A::to_g(&known, regs) {
             self.request_ok(&format!("G{}", to_hex(&bytes)))?;
         }
-        if known.pc != regs.pc {
-            self.pending_pc = Some(regs.pc);
+        if A::pc(&known) != A::pc(regs) {
+            self.pending_pc = Some(A::pc(regs));
         }
-        if self.fcc_needed && known.fcc != regs.fcc {
-            self.write_fcc(Some(known.fcc), regs.fcc)?;
+        if self.on_demand {
+            let mut layout = self.layout;
+            let written = A::write_on_demand(self, &mut layout, &known, regs);
+            self.layout = layout;
+            written?;
         }
-        let mut now = *regs;
-        now.gpr[0] = 0;
-        if !self.fcc_needed {
-            now.fcc = 0;
+        let mut now = A::as_stored(regs);
+        if !self.on_demand {
+            A::clear_on_demand(&mut now);
         }
         self.known = Some(now);
         Ok(())

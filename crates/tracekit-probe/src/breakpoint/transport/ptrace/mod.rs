@@ -3,9 +3,13 @@
 //! [`PtraceTarget`] reaches a stopped thread's registers and the process's memory; `session`
 //! is the event loop (spawn/attach, threads, forks, signals, the injected `mmap` for the slot
 //! area, detach). The session is generic over the [`Arch`](crate::breakpoint::arch::Arch)
-//! whose registers [`PtraceTarget`] maps; [`run`] names the host's, x86-64, the one mapping
-//! there is (`user_regs_struct`). Another host architecture is its `Registers` mapping in
-//! `target.rs` and its name in [`run`].
+//! whose registers [`PtraceTarget`] maps (the bound `PtraceTarget: Registers<A::Regs>`);
+//! every architecture fact it uses (breakpoint and system call instructions, `mmap` numbers,
+//! slot reach, page size) comes from that trait. [`run`] runs it on
+//! [`arch::Host`](crate::breakpoint::arch::Host), the tracer's own architecture (x86-64, whose
+//! `user_regs_struct` mapping is in `target.rs`): ptrace reaches only that instruction set.
+//! Another host architecture is its `Registers` mapping in `target.rs` (behind its
+//! `cfg(target_arch)`) and its line in `arch::Host`; nothing else here changes.
 
 mod session;
 mod target;
@@ -18,7 +22,7 @@ use std::sync::atomic::AtomicBool;
 pub use target::PtraceTarget;
 
 use crate::breakpoint::BreakpointError;
-use crate::breakpoint::arch::x86_64::X86_64;
+use crate::breakpoint::arch::Host;
 use crate::breakpoint::engine::ProbeTable;
 use crate::event::{HitEvent, Outcome, Sink};
 use crate::symbols::ResolvedProbe;
@@ -115,7 +119,7 @@ pub fn run_with_sink(
     stop: &AtomicBool,
     sink: &mut dyn Sink,
 ) -> Result<Outcome, BreakpointError> {
-    // The host's architecture: ptrace reaches only the tracer's own instruction set.
-    let table = ProbeTable::<X86_64>::new(probes)?;
+    // ptrace reaches only the tracer's own instruction set.
+    let table = ProbeTable::<Host>::new(probes)?;
     session::Session::run(table, target, opts, stop, sink)
 }

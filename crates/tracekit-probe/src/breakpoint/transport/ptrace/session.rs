@@ -39,17 +39,17 @@ const OPTIONS: libc::c_int = libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEEXEC;
 // WUNTRACED: the waker (not traced) reports its self-stops, one per interval.
 const WAIT_FLAGS: libc::c_int = libc::__WALL | libc::__WNOTHREAD | libc::WUNTRACED;
-const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 
 /// How long the tracer polls for the next stop before sleeping, when not pinned.
 const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum ProcPhase {
     /// Spawned, before its exec: nothing to place yet.
     BeforeExec,
-    /// After exec: a breakpoint at the entry point waits for the libraries to be loaded.
-    AwaitEntry { addr: u64, orig: u8 },
+    /// After exec: a breakpoint at the entry point waits for the libraries to be loaded
+    /// (`orig`: the bytes it replaced, as long as the architecture's breakpoint).
+    AwaitEntry { addr: u64, orig: Vec<u8> },
     /// Probes placed (as far as their binaries are mapped).
     Live,
 }
@@ -351,14 +351,7 @@ where
         let Some(proc) = self.procs.get_mut(&tgid) else {
             return Ok(false);
         };
-        let regs = proc
-            .mem
-            .get_regs(tid)
-            .map_err(|source| BreakpointError::Sys {
-                what: "PTRACE_GETREGS",
-                pid: tid,
-                error: source,
-            })?;
+        let regs = get_regs::<A>(&mut proc.mem, tid)?;
         let addr = A::breakpoint_address(A::pc(&regs));
         let entry = matches!(proc.phase, ProcPhase::AwaitEntry { addr: a, .. } if a == addr);
         let loader = proc.loader.as_ref().is_some_and(|h| h.addr == addr);
@@ -378,29 +371,23 @@ where
             .procs
             .get_mut(&tgid)
             .expect("thread of a known process");
-        let mut regs = proc
-            .mem
-            .get_regs(tid)
-            .map_err(|source| BreakpointError::Sys {
-                what: "PTRACE_GETREGS",
-                pid: tid,
-                error: source,
-            })?;
+        let mut regs = get_regs::<A>(&mut proc.mem, tid)?;
         if sig != libc::SIGTRAP {
             if proc.inst.in_areas(A::pc(&regs)) {
                 proc.keep_slots = true;
             }
             return Ok((sig, false));
         }
-        if let ProcPhase::AwaitEntry { addr, orig } = proc.phase
-            && A::breakpoint_address(A::pc(&regs)) == addr
+        if let ProcPhase::AwaitEntry { addr, orig } = &proc.phase
+            && A::breakpoint_address(A::pc(&regs)) == *addr
         {
+            let addr = *addr;
             let sys = |source| BreakpointError::Sys {
                 what: "removing the entry breakpoint",
                 pid: tid,
                 error: source,
             };
-            proc.mem.write(addr, &[orig]).map_err(sys)?;
+            proc.mem.write(addr, orig).map_err(sys)?;
             A::set_pc(&mut regs, addr);
             proc.mem.set_regs(tid, &regs).map_err(sys)?;
             proc.phase = ProcPhase::Live;
@@ -426,13 +413,7 @@ where
         )?;
         match trap {
             Trap::Handled => {
-                proc.mem
-                    .set_regs(tid, &regs)
-                    .map_err(|source| BreakpointError::Sys {
-                        what: "PTRACE_SETREGS",
-                        pid: tid,
-                        error: source,
-                    })?;
+                set_regs::<A>(&mut proc.mem, tid, &regs)?;
                 Ok((0, false))
             }
             Trap::Foreign => Ok((sig, false)),
@@ -478,6 +459,35 @@ fn is_stop_signal(sig: i32) -> bool {
         sig,
         libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
     )
+}
+
+/// Thread `tid`'s registers; the error names the request.
+fn get_regs<A: Arch>(mem: &mut PtraceTarget, tid: i32) -> Result<A::Regs, BreakpointError>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
+    mem.get_regs(tid).map_err(|error| BreakpointError::Sys {
+        what: "PTRACE_GETREGS",
+        pid: tid,
+        error,
+    })
+}
+
+/// Sets thread `tid`'s registers; the error names the request.
+fn set_regs<A: Arch>(
+    mem: &mut PtraceTarget,
+    tid: i32,
+    regs: &A::Regs,
+) -> Result<(), BreakpointError>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
+    mem.set_regs(tid, regs)
+        .map_err(|error| BreakpointError::Sys {
+            what: "PTRACE_SETREGS",
+            pid: tid,
+            error,
+        })
 }
 
 fn waitpid(pid: i32, flags: libc::c_int) -> Result<i32, BreakpointError> {

@@ -98,8 +98,8 @@ where
         for live in proc.inst.points.iter().flatten() {
             proc.mem.write(live.addr, &live.orig).map_err(sys)?;
         }
-        if let ProcPhase::AwaitEntry { addr, orig } = proc.phase {
-            proc.mem.write(addr, &[orig]).map_err(sys)?;
+        if let ProcPhase::AwaitEntry { addr, orig } = &proc.phase {
+            proc.mem.write(*addr, orig).map_err(sys)?;
         }
         if let Some(hook) = proc.loader.take() {
             proc.mem.write(hook.addr, &hook.orig).map_err(sys)?;

@@ -1,7 +1,10 @@
 //! Running one system call in a stopped tracee (the `mmap` of the slot area, the `munmap`
-//! at detach) with its registers restored afterwards.
+//! at detach): ptrace's side of [`inject_syscall`], which saves and restores the registers.
+//! Here: the registers through `PTRACE_GETREGS`/`PTRACE_SETREGS`, and a system call
+//! instruction written over the code at the given address for one single step.
 
 use super::*;
+use crate::breakpoint::transport::inject::{InjectSyscall, inject_syscall};
 
 impl<A: Arch> Session<'_, A>
 where
@@ -9,6 +12,7 @@ where
 {
     /// Runs one system call in stopped thread `tid`, from a syscall instruction written
     /// temporarily at `at` (every thread of the process is stopped, so none can run it).
+    /// Returns the raw result (`-errno` on failure).
     pub(super) fn inject_syscall(
         &mut self,
         pid: i32,
@@ -17,80 +21,90 @@ where
         nr: u64,
         args: [u64; 6],
     ) -> Result<i64, BreakpointError> {
-        let sys = |what, source| BreakpointError::Sys {
+        let proc = self.procs.get_mut(&pid).expect("known process");
+        let thread = self.threads.get_mut(&tid).expect("known thread");
+        let mut injector = Injector {
+            mem: &mut proc.mem,
+            pending_sig: &mut thread.pending_sig,
+        };
+        inject_syscall::<A, _>(&mut injector, tid, at, nr, args)
+    }
+}
+
+/// A stopped thread of a traced process, as [`inject_syscall`] drives it.
+struct Injector<'a> {
+    mem: &'a mut PtraceTarget,
+    /// Where a signal that arrives during the step is kept, to be delivered later.
+    pending_sig: &'a mut i32,
+}
+
+impl<A: Arch> InjectSyscall<A> for Injector<'_>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
+    type Error = BreakpointError;
+
+    fn read_regs(&mut self, tid: i32) -> Result<A::Regs, BreakpointError> {
+        get_regs::<A>(self.mem, tid)
+    }
+
+    fn write_regs(&mut self, tid: i32, regs: &A::Regs) -> Result<(), BreakpointError> {
+        set_regs::<A>(self.mem, tid, regs)
+    }
+
+    /// Writes the architecture's system call instruction at `at`, single-steps it, and puts
+    /// the code back (also when the step failed).
+    fn run_syscall(&mut self, tid: i32, at: u64) -> Result<(), BreakpointError> {
+        let sys = |what, error| BreakpointError::Sys {
             what,
             pid: tid,
-            error: source,
+            error,
         };
-        let proc = self.procs.get_mut(&pid).expect("known process");
-        let saved = proc
-            .mem
-            .get_regs(tid)
-            .map_err(|e| sys("PTRACE_GETREGS", e))?;
         let mut orig = vec![0u8; A::SYSCALL.len()];
-        proc.mem
-            .read(at, &mut orig)
-            .map_err(|e| sys("reading code", e))?;
-        proc.mem
-            .write(at, A::SYSCALL)
-            .map_err(|e| sys("writing a syscall instruction", e))?;
-        proc.mem
-            .set_regs(tid, &A::syscall_regs(&saved, at, nr, args))
-            .map_err(|e| sys("PTRACE_SETREGS", e))?;
-        // Bounded: a step that keeps stopping without completing must not spin forever.
-        let mut fault = None;
-        for _ in 0..1000 {
-            // SAFETY: single-stepping a stopped tracee; no pointers.
-            if unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0) } < 0 {
-                return Err(BreakpointError::last("PTRACE_SINGLESTEP", tid));
-            }
-            let status = waitpid(tid, libc::__WALL)?;
-            if !libc::WIFSTOPPED(status) {
-                return Err(sys(
-                    "injecting a system call",
-                    io::Error::other("the thread exited"),
-                ));
-            }
-            let sig = libc::WSTOPSIG(status);
-            if status >> 16 == 0 && sig == libc::SIGTRAP {
-                fault = Some(None);
-                break;
-            }
-            if status >> 16 == 0 {
-                if matches!(
-                    sig,
-                    libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
-                ) {
-                    // The injected instruction itself faults: stepping again would fault again.
-                    fault = Some(Some(sig));
-                    break;
-                }
-                // A signal arrived first: keep it for later and step again.
-                self.threads.get_mut(&tid).expect("known").pending_sig = sig;
-            }
-        }
-        let proc = self.procs.get_mut(&pid).expect("known process");
-        if fault != Some(None) {
-            let _ = proc.mem.write(at, &orig);
-            let _ = proc.mem.set_regs(tid, &saved);
-            let why = match fault {
-                Some(Some(sig)) => {
-                    format!("the injected syscall at {at:#x} faulted (signal {sig})")
-                }
-                _ => format!("the injected syscall at {at:#x} did not complete"),
-            };
-            return Err(sys("injecting a system call", io::Error::other(why)));
-        }
-        let after = proc
-            .mem
-            .get_regs(tid)
-            .map_err(|e| sys("PTRACE_GETREGS", e))?;
-        proc.mem
-            .write(at, &orig)
-            .map_err(|e| sys("restoring code", e))?;
-        proc.mem
-            .set_regs(tid, &saved)
-            .map_err(|e| sys("PTRACE_SETREGS", e))?;
-        Ok(A::syscall_result(&after))
+        (self.mem.read(at, &mut orig)).map_err(|e| sys("reading code", e))?;
+        (self.mem.write(at, A::SYSCALL)).map_err(|e| sys("writing a syscall instruction", e))?;
+        let stepped = step_syscall(tid, at, self.pending_sig);
+        let restored = self.mem.write(at, &orig);
+        stepped?;
+        restored.map_err(|e| sys("restoring code", e))
     }
+}
+
+/// Single-steps thread `tid` over the system call instruction at `at`; a signal that arrives
+/// first is kept in `pending_sig` and the step repeated.
+fn step_syscall(tid: i32, at: u64, pending_sig: &mut i32) -> Result<(), BreakpointError> {
+    let failed = |why: String| BreakpointError::Sys {
+        what: "injecting a system call",
+        pid: tid,
+        error: io::Error::other(why),
+    };
+    // Bounded: a step that keeps stopping without completing must not spin forever.
+    for _ in 0..1000 {
+        // SAFETY: single-stepping a stopped tracee; no pointers.
+        if unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, tid, 0, 0) } < 0 {
+            return Err(BreakpointError::last("PTRACE_SINGLESTEP", tid));
+        }
+        let status = waitpid(tid, libc::__WALL)?;
+        if !libc::WIFSTOPPED(status) {
+            return Err(failed("the thread exited".into()));
+        }
+        let sig = libc::WSTOPSIG(status);
+        if status >> 16 != 0 {
+            continue; // a ptrace event, not the step's end
+        }
+        match sig {
+            libc::SIGTRAP => return Ok(()),
+            // The injected instruction itself faults: stepping again would fault again.
+            libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE => {
+                return Err(failed(format!(
+                    "the injected syscall at {at:#x} faulted (signal {sig})"
+                )));
+            }
+            // A signal arrived first: keep it for later and step again.
+            _ => *pending_sig = sig,
+        }
+    }
+    Err(failed(format!(
+        "the injected syscall at {at:#x} did not complete"
+    )))
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::breakpoint::engine::place;
+use crate::breakpoint::transport::inject::mmap_args;
 
 impl<A: Arch> Session<'_, A>
 where
@@ -92,7 +93,8 @@ where
     }
 
     /// Maps slot areas (one per cluster of out-of-line points, so that each slot is within
-    /// RIP-relative reach of its original) and writes the trampoline and the slots.
+    /// PC-relative reach of its original: `Arch::SLOT_REACH`) and writes the trampoline and
+    /// the slots.
     pub(super) fn place_slots(
         &mut self,
         pid: i32,
@@ -120,7 +122,7 @@ where
         let scratch = lives[0].1.addr;
         for (n, cluster) in clusters.iter().enumerate() {
             let near = cluster.first().map_or(scratch, |&k| lives[k].1.addr);
-            let len = (16 + A::SLOT_SIZE * cluster.len() as u64).div_ceil(4096) * 4096;
+            let len = (16 + A::SLOT_SIZE * cluster.len() as u64).next_multiple_of(A::PAGE_SIZE);
             let area = self.map_area(pid, tid, scratch, near, len)?;
             let proc = self.procs.get_mut(&pid).expect("known process");
             proc.inst.areas.push((area, len));
@@ -164,6 +166,8 @@ where
     }
 
     /// Maps an executable area near `near` by making thread `tid` run `mmap` from `scratch`.
+    /// The hints go from near to far (x86-64: 16 MiB below to 1 GiB below); those beyond a
+    /// slot's reach are not tried.
     pub(super) fn map_area(
         &mut self,
         pid: i32,
@@ -172,9 +176,7 @@ where
         near: u64,
         len: u64,
     ) -> Result<u64, BreakpointError> {
-        let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
-        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let base = near & !0xfff;
+        let base = near & !(A::PAGE_SIZE - 1);
         let hints = [
             base.wrapping_sub(0x100_0000),
             base.wrapping_sub(0x1000_0000),
@@ -182,14 +184,13 @@ where
             base.wrapping_sub(0x4000_0000),
         ];
         let mut last = String::new();
-        for hint in hints {
-            let r = self.inject_syscall(
-                pid,
-                tid,
-                scratch,
-                A::NR_MMAP,
-                [hint, len, prot, flags | MAP_FIXED_NOREPLACE, u64::MAX, 0],
-            )?;
+        for hint in hints
+            .into_iter()
+            .filter(|h| h.abs_diff(base) < A::SLOT_REACH)
+        {
+            let prot = libc::PROT_READ | libc::PROT_EXEC;
+            let args = mmap_args(hint, len, prot, libc::MAP_FIXED_NOREPLACE as u64);
+            let r = self.inject_syscall(pid, tid, scratch, A::NR_MMAP, args)?;
             if r >= 0 {
                 return Ok(r as u64);
             }

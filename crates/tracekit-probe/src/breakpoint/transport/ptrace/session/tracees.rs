@@ -190,7 +190,7 @@ where
         if self.opts.follow_forks {
             // The child's memory is a copy: the same breakpoints, slots and loader hook.
             let inst = clone_installed(&parent.inst, self.engine.slot_return);
-            let (phase, loader) = (parent.phase, parent.loader.clone());
+            let (phase, loader) = (parent.phase.clone(), parent.loader.clone());
             let proc = Proc {
                 mem,
                 inst,
@@ -207,8 +207,8 @@ where
         for live in parent.inst.points.iter().flatten() {
             mem.write(live.addr, &live.orig).map_err(sys)?;
         }
-        if let ProcPhase::AwaitEntry { addr, orig } = parent.phase {
-            mem.write(addr, &[orig]).map_err(sys)?;
+        if let ProcPhase::AwaitEntry { addr, orig } = &parent.phase {
+            mem.write(*addr, orig).map_err(sys)?;
         }
         if let Some(hook) = &parent.loader {
             mem.write(hook.addr, &hook.orig).map_err(sys)?;
@@ -278,13 +278,10 @@ where
             pid: tgid,
             error: source,
         };
-        let mut orig = [0u8];
+        let mut orig = vec![0u8; A::BREAKPOINT.len()];
         proc.mem.read(entry, &mut orig).map_err(sys)?;
         proc.mem.write(entry, A::BREAKPOINT).map_err(sys)?;
-        proc.phase = ProcPhase::AwaitEntry {
-            addr: entry,
-            orig: orig[0],
-        };
+        proc.phase = ProcPhase::AwaitEntry { addr: entry, orig };
         Ok(())
     }
 }
