@@ -33,3 +33,26 @@ pub struct ProbeReport {
     /// One entry per probe, in the order the specs were given.
     pub probes: Vec<ProbeResult>,
 }
+
+impl ProbeReport {
+    /// Folds the rows of a USDT probe's further sites into its first site's row (the engines
+    /// report one row per resolved probe, in the order of `probes`, and a USDT probe is one
+    /// resolved probe per site).
+    pub fn fold_sites(&mut self, probes: &[crate::symbols::ResolvedProbe]) {
+        if self.probes.len() != probes.len() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.probes);
+        for (row, p) in rows.into_iter().zip(probes) {
+            let further = p.usdt.as_ref().is_some_and(|u| u.site > 0);
+            match self.probes.last_mut() {
+                Some(first) if further && first.spec == row.spec => {
+                    first.hits += row.hits;
+                    first.missed += row.missed;
+                    first.lost += row.lost;
+                }
+                _ => self.probes.push(row),
+            }
+        }
+    }
+}
