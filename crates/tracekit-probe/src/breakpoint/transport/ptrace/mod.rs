@@ -103,5 +103,7 @@ pub fn run(
 ) -> Result<Outcome, BreakpointError> {
     // The host's architecture: ptrace reaches only the tracer's own instruction set.
     let table = ProbeTable::<X86_64>::new(probes)?;
-    session::Session::run(table, target, opts, stop, on_hit)
+    let mut outcome = session::Session::run(table, target, opts, stop, on_hit)?;
+    outcome.report.fold_sites(probes);
+    Ok(outcome)
 }
