@@ -11,6 +11,7 @@ use crate::breakpoint::arch::{Arch, Handling, x86_64::X86_64};
 use crate::event::{ExitStatus, HitEvent, Outcome};
 use crate::spec::ProbeKind;
 use crate::symbols::{Listing, Machine, ResolvedProbe};
+use crate::usdt::UsdtNote;
 
 /// One streamed hit as a line (with its newline): thread id and spec, then the first `nargs`
 /// arguments at entry, or the return value and latency at return.
@@ -23,6 +24,11 @@ pub fn hit_line(h: &HitEvent, probes: &[ResolvedProbe], nargs: usize) -> String 
         }
         if let Some(ns) = h.latency_ns {
             let _ = write!(line, "  ({} us)", fmt_us(ns as f64));
+        }
+    } else if let Some(u) = probes.get(h.probe).and_then(|p| p.usdt.as_ref()) {
+        // A USDT probe shows the arguments its note describes, all of them (up to six).
+        for (i, (arg, &raw)) in u.args.iter().zip(&h.args).enumerate() {
+            let _ = write!(line, " arg{i}={}", arg.show(raw));
         }
     } else if nargs > 0 {
         let a: Vec<String> = h.args[..nargs].iter().map(|&v| fmt_int(v)).collect();
@@ -208,4 +214,37 @@ fn first_instruction(machine: &Machine, l: &Listing) -> (String, bool, String) {
             (X86_64::text(&insn), bpf, verdict)
         }
     }
+}
+
+/// The USDT probes `--list` found: one row per site (a probe with several sites has several
+/// rows), with its address, semaphore and argument format.
+pub fn usdt_table(notes: &[UsdtNote], style: Style) -> String {
+    let mut t = Table::new(vec![
+        Column::left("usdt probe"),
+        Column::right("address"),
+        Column::right("semaphore"),
+        Column::left("arguments"),
+    ]);
+    for n in notes {
+        t.row(vec![
+            n.full_name(),
+            format!("{:#x}", n.pc),
+            n.semaphore.map_or("-".into(), |s| format!("{s:#x}")),
+            n.args.clone(),
+        ]);
+    }
+    t.render(style)
+}
+
+/// The JSON form of the USDT probes `--list` found, one object per site.
+pub fn usdt_json(notes: &[UsdtNote]) -> Value {
+    notes
+        .iter()
+        .map(|n| {
+            json!({
+                "provider": n.provider, "name": n.name, "address": n.pc,
+                "semaphore": n.semaphore, "arguments": n.args,
+            })
+        })
+        .collect()
 }

@@ -13,6 +13,7 @@ use tracekit_core::report::OutputTarget;
 use tracekit_probe::bpf::{self, BpfOptions};
 use tracekit_probe::breakpoint::transport::gdb::qemu;
 use tracekit_probe::breakpoint::transport::ptrace;
+use tracekit_probe::usdt;
 use tracekit_probe::{
     HitEvent, Lookup, MAX_PROBES, Outcome, ProbeKind, ProbeSpec, ResolvedProbe, Target, render,
     resolve_specs,
@@ -190,19 +191,55 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `--list BINARY[:PATTERN]`: the functions that could be probed, as a table or JSON.
+/// `--list BINARY[:PATTERN]`: the functions that could be probed (and, for a whole binary,
+/// its USDT probes); `--list usdt:BINARY[:PATTERN]`: only the USDT probes.
 fn list(what: &str, args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     let lookup = Lookup {
         pid: args.pid,
         command: None,
     };
-    let (path, machine, listings) = tracekit_probe::symbols::list(what, &lookup)?;
     let out = OutputTarget::new(args.output.as_deref());
+    if let Some(rest) = what.strip_prefix("usdt:") {
+        let (binary, pattern) = rest.split_once(':').unwrap_or((rest, "*"));
+        let (path, notes) = usdt::list(binary.as_ref(), pattern, &lookup)?;
+        if args.json {
+            out.write_json(
+                &serde_json::json!({"binary": path, "usdt": render::usdt_json(&notes)}),
+            )?;
+        } else {
+            let heading = format!(
+                "\n {}: {} USDT probe sites\n\n",
+                path.display(),
+                notes.len()
+            );
+            out.write(&(heading + &render::usdt_table(&notes, out.style())))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (path, machine, listings) = tracekit_probe::symbols::list(what, &lookup)?;
+    // A whole binary: its USDT probes too (a malformed note only costs that part).
+    let notes = match what.contains(':') {
+        true => Vec::new(),
+        false => usdt::list(&path, "*", &lookup).map_or_else(
+            |e| {
+                eprintln!("tracekit: {e}");
+                Vec::new()
+            },
+            |(_, notes)| notes,
+        ),
+    };
     if args.json {
-        out.write_json(&render::listing_json(&path, &machine, &listings))?;
+        let mut v = render::listing_json(&path, &machine, &listings);
+        v["usdt"] = render::usdt_json(&notes);
+        out.write_json(&v)?;
     } else {
-        let heading = format!("\n {}: {} functions\n\n", path.display(), listings.len());
-        out.write(&(heading + &render::listing_table(&machine, &listings, out.style())))?;
+        let mut text = format!("\n {}: {} functions\n\n", path.display(), listings.len());
+        text += &render::listing_table(&machine, &listings, out.style());
+        if !notes.is_empty() {
+            text += &format!("\n {} USDT probe sites\n\n", notes.len());
+            text += &render::usdt_table(&notes, out.style());
+        }
+        out.write(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }
