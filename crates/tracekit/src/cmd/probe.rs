@@ -61,6 +61,7 @@ const EXAMPLES: &str = examples!();
         BINARY:SYMBOL                   both of the above\n  \
         uprobe:BINARY:PATTERN           every function matching *, ? or [...] (see --list)\n  \
         uprobe:BINARY:\"ns::Foo::bar\"    a C++ or Rust name (with ::) in double quotes\n  \
+        usdt:BINARY:PROVIDER:NAME       a USDT probe (all its sites; its semaphore is held while attached)\n  \
         kprobe:FUNC                     kernel function (needs kprobes or BPF trampolines)\n\
         BINARY is a path, a program on PATH, or a library name (libc.so.6; with -p, `libc` \
         finds the process's own). SYMBOL may be mangled or demangled (C++, Rust), carry a \
@@ -82,7 +83,8 @@ pub struct ProbeArgs {
     #[arg(required_unless_present = "list", value_name = "SPEC")]
     specs: Vec<String>,
     /// List the functions of BINARY (matching PATTERN) that could be probed, with their
-    /// first instruction and which engine can take it; probes nothing.
+    /// first instruction and which engine can take it, and BINARY's USDT probes
+    /// (`usdt:BINARY[:PATTERN]`: only those); probes nothing.
     #[arg(long, value_name = "BINARY[:PATTERN]", conflicts_with_all = ["specs", "command", "target"])]
     list: Option<String>,
     /// The most probes one pattern may become.
