@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::spec::{ProbeLocation, ProbeSpec};
-use crate::symbols::{Elf, Expansion, Lookup, ResolvedProbe, SymbolError, find_binary};
+use crate::symbols::{Elf, Expansion, Lookup, Machine, ResolvedProbe, SymbolError, find_binary};
 
 /// The note type of SDT probe descriptors.
 const NT_STAPSDT: u32 = 3;
@@ -476,6 +476,17 @@ fn place(
     let semaphore = note.semaphore.map(|s| elf.file_offset(s)).transpose()?;
     let symbol =
         |name: &str| data_symbol(&elf.data, name).map(|addr| addr.wrapping_sub(note.pc) as i64);
+    // The operands are x86-64 AT&T; another machine's are shown as unknown (`?`).
+    let args = if elf.machine == Machine::X86_64 {
+        parse_args(&note.args, &symbol)
+    } else {
+        let unknown = |word: &str| UsdtArg {
+            size: 8,
+            signed: false,
+            operand: Operand::Unknown(word.into()),
+        };
+        note.args.split_ascii_whitespace().map(unknown).collect()
+    };
     Ok(ResolvedProbe {
         spec: spec.clone(),
         binary: path.into(),
@@ -490,7 +501,7 @@ fn place(
         usdt: Some(UsdtSite {
             provider: note.provider.clone(),
             name: note.name.clone(),
-            args: parse_args(&note.args, &symbol),
+            args,
             args_text: note.args.clone(),
             semaphore,
             site,
