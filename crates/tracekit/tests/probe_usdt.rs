@@ -56,6 +56,27 @@ fn usdt_o0() -> &'static Path {
     P.get_or_init(|| build("gcc", &["-O0", "-g"], "usdt.c", "usdt-o0"))
 }
 
+/// testdata/usdt_lib.c: the library (semaphore in its data) and the program linked to it.
+fn usdt_lib() -> &'static (PathBuf, PathBuf) {
+    static P: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    P.get_or_init(|| {
+        let flags = ["-O1", "-g", "-shared", "-fPIC", "-DTK_LIB"];
+        let lib = build("gcc", &flags, "usdt_lib.c", "libtkusdt.so");
+        // build() puts the source last; the library must come after it, so link here.
+        let program = dir().join("usdt-lib");
+        let status = Command::new("gcc")
+            .args(["-O1", "-g", "-o"])
+            .arg(&program)
+            .arg(testdata("usdt_lib.c"))
+            .arg(&lib)
+            .arg(format!("-Wl,-rpath,{}", dir().display()))
+            .status()
+            .unwrap();
+        assert!(status.success(), "gcc could not build usdt-lib");
+        (lib, program)
+    })
+}
+
 fn thrower() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| build("g++", &["-O1", "-g"], "usdt_throw.cpp", "usdt-throw"))
@@ -258,6 +279,27 @@ fn the_guarded_branch_runs_only_while_tracekit_is_attached() {
         assert_eq!(steps.fire(5), "guarded=7", "{engine}: after detach");
         steps.ask("quit");
         assert!(steps.child.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn a_semaphore_in_a_shared_library_is_held_once_the_library_is_loaded() {
+    const CALLS: i64 = 9;
+    let (lib, program) = usdt_lib();
+    let alone = Command::new(program).arg("3").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&alone.stdout), "guarded=0\n");
+    let spec = format!("usdt:{}:tklib:call", lib.display());
+    for engine in ENGINES {
+        let r = run(
+            engine,
+            std::slice::from_ref(&spec),
+            program,
+            &[&CALLS.to_string()],
+        );
+        assert_eq!(r.stdout, format!("guarded={CALLS}\n"), "{engine}");
+        assert_eq!(hits(&r.report), [CALLS as u64], "{engine}");
+        let expected: Vec<String> = (1..=CALLS).map(|i| format!("{spec} arg0={i}")).collect();
+        assert_eq!(r.hits, expected, "{engine}");
     }
 }
 
