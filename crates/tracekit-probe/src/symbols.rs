@@ -237,6 +237,19 @@ pub enum SymbolError {
         /// Close `provider:name`s that exist, best first.
         suggestions: Vec<String>,
     },
+    /// `usdt:BINARY:NAME` with a name several providers have.
+    #[error(
+        "USDT probe `{name}` in {path} exists under several providers: {}; write usdt:BINARY:PROVIDER:NAME",
+        .candidates.join(", ")
+    )]
+    UsdtAmbiguous {
+        /// The name given.
+        name: String,
+        /// The binary.
+        path: PathBuf,
+        /// Each `provider:name`.
+        candidates: Vec<String>,
+    },
     /// A kernel probe has no user binary.
     #[error("`{spec}` is a kernel probe; it has no user binary to resolve")]
     KernelProbe {

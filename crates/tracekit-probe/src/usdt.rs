@@ -425,8 +425,8 @@ pub fn resolve(spec: &ProbeSpec, lookup: &Lookup, max: usize) -> Result<Expansio
         });
     }
     if provider.is_none() && !pattern && chosen.len() > 1 {
-        return Err(SymbolError::Ambiguous {
-            symbol: name.clone(),
+        return Err(SymbolError::UsdtAmbiguous {
+            name: name.clone(),
             path,
             candidates: chosen.iter().map(|(p, n)| format!("{p}:{n}")).collect(),
         });
