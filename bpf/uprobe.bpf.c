@@ -5,6 +5,8 @@
 // BPF cookie that says which probe it is, so probes cost no extra programs or maps.
 //   entry cookie:  bits 0-15  probe id + 1 whose hits this attachment counts (0: none)
 //                  bits 16-31 return-probe id + 1 whose entry time it stamps (0: none)
+//                  bit 32       a USDT site: --print decodes its arguments with the
+//                               probe's entry in `usdt_specs` instead of the argument registers
 //   return cookie: bits 0-15  return-probe id + 1
 // Entry times go on a small per-thread stack (keyed by thread and probe) so recursion pairs
 // each return with its own entry. Latencies fold into per-CPU statistics (count, sum, min,
@@ -90,6 +92,33 @@ struct {
     __type(value, struct probe_stats);
 } stats SEC(".maps");
 
+// How to read one USDT argument (the note's `-4@-16(%rbp)`), filled by user space. Register
+// operands are offsets into struct pt_regs; sign and size are applied in user space.
+enum usdt_kind { ARG_NONE = 0, ARG_IMM = 1, ARG_REG = 2, ARG_MEM = 3 };
+#define NO_INDEX 0xffffffff
+#define USDT_ARGS 6
+
+struct usdt_arg {
+    u64 off;   // ARG_IMM: the value; ARG_MEM: the displacement
+    u32 kind;
+    u32 size;  // ARG_MEM: bytes to read (1, 2, 4 or 8)
+    u32 reg;   // ARG_REG, ARG_MEM: offset of the (base) register in struct pt_regs
+    u32 index; // ARG_MEM: offset of the index register, or NO_INDEX
+    u32 scale;
+    u32 pad;
+};
+
+struct usdt_spec {
+    struct usdt_arg args[USDT_ARGS];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1); // user space sizes it to the number of probes
+    __type(key, u32);
+    __type(value, struct usdt_spec);
+} usdt_specs SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
     __uint(max_entries, 1); // sized by user space when cfg_by_thread is set
@@ -160,7 +189,58 @@ static __always_inline void thread_latency(struct thread_stats *t, u64 d)
     tk_add_square(&t->sum_sq_lo, &t->sum_sq_hi, d);
 }
 
-static __always_inline void emit(struct pt_regs *ctx, struct probe_stats *st, u32 id, u32 kind, u64 latency)
+static __always_inline u64 read_reg(struct pt_regs *ctx, u32 off)
+{
+    u64 val = 0;
+    if (off <= sizeof(struct pt_regs) - sizeof(u64))
+        bpf_probe_read_kernel(&val, sizeof(val), (void *)ctx + off);
+    return val;
+}
+
+static __always_inline u64 usdt_arg(struct pt_regs *ctx, const struct usdt_arg *a)
+{
+    u64 val = 0;
+    switch (a->kind) {
+    case ARG_IMM:
+        return a->off;
+    case ARG_REG:
+        return read_reg(ctx, a->reg);
+    case ARG_MEM: {
+        u64 addr = read_reg(ctx, a->reg) + a->off;
+        if (a->index != NO_INDEX)
+            addr += read_reg(ctx, a->index) * a->scale;
+        // Constant sizes: the verifier wants a bounded length.
+        switch (a->size) {
+        case 1:
+            bpf_probe_read_user(&val, 1, (void *)addr);
+            break;
+        case 2:
+            bpf_probe_read_user(&val, 2, (void *)addr);
+            break;
+        case 4:
+            bpf_probe_read_user(&val, 4, (void *)addr);
+            break;
+        case 8:
+            bpf_probe_read_user(&val, 8, (void *)addr);
+            break;
+        }
+        return val;
+    }
+    }
+    return 0;
+}
+
+// The probe's USDT arguments into args[] (unused ones 0).
+static __always_inline void usdt_args(struct pt_regs *ctx, u32 id, u64 *args)
+{
+    struct usdt_spec *spec = bpf_map_lookup_elem(&usdt_specs, &id);
+    if (!spec)
+        return;
+    for (int i = 0; i < USDT_ARGS; i++)
+        args[i] = usdt_arg(ctx, &spec->args[i]);
+}
+
+static __always_inline void emit(struct pt_regs *ctx, struct probe_stats *st, u32 id, u32 kind, u64 latency, int usdt)
 {
     struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
     if (!e) {
@@ -173,7 +253,10 @@ static __always_inline void emit(struct pt_regs *ctx, struct probe_stats *st, u3
     e->tid = (u32)pid_tgid;
     e->probe = id;
     e->kind = kind;
-    if (kind == EV_ENTRY) {
+    if (kind == EV_ENTRY && usdt) {
+        e->args[0] = e->args[1] = e->args[2] = e->args[3] = e->args[4] = e->args[5] = 0;
+        usdt_args(ctx, id, e->args);
+    } else if (kind == EV_ENTRY) {
         e->args[0] = PT_REGS_PARM1(ctx);
         e->args[1] = PT_REGS_PARM2(ctx);
         e->args[2] = PT_REGS_PARM3(ctx);
@@ -240,7 +323,7 @@ int tk_entry(struct pt_regs *ctx)
                 t->hits++;
         }
         if (cfg_print)
-            emit(ctx, st, hit - 1, EV_ENTRY, 0);
+            emit(ctx, st, hit - 1, EV_ENTRY, 0, (cookie >> 32) & 1);
     }
     return 0;
 }
@@ -272,7 +355,7 @@ int tk_return(struct pt_regs *ctx)
             t->missed++;
     }
     if (cfg_print)
-        emit(ctx, st, id, EV_RETURN, latency);
+        emit(ctx, st, id, EV_RETURN, latency, 0);
     return 0;
 }
 

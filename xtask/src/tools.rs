@@ -67,6 +67,11 @@ pub const TEST: &[Tool] = &[
         "libc6-dev",
         "C headers and libc for those programs",
     ),
+    file(
+        "/usr/include/x86_64-linux-gnu/sys/sdt.h",
+        "systemtap-sdt-dev",
+        "<sys/sdt.h>: the USDT probes of the program the usdt probe tests build",
+    ),
     command(
         "nm",
         "binutils",
@@ -206,7 +211,7 @@ pub fn list() -> Result<(), String> {
         for tool in list {
             let state = if tool.present() { "ok" } else { "MISSING" };
             text.push_str(&format!(
-                "  {:<8} {:<34} {:<18} {}\n",
+                "  {:<8} {:<40} {:<18} {}\n",
                 state,
                 tool.name(),
                 tool.package,

@@ -27,6 +27,7 @@ pub mod spec;
 pub mod symbols;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod usdt;
 
 pub use error::Error;
 pub use event::{ExitStatus, HitEvent, Outcome, Sink, Target, Ticker};

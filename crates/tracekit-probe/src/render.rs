@@ -13,6 +13,7 @@ use crate::event::{ExitStatus, HitEvent, Outcome};
 use crate::report::{Interval, ProbeReport};
 use crate::spec::ProbeKind;
 use crate::symbols::{Listing, Machine, ResolvedProbe};
+use crate::usdt::{ListReport, UsdtNote};
 
 /// One streamed hit as a line (with its newline): thread id and spec, then the first `nargs`
 /// argument registers at entry (unnamed), or the return value and latency at return.
@@ -65,6 +66,12 @@ impl<'a> HitPrinter<'a> {
             }
             if let Some(ns) = h.latency_ns {
                 let _ = write!(line, "  ({} us)", fmt_us(ns as f64));
+            }
+        } else if let Some(u) = self.probes.get(h.probe).and_then(|p| p.usdt.as_ref()) {
+            // A USDT probe shows the arguments its note describes (up to six, or --args N).
+            let n = self.nargs.unwrap_or(6);
+            for (i, (arg, &raw)) in u.args.iter().zip(&h.args).take(n).enumerate() {
+                let _ = write!(line, " arg{i}={}", arg.show(raw));
             }
         } else {
             let args = self.arguments(h);
@@ -363,4 +370,64 @@ fn first_instruction(machine: &Machine, l: &Listing) -> (String, bool, String) {
             (X86_64::text(&insn), bpf, verdict)
         }
     }
+}
+
+/// `--list` as text: the functions (if listed), then the USDT probe sites (if any).
+pub fn list_text(r: &ListReport, style: Style) -> String {
+    let name = r.path.display();
+    let Some(machine) = &r.machine else {
+        let heading = format!("\n {name}: {} USDT probe sites\n\n", r.usdt.len());
+        return heading + &usdt_table(&r.usdt, style);
+    };
+    let mut text = format!("\n {name}: {} functions\n\n", r.functions.len());
+    text += &listing_table(machine, &r.functions, style);
+    if !r.usdt.is_empty() {
+        text += &format!("\n {} USDT probe sites\n\n", r.usdt.len());
+        text += &usdt_table(&r.usdt, style);
+    }
+    text
+}
+
+/// `--list` as JSON: `binary`, `machine` and `functions` (when functions were listed) and
+/// `usdt`.
+pub fn list_json(r: &ListReport) -> Value {
+    let mut v = match &r.machine {
+        Some(machine) => listing_json(&r.path, machine, &r.functions),
+        None => json!({ "binary": r.path }),
+    };
+    v["usdt"] = usdt_json(&r.usdt);
+    v
+}
+
+/// The USDT probes `--list` found: one row per site (a probe with several sites has several
+/// rows), with its address, semaphore and argument format.
+pub fn usdt_table(notes: &[UsdtNote], style: Style) -> String {
+    let mut t = Table::new(vec![
+        Column::left("usdt probe"),
+        Column::right("address"),
+        Column::right("semaphore"),
+        Column::left("arguments"),
+    ]);
+    for n in notes {
+        t.row(vec![
+            n.full_name(),
+            format!("{:#x}", n.pc),
+            n.semaphore.map_or("-".into(), |s| format!("{s:#x}")),
+            n.args.clone(),
+        ]);
+    }
+    t.render(style)
+}
+
+/// The JSON form of the USDT probes `--list` found, one object per site.
+pub fn usdt_json(notes: &[UsdtNote]) -> Value {
+    notes
+        .iter()
+        .map(|n| {
+            json!({
+                "provider": n.provider, "name": n.name, "address": n.pc,
+                "semaphore": n.semaphore, "arguments": n.args,
+            })
+        })
+        .collect()
 }

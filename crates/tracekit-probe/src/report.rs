@@ -71,6 +71,24 @@ impl ProbeReport {
 }
 
 impl ProbeResult {
+    /// Adds the counts of another site of the same (entry-only, USDT) probe.
+    fn add(&mut self, other: ProbeResult) {
+        self.hits += other.hits;
+        self.missed += other.missed;
+        self.lost += other.lost;
+        self.unattributed += other.unattributed;
+        for t in other.threads {
+            match self.threads.iter_mut().find(|mine| mine.tid == t.tid) {
+                Some(mine) => {
+                    mine.hits += t.hits;
+                    mine.missed += t.missed;
+                }
+                None => self.threads.push(t),
+            }
+        }
+        self.threads.sort_by_key(|t| t.tid);
+    }
+
     fn subtract(&mut self, old: Option<&ProbeResult>) {
         if let Some(l) = &mut self.latency {
             l.min = 0;
@@ -156,6 +174,25 @@ fn subtract_latency(new: &mut Option<LatencyStats>, old: Option<&LatencyStats>) 
         l.count = l.count.saturating_sub(o.count);
         l.total = l.total.saturating_sub(o.total);
         l.sum_sq = l.sum_sq.saturating_sub(o.sum_sq);
+    }
+}
+
+impl ProbeReport {
+    /// Folds the rows of a USDT probe's further sites into its first site's row (the engines
+    /// report one row per resolved probe, in the order of `probes`, and a USDT probe is one
+    /// resolved probe per site).
+    pub fn fold_sites(&mut self, probes: &[crate::symbols::ResolvedProbe]) {
+        if self.probes.len() != probes.len() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.probes);
+        for (row, p) in rows.into_iter().zip(probes) {
+            let further = p.usdt.as_ref().is_some_and(|u| u.site > 0);
+            match self.probes.last_mut() {
+                Some(first) if further && first.spec == row.spec => first.add(row),
+                _ => self.probes.push(row),
+            }
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub enum ProbeKind {
     Uretprobe,
     /// Entry of a kernel function.
     Kprobe,
+    /// A USDT probe site (an SDT note of a program or library).
+    Usdt,
 }
 
 impl ProbeKind {
@@ -35,6 +37,7 @@ impl ProbeKind {
             ProbeKind::Uprobe => "uprobe",
             ProbeKind::Uretprobe => "uretprobe",
             ProbeKind::Kprobe => "kprobe",
+            ProbeKind::Usdt => "usdt",
         }
     }
 }
@@ -52,6 +55,13 @@ pub enum ProbeLocation {
     },
     /// A virtual address as in the ELF file (not a runtime address).
     Address(u64),
+    /// A USDT probe: `provider:name` from the binary's SDT notes (either may be a glob).
+    Usdt {
+        /// The provider; `None` when the spec names only the probe (`usdt:BINARY:NAME`).
+        provider: Option<String>,
+        /// The probe's name.
+        name: String,
+    },
 }
 
 /// One parsed probe specification.
@@ -103,6 +113,14 @@ pub enum SpecError {
         /// The part that failed.
         text: String,
     },
+    /// A `usdt:` spec without a binary or without a probe name.
+    #[error("`{spec}` lacks {what}; write usdt:BINARY:PROVIDER:NAME or usdt:BINARY:NAME")]
+    IncompleteUsdt {
+        /// The whole spec.
+        spec: String,
+        /// What is missing.
+        what: &'static str,
+    },
     /// Something this tool parses but does not offer.
     #[error("`{spec}`: {reason}")]
     Unsupported {
@@ -133,10 +151,11 @@ impl ProbeSpec {
                              kprobes); for system calls use `tracekit trace summary`",
                 });
             }
-            "tracepoint" | "t" | "rawtracepoint" | "usdt" | "profile" | "interval" => {
+            "usdt" | "U" => return Self::parse_usdt(text, rest).map(|s| vec![s]),
+            "tracepoint" | "t" | "rawtracepoint" | "profile" | "interval" => {
                 return Err(SpecError::Unsupported {
                     spec: text.into(),
-                    reason: "tracepoints, USDT and timers are not probe targets; \
+                    reason: "tracepoints and timers are not probe targets; \
                              use `tracekit trace summary` for system calls",
                 });
             }
@@ -235,6 +254,36 @@ impl ProbeSpec {
         }
     }
 
+    /// `usdt:BINARY:PROVIDER:NAME` or `usdt:BINARY:NAME` (the last two words are the probe:
+    /// with three or more, provider and name; with two, the name).
+    fn parse_usdt(text: &str, rest: &str) -> Result<ProbeSpec, SpecError> {
+        let incomplete = |what| SpecError::IncompleteUsdt {
+            spec: text.into(),
+            what,
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (binary, provider, name) = match parts.as_slice() {
+            [] | [_] => return Err(incomplete("a BINARY: part and a probe name")),
+            [binary, name] => (binary.to_string(), None, *name),
+            [binary @ .., provider, name] => (binary.join(":"), Some(*provider), *name),
+        };
+        if binary.is_empty() {
+            return Err(incomplete("a binary"));
+        }
+        if name.is_empty() || provider.is_some_and(str::is_empty) {
+            return Err(incomplete("a provider and a probe name"));
+        }
+        Ok(ProbeSpec {
+            text: text.into(),
+            kind: ProbeKind::Usdt,
+            binary: binary.into(),
+            location: ProbeLocation::Usdt {
+                provider: provider.map(str::to_owned),
+                name: name.into(),
+            },
+        })
+    }
+
     /// The same probe on one concrete symbol: `name` as the file spells it (unambiguous), and
     /// `display` in the spec's text (what reports show), quoted when it holds a `:`.
     pub fn for_symbol(&self, name: &str, display: &str) -> ProbeSpec {
@@ -259,7 +308,7 @@ impl ProbeSpec {
     pub fn symbol(&self) -> Option<&str> {
         match &self.location {
             ProbeLocation::Symbol { name, .. } => Some(name),
-            ProbeLocation::Address(_) => None,
+            ProbeLocation::Address(_) | ProbeLocation::Usdt { .. } => None,
         }
     }
 }
@@ -437,5 +486,40 @@ mod tests {
             ProbeSpec::parse("kretprobe:f"),
             Err(SpecError::Unsupported { .. })
         ));
+    }
+
+    #[test]
+    fn usdt_forms() {
+        let s = one("usdt:./app:tk:step");
+        assert_eq!(
+            (s.kind, s.binary.clone()),
+            (ProbeKind::Usdt, "./app".into())
+        );
+        assert_eq!(
+            s.location,
+            ProbeLocation::Usdt {
+                provider: Some("tk".into()),
+                name: "step".into()
+            }
+        );
+        let s = one("usdt:libc:setjmp");
+        assert_eq!(
+            (s.binary, s.location),
+            (
+                PathBuf::from("libc"),
+                ProbeLocation::Usdt {
+                    provider: None,
+                    name: "setjmp".into()
+                }
+            )
+        );
+        assert_eq!(one("usdt:/a:b:p:n").binary, PathBuf::from("/a:b"));
+        for bad in ["usdt:", "usdt:app", "usdt::n", "usdt:app::n", "usdt:app:p:"] {
+            let e = ProbeSpec::parse(bad).unwrap_err();
+            assert!(
+                e.to_string().contains("usdt:BINARY:PROVIDER:NAME"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

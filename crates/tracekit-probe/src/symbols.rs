@@ -211,6 +211,45 @@ pub enum SymbolError {
         /// Each match, with the reason.
         skipped: Vec<String>,
     },
+    /// The SDT notes of a binary cannot be read.
+    #[error("{path} has a malformed USDT note (.note.stapsdt): {reason}")]
+    BadUsdtNote {
+        /// The binary.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `usdt:` spec on a binary without SDT notes.
+    #[error(
+        "{path} has no USDT probes (no .note.stapsdt notes); they come from <sys/sdt.h>'s macros (DTRACE_PROBE, STAP_PROBE) in the program or library"
+    )]
+    NoUsdtNotes {
+        /// The binary.
+        path: PathBuf,
+    },
+    /// No SDT note has the provider and name asked for.
+    #[error("no USDT probe `{probe}` in {path}; {}", suggest_usdt(.suggestions, .path))]
+    UsdtNotFound {
+        /// `provider:name` (or the name) as asked.
+        probe: String,
+        /// The binary.
+        path: PathBuf,
+        /// Close `provider:name`s that exist, best first.
+        suggestions: Vec<String>,
+    },
+    /// `usdt:BINARY:NAME` with a name several providers have.
+    #[error(
+        "USDT probe `{name}` in {path} exists under several providers: {}; write usdt:BINARY:PROVIDER:NAME",
+        .candidates.join(", ")
+    )]
+    UsdtAmbiguous {
+        /// The name given.
+        name: String,
+        /// The binary.
+        path: PathBuf,
+        /// Each `provider:name`.
+        candidates: Vec<String>,
+    },
     /// A kernel probe has no user binary.
     #[error("`{spec}` is a kernel probe; it has no user binary to resolve")]
     KernelProbe {
@@ -230,6 +269,14 @@ fn pattern_matches(pattern: &str, path: &Path, count: usize, max: usize) -> Stri
             "pattern `{pattern}` matches {count} functions in {path}, more than {max}; narrow it, or allow them with --max-probes {count}"
         )
     }
+}
+
+fn suggest_usdt(suggestions: &[String], path: &Path) -> String {
+    format!(
+        "did you mean: {}? (`tracekit probe --list usdt:{}` lists them all)",
+        suggestions.join(", "),
+        path.display()
+    )
 }
 
 fn suggest(suggestions: &[String], path: &Path) -> String {
@@ -281,6 +328,9 @@ pub struct ResolvedProbe {
     /// implementation this machine's dynamic loader selects, which `symbol` names when the
     /// file has a name for it.
     pub ifunc: Option<String>,
+    /// For a USDT probe site: its probe's name, arguments and semaphore (`symbol` is then
+    /// `provider:name`, `symbol_vaddr` the site).
+    pub usdt: Option<crate::usdt::UsdtSite>,
 }
 
 /// The instruction set of an ELF file, as far as the engines care.
@@ -324,6 +374,10 @@ pub fn resolve_with(spec: &ProbeSpec, lookup: &Lookup) -> Result<ResolvedProbe, 
             spec: spec.text.clone(),
         });
     }
+    if spec.kind == ProbeKind::Usdt {
+        // Every site of a USDT probe is a probe of its own; this is the first.
+        return crate::usdt::resolve(spec, lookup, MAX_PROBES).map(|e| e.probes[0].clone());
+    }
     let binary = find_binary(&spec.binary, lookup)?;
     let elf = Elf::load(&binary)?;
     place(spec, binary, &elf)
@@ -350,6 +404,9 @@ pub fn resolve_all(
         probes: vec![p],
         skipped: Vec::new(),
     };
+    if spec.kind == ProbeKind::Usdt {
+        return crate::usdt::resolve(spec, lookup, max);
+    }
     if !is_pattern(spec) || spec.kind == ProbeKind::Kprobe {
         return resolve_with(spec, lookup).map(single);
     }
@@ -477,6 +534,13 @@ pub fn resolve_specs(
         probes.extend(expansion.probes);
     }
     for p in &probes {
+        let sites = probes.iter().filter(|q| q.spec.text == p.spec.text).count();
+        if p.usdt.as_ref().is_some_and(|u| u.site == 0) && sites > 1 {
+            notes.push(format!(
+                "{}: {sites} sites (the probe is inlined or used in several places), probed and counted together",
+                p.spec.text
+            ));
+        }
         let Some(ifunc) = &p.ifunc else { continue };
         let implementation = match &p.symbol {
             Some(name) if name != ifunc => name.clone(),
@@ -523,6 +587,14 @@ fn place(spec: &ProbeSpec, binary: PathBuf, elf: &Elf) -> Result<ResolvedProbe, 
             }
             (Some(sym), sym.vaddr + offset)
         }
+        ProbeLocation::Usdt { .. } => {
+            // Not reached (resolve_with and resolve_all send USDT specs to `usdt`); the file
+            // is already found, so resolve it there by path.
+            let mut by_path = spec.clone();
+            by_path.binary = binary;
+            return crate::usdt::resolve(&by_path, &Lookup::default(), MAX_PROBES)
+                .map(|e| e.probes[0].clone());
+        }
         ProbeLocation::Address(a) => {
             if !elf.is_code(*a) {
                 return Err(SymbolError::NotCode {
@@ -567,6 +639,7 @@ fn place(spec: &ProbeSpec, binary: PathBuf, elf: &Elf) -> Result<ResolvedProbe, 
         machine: elf.machine.clone(),
         binary,
         ifunc,
+        usdt: None,
     };
     check_boundary(&resolved)?;
     if spec.kind == ProbeKind::Uretprobe && resolved.vaddr != resolved.symbol_vaddr {
@@ -1019,20 +1092,20 @@ struct Sym<'a> {
 }
 
 /// The parts of an ELF file symbol resolution needs.
-struct Elf {
+pub(crate) struct Elf {
     path: PathBuf,
-    data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
     /// Every defined function-like symbol, .symtab first.
     functions: Vec<Function>,
     /// (vaddr, memsz, file offset, filesz) of each loadable segment.
     segments: Vec<(u64, u64, u64, u64)>,
     /// (vaddr, memsz) of each executable (PF_X) segment.
     code: Vec<(u64, u64)>,
-    machine: Machine,
+    pub(crate) machine: Machine,
 }
 
 impl Elf {
-    fn load(path: &Path) -> Result<Elf, SymbolError> {
+    pub(crate) fn load(path: &Path) -> Result<Elf, SymbolError> {
         let data = fs::read(path).map_err(|source| SymbolError::Io {
             path: path.into(),
             error: source,
@@ -1182,13 +1255,13 @@ impl Elf {
 
     /// Whether `vaddr` lies in an executable segment: a breakpoint anywhere else would never
     /// be hit (and the ptrace engine would use it as code).
-    fn is_code(&self, vaddr: u64) -> bool {
+    pub(crate) fn is_code(&self, vaddr: u64) -> bool {
         self.code
             .iter()
             .any(|(a, size)| *a <= vaddr && vaddr < a + size)
     }
 
-    fn file_offset(&self, vaddr: u64) -> Result<u64, SymbolError> {
+    pub(crate) fn file_offset(&self, vaddr: u64) -> Result<u64, SymbolError> {
         self.segments
             .iter()
             .find(|(a, _, _, filesz)| *a <= vaddr && vaddr < a + filesz)
@@ -1199,7 +1272,7 @@ impl Elf {
             })
     }
 
-    fn bytes(&self, offset: u64, len: u64) -> &[u8] {
+    pub(crate) fn bytes(&self, offset: u64, len: u64) -> &[u8] {
         let start = (offset as usize).min(self.data.len());
         let end = start.saturating_add(len as usize).min(self.data.len());
         &self.data[start..end]

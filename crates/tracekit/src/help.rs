@@ -122,6 +122,7 @@ pub const PROBE: &str = concat!(
     BINARY:SYMBOL                   both of the above\n  \
     uprobe:BINARY:PATTERN           every function matching *, ? or [...] (see --list)\n  \
     uprobe:BINARY:\"ns::Foo::bar\"    a C++ or Rust name (with ::) in double quotes\n  \
+    usdt:BINARY:PROVIDER:NAME       a USDT probe (all its sites; its semaphore is held while attached)\n  \
     kprobe:FUNC                     kernel function (needs kprobes or BPF trampolines)\n\
     BINARY is a path, a program on PATH, or a library name (libc.so.6; with -p, `libc` \
     finds the process's own). SYMBOL may be mangled or demangled (C++, Rust), carry a \

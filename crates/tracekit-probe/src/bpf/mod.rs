@@ -8,6 +8,7 @@
 
 pub mod kernel;
 pub mod launch;
+mod usdt;
 
 use std::collections::HashMap;
 use std::io;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::{Ebpf, EbpfLoader, Pod};
@@ -291,6 +292,8 @@ pub struct Session {
     probes: Vec<ResolvedProbe>,
     events: Option<RingBuf<MapData>>,
     by_thread: bool,
+    /// Uprobes with a semaphore (attached here, not through aya).
+    _ref_ctr: Vec<usdt::RefCtrProbe>,
 }
 
 impl Session {
@@ -326,8 +329,11 @@ impl Session {
             .override_global("cfg_by_thread", &by_thread, true)
             .map_max_entries("events", ring)
             .map_max_entries("thread_stats", threads)
+            .map_max_entries("usdt_specs", probes.len().max(1) as u32)
             .load(OBJECT)
             .map_err(|e| load_err(&e))?;
+        fill_usdt_specs(&mut ebpf, probes)?;
+        let mut ref_ctr = Vec::new();
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         for (name, is_return) in [("tk_return", true), ("tk_entry", false)] {
             let prog: &mut UProbe = ebpf
@@ -346,17 +352,13 @@ impl Session {
             } else {
                 plan_entries(probes)
                     .iter()
-                    .map(|a| (a.probe_index, a.cookie()))
+                    .map(|a| (a.probe_index, a.cookie() | usdt_flag(probes, a.hit)))
                     .collect()
             };
             for (i, cookie) in attachments {
                 let p = &probes[i];
-                let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
-                    cookie: Some(cookie),
-                };
-                prog.attach(point, &p.binary, scope).map_err(|e| {
-                    let (reason, refused) = describe(&e);
+                let attach_err = |e: &(dyn std::error::Error + 'static)| {
+                    let (reason, refused) = describe(e);
                     BpfError::Attach {
                         spec: p.spec.text.clone(),
                         binary: p.binary.clone(),
@@ -364,7 +366,21 @@ impl Session {
                         reason,
                         refused,
                     }
-                })?;
+                };
+                if let Some(sema) = p.usdt.as_ref().and_then(|u| u.semaphore) {
+                    let fd = prog.fd().map_err(|e| load_err(&e))?;
+                    let probe =
+                        usdt::attach_with_ref_ctr(fd, &p.binary, p.file_offset, sema, pid, cookie)
+                            .map_err(|e| attach_err(&e))?;
+                    ref_ctr.push(probe);
+                    continue;
+                }
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
+                    cookie: Some(cookie),
+                };
+                prog.attach(point, &p.binary, scope)
+                    .map_err(|e| attach_err(&e))?;
             }
         }
         let events = if opts.print {
@@ -381,6 +397,7 @@ impl Session {
             probes: probes.to_vec(),
             events,
             by_thread: opts.by_thread,
+            _ref_ctr: ref_ctr,
         })
     }
 
@@ -439,11 +456,13 @@ impl Session {
         if self.by_thread {
             self.add_threads(&mut probes)?;
         }
-        Ok(ProbeReport {
+        let mut report = ProbeReport {
             engine: "bpf".into(),
             probes,
             by_thread: self.by_thread,
-        })
+        };
+        report.fold_sites(&self.probes);
+        Ok(report)
     }
 
     /// Adds each probe's per-thread statistics, by thread id.
@@ -486,6 +505,30 @@ impl Session {
             .for_each(|p| p.threads.sort_by_key(|t| t.tid));
         Ok(())
     }
+}
+
+/// Bit 32 of an entry cookie: the probe is a USDT site whose arguments the program decodes.
+fn usdt_flag(probes: &[ResolvedProbe], hit: Option<usize>) -> u64 {
+    let is_usdt = hit.is_some_and(|i| probes[i].usdt.is_some());
+    u64::from(is_usdt) << 32
+}
+
+/// Gives the BPF program each USDT probe's argument recipe, by probe index.
+fn fill_usdt_specs(ebpf: &mut Ebpf, probes: &[ResolvedProbe]) -> Result<(), BpfError> {
+    let map_err = |e: aya::maps::MapError| BpfError::Map {
+        map: "usdt_specs",
+        reason: e.to_string(),
+    };
+    let mut specs: Array<&mut MapData, usdt::KernelSpec> =
+        Array::try_from(ebpf.map_mut("usdt_specs").expect("map in object")).map_err(map_err)?;
+    for (i, p) in probes.iter().enumerate() {
+        if let Some(u) = &p.usdt {
+            specs
+                .set(i as u32, usdt::kernel_spec(&u.args), 0)
+                .map_err(map_err)?;
+        }
+    }
+    Ok(())
 }
 
 fn drain(ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) -> usize {

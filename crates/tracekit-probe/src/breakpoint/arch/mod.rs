@@ -144,6 +144,12 @@ pub trait Arch: Copy + Debug + 'static {
     fn syscall_regs(saved: &Self::Regs, at: u64, nr: u64, args: [u64; 6]) -> Self::Regs;
     /// The result of a system call, after it ran.
     fn syscall_result(regs: &Self::Regs) -> i64;
+    /// A register a USDT argument names (x86-64 only: the notes' operands are AT&T x86-64;
+    /// `Rip` is the probe site's address, as the kernel's uprobes show it).
+    fn usdt_register(regs: &Self::Regs, reg: crate::usdt::Reg) -> Option<u64> {
+        let _ = (regs, reg);
+        None
+    }
 }
 
 /// Where `addr` sits among the instructions of a function that starts at `start`.

@@ -226,6 +226,30 @@ impl Arch for X86_64 {
         trap_pc.wrapping_sub(1)
     }
 
+    fn usdt_register(regs: &Regs, reg: crate::usdt::Reg) -> Option<u64> {
+        use crate::usdt::Reg::*;
+        Some(match reg {
+            Rax => regs.rax,
+            Rbx => regs.rbx,
+            Rcx => regs.rcx,
+            Rdx => regs.rdx,
+            Rsi => regs.rsi,
+            Rdi => regs.rdi,
+            Rbp => regs.rbp,
+            Rsp => regs.rsp,
+            R8 => regs.r8,
+            R9 => regs.r9,
+            R10 => regs.r10,
+            R11 => regs.r11,
+            R12 => regs.r12,
+            R13 => regs.r13,
+            R14 => regs.r14,
+            R15 => regs.r15,
+            // At the trap rip is past the int3; the site is the breakpoint's address.
+            Rip => Self::breakpoint_address(regs.rip),
+        })
+    }
+
     fn args(regs: &Regs) -> [u64; 6] {
         [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9]
     }

@@ -35,6 +35,8 @@ pub struct ProbeDef {
     pub kind: ProbeKind,
     /// Index of its breakpoint in [`ProbeTable::points`].
     pub point: usize,
+    /// A USDT probe's arguments: hits show these instead of the argument registers.
+    pub usdt_args: Option<Vec<crate::usdt::UsdtArg>>,
 }
 
 /// One breakpoint location, shared by the probes at that address.
@@ -50,6 +52,8 @@ pub struct PointDef {
     pub entry: Vec<usize>,
     /// Return probes here.
     pub returns: Vec<usize>,
+    /// File offset of a USDT probe's semaphore, incremented while the point is placed.
+    pub semaphore: Option<u64>,
 }
 
 /// Every probe of a run, validated before the tracee is touched.
@@ -81,6 +85,7 @@ impl<A: Arch> ProbeTable<A> {
                         spec: spec.clone(),
                         entry: vec![],
                         returns: vec![],
+                        semaphore: r.usdt.as_ref().and_then(|u| u.semaphore),
                     });
                     points.len() - 1
                 }
@@ -94,6 +99,7 @@ impl<A: Arch> ProbeTable<A> {
                 spec,
                 kind: r.spec.kind,
                 point,
+                usdt_args: r.usdt.as_ref().map(|u| u.args.clone()),
             });
         }
         Ok(ProbeTable {
@@ -141,6 +147,21 @@ fn check<A: Arch>(r: &ResolvedProbe) -> Result<(), BreakpointError> {
     place::handling::<A>(&spec, &insn, false).map(drop)
 }
 
+/// The raw values of a USDT probe's first six arguments at a hit (0 where unreadable).
+fn usdt_values<A: Arch>(
+    usdt: &[crate::usdt::UsdtArg],
+    regs: &A::Regs,
+    mem: &mut dyn Memory,
+) -> [u64; 6] {
+    let mut out = [0u64; 6];
+    let reg = |r| A::usdt_register(regs, r);
+    let mut read = |addr, buf: &mut [u8]| mem.read(addr, buf).is_ok();
+    for (v, a) in out.iter_mut().zip(usdt) {
+        *v = a.read(&reg, &mut read).unwrap_or(0);
+    }
+    out
+}
+
 /// A breakpoint as placed in one process.
 #[derive(Debug, Clone)]
 pub struct LivePoint<A: Arch> {
@@ -169,6 +190,9 @@ pub struct Installed<A: Arch> {
     pub trampoline: Option<u64>,
     /// Slot areas (address, length) mapped into the process.
     pub areas: Vec<(u64, u64)>,
+    /// Runtime addresses of the USDT semaphores incremented in this process, once per point
+    /// (decremented as many times at detach).
+    pub semaphores: Vec<u64>,
 }
 
 impl<A: Arch> Installed<A> {
@@ -180,6 +204,7 @@ impl<A: Arch> Installed<A> {
             slot_breakpoints: HashMap::new(),
             trampoline: None,
             areas: vec![],
+            semaphores: vec![],
         }
     }
 
@@ -398,6 +423,10 @@ impl<A: Arch> Engine<A> {
             let p = self.table.points[point].entry[i];
             self.count_hit(p, tid, None);
             if self.print {
+                let args = match &self.table.probes[p].usdt_args {
+                    Some(usdt) => usdt_values::<A>(usdt, regs, mem),
+                    None => args,
+                };
                 on_hit(&HitEvent {
                     probe: p,
                     tid,

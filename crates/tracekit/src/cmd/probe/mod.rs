@@ -2,33 +2,21 @@
 //! Maps flags to `tracekit_probe` calls, chooses the engine (and falls back), and says where
 //! the output goes; the engines and the reports are in the library.
 
+mod engine;
 mod sink;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 
-use crate::output::OutputArgs;
 use anyhow::{Context, bail};
-use tracekit_probe::bpf::{self, BpfOptions};
-use tracekit_probe::breakpoint::arch::loongarch64::LoongArch64;
-use tracekit_probe::breakpoint::transport::gdb::qemu;
-use tracekit_probe::breakpoint::transport::ptrace;
+use tracekit_probe::bpf;
 use tracekit_probe::{
-    HitEvent, Intervals, Lookup, MAX_PROBES, Outcome, ProbeKind, ProbeSpec, ResolvedProbe, Sink,
-    Target, render, resolve_specs,
+    Intervals, Lookup, MAX_PROBES, ProbeKind, ProbeSpec, Target, render, resolve_specs,
 };
 
-/// Which probe engine runs the probes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Engine {
-    /// BPF, falling back to ptrace when the kernel refuses BPF (no CAP_BPF, EPERM).
-    Auto,
-    /// BPF uprobes/uretprobes, aggregated in the kernel.
-    Bpf,
-    /// tracekit's own breakpoint engine on ptrace (x86-64; no privileges beyond ptrace).
-    Ptrace,
-}
+use crate::output::OutputArgs;
+pub use engine::Engine;
+use engine::{Place, place, run_engine};
 
 /// Arguments of `tracekit probe`.
 #[derive(clap::Args)]
@@ -43,7 +31,8 @@ pub struct ProbeArgs {
     #[arg(required_unless_present = "list", value_name = "SPEC")]
     specs: Vec<String>,
     /// List the functions of BINARY (matching PATTERN) that could be probed, with their
-    /// first instruction and which engine can take it; probes nothing.
+    /// first instruction and which engine can take it, and BINARY's USDT probes
+    /// (`usdt:BINARY[:PATTERN]`: only those); probes nothing.
     #[arg(long, value_name = "BINARY[:PATTERN]", conflicts_with_all = ["specs", "command", "target"])]
     list: Option<String>,
     /// The most probes one pattern may become.
@@ -95,14 +84,6 @@ pub enum By {
     Probe,
     /// One row per probe, then one per thread that hit it.
     Thread,
-}
-
-/// Where the probes run.
-enum Place {
-    /// A local process, for either engine.
-    Local(Target),
-    /// QEMU's gdb stub at `HOST:PORT`.
-    Qemu(String),
 }
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
@@ -178,122 +159,22 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `--list BINARY[:PATTERN]`: the functions that could be probed, as a table or JSON.
+/// `--list BINARY[:PATTERN]`: the functions that could be probed (and, for a whole binary,
+/// its USDT probes); `--list usdt:BINARY[:PATTERN]`: only the USDT probes.
 fn list(what: &str, args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     let lookup = Lookup {
         pid: args.pid,
         command: None,
     };
-    let (path, machine, listings) = tracekit_probe::symbols::list(what, &lookup)?;
+    let report = tracekit_probe::usdt::list_report(what, &lookup)?;
+    report
+        .warnings
+        .iter()
+        .for_each(|w| eprintln!("tracekit: {w}"));
     args.out.emit(
         &args.out.target(),
-        || render::listing_json(&path, &machine, &listings),
-        |style| {
-            let heading = format!("\n {}: {} functions\n\n", path.display(), listings.len());
-            heading + &render::listing_table(&machine, &listings, style)
-        },
+        || render::list_json(&report),
+        |style| render::list_text(&report, style),
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Checks the target flags and finds the command, before any probe is resolved.
-fn place(args: &ProbeArgs) -> anyhow::Result<Place> {
-    if let Some(target) = &args.target {
-        let Some(address) = target.strip_prefix("qemu-gdb:") else {
-            bail!(
-                "--target `{target}`: the form is qemu-gdb:HOST:PORT (e.g. qemu-gdb:127.0.0.1:1234)"
-            );
-        };
-        if args.engine == Engine::Bpf {
-            bail!(
-                "--target qemu-gdb runs tracekit's breakpoint engine; --engine bpf cannot reach a program under QEMU"
-            );
-        }
-        return Ok(Place::Qemu(address.to_owned()));
-    }
-    Ok(Place::Local(match (args.pid, args.command.split_first()) {
-        (Some(pid), _) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
-            bail!(
-                "no process with pid {pid}; check the pid with `ps` (the process may have exited)"
-            )
-        }
-        (Some(pid), _) => Target::Pid(pid),
-        (None, Some((program, rest))) => Target::Command {
-            program: tracekit_core::process::find_program(std::path::Path::new(program))
-                .context("cannot run the command")?,
-            args: rest.to_vec(),
-        },
-        (None, None) => bail!(
-            "nothing to trace: give -p PID, or a command after `--` (tracekit probe SPEC -- COMMAND ARGS...)"
-        ),
-    }))
-}
-
-/// The one engine dispatch: `--target` decides the breakpoint engine under QEMU, otherwise
-/// `--engine`, where auto is BPF falling back to ptrace when the kernel refuses BPF.
-fn run_engine(
-    place: &Place,
-    probes: &[ResolvedProbe],
-    args: &ProbeArgs,
-    stop: &AtomicBool,
-    sink: &mut dyn Sink,
-) -> anyhow::Result<Outcome> {
-    let target = match place {
-        Place::Qemu(address) => {
-            let opts = qemu::QemuOptions {
-                print: args.print,
-                ..Default::default()
-            };
-            // The one architecture with a gdb register mapping; the engine refuses binaries of
-            // another.
-            return Ok(qemu::run::<LoongArch64>(
-                probes,
-                address,
-                &opts,
-                stop,
-                &mut |e: &HitEvent| sink.hit(e),
-            )?);
-        }
-        Place::Local(target) => target,
-    };
-    let by_thread = args.by == By::Thread;
-    let bpf_opts = BpfOptions {
-        print: args.print,
-        on_attached: args.pid.map(|_| attached as fn(usize)),
-        by_thread,
-    };
-    let run_ptrace = |sink: &mut dyn Sink| -> anyhow::Result<Outcome> {
-        let opts = ptrace::PtraceOptions {
-            print: args.print,
-            pin_cpu: args.pin_cpu,
-            follow_forks: args.follow_forks,
-            by_thread,
-            ..Default::default()
-        };
-        let target = target.try_into().context("pid out of range")?;
-        Ok(ptrace::run_with_sink(probes, target, &opts, stop, sink)?)
-    };
-    let run_bpf = |sink: &mut dyn Sink| bpf::run_with_sink(probes, target, &bpf_opts, stop, sink);
-    match args.engine {
-        Engine::Bpf => Ok(run_bpf(sink)?),
-        Engine::Ptrace => run_ptrace(sink),
-        Engine::Auto => match run_bpf(sink) {
-            Err(e) if e.is_refused() => {
-                let e = anyhow::Error::from(e);
-                eprintln!(
-                    "tracekit: BPF engine refused ({e:#}); falling back to the ptrace engine"
-                );
-                run_ptrace(sink)
-            }
-            r => Ok(r?),
-        },
-    }
-}
-
-/// With -p the user starts the workload (or a test releases it) once this is printed.
-fn attached(n: usize) {
-    eprintln!(
-        "tracekit: {n} probe{} attached; tracing until the process exits or Ctrl-C",
-        if n == 1 { "" } else { "s" }
-    );
 }

@@ -107,12 +107,23 @@ pub fn run<A: GdbRegisters>(
     };
     let mut report = session.engine.report();
     report.engine = "qemu-gdb".into();
+    report.fold_sites(probes);
+    let mut warnings = session.warnings;
+    if let Some(p) = probes
+        .iter()
+        .find(|p| p.usdt.as_ref().is_some_and(|u| u.semaphore.is_some()))
+    {
+        warnings.push(format!(
+            "{}: USDT semaphores are not incremented under QEMU; code the program guards with the probe's _ENABLED() test did not run",
+            p.spec.text
+        ));
+    }
     Ok(Outcome {
         report,
         pid: tid,
         exit,
         lost_events: 0,
-        warnings: session.warnings,
+        warnings,
     })
 }
 

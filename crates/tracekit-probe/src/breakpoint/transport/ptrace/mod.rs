@@ -121,5 +121,7 @@ pub fn run_with_sink(
 ) -> Result<Outcome, BreakpointError> {
     // ptrace reaches only the tracer's own instruction set.
     let table = ProbeTable::<Host>::new(probes)?;
-    session::Session::run(table, target, opts, stop, sink)
+    let mut outcome = session::Session::run(table, target, opts, stop, sink)?;
+    outcome.report.fold_sites(probes);
+    Ok(outcome)
 }

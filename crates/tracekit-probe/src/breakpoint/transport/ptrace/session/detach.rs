@@ -98,6 +98,9 @@ where
         for live in proc.inst.points.iter().flatten() {
             proc.mem.write(live.addr, &live.orig).map_err(sys)?;
         }
+        for addr in std::mem::take(&mut proc.inst.semaphores) {
+            super::install::add_semaphore(&mut proc.mem, addr, -1).map_err(sys)?;
+        }
         if let ProcPhase::AwaitEntry { addr, orig } = &proc.phase {
             proc.mem.write(*addr, orig).map_err(sys)?;
         }

@@ -38,6 +38,21 @@ where
                 })?;
             proc.inst.add(i, live, self.engine.slot_return);
             self.placed[i] = true;
+            let def = &self.engine.table.points[i];
+            if let Some(offset) = def.semaphore {
+                let addr = crate::symbols::runtime_address(pid as u32, &def.binary, offset)
+                    .map_err(|e| BreakpointError::Sys {
+                        what: "finding a USDT semaphore",
+                        pid,
+                        error: io::Error::other(e.to_string()),
+                    })?;
+                add_semaphore(&mut proc.mem, addr, 1).map_err(|source| BreakpointError::Sys {
+                    what: "incrementing a USDT semaphore",
+                    pid,
+                    error: source,
+                })?;
+                proc.inst.semaphores.push(addr);
+            }
         }
         Ok(())
     }
@@ -202,4 +217,13 @@ where
             reason: format!("mmap failed: {last}"),
         })
     }
+}
+
+/// Adds `delta` to the 2-byte USDT semaphore at `addr` (the program runs a probe's argument
+/// code only while it is non-zero), saturating as the kernel's reference counters do.
+pub(super) fn add_semaphore(mem: &mut PtraceTarget, addr: u64, delta: i16) -> io::Result<()> {
+    let mut b = [0u8; 2];
+    mem.read(addr, &mut b)?;
+    let v = u16::from_le_bytes(b).saturating_add_signed(delta);
+    mem.write(addr, &v.to_le_bytes())
 }

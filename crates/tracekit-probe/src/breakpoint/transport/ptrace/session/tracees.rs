@@ -207,6 +207,10 @@ where
         for live in parent.inst.points.iter().flatten() {
             mem.write(live.addr, &live.orig).map_err(sys)?;
         }
+        // The child runs unprobed: its USDT branches go off again.
+        for &addr in &parent.inst.semaphores {
+            super::install::add_semaphore(&mut mem, addr, -1).map_err(sys)?;
+        }
         if let ProcPhase::AwaitEntry { addr, orig } = &parent.phase {
             mem.write(*addr, orig).map_err(sys)?;
         }
@@ -295,6 +299,8 @@ pub(super) fn clone_installed<A: Arch>(inst: &Installed<A>, ret: SlotReturn) -> 
     }
     copy.trampoline = inst.trampoline;
     copy.areas = inst.areas.clone();
+    // The child's copy of each semaphore is incremented too: detach decrements it there.
+    copy.semaphores = inst.semaphores.clone();
     copy
 }
 
