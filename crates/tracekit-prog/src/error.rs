@@ -75,6 +75,14 @@ pub enum Error {
         /// The verifier's whole log.
         log: String,
     },
+    /// The kernel refused for lack of privilege (EPERM with no verifier log).
+    #[error(
+        "not permitted to load '{name}' (EPERM): loading a BPF program needs root, or CAP_BPF plus CAP_NET_ADMIN (network programs) or CAP_PERFMON (tracing programs); run tracekit with sudo"
+    )]
+    NotPermitted {
+        /// The program.
+        name: String,
+    },
     /// The kernel has no test run for this program type (ENOTSUPP).
     #[error(
         "the kernel cannot test-run {kind} programs ('{name}' returned ENOTSUPP); test-run works for xdp, sched_cls, sched_act, socket_filter, lwt_*, flow_dissector, raw_tracepoint, cgroup_skb, sk_lookup and syscall programs"

@@ -393,7 +393,18 @@ fn create_map(
         inner_map: inner.as_ref().map(|fd| fd.as_fd()),
         btf,
     })
-    .map_err(|e| format!("cannot create map '{name}' (type {}): {e}", map.map_type()))
+    .map_err(|e| {
+        let hint = match e.raw_os_error() {
+            Some(libc::EPERM) => {
+                "; creating BPF maps needs root or CAP_BPF: run tracekit with sudo"
+            }
+            _ => "",
+        };
+        format!(
+            "cannot create map '{name}' (type {}): {e}{hint}",
+            map.map_type()
+        )
+    })
 }
 
 /// Map types whose values the kernel will not describe with BTF (it refuses the ids).
@@ -459,6 +470,12 @@ fn load_program(
         line_info: as_bytes(&function.line_info.line_info),
     })
     .map_err(|refusal| {
+        // The kernel says EPERM before the verifier runs when the caller lacks the capability.
+        if refusal.error.raw_os_error() == Some(libc::EPERM) && refusal.log.trim().is_empty() {
+            return Error::NotPermitted {
+                name: entry.name.clone(),
+            };
+        }
         let mut verdict = verdict(&refusal.log).to_owned();
         if verdict.contains(&format!("unknown#{POISON}")) {
             verdict.push_str(&poisoned_core_relocations(
