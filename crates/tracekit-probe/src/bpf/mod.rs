@@ -231,10 +231,13 @@ pub struct BpfOptions {
     pub on_attached: Option<fn(usize)>,
     /// Also count hits and latencies per thread ([`ProbeResult::threads`]).
     pub by_thread: bool,
+    /// (probe, thread) pairs the per-thread counts hold; 0: [`MAX_THREAD_ENTRIES`]. Hits of
+    /// further threads are counted as [`ProbeResult::unattributed`].
+    pub thread_entries: u32,
 }
 
-/// (probe, thread) pairs the per-thread statistics hold; hits beyond are counted as
-/// [`ProbeResult::unattributed`].
+/// (probe, thread) pairs the per-thread statistics hold by default; hits beyond are counted
+/// as [`ProbeResult::unattributed`].
 pub const MAX_THREAD_ENTRIES: u32 = 65536;
 
 /// One entry attachment: the hit it counts and the return probe whose entry it stamps.
@@ -319,10 +322,10 @@ impl Session {
         let by_thread = u32::from(opts.by_thread);
         // Without --print the ring buffer is never written; keep it one page.
         let ring = if opts.print { RING_BYTES } else { 4096 };
-        let threads = if opts.by_thread {
-            MAX_THREAD_ENTRIES
-        } else {
-            1
+        let threads = match (opts.by_thread, opts.thread_entries) {
+            (false, _) => 1,
+            (true, 0) => MAX_THREAD_ENTRIES,
+            (true, n) => n,
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("cfg_print", &print, true)

@@ -96,6 +96,7 @@ pub(super) fn run_engine(
         print: args.print,
         on_attached: args.pid.map(|_| attached as fn(usize)),
         by_thread,
+        thread_entries: args.max_threads,
     };
     let run_ptrace = |sink: &mut dyn Sink| -> anyhow::Result<Outcome> {
         let opts = ptrace::PtraceOptions {

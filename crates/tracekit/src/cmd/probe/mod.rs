@@ -54,6 +54,10 @@ pub struct ProbeArgs {
     /// Also break hits and latencies down per thread.
     #[arg(long, value_enum, default_value_t = By::Probe, conflicts_with = "target")]
     by: By,
+    /// With --by thread, the BPF engine's capacity in (probe, thread) pairs; hits of further
+    /// threads are counted as unattributed, never dropped silently.
+    #[arg(long, value_name = "N", default_value_t = tracekit_probe::bpf::MAX_THREAD_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
+    max_threads: u32,
     /// How many integer arguments --print shows (0-6); by default a function's parameters,
     /// named and typed, when its binary has DWARF debug information, otherwise 3 registers.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=6))]
