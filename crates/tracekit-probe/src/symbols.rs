@@ -940,21 +940,84 @@ impl Function {
     }
 }
 
-/// The qualified name in a demangled signature, without return type and parameters:
-/// `tk::twice<long>` in `long tk::twice<long>(long)`.
+/// The qualified name in a demangled signature, without return type, parameters and
+/// qualifiers: `tk::twice<long>` in `long tk::twice<long>(long)`, `Adder::operator()` in
+/// `Adder::operator()(int) const`, `(anonymous namespace)::f` in `(anonymous namespace)::f(int)`,
+/// `main::{lambda(int)#1}::operator()` for a lambda.
 fn qualified_name(demangled: &str) -> &str {
+    // Brackets are counted on a copy where operator names (`operator<<`, `operator()`, ...)
+    // are masked, so their characters do not open or close anything; offsets stay the same.
+    let masked = mask_operators(demangled);
+    let b = masked.as_bytes();
+    let mut end = masked.trim_end().len();
+    while let Some(q) = [" const", " volatile", " &&", " &", " noexcept"]
+        .iter()
+        .find(|q| masked[..end].ends_with(*q))
+    {
+        end -= q.len();
+    }
+    if end > 0
+        && b[end - 1] == b')'
+        && let Some(open) = matching_open(&b[..end - 1])
+        && open > 0
+    {
+        end = open;
+    }
+    let start = last_top_level_space(&b[..end]).map_or(0, |i| i + 1);
+    &demangled[start..end]
+}
+
+/// `s` with the symbol characters of each operator name replaced by `#` (same length).
+fn mask_operators(s: &str) -> String {
+    const OPERATORS: [&str; 12] = [
+        "operator<<=",
+        "operator>>=",
+        "operator<<",
+        "operator>>",
+        "operator<=>",
+        "operator<=",
+        "operator>=",
+        "operator->*",
+        "operator->",
+        "operator()",
+        "operator<",
+        "operator>",
+    ];
+    let mut masked = s.to_owned();
+    for op in OPERATORS {
+        let mask = format!("operator{}", "#".repeat(op.len() - "operator".len()));
+        masked = masked.replace(op, &mask);
+    }
+    masked
+}
+
+/// Where the bracket closed by the byte after `before` opens (any of `(<{[`), by depth.
+fn matching_open(before: &[u8]) -> Option<usize> {
     let mut depth = 0i32;
-    let mut start = 0;
-    for (i, c) in demangled.char_indices() {
+    for (i, &c) in before.iter().enumerate().rev() {
         match c {
-            '<' => depth += 1,
-            '>' => depth -= 1,
-            ' ' if depth == 0 => start = i + 1,
-            '(' if depth == 0 && i > start => return &demangled[start..i],
+            b')' | b'>' | b'}' | b']' => depth += 1,
+            b'(' | b'<' | b'{' | b'[' if depth == 0 => return Some(i),
+            b'(' | b'<' | b'{' | b'[' => depth -= 1,
             _ => {}
         }
     }
-    &demangled[start..]
+    None
+}
+
+/// The last space outside every bracket: the end of a return type.
+fn last_top_level_space(s: &[u8]) -> Option<usize> {
+    let mut depth = 0i32;
+    let mut last = None;
+    for (i, &c) in s.iter().enumerate() {
+        match c {
+            b'(' | b'<' | b'{' | b'[' => depth += 1,
+            b')' | b'>' | b'}' | b']' => depth -= 1,
+            b' ' if depth == 0 => last = Some(i),
+            _ => {}
+        }
+    }
+    last
 }
 
 /// Every defined function-like symbol of `file`, `.symtab` first, then `.dynsym`.
@@ -1282,6 +1345,36 @@ impl Elf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qualified_names_drop_return_type_parameters_and_qualifiers() {
+        for (demangled, name) in [
+            ("long tk::twice<long>(long)", "tk::twice<long>"),
+            ("main", "main"),
+            (
+                "(anonymous namespace)::hidden(int)",
+                "(anonymous namespace)::hidden",
+            ),
+            ("Adder::operator()(int) const", "Adder::operator()"),
+            (
+                "main::{lambda(int)#1}::operator()(int) const",
+                "main::{lambda(int)#1}::operator()",
+            ),
+            (
+                "std::ostream& operator<<(std::ostream&, Foo const&)",
+                "operator<<",
+            ),
+            ("bool ns::operator<(A const&, B const&)", "ns::operator<"),
+            ("Foo::operator->() &&", "Foo::operator->"),
+            (
+                "void std::vector<int, std::allocator<int> >::push_back(int&&)",
+                "std::vector<int, std::allocator<int> >::push_back",
+            ),
+            ("foo[abi:cxx11](int)", "foo[abi:cxx11]"),
+        ] {
+            assert_eq!(qualified_name(demangled), name, "{demangled}");
+        }
+    }
 
     fn libc() -> PathBuf {
         find_binary(Path::new("libc.so.6"), &Lookup::default()).unwrap()

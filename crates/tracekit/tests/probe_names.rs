@@ -190,12 +190,13 @@ fn a_pattern_becomes_one_probe_per_function_with_exact_counts() {
             specs,
             [
                 format!("uprobe:{p}:\"long tk::twice<long>(long)\""),
+                format!("uprobe:{p}:\"tk::Adder::operator()(int) const\""),
                 format!("uprobe:{p}:\"tk::Foo::bar(int)\""),
                 format!("uprobe:{p}:\"tk::Foo::operator[](int)\""),
             ],
             "{engine}"
         );
-        assert_eq!(hits(&report), [CALLS, CALLS, CALLS], "{engine}");
+        assert_eq!(hits(&report), [CALLS; 4], "{engine}");
     }
 }
 
@@ -237,7 +238,13 @@ fn patterns_that_match_nothing_or_too_much_are_clear_errors() {
 fn a_name_that_holds_pattern_characters_is_found_as_written() {
     // `[` starts a class in a pattern; a name that exists as written is that name.
     let p = names_cpp().display().to_string();
-    for name in ["tk::Foo::operator[](int)", "tk::Foo::operator[]"] {
+    for name in [
+        "tk::Foo::operator[](int)",
+        "tk::Foo::operator[]",
+        "(anonymous namespace)::hidden",
+        "tk::Adder::operator()",
+        "main::{lambda(int)#1}::operator()",
+    ] {
         let spec = format!("uprobe:{p}:\"{name}\"");
         assert_eq!(hits(&probe("bpf", &[spec], names_cpp())), [CALLS], "{name}");
     }
