@@ -40,6 +40,8 @@ pub struct IterationOutcome {
     pub dirty_seconds: f64,
     /// Seconds each vCPU took.
     pub vcpu_seconds: Vec<f64>,
+    /// Seconds each vCPU's pass took as the guest timed it (TSC; KVM only).
+    pub guest_seconds: Option<Vec<f64>>,
     /// Seconds of KVM_GET_DIRTY_LOG (KVM only).
     pub get_log_seconds: Option<f64>,
     /// Seconds of KVM_CLEAR_DIRTY_LOG, with manual protection.
@@ -155,7 +157,8 @@ impl Subject {
         Ok(IterationOutcome {
             iteration,
             dirty_seconds: times.total.as_secs_f64(),
-            vcpu_seconds: times.per_vcpu.iter().map(|d| d.as_secs_f64()).collect(),
+            vcpu_seconds: crate::demand::seconds(&times.per_vcpu),
+            guest_seconds: times.guest.as_deref().map(crate::demand::seconds),
             get_log_seconds: collected.as_ref().map(|c| c.get_log_seconds),
             clear_log_seconds: collected.as_ref().and_then(|c| c.clear_log_seconds),
             dirty_pages: collected.as_ref().map(|c| c.dirty_pages),

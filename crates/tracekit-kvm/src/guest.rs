@@ -41,9 +41,9 @@ impl Privilege {
     }
 }
 
-/// Bytes per vCPU argument block; one cache line so the guest's progress stores do not
-/// bounce a line between vCPUs.
-pub const ARGS_SIZE: u64 = 64;
+/// Bytes per vCPU argument block; two cache lines (a multiple of a line, so the guest's
+/// progress stores do not bounce a line between vCPUs).
+pub const ARGS_SIZE: u64 = 128;
 
 /// Offsets of the fields of a vCPU's argument block (all little-endian u64).
 pub mod args {
@@ -63,6 +63,10 @@ pub mod args {
     pub const DONE: u64 = 48;
     /// Guest virtual address of the sync page: a store there exits to the host.
     pub const SYNC: u64 = 56;
+    /// Guest TSC when the pass began (RDTSC, written by the guest).
+    pub const TSC_START: u64 = 64;
+    /// Guest TSC when the pass's last page was touched (written by the guest).
+    pub const TSC_END: u64 = 72;
 }
 
 /// The value the guest writes into the first 8 bytes of the page at `gva` in `iteration`:
@@ -88,6 +92,7 @@ pub fn guest_code(ip: u64) -> Result<Vec<u8>, IcedError> {
     let mut bad_args = a.create_label();
 
     a.set_label(&mut pass)?;
+    store_tsc(&mut a, args::TSC_START)?;
     a.cmp(qword_ptr(rdi + args::VCPU_ID), rsi)?;
     a.jne(bad_args)?;
     a.mov(rax, qword_ptr(rdi + args::GVA))?; // address of the current page
@@ -122,6 +127,7 @@ pub fn guest_code(ip: u64) -> Result<Vec<u8>, IcedError> {
     a.jmp(next_page)?;
 
     a.set_label(&mut done)?;
+    store_tsc(&mut a, args::TSC_END)?;
     a.mov(r12, qword_ptr(rdi + args::SYNC))?;
     a.mov(byte_ptr(r12), u32::from(SYNC_DONE))?;
     a.jmp(pass)?;
@@ -131,6 +137,15 @@ pub fn guest_code(ip: u64) -> Result<Vec<u8>, IcedError> {
     a.mov(byte_ptr(r12), u32::from(SYNC_BAD_ARGS))?;
     a.jmp(bad_args)?;
     a.assemble(ip)
+}
+
+/// Stores the TSC into the argument field at `field` (clobbers RAX and RDX). RDTSC is allowed
+/// at CPL 3 because CR4.TSD is clear; it gives the guest's own view of a pass's duration.
+fn store_tsc(a: &mut CodeAssembler, field: u64) -> Result<(), IcedError> {
+    a.rdtsc()?;
+    a.shl(rdx, 32)?;
+    a.or(rax, rdx)?;
+    a.mov(qword_ptr(rdi + field), rax)
 }
 
 /// A 64-bit GDT: null, flat code (selector 0x08), flat data (selector 0x10), and the same two

@@ -38,5 +38,5 @@ pub use layout::{Layout, TEST_GVA, Verification};
 pub use memory::{Backing, HostMemory};
 pub use options::{CommonOptions, Engine};
 pub use runner::{PassTimes, Toucher};
-pub use uffd::{HandlerMode, UffdHandlers, UffdStats};
+pub use uffd::{COPY_PATTERN, FaultKind, HandlerMode, UffdHandlers, UffdOptions, UffdStats};
 pub use vm::{KVM_DEVICE, PerfTestVm, VmOptions, max_vcpus};

@@ -16,6 +16,7 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tracekit_core::process::Progress;
 
 // kvm-ioctls 0.25 has no wrapper for KVM_CLEAR_DIRTY_LOG (_IOWR(KVMIO, 0xc0, ...)).
@@ -98,6 +99,8 @@ pub struct PerfTestVm {
     test_gpa: u64,
     manual_protect: bool,
     privilege: Privilege,
+    /// The guest TSC frequency (KVM_GET_TSC_KHZ), to turn the guest's TSC stamps into time.
+    tsc_khz: u32,
 }
 
 impl PerfTestVm {
@@ -130,6 +133,7 @@ impl PerfTestVm {
             test_gpa,
             manual_protect,
             privilege: options.privilege,
+            tsc_khz: 0,
         };
         this.set_slot(LOW_SLOT, 0, &this.low, 0)?;
         this.set_slot(TEST_SLOT, test_gpa, &this.test, 0)?;
@@ -143,6 +147,9 @@ impl PerfTestVm {
             setup_long_mode(&vcpu, cr3, id, options.privilege)?;
             this.vcpus.push(vcpu);
         }
+        this.tsc_khz = this.vcpus[0]
+            .get_tsc_khz()
+            .map_err(kvm("KVM_GET_TSC_KHZ"))?;
         Ok(this)
     }
 
@@ -306,7 +313,25 @@ impl Toucher for PerfTestVm {
                 .map(|v| low.read_u64(arg_at(v, args::DONE)))
                 .sum()
         };
-        run_threads(work, cpus, &progress, tick)
+        let mut times = run_threads(work, cpus, &progress, tick)?;
+        times.guest = Some(self.guest_times());
+        Ok(times)
+    }
+}
+
+impl PerfTestVm {
+    /// Each vCPU's last pass as the guest timed it with its TSC.
+    fn guest_times(&self) -> Vec<Duration> {
+        let khz = u128::from(self.tsc_khz.max(1));
+        (0..self.layout.vcpus)
+            .map(|v| {
+                let start = self.low.read_u64(arg_at(v, args::TSC_START));
+                let end = self.low.read_u64(arg_at(v, args::TSC_END));
+                // cycles / kHz = ms; scaled to ns in 128 bits so nothing overflows.
+                let ns = u128::from(end.wrapping_sub(start)) * 1_000_000 / khz;
+                Duration::from_nanos(ns as u64)
+            })
+            .collect()
     }
 }
 

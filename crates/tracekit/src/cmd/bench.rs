@@ -7,11 +7,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tracekit_core::report::Style;
 use tracekit_core::units::{parse_cpu_list, parse_size};
 use tracekit_kvm::{
-    Backing, CommonOptions, DemandPagingOptions, DirtyLogOptions, Engine, HandlerMode, Privilege,
-    render,
+    Backing, CommonOptions, DemandPagingOptions, DirtyLogOptions, Engine, FaultKind, HandlerMode,
+    Privilege, UffdOptions, render,
 };
 
 /// `tracekit bench ...`
@@ -69,6 +70,21 @@ pub struct DemandPagingArgs {
     /// With -u: one userfaultfd and one handler thread for all vCPUs.
     #[arg(short = 'a', long, requires = "uffd")]
     shared_handler: bool,
+    /// With -u: minor faults on shared memory, served by UFFDIO_CONTINUE (the selftest's -u MINOR).
+    #[arg(long, requires = "uffd")]
+    minor: bool,
+    /// With -u: reader threads per userfaultfd.
+    #[arg(short = 'r', long, value_name = "N", default_value_t = 1, requires = "uffd", value_parser = clap::value_parser!(u64).range(1..))]
+    readers: u64,
+    /// With -u: sleep USEC microseconds before serving each fault.
+    #[arg(
+        short = 'd',
+        long = "delay",
+        value_name = "USEC",
+        default_value_t = 0,
+        requires = "uffd"
+    )]
+    delay_us: u64,
     /// Touch the memory from host threads instead of vCPUs (no /dev/kvm needed; the floor).
     #[arg(long)]
     no_kvm: bool,
@@ -128,16 +144,20 @@ fn parse_cpus(s: &str) -> Result<CpuList, tracekit_core::units::ParseError> {
 #[derive(Clone, Copy, ValueEnum)]
 enum BackingArg {
     Anonymous,
+    AnonymousThp,
     Shared,
     Hugetlb,
+    SharedHugetlb,
 }
 
 impl From<BackingArg> for Backing {
     fn from(b: BackingArg) -> Self {
         match b {
             BackingArg::Anonymous => Backing::Anonymous,
+            BackingArg::AnonymousThp => Backing::AnonymousThp,
             BackingArg::Shared => Backing::Shared,
             BackingArg::Hugetlb => Backing::Hugetlb,
+            BackingArg::SharedHugetlb => Backing::SharedHugetlb,
         }
     }
 }
@@ -154,11 +174,7 @@ fn demand_paging(a: DemandPagingArgs) -> anyhow::Result<ExitCode> {
     let c = &a.common;
     let options = DemandPagingOptions {
         common: c.options(a.no_kvm),
-        uffd: a.uffd.then_some(if a.shared_handler {
-            HandlerMode::Shared
-        } else {
-            HandlerMode::PerVcpu
-        }),
+        uffd: a.uffd.then(|| uffd_options(&a)),
     };
     let bar = crate::progress::bar(c.total_pages(), 0, "pages", true);
     let report = tracekit_kvm::run_demand_paging(&options, &mut |pages| bar.set_position(pages));
@@ -169,6 +185,24 @@ fn demand_paging(a: DemandPagingArgs) -> anyhow::Result<ExitCode> {
         bail!(err);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn uffd_options(a: &DemandPagingArgs) -> UffdOptions {
+    let shared = a.shared_handler;
+    UffdOptions {
+        mode: if shared {
+            HandlerMode::Shared
+        } else {
+            HandlerMode::PerVcpu
+        },
+        kind: if a.minor {
+            FaultKind::Minor
+        } else {
+            FaultKind::Missing
+        },
+        readers: a.readers as usize,
+        delay: Duration::from_micros(a.delay_us),
+    }
 }
 
 fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
