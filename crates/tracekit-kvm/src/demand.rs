@@ -92,7 +92,7 @@ pub fn run_demand_paging(
     let times: PassTimes = toucher.run_pass(0, cpus, tick)?;
     let uffd = handlers.map(UffdHandlers::stop).transpose()?;
     let tail = if uffd.is_some() { COPY_PATTERN } else { 0 };
-    let verification = layout.verify(toucher.memory(), |_| 0, tail);
+    let verification = layout.verify(toucher.memory(), |_, _| 0, tail);
     let total_seconds = times.total.as_secs_f64();
     let report = DemandPagingOutcome {
         test: "demand-paging",

@@ -104,13 +104,13 @@ impl Layout {
         vcpu as u64 * self.bytes_per_vcpu + page * self.guest_page_size
     }
 
-    /// Checks every page of every vCPU after a pass: page `p` must hold the value written in
-    /// `last_write(p)`'s iteration (see [`page_value`]), and its last 8 bytes must equal
+    /// Checks every page of every vCPU after a pass: page `p` of vCPU `v` must hold the value
+    /// written in `last_write(v, p)`'s iteration (see [`page_value`]), and its last 8 bytes must equal
     /// `tail` (0 for kernel-zeroed pages, the UFFDIO_COPY source pattern otherwise).
     pub fn verify(
         &self,
         mem: &HostMemory,
-        last_write: impl Fn(u64) -> u64,
+        last_write: impl Fn(usize, u64) -> u64,
         tail: u64,
     ) -> Verification {
         let mut v = Verification {
@@ -121,7 +121,7 @@ impl Layout {
         for vcpu in 0..self.vcpus {
             for page in 0..self.pages_per_vcpu {
                 let off = self.offset(vcpu, page) as usize;
-                let expected = page_value(self.page_gva(vcpu, page), last_write(page));
+                let expected = page_value(self.page_gva(vcpu, page), last_write(vcpu, page));
                 let found = mem.read_u64(off);
                 let found_tail = mem.read_u64(off + self.guest_page_size as usize - 8);
                 v.pages_checked += 1;
@@ -253,9 +253,9 @@ mod tests {
                 );
             }
         }
-        assert!(l.verify(&mem, |_| 3, 0).ok(8));
+        assert!(l.verify(&mem, |_, _| 3, 0).ok(8));
         mem.write_u64(l.offset(1, 2) as usize, 0);
-        let v = l.verify(&mem, |_| 3, 0);
+        let v = l.verify(&mem, |_, _| 3, 0);
         assert_eq!(
             (v.mismatches, v.first_mismatch.map(|m| (m.vcpu, m.page))),
             (1, Some((1, 2)))

@@ -16,6 +16,7 @@
 //! [`render`] lays their reports out as text; the reports serialize as the JSON documents.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod demand;
 pub mod dirty;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod runner;
 pub mod uffd;
 pub mod vm;
 
+pub use access::AccessPattern;
 pub use demand::{DemandPagingOptions, DemandPagingOutcome, run_demand_paging};
 pub use dirty::{DirtyLogOptions, DirtyLogOutcome, run_dirty_log};
 pub use error::{Error, Result};

@@ -150,13 +150,22 @@ fn dirty_log_heading(r: &DirtyLogOutcome) -> String {
         ),
         (Engine::Kvm, false) => ("vCPUs", "collecting with KVM_GET_DIRTY_LOG"),
     };
+    let p = &r.pattern;
+    let writing = match p.write_percent {
+        None => format!("writing 1 page in {}", p.wr_fract),
+        Some(w) => format!("writing {w}% of accesses"),
+    };
+    let order = if p.random {
+        format!(" at random (seed {})", r.seed)
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "\n Dirty logging: {} {who} x {} ({} pages each), {} memory, writing 1 page in {}, {collect}\n",
+        "\n Dirty logging: {} {who} x {} ({} pages each), {} memory, {writing}{order}, {collect}\n",
         l.vcpus,
         human_bytes(l.bytes_per_vcpu),
         l.pages_per_vcpu,
         r.backing.name(),
-        r.wr_fract,
     );
     if let Some(mode) = r.guest_mode {
         out += &format!(" Guest: {mode}\n");
@@ -302,6 +311,7 @@ mod tests {
             get_log_seconds: Some(0.000013),
             clear_log_seconds: None,
             dirty_pages: Some(1024),
+            expected_dirty_pages: 1024,
             bitmap_exact: Some(true),
         };
         let summary = |v: &[f64]| v.iter().copied().collect::<Samples>().summary();
@@ -312,6 +322,8 @@ mod tests {
             layout: Layout::new(1, 4 << 20, Backing::Anonymous, 8).unwrap(),
             backing: Backing::Anonymous,
             wr_fract: 1,
+            pattern: crate::access::AccessPattern::WRITE_ALL,
+            seed: 1,
             manual_protect: false,
             populate_seconds: 0.04,
             enable_seconds: Some(0.000145),

@@ -2,6 +2,7 @@
 //! identity-mapped slot with code, arguments and page tables, and the test slot at the top of
 //! guest physical memory mapped at [`TEST_GVA`](crate::layout::TEST_GVA).
 
+use crate::access::{AccessPattern, initial_state};
 use crate::error::{Error, Result, kvm};
 use crate::guest::{self, ARGS_SIZE, PageTables, Privilege, SYNC_BAD_ARGS, SYNC_DONE, args};
 use crate::layout::Layout;
@@ -170,10 +171,40 @@ impl PerfTestVm {
 
     /// Sets how many pages out of `wr_fract` the guest writes (1: all; the rest are read).
     pub fn set_wr_fract(&mut self, wr_fract: u64) {
+        self.set_access(&AccessPattern {
+            wr_fract,
+            ..AccessPattern::WRITE_ALL
+        });
+    }
+
+    /// Sets how the next passes choose and write pages (see [`crate::access`]).
+    pub fn set_access(&mut self, pattern: &AccessPattern) {
+        let percent = pattern
+            .write_percent
+            .map_or(guest::BY_WR_FRACT, |p| u64::from(p.min(100)));
+        for vcpu in 0..self.layout.vcpus {
+            let field = |f| arg_at(vcpu, f);
+            self.low
+                .write_u64(field(args::WR_FRACT), pattern.wr_fract.max(1));
+            self.low.write_u64(field(args::WRITE_PERCENT), percent);
+            self.low
+                .write_u64(field(args::RANDOM), u64::from(pattern.random));
+        }
+    }
+
+    /// Seeds every vCPU's random generator as memstress does (`seed + vcpu index`).
+    pub fn seed_random(&mut self, seed: u32) {
         for vcpu in 0..self.layout.vcpus {
             self.low
-                .write_u64(arg_at(vcpu, args::WR_FRACT), wr_fract.max(1));
+                .write_u64(arg_at(vcpu, args::RAND_STATE), initial_state(seed, vcpu));
         }
+    }
+
+    /// Each vCPU's random generator state now (between passes).
+    pub fn random_states(&self) -> Vec<u64> {
+        (0..self.layout.vcpus)
+            .map(|v| self.low.read_u64(arg_at(v, args::RAND_STATE)))
+            .collect()
     }
 
     /// Starts or stops dirty logging on the test slot.
@@ -254,6 +285,7 @@ impl PerfTestVm {
                 (args::WR_FRACT, 1),
                 (args::VCPU_ID, vcpu as u64),
                 (args::SYNC, self.sync_gpa()),
+                (args::WRITE_PERCENT, guest::BY_WR_FRACT),
             ];
             for (field, value) in fields {
                 self.low.write_u64(arg_at(vcpu, field), value);
@@ -577,7 +609,7 @@ mod tests {
         let mut vm = PerfTestVm::new(1, 1 << 20, &VmOptions::new(Backing::Anonymous)).unwrap();
         for iteration in [0, 1, 7] {
             vm.run_pass(iteration, None, &mut |_| {}).unwrap();
-            assert!(vm.layout().verify(vm.memory(), |_| iteration, 0).ok(256));
+            assert!(vm.layout().verify(vm.memory(), |_, _| iteration, 0).ok(256));
         }
     }
 }

@@ -18,7 +18,56 @@ fn config(vcpus: usize, wr_fract: u64, manual_protect: bool) -> DirtyLogOptions 
         iterations: 2,
         wr_fract,
         manual_protect,
+        write_percent: None,
+        random_access: false,
+        seed: 1,
     }
+}
+
+/// -w 0/50/100: no page, about half, every page dirty; the host replays the guest's generator,
+/// so the bitmap is compared bit for bit, and each page holds its last write.
+#[test]
+fn write_percentage_dirties_exactly_the_drawn_pages() {
+    let mut seen = Vec::new();
+    for percent in [0, 50, 100] {
+        let mut c = config(2, 1, true);
+        c.write_percent = Some(percent);
+        let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+        assert_eq!(r.bitmap_exact, Some(true), "-w {percent}");
+        assert!(r.verified, "{:?}", r.verification);
+        for it in &r.iterations {
+            assert_eq!(it.dirty_pages, Some(it.expected_dirty_pages));
+        }
+        seen.push(r.iterations[0].expected_dirty_pages);
+    }
+    assert_eq!((seen[0], seen[2]), (0, 1024));
+    assert!((400..624).contains(&seen[1]), "{seen:?}");
+}
+
+/// -a: random pages, drawn with replacement; the bitmap is exactly the drawn set, which is a
+/// strict subset of the pages (about 1 - 1/e of them), and the same seed draws the same pages.
+#[test]
+fn random_access_dirties_exactly_the_drawn_pages() {
+    let run = |seed| {
+        let mut c = config(1, 1, true);
+        (c.random_access, c.seed) = (true, seed);
+        let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+        assert_eq!(r.bitmap_exact, Some(true));
+        assert!(r.verified, "{:?}", r.verification);
+        r.iterations[0].expected_dirty_pages
+    };
+    let pages = run(7);
+    assert!((280..380).contains(&pages), "{pages} of 512");
+    assert_eq!(run(7), pages);
+}
+
+#[test]
+fn write_percentage_needs_the_guest() {
+    let mut c = config(1, 1, true);
+    c.common.engine = Engine::Host;
+    c.write_percent = Some(50);
+    let err = run_dirty_log(&c, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("needs the guest"), "{err}");
 }
 
 #[test]

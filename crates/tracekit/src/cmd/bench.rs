@@ -104,6 +104,15 @@ pub struct DirtyLogArgs {
     /// Do not use KVM_CLEAR_DIRTY_LOG (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2).
     #[arg(short = 'g', long)]
     no_manual_protect: bool,
+    /// Write each access's page with this probability, 0-100 (the selftest's -w; replaces -f).
+    #[arg(short = 'w', long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100), conflicts_with = "wr_fract")]
+    write_percent: Option<u8>,
+    /// Access pages in random order, drawn with replacement as memstress does (the selftest's -a).
+    #[arg(short = 'a', long)]
+    random_access: bool,
+    /// Seed of the guest's random generator (the selftest's -r).
+    #[arg(short = 'r', long, value_name = "SEED", default_value_t = 1)]
+    seed: u32,
     /// Dirty the memory from host threads instead of vCPUs (no log; the floor for dirtying).
     #[arg(long)]
     no_kvm: bool,
@@ -212,6 +221,9 @@ fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
         iterations: a.iterations,
         wr_fract: a.wr_fract,
         manual_protect: !a.no_manual_protect,
+        write_percent: a.write_percent,
+        random_access: a.random_access,
+        seed: a.seed,
     };
     // The populate pass and every iteration each visit all pages.
     let passes = a.iterations + 1;
