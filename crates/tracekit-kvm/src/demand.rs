@@ -76,10 +76,11 @@ pub fn run_demand_paging(
             common.bytes_per_vcpu,
             &common.vm_options(false),
         )?),
-        Engine::Host => Box::new(HostToucher::new(
+        Engine::Host => Box::new(HostToucher::with_overlap(
             common.vcpus,
             common.bytes_per_vcpu,
             common.backing,
+            common.overlap,
         )?),
     };
     let cpus = common.cpus.as_deref();

@@ -353,7 +353,7 @@ impl Expectation {
     /// the dirty bitmap KVM must report for it (one bit per guest page of the slot).
     fn pass(&mut self, pattern: &AccessPattern, states: &[u64], iteration: u64) -> Vec<u64> {
         let layout = self.layout;
-        let mut bitmap = vec![0u64; layout.total_pages().div_ceil(64) as usize];
+        let mut bitmap = vec![0u64; layout.memory_pages().div_ceil(64) as usize];
         for (vcpu, state) in states.iter().enumerate() {
             let mut state = *state;
             replay(
@@ -373,8 +373,15 @@ impl Expectation {
         bitmap
     }
 
+    /// The iteration whose value page `page` of `vcpu` must hold: its own last write, or with
+    /// overlapping vCPUs the latest of any vCPU's (all write the same value in one iteration).
     fn last_write(&self, vcpu: usize, page: u64) -> u64 {
-        self.last[(vcpu as u64 * self.layout.pages_per_vcpu + page) as usize]
+        let at = |v: usize| self.last[(v as u64 * self.layout.pages_per_vcpu + page) as usize];
+        if self.layout.overlap {
+            (0..self.layout.vcpus).map(at).max().unwrap_or(0)
+        } else {
+            at(vcpu)
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Layout {
     pub pages_per_vcpu: u64,
     /// Guest virtual address of vCPU 0's first page.
     pub gva: u64,
+    /// Every vCPU touches the same pages (the selftests' `-o`) instead of its own slice.
+    pub overlap: bool,
 }
 
 impl Layout {
@@ -37,6 +39,17 @@ impl Layout {
         bytes_per_vcpu: u64,
         backing: Backing,
         max_vcpus: usize,
+    ) -> Result<Self> {
+        Layout::with_overlap(vcpus, bytes_per_vcpu, backing, max_vcpus, false)
+    }
+
+    /// [`Layout::new`], with all vCPUs on one shared slice when `overlap` is set.
+    pub fn with_overlap(
+        vcpus: usize,
+        bytes_per_vcpu: u64,
+        backing: Backing,
+        max_vcpus: usize,
+        overlap: bool,
     ) -> Result<Self> {
         if vcpus == 0 {
             return Err(Error::VcpuCount {
@@ -71,11 +84,12 @@ impl Layout {
             host_page_size,
             pages_per_vcpu: bytes_per_vcpu / PAGE_SIZE,
             gva: TEST_GVA,
+            overlap,
         };
         let gva_pages = (GVA_LIMIT - TEST_GVA) / PAGE_SIZE;
-        if layout.total_pages() > gva_pages {
+        if layout.memory_pages() > gva_pages {
             return Err(Error::TooMuchMemory {
-                pages: layout.total_pages(),
+                pages: layout.memory_pages(),
                 space: "guest virtual address space above 3 GiB",
                 limit: gva_pages,
             });
@@ -84,12 +98,22 @@ impl Layout {
         Ok(layout)
     }
 
-    /// Total bytes of test memory.
+    /// Total bytes of test memory (one slice when the vCPUs overlap).
     pub fn total_bytes(&self) -> u64 {
-        self.bytes_per_vcpu * self.vcpus as u64
+        if self.overlap {
+            self.bytes_per_vcpu
+        } else {
+            self.bytes_per_vcpu * self.vcpus as u64
+        }
     }
 
-    /// Total guest pages.
+    /// Guest pages of test memory.
+    pub fn memory_pages(&self) -> u64 {
+        self.total_bytes() / self.guest_page_size
+    }
+
+    /// Pages visited in one pass, over all vCPUs (more than [`Layout::memory_pages`] when the
+    /// vCPUs overlap): the numerator of pages/sec, as in the selftests.
     pub fn total_pages(&self) -> u64 {
         self.pages_per_vcpu * self.vcpus as u64
     }
@@ -101,7 +125,8 @@ impl Layout {
 
     /// Byte offset of `page` of `vcpu` in the test memory.
     pub fn offset(&self, vcpu: usize, page: u64) -> u64 {
-        vcpu as u64 * self.bytes_per_vcpu + page * self.guest_page_size
+        let slice = if self.overlap { 0 } else { vcpu as u64 };
+        slice * self.bytes_per_vcpu + page * self.guest_page_size
     }
 
     /// Checks every page of every vCPU after a pass: page `p` of vCPU `v` must hold the value

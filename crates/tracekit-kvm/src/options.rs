@@ -35,6 +35,8 @@ pub struct CommonOptions {
     pub kvm_device: PathBuf,
     /// Privilege level of the guest loop.
     pub privilege: Privilege,
+    /// Every vCPU touches the same memory instead of its own slice (the selftests' `-o`).
+    pub overlap: bool,
 }
 
 impl CommonOptions {
@@ -45,6 +47,7 @@ impl CommonOptions {
             backing: self.backing,
             manual_dirty_protect,
             privilege: self.privilege,
+            overlap: self.overlap,
         }
     }
 

@@ -265,14 +265,20 @@ impl UffdHandlers {
             fill_page_cache(mem)?;
         }
         let base = mem.as_ptr() as u64;
-        let slices: Vec<(u64, u64)> = match options.mode {
+        // Overlapping vCPUs share one range, so one uffd serves it (the selftest's -o implies -a).
+        let mode = if layout.overlap {
+            HandlerMode::Shared
+        } else {
+            options.mode
+        };
+        let slices: Vec<(u64, u64)> = match mode {
             HandlerMode::PerVcpu => (0..layout.vcpus)
                 .map(|v| (base + layout.offset(v, 0), layout.bytes_per_vcpu))
                 .collect(),
             HandlerMode::Shared => vec![(base, mem.len() as u64)],
         };
         let mut handlers = UffdHandlers {
-            options: *options,
+            options: UffdOptions { mode, ..*options },
             uffds: slices.len(),
             stops: Vec::new(),
             threads: Vec::new(),

@@ -76,6 +76,8 @@ pub struct VmOptions {
     pub manual_dirty_protect: bool,
     /// Privilege level of the guest loop.
     pub privilege: Privilege,
+    /// All vCPUs touch the same memory (the selftests' `-o`).
+    pub overlap: bool,
 }
 
 impl VmOptions {
@@ -86,6 +88,7 @@ impl VmOptions {
             backing,
             manual_dirty_protect: false,
             privilege: Privilege::User,
+            overlap: false,
         }
     }
 }
@@ -108,11 +111,12 @@ impl PerfTestVm {
     /// Creates the VM for `vcpus` vCPUs with `bytes_per_vcpu` of test memory each.
     pub fn new(vcpus: usize, bytes_per_vcpu: u64, options: &VmOptions) -> Result<Self> {
         let kvm_sys = open_kvm(&options.device)?;
-        let layout = Layout::new(
+        let layout = Layout::with_overlap(
             vcpus,
             bytes_per_vcpu,
             options.backing,
             kvm_sys.get_max_vcpus(),
+            options.overlap,
         )?;
         let cpuid = kvm_sys
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -223,7 +227,7 @@ impl PerfTestVm {
     /// KVM_CLEAR_DIRTY_LOG for the pages set in `bitmap` (only with manual protection):
     /// write-protects them again so the next writes are logged.
     pub fn clear_dirty_log(&self, bitmap: &mut [u64]) -> Result<()> {
-        let num_pages = u32::try_from(self.layout.total_pages())
+        let num_pages = u32::try_from(self.layout.memory_pages())
             .map_err(|_| Error::Invalid("test slot too large for KVM_CLEAR_DIRTY_LOG".into()))?;
         // The ioctl reads `num_pages` bits whatever the slice's length: a short one is refused
         // here rather than read past.
@@ -298,7 +302,7 @@ impl PerfTestVm {
         // Identity-map low memory except page 0 (so a null pointer in the guest faults) and the
         // sync page just above it, which no memory slot backs.
         let ok = pt.map(PAGE_SIZE, PAGE_SIZE, low_pages)
-            && pt.map(self.layout.gva, self.test_gpa, self.layout.total_pages());
+            && pt.map(self.layout.gva, self.test_gpa, self.layout.memory_pages());
         if !ok {
             return Err(Error::Invalid(
                 "internal error: guest page-table area too small; please report".into(),
@@ -416,7 +420,7 @@ fn args_pages(layout: &Layout) -> u64 {
 /// and for low memory itself (solved by iterating, since the tables map themselves).
 fn low_pages(layout: &Layout) -> u64 {
     let fixed = 3 + args_pages(layout) + 1; // + PML4
-    let test_tables = guest::table_pages_for(layout.total_pages());
+    let test_tables = guest::table_pages_for(layout.memory_pages());
     let mut pages = fixed + test_tables;
     loop {
         // + 1: the sync page mapped right above low memory.
@@ -453,7 +457,7 @@ fn region_end_gfn(cpuid: &[kvm_bindings::kvm_cpuid_entry2]) -> u64 {
 /// Places the test slot at the top of guest physical memory, aligned down to the backing's
 /// page size, as the seed does; refuses a region that would not fit above low memory.
 fn test_gpa(layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64> {
-    let pages = layout.total_pages();
+    let pages = layout.memory_pages();
     let low_gfns = low_bytes / PAGE_SIZE + layout.host_page_size / PAGE_SIZE;
     if pages + 1 + low_gfns > region_end_gfn {
         return Err(Error::TooMuchMemory {

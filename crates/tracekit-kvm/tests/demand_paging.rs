@@ -21,6 +21,7 @@ fn config(engine: Engine, vcpus: usize, uffd: Option<UffdOptions>) -> DemandPagi
             cpus: None,
             kvm_device: KVM_DEVICE.into(),
             privilege: Privilege::User,
+            overlap: false,
         },
         uffd,
     }
@@ -35,7 +36,12 @@ fn check(config: &DemandPagingOptions) -> DemandPagingOutcome {
     assert_eq!(r.vcpu_seconds.len(), vcpus);
     assert!(ticks >= 1);
     if let Some(u) = &r.uffd {
-        let host_pages = r.total_pages * 4096 / r.backing.page_size();
+        let memory = if config.common.overlap {
+            1
+        } else {
+            vcpus as u64
+        } * (4 << 20);
+        let host_pages = memory / r.backing.page_size();
         assert_eq!(u.copies, host_pages, "each host page resolved exactly once");
         assert_eq!(u.faults, u.copies + u.already_present);
         assert_eq!(
@@ -144,4 +150,15 @@ fn readers_and_delay() {
         u.fault_latency_ns
     );
     assert_eq!(u.fault_latency_ns.total(), u.faults);
+}
+
+/// -o: both vCPUs touch the same 1024 pages; one uffd (asked for one per vCPU) resolves each
+/// exactly once, the other vCPU's faults on it find it present or never fault.
+#[test]
+fn overlapping_vcpus_share_one_uffd() {
+    let mut c = config(Engine::Kvm, 2, uffd(HandlerMode::PerVcpu));
+    c.common.overlap = true;
+    let r = check(&c);
+    let u = r.uffd.unwrap();
+    assert_eq!((u.uffds, u.copies, r.total_pages), (1, 1024, 2048));
 }

@@ -14,6 +14,7 @@ fn config(vcpus: usize, wr_fract: u64, manual_protect: bool) -> DirtyLogOptions 
             cpus: None,
             kvm_device: KVM_DEVICE.into(),
             privilege: Privilege::User,
+            overlap: false,
         },
         iterations: 2,
         wr_fract,
@@ -114,4 +115,15 @@ fn zero_iterations_are_refused() {
         run_dirty_log(&c, &mut |_| {}),
         Err(Error::Invalid(_))
     ));
+}
+
+/// -o: two vCPUs writing the same 512 pages dirty 512 bits, not 1024.
+#[test]
+fn overlapping_vcpus_dirty_one_slice() {
+    let mut c = config(2, 1, true);
+    c.common.overlap = true;
+    let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+    assert_eq!((r.expected_dirty_pages, r.bitmap_exact), (512, Some(true)));
+    assert!(r.iterations.iter().all(|i| i.dirty_pages == Some(512)));
+    assert!(r.verified, "{:?}", r.verification);
 }

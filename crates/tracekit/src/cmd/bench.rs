@@ -55,6 +55,10 @@ pub struct CommonArgs {
     /// On PVM (software-virtualized KVM) every supervisor-mode instruction is emulated.
     #[arg(long)]
     supervisor: bool,
+    /// Every vCPU touches the same memory instead of its own slice (the selftests' -o; -o is
+    /// tracekit's output file).
+    #[arg(long)]
+    overlap: bool,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -138,6 +142,7 @@ impl CommonArgs {
             } else {
                 Privilege::User
             },
+            overlap: self.overlap,
         }
     }
 }
