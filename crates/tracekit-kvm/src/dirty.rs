@@ -94,6 +94,9 @@ pub struct DirtyLogOutcome {
     pub seed: u32,
     /// Whether KVM_CLEAR_DIRTY_LOG (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) was used.
     pub manual_protect: bool,
+    /// Memory slots the test memory was split into (KVM only); each is logged and collected
+    /// on its own.
+    pub memslots: Option<u32>,
     /// Seconds of the populate pass (first touch of every page, logging off).
     pub populate_seconds: f64,
     /// Seconds to enable dirty logging on the test slot (KVM only).
@@ -213,13 +216,13 @@ struct Collected {
 
 fn collect(vm: &PerfTestVm, expected: &[u64]) -> Result<Collected> {
     let start = Instant::now();
-    let mut bitmap = vm.get_dirty_log()?;
+    let bitmap = vm.get_dirty_log()?;
     let get_log_seconds = start.elapsed().as_secs_f64();
     let dirty_pages = bitmap.iter().map(|w| u64::from(w.count_ones())).sum();
     let bitmap_exact = bitmap == expected;
     let clear_log_seconds = if vm.manual_protect() {
         let start = Instant::now();
-        vm.clear_dirty_log(&mut bitmap)?;
+        vm.clear_dirty_log(&bitmap)?;
         Some(start.elapsed().as_secs_f64())
     } else {
         None
@@ -289,6 +292,10 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
             .summary()
     };
     let manual_protect = matches!(&subject, Subject::Kvm(vm) if vm.manual_protect());
+    let memslots = match &subject {
+        Subject::Kvm(vm) => Some(vm.test_slots()),
+        Subject::Host(_) => None,
+    };
     Ok(DirtyLogOutcome {
         test: "dirty-log",
         engine: common.engine,
@@ -299,6 +306,7 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
         pattern,
         seed: options.seed,
         manual_protect,
+        memslots,
         populate_seconds: populate.total.as_secs_f64(),
         enable_seconds,
         disable_seconds,

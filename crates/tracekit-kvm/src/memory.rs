@@ -33,6 +33,20 @@ pub enum Backing {
 }
 
 impl Backing {
+    /// Every backing, in the order the command line lists them.
+    pub const ALL: [Backing; 5] = [
+        Backing::Anonymous,
+        Backing::AnonymousThp,
+        Backing::Shared,
+        Backing::Hugetlb,
+        Backing::SharedHugetlb,
+    ];
+
+    /// The backing called `name` (see [`Backing::name`]).
+    pub fn from_name(name: &str) -> Option<Backing> {
+        Backing::ALL.into_iter().find(|b| b.name() == name)
+    }
+
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {

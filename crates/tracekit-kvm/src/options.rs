@@ -37,6 +37,8 @@ pub struct CommonOptions {
     pub privilege: Privilege,
     /// Every vCPU touches the same memory instead of its own slice (the selftests' `-o`).
     pub overlap: bool,
+    /// Memory slots the test memory is split into (the selftests' `-x`; KVM only).
+    pub slots: usize,
 }
 
 impl CommonOptions {
@@ -48,6 +50,7 @@ impl CommonOptions {
             manual_dirty_protect,
             privilege: self.privilege,
             overlap: self.overlap,
+            slots: self.slots,
         }
     }
 

@@ -325,6 +325,7 @@ mod tests {
             pattern: crate::access::AccessPattern::WRITE_ALL,
             seed: 1,
             manual_protect: false,
+            memslots: Some(1),
             populate_seconds: 0.04,
             enable_seconds: Some(0.000145),
             disable_seconds: None,

@@ -56,6 +56,11 @@ pub fn max_vcpus(device: &Path) -> Result<usize> {
     Ok(open_kvm(device)?.get_max_vcpus())
 }
 
+/// The number of memory slots the KVM at `device` allows per VM (KVM_CAP_NR_MEMSLOTS).
+pub fn max_memslots(device: &Path) -> Result<usize> {
+    Ok(open_kvm(device)?.get_nr_memslots())
+}
+
 fn open_kvm(device: &Path) -> Result<Kvm> {
     let name = device.display().to_string();
     let path = CString::new(device.as_os_str().as_bytes())
@@ -78,6 +83,8 @@ pub struct VmOptions {
     pub privilege: Privilege,
     /// All vCPUs touch the same memory (the selftests' `-o`).
     pub overlap: bool,
+    /// Split the test memory into this many memory slots of equal size (the selftests' `-x`).
+    pub slots: usize,
 }
 
 impl VmOptions {
@@ -89,6 +96,7 @@ impl VmOptions {
             manual_dirty_protect: false,
             privilege: Privilege::User,
             overlap: false,
+            slots: 1,
         }
     }
 }
@@ -105,6 +113,8 @@ pub struct PerfTestVm {
     privilege: Privilege,
     /// The guest TSC frequency (KVM_GET_TSC_KHZ), to turn the guest's TSC stamps into time.
     tsc_khz: u32,
+    /// Memory slots the test memory is split into (ids TEST_SLOT..).
+    slots: u32,
 }
 
 impl PerfTestVm {
@@ -124,6 +134,7 @@ impl PerfTestVm {
         let end_gfn = region_end_gfn(cpuid.as_slice());
         let vm = kvm_sys.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
         let manual_protect = options.manual_dirty_protect && enable_manual_protect(&kvm_sys, &vm)?;
+        let slots = check_slots(&layout, options.slots, kvm_sys.get_nr_memslots())?;
 
         let low_bytes = low_pages(&layout) * PAGE_SIZE;
         let test_gpa = test_gpa(&layout, end_gfn, low_bytes)?;
@@ -139,9 +150,11 @@ impl PerfTestVm {
             manual_protect,
             privilege: options.privilege,
             tsc_khz: 0,
+            slots,
         };
-        this.set_slot(LOW_SLOT, 0, &this.low, 0)?;
-        this.set_slot(TEST_SLOT, test_gpa, &this.test, 0)?;
+        let low_host = this.low.as_ptr() as u64;
+        this.set_slot(LOW_SLOT, 0, low_host, this.low.len() as u64, 0)?;
+        this.set_test_slots(0)?;
         let cr3 = this.build_low_memory()?;
         for id in 0..vcpus {
             let vcpu = this
@@ -211,57 +224,106 @@ impl PerfTestVm {
             .collect()
     }
 
-    /// Starts or stops dirty logging on the test slot.
+    /// Starts or stops dirty logging on the test slots.
     pub fn set_dirty_logging(&mut self, on: bool) -> Result<()> {
         let flags = if on { KVM_MEM_LOG_DIRTY_PAGES } else { 0 };
-        self.set_slot(TEST_SLOT, self.test_gpa, &self.test, flags)
+        self.set_test_slots(flags)
     }
 
-    /// KVM_GET_DIRTY_LOG for the test slot: one bit per guest page, vCPU 0's pages first.
+    /// Number of memory slots the test memory is split into.
+    pub fn test_slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Slot `i` of the test memory: its KVM slot id, first page and page count.
+    fn test_slot(&self, i: u32) -> (u32, u64, u64) {
+        let pages = self.layout.memory_pages() / u64::from(self.slots);
+        (TEST_SLOT + i, u64::from(i) * pages, pages)
+    }
+
+    fn set_test_slots(&self, flags: u32) -> Result<()> {
+        for i in 0..self.slots {
+            let (slot, first, pages) = self.test_slot(i);
+            let offset = first * PAGE_SIZE;
+            let host = self.test.as_ptr() as u64 + offset;
+            self.set_slot(slot, self.test_gpa + offset, host, pages * PAGE_SIZE, flags)?;
+        }
+        Ok(())
+    }
+
+    /// KVM_GET_DIRTY_LOG for every test slot, joined into one bitmap: one bit per guest page of
+    /// the test memory, vCPU 0's pages first.
     pub fn get_dirty_log(&self) -> Result<Vec<u64>> {
-        self.vm
-            .get_dirty_log(TEST_SLOT, self.test.len())
-            .map_err(kvm("KVM_GET_DIRTY_LOG"))
+        let mut joined = vec![0u64; self.layout.memory_pages().div_ceil(64) as usize];
+        for i in 0..self.slots {
+            let (slot, first, pages) = self.test_slot(i);
+            let bits = self
+                .vm
+                .get_dirty_log(slot, (pages * PAGE_SIZE) as usize)
+                .map_err(kvm("KVM_GET_DIRTY_LOG"))?;
+            for page in (0..pages).filter(|&p| bits[(p / 64) as usize] >> (p % 64) & 1 == 1) {
+                let bit = first + page;
+                joined[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        Ok(joined)
     }
 
-    /// KVM_CLEAR_DIRTY_LOG for the pages set in `bitmap` (only with manual protection):
-    /// write-protects them again so the next writes are logged.
-    pub fn clear_dirty_log(&self, bitmap: &mut [u64]) -> Result<()> {
-        let num_pages = u32::try_from(self.layout.memory_pages())
-            .map_err(|_| Error::Invalid("test slot too large for KVM_CLEAR_DIRTY_LOG".into()))?;
-        // The ioctl reads `num_pages` bits whatever the slice's length: a short one is refused
-        // here rather than read past.
-        if (bitmap.len() as u64) * 64 < u64::from(num_pages) {
+    /// KVM_CLEAR_DIRTY_LOG for the pages set in `bitmap` (as [`PerfTestVm::get_dirty_log`]
+    /// returns it; only with manual protection): write-protects them again so the next writes
+    /// are logged, one call per slot.
+    pub fn clear_dirty_log(&self, bitmap: &[u64]) -> Result<()> {
+        let total = self.layout.memory_pages();
+        if (bitmap.len() as u64) * 64 < total {
             return Err(Error::Invalid(format!(
-                "KVM_CLEAR_DIRTY_LOG: bitmap of {} words for {num_pages} pages",
+                "KVM_CLEAR_DIRTY_LOG: bitmap of {} words for {total} pages",
                 bitmap.len()
             )));
         }
+        for i in 0..self.slots {
+            let (slot, first, pages) = self.test_slot(i);
+            let mut own = vec![0u64; pages.div_ceil(64) as usize];
+            for page in 0..pages {
+                let bit = first + page;
+                own[(page / 64) as usize] |=
+                    (bitmap[(bit / 64) as usize] >> (bit % 64) & 1) << (page % 64);
+            }
+            self.clear_slot_log(slot, &mut own, pages)?;
+        }
+        Ok(())
+    }
+
+    fn clear_slot_log(&self, slot: u32, bitmap: &mut [u64], pages: u64) -> Result<()> {
+        let num_pages = u32::try_from(pages)
+            .map_err(|_| Error::Invalid("test slot too large for KVM_CLEAR_DIRTY_LOG".into()))?;
+        debug_assert!(bitmap.len() as u64 * 64 >= pages);
         let mut clear = kvm_clear_dirty_log {
-            slot: TEST_SLOT,
+            slot,
             num_pages,
             first_page: 0,
             __bindgen_anon_1: kvm_clear_dirty_log__bindgen_ty_1 {
                 dirty_bitmap: bitmap.as_mut_ptr().cast(),
             },
         };
-        // SAFETY: KVM reads `num_pages` bits from `bitmap`, which holds at least that many (checked
-        // above), and reads/writes only the struct itself.
+        // SAFETY: KVM reads `num_pages` bits from `bitmap`, which the caller sized for `pages`
+        // bits, and reads/writes only the struct itself.
         unsafe { sys::kvm_clear_dirty_log_ioctl(self.vm.as_raw_fd(), &mut clear) }
             .map_err(|e| kvm("KVM_CLEAR_DIRTY_LOG")(kvm_ioctls::Error::new(e as i32)))?;
         Ok(())
     }
 
-    fn set_slot(&self, slot: u32, gpa: u64, mem: &HostMemory, flags: u32) -> Result<()> {
+    /// Sets slot `slot` to the `len` bytes of our memory at host address `host`.
+    fn set_slot(&self, slot: u32, gpa: u64, host: u64, len: u64, flags: u32) -> Result<()> {
         let region = kvm_userspace_memory_region {
             slot,
             flags,
             guest_phys_addr: gpa,
-            memory_size: mem.len() as u64,
-            userspace_addr: mem.as_ptr() as u64,
+            memory_size: len,
+            userspace_addr: host,
         };
-        // SAFETY: `mem` is a live mapping of `memory_size` bytes owned by `self`, which also owns
-        // the VM; the VM (and so the slot) is dropped before the mapping (field order).
+        // SAFETY: `host..host + len` lies in a live mapping owned by `self` (low or test memory),
+        // which also owns the VM; the VM (and so the slot) is dropped before the mapping (field
+        // order).
         unsafe { self.vm.set_user_memory_region(region) }.map_err(kvm("KVM_SET_USER_MEMORY_REGION"))
     }
 
@@ -406,6 +468,27 @@ fn enable_manual_protect(kvm_sys: &Kvm, vm: &VmFd) -> Result<bool> {
     vm.enable_cap(&enable)
         .map_err(kvm("KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2)"))?;
     Ok(true)
+}
+
+/// Checks a memslot count: at least 1, each slot a whole number of host pages, and with the
+/// low-memory slot no more than KVM's KVM_CAP_NR_MEMSLOTS.
+fn check_slots(layout: &Layout, slots: usize, kvm_slots: usize) -> Result<u32> {
+    let allowed = kvm_slots.saturating_sub(1);
+    if slots == 0 || slots > allowed {
+        return Err(Error::Invalid(format!(
+            "{slots} memslots requested; KVM allows {kvm_slots} per VM and the guest's code and \
+             page tables take one: choose between 1 and {allowed}"
+        )));
+    }
+    let unit = slots as u64 * layout.host_page_size;
+    if !layout.total_bytes().is_multiple_of(unit) {
+        return Err(Error::Invalid(format!(
+            "{} bytes of test memory do not split into {slots} memslots of whole {}-byte pages",
+            layout.total_bytes(),
+            layout.host_page_size
+        )));
+    }
+    Ok(slots as u32)
 }
 
 fn arg_at(vcpu: usize, field: u64) -> usize {

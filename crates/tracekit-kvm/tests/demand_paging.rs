@@ -22,6 +22,7 @@ fn config(engine: Engine, vcpus: usize, uffd: Option<UffdOptions>) -> DemandPagi
             kvm_device: KVM_DEVICE.into(),
             privilege: Privilege::User,
             overlap: false,
+            slots: 1,
         },
         uffd,
     }

@@ -15,6 +15,7 @@ fn config(vcpus: usize, wr_fract: u64, manual_protect: bool) -> DirtyLogOptions 
             kvm_device: KVM_DEVICE.into(),
             privilege: Privilege::User,
             overlap: false,
+            slots: 1,
         },
         iterations: 2,
         wr_fract,
@@ -126,4 +127,37 @@ fn overlapping_vcpus_dirty_one_slice() {
     assert_eq!((r.expected_dirty_pages, r.bitmap_exact), (512, Some(true)));
     assert!(r.iterations.iter().all(|i| i.dirty_pages == Some(512)));
     assert!(r.verified, "{:?}", r.verification);
+}
+
+/// -x 4: the 1024 pages in 4 memslots; each slot's log is collected (and cleared) on its own
+/// and the joined bitmap is exact, with a write percentage so the bits differ slot by slot.
+#[test]
+fn several_memslots_log_exactly() {
+    for manual in [true, false] {
+        let mut c = config(2, 1, manual);
+        (c.common.slots, c.write_percent) = (4, Some(50));
+        let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+        assert_eq!((r.memslots, r.bitmap_exact), (Some(4), Some(true)));
+        assert!(
+            r.iterations
+                .iter()
+                .all(|i| i.dirty_pages == Some(i.expected_dirty_pages))
+        );
+        assert!(r.verified, "{:?}", r.verification);
+    }
+}
+
+#[test]
+fn memslot_counts_kvm_cannot_take_are_refused() {
+    let max = tracekit_kvm::vm::max_memslots(std::path::Path::new(KVM_DEVICE)).unwrap();
+    for (slots, message) in [
+        (0, "0 memslots requested"),
+        (max, "the guest's code and page tables take one"),
+        (3, "do not split into 3 memslots"),
+    ] {
+        let mut c = config(1, 1, true);
+        c.common.slots = slots;
+        let err = run_dirty_log(&c, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains(message), "{slots}: {err}");
+    }
 }

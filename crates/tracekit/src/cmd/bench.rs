@@ -3,7 +3,8 @@
 
 use crate::output::OutputArgs;
 use anyhow::bail;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,8 +43,8 @@ pub struct CommonArgs {
     #[arg(short = 'b', long = "bytes", value_name = "BYTES", value_parser = parse_size, default_value = "1G")]
     bytes_per_vcpu: u64,
     /// Host memory backing the test memory.
-    #[arg(short = 's', long, value_enum, default_value_t = BackingArg::Anonymous)]
-    backing: BackingArg,
+    #[arg(short = 's', long, default_value = "anonymous", value_parser = backing_parser())]
+    backing: Backing,
     /// Pin vCPU i to the i-th CPU of the list, e.g. 0,1 or 0-3 (demand-paging -u: its
     /// userfaultfd handler too).
     #[arg(short = 'c', long = "cpus", value_name = "CPU_LIST", value_parser = parse_cpus)]
@@ -59,6 +60,9 @@ pub struct CommonArgs {
     /// tracekit's output file).
     #[arg(long)]
     overlap: bool,
+    /// Split the test memory into this many memory slots (the selftests' -x).
+    #[arg(short = 'x', long = "memslots", value_name = "N", default_value_t = 1)]
+    slots: usize,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -134,7 +138,7 @@ impl CommonArgs {
             engine: if no_kvm { Engine::Host } else { Engine::Kvm },
             vcpus: self.vcpus,
             bytes_per_vcpu: self.bytes_per_vcpu,
-            backing: self.backing.into(),
+            backing: self.backing,
             cpus: self.cpus.clone().map(|l| l.0),
             kvm_device: self.kvm_device.clone(),
             privilege: if self.supervisor {
@@ -143,6 +147,7 @@ impl CommonArgs {
                 Privilege::User
             },
             overlap: self.overlap,
+            slots: self.slots,
         }
     }
 }
@@ -155,25 +160,11 @@ fn parse_cpus(s: &str) -> Result<CpuList, tracekit_core::units::ParseError> {
     parse_cpu_list(s).map(CpuList)
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum BackingArg {
-    Anonymous,
-    AnonymousThp,
-    Shared,
-    Hugetlb,
-    SharedHugetlb,
-}
-
-impl From<BackingArg> for Backing {
-    fn from(b: BackingArg) -> Self {
-        match b {
-            BackingArg::Anonymous => Backing::Anonymous,
-            BackingArg::AnonymousThp => Backing::AnonymousThp,
-            BackingArg::Shared => Backing::Shared,
-            BackingArg::Hugetlb => Backing::Hugetlb,
-            BackingArg::SharedHugetlb => Backing::SharedHugetlb,
-        }
-    }
+/// The backing names the library knows, parsed into its [`Backing`].
+fn backing_parser() -> impl clap::builder::TypedValueParser<Value = Backing> {
+    let names = Backing::ALL.map(Backing::name);
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|name| Backing::from_name(&name).expect("one of the possible values"))
 }
 
 /// Runs a `tracekit bench` subcommand.
