@@ -81,7 +81,10 @@ impl Backing {
         let base = MapFlags::MAP_NORESERVE;
         match self {
             Backing::Anonymous | Backing::AnonymousThp => base | MapFlags::MAP_PRIVATE,
-            Backing::Shared | Backing::SharedHugetlb => base | MapFlags::MAP_SHARED,
+            Backing::Shared => base | MapFlags::MAP_SHARED,
+            // No MAP_NORESERVE for hugetlb: the mapping then reserves its huge pages up front
+            // and fails at once when too few are free, instead of a guest fault failing later.
+            Backing::SharedHugetlb => MapFlags::MAP_SHARED,
             Backing::Hugetlb => MapFlags::MAP_PRIVATE | MapFlags::MAP_HUGETLB,
         }
     }
@@ -363,14 +366,16 @@ mod hugetlb_tests {
     /// whichever the machine has, the outcome is checked.
     #[test]
     fn hugetlb_maps_or_explains() {
-        let result = HostMemory::new(HUGE_PAGE_SIZE, Backing::Hugetlb);
-        if free_huge_pages() >= 1 {
-            let m = result.unwrap();
-            m.write_u64(HUGE_PAGE_SIZE as usize - 8, 7);
-            assert_eq!(m.read_u64(HUGE_PAGE_SIZE as usize - 8), 7);
-        } else {
-            let err = result.unwrap_err().to_string();
-            assert!(err.contains("nr_hugepages"), "{err}");
+        for backing in [Backing::Hugetlb, Backing::SharedHugetlb] {
+            let result = HostMemory::new(HUGE_PAGE_SIZE, backing);
+            if free_huge_pages() >= 1 {
+                let m = result.unwrap();
+                m.write_u64(HUGE_PAGE_SIZE as usize - 8, 7);
+                assert_eq!(m.read_u64(HUGE_PAGE_SIZE as usize - 8), 7);
+            } else {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains("nr_hugepages"), "{backing:?}: {err}");
+            }
         }
     }
 }
