@@ -10,7 +10,8 @@
 # changes on this shared machine hit all columns alike; the table shows medians and the ratios
 # of medians.
 #
-# One definition of pages/sec for both: all guest pages / wall time of the fault phase. For the
+# One definition of pages/sec for both: guest pages of test memory / wall time of the fault
+# phase (with -o every vCPU visits all the memory, but each page is faulted once). For the
 # selftest that is its "Total guest execution time" (vCPU threads created to all joined); for
 # tracekit, total_seconds (first vCPU released to last done). The selftest's own printed rate is
 # checked against pages / its time: a difference above 0.1% is reported (6.1 divided tv_nsec by
@@ -44,6 +45,15 @@ for V in 1 2; do
     done
     CONFIGS+=("minor-shmem-$V|$V|-s shmem -u MINOR|-s shared -u --minor")
 done
+# Knobs: two reader threads per uffd, and overlapping vCPU memory (-o implies one uffd).
+CONFIGS+=("readers-2|2|-u MISSING -r 2|-u -r 2")
+CONFIGS+=("overlap-2|2|-u MISSING -o|-u --overlap")
+# Dirty logging: NAME VCPUS SELFTEST_ARGS | TRACEKIT_ARGS (the same flags in both but --overlap).
+DIRTY=()
+for V in 1 2; do DIRTY+=("dirty-$V|$V||"); done
+DIRTY+=("dirty-w50a|2|-w 50 -a|-w 50 -a")
+DIRTY+=("dirty-x8|2|-x 8|-x 8")
+DIRTY+=("dirty-g|2|-g|-g")
 
 fail() { echo "bench/kvm-vs-selftests.sh: $*" >&2; exit 1; }
 
@@ -58,7 +68,8 @@ selftest() {
     printed=$(sed -n 's/^Overall demand paging rate:\s*\([0-9.]*\) pgs\/sec$/\1/p' <<<"$out")
     pages=$((PAGES_PER_VCPU * v))
     awk -v p="$pages" -v t="$t" 'BEGIN {printf "%.1f\n", p / t}' >>"$WORK/$name.st"
-    awk -v p="$pages" -v t="$t" -v r="$printed" 'BEGIN {printf "%.6f\n", r / (p / t)}' >>"$WORK/printed"
+    awk -v p="$pages" -v t="$t" -v r="$printed" -v n="$v vCPU, $args" \
+        'BEGIN {printf "%.4f\t%s\n", r / (p / t), n}' >>"$WORK/printed"
 }
 
 # tracekit NAME V SUFFIX ARGS...: one run; appends pages/sec to $WORK/NAME.SUFFIX.
@@ -70,21 +81,23 @@ tracekit() {
     jq -r .pages_per_sec "$WORK/r.json" >>"$WORK/$name.$suffix"
 }
 
-# Dirty logging: the selftest's and tracekit's median dirtying time per iteration.
+# Dirty logging: the selftest's and tracekit's pages/sec per dirtying iteration (all pages
+# visited / the iteration's time).
 ITER=3
 dirty_selftest() {
-    local v=$1 out
-    out=$("$ST/dirty_log_perf_test" -v "$v" -b "$BYTES" -i "$ITER" -c "$(seq -s, 0 $((v - 1)))" 2>&1) ||
-        fail "dirty_log_perf_test failed: $out"
+    local name=$1 v=$2 args=$3 out
+    # shellcheck disable=SC2086
+    out=$("$ST/dirty_log_perf_test" -v "$v" -b "$BYTES" -i "$ITER" -c "$(seq -s, 0 $((v - 1)))" $args 2>&1) ||
+        fail "dirty_log_perf_test $args failed: $out"
     sed -n 's/^Iteration [0-9]* dirty memory time: \([0-9.]*\)s$/\1/p' <<<"$out" |
-        awk -v p=$((PAGES_PER_VCPU * v)) '{print p / $1}' >>"$WORK/dirty-$v.st"
+        awk -v p=$((PAGES_PER_VCPU * v)) '{print p / $1}' >>"$WORK/$name.st"
 }
 dirty_tracekit() {
-    local v=$1 suffix=$2
-    shift 2
+    local name=$1 v=$2 suffix=$3
+    shift 3
     "$TK" bench dirty-log -v "$v" -b "$BYTES" -i "$ITER" -c "$(seq -s, 0 $((v - 1)))" "$@" --json -o "$WORK/d.json"
     [ "$(jq '.verified and .bitmap_exact' "$WORK/d.json")" = true ] || fail "dirty-log $* not verified"
-    jq -r --argjson p $((PAGES_PER_VCPU * v)) '.iterations[].dirty_seconds | $p / .' "$WORK/d.json" >>"$WORK/dirty-$v.$suffix"
+    jq -r --argjson p $((PAGES_PER_VCPU * v)) '.iterations[].dirty_seconds | $p / .' "$WORK/d.json" >>"$WORK/$name.$suffix"
 }
 
 for rep in $(seq "$REPS"); do
@@ -98,10 +111,13 @@ for rep in $(seq "$REPS"); do
             tracekit "$name" "$v" cpl3 $targs
         fi
     done
-    for v in 1 2; do
-        dirty_selftest "$v"
-        dirty_tracekit "$v" cpl0 --supervisor
-        dirty_tracekit "$v" cpl3
+    for c in "${DIRTY[@]}"; do
+        IFS='|' read -r name v sargs targs <<<"$c"
+        dirty_selftest "$name" "$v" "$sargs"
+        # shellcheck disable=SC2086
+        dirty_tracekit "$name" "$v" cpl0 $targs --supervisor
+        # shellcheck disable=SC2086
+        dirty_tracekit "$name" "$v" cpl3 $targs
     done
 done
 
@@ -126,9 +142,12 @@ for c in "${CONFIGS[@]}"; do
     IFS='|' read -r name v sargs _ <<<"$c"
     row "$v vCPU, $sargs" "$name"
 done
-for v in 1 2; do
-    row "$v vCPU, dirty-log pass (-i $ITER)" "dirty-$v"
+for c in "${DIRTY[@]}"; do
+    IFS='|' read -r name v sargs _ <<<"$c"
+    row "$v vCPU, dirty-log pass ${sargs:-(-i $ITER)}" "$name"
 done
-printf '\nselftest printed rate / (pages / its time): min %s, max %s (1.000000: printed correctly)\n' \
-    "$(sort -g "$WORK/printed" | head -1)" "$(sort -g "$WORK/printed" | tail -1)"
+printf '\nselftest printed "Overall demand paging rate" / (pages of memory / its time), by configuration:\n'
+sort -t$'\t' -k2,2 -k1,1g "$WORK/printed" | awk -F'\t' '
+    {if (!($2 in lo)) {lo[$2] = $1; order[++n] = $2}; hi[$2] = $1}
+    END {for (i = 1; i <= n; i++) {k = order[i]; printf "  %-36s %s..%s%s\n", k, lo[k], hi[k], (hi[k] > 1.001 || lo[k] < 0.999) ? "  <- differs" : ""}}' 
 printf 'load average after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

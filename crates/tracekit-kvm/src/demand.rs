@@ -56,8 +56,12 @@ pub struct DemandPagingOutcome {
     pub guest_seconds: Option<Vec<f64>>,
     /// Seconds from the first vCPU starting to the last finishing.
     pub total_seconds: f64,
-    /// Pages faulted in per second over all vCPUs: total pages / total seconds.
+    /// Pages faulted in per second over all vCPUs: pages of test memory / total seconds (with
+    /// overlapping vCPUs each page is faulted once however many vCPUs visit it).
     pub pages_per_sec: f64,
+    /// Pages visited over all vCPUs (`total_pages`, or vCPUs × the memory's pages with
+    /// overlapping vCPUs).
+    pub pages_visited: u64,
     /// True only when every page was checked after the run and held what was written.
     pub verified: bool,
     /// Details of the check.
@@ -102,7 +106,7 @@ pub fn run_demand_paging(
         vcpus: layout.vcpus,
         bytes_per_vcpu: layout.bytes_per_vcpu,
         pages_per_vcpu: layout.pages_per_vcpu,
-        total_pages: layout.total_pages(),
+        total_pages: layout.memory_pages(),
         backing: common.backing,
         test_gpa: toucher.test_gpa(),
         test_gva: layout.gva,
@@ -111,7 +115,9 @@ pub fn run_demand_paging(
         vcpu_seconds: seconds(&times.per_vcpu),
         guest_seconds: times.guest.as_deref().map(seconds),
         total_seconds,
-        pages_per_sec: layout.total_pages() as f64 / total_seconds.max(1e-9),
+        pages_per_sec: layout.memory_pages() as f64 / total_seconds.max(1e-9),
+        pages_visited: layout.total_pages(),
+        // Every visit is checked: vCPUs x the memory's pages with overlapping vCPUs.
         verified: verification.ok(layout.total_pages()),
         verification,
     };

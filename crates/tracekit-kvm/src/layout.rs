@@ -27,7 +27,7 @@ pub struct Layout {
     pub pages_per_vcpu: u64,
     /// Guest virtual address of vCPU 0's first page.
     pub gva: u64,
-    /// Every vCPU touches the same pages (the selftests' `-o`) instead of its own slice.
+    /// Every vCPU visits all the test memory (the selftests' `-o`) instead of its own slice.
     pub overlap: bool,
 }
 
@@ -82,7 +82,8 @@ impl Layout {
             bytes_per_vcpu,
             guest_page_size: PAGE_SIZE,
             host_page_size,
-            pages_per_vcpu: bytes_per_vcpu / PAGE_SIZE,
+            // memstress's -o: the memory is still vCPUs x bytes, and each vCPU visits all of it.
+            pages_per_vcpu: bytes_per_vcpu / PAGE_SIZE * if overlap { vcpus as u64 } else { 1 },
             gva: TEST_GVA,
             overlap,
         };
@@ -98,13 +99,9 @@ impl Layout {
         Ok(layout)
     }
 
-    /// Total bytes of test memory (one slice when the vCPUs overlap).
+    /// Total bytes of test memory.
     pub fn total_bytes(&self) -> u64 {
-        if self.overlap {
-            self.bytes_per_vcpu
-        } else {
-            self.bytes_per_vcpu * self.vcpus as u64
-        }
+        self.bytes_per_vcpu * self.vcpus as u64
     }
 
     /// Guest pages of test memory.
@@ -112,8 +109,8 @@ impl Layout {
         self.total_bytes() / self.guest_page_size
     }
 
-    /// Pages visited in one pass, over all vCPUs (more than [`Layout::memory_pages`] when the
-    /// vCPUs overlap): the numerator of pages/sec, as in the selftests.
+    /// Pages visited in one pass, over all vCPUs: [`Layout::memory_pages`] times the vCPUs
+    /// when they overlap (each visits all the memory).
     pub fn total_pages(&self) -> u64 {
         self.pages_per_vcpu * self.vcpus as u64
     }
@@ -127,6 +124,11 @@ impl Layout {
     pub fn offset(&self, vcpu: usize, page: u64) -> u64 {
         let slice = if self.overlap { 0 } else { vcpu as u64 };
         slice * self.bytes_per_vcpu + page * self.guest_page_size
+    }
+
+    /// Bytes each vCPU visits: its slice, or all the memory when the vCPUs overlap.
+    pub fn bytes_visited_per_vcpu(&self) -> u64 {
+        self.pages_per_vcpu * self.guest_page_size
     }
 
     /// Checks every page of every vCPU after a pass: page `p` of vCPU `v` must hold the value

@@ -61,7 +61,7 @@ pub fn demand_paging(r: &DemandPagingOutcome, style: Style) -> String {
     out += &verified_line(
         r.verified,
         r.verification.pages_checked,
-        r.total_pages,
+        r.pages_visited,
         style,
     );
     out
@@ -254,6 +254,7 @@ mod tests {
             bytes_per_vcpu: 4 << 20,
             pages_per_vcpu: 1024,
             total_pages: 2048,
+            pages_visited: 2048,
             backing: Backing::Anonymous,
             test_gpa: Some(0xfc_ff7f_f000),
             test_gva: 0xc000_0000,

@@ -273,7 +273,7 @@ impl UffdHandlers {
         };
         let slices: Vec<(u64, u64)> = match mode {
             HandlerMode::PerVcpu => (0..layout.vcpus)
-                .map(|v| (base + layout.offset(v, 0), layout.bytes_per_vcpu))
+                .map(|v| (base + layout.offset(v, 0), layout.bytes_visited_per_vcpu()))
                 .collect(),
             HandlerMode::Shared => vec![(base, mem.len() as u64)],
         };
