@@ -28,7 +28,7 @@
 //! let fault_in = vm.run_pass(0, None, &mut |_| {})?; // writes (and faults in) every page
 //! vm.set_dirty_logging(true)?;
 //! vm.seed_random(1);
-//! // Read every page, 1024 accesses per vCPU at random: memstress's -w 0 -a.
+//! // Read 1024 pages per vCPU drawn at random (with replacement): memstress's -w 0 -a.
 //! vm.set_access(&AccessPattern {
 //!     write_percent: Some(0),
 //!     random: true,
