@@ -305,3 +305,47 @@ fn dirty_log_write_percentage_extremes() {
         }
     }
 }
+
+/// --overlap: both vCPUs visit all 2048 pages, each faulted once through one uffd; -x beyond
+/// what KVM allows (or 0) is refused with the limit.
+#[test]
+fn overlap_and_memslot_limits() {
+    let doc = json(&[
+        "demand-paging",
+        "-v",
+        "2",
+        "-b",
+        "4M",
+        "--overlap",
+        "-u",
+        "-r",
+        "2",
+    ]);
+    assert_eq!(doc["verified"], true);
+    assert_eq!(
+        (doc["total_pages"].as_u64(), doc["pages_visited"].as_u64()),
+        (Some(2048), Some(4096))
+    );
+    let u = &doc["uffd"];
+    assert_eq!(
+        (
+            u["uffds"].as_u64(),
+            u["handlers"].as_u64(),
+            u["copies"].as_u64()
+        ),
+        (Some(1), Some(2), Some(2048))
+    );
+    let doc = json(&["dirty-log", "-v", "2", "-b", "4M", "-i", "1", "-x", "8"]);
+    assert_eq!(
+        (doc["memslots"].as_u64(), doc["bitmap_exact"].as_bool()),
+        (Some(8), Some(true))
+    );
+    fails_with(
+        &["bench", "dirty-log", "-b", "4M", "-x", "0"],
+        "0 memslots requested",
+    );
+    fails_with(
+        &["bench", "demand-paging", "-b", "4M", "-x", "1000000"],
+        "the guest's code and page tables take one",
+    );
+}
