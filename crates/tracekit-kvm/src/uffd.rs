@@ -288,29 +288,41 @@ impl UffdHandlers {
             register(&uffd, start, len, options.kind)?;
             let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(uffd_err("pipe", ""))?;
             handlers.stops.push(stop_tx);
-            let stop = Arc::new(stop_rx);
-            for r in 0..options.readers.max(1) {
-                let reader = Reader {
-                    uffd: uffd.clone(),
-                    stop: stop.clone(),
-                    page_size: layout.host_page_size,
-                    kind: options.kind,
-                    delay: options.delay,
-                };
-                let cpu = cpus.map(|c| c[i]);
-                let thread = std::thread::Builder::new()
-                    .name(format!("uffd{i}.{r}"))
-                    .spawn(move || {
-                        if let Some(cpu) = cpu {
-                            pin_current_thread(cpu)?;
-                        }
-                        serve(&reader)
-                    })
-                    .map_err(Error::Thread)?;
-                handlers.threads.push(thread);
-            }
+            let cpu = cpus.map(|c| c[i]);
+            handlers.spawn_readers(i, &uffd, &Arc::new(stop_rx), layout.host_page_size, cpu)?;
         }
         Ok(handlers)
+    }
+
+    /// Starts the reader threads of uffd `i`, all polling `uffd` and its `stop` pipe.
+    fn spawn_readers(
+        &mut self,
+        i: usize,
+        uffd: &Arc<OwnedFd>,
+        stop: &Arc<OwnedFd>,
+        page_size: u64,
+        cpu: Option<usize>,
+    ) -> Result<()> {
+        for r in 0..self.options.readers.max(1) {
+            let reader = Reader {
+                uffd: uffd.clone(),
+                stop: stop.clone(),
+                page_size,
+                kind: self.options.kind,
+                delay: self.options.delay,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("uffd{i}.{r}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_current_thread(cpu)?;
+                    }
+                    serve(&reader)
+                })
+                .map_err(Error::Thread)?;
+            self.threads.push(thread);
+        }
+        Ok(())
     }
 
     /// Stops the handlers and returns what they did.
