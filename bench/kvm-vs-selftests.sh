@@ -45,6 +45,17 @@ for V in 1 2; do
     done
     CONFIGS+=("minor-shmem-$V|$V|-s shmem -u MINOR|-s shared -u --minor")
 done
+# Hugetlb backings (2 MiB pages) only when enough are reserved in /proc/sys/vm/nr_hugepages.
+HUGE_FREE=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+if [ "$HUGE_FREE" -ge $((2 * $(bytes_of "$BYTES") / (2 << 20))) ]; then
+    for V in 1 2; do
+        CONFIGS+=("kernel-hugetlb-$V|$V|-s anonymous_hugetlb|-s hugetlb")
+        CONFIGS+=("missing-hugetlb-$V|$V|-s anonymous_hugetlb -u MISSING|-s hugetlb -u")
+        CONFIGS+=("minor-shared_hugetlb-$V|$V|-s shared_hugetlb -u MINOR|-s shared-hugetlb -u --minor")
+    done
+else
+    echo "bench/kvm-vs-selftests.sh: no hugetlb rows ($HUGE_FREE free 2 MiB pages; reserve them in /proc/sys/vm/nr_hugepages)" >&2
+fi
 # Knobs: two reader threads per uffd, and overlapping vCPU memory (-o implies one uffd).
 CONFIGS+=("readers-2|2|-u MISSING -r 2|-u -r 2")
 CONFIGS+=("overlap-2|2|-u MISSING -o|-u --overlap")
@@ -100,6 +111,18 @@ dirty_tracekit() {
     jq -r --argjson p $((PAGES_PER_VCPU * v)) '.iterations[].dirty_seconds | $p / .' "$WORK/d.json" >>"$WORK/$name.$suffix"
 }
 
+# TK_ONLY=REGEX runs only the configurations whose name matches (e.g. TK_ONLY=hugetlb).
+if [ -n "${TK_ONLY:-}" ]; then
+    keep() {
+        local c
+        for c in "$@"; do
+            if [[ ${c%%|*} =~ $TK_ONLY ]]; then printf '%s\n' "$c"; fi
+        done
+    }
+    mapfile -t CONFIGS < <(keep "${CONFIGS[@]}")
+    mapfile -t DIRTY < <(keep "${DIRTY[@]}")
+fi
+
 for rep in $(seq "$REPS"); do
     echo "bench/kvm-vs-selftests.sh: repetition $rep of $REPS" >&2
     for c in "${CONFIGS[@]}"; do
@@ -129,15 +152,15 @@ row() {
     awk -v l="$label" -v s="$st" -v a="$t0" -v b="$t3" 'BEGIN {
         r0 = (a == "-") ? "-" : sprintf("%.2fx", a / s)
         r3 = (b == "-") ? "-" : sprintf("%.2fx", b / s)
-        printf "| %-36s | %10.0f | %10s | %6s | %10s | %6s |\n", l, s, (a == "-") ? "-" : sprintf("%.0f", a), r0, (b == "-") ? "-" : sprintf("%.0f", b), r3
+        printf "| %-40s | %10.0f | %10s | %6s | %10s | %6s |\n", l, s, (a == "-") ? "-" : sprintf("%.0f", a), r0, (b == "-") ? "-" : sprintf("%.0f", b), r3
     }'
 }
 
 printf '\nmachine: %s CPUs, %s, load average %s\n' "$(nproc)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'selftests: %s (linux-source-6.12 %s)\n' "$ST" "$(dpkg-query -W -f '${Version}' linux-source-6.12)"
 printf '%s per vCPU (4 KiB guest pages), %s interleaved repetitions, medians; tracekit verified every page of every run\n\n' "$BYTES" "$REPS"
-printf '| %-36s | %10s | %10s | %6s | %10s | %6s |\n' "configuration (pages/sec)" "selftest" "tk CPL 0" "ratio" "tk CPL 3" "ratio"
-printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..38})" "------------" "------------" "--------" "------------" "--------"
+printf '| %-40s | %10s | %10s | %6s | %10s | %6s |\n' "configuration (pages/sec)" "selftest" "tk CPL 0" "ratio" "tk CPL 3" "ratio"
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..42})" "------------" "------------" "--------" "------------" "--------"
 for c in "${CONFIGS[@]}"; do
     IFS='|' read -r name v sargs _ <<<"$c"
     row "$v vCPU, $sargs" "$name"
@@ -149,5 +172,5 @@ done
 printf '\nselftest printed "Overall demand paging rate" / (pages of memory / its time), by configuration:\n'
 sort -t$'\t' -k2,2 -k1,1g "$WORK/printed" | awk -F'\t' '
     {if (!($2 in lo)) {lo[$2] = $1; order[++n] = $2}; hi[$2] = $1}
-    END {for (i = 1; i <= n; i++) {k = order[i]; printf "  %-36s %s..%s%s\n", k, lo[k], hi[k], (hi[k] > 1.001 || lo[k] < 0.999) ? "  <- differs" : ""}}' 
+    END {for (i = 1; i <= n; i++) {k = order[i]; printf "  %-40s %s..%s%s\n", k, lo[k], hi[k], (hi[k] > 1.001 || lo[k] < 0.999) ? "  <- differs" : ""}}' 
 printf 'load average after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
