@@ -74,6 +74,7 @@ pub fn run_demand_paging(
     tick: Progress,
 ) -> Result<DemandPagingOutcome> {
     let common = &options.common;
+    common.check()?;
     let mut toucher: Box<dyn Toucher> = match common.engine {
         Engine::Kvm => Box::new(PerfTestVm::new(
             common.vcpus,

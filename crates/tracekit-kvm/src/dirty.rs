@@ -245,6 +245,7 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
         )));
     }
     let common = &options.common;
+    common.check()?;
     let pattern = options.pattern();
     if common.engine == Engine::Host && pattern.draws() {
         return Err(Error::Invalid(

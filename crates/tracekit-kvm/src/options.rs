@@ -54,6 +54,18 @@ impl CommonOptions {
         }
     }
 
+    /// Refuses what only a guest has: memslots belong to a VM, so `--no-kvm` cannot split its
+    /// memory into them (rather than ignore the request).
+    pub fn check(&self) -> crate::Result<()> {
+        if self.engine == Engine::Host && self.slots != 1 {
+            return Err(crate::Error::Invalid(format!(
+                "{} memslots requested, but host threads (--no-kvm) have no memslots; drop -x",
+                self.slots
+            )));
+        }
+        Ok(())
+    }
+
     /// The guest's CPU mode as the reports give it: none without a guest.
     pub fn guest_mode(&self) -> Option<&'static str> {
         (self.engine == Engine::Kvm).then_some(self.privilege.describe())

@@ -64,12 +64,15 @@ fn random_access_dirties_exactly_the_drawn_pages() {
 }
 
 #[test]
-fn write_percentage_needs_the_guest() {
+fn write_percentage_and_memslots_need_the_guest() {
     let mut c = config(1, 1, true);
     c.common.engine = Engine::Host;
     c.write_percent = Some(50);
     let err = run_dirty_log(&c, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("needs the guest"), "{err}");
+    (c.write_percent, c.common.slots) = (None, 2);
+    let err = run_dirty_log(&c, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("have no memslots"), "{err}");
 }
 
 #[test]
