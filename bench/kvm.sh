@@ -15,11 +15,25 @@
 # (software-virtualized KVM) is not a page-fault test: PVM emulates every supervisor instruction
 # and the emulator writes guest memory through the host mapping, so no guest fault is taken.
 #
-# Usage: bash bench/kvm.sh [REPS] [BYTES_PER_VCPU]   (root, /dev/kvm; default 5 and 256M)
+# With MODE `selftests` (or `all`, the default) it first runs bench/kvm-vs-selftests.sh: the
+# kernel's own demand_paging_test and dirty_log_perf_test (6.12, built from Debian's
+# linux-source-6.12 into /var/cache/tracekit by bench/kvm-selftests.sh, which installs the package
+# if missing) side by side with tracekit, REPS interleaved repetitions of BYTES per vCPU.
+# MODE `floors` runs only the table above.
+#
+# Usage: bash bench/kvm.sh [REPS] [BYTES_PER_VCPU] [all|selftests|floors]
+#        (root, /dev/kvm; default 5, 256M, all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-5}
 BYTES=${2:-256M}
+MODE=${3:-all}
+case $MODE in
+all | selftests) bash bench/kvm-vs-selftests.sh "$REPS" "$BYTES" ;;
+floors) ;;
+*) echo "bench/kvm.sh: MODE must be all, selftests or floors" >&2; exit 2 ;;
+esac
+[ "$MODE" = selftests ] && exit 0
 TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p tracekit
 TK="$TARGET/release/tracekit"

@@ -7,7 +7,7 @@ use crate::layout::Verification;
 use crate::memory::Backing;
 use crate::options::{CommonOptions, Engine};
 use crate::runner::{PassTimes, Toucher};
-use crate::uffd::{COPY_PATTERN, HandlerMode, UffdHandlers, UffdStats};
+use crate::uffd::{COPY_PATTERN, UffdHandlers, UffdOptions, UffdStats};
 use crate::vm::PerfTestVm;
 use serde::Serialize;
 use tracekit_core::process::Progress;
@@ -17,8 +17,8 @@ use tracekit_core::process::Progress;
 pub struct DemandPagingOptions {
     /// What both tests share.
     pub common: CommonOptions,
-    /// Serve faults with userfaultfd, in this mode; `None`: the kernel serves them.
-    pub uffd: Option<HandlerMode>,
+    /// Serve faults with userfaultfd, so configured; `None`: the kernel serves them.
+    pub uffd: Option<UffdOptions>,
 }
 
 /// Result of a demand-paging run, as printed and as JSON.
@@ -48,12 +48,20 @@ pub struct DemandPagingOutcome {
     pub cpus: Option<Vec<usize>>,
     /// userfaultfd handler statistics, when faults were served by userfaultfd.
     pub uffd: Option<UffdStats>,
-    /// Seconds each vCPU took.
+    /// Seconds each vCPU took (host clock, from the common start to its sync exit).
     pub vcpu_seconds: Vec<f64>,
+    /// Seconds each vCPU's pass took as the guest timed it (its TSC from the pass's first
+    /// instruction to its last page touched; KVM only): the host's share of a run is the
+    /// difference.
+    pub guest_seconds: Option<Vec<f64>>,
     /// Seconds from the first vCPU starting to the last finishing.
     pub total_seconds: f64,
-    /// Pages faulted in per second over all vCPUs: total pages / total seconds.
+    /// Pages faulted in per second over all vCPUs: pages of test memory / total seconds (with
+    /// overlapping vCPUs each page is faulted once however many vCPUs visit it).
     pub pages_per_sec: f64,
+    /// Pages visited over all vCPUs (`total_pages`, or vCPUs × the memory's pages with
+    /// overlapping vCPUs).
+    pub pages_visited: u64,
     /// True only when every page was checked after the run and held what was written.
     pub verified: bool,
     /// Details of the check.
@@ -66,29 +74,31 @@ pub fn run_demand_paging(
     tick: Progress,
 ) -> Result<DemandPagingOutcome> {
     let common = &options.common;
+    common.check()?;
     let mut toucher: Box<dyn Toucher> = match common.engine {
         Engine::Kvm => Box::new(PerfTestVm::new(
             common.vcpus,
             common.bytes_per_vcpu,
             &common.vm_options(false),
         )?),
-        Engine::Host => Box::new(HostToucher::new(
+        Engine::Host => Box::new(HostToucher::with_overlap(
             common.vcpus,
             common.bytes_per_vcpu,
             common.backing,
+            common.overlap,
         )?),
     };
     let cpus = common.cpus.as_deref();
     crate::runner::check_cpus(cpus, common.vcpus)?;
     let layout = *toucher.layout();
     let handlers = match options.uffd {
-        Some(mode) => Some(UffdHandlers::start(toucher.memory(), &layout, mode, cpus)?),
+        Some(uffd) => Some(UffdHandlers::start(toucher.memory(), &layout, &uffd, cpus)?),
         None => None,
     };
     let times: PassTimes = toucher.run_pass(0, cpus, tick)?;
     let uffd = handlers.map(UffdHandlers::stop).transpose()?;
     let tail = if uffd.is_some() { COPY_PATTERN } else { 0 };
-    let verification = layout.verify(toucher.memory(), |_| 0, tail);
+    let verification = layout.verify(toucher.memory(), |_, _| 0, tail);
     let total_seconds = times.total.as_secs_f64();
     let report = DemandPagingOutcome {
         test: "demand-paging",
@@ -97,19 +107,27 @@ pub fn run_demand_paging(
         vcpus: layout.vcpus,
         bytes_per_vcpu: layout.bytes_per_vcpu,
         pages_per_vcpu: layout.pages_per_vcpu,
-        total_pages: layout.total_pages(),
+        total_pages: layout.memory_pages(),
         backing: common.backing,
         test_gpa: toucher.test_gpa(),
         test_gva: layout.gva,
         cpus: common.cpus.clone(),
         uffd,
-        vcpu_seconds: times.per_vcpu.iter().map(|d| d.as_secs_f64()).collect(),
+        vcpu_seconds: seconds(&times.per_vcpu),
+        guest_seconds: times.guest.as_deref().map(seconds),
         total_seconds,
-        pages_per_sec: layout.total_pages() as f64 / total_seconds.max(1e-9),
+        pages_per_sec: layout.memory_pages() as f64 / total_seconds.max(1e-9),
+        pages_visited: layout.total_pages(),
+        // Every visit is checked: vCPUs x the memory's pages with overlapping vCPUs.
         verified: verification.ok(layout.total_pages()),
         verification,
     };
     Ok(report)
+}
+
+/// Durations as seconds.
+pub(crate) fn seconds(times: &[std::time::Duration]) -> Vec<f64> {
+    times.iter().map(|d| d.as_secs_f64()).collect()
 }
 
 impl DemandPagingOutcome {

@@ -3,6 +3,7 @@
 //! dirty bitmap (KVM_GET_DIRTY_LOG, then KVM_CLEAR_DIRTY_LOG with manual protection), checking
 //! the bitmap is exactly the pages written.
 
+use crate::access::{AccessPattern, replay};
 use crate::error::{Error, Result};
 use crate::host::HostToucher;
 use crate::layout::{Layout, Verification};
@@ -29,6 +30,24 @@ pub struct DirtyLogOptions {
     pub wr_fract: u64,
     /// Use KVM_CLEAR_DIRTY_LOG (manual protection) when the kernel supports it.
     pub manual_protect: bool,
+    /// Write each access's page with this probability in percent instead of by `wr_fract`
+    /// (dirty_log_perf_test's `-w`; KVM only).
+    pub write_percent: Option<u8>,
+    /// Pick each access's page at random (dirty_log_perf_test's `-a`; KVM only).
+    pub random_access: bool,
+    /// Seed of the guest's random generator (dirty_log_perf_test's `-r`).
+    pub seed: u32,
+}
+
+impl DirtyLogOptions {
+    /// The access pattern of the dirtying iterations.
+    pub fn pattern(&self) -> AccessPattern {
+        AccessPattern {
+            write_percent: self.write_percent,
+            random: self.random_access,
+            wr_fract: self.wr_fract.max(1),
+        }
+    }
 }
 
 /// One dirty-and-collect iteration.
@@ -40,12 +59,16 @@ pub struct IterationOutcome {
     pub dirty_seconds: f64,
     /// Seconds each vCPU took.
     pub vcpu_seconds: Vec<f64>,
+    /// Seconds each vCPU's pass took as the guest timed it (TSC; KVM only).
+    pub guest_seconds: Option<Vec<f64>>,
     /// Seconds of KVM_GET_DIRTY_LOG (KVM only).
     pub get_log_seconds: Option<f64>,
     /// Seconds of KVM_CLEAR_DIRTY_LOG, with manual protection.
     pub clear_log_seconds: Option<f64>,
     /// Bits set in the bitmap (KVM only).
     pub dirty_pages: Option<u64>,
+    /// Pages this iteration wrote, so must report dirty (replayed on the host).
+    pub expected_dirty_pages: u64,
     /// Whether the bitmap was exactly the pages written (KVM only).
     pub bitmap_exact: Option<bool>,
 }
@@ -63,17 +86,25 @@ pub struct DirtyLogOutcome {
     pub layout: Layout,
     /// Host backing.
     pub backing: Backing,
-    /// One page in `wr_fract` written per iteration.
+    /// One page in `wr_fract` written per iteration (when `pattern.write_percent` is `None`).
     pub wr_fract: u64,
+    /// How each iteration chose and wrote pages.
+    pub pattern: AccessPattern,
+    /// Seed of the guest's random generator.
+    pub seed: u32,
     /// Whether KVM_CLEAR_DIRTY_LOG (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) was used.
     pub manual_protect: bool,
+    /// Memory slots the test memory was split into (KVM only); each is logged and collected
+    /// on its own.
+    pub memslots: Option<u32>,
     /// Seconds of the populate pass (first touch of every page, logging off).
     pub populate_seconds: f64,
     /// Seconds to enable dirty logging on the test slot (KVM only).
     pub enable_seconds: Option<f64>,
     /// Seconds to disable it at the end (KVM only).
     pub disable_seconds: Option<f64>,
-    /// Pages each iteration writes, so must report dirty.
+    /// Pages the first iteration writes, so must report dirty (every iteration's own count is
+    /// in `iterations`; they differ only with a write percentage or random access).
     pub expected_dirty_pages: u64,
     /// Every iteration.
     pub iterations: Vec<IterationOutcome>,
@@ -121,10 +152,18 @@ impl Subject {
         }
     }
 
-    fn set_wr_fract(&mut self, wr_fract: u64) {
+    fn set_access(&mut self, pattern: &AccessPattern) {
         match self {
-            Subject::Kvm(vm) => vm.set_wr_fract(wr_fract),
-            Subject::Host(host) => host.set_wr_fract(wr_fract),
+            Subject::Kvm(vm) => vm.set_access(pattern),
+            Subject::Host(host) => host.set_wr_fract(pattern.wr_fract),
+        }
+    }
+
+    /// Each vCPU's random generator state before the next pass (host threads draw none).
+    fn random_states(&self) -> Vec<u64> {
+        match self {
+            Subject::Kvm(vm) => vm.random_states(),
+            Subject::Host(host) => vec![0; host.layout().vcpus],
         }
     }
 
@@ -147,6 +186,7 @@ impl Subject {
         expected: &[u64],
         tick: Progress,
     ) -> Result<IterationOutcome> {
+        let expected_dirty_pages = expected.iter().map(|w| u64::from(w.count_ones())).sum();
         let times = self.toucher().run_pass(iteration, cpus, tick)?;
         let collected = match self {
             Subject::Kvm(vm) => Some(collect(vm, expected)?),
@@ -155,10 +195,12 @@ impl Subject {
         Ok(IterationOutcome {
             iteration,
             dirty_seconds: times.total.as_secs_f64(),
-            vcpu_seconds: times.per_vcpu.iter().map(|d| d.as_secs_f64()).collect(),
+            vcpu_seconds: crate::demand::seconds(&times.per_vcpu),
+            guest_seconds: times.guest.as_deref().map(crate::demand::seconds),
             get_log_seconds: collected.as_ref().map(|c| c.get_log_seconds),
             clear_log_seconds: collected.as_ref().and_then(|c| c.clear_log_seconds),
             dirty_pages: collected.as_ref().map(|c| c.dirty_pages),
+            expected_dirty_pages,
             bitmap_exact: collected.as_ref().map(|c| c.bitmap_exact),
         })
     }
@@ -174,13 +216,13 @@ struct Collected {
 
 fn collect(vm: &PerfTestVm, expected: &[u64]) -> Result<Collected> {
     let start = Instant::now();
-    let mut bitmap = vm.get_dirty_log()?;
+    let bitmap = vm.get_dirty_log()?;
     let get_log_seconds = start.elapsed().as_secs_f64();
     let dirty_pages = bitmap.iter().map(|w| u64::from(w.count_ones())).sum();
     let bitmap_exact = bitmap == expected;
     let clear_log_seconds = if vm.manual_protect() {
         let start = Instant::now();
-        vm.clear_dirty_log(&mut bitmap)?;
+        vm.clear_dirty_log(&bitmap)?;
         Some(start.elapsed().as_secs_f64())
     } else {
         None
@@ -203,28 +245,44 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
         )));
     }
     let common = &options.common;
-    let wr_fract = options.wr_fract.max(1);
+    common.check()?;
+    let pattern = options.pattern();
+    if common.engine == Engine::Host && pattern.draws() {
+        return Err(Error::Invalid(
+            "a write percentage or random access needs the guest (drop --no-kvm)".into(),
+        ));
+    }
     let mut subject = Subject::new(options)?;
+    if let Subject::Kvm(vm) = &mut subject {
+        vm.seed_random(options.seed);
+    }
     let layout = *subject.toucher().layout();
     let cpus = common.cpus.as_deref();
     let total = layout.total_pages();
+    // memstress populates writing every page in order; with a write percentage it still draws
+    // (100% of the time), which the replay follows.
+    let populate_pattern = AccessPattern {
+        write_percent: pattern.write_percent.map(|_| 100),
+        ..AccessPattern::WRITE_ALL
+    };
+    subject.set_access(&populate_pattern);
+    let mut expect = Expectation::new(&layout);
+    expect.pass(&populate_pattern, &subject.random_states(), 0);
     let populate = subject.toucher().run_pass(0, cpus, &mut |p| tick(p))?;
 
     let enable_seconds = subject.set_logging(true)?;
-    subject.set_wr_fract(wr_fract);
-    let expected = expected_bitmap(&layout, wr_fract);
-    let expected_dirty_pages = expected.iter().map(|w| u64::from(w.count_ones())).sum();
+    subject.set_access(&pattern);
     let mut iterations = Vec::new();
     for iteration in 1..=options.iterations {
+        let expected = expect.pass(&pattern, &subject.random_states(), iteration);
         let pass_tick = &mut |p| tick(iteration * total + p);
         iterations.push(subject.dirty_and_collect(iteration, cpus, &expected, pass_tick)?);
     }
     let disable_seconds = subject.set_logging(false)?;
 
-    let last = options.iterations;
     let verification = layout.verify(
         subject.toucher().memory(),
-        |page| if page % wr_fract == 0 { last } else { 0 },
+        |vcpu, page| expect.last_write(vcpu, page),
         0,
     );
     let summary = |f: &dyn Fn(&IterationOutcome) -> Option<f64>| {
@@ -235,18 +293,25 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
             .summary()
     };
     let manual_protect = matches!(&subject, Subject::Kvm(vm) if vm.manual_protect());
+    let memslots = match &subject {
+        Subject::Kvm(vm) => Some(vm.test_slots()),
+        Subject::Host(_) => None,
+    };
     Ok(DirtyLogOutcome {
         test: "dirty-log",
         engine: common.engine,
         guest_mode: common.guest_mode(),
         layout,
         backing: common.backing,
-        wr_fract,
+        wr_fract: pattern.wr_fract,
+        pattern,
+        seed: options.seed,
         manual_protect,
+        memslots,
         populate_seconds: populate.total.as_secs_f64(),
         enable_seconds,
         disable_seconds,
-        expected_dirty_pages,
+        expected_dirty_pages: iterations.first().map_or(0, |i| i.expected_dirty_pages),
         dirty_seconds: summary(&|i| Some(i.dirty_seconds)),
         get_log_seconds: summary(&|i| i.get_log_seconds),
         clear_log_seconds: summary(&|i| i.clear_log_seconds),
@@ -278,16 +343,64 @@ impl DirtyLogOutcome {
     }
 }
 
-/// The bitmap KVM must report after an iteration: page `j` of each vCPU when `j % wr_fract == 0`.
-pub fn expected_bitmap(layout: &Layout, wr_fract: u64) -> Vec<u64> {
-    let mut bitmap = vec![0u64; layout.total_pages().div_ceil(64) as usize];
-    for vcpu in 0..layout.vcpus {
-        for page in (0..layout.pages_per_vcpu).step_by(wr_fract as usize) {
-            let bit = vcpu as u64 * layout.pages_per_vcpu + page;
-            bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
+/// What the guest's passes must have done, replayed on the host: each page's last write.
+struct Expectation {
+    layout: Layout,
+    /// Iteration of each page's last write, vCPU-major.
+    last: Vec<u64>,
+}
+
+impl Expectation {
+    fn new(layout: &Layout) -> Self {
+        Expectation {
+            layout: *layout,
+            last: vec![0; layout.total_pages() as usize],
         }
     }
-    bitmap
+
+    /// Replays pass `iteration` of every vCPU from its generator state in `states`; returns
+    /// the dirty bitmap KVM must report for it (one bit per guest page of the slot).
+    fn pass(&mut self, pattern: &AccessPattern, states: &[u64], iteration: u64) -> Vec<u64> {
+        let layout = self.layout;
+        let mut bitmap = vec![0u64; layout.memory_pages().div_ceil(64) as usize];
+        for (vcpu, state) in states.iter().enumerate() {
+            let mut state = *state;
+            replay(
+                pattern,
+                layout.pages_per_vcpu,
+                &mut state,
+                |page, written| {
+                    if written {
+                        let bit = layout.offset(vcpu, page) / layout.guest_page_size;
+                        bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
+                        self.last[(vcpu as u64 * layout.pages_per_vcpu + page) as usize] =
+                            iteration;
+                    }
+                },
+            );
+        }
+        bitmap
+    }
+
+    /// The iteration whose value page `page` of `vcpu` must hold: its own last write, or with
+    /// overlapping vCPUs the latest of any vCPU's (all write the same value in one iteration).
+    fn last_write(&self, vcpu: usize, page: u64) -> u64 {
+        let at = |v: usize| self.last[(v as u64 * self.layout.pages_per_vcpu + page) as usize];
+        if self.layout.overlap {
+            (0..self.layout.vcpus).map(at).max().unwrap_or(0)
+        } else {
+            at(vcpu)
+        }
+    }
+}
+
+/// The bitmap KVM must report after an iteration: page `j` of each vCPU when `j % wr_fract == 0`.
+pub fn expected_bitmap(layout: &Layout, wr_fract: u64) -> Vec<u64> {
+    let pattern = AccessPattern {
+        wr_fract,
+        ..AccessPattern::WRITE_ALL
+    };
+    Expectation::new(layout).pass(&pattern, &vec![0; layout.vcpus], 1)
 }
 
 #[cfg(test)]

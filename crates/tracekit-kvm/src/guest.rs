@@ -41,9 +41,9 @@ impl Privilege {
     }
 }
 
-/// Bytes per vCPU argument block; one cache line so the guest's progress stores do not
-/// bounce a line between vCPUs.
-pub const ARGS_SIZE: u64 = 64;
+/// Bytes per vCPU argument block; two cache lines (a multiple of a line, so the guest's
+/// progress stores do not bounce a line between vCPUs).
+pub const ARGS_SIZE: u64 = 128;
 
 /// Offsets of the fields of a vCPU's argument block (all little-endian u64).
 pub mod args {
@@ -63,7 +63,20 @@ pub mod args {
     pub const DONE: u64 = 48;
     /// Guest virtual address of the sync page: a store there exits to the host.
     pub const SYNC: u64 = 56;
+    /// Guest TSC when the pass began (RDTSC, written by the guest).
+    pub const TSC_START: u64 = 64;
+    /// Guest TSC when the pass's last page was touched (written by the guest).
+    pub const TSC_END: u64 = 72;
+    /// The random generator's state, carried from pass to pass (see [`crate::access`]).
+    pub const RAND_STATE: u64 = 80;
+    /// Write percentage 0..=100 (memstress's write_percent); above 100: use `WR_FRACT`.
+    pub const WRITE_PERCENT: u64 = 88;
+    /// Non-zero: pick each access's page at random.
+    pub const RANDOM: u64 = 96;
 }
+
+/// `args::WRITE_PERCENT` value meaning "write every `WR_FRACT`-th page".
+pub const BY_WR_FRACT: u64 = u64::MAX;
 
 /// The value the guest writes into the first 8 bytes of the page at `gva` in `iteration`:
 /// unique per page and per iteration, so a lost or stale page cannot go unnoticed.
@@ -74,63 +87,144 @@ pub fn page_value(gva: u64, iteration: u64) -> u64 {
 /// Assembles the guest loop at guest address `ip`.
 ///
 /// On entry RDI holds the address of the vCPU's argument block and RSI its index. Each pass
-/// reads the block, writes `page_value(gva, iteration)` to the first 8 bytes of every
-/// `wr_fract`-th page (reading the others), then writes [`SYNC_DONE`] to its sync page, which
-/// exits to the host; the host may change the block before resuming it for the next pass.
+/// reads the block and makes `pages` accesses as [`crate::access::replay`] describes (page in
+/// order or at random; written by `wr_fract` or by write percentage), writing
+/// `page_value(gva, iteration)` to the first 8 bytes of a written page and reading the others;
+/// then it saves the generator state and writes [`SYNC_DONE`] to its sync page, which exits to
+/// the host; the host may change the block before resuming it for the next pass.
 pub fn guest_code(ip: u64) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
-    let mut pass = a.create_label();
-    let mut next_page = a.create_label();
-    let mut read_only = a.create_label();
-    let mut advance = a.create_label();
-    let mut no_wrap = a.create_label();
-    let mut done = a.create_label();
-    let mut bad_args = a.create_label();
+    let mut l = Labels {
+        pass: a.create_label(),
+        next_page: a.create_label(),
+        have_page: a.create_label(),
+        by_fract: a.create_label(),
+        write: a.create_label(),
+        read: a.create_label(),
+        advance: a.create_label(),
+        no_wrap: a.create_label(),
+        done: a.create_label(),
+        bad_args: a.create_label(),
+    };
+    pass_start(&mut a, &mut l)?;
+    choose_page(&mut a, &mut l)?;
+    touch_page(&mut a, &mut l)?;
+    pass_end(&mut a, &mut l)?;
+    a.assemble(ip)
+}
 
-    a.set_label(&mut pass)?;
+struct Labels {
+    pass: CodeLabel,
+    next_page: CodeLabel,
+    have_page: CodeLabel,
+    by_fract: CodeLabel,
+    write: CodeLabel,
+    read: CodeLabel,
+    advance: CodeLabel,
+    no_wrap: CodeLabel,
+    done: CodeLabel,
+    bad_args: CodeLabel,
+}
+
+/// Registers: RCX pages, RBX iteration << 48, R11 wr_fract, R13 generator state, R9 accesses
+/// made, R10 position modulo wr_fract, R14 page index, R8 page address; RAX, RDX, R15 scratch.
+fn pass_start(a: &mut CodeAssembler, l: &mut Labels) -> Result<(), IcedError> {
+    a.set_label(&mut l.pass)?;
+    store_tsc(a, args::TSC_START)?;
     a.cmp(qword_ptr(rdi + args::VCPU_ID), rsi)?;
-    a.jne(bad_args)?;
-    a.mov(rax, qword_ptr(rdi + args::GVA))?; // address of the current page
+    a.jne(l.bad_args)?;
     a.mov(rcx, qword_ptr(rdi + args::PAGES))?;
-    a.mov(rdx, qword_ptr(rdi + args::PAGE_SIZE))?;
     a.mov(rbx, qword_ptr(rdi + args::ITERATION))?;
     a.shl(rbx, 48)?;
     a.mov(r11, qword_ptr(rdi + args::WR_FRACT))?;
-    a.xor(r9, r9)?; // pages visited
-    a.xor(r10, r10)?; // position modulo wr_fract
+    a.mov(r13, qword_ptr(rdi + args::RAND_STATE))?;
+    a.xor(r9, r9)?;
+    a.xor(r10, r10)
+}
 
-    a.set_label(&mut next_page)?;
+/// R14 = the next access's page: R9 in order, or a random draw modulo the pages.
+fn choose_page(a: &mut CodeAssembler, l: &mut Labels) -> Result<(), IcedError> {
+    a.set_label(&mut l.next_page)?;
     a.cmp(r9, rcx)?;
-    a.jae(done)?;
+    a.jae(l.done)?;
+    a.mov(r14, r9)?;
+    a.cmp(qword_ptr(rdi + args::RANDOM), 0)?;
+    a.je(l.have_page)?;
+    random_step(a)?;
+    a.mov(rax, r13)?;
+    a.xor(edx, edx)?;
+    a.div(rcx)?;
+    a.mov(r14, rdx)?;
+    a.set_label(&mut l.have_page)?;
+    a.mov(r8, r14)?;
+    a.imul_2(r8, qword_ptr(rdi + args::PAGE_SIZE))?;
+    a.add(r8, qword_ptr(rdi + args::GVA))
+}
+
+/// Writes or reads the page at R8: by write percentage (a draw modulo 100) or by wr_fract.
+fn touch_page(a: &mut CodeAssembler, l: &mut Labels) -> Result<(), IcedError> {
+    a.cmp(qword_ptr(rdi + args::WRITE_PERCENT), 100)?;
+    a.ja(l.by_fract)?;
+    random_step(a)?;
+    a.mov(rax, r13)?;
+    a.xor(edx, edx)?;
+    a.mov(r15, 100u64)?;
+    a.div(r15)?;
+    a.cmp(rdx, qword_ptr(rdi + args::WRITE_PERCENT))?;
+    a.jb(l.write)?;
+    a.jmp(l.read)?;
+    a.set_label(&mut l.by_fract)?;
     a.test(r10, r10)?;
-    a.jnz(read_only)?;
-    a.mov(r8, rax)?;
-    a.or(r8, rbx)?;
-    a.mov(qword_ptr(rax), r8)?;
-    a.jmp(advance)?;
-    a.set_label(&mut read_only)?;
-    a.mov(r8, qword_ptr(rax))?;
-    a.set_label(&mut advance)?;
+    a.jnz(l.read)?;
+    a.set_label(&mut l.write)?;
+    a.mov(rax, r8)?;
+    a.or(rax, rbx)?;
+    a.mov(qword_ptr(r8), rax)?;
+    a.jmp(l.advance)?;
+    a.set_label(&mut l.read)?;
+    a.mov(rax, qword_ptr(r8))?;
+    a.set_label(&mut l.advance)?;
     a.inc(r10)?;
     a.cmp(r10, r11)?;
-    a.jb(no_wrap)?;
+    a.jb(l.no_wrap)?;
     a.xor(r10, r10)?;
-    a.set_label(&mut no_wrap)?;
-    a.add(rax, rdx)?;
+    a.set_label(&mut l.no_wrap)?;
     a.inc(r9)?;
     a.mov(qword_ptr(rdi + args::DONE), r9)?;
-    a.jmp(next_page)?;
+    a.jmp(l.next_page)
+}
 
-    a.set_label(&mut done)?;
+/// Saves the generator state, stamps the TSC and exits to the host; the bad-arguments exit.
+fn pass_end(a: &mut CodeAssembler, l: &mut Labels) -> Result<(), IcedError> {
+    a.set_label(&mut l.done)?;
+    a.mov(qword_ptr(rdi + args::RAND_STATE), r13)?;
+    store_tsc(a, args::TSC_END)?;
     a.mov(r12, qword_ptr(rdi + args::SYNC))?;
     a.mov(byte_ptr(r12), u32::from(SYNC_DONE))?;
-    a.jmp(pass)?;
+    a.jmp(l.pass)?;
 
-    a.set_label(&mut bad_args)?;
+    a.set_label(&mut l.bad_args)?;
     a.mov(r12, qword_ptr(rdi + args::SYNC))?;
     a.mov(byte_ptr(r12), u32::from(SYNC_BAD_ARGS))?;
-    a.jmp(bad_args)?;
-    a.assemble(ip)
+    a.jmp(l.bad_args)
+}
+
+/// R13 = R13 * 48271 mod (2^31 - 1): memstress's guest_random_u32 (clobbers RAX, RDX, R15).
+fn random_step(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.imul_3(rax, r13, 48271)?;
+    a.xor(edx, edx)?;
+    a.mov(r15, 0x7fff_ffffu64)?;
+    a.div(r15)?;
+    a.mov(r13, rdx)
+}
+
+/// Stores the TSC into the argument field at `field` (clobbers RAX and RDX). RDTSC is allowed
+/// at CPL 3 because CR4.TSD is clear; it gives the guest's own view of a pass's duration.
+fn store_tsc(a: &mut CodeAssembler, field: u64) -> Result<(), IcedError> {
+    a.rdtsc()?;
+    a.shl(rdx, 32)?;
+    a.or(rax, rdx)?;
+    a.mov(qword_ptr(rdi + field), rax)
 }
 
 /// A 64-bit GDT: null, flat code (selector 0x08), flat data (selector 0x10), and the same two

@@ -29,16 +29,26 @@ pub struct HostToucher {
 impl HostToucher {
     /// Maps the memory for `threads` threads with `bytes_per_thread` each.
     pub fn new(threads: usize, bytes_per_thread: u64, backing: Backing) -> Result<Self> {
-        let layout = Layout::new(threads, bytes_per_thread, backing, MAX_HOST_THREADS).map_err(
-            |e| match e {
+        HostToucher::with_overlap(threads, bytes_per_thread, backing, false)
+    }
+
+    /// [`HostToucher::new`], all threads on the same memory when `overlap` is set.
+    pub fn with_overlap(
+        threads: usize,
+        bytes_per_thread: u64,
+        backing: Backing,
+        overlap: bool,
+    ) -> Result<Self> {
+        let max = MAX_HOST_THREADS;
+        let layout = Layout::with_overlap(threads, bytes_per_thread, backing, max, overlap)
+            .map_err(|e| match e {
                 Error::VcpuCount { requested, max, .. } if requested > max => Error::VcpuCount {
                     requested,
                     why: "that is more host threads than --no-kvm starts",
                     max,
                 },
                 other => other,
-            },
-        )?;
+            })?;
         let mem = HostMemory::new(layout.total_bytes(), backing)?;
         let done = (0..threads).map(|_| Counter::default()).collect();
         Ok(HostToucher {

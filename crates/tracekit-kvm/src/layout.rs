@@ -27,6 +27,8 @@ pub struct Layout {
     pub pages_per_vcpu: u64,
     /// Guest virtual address of vCPU 0's first page.
     pub gva: u64,
+    /// Every vCPU visits all the test memory (the selftests' `-o`) instead of its own slice.
+    pub overlap: bool,
 }
 
 impl Layout {
@@ -37,6 +39,17 @@ impl Layout {
         bytes_per_vcpu: u64,
         backing: Backing,
         max_vcpus: usize,
+    ) -> Result<Self> {
+        Layout::with_overlap(vcpus, bytes_per_vcpu, backing, max_vcpus, false)
+    }
+
+    /// [`Layout::new`], with all vCPUs on one shared slice when `overlap` is set.
+    pub fn with_overlap(
+        vcpus: usize,
+        bytes_per_vcpu: u64,
+        backing: Backing,
+        max_vcpus: usize,
+        overlap: bool,
     ) -> Result<Self> {
         if vcpus == 0 {
             return Err(Error::VcpuCount {
@@ -69,13 +82,15 @@ impl Layout {
             bytes_per_vcpu,
             guest_page_size: PAGE_SIZE,
             host_page_size,
-            pages_per_vcpu: bytes_per_vcpu / PAGE_SIZE,
+            // memstress's -o: the memory is still vCPUs x bytes, and each vCPU visits all of it.
+            pages_per_vcpu: bytes_per_vcpu / PAGE_SIZE * if overlap { vcpus as u64 } else { 1 },
             gva: TEST_GVA,
+            overlap,
         };
         let gva_pages = (GVA_LIMIT - TEST_GVA) / PAGE_SIZE;
-        if layout.total_pages() > gva_pages {
+        if layout.memory_pages() > gva_pages {
             return Err(Error::TooMuchMemory {
-                pages: layout.total_pages(),
+                pages: layout.memory_pages(),
                 space: "guest virtual address space above 3 GiB",
                 limit: gva_pages,
             });
@@ -89,7 +104,13 @@ impl Layout {
         self.bytes_per_vcpu * self.vcpus as u64
     }
 
-    /// Total guest pages.
+    /// Guest pages of test memory.
+    pub fn memory_pages(&self) -> u64 {
+        self.total_bytes() / self.guest_page_size
+    }
+
+    /// Pages visited in one pass, over all vCPUs: [`Layout::memory_pages`] times the vCPUs
+    /// when they overlap (each visits all the memory).
     pub fn total_pages(&self) -> u64 {
         self.pages_per_vcpu * self.vcpus as u64
     }
@@ -101,16 +122,22 @@ impl Layout {
 
     /// Byte offset of `page` of `vcpu` in the test memory.
     pub fn offset(&self, vcpu: usize, page: u64) -> u64 {
-        vcpu as u64 * self.bytes_per_vcpu + page * self.guest_page_size
+        let slice = if self.overlap { 0 } else { vcpu as u64 };
+        slice * self.bytes_per_vcpu + page * self.guest_page_size
     }
 
-    /// Checks every page of every vCPU after a pass: page `p` must hold the value written in
-    /// `last_write(p)`'s iteration (see [`page_value`]), and its last 8 bytes must equal
+    /// Bytes each vCPU visits: its slice, or all the memory when the vCPUs overlap.
+    pub fn bytes_visited_per_vcpu(&self) -> u64 {
+        self.pages_per_vcpu * self.guest_page_size
+    }
+
+    /// Checks every page of every vCPU after a pass: page `p` of vCPU `v` must hold the value
+    /// written in `last_write(v, p)`'s iteration (see [`page_value`]), and its last 8 bytes must equal
     /// `tail` (0 for kernel-zeroed pages, the UFFDIO_COPY source pattern otherwise).
     pub fn verify(
         &self,
         mem: &HostMemory,
-        last_write: impl Fn(u64) -> u64,
+        last_write: impl Fn(usize, u64) -> u64,
         tail: u64,
     ) -> Verification {
         let mut v = Verification {
@@ -121,7 +148,7 @@ impl Layout {
         for vcpu in 0..self.vcpus {
             for page in 0..self.pages_per_vcpu {
                 let off = self.offset(vcpu, page) as usize;
-                let expected = page_value(self.page_gva(vcpu, page), last_write(page));
+                let expected = page_value(self.page_gva(vcpu, page), last_write(vcpu, page));
                 let found = mem.read_u64(off);
                 let found_tail = mem.read_u64(off + self.guest_page_size as usize - 8);
                 v.pages_checked += 1;
@@ -253,9 +280,9 @@ mod tests {
                 );
             }
         }
-        assert!(l.verify(&mem, |_| 3, 0).ok(8));
+        assert!(l.verify(&mem, |_, _| 3, 0).ok(8));
         mem.write_u64(l.offset(1, 2) as usize, 0);
-        let v = l.verify(&mem, |_| 3, 0);
+        let v = l.verify(&mem, |_, _| 3, 0);
         assert_eq!(
             (v.mismatches, v.first_mismatch.map(|m| (m.vcpu, m.page))),
             (1, Some((1, 2)))

@@ -1,9 +1,11 @@
 //! Host memory that backs the guest's test slot (or the host-only variant's buffer).
 
 use crate::error::{Error, Result};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap, mmap_anonymous, munmap};
 use serde::Serialize;
 use std::num::NonZeroUsize;
+use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -12,48 +14,84 @@ pub const PAGE_SIZE: u64 = 4096;
 /// The size of a hugetlb page (the default 2 MiB size on x86-64).
 pub const HUGE_PAGE_SIZE: u64 = 2 << 20;
 
-/// How the test memory is backed on the host.
+/// How the test memory is backed on the host (the selftests' `-s` backing sources this machine
+/// can have: anonymous, anonymous_thp, anonymous_hugetlb (2 MiB), shmem, shared_hugetlb).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backing {
     /// Private anonymous memory (`MAP_PRIVATE | MAP_ANONYMOUS`), the seed's default.
     Anonymous,
-    /// Shared memory (`MAP_SHARED | MAP_ANONYMOUS`, i.e. shmem).
+    /// Private anonymous memory aligned to 2 MiB with `MADV_HUGEPAGE` (transparent huge pages,
+    /// the selftests' anonymous_thp).
+    AnonymousThp,
+    /// Shared memory: a memfd (shmem) mapped `MAP_SHARED`, the selftests' shmem.
     Shared,
     /// Anonymous hugetlb pages of 2 MiB (`MAP_HUGETLB`); needs `vm.nr_hugepages`.
     Hugetlb,
+    /// A hugetlb memfd of 2 MiB pages mapped `MAP_SHARED` (the selftests' shared_hugetlb).
+    SharedHugetlb,
 }
 
 impl Backing {
+    /// Every backing, in the order the command line lists them.
+    pub const ALL: [Backing; 5] = [
+        Backing::Anonymous,
+        Backing::AnonymousThp,
+        Backing::Shared,
+        Backing::Hugetlb,
+        Backing::SharedHugetlb,
+    ];
+
+    /// The backing called `name` (see [`Backing::name`]).
+    pub fn from_name(name: &str) -> Option<Backing> {
+        Backing::ALL.into_iter().find(|b| b.name() == name)
+    }
+
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Backing::Anonymous => "anonymous",
+            Backing::AnonymousThp => "anonymous-thp",
             Backing::Shared => "shared",
             Backing::Hugetlb => "hugetlb",
+            Backing::SharedHugetlb => "shared-hugetlb",
         }
     }
 
-    /// The host page size of this backing: the unit of a fault and of a UFFDIO_COPY.
+    /// The host page size of this backing: the unit of a fault and of a userfaultfd copy (for
+    /// THP, the huge page size, as the selftests use it: sizes and UFFDIO_COPY are 2 MiB).
     pub fn page_size(self) -> u64 {
         match self {
-            Backing::Hugetlb => HUGE_PAGE_SIZE,
-            _ => PAGE_SIZE,
+            Backing::Anonymous | Backing::Shared => PAGE_SIZE,
+            Backing::AnonymousThp | Backing::Hugetlb | Backing::SharedHugetlb => HUGE_PAGE_SIZE,
         }
+    }
+
+    /// Whether the memory is shared (a file another mapping can alias): what userfaultfd minor
+    /// faults need.
+    pub fn is_shared(self) -> bool {
+        matches!(self, Backing::Shared | Backing::SharedHugetlb)
+    }
+
+    fn is_hugetlb(self) -> bool {
+        matches!(self, Backing::Hugetlb | Backing::SharedHugetlb)
     }
 
     fn flags(self) -> MapFlags {
         let base = MapFlags::MAP_NORESERVE;
         match self {
-            Backing::Anonymous => base | MapFlags::MAP_PRIVATE,
+            Backing::Anonymous | Backing::AnonymousThp => base | MapFlags::MAP_PRIVATE,
             Backing::Shared => base | MapFlags::MAP_SHARED,
+            // No MAP_NORESERVE for hugetlb: the mapping then reserves its huge pages up front
+            // and fails at once when too few are free, instead of a guest fault failing later.
+            Backing::SharedHugetlb => MapFlags::MAP_SHARED,
             Backing::Hugetlb => MapFlags::MAP_PRIVATE | MapFlags::MAP_HUGETLB,
         }
     }
 
     fn hint(self) -> &'static str {
         match self {
-            Backing::Hugetlb => {
+            Backing::Hugetlb | Backing::SharedHugetlb => {
                 "; reserve 2 MiB pages first, e.g. `echo 512 > /proc/sys/vm/nr_hugepages`"
             }
             _ => "; check free memory and `ulimit -v`",
@@ -68,6 +106,10 @@ pub struct HostMemory {
     ptr: NonNull<u8>,
     len: usize,
     backing: Backing,
+    /// The whole mapping made (for THP it is larger than `len`, to align `ptr`).
+    mapped: (NonNull<u8>, usize),
+    /// The memfd of shared backings, from which [`HostMemory::alias`] maps a second view.
+    file: Option<OwnedFd>,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; the safe accessors are atomic, and
@@ -89,21 +131,72 @@ impl HostMemory {
             .ok()
             .and_then(NonZeroUsize::new)
             .ok_or(map_err(nix::Error::EINVAL))?;
+        if backing.is_shared() {
+            let file = shared_file(size, backing).map_err(map_err)?;
+            let ptr = map_file(&file, size, backing).map_err(map_err)?;
+            return Ok(HostMemory::from_parts(ptr, size.get(), backing, Some(file)));
+        }
+        // THP: over-map by one huge page so the test memory can start on a 2 MiB boundary
+        // (a huge page is only used for an aligned 2 MiB range).
+        let extra = if backing == Backing::AnonymousThp {
+            HUGE_PAGE_SIZE as usize
+        } else {
+            0
+        };
+        let size = size.get();
+        let whole = size.saturating_add(extra);
         // SAFETY: a fresh anonymous mapping aliases nothing; the kernel picks the address.
-        let ptr = unsafe {
+        let base = unsafe {
             mmap_anonymous(
                 None,
-                size,
+                NonZeroUsize::new(whole).expect("non-zero"),
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 backing.flags(),
             )
         }
-        .map_err(map_err)?;
-        Ok(HostMemory {
-            ptr: ptr.cast(),
-            len: size.get(),
+        .map_err(map_err)?
+        .cast::<u8>();
+        let skip = (base.as_ptr() as usize).next_multiple_of(extra.max(1)) - base.as_ptr() as usize;
+        // SAFETY: `skip < extra`, so the aligned start and `size` bytes after it are inside the
+        // mapping of `size + extra` bytes.
+        let ptr = unsafe { base.add(skip) };
+        let mut mem = HostMemory::from_parts(ptr, size, backing, None);
+        mem.mapped = (base, whole);
+        if backing == Backing::AnonymousThp {
+            // SAFETY: advice on our own fresh mapping; it changes no contents.
+            unsafe { madvise(ptr.cast(), size, MmapAdvise::MADV_HUGEPAGE) }.map_err(map_err)?;
+        }
+        Ok(mem)
+    }
+
+    fn from_parts(ptr: NonNull<u8>, len: usize, backing: Backing, file: Option<OwnedFd>) -> Self {
+        HostMemory {
+            ptr,
+            len,
             backing,
-        })
+            mapped: (ptr, len),
+            file,
+        }
+    }
+
+    /// A second mapping of the same shared memory (shared backings only): writes through it
+    /// fill the page cache without mapping the pages in `self`, which is how the pages of a
+    /// userfaultfd minor-fault test are prepared.
+    pub fn alias(&self) -> Result<HostMemory> {
+        let file = self.file.as_ref().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} memory has no second mapping; minor faults need shared memory (-s shared or shared-hugetlb)",
+                self.backing.name()
+            ))
+        })?;
+        let size = NonZeroUsize::new(self.len).expect("non-empty mapping");
+        let ptr = map_file(file, size, self.backing).map_err(|errno| Error::Mmap {
+            bytes: self.len as u64,
+            backing: self.backing.name(),
+            errno,
+            hint: self.backing.hint(),
+        })?;
+        Ok(HostMemory::from_parts(ptr, self.len, self.backing, None))
     }
 
     /// First byte of the mapping.
@@ -169,13 +262,61 @@ impl HostMemory {
 impl Drop for HostMemory {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly what `new` mapped; no reference into it outlives `self`.
-        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+        let _ = unsafe { munmap(self.mapped.0.cast(), self.mapped.1) };
     }
+}
+
+/// A memfd of `size` bytes for a shared backing (hugetlb pages for shared hugetlb).
+fn shared_file(size: NonZeroUsize, backing: Backing) -> nix::Result<OwnedFd> {
+    let mut flags = MFdFlags::MFD_CLOEXEC;
+    if backing.is_hugetlb() {
+        flags |= MFdFlags::MFD_HUGETLB;
+    }
+    let file = memfd_create(c"tracekit-kvm", flags)?;
+    nix::unistd::ftruncate(&file, size.get() as i64)?;
+    Ok(file)
+}
+
+/// Maps all of a shared backing's memfd, read-write and shared.
+fn map_file(file: &OwnedFd, size: NonZeroUsize, backing: Backing) -> nix::Result<NonNull<u8>> {
+    // SAFETY: a new shared mapping of our own memfd; other mappings of it (aliases) see the same
+    // pages, and every access to them goes through atomics (see `word`).
+    let ptr = unsafe {
+        mmap(
+            None,
+            size,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            backing.flags(),
+            file,
+            0,
+        )
+    }?;
+    Ok(ptr.cast())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_memory_has_an_alias_and_thp_is_aligned() {
+        let m = HostMemory::new(2 * PAGE_SIZE, Backing::Shared).unwrap();
+        let alias = m.alias().unwrap();
+        alias.write_u64(4096, 0xabc);
+        assert_eq!(m.read_u64(4096), 0xabc);
+        let err = HostMemory::new(PAGE_SIZE, Backing::Anonymous)
+            .unwrap()
+            .alias()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("minor faults need shared memory"),
+            "{err}"
+        );
+        let thp = HostMemory::new(2 * HUGE_PAGE_SIZE, Backing::AnonymousThp).unwrap();
+        assert_eq!(thp.as_ptr() as u64 % HUGE_PAGE_SIZE, 0);
+        thp.write_u64(HUGE_PAGE_SIZE as usize * 2 - 8, 5);
+        assert_eq!(thp.read_u64(HUGE_PAGE_SIZE as usize * 2 - 8), 5);
+    }
 
     #[test]
     fn anonymous_memory_is_zero_and_writable() {
@@ -225,14 +366,16 @@ mod hugetlb_tests {
     /// whichever the machine has, the outcome is checked.
     #[test]
     fn hugetlb_maps_or_explains() {
-        let result = HostMemory::new(HUGE_PAGE_SIZE, Backing::Hugetlb);
-        if free_huge_pages() >= 1 {
-            let m = result.unwrap();
-            m.write_u64(HUGE_PAGE_SIZE as usize - 8, 7);
-            assert_eq!(m.read_u64(HUGE_PAGE_SIZE as usize - 8), 7);
-        } else {
-            let err = result.unwrap_err().to_string();
-            assert!(err.contains("nr_hugepages"), "{err}");
+        for backing in [Backing::Hugetlb, Backing::SharedHugetlb] {
+            let result = HostMemory::new(HUGE_PAGE_SIZE, backing);
+            if free_huge_pages() >= 1 {
+                let m = result.unwrap();
+                m.write_u64(HUGE_PAGE_SIZE as usize - 8, 7);
+                assert_eq!(m.read_u64(HUGE_PAGE_SIZE as usize - 8), 7);
+            } else {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains("nr_hugepages"), "{backing:?}: {err}");
+            }
         }
     }
 }

@@ -35,6 +35,10 @@ pub struct CommonOptions {
     pub kvm_device: PathBuf,
     /// Privilege level of the guest loop.
     pub privilege: Privilege,
+    /// Every vCPU touches the same memory instead of its own slice (the selftests' `-o`).
+    pub overlap: bool,
+    /// Memory slots the test memory is split into (the selftests' `-x`; KVM only).
+    pub slots: usize,
 }
 
 impl CommonOptions {
@@ -45,7 +49,21 @@ impl CommonOptions {
             backing: self.backing,
             manual_dirty_protect,
             privilege: self.privilege,
+            overlap: self.overlap,
+            slots: self.slots,
         }
+    }
+
+    /// Refuses what only a guest has: memslots belong to a VM, so `--no-kvm` cannot split its
+    /// memory into them (rather than ignore the request).
+    pub fn check(&self) -> crate::Result<()> {
+        if self.engine == Engine::Host && self.slots != 1 {
+            return Err(crate::Error::Invalid(format!(
+                "{} memslots requested, but host threads (--no-kvm) have no memslots; drop -x",
+                self.slots
+            )));
+        }
+        Ok(())
     }
 
     /// The guest's CPU mode as the reports give it: none without a guest.

@@ -17,15 +17,18 @@ pub fn demand_paging(r: &DemandPagingOutcome, style: Style) -> String {
         Column::right("cpu"),
         Column::right("pages"),
         Column::right("seconds"),
+        Column::right("guest s"),
         Column::right("pages/sec"),
     ]);
     for (i, secs) in r.vcpu_seconds.iter().enumerate() {
         let cpu = r.cpus.as_ref().map_or("-".to_owned(), |c| c[i].to_string());
+        let guest = r.guest_seconds.as_ref().map(|g| g[i]);
         table.row(vec![
             i.to_string(),
             cpu,
             r.pages_per_vcpu.to_string(),
             format!("{secs:.3}"),
+            guest.map_or("-".to_owned(), |g| format!("{g:.3}")),
             rate(r.pages_per_vcpu, *secs),
         ]);
     }
@@ -34,23 +37,31 @@ pub fn demand_paging(r: &DemandPagingOutcome, style: Style) -> String {
         String::new(),
         r.total_pages.to_string(),
         format!("{:.3}", r.total_seconds),
+        String::new(),
         format!("{:.0}", r.pages_per_sec),
     ]);
     out += &table.render(style);
     out.push('\n');
     if let Some(u) = &r.uffd {
+        let ioctl = match u.kind {
+            crate::uffd::FaultKind::Missing => "UFFDIO_COPY",
+            crate::uffd::FaultKind::Minor => "UFFDIO_CONTINUE",
+        };
         out += &format!(
-            " userfaultfd: {} UFFDIO_COPY ({} already present), mean {:.1} us, max {:.1} us\n",
+            " userfaultfd: {} faults, {} {ioctl} ({} already present), mean {:.1} us, max {:.1} us\n",
+            u.faults,
             u.copies,
             u.already_present,
             u.copy_mean_ns / 1e3,
             u.copy_max_ns as f64 / 1e3
         );
+        out += " fault latency in the handler (read to resolved, ns):\n";
+        out += &u.fault_latency_ns.render("");
     }
     out += &verified_line(
         r.verified,
         r.verification.pages_checked,
-        r.total_pages,
+        r.pages_visited,
         style,
     );
     out
@@ -139,13 +150,22 @@ fn dirty_log_heading(r: &DirtyLogOutcome) -> String {
         ),
         (Engine::Kvm, false) => ("vCPUs", "collecting with KVM_GET_DIRTY_LOG"),
     };
+    let p = &r.pattern;
+    let writing = match p.write_percent {
+        None => format!("writing 1 page in {}", p.wr_fract),
+        Some(w) => format!("writing {w}% of accesses"),
+    };
+    let order = if p.random {
+        format!(" at random (seed {})", r.seed)
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "\n Dirty logging: {} {who} x {} ({} pages each), {} memory, writing 1 page in {}, {collect}\n",
+        "\n Dirty logging: {} {who} x {} ({} pages each), {} memory, {writing}{order}, {collect}\n",
         l.vcpus,
         human_bytes(l.bytes_per_vcpu),
         l.pages_per_vcpu,
         r.backing.name(),
-        r.wr_fract,
     );
     if let Some(mode) = r.guest_mode {
         out += &format!(" Guest: {mode}\n");
@@ -209,8 +229,8 @@ mod tests {
     use crate::dirty::IterationOutcome;
     use crate::layout::{Layout, Verification};
     use crate::memory::Backing;
-    use crate::uffd::{HandlerMode, UffdStats};
-    use tracekit_core::stats::Samples;
+    use crate::uffd::{FaultKind, HandlerMode, UffdStats};
+    use tracekit_core::stats::{Log2Histogram, Samples};
 
     // The CLI's output is these bytes (tracekit's tests/bench.rs reads them), so any change to
     // the layout shows up here first.
@@ -234,19 +254,29 @@ mod tests {
             bytes_per_vcpu: 4 << 20,
             pages_per_vcpu: 1024,
             total_pages: 2048,
+            pages_visited: 2048,
             backing: Backing::Anonymous,
             test_gpa: Some(0xfc_ff7f_f000),
             test_gva: 0xc000_0000,
             cpus: Some(vec![0, 1]),
             uffd: Some(UffdStats {
                 mode: HandlerMode::PerVcpu,
+                kind: FaultKind::Missing,
+                uffds: 2,
                 handlers: 2,
+                readers_per_uffd: 1,
+                delay_us: 0,
+                faults: 2048,
                 copies: 2048,
                 already_present: 0,
                 copy_mean_ns: 36_700.0,
                 copy_max_ns: 5_133_700,
+                fault_latency_ns: Log2Histogram {
+                    buckets: vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2000, 0, 48],
+                },
             }),
             vcpu_seconds: vec![0.104, 0.117],
+            guest_seconds: Some(vec![0.1, 0.1155]),
             total_seconds: 0.117,
             pages_per_sec: 17489.0,
             verified: true,
@@ -256,13 +286,17 @@ mod tests {
  Demand paging: 2 vCPUs x 4 MiB (1024 pages each), anonymous memory, faults served by userfaultfd (2 handlers)
  Guest: user mode (CPL 3); test memory at GPA 0xfcff7ff000, GVA 0xc0000000
 
-    vcpu  cpu  pages  seconds  pages/sec
-   -----  ---  -----  -------  ---------
-       0    0   1024    0.104       9846
-       1    1   1024    0.117       8752
-   total        2048    0.117      17489
+    vcpu  cpu  pages  seconds  guest s  pages/sec
+   -----  ---  -----  -------  -------  ---------
+       0    0   1024    0.104    0.100       9846
+       1    1   1024    0.117    0.116       8752
+   total        2048    0.117               17489
 
- userfaultfd: 2048 UFFDIO_COPY (0 already present), mean 36.7 us, max 5133.7 us
+ userfaultfd: 2048 faults, 2048 UFFDIO_COPY (0 already present), mean 36.7 us, max 5133.7 us
+ fault latency in the handler (read to resolved, ns):
+[2K, 4K)             2000 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+[4K, 8K)                0 |                                                    |
+[8K, 16K)              48 |@                                                   |
  verified: all 2048 of 2048 pages hold what was written
 ";
         assert_eq!(demand_paging(&r, PLAIN), want);
@@ -274,9 +308,11 @@ mod tests {
             iteration: i,
             dirty_seconds: secs,
             vcpu_seconds: vec![secs],
+            guest_seconds: Some(vec![secs]),
             get_log_seconds: Some(0.000013),
             clear_log_seconds: None,
             dirty_pages: Some(1024),
+            expected_dirty_pages: 1024,
             bitmap_exact: Some(true),
         };
         let summary = |v: &[f64]| v.iter().copied().collect::<Samples>().summary();
@@ -287,7 +323,10 @@ mod tests {
             layout: Layout::new(1, 4 << 20, Backing::Anonymous, 8).unwrap(),
             backing: Backing::Anonymous,
             wr_fract: 1,
+            pattern: crate::access::AccessPattern::WRITE_ALL,
+            seed: 1,
             manual_protect: false,
+            memslots: Some(1),
             populate_seconds: 0.04,
             enable_seconds: Some(0.000145),
             disable_seconds: None,

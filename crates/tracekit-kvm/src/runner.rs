@@ -22,6 +22,9 @@ pub struct PassTimes {
     pub per_vcpu: Vec<Duration>,
     /// From the first vCPU starting to the last one finishing.
     pub total: Duration,
+    /// Each vCPU's pass as the guest timed it (its TSC from the pass's first instruction to
+    /// its last page touched); `None` without a guest.
+    pub guest: Option<Vec<Duration>>,
 }
 
 /// Something that touches a [`Layout`]'s pages from N threads: the KVM guest
@@ -135,5 +138,6 @@ where
     Ok(PassTimes {
         per_vcpu: spans.iter().map(|(s, e)| *e - *s).collect(),
         total: last - first,
+        guest: None,
     })
 }

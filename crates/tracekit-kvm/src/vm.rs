@@ -2,6 +2,7 @@
 //! identity-mapped slot with code, arguments and page tables, and the test slot at the top of
 //! guest physical memory mapped at [`TEST_GVA`](crate::layout::TEST_GVA).
 
+use crate::access::{AccessPattern, initial_state};
 use crate::error::{Error, Result, kvm};
 use crate::guest::{self, ARGS_SIZE, PageTables, Privilege, SYNC_BAD_ARGS, SYNC_DONE, args};
 use crate::layout::Layout;
@@ -16,6 +17,7 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tracekit_core::process::Progress;
 
 // kvm-ioctls 0.25 has no wrapper for KVM_CLEAR_DIRTY_LOG (_IOWR(KVMIO, 0xc0, ...)).
@@ -54,6 +56,11 @@ pub fn max_vcpus(device: &Path) -> Result<usize> {
     Ok(open_kvm(device)?.get_max_vcpus())
 }
 
+/// The number of memory slots the KVM at `device` allows per VM (KVM_CAP_NR_MEMSLOTS).
+pub fn max_memslots(device: &Path) -> Result<usize> {
+    Ok(open_kvm(device)?.get_nr_memslots())
+}
+
 fn open_kvm(device: &Path) -> Result<Kvm> {
     let name = device.display().to_string();
     let path = CString::new(device.as_os_str().as_bytes())
@@ -74,6 +81,10 @@ pub struct VmOptions {
     pub manual_dirty_protect: bool,
     /// Privilege level of the guest loop.
     pub privilege: Privilege,
+    /// All vCPUs touch the same memory (the selftests' `-o`).
+    pub overlap: bool,
+    /// Split the test memory into this many memory slots of equal size (the selftests' `-x`).
+    pub slots: usize,
 }
 
 impl VmOptions {
@@ -84,6 +95,8 @@ impl VmOptions {
             backing,
             manual_dirty_protect: false,
             privilege: Privilege::User,
+            overlap: false,
+            slots: 1,
         }
     }
 }
@@ -98,17 +111,22 @@ pub struct PerfTestVm {
     test_gpa: u64,
     manual_protect: bool,
     privilege: Privilege,
+    /// The guest TSC frequency (KVM_GET_TSC_KHZ), to turn the guest's TSC stamps into time.
+    tsc_khz: u32,
+    /// Memory slots the test memory is split into (ids TEST_SLOT..).
+    slots: u32,
 }
 
 impl PerfTestVm {
     /// Creates the VM for `vcpus` vCPUs with `bytes_per_vcpu` of test memory each.
     pub fn new(vcpus: usize, bytes_per_vcpu: u64, options: &VmOptions) -> Result<Self> {
         let kvm_sys = open_kvm(&options.device)?;
-        let layout = Layout::new(
+        let layout = Layout::with_overlap(
             vcpus,
             bytes_per_vcpu,
             options.backing,
             kvm_sys.get_max_vcpus(),
+            options.overlap,
         )?;
         let cpuid = kvm_sys
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -116,6 +134,7 @@ impl PerfTestVm {
         let end_gfn = region_end_gfn(cpuid.as_slice());
         let vm = kvm_sys.create_vm().map_err(kvm("KVM_CREATE_VM"))?;
         let manual_protect = options.manual_dirty_protect && enable_manual_protect(&kvm_sys, &vm)?;
+        let slots = check_slots(&layout, options.slots, kvm_sys.get_nr_memslots())?;
 
         let low_bytes = low_pages(&layout) * PAGE_SIZE;
         let test_gpa = test_gpa(&layout, end_gfn, low_bytes)?;
@@ -130,9 +149,12 @@ impl PerfTestVm {
             test_gpa,
             manual_protect,
             privilege: options.privilege,
+            tsc_khz: 0,
+            slots,
         };
-        this.set_slot(LOW_SLOT, 0, &this.low, 0)?;
-        this.set_slot(TEST_SLOT, test_gpa, &this.test, 0)?;
+        let low_host = this.low.as_ptr() as u64;
+        this.set_slot(LOW_SLOT, 0, low_host, this.low.len() as u64, 0)?;
+        this.set_test_slots(0)?;
         let cr3 = this.build_low_memory()?;
         for id in 0..vcpus {
             let vcpu = this
@@ -143,6 +165,9 @@ impl PerfTestVm {
             setup_long_mode(&vcpu, cr3, id, options.privilege)?;
             this.vcpus.push(vcpu);
         }
+        this.tsc_khz = this.vcpus[0]
+            .get_tsc_khz()
+            .map_err(kvm("KVM_GET_TSC_KHZ"))?;
         Ok(this)
     }
 
@@ -163,63 +188,142 @@ impl PerfTestVm {
 
     /// Sets how many pages out of `wr_fract` the guest writes (1: all; the rest are read).
     pub fn set_wr_fract(&mut self, wr_fract: u64) {
+        self.set_access(&AccessPattern {
+            wr_fract,
+            ..AccessPattern::WRITE_ALL
+        });
+    }
+
+    /// Sets how the next passes choose and write pages (see [`crate::access`]).
+    pub fn set_access(&mut self, pattern: &AccessPattern) {
+        let percent = pattern
+            .write_percent
+            .map_or(guest::BY_WR_FRACT, |p| u64::from(p.min(100)));
         for vcpu in 0..self.layout.vcpus {
+            let field = |f| arg_at(vcpu, f);
             self.low
-                .write_u64(arg_at(vcpu, args::WR_FRACT), wr_fract.max(1));
+                .write_u64(field(args::WR_FRACT), pattern.wr_fract.max(1));
+            self.low.write_u64(field(args::WRITE_PERCENT), percent);
+            self.low
+                .write_u64(field(args::RANDOM), u64::from(pattern.random));
         }
     }
 
-    /// Starts or stops dirty logging on the test slot.
+    /// Seeds every vCPU's random generator as memstress does (`seed + vcpu index`).
+    pub fn seed_random(&mut self, seed: u32) {
+        for vcpu in 0..self.layout.vcpus {
+            self.low
+                .write_u64(arg_at(vcpu, args::RAND_STATE), initial_state(seed, vcpu));
+        }
+    }
+
+    /// Each vCPU's random generator state now (between passes).
+    pub fn random_states(&self) -> Vec<u64> {
+        (0..self.layout.vcpus)
+            .map(|v| self.low.read_u64(arg_at(v, args::RAND_STATE)))
+            .collect()
+    }
+
+    /// Starts or stops dirty logging on the test slots.
     pub fn set_dirty_logging(&mut self, on: bool) -> Result<()> {
         let flags = if on { KVM_MEM_LOG_DIRTY_PAGES } else { 0 };
-        self.set_slot(TEST_SLOT, self.test_gpa, &self.test, flags)
+        self.set_test_slots(flags)
     }
 
-    /// KVM_GET_DIRTY_LOG for the test slot: one bit per guest page, vCPU 0's pages first.
+    /// Number of memory slots the test memory is split into.
+    pub fn test_slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Slot `i` of the test memory: its KVM slot id, first page and page count.
+    fn test_slot(&self, i: u32) -> (u32, u64, u64) {
+        let pages = self.layout.memory_pages() / u64::from(self.slots);
+        (TEST_SLOT + i, u64::from(i) * pages, pages)
+    }
+
+    fn set_test_slots(&self, flags: u32) -> Result<()> {
+        for i in 0..self.slots {
+            let (slot, first, pages) = self.test_slot(i);
+            let offset = first * PAGE_SIZE;
+            let host = self.test.as_ptr() as u64 + offset;
+            self.set_slot(slot, self.test_gpa + offset, host, pages * PAGE_SIZE, flags)?;
+        }
+        Ok(())
+    }
+
+    /// KVM_GET_DIRTY_LOG for every test slot, joined into one bitmap: one bit per guest page of
+    /// the test memory, vCPU 0's pages first.
     pub fn get_dirty_log(&self) -> Result<Vec<u64>> {
-        self.vm
-            .get_dirty_log(TEST_SLOT, self.test.len())
-            .map_err(kvm("KVM_GET_DIRTY_LOG"))
+        let mut joined = vec![0u64; self.layout.memory_pages().div_ceil(64) as usize];
+        for i in 0..self.slots {
+            let (slot, first, pages) = self.test_slot(i);
+            let bits = self
+                .vm
+                .get_dirty_log(slot, (pages * PAGE_SIZE) as usize)
+                .map_err(kvm("KVM_GET_DIRTY_LOG"))?;
+            for page in (0..pages).filter(|&p| bits[(p / 64) as usize] >> (p % 64) & 1 == 1) {
+                let bit = first + page;
+                joined[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        Ok(joined)
     }
 
-    /// KVM_CLEAR_DIRTY_LOG for the pages set in `bitmap` (only with manual protection):
-    /// write-protects them again so the next writes are logged.
-    pub fn clear_dirty_log(&self, bitmap: &mut [u64]) -> Result<()> {
-        let num_pages = u32::try_from(self.layout.total_pages())
-            .map_err(|_| Error::Invalid("test slot too large for KVM_CLEAR_DIRTY_LOG".into()))?;
-        // The ioctl reads `num_pages` bits whatever the slice's length: a short one is refused
-        // here rather than read past.
-        if (bitmap.len() as u64) * 64 < u64::from(num_pages) {
+    /// KVM_CLEAR_DIRTY_LOG for the pages set in `bitmap` (as [`PerfTestVm::get_dirty_log`]
+    /// returns it; only with manual protection): write-protects them again so the next writes
+    /// are logged, one call per slot.
+    pub fn clear_dirty_log(&self, bitmap: &[u64]) -> Result<()> {
+        let total = self.layout.memory_pages();
+        if (bitmap.len() as u64) * 64 < total {
             return Err(Error::Invalid(format!(
-                "KVM_CLEAR_DIRTY_LOG: bitmap of {} words for {num_pages} pages",
+                "KVM_CLEAR_DIRTY_LOG: bitmap of {} words for {total} pages",
                 bitmap.len()
             )));
         }
+        for i in 0..self.slots {
+            let (slot, first, pages) = self.test_slot(i);
+            let mut own = vec![0u64; pages.div_ceil(64) as usize];
+            for page in 0..pages {
+                let bit = first + page;
+                own[(page / 64) as usize] |=
+                    (bitmap[(bit / 64) as usize] >> (bit % 64) & 1) << (page % 64);
+            }
+            self.clear_slot_log(slot, &mut own, pages)?;
+        }
+        Ok(())
+    }
+
+    fn clear_slot_log(&self, slot: u32, bitmap: &mut [u64], pages: u64) -> Result<()> {
+        let num_pages = u32::try_from(pages)
+            .map_err(|_| Error::Invalid("test slot too large for KVM_CLEAR_DIRTY_LOG".into()))?;
+        debug_assert!(bitmap.len() as u64 * 64 >= pages);
         let mut clear = kvm_clear_dirty_log {
-            slot: TEST_SLOT,
+            slot,
             num_pages,
             first_page: 0,
             __bindgen_anon_1: kvm_clear_dirty_log__bindgen_ty_1 {
                 dirty_bitmap: bitmap.as_mut_ptr().cast(),
             },
         };
-        // SAFETY: KVM reads `num_pages` bits from `bitmap`, which holds at least that many (checked
-        // above), and reads/writes only the struct itself.
+        // SAFETY: KVM reads `num_pages` bits from `bitmap`, which the caller sized for `pages`
+        // bits, and reads/writes only the struct itself.
         unsafe { sys::kvm_clear_dirty_log_ioctl(self.vm.as_raw_fd(), &mut clear) }
             .map_err(|e| kvm("KVM_CLEAR_DIRTY_LOG")(kvm_ioctls::Error::new(e as i32)))?;
         Ok(())
     }
 
-    fn set_slot(&self, slot: u32, gpa: u64, mem: &HostMemory, flags: u32) -> Result<()> {
+    /// Sets slot `slot` to the `len` bytes of our memory at host address `host`.
+    fn set_slot(&self, slot: u32, gpa: u64, host: u64, len: u64, flags: u32) -> Result<()> {
         let region = kvm_userspace_memory_region {
             slot,
             flags,
             guest_phys_addr: gpa,
-            memory_size: mem.len() as u64,
-            userspace_addr: mem.as_ptr() as u64,
+            memory_size: len,
+            userspace_addr: host,
         };
-        // SAFETY: `mem` is a live mapping of `memory_size` bytes owned by `self`, which also owns
-        // the VM; the VM (and so the slot) is dropped before the mapping (field order).
+        // SAFETY: `host..host + len` lies in a live mapping owned by `self` (low or test memory),
+        // which also owns the VM; the VM (and so the slot) is dropped before the mapping (field
+        // order).
         unsafe { self.vm.set_user_memory_region(region) }.map_err(kvm("KVM_SET_USER_MEMORY_REGION"))
     }
 
@@ -247,6 +351,7 @@ impl PerfTestVm {
                 (args::WR_FRACT, 1),
                 (args::VCPU_ID, vcpu as u64),
                 (args::SYNC, self.sync_gpa()),
+                (args::WRITE_PERCENT, guest::BY_WR_FRACT),
             ];
             for (field, value) in fields {
                 self.low.write_u64(arg_at(vcpu, field), value);
@@ -259,7 +364,7 @@ impl PerfTestVm {
         // Identity-map low memory except page 0 (so a null pointer in the guest faults) and the
         // sync page just above it, which no memory slot backs.
         let ok = pt.map(PAGE_SIZE, PAGE_SIZE, low_pages)
-            && pt.map(self.layout.gva, self.test_gpa, self.layout.total_pages());
+            && pt.map(self.layout.gva, self.test_gpa, self.layout.memory_pages());
         if !ok {
             return Err(Error::Invalid(
                 "internal error: guest page-table area too small; please report".into(),
@@ -306,7 +411,25 @@ impl Toucher for PerfTestVm {
                 .map(|v| low.read_u64(arg_at(v, args::DONE)))
                 .sum()
         };
-        run_threads(work, cpus, &progress, tick)
+        let mut times = run_threads(work, cpus, &progress, tick)?;
+        times.guest = Some(self.guest_times());
+        Ok(times)
+    }
+}
+
+impl PerfTestVm {
+    /// Each vCPU's last pass as the guest timed it with its TSC.
+    fn guest_times(&self) -> Vec<Duration> {
+        let khz = u128::from(self.tsc_khz.max(1));
+        (0..self.layout.vcpus)
+            .map(|v| {
+                let start = self.low.read_u64(arg_at(v, args::TSC_START));
+                let end = self.low.read_u64(arg_at(v, args::TSC_END));
+                // cycles / kHz = ms; scaled to ns in 128 bits so nothing overflows.
+                let ns = u128::from(end.wrapping_sub(start)) * 1_000_000 / khz;
+                Duration::from_nanos(ns as u64)
+            })
+            .collect()
     }
 }
 
@@ -347,6 +470,27 @@ fn enable_manual_protect(kvm_sys: &Kvm, vm: &VmFd) -> Result<bool> {
     Ok(true)
 }
 
+/// Checks a memslot count: at least 1, each slot a whole number of host pages, and with the
+/// low-memory slot no more than KVM's KVM_CAP_NR_MEMSLOTS.
+fn check_slots(layout: &Layout, slots: usize, kvm_slots: usize) -> Result<u32> {
+    let allowed = kvm_slots.saturating_sub(1);
+    if slots == 0 || slots > allowed {
+        return Err(Error::Invalid(format!(
+            "{slots} memslots requested; KVM allows {kvm_slots} per VM and the guest's code and \
+             page tables take one: choose between 1 and {allowed}"
+        )));
+    }
+    let unit = slots as u64 * layout.host_page_size;
+    if !layout.total_bytes().is_multiple_of(unit) {
+        return Err(Error::Invalid(format!(
+            "{} bytes of test memory do not split into {slots} memslots of whole {}-byte pages",
+            layout.total_bytes(),
+            layout.host_page_size
+        )));
+    }
+    Ok(slots as u32)
+}
+
 fn arg_at(vcpu: usize, field: u64) -> usize {
     (ARGS_GPA + vcpu as u64 * ARGS_SIZE + field) as usize
 }
@@ -359,7 +503,7 @@ fn args_pages(layout: &Layout) -> u64 {
 /// and for low memory itself (solved by iterating, since the tables map themselves).
 fn low_pages(layout: &Layout) -> u64 {
     let fixed = 3 + args_pages(layout) + 1; // + PML4
-    let test_tables = guest::table_pages_for(layout.total_pages());
+    let test_tables = guest::table_pages_for(layout.memory_pages());
     let mut pages = fixed + test_tables;
     loop {
         // + 1: the sync page mapped right above low memory.
@@ -396,7 +540,7 @@ fn region_end_gfn(cpuid: &[kvm_bindings::kvm_cpuid_entry2]) -> u64 {
 /// Places the test slot at the top of guest physical memory, aligned down to the backing's
 /// page size, as the seed does; refuses a region that would not fit above low memory.
 fn test_gpa(layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64> {
-    let pages = layout.total_pages();
+    let pages = layout.memory_pages();
     let low_gfns = low_bytes / PAGE_SIZE + layout.host_page_size / PAGE_SIZE;
     if pages + 1 + low_gfns > region_end_gfn {
         return Err(Error::TooMuchMemory {
@@ -552,7 +696,7 @@ mod tests {
         let mut vm = PerfTestVm::new(1, 1 << 20, &VmOptions::new(Backing::Anonymous)).unwrap();
         for iteration in [0, 1, 7] {
             vm.run_pass(iteration, None, &mut |_| {}).unwrap();
-            assert!(vm.layout().verify(vm.memory(), |_| iteration, 0).ok(256));
+            assert!(vm.layout().verify(vm.memory(), |_, _| iteration, 0).ok(256));
         }
     }
 }

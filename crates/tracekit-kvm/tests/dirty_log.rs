@@ -14,11 +14,65 @@ fn config(vcpus: usize, wr_fract: u64, manual_protect: bool) -> DirtyLogOptions 
             cpus: None,
             kvm_device: KVM_DEVICE.into(),
             privilege: Privilege::User,
+            overlap: false,
+            slots: 1,
         },
         iterations: 2,
         wr_fract,
         manual_protect,
+        write_percent: None,
+        random_access: false,
+        seed: 1,
     }
+}
+
+/// -w 0/50/100: no page, about half, every page dirty; the host replays the guest's generator,
+/// so the bitmap is compared bit for bit, and each page holds its last write.
+#[test]
+fn write_percentage_dirties_exactly_the_drawn_pages() {
+    let mut seen = Vec::new();
+    for percent in [0, 50, 100] {
+        let mut c = config(2, 1, true);
+        c.write_percent = Some(percent);
+        let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+        assert_eq!(r.bitmap_exact, Some(true), "-w {percent}");
+        assert!(r.verified, "{:?}", r.verification);
+        for it in &r.iterations {
+            assert_eq!(it.dirty_pages, Some(it.expected_dirty_pages));
+        }
+        seen.push(r.iterations[0].expected_dirty_pages);
+    }
+    assert_eq!((seen[0], seen[2]), (0, 1024));
+    assert!((400..624).contains(&seen[1]), "{seen:?}");
+}
+
+/// -a: random pages, drawn with replacement; the bitmap is exactly the drawn set, which is a
+/// strict subset of the pages (about 1 - 1/e of them), and the same seed draws the same pages.
+#[test]
+fn random_access_dirties_exactly_the_drawn_pages() {
+    let run = |seed| {
+        let mut c = config(1, 1, true);
+        (c.random_access, c.seed) = (true, seed);
+        let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+        assert_eq!(r.bitmap_exact, Some(true));
+        assert!(r.verified, "{:?}", r.verification);
+        r.iterations[0].expected_dirty_pages
+    };
+    let pages = run(7);
+    assert!((280..380).contains(&pages), "{pages} of 512");
+    assert_eq!(run(7), pages);
+}
+
+#[test]
+fn write_percentage_and_memslots_need_the_guest() {
+    let mut c = config(1, 1, true);
+    c.common.engine = Engine::Host;
+    c.write_percent = Some(50);
+    let err = run_dirty_log(&c, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("needs the guest"), "{err}");
+    (c.write_percent, c.common.slots) = (None, 2);
+    let err = run_dirty_log(&c, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("have no memslots"), "{err}");
 }
 
 #[test]
@@ -65,4 +119,56 @@ fn zero_iterations_are_refused() {
         run_dirty_log(&c, &mut |_| {}),
         Err(Error::Invalid(_))
     ));
+}
+
+/// -o: two vCPUs each writing all 1024 pages dirty 1024 bits, not 2048; with -w 50 each page
+/// is dirty when either vCPU wrote it, which the replay knows exactly.
+#[test]
+fn overlapping_vcpus_dirty_one_region() {
+    for percent in [None, Some(50)] {
+        let mut c = config(2, 1, true);
+        (c.common.overlap, c.write_percent) = (true, percent);
+        let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+        assert_eq!(r.bitmap_exact, Some(true));
+        let dirty = r.iterations[0].expected_dirty_pages;
+        match percent {
+            None => assert_eq!(dirty, 1024),
+            // Dirty unless both vCPUs read it: about 75% of the pages.
+            Some(_) => assert!((700..840).contains(&dirty), "{dirty}"),
+        }
+        assert!(r.verified, "{:?}", r.verification);
+    }
+}
+
+/// -x 4: the 1024 pages in 4 memslots; each slot's log is collected (and cleared) on its own
+/// and the joined bitmap is exact, with a write percentage so the bits differ slot by slot.
+#[test]
+fn several_memslots_log_exactly() {
+    for manual in [true, false] {
+        let mut c = config(2, 1, manual);
+        (c.common.slots, c.write_percent) = (4, Some(50));
+        let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+        assert_eq!((r.memslots, r.bitmap_exact), (Some(4), Some(true)));
+        assert!(
+            r.iterations
+                .iter()
+                .all(|i| i.dirty_pages == Some(i.expected_dirty_pages))
+        );
+        assert!(r.verified, "{:?}", r.verification);
+    }
+}
+
+#[test]
+fn memslot_counts_kvm_cannot_take_are_refused() {
+    let max = tracekit_kvm::vm::max_memslots(std::path::Path::new(KVM_DEVICE)).unwrap();
+    for (slots, message) in [
+        (0, "0 memslots requested"),
+        (max, "the guest's code and page tables take one"),
+        (3, "do not split into 3 memslots"),
+    ] {
+        let mut c = config(1, 1, true);
+        c.common.slots = slots;
+        let err = run_dirty_log(&c, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains(message), "{slots}: {err}");
+    }
 }

@@ -71,9 +71,14 @@ pub const BENCH_DEMAND_PAGING: &str = "Demand-paging test (the KVM selftests' de
 library). A VM with VCPUS vCPUs in 64-bit long mode (the test loop at CPL 3; --supervisor for CPL 0) gets BYTES of fresh, never-touched test memory \
 per vCPU at the top of guest physical memory; each vCPU writes the first 8 bytes of every 4 KiB page \
 of its slice once, so every write is a page fault served by the host: by the kernel, or with -u by \
-userfaultfd handler threads doing UFFDIO_COPY (one per vCPU, or one for all with -a).\n\n\
-Prints each vCPU's time, the total time and the demand-paging rate (pages/sec = all pages / total \
-time). After the run every page is checked: its first 8 bytes must hold what the guest wrote and, \
+userfaultfd handler threads doing UFFDIO_COPY (one per vCPU, or one for all with -a; -r readers \
+per uffd, -d a delay before each fault is served; --minor: minor faults on shared memory, whose \
+page cache is filled first, served with UFFDIO_CONTINUE). --overlap gives every vCPU all the \
+memory, -x splits it into memslots, -s picks the backing (anonymous-thp, shared, hugetlb, \
+shared-hugetlb); each matches the selftest's flag of the same meaning.\n\n\
+Prints each vCPU's time (by the host's clock and by the guest's TSC), the total time and the \
+demand-paging rate (pages/sec = pages of memory / total time), and with -u a log2 histogram of \
+every fault's latency in the handler. After the run every page is checked: its first 8 bytes must hold what the guest wrote and, \
 with -u, the rest what the handler copied; `verified` is true only when all pages passed, otherwise \
 the exit status is 1.\n\n\
 --no-kvm runs the same pattern from host threads instead of vCPUs: the floor the guest numbers \
@@ -86,7 +91,8 @@ faulting vCPU and its handler on different CPUs, which is several times slower a
 pub const BENCH_DIRTY_LOG: &str = "Dirty-logging test (the KVM selftests' dirty_log_perf_test, on the same library as \
 demand-paging). The vCPUs first populate their memory, then dirty logging is enabled on the test \
 slot, and each of ITERATIONS iterations lets every vCPU write its pages again (one in WR_FRACT with \
--f, reading the others) while the host then collects the dirty bitmap with KVM_GET_DIRTY_LOG and, \
+-f, reading the others; or, like the selftest, -w PERCENT of its accesses, -a at random pages, \
+-r SEED for the generator, which the host replays to know the exact pages written) while the host then collects the dirty bitmap with KVM_GET_DIRTY_LOG and, \
 when the kernel has KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (disable with -g), re-protects with \
 KVM_CLEAR_DIRTY_LOG.\n\n\
 Reports the populate time, per-iteration dirtying time (per vCPU and total) and collection times, \
@@ -180,6 +186,8 @@ tracekit bench demand-paging -v 2 -b 256M\n  \
 tracekit bench demand-paging -v 2 -b 256M -u -c 0,1\n  \
 tracekit bench demand-paging -v 2 -b 256M -u -a            # one shared handler\n  \
 tracekit bench demand-paging -v 2 -b 256M --no-kvm -u      # host floor: UFFDIO_COPY rate\n  \
+tracekit bench demand-paging -v 2 -b 64M -s shared -u --minor   # UFFDIO_CONTINUE\n  \
+tracekit bench demand-paging -v 2 -b 64M -u -r 2 -d 100   # 2 readers per uffd, 100 us delay\n  \
 tracekit bench demand-paging -b 64M --json -o dp.json";
 
 /// `tracekit bench dirty-log --help`: the examples.
@@ -187,4 +195,5 @@ pub const BENCH_DIRTY_LOG_EXAMPLES: &str = "Examples:\n  \
 tracekit bench dirty-log -v 2 -b 256M -i 5\n  \
 tracekit bench dirty-log -v 1 -b 64M -i 3 -f 2        # write every other page\n  \
 tracekit bench dirty-log -b 64M -g --json              # KVM_GET_DIRTY_LOG only\n  \
+tracekit bench dirty-log -v 2 -b 64M -w 50 -a -x 4     # 50% writes, random pages, 4 memslots\n  \
 tracekit bench dirty-log -v 2 -b 256M -i 5 --no-kvm    # host floor";

@@ -261,3 +261,91 @@ fn bad_size_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid size '12Q'"));
 }
+
+/// -u --minor on shared memory: one UFFDIO_CONTINUE per page, the page cache's contents kept
+/// (verified), the handler's latency histogram holding every fault, the guest's own pass times.
+#[test]
+fn minor_faults_with_latency_histogram_and_guest_times() {
+    let doc = json(&[
+        "demand-paging",
+        "-v",
+        "2",
+        "-b",
+        "4M",
+        "-s",
+        "shared",
+        "-u",
+        "--minor",
+    ]);
+    check_demand_paging(&doc, 2);
+    let u = &doc["uffd"];
+    assert_eq!(
+        (u["kind"].as_str(), u["copies"].as_u64()),
+        (Some("minor"), Some(2048))
+    );
+    let buckets = u["fault_latency_ns"]["buckets"].as_array().unwrap();
+    let total: u64 = buckets.iter().map(|b| b.as_u64().unwrap()).sum();
+    assert_eq!(Some(total), u["faults"].as_u64());
+    assert_eq!(doc["guest_seconds"].as_array().unwrap().len(), 2);
+    fails_with(
+        &["bench", "demand-paging", "-b", "4M", "-u", "--minor"],
+        "minor faults need shared memory",
+    );
+}
+
+/// dirty-log -w 0 and -w 100: no page and every page in every bitmap, exactly.
+#[test]
+fn dirty_log_write_percentage_extremes() {
+    for (percent, pages) in [("0", 0), ("100", 1024)] {
+        let doc = json(&["dirty-log", "-v", "1", "-b", "4M", "-i", "2", "-w", percent]);
+        assert_eq!(doc["bitmap_exact"], true);
+        assert_eq!(doc["verified"], true);
+        for it in doc["iterations"].as_array().unwrap() {
+            assert_eq!(it["dirty_pages"], pages, "-w {percent}");
+        }
+    }
+}
+
+/// --overlap: both vCPUs visit all 2048 pages, each faulted once through one uffd; -x beyond
+/// what KVM allows (or 0) is refused with the limit.
+#[test]
+fn overlap_and_memslot_limits() {
+    let doc = json(&[
+        "demand-paging",
+        "-v",
+        "2",
+        "-b",
+        "4M",
+        "--overlap",
+        "-u",
+        "-r",
+        "2",
+    ]);
+    assert_eq!(doc["verified"], true);
+    assert_eq!(
+        (doc["total_pages"].as_u64(), doc["pages_visited"].as_u64()),
+        (Some(2048), Some(4096))
+    );
+    let u = &doc["uffd"];
+    assert_eq!(
+        (
+            u["uffds"].as_u64(),
+            u["handlers"].as_u64(),
+            u["copies"].as_u64()
+        ),
+        (Some(1), Some(2), Some(2048))
+    );
+    let doc = json(&["dirty-log", "-v", "2", "-b", "4M", "-i", "1", "-x", "8"]);
+    assert_eq!(
+        (doc["memslots"].as_u64(), doc["bitmap_exact"].as_bool()),
+        (Some(8), Some(true))
+    );
+    fails_with(
+        &["bench", "dirty-log", "-b", "4M", "-x", "0"],
+        "0 memslots requested",
+    );
+    fails_with(
+        &["bench", "demand-paging", "-b", "4M", "-x", "1000000"],
+        "the guest's code and page tables take one",
+    );
+}

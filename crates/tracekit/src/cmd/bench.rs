@@ -3,15 +3,17 @@
 
 use crate::output::OutputArgs;
 use anyhow::bail;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tracekit_core::report::Style;
 use tracekit_core::units::{parse_cpu_list, parse_size};
 use tracekit_kvm::{
-    Backing, CommonOptions, DemandPagingOptions, DirtyLogOptions, Engine, HandlerMode, Privilege,
-    render,
+    Backing, CommonOptions, DemandPagingOptions, DirtyLogOptions, Engine, FaultKind, HandlerMode,
+    Privilege, UffdOptions, render,
 };
 
 /// `tracekit bench ...`
@@ -41,8 +43,8 @@ pub struct CommonArgs {
     #[arg(short = 'b', long = "bytes", value_name = "BYTES", value_parser = parse_size, default_value = "1G")]
     bytes_per_vcpu: u64,
     /// Host memory backing the test memory.
-    #[arg(short = 's', long, value_enum, default_value_t = BackingArg::Anonymous)]
-    backing: BackingArg,
+    #[arg(short = 's', long, default_value = "anonymous", value_parser = backing_parser())]
+    backing: Backing,
     /// Pin vCPU i to the i-th CPU of the list, e.g. 0,1 or 0-3 (demand-paging -u: its
     /// userfaultfd handler too).
     #[arg(short = 'c', long = "cpus", value_name = "CPU_LIST", value_parser = parse_cpus)]
@@ -54,6 +56,13 @@ pub struct CommonArgs {
     /// On PVM (software-virtualized KVM) every supervisor-mode instruction is emulated.
     #[arg(long)]
     supervisor: bool,
+    /// Every vCPU touches the same memory instead of its own slice (the selftests' -o; -o is
+    /// tracekit's output file).
+    #[arg(long)]
+    overlap: bool,
+    /// Split the test memory into this many memory slots (the selftests' -x).
+    #[arg(short = 'x', long = "memslots", value_name = "N", default_value_t = 1)]
+    slots: usize,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -69,6 +78,21 @@ pub struct DemandPagingArgs {
     /// With -u: one userfaultfd and one handler thread for all vCPUs.
     #[arg(short = 'a', long, requires = "uffd")]
     shared_handler: bool,
+    /// With -u: minor faults on shared memory, served by UFFDIO_CONTINUE (the selftest's -u MINOR).
+    #[arg(long, requires = "uffd")]
+    minor: bool,
+    /// With -u: reader threads per userfaultfd.
+    #[arg(short = 'r', long, value_name = "N", default_value_t = 1, requires = "uffd", value_parser = clap::value_parser!(u64).range(1..))]
+    readers: u64,
+    /// With -u: sleep USEC microseconds before serving each fault.
+    #[arg(
+        short = 'd',
+        long = "delay",
+        value_name = "USEC",
+        default_value_t = 0,
+        requires = "uffd"
+    )]
+    delay_us: u64,
     /// Touch the memory from host threads instead of vCPUs (no /dev/kvm needed; the floor).
     #[arg(long)]
     no_kvm: bool,
@@ -88,6 +112,15 @@ pub struct DirtyLogArgs {
     /// Do not use KVM_CLEAR_DIRTY_LOG (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2).
     #[arg(short = 'g', long)]
     no_manual_protect: bool,
+    /// Write each access's page with this probability, 0-100 (the selftest's -w; replaces -f).
+    #[arg(short = 'w', long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100), conflicts_with = "wr_fract")]
+    write_percent: Option<u8>,
+    /// Access pages in random order, drawn with replacement as memstress does (the selftest's -a).
+    #[arg(short = 'a', long)]
+    random_access: bool,
+    /// Seed of the guest's random generator (the selftest's -r).
+    #[arg(short = 'r', long, value_name = "SEED", default_value_t = 1)]
+    seed: u32,
     /// Dirty the memory from host threads instead of vCPUs (no log; the floor for dirtying).
     #[arg(long)]
     no_kvm: bool,
@@ -105,7 +138,7 @@ impl CommonArgs {
             engine: if no_kvm { Engine::Host } else { Engine::Kvm },
             vcpus: self.vcpus,
             bytes_per_vcpu: self.bytes_per_vcpu,
-            backing: self.backing.into(),
+            backing: self.backing,
             cpus: self.cpus.clone().map(|l| l.0),
             kvm_device: self.kvm_device.clone(),
             privilege: if self.supervisor {
@@ -113,6 +146,8 @@ impl CommonArgs {
             } else {
                 Privilege::User
             },
+            overlap: self.overlap,
+            slots: self.slots,
         }
     }
 }
@@ -125,21 +160,11 @@ fn parse_cpus(s: &str) -> Result<CpuList, tracekit_core::units::ParseError> {
     parse_cpu_list(s).map(CpuList)
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum BackingArg {
-    Anonymous,
-    Shared,
-    Hugetlb,
-}
-
-impl From<BackingArg> for Backing {
-    fn from(b: BackingArg) -> Self {
-        match b {
-            BackingArg::Anonymous => Backing::Anonymous,
-            BackingArg::Shared => Backing::Shared,
-            BackingArg::Hugetlb => Backing::Hugetlb,
-        }
-    }
+/// The backing names the library knows, parsed into its [`Backing`].
+fn backing_parser() -> impl clap::builder::TypedValueParser<Value = Backing> {
+    let names = Backing::ALL.map(Backing::name);
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|name| Backing::from_name(&name).expect("one of the possible values"))
 }
 
 /// Runs a `tracekit bench` subcommand.
@@ -154,11 +179,7 @@ fn demand_paging(a: DemandPagingArgs) -> anyhow::Result<ExitCode> {
     let c = &a.common;
     let options = DemandPagingOptions {
         common: c.options(a.no_kvm),
-        uffd: a.uffd.then_some(if a.shared_handler {
-            HandlerMode::Shared
-        } else {
-            HandlerMode::PerVcpu
-        }),
+        uffd: a.uffd.then(|| uffd_options(&a)),
     };
     let bar = crate::progress::bar(c.total_pages(), 0, "pages", true);
     let report = tracekit_kvm::run_demand_paging(&options, &mut |pages| bar.set_position(pages));
@@ -171,6 +192,24 @@ fn demand_paging(a: DemandPagingArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn uffd_options(a: &DemandPagingArgs) -> UffdOptions {
+    let shared = a.shared_handler;
+    UffdOptions {
+        mode: if shared {
+            HandlerMode::Shared
+        } else {
+            HandlerMode::PerVcpu
+        },
+        kind: if a.minor {
+            FaultKind::Minor
+        } else {
+            FaultKind::Missing
+        },
+        readers: a.readers as usize,
+        delay: Duration::from_micros(a.delay_us),
+    }
+}
+
 fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
     let c = &a.common;
     let options = DirtyLogOptions {
@@ -178,6 +217,9 @@ fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
         iterations: a.iterations,
         wr_fract: a.wr_fract,
         manual_protect: !a.no_manual_protect,
+        write_percent: a.write_percent,
+        random_access: a.random_access,
+        seed: a.seed,
     };
     // The populate pass and every iteration each visit all pages.
     let passes = a.iterations + 1;
