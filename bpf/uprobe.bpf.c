@@ -119,8 +119,12 @@ struct {
     __type(value, struct usdt_spec);
 } usdt_specs SEC(".maps");
 
+// A plain hash, not per-CPU: each key is written only by its own thread (one CPU at a time),
+// and a per-CPU map would cost its size times every possible CPU. Not preallocated: only the
+// threads seen take memory.
 struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
     __uint(max_entries, 1); // sized by user space when cfg_by_thread is set
     __type(key, struct thread_key);
     __type(value, struct thread_stats);

@@ -63,12 +63,28 @@ pub trait Sink {
     fn interval(&mut self, so_far: &ProbeReport) {
         let _ = so_far;
     }
+
+    /// The probes are in place and the intervals start now (called once, before the first
+    /// [`Sink::interval`]).
+    fn started(&mut self) {}
 }
 
 impl<F: FnMut(&HitEvent)> Sink for F {
     fn hit(&mut self, event: &HitEvent) {
         self(event)
     }
+}
+
+/// The first tick after `tick` that is still ahead: `tick + every`, or a whole number of
+/// periods later when the clock has run past it.
+pub fn next_tick(tick: std::time::Instant, every: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    let mut next = tick + every;
+    if next <= now && !every.is_zero() {
+        let behind = now.duration_since(next).as_nanos() / every.as_nanos();
+        next += every * (u32::try_from(behind).unwrap_or(u32::MAX - 1) + 1);
+    }
+    next
 }
 
 /// When the next interval report is due, for engines that poll.
@@ -88,11 +104,12 @@ impl Ticker {
         }
     }
 
-    /// Whether an interval has ended (and the next one began).
+    /// Whether an interval has ended (and the next one began). Ticks missed while the tracer
+    /// could not run (stopped, starved) make one longer interval, not a burst of empty ones.
     pub fn due(&mut self) -> bool {
         match (self.every, self.next) {
             (Some(every), Some(next)) if std::time::Instant::now() >= next => {
-                self.next = Some(next + every);
+                self.next = Some(next_tick(next, every));
                 true
             }
             _ => false,

@@ -391,3 +391,34 @@ fn list_shows_usdt_sites_and_errors_say_what_exists() {
     let e = fail(&format!("usdt:{p}"));
     assert!(e.contains("usdt:BINARY:PROVIDER:NAME"), "{e}");
 }
+
+#[test]
+fn interval_reports_fold_a_probes_sites_and_add_up() {
+    let program = usdt_o1();
+    let p = program.display();
+    for engine in ENGINES {
+        let out = Command::new(TRACEKIT)
+            .args(["probe", "--engine", engine, "-i", "0.05", "--json"])
+            .arg(format!("usdt:{p}:tk:plain"))
+            .arg(format!("usdt:{p}:tk:step"))
+            .arg("--")
+            .arg(program)
+            .arg("3000")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let mut totals = [0u64; 2];
+        for line in stderr.lines().filter(|l| l.starts_with('{')) {
+            let doc: Value = serde_json::from_str(line).unwrap();
+            let rows = doc["probes"].as_array().unwrap();
+            // tk:plain's three sites are one row in every interval, not only at the end.
+            assert_eq!(rows.len(), 2, "{engine}: {line}");
+            for (total, row) in totals.iter_mut().zip(rows) {
+                *total += row["hits"].as_u64().unwrap();
+            }
+        }
+        assert_eq!(totals, [6000, 3000], "{engine}: {stderr}");
+    }
+}

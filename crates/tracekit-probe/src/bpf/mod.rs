@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use aya::{Ebpf, EbpfLoader, Pod};
@@ -474,33 +474,27 @@ impl Session {
             map: "thread_stats",
             reason: e.to_string(),
         };
-        let map: PerCpuHashMap<&MapData, ThreadKey, KernelThreadStats> =
-            PerCpuHashMap::try_from(self.ebpf.map("thread_stats").expect("map in object"))
+        let map: BpfHashMap<&MapData, ThreadKey, KernelThreadStats> =
+            BpfHashMap::try_from(self.ebpf.map("thread_stats").expect("map in object"))
                 .map_err(map_err)?;
         for entry in map.iter() {
-            let (key, per_cpu) = entry.map_err(map_err)?;
+            let (key, s) = entry.map_err(map_err)?;
             let Some(p) = probes.get_mut(key.probe as usize) else {
                 continue;
             };
-            let mut t = ThreadResult {
+            let latency = p.latency.map(|_| LatencyStats {
+                count: s.lat_count,
+                total: s.lat_total,
+                min: s.lat_min,
+                max: s.lat_max,
+                sum_sq: (u128::from(s.sum_sq_hi) << 64) | u128::from(s.sum_sq_lo),
+            });
+            let t = ThreadResult {
                 tid: key.tid as i32,
-                hits: 0,
-                missed: 0,
-                latency: p.latency.map(|_| LatencyStats::new()),
+                hits: s.hits,
+                missed: s.missed,
+                latency,
             };
-            for s in per_cpu.iter() {
-                t.hits += s.hits;
-                t.missed += s.missed;
-                if let Some(l) = &mut t.latency {
-                    l.merge(&LatencyStats {
-                        count: s.lat_count,
-                        total: s.lat_total,
-                        min: s.lat_min,
-                        max: s.lat_max,
-                        sum_sq: (u128::from(s.sum_sq_hi) << 64) | u128::from(s.sum_sq_lo),
-                    });
-                }
-            }
             p.threads.push(t);
         }
         probes
@@ -642,6 +636,7 @@ pub fn run_with_sink(
             if let Some(f) = opts.on_attached {
                 f(probes.len());
             }
+            sink.started();
             let mut ticker = Ticker::new(sink);
             while !stop.load(Ordering::Relaxed) && tracekit_core::process::alive(*pid) {
                 session.wait(&mut ticker, sink)?;
@@ -664,6 +659,7 @@ pub fn run_with_sink(
             }
             let mut child = gated.release().map_err(spawn_err)?;
             let mut status = None;
+            sink.started();
             let mut ticker = Ticker::new(sink);
             while !stop.load(Ordering::Relaxed) {
                 session.wait(&mut ticker, sink)?;

@@ -383,7 +383,7 @@ impl<A: Arch> Engine<A> {
             if let Phase::OutOfLine(_) = thread.phase {
                 // Re-entered (a signal handler hit a probe while a copy was in flight): run the
                 // instruction but do not count it as a hit, as kprobes do.
-                self.count_missed(point);
+                self.count_missed(point, tid);
             } else {
                 self.pre_handler(inst, point, thread, tid, regs, mem, on_hit)?;
             }
@@ -450,8 +450,9 @@ impl<A: Arch> Engine<A> {
             thread.returns.pop();
         }
         if thread.returns.len() >= MAX_RETURN_DEPTH {
-            for &p in &self.table.points[point].returns {
-                self.stats[p].missed += 1;
+            for i in 0..self.table.points[point].returns.len() {
+                let p = self.table.points[point].returns[i];
+                self.count_miss(p, tid);
             }
             return Ok(());
         }
@@ -547,10 +548,19 @@ impl<A: Arch> Engine<A> {
         Ok(())
     }
 
-    fn count_missed(&mut self, point: usize) {
+    fn count_missed(&mut self, point: usize, tid: i32) {
         let def = &self.table.points[point];
-        for &p in def.entry.iter().chain(&def.returns) {
-            self.stats[p].missed += 1;
+        let probes: Vec<usize> = def.entry.iter().chain(&def.returns).copied().collect();
+        for p in probes {
+            self.count_miss(p, tid);
+        }
+    }
+
+    /// Counts a miss of probe `p` in thread `tid` (per thread too, when counting per thread).
+    fn count_miss(&mut self, p: usize, tid: i32) {
+        self.stats[p].missed += 1;
+        if let Some(threads) = &mut self.threads {
+            threads.entry((p, tid)).or_default().missed += 1;
         }
     }
 

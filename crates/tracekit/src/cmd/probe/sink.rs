@@ -54,6 +54,11 @@ impl Sink for Output<'_> {
         self.every
     }
 
+    fn started(&mut self) {
+        // The first interval is timed from here, not from before the probes were placed.
+        self.intervals = Intervals::start();
+    }
+
     fn interval(&mut self, so_far: &ProbeReport) {
         if let Err(e) = self.write_interval(so_far) {
             self.failed.get_or_insert(e);

@@ -121,7 +121,35 @@ pub fn run_with_sink(
 ) -> Result<Outcome, BreakpointError> {
     // ptrace reaches only the tracer's own instruction set.
     let table = ProbeTable::<Host>::new(probes)?;
-    let mut outcome = session::Session::run(table, target, opts, stop, sink)?;
+    let mut sink = FoldingSink { inner: sink, probes };
+    let mut outcome = session::Session::run(table, target, opts, stop, &mut sink)?;
     outcome.report.fold_sites(probes);
     Ok(outcome)
+}
+
+/// Hands the interval reads on with a USDT probe's sites folded into one row, as the final
+/// report is (the engine counts per site).
+struct FoldingSink<'a> {
+    inner: &'a mut dyn Sink,
+    probes: &'a [ResolvedProbe],
+}
+
+impl Sink for FoldingSink<'_> {
+    fn hit(&mut self, event: &HitEvent) {
+        self.inner.hit(event);
+    }
+
+    fn every(&self) -> Option<std::time::Duration> {
+        self.inner.every()
+    }
+
+    fn started(&mut self) {
+        self.inner.started();
+    }
+
+    fn interval(&mut self, so_far: &crate::ProbeReport) {
+        let mut folded = so_far.clone();
+        folded.fold_sites(self.probes);
+        self.inner.interval(&folded);
+    }
 }

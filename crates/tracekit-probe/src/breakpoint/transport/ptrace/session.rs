@@ -110,6 +110,11 @@ pub(super) struct Session<'a, A: Arch> {
     /// Every thread is being brought to a stop (detach, or placing probes after dlopen).
     holding: bool,
     waker_pid: i32,
+    /// Interval ticks the watchdog sent the waker, and how many of them were reported.
+    ticks_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ticks_seen: u64,
+    /// An interval ended (the waker stopped for it) and is not reported yet.
+    interval_due: bool,
     exec_error: Option<OwnedFd>,
     program: PathBuf,
     saved_affinity: Option<libc::cpu_set_t>,
@@ -159,6 +164,9 @@ where
             placed: vec![false; n_points],
             holding: false,
             waker_pid,
+            ticks_sent: Default::default(),
+            ticks_seen: 0,
+            interval_due: false,
             exec_error: None,
             program: PathBuf::new(),
             saved_affinity: None,
@@ -167,12 +175,16 @@ where
         let result = std::thread::scope(|scope| {
             let every = sink.every();
             let done = &done;
-            let dog = scope.spawn(move || watchdog(stop, done, waker_fd, every));
+            let ticks = s.ticks_sent.clone();
+            let dog = scope.spawn(move || watchdog(stop, done, waker_fd, every, &ticks));
             if !matches!(target, Target::Attach(_)) {
                 // A spawned program inherits the pinned tracer's mask; give it back the original.
                 s.saved_affinity = tracer_affinity;
             }
-            let r = s.start(target).and_then(|()| s.event_loop(stop, sink));
+            let r = s.start(target).and_then(|()| {
+                sink.started();
+                s.event_loop(stop, sink)
+            });
             let mut on_hit = |e: &HitEvent| sink.hit(e);
             let r = match r {
                 Ok(()) => s.detach_all(&mut on_hit),
@@ -250,26 +262,34 @@ where
         while !self.threads.is_empty() && !stop.load(Ordering::Relaxed) {
             let (pid, status) = waitpid_any(spin)?;
             if pid == self.waker_pid {
-                if self.on_waker(status) {
-                    sink.interval(&self.engine.report());
-                }
-                continue;
+                self.on_waker(status);
+            } else {
+                self.on_status(pid, status, &mut |e: &HitEvent| sink.hit(e), false)?;
             }
-            self.on_status(pid, status, &mut |e: &HitEvent| sink.hit(e), false)?;
+            // Also an interval whose stop came while every thread was being held.
+            if std::mem::take(&mut self.interval_due) && sink.every().is_some() {
+                sink.interval(&self.engine.report());
+            }
         }
         Ok(())
     }
 
-    /// The waker stopped (an interval ended: it is let go again, and this returns true) or
-    /// exited (the stop flag: it is gone).
-    fn on_waker(&mut self, status: i32) -> bool {
+    /// The waker stopped or exited. Stopped: it is let go again, and an interval is due if
+    /// the stop was its own SIGSTOP for a tick the watchdog sent (a terminal's SIGTSTP, or a
+    /// SIGSTOP to the whole process group, is not an interval). Exited: the stop flag.
+    fn on_waker(&mut self, status: i32) {
         if libc::WIFSTOPPED(status) {
             // SAFETY: continuing our own stopped child; no pointers.
             unsafe { libc::kill(self.waker_pid, libc::SIGCONT) };
-            return true;
+            let sent = self.ticks_sent.load(Ordering::SeqCst);
+            if libc::WSTOPSIG(status) == libc::SIGSTOP && sent > self.ticks_seen {
+                // Ticks that queued up while the tracer was busy make one interval.
+                self.ticks_seen = sent;
+                self.interval_due = true;
+            }
+            return;
         }
         self.waker_pid = 0;
-        false
     }
 
     /// Handles one wait status. In `detaching` mode stopped threads are left stopped.

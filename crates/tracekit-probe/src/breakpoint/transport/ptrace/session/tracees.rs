@@ -466,22 +466,25 @@ pub(super) fn spawn_waker() -> Result<(i32, OwnedFd), BreakpointError> {
     }))
 }
 
-/// Wakes the tracer: a byte to the waker at the end of every interval (`every`), and the
-/// pipe closed when `stop` is set (or the run is `done`).
+/// Wakes the tracer: a byte to the waker at the end of every interval (`every`; `ticks`
+/// counts them, so that the tracer tells these stops from a SIGSTOP someone else sent), and
+/// the pipe closed when `stop` is set (or the run is `done`).
 pub(super) fn watchdog(
     stop: &AtomicBool,
     done: &AtomicBool,
     waker: OwnedFd,
     every: Option<Duration>,
+    ticks: &std::sync::atomic::AtomicU64,
 ) {
     let mut next = every.map(|d| std::time::Instant::now() + d);
     while !done.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
         if let (Some(every), Some(at)) = (every, next)
             && std::time::Instant::now() >= at
         {
+            ticks.fetch_add(1, Ordering::SeqCst);
             // SAFETY: writing one byte from a valid buffer to our pipe.
             unsafe { libc::write(waker.as_raw_fd(), b"x".as_ptr().cast(), 1) };
-            next = Some(at + every);
+            next = Some(crate::event::next_tick(at, every));
         }
         let tick = next.map_or(Duration::from_millis(20), |at| {
             at.saturating_duration_since(std::time::Instant::now())
