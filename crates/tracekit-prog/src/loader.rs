@@ -86,16 +86,8 @@ pub(crate) fn load(
         name: entry.name.clone(),
         reason,
     };
-    let damaged = |step: &str, panic: String| Error::Parse {
-        what: what.to_owned(),
-        reason: format!("the object is damaged: aya-obj failed while {step} ({panic})"),
-    };
-    let mut obj = guarded(|| Object::parse(bytes))
-        .map_err(|p| damaged("reading its sections, symbols and BTF", p))?
-        .map_err(|e| Error::Parse {
-            what: what.to_owned(),
-            reason: tracekit_core::errors::chain(&e),
-        })?;
+    let damaged = |step: &str, panic: String| damaged(what, step, panic);
+    let mut obj = parse(what, bytes)?;
     let btf_fd = load_object_btf(&mut obj).map_err(fail)?;
     if obj.has_btf_relocations() {
         let kernel = kernel_btf().map_err(fail)?;
@@ -141,6 +133,46 @@ pub(crate) fn load(
         .collect::<Result<_, String>>()
         .map_err(fail)?;
     Ok(Loaded { fd, maps })
+}
+
+/// Runs, for a prepared object, every step of [`load`] that reads the object and needs no
+/// kernel object: aya-obj's parse, CO-RE relocation against the kernel's BTF (when it can be
+/// read) and call relocation. A damaged object fails here as it would when loaded.
+pub(crate) fn check(what: &str, prepared: &Prepared) -> Result<(), Error> {
+    let mut obj = parse(what, &prepared.bytes)?;
+    if obj.has_btf_relocations()
+        && let Ok(kernel) = kernel_btf()
+    {
+        // Only a panic matters here: a relocation error is the kernel's BTF disagreeing.
+        guarded(|| obj.relocate_btf(kernel))
+            .map_err(|p| damaged(what, "applying its CO-RE relocations (.BTF.ext)", p))?
+            .ok();
+    }
+    let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
+    guarded(|| obj.relocate_calls(&text_sections))
+        .map_err(|p| damaged(what, "relocating its calls", p))?
+        .map_err(|e| Error::Parse {
+            what: what.to_owned(),
+            reason: tracekit_core::errors::chain(&e),
+        })
+}
+
+/// aya-obj's parse of the object's sections, symbols and BTF, a panic in it made an error.
+fn parse(what: &str, bytes: &[u8]) -> Result<Object, Error> {
+    guarded(|| Object::parse(bytes))
+        .map_err(|p| damaged(what, "reading its sections, symbols and BTF", p))?
+        .map_err(|e| Error::Parse {
+            what: what.to_owned(),
+            reason: tracekit_core::errors::chain(&e),
+        })
+}
+
+/// The error for a panic of aya-obj in `step` on object `what`.
+fn damaged(what: &str, step: &str, panic: String) -> Error {
+    Error::Parse {
+        what: what.to_owned(),
+        reason: format!("the object is damaged: aya-obj failed while {step} ({panic})"),
+    }
 }
 
 /// Runs one aya-obj step, turning a panic in it into its message. aya-obj 0.3 indexes slices
