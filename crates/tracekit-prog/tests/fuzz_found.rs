@@ -1,0 +1,40 @@
+//! Inputs the fuzz targets (`cargo xtask fuzz`) found panicking, kept as they were found: each
+//! file of tests/fuzz/TARGET/ goes through what that target does and must come back as an
+//! error, not a panic.
+//!
+//! - bpf-object/btf-header-len-0.bpf.o: a `.BTF` header length of 0 (the header is 24 bytes);
+//!   tracekit's BTF editor rewrote the section sizes at offsets 8..24 of the empty header
+//!   it had copied (btf.rs:336, index out of range).
+
+use std::path::{Path, PathBuf};
+use tracekit_prog::{BpfObject, Error};
+
+fn found(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no inputs in {}", dir.display());
+    files
+}
+
+#[test]
+fn damaged_objects_found_by_fuzzing_are_parse_errors_naming_the_file() {
+    for path in found("bpf-object") {
+        let name = path.display().to_string();
+        // Listing may find the damage already; else the parse for loading does.
+        let err = BpfObject::from_file(&path)
+            .and_then(|object| object.check_parse())
+            .unwrap_err();
+        let Error::Parse { what, reason } = &err else {
+            panic!("{name}: {err}");
+        };
+        assert_eq!(what, &name);
+        assert!(!reason.is_empty());
+        eprintln!("{name}: {err}");
+    }
+}
