@@ -10,12 +10,14 @@ use tracekit_fuzz::{Target, targets, workspace};
 
 const USAGE: &str = "\
 usage: tracekit-fuzz [TARGET...] [--time SECS] [--seed N] [--inputs N] [--list]
+       tracekit-fuzz TARGET --replay FILE
 
   TARGET       run only these targets (default: all; --list shows them)
   --time SECS  time per target (default 10)
   --seed N     the run's seed: the same seed tries the same inputs (default 1)
   --inputs N   stop a target after N inputs (default: no limit)
   --list       list the targets and what each feeds
+  --replay F   run file F through TARGET once, a panic printed as usual
 
 Inputs that panic are saved under fuzz/crashes/TARGET/.";
 
@@ -23,6 +25,7 @@ struct Args {
     names: Vec<String>,
     options: Options,
     list: bool,
+    replay: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -47,12 +50,35 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(file) = &args.replay {
+        return replay(&chosen, file);
+    }
     let failed = run_all(&chosen, &args.options);
     tracekit_fuzz::clean_scratch();
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Runs one saved input through one target, without catching anything: to debug a find.
+fn replay(chosen: &[&Target], file: &str) -> ExitCode {
+    let [target] = chosen else {
+        eprintln!("tracekit-fuzz: --replay takes exactly one TARGET");
+        return ExitCode::from(2);
+    };
+    match std::fs::read(file) {
+        Ok(input) => {
+            (target.run)(&input);
+            tracekit_fuzz::clean_scratch();
+            println!("{}: {file}: no panic", target.name);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tracekit-fuzz: {file}: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -66,6 +92,7 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
             crash_dir: workspace().join("fuzz/crashes"),
         },
         list: false,
+        replay: None,
     };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -79,6 +106,7 @@ fn parse(args: Vec<String>) -> Result<Args, String> {
             "--seed" => out.options.seed = value("--seed")?,
             "--inputs" => out.options.max_inputs = value("--inputs")?,
             "--list" => out.list = true,
+            "--replay" => out.replay = Some(it.next().ok_or("--replay takes a file")?),
             "-h" | "--help" => return Err("help".into()),
             flag if flag.starts_with('-') => return Err(format!("unknown option `{flag}`")),
             name => out.names.push(name.to_owned()),
