@@ -80,6 +80,37 @@ pub fn targets() -> Vec<Target> {
             run: packet_spec,
         },
         Target {
+            name: "map-json",
+            about: "Program::fill_map: --map NAME=JSON entries (needs BPF: the map is a real one)",
+            seeds: || {
+                [
+                    r#"[{"key": 0, "value": 7}]"#,
+                    r#"[{"key": "00000000", "value": "0100000000000000"}]"#,
+                    "[]",
+                ]
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect()
+            },
+            dictionary: &[
+                b"\"key\"",
+                b"\"value\"",
+                b"{",
+                b"}",
+                b"[",
+                b"]",
+                b",",
+                b":",
+                b"\"",
+                b"-1",
+                b"1e3",
+                b"18446744073709551616",
+            ],
+            max_len: 2 << 10,
+            limit: Duration::from_millis(200),
+            run: map_json,
+        },
+        Target {
             name: "hex",
             about: "hex::parse: data_hex, ctx_hex and --data-hex",
             seeds: || {
@@ -102,6 +133,22 @@ fn bpf_object(input: &[u8]) {
     if let Ok(object) = BpfObject::from_bytes("fuzz input", input.to_vec()) {
         let _ = object.check_parse();
     }
+}
+
+thread_local! {
+    /// xdp_count.bpf.o's program, loaded once (its `counts` array map takes the entries);
+    /// `None` without the privilege to load it.
+    static COUNTER: Option<tracekit_prog::Program> = BpfObject::from_file(crate::workspace().join("bpf/obj/xdp_count.bpf.o"))
+        .and_then(|o| o.load("xdp_count"))
+        .ok();
+}
+
+fn map_json(input: &[u8]) {
+    COUNTER.with(|prog| {
+        if let Some(prog) = prog {
+            let _ = prog.fill_map("counts", &text(input));
+        }
+    });
 }
 
 /// The repository's pcap, and the same frames as pcapng (written here: no pcapng is committed).

@@ -1,11 +1,11 @@
 //! Targets of tracekit-summary and tracekit-core: saved reports for `trace diff`, syscall
-//! lists (`-e`), sizes and CPU lists of the command line.
+//! lists (`-e`), /proc files, sizes and CPU lists of the command line.
 
 use crate::{Target, scratch, text};
 use std::time::Duration;
 use tracekit_core::report::Style;
 use tracekit_core::syscalls::Arch;
-use tracekit_core::{syscall_set, units};
+use tracekit_core::{process, syscall_set, units};
 use tracekit_summary::diff;
 
 /// The targets of these crates.
@@ -60,6 +60,28 @@ pub fn targets() -> Vec<Target> {
                 for arch in [Arch::X86_64, Arch::Aarch64, Arch::I386] {
                     let _ = syscall_set::select(arch, &text(input));
                 }
+            },
+        },
+        Target {
+            name: "proc",
+            about: "process::stat_alive, status_tgid, mounts_cgroup2: /proc/PID/stat, status, mounts",
+            seeds: || {
+                vec![
+                b"1234 (a) b) ) S 1 1234 1234 0 -1 4194560 110 0 0 0".to_vec(),
+                b"Name:\tbash\nState:\tS (sleeping)\nTgid:\t1234\nNgid:\t0\nPid:\t1235\n".to_vec(),
+                b"sysfs /sys sysfs rw,nosuid 0 0\ncgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n".to_vec(),
+            ]
+            },
+            dictionary: &[
+                b") ", b"(", b"Tgid:", b"\t", b"\n", b"cgroup2", b" ", b"Z", b"X",
+            ],
+            max_len: 4 << 10,
+            limit: Duration::from_millis(200),
+            run: |input| {
+                let s = text(input);
+                let _ = process::stat_alive(&s);
+                let _ = process::status_tgid(&s);
+                let _ = process::mounts_cgroup2(&s);
             },
         },
         Target {
