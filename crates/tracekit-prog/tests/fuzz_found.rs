@@ -9,6 +9,10 @@
 //!   tracekit allocated and zeroed that much for its value (20 s and more), then panicked as
 //!   the section size overflowed u32 (kconfig.rs:72). An array type containing itself also
 //!   recursed without end when sized.
+//! - bpf-load/aya-obj-btf-rs-423.bpf.o: a BTF string offset past the string section; aya-obj
+//!   0.3's BTF fix-up for the kernel (`fixup_and_sanitize_btf`, btf.rs:423) indexed with it
+//!   and panicked. The fix-up now runs guarded like aya-obj's other steps (upstream bug: it
+//!   should check the offset and return an error).
 
 use std::path::{Path, PathBuf};
 use tracekit_prog::{BpfObject, Error};
@@ -46,5 +50,26 @@ fn damaged_objects_found_by_fuzzing_are_parse_errors_naming_the_file() {
             start.elapsed()
         );
         eprintln!("{name}: {err}");
+    }
+}
+
+#[test]
+fn an_aya_obj_panic_in_the_btf_fixup_is_a_parse_error_naming_the_step() {
+    for path in found("bpf-load") {
+        let name = path.display().to_string();
+        let object = BpfObject::from_file(&path).unwrap();
+        for err in [
+            object.check_parse().unwrap_err(),
+            object.load(&object.programs()[0].name).unwrap_err(),
+        ] {
+            let Error::Parse { what, reason } = &err else {
+                panic!("{name}: {err}");
+            };
+            assert_eq!(what, &name);
+            assert!(
+                reason.starts_with("the object is damaged: aya-obj failed while fixing up its BTF"),
+                "{reason}"
+            );
+        }
     }
 }
