@@ -26,6 +26,22 @@ pub fn targets() -> Vec<Target> {
             run: bpf_object,
         },
         Target {
+            name: "bpf-load",
+            about: "BpfObject::load of each program: BTF, maps and programs into the kernel (needs BPF)",
+            seeds: || files("bpf/obj", ".bpf.o"),
+            dictionary: &[
+                b"\x7fELF",
+                b".BTF",
+                b".BTF.ext",
+                b"license",
+                b".maps",
+                b"xdp",
+            ],
+            max_len: 64 << 10,
+            limit: Duration::from_secs(2),
+            run: bpf_load,
+        },
+        Target {
             name: "pcap",
             about: "pcap::read: pcap and pcapng captures, and packet::describe of each frame",
             seeds: capture_seeds,
@@ -149,6 +165,16 @@ fn map_json(input: &[u8]) {
             let _ = prog.fill_map("counts", &text(input));
         }
     });
+}
+
+/// Loads (and so unloads) the object's first two programs: what a damaged object does to map
+/// creation, initial values, relocation and the load itself. A refusal by the kernel is fine.
+fn bpf_load(input: &[u8]) {
+    if let Ok(object) = BpfObject::from_bytes("fuzz input", input.to_vec()) {
+        for entry in object.programs().iter().take(2) {
+            let _ = object.load(&entry.name);
+        }
+    }
 }
 
 /// The repository's pcap, and the same frames as pcapng (written here: no pcapng is committed).
