@@ -27,7 +27,7 @@ pub fn targets() -> Vec<Target> {
         },
         Target {
             name: "bpf-load",
-            about: "BpfObject::load of each program: BTF, maps and programs into the kernel (needs BPF)",
+            about: "BpfObject::load of its first two programs: BTF, maps and programs into the kernel (needs BPF)",
             seeds: || files("bpf/obj", ".bpf.o"),
             dictionary: &[
                 b"\x7fELF",
