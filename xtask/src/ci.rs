@@ -22,6 +22,7 @@ const STEPS: &[Step] = &[
         differential_counts,
     ),
     ("BPF selftests corpus: counts", corpus_counts),
+    ("fuzz targets: inputs tried per target", crate::fuzz::ci),
 ];
 
 /// Runs every step; prints how long each took.

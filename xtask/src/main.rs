@@ -5,10 +5,14 @@
 //!   or ignores one is a failure.
 //! - `cargo xtask ci`: everything CI checks, each step timed: packages, BPF objects against their
 //!   sources, the LoongArch opcode table against LLVM, rustfmt, clippy, the README's test
-//!   command, the LoongArch differential suite's counts.
+//!   command, the LoongArch differential suite's counts, a short fixed-seed pass of every fuzz
+//!   target.
+//! - `cargo xtask fuzz [TARGET...] [--time SECS] [--seed N]`: runs the fuzz targets
+//!   (crates/tracekit-fuzz) and prints the inputs tried and panics found per target.
 
 mod ci;
 mod cmd;
+mod fuzz;
 mod tests;
 mod tools;
 
@@ -24,6 +28,10 @@ jobs:
                         cargo xtask test -- --test-threads=1
   ci               every CI check, timed (what `bash .ci/run` runs)
   tools            list the tools the tests and CI use, and which are missing
+  fuzz [TARGET...] [--time SECS] [--seed N] [--inputs N] [--list]
+                   run the fuzz targets (all by default, 10 s each); inputs that
+                   panic are saved under fuzz/crashes/TARGET/
+                   e.g. cargo xtask fuzz bpf-object --time 60
 ";
 
 fn main() -> ExitCode {
@@ -32,6 +40,7 @@ fn main() -> ExitCode {
         Some("test") => tests::run(&args[1..]),
         Some("ci") if args.len() == 1 => ci::run(),
         Some("tools") if args.len() == 1 => tools::list(),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -66,18 +66,23 @@ fn executable_file(path: &Path) -> bool {
 
 /// Whether process (or thread) `pid` exists and is neither a zombie nor dead (states Z, X).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised comm, which may itself contain ") ".
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat_alive(&stat))
+}
+
+/// Whether a `/proc/PID/stat` line shows a process that is neither a zombie nor dead.
+pub fn stat_alive(stat: &str) -> bool {
+    // The state follows the parenthesised comm, which may itself contain ") ".
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
 }
 
 /// The thread group (process) of thread `tid`, from `/proc/TID/status`; `None` when it is gone.
 pub fn tgid_of(tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status_tgid(&std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?)
+}
+
+/// The `Tgid:` of a `/proc/TID/status` text.
+pub fn status_tgid(status: &str) -> Option<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
@@ -97,7 +102,11 @@ pub fn user_id(user: &str) -> Option<u32> {
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
 /// on a hybrid system), from `/proc/self/mounts`.
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts_cgroup2(&std::fs::read_to_string("/proc/self/mounts").ok()?)
+}
+
+/// The first cgroup2 mount point of a `/proc/PID/mounts` text.
+pub fn mounts_cgroup2(mounts: &str) -> Option<PathBuf> {
     mounts.lines().find_map(|line| {
         let mut fields = line.split_whitespace();
         let (_, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);

@@ -226,8 +226,9 @@ impl Log2Histogram {
         if self.buckets.len() < used {
             self.buckets.resize(used, 0);
         }
+        // Saturating: bucket counts read back from a saved report may be anything.
         for (bucket, count) in self.buckets.iter_mut().zip(&counts[..used]) {
-            *bucket += count;
+            *bucket = bucket.saturating_add(*count);
         }
     }
 
@@ -238,7 +239,7 @@ impl Log2Histogram {
 
     /// Total number of values.
     pub fn total(&self) -> u64 {
-        self.buckets.iter().sum()
+        self.buckets.iter().fold(0, |t, &c| t.saturating_add(c))
     }
 
     /// The value below which a fraction `q` (0..=1) of the values lie, interpolated linearly
@@ -255,12 +256,12 @@ impl Log2Histogram {
             if count == 0 {
                 continue;
             }
-            if (below + count) as f64 >= rank {
+            if below.saturating_add(count) as f64 >= rank {
                 let (lo, hi) = Self::bounds(i);
                 let within = ((rank - below as f64) / count as f64).clamp(0.0, 1.0);
                 return Some(lo + (hi - lo) * within);
             }
-            below += count;
+            below = below.saturating_add(count);
         }
         let last = self.buckets.iter().rposition(|&c| c > 0)?;
         Some(Self::bounds(last).1)

@@ -38,25 +38,34 @@ pub fn parse_size(input: &str) -> Result<u64, ParseError> {
     n.checked_mul(1 << shift).ok_or_else(err)
 }
 
-/// Parses a CPU list such as `0`, `0,1`, `0-3,6`.
+/// The highest CPU number a list may name: Linux's largest `NR_CPUS` is 8192. Without a bound,
+/// `0-4294967296` asked for a 32 GiB vector and aborted the process.
+pub const MAX_CPU: usize = 8191;
+
+/// Parses a CPU list such as `0`, `0,1`, `0-3,6`; CPU numbers go up to [`MAX_CPU`].
 pub fn parse_cpu_list(input: &str) -> Result<Vec<usize>, ParseError> {
     let err = || ParseError {
         what: "CPU list",
         input: input.to_owned(),
-        hint: "use CPU numbers and ranges, e.g. 0,1 or 0-3",
+        hint: "use CPU numbers (0 to 8191) and ranges, e.g. 0,1 or 0-3",
+    };
+    let cpu = |s: &str| {
+        s.parse()
+            .ok()
+            .filter(|&n: &usize| n <= MAX_CPU)
+            .ok_or_else(err)
     };
     let mut cpus = Vec::new();
     for part in input.split(',').map(str::trim) {
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) =
-                    (a.parse().map_err(|_| err())?, b.parse().map_err(|_| err())?);
+                let (a, b) = (cpu(a)?, cpu(b)?);
                 if a > b {
                     return Err(err());
                 }
                 cpus.extend(a..=b);
             }
-            None => cpus.push(part.parse().map_err(|_| err())?),
+            None => cpus.push(cpu(part)?),
         }
     }
     Ok(cpus)

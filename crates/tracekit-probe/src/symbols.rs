@@ -1116,7 +1116,8 @@ fn size_untyped(file: &object::File<'_>, functions: &mut [Function]) {
     let code_ends: Vec<(u64, u64)> = file
         .sections()
         .filter(is_code_section)
-        .map(|s| (s.address(), s.address() + s.size()))
+        // Saturating: a damaged section header can put its end past 2^64.
+        .map(|s| (s.address(), s.address().saturating_add(s.size())))
         .collect();
     for f in functions.iter_mut().filter(|f| f.size == 0) {
         let next = starts.range(f.vaddr + 1..).next().copied();

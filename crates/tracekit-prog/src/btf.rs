@@ -32,11 +32,19 @@ pub(crate) const DATASEC: u32 = 15;
 /// `BTF_KIND_FUNC_PROTO`.
 pub(crate) const FUNC_PROTO: u32 = 13;
 const TYPE_TAG: u32 = 18;
+/// `struct btf_header`: magic, version, flags, hdr_len, then the type and string sections'
+/// offsets and lengths.
+const HEADER_LEN: usize = 24;
 pub(crate) const ENUM64: u32 = 19;
 
 impl<'a> Btf<'a> {
     pub(crate) fn parse(data: &'a [u8]) -> Option<Btf<'a>> {
         let hdr_len = u32_at(data, 4)? as usize;
+        // A header shorter than the fields read here is damage ([`BtfBlob::to_bytes`] rewrites
+        // them in place); a longer one (a newer kernel's) is fine.
+        if hdr_len < HEADER_LEN {
+            return None;
+        }
         let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
         let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
         let types = data.get(hdr_len + type_off..hdr_len + type_off + type_len)?;

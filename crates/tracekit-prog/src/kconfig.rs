@@ -53,12 +53,19 @@ pub(crate) fn resolve(bytes: &[u8]) -> Result<Vec<u8>, String> {
                     Err(e)
                 }
             })?;
-        let width = type_size(&local, u32_at(local.types, record + 8)?)
+        let width = type_size(&local, u32_at(local.types, record + 8)?, 0)
             .ok_or_else(|| format!("cannot size __kconfig '{name}'"))?;
+        if width > MAX_VALUE {
+            return Err(format!(
+                "__kconfig '{name}' is {width} bytes (at most {MAX_VALUE}): the .BTF is damaged"
+            ));
+        }
         let offset = size.next_multiple_of(width.clamp(1, 8));
         let mut value = value;
         value.resize(width as usize, 0);
-        size = offset + width;
+        size = offset
+            .checked_add(width)
+            .ok_or("the .kconfig section would exceed 4 GiB: the .BTF is damaged")?;
         vars.push(Var {
             name,
             record,
@@ -89,13 +96,23 @@ pub(crate) fn resolve(bytes: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Bytes of a type (behind typedefs and qualifiers).
-fn type_size(btf: &Btf<'_>, id: u32) -> Option<u32> {
+/// The largest `__kconfig` value: libbpf's are bools, tristates, integers and strings of a
+/// configuration line. A size read from damaged BTF (4 GiB) was allocated and zeroed for
+/// tens of seconds.
+const MAX_VALUE: u32 = 4096;
+
+/// The size of type `id`; `None` when it has none or is nested deeper than any real
+/// `__kconfig` (an array that contains itself recursed until the stack overflowed).
+fn type_size(btf: &Btf<'_>, id: u32, depth: u32) -> Option<u32> {
+    if depth > 4 {
+        return None;
+    }
     let (kind, _, at) = btf.get(btf.resolve(id))?;
     match kind {
         btf::INT | btf::ENUM | btf::STRUCT => u32_at(btf.types, at + 8).ok(),
         3 => {
-            let elem = type_size(btf, u32_at(btf.types, at + 12).ok()?)?;
-            Some(elem * u32_at(btf.types, at + 20).ok()?)
+            let elem = type_size(btf, u32_at(btf.types, at + 12).ok()?, depth + 1)?;
+            elem.checked_mul(u32_at(btf.types, at + 20).ok()?)
         }
         _ => None,
     }
@@ -220,7 +237,7 @@ impl KernelConfig {
             })?,
         };
         let (kind, _, at) = btf.get(btf.resolve(ty)).ok_or("bad __kconfig type")?;
-        let size = type_size(btf, ty).unwrap_or(0) as usize;
+        let size = type_size(btf, ty, 0).unwrap_or(0) as usize;
         let tristate = |t: &str| match t {
             "y" => Some(1u8),
             "m" => Some(2),

@@ -86,17 +86,9 @@ pub(crate) fn load(
         name: entry.name.clone(),
         reason,
     };
-    let damaged = |step: &str, panic: String| Error::Parse {
-        what: what.to_owned(),
-        reason: format!("the object is damaged: aya-obj failed while {step} ({panic})"),
-    };
-    let mut obj = guarded(|| Object::parse(bytes))
-        .map_err(|p| damaged("reading its sections, symbols and BTF", p))?
-        .map_err(|e| Error::Parse {
-            what: what.to_owned(),
-            reason: tracekit_core::errors::chain(&e),
-        })?;
-    let btf_fd = load_object_btf(&mut obj).map_err(fail)?;
+    let damaged = |step: &str, panic: String| damaged(what, step, panic);
+    let mut obj = parse(what, bytes)?;
+    let btf_fd = load_object_btf(sanitized_btf(what, &mut obj)?).map_err(fail)?;
     if obj.has_btf_relocations() {
         let kernel = kernel_btf().map_err(fail)?;
         guarded(|| obj.relocate_btf(kernel))
@@ -143,6 +135,47 @@ pub(crate) fn load(
     Ok(Loaded { fd, maps })
 }
 
+/// Runs, for a prepared object, every step of [`load`] that reads the object and needs no
+/// kernel object: aya-obj's parse, its BTF fix-up, CO-RE relocation against the kernel's BTF (when it can be
+/// read) and call relocation. A damaged object fails here as it would when loaded.
+pub(crate) fn check(what: &str, prepared: &Prepared) -> Result<(), Error> {
+    let mut obj = parse(what, &prepared.bytes)?;
+    sanitized_btf(what, &mut obj)?;
+    if obj.has_btf_relocations()
+        && let Ok(kernel) = kernel_btf()
+    {
+        // Only a panic matters here: a relocation error is the kernel's BTF disagreeing.
+        guarded(|| obj.relocate_btf(kernel))
+            .map_err(|p| damaged(what, "applying its CO-RE relocations (.BTF.ext)", p))?
+            .ok();
+    }
+    let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
+    guarded(|| obj.relocate_calls(&text_sections))
+        .map_err(|p| damaged(what, "relocating its calls", p))?
+        .map_err(|e| Error::Parse {
+            what: what.to_owned(),
+            reason: tracekit_core::errors::chain(&e),
+        })
+}
+
+/// aya-obj's parse of the object's sections, symbols and BTF, a panic in it made an error.
+fn parse(what: &str, bytes: &[u8]) -> Result<Object, Error> {
+    guarded(|| Object::parse(bytes))
+        .map_err(|p| damaged(what, "reading its sections, symbols and BTF", p))?
+        .map_err(|e| Error::Parse {
+            what: what.to_owned(),
+            reason: tracekit_core::errors::chain(&e),
+        })
+}
+
+/// The error for a panic of aya-obj in `step` on object `what`.
+fn damaged(what: &str, step: &str, panic: String) -> Error {
+    Error::Parse {
+        what: what.to_owned(),
+        reason: format!("the object is damaged: aya-obj failed while {step} ({panic})"),
+    }
+}
+
 /// Runs one aya-obj step, turning a panic in it into its message. aya-obj 0.3 indexes slices
 /// with offsets and lengths read from the file without checking them, so a damaged object
 /// panics it (found by mutating objects: obj.rs:675, btf.rs:1095); tracekit must say the file
@@ -175,20 +208,29 @@ fn kernel_btf() -> Result<&'static Btf, String> {
         .map_err(Clone::clone)
 }
 
-fn load_object_btf(obj: &mut Object) -> Result<Option<OwnedFd>, String> {
+/// The object's BTF as this kernel takes it (aya-obj's fix-ups: datasec sizes, types the
+/// kernel lacks replaced), or `None` when the kernel or the object has no BTF. aya-obj's
+/// fix-up reads names at offsets from the file unchecked (btf.rs:423), so it runs guarded.
+fn sanitized_btf(what: &str, obj: &mut Object) -> Result<Option<Vec<u8>>, Error> {
     let Some(features) = aya::features().btf() else {
         return Ok(None);
     };
-    let btf = obj.fixup_and_sanitize_btf(features).map_err(|e| {
-        format!(
-            "bad BTF in the object: {}",
-            tracekit_core::errors::chain(&e)
-        )
-    })?;
+    guarded(|| {
+        obj.fixup_and_sanitize_btf(features)
+            .map(|btf| btf.map(|b| b.to_bytes()))
+    })
+    .map_err(|p| damaged(what, "fixing up its BTF for the kernel", p))?
+    .map_err(|e| Error::Parse {
+        what: what.to_owned(),
+        reason: format!("bad BTF: {}", tracekit_core::errors::chain(&e)),
+    })
+}
+
+fn load_object_btf(btf: Option<Vec<u8>>) -> Result<Option<OwnedFd>, String> {
     let Some(btf) = btf else {
         return Ok(None);
     };
-    sys::btf_load(&btf.to_bytes()).map(Some).map_err(|r| {
+    sys::btf_load(&btf).map(Some).map_err(|r| {
         format!(
             "the kernel refused the object's BTF ({}):\n{}",
             r.error,

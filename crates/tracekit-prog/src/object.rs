@@ -154,6 +154,21 @@ impl BpfObject {
         out
     }
 
+    /// Reads the object as loading any of its programs would, without the kernel (no BPF
+    /// syscall, so no privilege needed): the fix-ups tracekit makes, aya-obj's parse, CO-RE
+    /// and call relocation. A damaged object is an [`Error::Parse`] naming the damaged part.
+    pub fn check_parse(&self) -> Result<(), Error> {
+        let prepared = self
+            .loadable
+            .get_or_init(|| loader::prepare(&self.bytes))
+            .as_ref()
+            .map_err(|reason| Error::Parse {
+                what: self.what.clone(),
+                reason: reason.clone(),
+            })?;
+        loader::check(&self.what, prepared)
+    }
+
     /// Loads the program `name` into the kernel (without attaching it) for test runs.
     /// Maps of the object are created fresh for each load.
     pub fn load(&self, name: &str) -> Result<Program, Error> {

@@ -89,11 +89,13 @@ impl Side {
         self.hist.as_ref().and_then(|h| h.percentile(0.99))
     }
 
+    /// Adds one saved row. Saturating: the counts come from a file, and a damaged (or
+    /// hand-made) one can hold values whose sum passes u64::MAX.
     fn add(&mut self, s: &SavedSyscall) {
-        self.calls += s.calls;
-        self.errors += s.errors;
+        self.calls = self.calls.saturating_add(s.calls);
+        self.errors = self.errors.saturating_add(s.errors);
         if let Some(t) = s.total_ns {
-            self.total_ns = Some(self.total_ns.unwrap_or(0) + t);
+            self.total_ns = Some(self.total_ns.unwrap_or(0).saturating_add(t));
         }
         if let Some(buckets) = &s.hist_log2_ns {
             self.hist
