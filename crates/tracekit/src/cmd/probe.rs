@@ -27,6 +27,9 @@ pub enum Engine {
     Bpf,
     /// tracekit's own breakpoint engine on ptrace (x86-64; no privileges beyond ptrace).
     Ptrace,
+    /// ptrace places, but each probe whose code allows it gets a jump to a trampoline that
+    /// counts without a trap (x86-64); the others keep int3, with the reason shown.
+    Jump,
 }
 
 macro_rules! examples {
@@ -90,7 +93,8 @@ pub struct ProbeArgs {
     /// Trace this running process (all its threads) until it exits or Ctrl-C.
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
     pid: Option<u32>,
-    /// Probe engine: bpf, ptrace, or auto (bpf, falling back to ptrace when bpf is refused).
+    /// Probe engine: bpf, ptrace, jump (ptrace placing jumps to counting trampolines: no trap
+    /// per hit), or auto (bpf, falling back to ptrace when bpf is refused).
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     engine: Engine,
     /// Print every hit as it happens (arguments at entry; return value and latency at return).
@@ -136,8 +140,10 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     }
     let specs = ProbeSpec::parse_all(&args.specs)?;
     if let Some(k) = specs.iter().find(|s| s.kind == ProbeKind::Kprobe) {
-        if args.engine == Engine::Ptrace {
-            bail!("`{k}`: the ptrace engine probes user functions only; use uprobe:BINARY:SYMBOL");
+        if matches!(args.engine, Engine::Ptrace | Engine::Jump) {
+            bail!(
+                "`{k}`: the ptrace and jump engines probe user functions only; use uprobe:BINARY:SYMBOL"
+            );
         }
         return Err(bpf::kernel::unavailable(&k.text).into());
     }
@@ -268,6 +274,7 @@ fn run_engine(
             print: args.print,
             pin_cpu: args.pin_cpu,
             follow_forks: args.follow_forks,
+            jump: args.engine == Engine::Jump,
             ..Default::default()
         };
         let target = target.try_into().context("pid out of range")?;
@@ -275,7 +282,7 @@ fn run_engine(
     };
     match args.engine {
         Engine::Bpf => Ok(bpf::run(probes, target, &bpf_opts, stop, on_hit)?),
-        Engine::Ptrace => run_ptrace(on_hit),
+        Engine::Ptrace | Engine::Jump => run_ptrace(on_hit),
         Engine::Auto => match bpf::run(probes, target, &bpf_opts, stop, on_hit) {
             Err(e) if e.is_refused() => {
                 let e = anyhow::Error::from(e);

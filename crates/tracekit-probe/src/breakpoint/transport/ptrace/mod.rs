@@ -86,6 +86,11 @@ pub struct PtraceOptions {
     /// How long the tracer polls for the next stop before it sleeps in `waitpid`. `None`:
     /// 20 µs when not pinned (saves waking an idle CPU for every hit), nothing when pinned.
     pub spin: Option<std::time::Duration>,
+    /// The jump engine ([`crate::breakpoint::jump`]): a point whose instructions allow it
+    /// gets a jump to a trampoline that counts without stopping anyone; the others keep
+    /// int3, with the reason in the outcome's warnings. Jump hits are counted, not streamed:
+    /// `on_hit` sees only the int3 points' hits.
+    pub jump: bool,
 }
 
 /// Runs the probes on the target until it exits or `stop` becomes true, then detaches
@@ -103,5 +108,8 @@ pub fn run(
 ) -> Result<Outcome, BreakpointError> {
     // The host's architecture: ptrace reaches only the tracer's own instruction set.
     let table = ProbeTable::<X86_64>::new(probes)?;
-    session::Session::run(table, target, opts, stop, on_hit)
+    let jump = opts
+        .jump
+        .then(|| crate::breakpoint::jump::plan(probes, &table));
+    session::Session::run(table, target, opts, jump, stop, on_hit)
 }

@@ -5,12 +5,13 @@
 //! the state it keeps; each other concern is a file of `session/`: [`tracees`] (spawn,
 //! attach, threads, forks, exec), [`loader`] (the dynamic loader's hook), [`install`] (slot
 //! areas, slots, breakpoints), [`inject`] (system calls in the tracee), [`detach`], and
-//! [`affinity`] (CPU pinning).
+//! [`affinity`] (CPU pinning), and [`jump`] (the jump engine's placement, forks and report).
 
 mod affinity;
 mod detach;
 mod inject;
 mod install;
+mod jump;
 mod loader;
 mod tracees;
 
@@ -112,6 +113,8 @@ pub(super) struct Session<'a, A: Arch> {
     exec_error: Option<OwnedFd>,
     program: PathBuf,
     saved_affinity: Option<libc::cpu_set_t>,
+    /// The jump engine, when it places the points it can take.
+    jump: Option<jump::JumpState>,
 }
 
 impl<'a, A: Arch> Session<'a, A>
@@ -122,6 +125,7 @@ where
         table: ProbeTable<A>,
         target: Target,
         opts: &'a PtraceOptions,
+        jump_plans: Option<Vec<Result<crate::breakpoint::jump::PointPlan, String>>>,
         stop: &AtomicBool,
         on_hit: &mut dyn FnMut(&HitEvent),
     ) -> Result<Outcome, BreakpointError> {
@@ -158,6 +162,7 @@ where
             exec_error: None,
             program: PathBuf::new(),
             saved_affinity: None,
+            jump: jump_plans.map(jump::JumpState::new),
         };
         let done = AtomicBool::new(false);
         let result = std::thread::scope(|scope| {
@@ -194,8 +199,12 @@ where
                 ));
             }
         }
+        let mut report = s.engine.report();
+        if let Some(j) = &s.jump {
+            j.merge(&mut report, &s.engine.table);
+        }
         Ok(Outcome {
-            report: s.engine.report(),
+            report,
             pid: s.main_pid,
             exit: s.exit,
             lost_events: 0,
