@@ -11,6 +11,8 @@
  *   tkj_table(i)   switch through a jump table (jmp *table(,%rdi,8))           returns 10 + i%3
  *   tkj_short(a)   mov rax,rdi; ret: 4 bytes in all                            returns a
  *   tkj_read(fd, buf, n)  xor eax,eax; syscall; nop; ret: read(2)              returns its result
+ *   tkj_tail(a)    tail call: mov, add, then jmp tkj_leaf (same frame)         returns a + 3
+ *   tkj_leaf(a)    lea rax,[rdi+2]; nop; ret                                   returns a + 2
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -22,6 +24,8 @@ long tkj_loop(long n);
 long tkj_table(long i);
 long tkj_short(long a);
 long tkj_read(long fd, void *buf, long n);
+long tkj_tail(long a);
+long tkj_leaf(long a);
 
 __asm__(
 	".text\n"
@@ -67,7 +71,21 @@ __asm__(
 	"	syscall\n"
 	"	nop\n"
 	"	ret\n"
-	".size tkj_read, .-tkj_read\n");
+	".size tkj_read, .-tkj_read\n"
+
+	".globl tkj_tail\n .type tkj_tail, @function\n .p2align 4\n"
+	"tkj_tail:\n"
+	"	mov %rdi, %rax\n"
+	"	add $1, %rdi\n"
+	"	jmp tkj_leaf\n"
+	".size tkj_tail, .-tkj_tail\n"
+
+	".globl tkj_leaf\n .type tkj_leaf, @function\n .p2align 4\n"
+	"tkj_leaf:\n"
+	"	lea 2(%rdi), %rax\n"
+	"	nop\n"
+	"	ret\n"
+	".size tkj_leaf, .-tkj_leaf\n");
 
 static void *blocker(void *p)
 {
@@ -95,6 +113,7 @@ int main(int argc, char **argv)
 		sum = sum * 31 + (unsigned long)tkj_loop(i % 7 + 1);
 		sum = sum * 31 + (unsigned long)tkj_table(i);
 		sum = sum * 31 + (unsigned long)tkj_short(i);
+		sum = sum * 31 + (unsigned long)tkj_tail(i);
 	}
 	printf("calls %ld checksum %lu\n", n, sum);
 	return 0;

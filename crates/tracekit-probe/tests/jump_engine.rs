@@ -343,3 +343,48 @@ fn probes_are_placed_after_exec_through_a_shell() {
     assert_eq!(hits(&out, &specs[1]), 40);
     assert_eq!(stdout, plain_output(&["--only", "tk_empty", "40"]).0);
 }
+
+#[test]
+fn return_probes_survive_longjmp() {
+    // jumper's 11 frames per iteration are abandoned by longjmp: they are dropped when a
+    // frame at or above them is entered (leaf, from the same caller) or returns, so nothing
+    // is missed and every other return is seen.
+    let e = tracekit_probe::test_support::compile("longjmp.c", "longjmp", &[]);
+    let specs: Vec<String> = ["rec", "jumper", "leaf"]
+        .iter()
+        .map(|f| format!("{}:{f}", e.display()))
+        .collect();
+    let (out, stdout) = traced_program(&specs, &e, &["10", "100"], &jump());
+    all_jumps(&out);
+    let got: Vec<(u64, u64)> = out
+        .report
+        .probes
+        .iter()
+        .map(|p| (p.hits, p.missed))
+        .collect();
+    assert_eq!(
+        got,
+        [(1100, 0), (1100, 0), (1100, 0), (0, 0), (100, 0), (100, 0)]
+    );
+    let plain = Command::new(&e).args(["10", "100"]).output().unwrap();
+    assert_eq!(stdout.as_bytes(), plain.stdout);
+    assert_eq!(out.exit, Some(tracekit_probe::ExitStatus::Code(3)));
+}
+
+#[test]
+fn a_tail_call_between_probed_functions_keeps_one_hijack() {
+    // tkj_tail jumps to tkj_leaf with its return address hijacked: tkj_leaf's return probe
+    // counts a miss (the frame is the caller's), tkj_tail's sees every return.
+    let specs = vec![
+        jspec("uretprobe", "tkj_tail"),
+        jspec("uprobe", "tkj_leaf"),
+        jspec("uretprobe", "tkj_leaf"),
+    ];
+    let (out, stdout) = traced_program(&specs, jump_target(), &["500"], &jump());
+    let plain = Command::new(jump_target()).arg("500").output().unwrap();
+    assert_eq!(stdout.as_bytes(), plain.stdout);
+    let p = &out.report.probes;
+    assert_eq!((p[0].hits, p[0].missed), (500, 0));
+    assert_eq!(p[1].hits, 500);
+    assert_eq!((p[2].hits, p[2].missed), (0, 500));
+}

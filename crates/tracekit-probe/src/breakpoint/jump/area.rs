@@ -6,8 +6,13 @@
 //! - per point `i`, at [`point_offset`]`(i)` ([`POINT_STRIDE`] bytes, so that points never
 //!   share a cache line): entry hits, returns, missed, latency sum, max, `!min`, sum of
 //!   squares (low, high), then a 64-bucket log2 histogram of latencies in ns;
-//! - the return table at [`table_offset`]: [`SLOTS`] + [`PROBES`] entries of [`ENTRY_SIZE`]
-//!   bytes: key (stack pointer at entry, 0 = free), real return address, entry TSC.
+//! - the return stacks at [`table_offset`]: [`THREADS`] + [`PROBES`] per-thread stacks of
+//!   [`THREAD_SIZE`] bytes, found by hashing the thread's FS base (its TLS block, read with
+//!   `rdfsbase`: no syscall): key (FS base + 1, 0 = free, claimed with `lock cmpxchg`), depth,
+//!   then frames of [`FRAME_SIZE`] bytes from offset [`FRAME_SIZE`] on: key (the stack pointer
+//!   at entry: where the return address is), real return address, entry TSC, the return
+//!   trampoline written in its place. Only the owning
+//!   thread touches its stack after claiming it, so pushes and pops need no lock.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -39,14 +44,18 @@ pub const SQ_LO: u64 = 48;
 pub const SQ_HI: u64 = 56;
 /// The log2 histogram: 64 buckets as [`Log2Histogram::bucket_of`] numbers them.
 pub const HIST: u64 = 64;
-/// Entries of the return table addressed by the hash.
-pub const SLOTS: u64 = 4096;
-/// Bits of the hash (log2 of [`SLOTS`]).
-pub const SLOT_BITS: u32 = 12;
-/// Entries probed from the hashed one (the table has that many more at its end).
+/// Per-thread return stacks addressed by the hash.
+pub const THREADS: u64 = 1024;
+/// Bits of the hash (log2 of [`THREADS`]).
+pub const THREAD_BITS: u32 = 10;
+/// Stacks probed from the hashed one (the table has that many more at its end).
 pub const PROBES: u64 = 8;
-/// Bytes per return table entry.
-pub const ENTRY_SIZE: u64 = 32;
+/// Bytes per thread (a header and [`FRAMES`] frames).
+pub const THREAD_SIZE: u64 = 2048;
+/// Bytes per frame (and of the thread's header before the first one).
+pub const FRAME_SIZE: u64 = 32;
+/// Frames per thread: hijacked returns pending at once (deeper ones count as missed).
+pub const FRAMES: u64 = THREAD_SIZE / FRAME_SIZE - 1;
 /// Odd multiplier of the stack-pointer hash (fits an `imul`'s signed 32-bit immediate).
 pub const HASH_MUL: i32 = 0x2545_f491;
 
@@ -55,14 +64,14 @@ pub fn point_offset(i: usize) -> u64 {
     4096 + i as u64 * POINT_STRIDE
 }
 
-/// Offset of the return table for `n` points.
+/// Offset of the return stacks for `n` points.
 pub fn table_offset(n: usize) -> u64 {
     point_offset(n).div_ceil(4096) * 4096
 }
 
 /// Size of the area for `n` points.
 pub fn area_len(n: usize) -> u64 {
-    (table_offset(n) + (SLOTS + PROBES) * ENTRY_SIZE).div_ceil(4096) * 4096
+    (table_offset(n) + (THREADS + PROBES) * THREAD_SIZE).div_ceil(4096) * 4096
 }
 
 /// What one point counted.
@@ -165,7 +174,7 @@ impl SharedArea {
         self.word(off).store(v, Ordering::Relaxed);
     }
 
-    /// A copy of the bytes `off..off + n` (for a forked child's copy of the return table).
+    /// A copy of the bytes `off..off + n` (for a forked child's copy of the return stacks).
     pub fn copy_out(&self, off: u64, n: u64) -> Vec<u8> {
         (off..off + n)
             .step_by(8)
@@ -227,6 +236,6 @@ mod tests {
             (7, 2, 10, 20)
         );
         assert_eq!(c.hist.total(), 2);
-        assert!(area_len(3) >= table_offset(3) + (SLOTS + PROBES) * ENTRY_SIZE);
+        assert!(area_len(3) >= table_offset(3) + (THREADS + PROBES) * THREAD_SIZE);
     }
 }

@@ -14,8 +14,16 @@ use super::tramp::Tsc;
 /// Shift of the cycles→ns conversion: `ns = (cycles * mult) >> SHIFT`.
 pub const SHIFT: u32 = 20;
 
-/// Measures the TSC rate (20 ms) and returns the conversion, or why the TSC cannot be used.
+/// `AT_HWCAP2` bit: the kernel lets user space run `rdfsbase` (Linux 5.9 and later).
+const HWCAP2_FSGSBASE: u64 = 1 << 1;
+
+/// Measures the TSC rate (20 ms) and returns the conversion, or why return probes cannot
+/// be timed by the trampolines (they also need `rdfsbase` to find the thread's stack).
 pub fn calibrate() -> Result<Tsc, String> {
+    // SAFETY: getauxval only reads this process's auxiliary vector.
+    if unsafe { libc::getauxval(libc::AT_HWCAP2) } & HWCAP2_FSGSBASE == 0 {
+        return Err("the kernel does not enable `rdfsbase` (FSGSBASE, Linux 5.9 and later)".into());
+    }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").map_err(|e| e.to_string())?;
     let flags = cpuinfo
         .lines()

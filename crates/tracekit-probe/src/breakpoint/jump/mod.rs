@@ -16,12 +16,13 @@
 //!   it with injected system calls), so tracekit reads the counts live without stopping
 //!   anyone.
 //! - [`tramp`] builds the trampolines. A return probe's entry trampoline replaces the return
-//!   address with its return trampoline's and keeps the real one and an `rdtsc` timestamp in
-//!   a hash table in the shared area keyed by the stack pointer at entry (unique per live
-//!   frame across threads), claimed with `lock cmpxchg`: no syscall, no lock that can block.
-//!   The return trampoline finds the entry, frees it, records the latency (TSC cycles
-//!   converted to ns with a multiplier calibrated by tracekit) and jumps to the real return
-//!   address.
+//!   address with its return trampoline's and pushes the real one and an `rdtsc` timestamp
+//!   on the thread's return stack in the shared area: found by the thread's FS base
+//!   (`rdfsbase`, no syscall), keyed per frame by the stack pointer at entry, owned by its
+//!   thread (no lock after the first `lock cmpxchg` that claims it). The return trampoline
+//!   pops the frame (dropping frames abandoned by longjmp), records the latency (TSC cycles
+//!   converted to ns with a multiplier calibrated by tracekit, see [`clock`]) and jumps to
+//!   the real return address.
 //!
 //! Safety of patching: every thread of the process is in a ptrace stop while bytes change,
 //! and a point is patched only if no thread's pc is inside its displaced bytes (otherwise it

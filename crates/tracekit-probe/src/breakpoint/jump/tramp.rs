@@ -7,33 +7,36 @@
 //!    instruction that reads them first, see [`super::analyze`]), everything below runs past
 //!    the red zone with the flags saved by `pushfq`.
 //! 2. Return probes (function entry only): save rax, rcx, rdx, rsi below the stack pointer
-//!    (free at a function's entry), read the TSC, hash the stack pointer at entry (the
-//!    address of the return address), claim a free entry of the shared table with
-//!    `lock cmpxchg` (up to [`PROBES`] neighbours), store the real return address and the
-//!    TSC there and put the return trampoline's address on the stack. A full neighbourhood,
-//!    or a frame already hijacked (a tail call between probed functions), counts a miss.
+//!    (free at a function's entry), read the TSC, find the thread's return stack in the
+//!    shared area (hash of its FS base, read with `rdfsbase`; a free one is claimed with
+//!    `lock cmpxchg`), drop the frames at or below this one (abandoned by longjmp or an
+//!    exception, as the int3 engine and the kernel's uretprobes do), push the frame (the
+//!    stack pointer at entry, the real return address, the TSC) and put the return
+//!    trampoline's address on the stack. A full stack, a full neighbourhood of stacks, or a
+//!    frame already hijacked (a tail call between probed functions) counts a miss.
 //! 3. The displaced instructions, re-encoded for their new address; a final `call` becomes
 //!    a push of the original return address and a jump (the callee sees the same return
 //!    address, and none ever points into the trampoline); then `jmp` back.
 //!
 //! Return trampoline (per point), reached by the function's `ret`: only registers that are
 //! dead after a return (rcx, rsi, rdi, r8–r11, flags) are used; rax and rdx (return values)
-//! are kept in r8/r9 around `rdtsc`. It finds the entry by the same hash, frees it, records
-//! the latency in ns (`(cycles * mult) >> shift`) with `lock`ed adds, a `lock inc` of its
-//! histogram bucket and `lock cmpxchg` loops for max and min, then jumps to the real return
-//! address. An entry that cannot be found (the table was damaged) executes `ud2`: there is
-//! no right place to return to.
+//! are kept in r8/r9 around `rdtsc`. It finds the thread's stack, drops frames below this
+//! one, pops its frame, records the latency in ns (`(cycles * mult) >> shift`) with `lock`ed
+//! adds, a `lock inc` of its histogram bucket and `lock cmpxchg` loops for max and min, then
+//! jumps to the real return address. A frame that cannot be found (the stack was switched
+//! under the probe, e.g. by a coroutine library) executes `ud2`: there is no right place to
+//! return to.
 
 use iced_x86::code_asm::*;
 use iced_x86::{Code, IcedError, Instruction, MemoryOperand, Register};
 
 use super::area::{
-    ENTRY, ENTRY_SIZE, HASH_MUL, HIST, LAT_MAX, LAT_MIN_INV, LAT_SUM, MISSED, PROBES, RETURNS,
-    SLOT_BITS, SQ_HI, SQ_LO,
+    ENTRY, FRAME_SIZE, FRAMES, HASH_MUL, HIST, LAT_MAX, LAT_MIN_INV, LAT_SUM, MISSED, PROBES,
+    RETURNS, SQ_HI, SQ_LO, THREAD_BITS, THREAD_SIZE,
 };
 
 /// Bytes reserved for each trampoline.
-pub const TRAMP_SIZE: u64 = 256;
+pub const TRAMP_SIZE: u64 = 512;
 
 /// TSC cycles to ns: `(cycles * mult) >> shift`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,25 +129,49 @@ fn prologue(a: &mut CodeAssembler, t: &EntryTramp) -> Result<(), IcedError> {
     Ok(())
 }
 
-/// `reg = &table[hash(key)]` (clobbers r11).
-fn slot_of(
+/// `reg = &stacks[hash(rsi)]` and on to the stack whose key is rsi, claiming a free one on
+/// the way (clobbers rax, r11); jumps to `none` when the neighbourhood is full of others.
+fn thread_stack(
     a: &mut CodeAssembler,
-    key: AsmRegister64,
     reg: AsmRegister64,
     regi: Register,
     table: u64,
+    none: CodeLabel,
 ) -> Result<(), IcedError> {
-    a.mov(r11, key)?;
+    let (mut find, mut next, mut have) = (a.create_label(), a.create_label(), a.create_label());
+    a.mov(r11, rsi)?;
     a.imul_3(r11, r11, HASH_MUL)?;
-    a.shr(r11, 64 - SLOT_BITS)?;
-    a.shl(r11, ENTRY_SIZE.trailing_zeros())?;
+    a.shr(r11, 64 - THREAD_BITS)?;
+    a.shl(r11, THREAD_SIZE.trailing_zeros())?;
     lea_rip(a, regi, table)?;
-    a.add(reg, r11)
+    a.add(reg, r11)?;
+    a.mov(r11d, PROBES as u32)?;
+    a.set_label(&mut find)?;
+    a.mov(rax, qword_ptr(reg))?;
+    a.cmp(rax, rsi)?;
+    a.je(have)?;
+    a.test(rax, rax)?;
+    a.jnz(next)?;
+    a.lock().cmpxchg(qword_ptr(reg), rsi)?;
+    a.je(have)?;
+    a.set_label(&mut next)?;
+    a.add(reg, THREAD_SIZE as i32)?;
+    a.dec(r11d)?;
+    a.jnz(find)?;
+    a.jmp(none)?;
+    a.set_label(&mut have)?;
+    a.nop()
+}
+
+/// rsi = this thread's key: its FS base + 1 (never 0, the free key).
+fn thread_key(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.rdfsbase(rsi)?;
+    a.lea(rsi, ptr(rsi + 1))
 }
 
 /// `extra`: bytes pushed since the function's entry (the return address is above them).
 fn hijack(a: &mut CodeAssembler, t: &EntryTramp, ret: u64, extra: i32) -> Result<(), IcedError> {
-    let (mut try_, mut claimed, mut miss, mut out) = (
+    let (mut pop, mut push, mut miss, mut out) = (
         a.create_label(),
         a.create_label(),
         a.create_label(),
@@ -153,32 +180,55 @@ fn hijack(a: &mut CodeAssembler, t: &EntryTramp, ret: u64, extra: i32) -> Result
     for r in [rax, rcx, rdx, rsi] {
         a.push(r)?;
     }
-    a.lea(rcx, ptr(rsp + 32 + extra))?; // the key: where the return address is
     a.rdtsc()?;
     a.shl(rdx, 32)?;
     a.or(rax, rdx)?;
-    a.mov(rsi, rax)?;
-    slot_of(a, rcx, rdx, Register::RDX, t.table)?;
-    a.mov(r11d, PROBES as u32)?;
-    a.set_label(&mut try_)?;
-    a.xor(eax, eax)?;
-    a.lock().cmpxchg(qword_ptr(rdx), rcx)?;
-    a.je(claimed)?;
-    a.cmp(rax, rcx)?;
-    a.je(miss)?;
-    a.add(rdx, ENTRY_SIZE as i32)?;
-    a.dec(r11d)?;
-    a.jnz(try_)?;
+    a.push(rax)?; // the entry time, at [rsp]
+    a.lea(rcx, ptr(rsp + 40 + extra))?; // the frame's key: where the return address is
+    thread_key(a)?;
+    thread_stack(a, rdx, Register::RDX, t.table, miss)?;
+    a.mov(rsi, qword_ptr(rdx + 8))?; // depth
+    // Frames at or below this one were abandoned (longjmp, exceptions): drop them. The same
+    // frame still holding its hijacked return address is a tail call between probed
+    // functions: it keeps its one hijack.
+    let (mut stale, mut same) = (a.create_label(), a.create_label());
+    a.set_label(&mut pop)?;
+    a.test(rsi, rsi)?;
+    a.jz(push)?;
+    a.mov(rax, rsi)?;
+    a.shl(rax, FRAME_SIZE.trailing_zeros())?;
+    a.cmp(qword_ptr(rdx + rax), rcx)?;
+    a.ja(push)?;
+    a.je(same)?;
+    a.set_label(&mut stale)?;
+    a.dec(rsi)?;
+    a.jmp(pop)?;
+    a.set_label(&mut same)?;
+    a.mov(r11, qword_ptr(rcx))?;
+    a.cmp(r11, qword_ptr(rdx + rax + 24))?;
+    a.jne(stale)?;
+    a.jmp(miss)?;
+    a.set_label(&mut push)?;
+    a.cmp(rsi, FRAMES as i32)?;
+    a.jae(miss)?;
+    a.inc(rsi)?;
+    a.mov(rax, rsi)?;
+    a.shl(rax, FRAME_SIZE.trailing_zeros())?;
+    a.add(rax, rdx)?;
+    a.mov(qword_ptr(rax), rcx)?;
+    a.mov(r11, qword_ptr(rcx))?;
+    a.mov(qword_ptr(rax + 8), r11)?;
+    a.mov(r11, qword_ptr(rsp))?;
+    a.mov(qword_ptr(rax + 16), r11)?;
+    a.mov(qword_ptr(rdx + 8), rsi)?;
+    lea_rip(a, Register::R11, ret)?;
+    a.mov(qword_ptr(rax + 24), r11)?;
+    a.mov(qword_ptr(rcx), r11)?;
+    a.jmp(out)?;
     a.set_label(&mut miss)?;
     lock_inc(a, t.counters + MISSED)?;
-    a.jmp(out)?;
-    a.set_label(&mut claimed)?;
-    a.mov(rax, qword_ptr(rcx))?;
-    a.mov(qword_ptr(rdx + 8), rax)?;
-    a.mov(qword_ptr(rdx + 16), rsi)?;
-    lea_rip(a, Register::RAX, ret)?;
-    a.mov(qword_ptr(rcx), rax)?;
     a.set_label(&mut out)?;
+    a.lea(rsp, ptr(rsp + 8))?;
     for r in [rsi, rdx, rcx, rax] {
         a.pop(r)?;
     }
@@ -211,28 +261,35 @@ pub fn ret(counters: u64, table: u64, tsc: Tsc, at: u64) -> Result<Vec<u8>, Stri
 }
 
 fn ret_code(a: &mut CodeAssembler, counters: u64, table: u64, tsc: Tsc) -> Result<(), IcedError> {
-    let (mut find, mut found) = (a.create_label(), a.create_label());
+    let (mut pop, mut found, mut lost) = (a.create_label(), a.create_label(), a.create_label());
     a.mov(r8, rax)?;
     a.mov(r9, rdx)?;
     a.rdtsc()?;
     a.shl(rdx, 32)?;
     a.or(rax, rdx)?;
-    a.mov(rsi, rax)?;
-    a.lea(rcx, ptr(rsp - 8))?; // the key: where the return address was
-    slot_of(a, rcx, rdi, Register::RDI, table)?;
-    a.mov(r10d, PROBES as u32)?;
-    a.set_label(&mut find)?;
-    a.cmp(qword_ptr(rdi), rcx)?;
+    a.mov(r10, rax)?; // now
+    a.lea(rcx, ptr(rsp - 8))?; // the frame's key: where the return address was
+    thread_key(a)?;
+    thread_stack(a, rdi, Register::RDI, table, lost)?;
+    a.mov(rsi, qword_ptr(rdi + 8))?;
+    // Frames below this one were abandoned (longjmp, exceptions): drop them.
+    a.set_label(&mut pop)?;
+    a.test(rsi, rsi)?;
+    a.jz(lost)?;
+    a.mov(rax, rsi)?;
+    a.shl(rax, FRAME_SIZE.trailing_zeros())?;
+    a.add(rax, rdi)?;
+    a.dec(rsi)?;
+    a.cmp(qword_ptr(rax), rcx)?;
     a.je(found)?;
-    a.add(rdi, ENTRY_SIZE as i32)?;
-    a.dec(r10d)?;
-    a.jnz(find)?;
+    a.jb(pop)?;
+    a.set_label(&mut lost)?;
     a.ud2()?;
     a.set_label(&mut found)?;
-    a.mov(rcx, qword_ptr(rdi + 8))?;
-    a.sub(rsi, qword_ptr(rdi + 16))?;
-    a.mov(qword_ptr(rdi), 0)?;
-    a.imul_3(rsi, rsi, tsc.mult as i32)?;
+    a.mov(qword_ptr(rdi + 8), rsi)?;
+    a.mov(rcx, qword_ptr(rax + 8))?;
+    a.sub(r10, qword_ptr(rax + 16))?;
+    a.imul_3(rsi, r10, tsc.mult as i32)?;
     a.shr(rsi, tsc.shift)?;
     record(a, counters)?;
     a.mov(rax, r8)?;
