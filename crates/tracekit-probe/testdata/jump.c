@@ -3,6 +3,8 @@
  *
  * Build:  gcc -O1 -g -o jump-target jump.c -lpthread
  * Usage:  jump-target N           call every function N times, print a checksum
+ *         jump-target --signals N call tkj_leaf N times while a 20 us timer's SIGALRM
+ *                                 handler calls it too; prints how many calls there were in all
  *         jump-target --block     a thread blocks in tkj_read (read from stdin) at an
  *                                 instruction inside the first 5 bytes; main prints its pid and
  *                                 "ready" and waits for the thread (stdin closed: it returns)
@@ -15,6 +17,8 @@
  *   tkj_leaf(a)    lea rax,[rdi+2]; nop; ret                                   returns a + 2
  */
 #include <pthread.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +91,37 @@ __asm__(
 	"	ret\n"
 	".size tkj_leaf, .-tkj_leaf\n");
 
+static volatile long handler_calls;
+static volatile unsigned long handler_sum;
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	handler_sum += (unsigned long)tkj_leaf(handler_calls);
+	handler_calls++;
+}
+
+/* Calls tkj_leaf n times with a SIGALRM handler calling it too, every 20 us: the handler
+ * lands anywhere in the probes' trampolines, including between their stores. */
+static int signals(long n)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_alarm;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	struct itimerval it = {{0, 20}, {0, 20}};
+	setitimer(ITIMER_REAL, &it, NULL);
+	unsigned long sum = 0;
+	for (long i = 0; i < n; i++)
+		sum += (unsigned long)tkj_leaf(i);
+	struct itimerval off = {{0, 0}, {0, 0}};
+	setitimer(ITIMER_REAL, &off, NULL);
+	long want = n * (n - 1) / 2 + 2 * n;
+	printf("calls %ld %s\n", n + handler_calls, (long)sum == want ? "ok" : "WRONG");
+	return (long)sum == want ? 0 : 1;
+}
+
 static void *blocker(void *p)
 {
 	char c;
@@ -96,6 +131,8 @@ static void *blocker(void *p)
 
 int main(int argc, char **argv)
 {
+	if (argc > 2 && !strcmp(argv[1], "--signals"))
+		return signals(atol(argv[2]));
 	if (argc > 1 && !strcmp(argv[1], "--block")) {
 		pthread_t t;
 		void *r;

@@ -388,3 +388,22 @@ fn a_tail_call_between_probed_functions_keeps_one_hijack() {
     assert_eq!(p[1].hits, 500);
     assert_eq!((p[2].hits, p[2].missed), (0, 500));
 }
+
+#[test]
+fn signal_handlers_entering_probed_functions_anywhere_lose_nothing() {
+    // A 20 us SIGALRM handler calls tkj_leaf while the program calls it in a loop: handlers
+    // land at every instruction of the trampolines, between every two stores.
+    let specs = vec![jspec("uprobe", "tkj_leaf"), jspec("uretprobe", "tkj_leaf")];
+    let (out, stdout) = traced_program(&specs, jump_target(), &["--signals", "1000000"], &jump());
+    all_jumps(&out);
+    let calls: u64 = stdout
+        .strip_prefix("calls ")
+        .and_then(|s| s.strip_suffix(" ok\n"))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .parse()
+        .unwrap();
+    assert!(calls > 1_000_000, "{stdout}: no handler ran");
+    let p = &out.report.probes;
+    assert_eq!((p[0].hits, p[1].hits, p[1].missed), (calls, calls, 0));
+    assert_eq!(out.exit, Some(tracekit_probe::ExitStatus::Code(0)));
+}

@@ -6,13 +6,14 @@
 //! - per point `i`, at [`point_offset`]`(i)` ([`POINT_STRIDE`] bytes, so that points never
 //!   share a cache line): entry hits, returns, missed, latency sum, max, `!min`, sum of
 //!   squares (low, high), then a 64-bucket log2 histogram of latencies in ns;
-//! - the return stacks at [`table_offset`]: [`THREADS`] + [`PROBES`] per-thread stacks of
+//! - the return stacks at [`table_offset`]: [`THREADS`] + [`PROBES`] per-thread areas of
 //!   [`THREAD_SIZE`] bytes, found by hashing the thread's FS base (its TLS block, read with
-//!   `rdfsbase`: no syscall): key (FS base + 1, 0 = free, claimed with `lock cmpxchg`), depth,
-//!   then frames of [`FRAME_SIZE`] bytes from offset [`FRAME_SIZE`] on: key (the stack pointer
-//!   at entry: where the return address is), real return address, entry TSC, the return
-//!   trampoline written in its place. Only the owning
-//!   thread touches its stack after claiming it, so pushes and pops need no lock.
+//!   `rdfsbase`: no syscall): key (FS base + 1, 0 = free, claimed with `lock cmpxchg`), then
+//!   slots of [`FRAME_SIZE`] bytes from offset [`FRAME_SIZE`] on, each holding one pending
+//!   return: key (the stack pointer at entry, where the return address is; 0 = free), real
+//!   return address, entry TSC, the return trampoline written in its place. A frame's slot is
+//!   searched from `1 + (key >> 4) % SLOT_WINDOW` over [`SLOT_WINDOW`] slots. Only the owning
+//!   thread (and its signal handlers) touches its slots, so they need no lock.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -50,12 +51,13 @@ pub const THREADS: u64 = 1024;
 pub const THREAD_BITS: u32 = 10;
 /// Stacks probed from the hashed one (the table has that many more at its end).
 pub const PROBES: u64 = 8;
-/// Bytes per thread (a header and [`FRAMES`] frames).
-pub const THREAD_SIZE: u64 = 2048;
-/// Bytes per frame (and of the thread's header before the first one).
+/// Bytes per thread: a header and `2 * SLOT_WINDOW - 1` slots.
+pub const THREAD_SIZE: u64 = 4096;
+/// Bytes per slot (and of the thread's header before the first one).
 pub const FRAME_SIZE: u64 = 32;
-/// Frames per thread: hijacked returns pending at once (deeper ones count as missed).
-pub const FRAMES: u64 = THREAD_SIZE / FRAME_SIZE - 1;
+/// Slots searched for a frame (a power of two): returns pending at once on a thread beyond
+/// what the window around a frame's hash holds count as missed.
+pub const SLOT_WINDOW: u64 = 64;
 /// Odd multiplier of the stack-pointer hash (fits an `imul`'s signed 32-bit immediate).
 pub const HASH_MUL: i32 = 0x2545_f491;
 

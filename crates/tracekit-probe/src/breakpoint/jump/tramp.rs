@@ -9,19 +9,22 @@
 //! 2. Return probes (function entry only): save rax, rcx, rdx, rsi below the stack pointer
 //!    (free at a function's entry), read the TSC, find the thread's return stack in the
 //!    shared area (hash of its FS base, read with `rdfsbase`; a free one is claimed with
-//!    `lock cmpxchg`), drop the frames at or below this one (abandoned by longjmp or an
-//!    exception, as the int3 engine and the kernel's uretprobes do), push the frame (the
-//!    stack pointer at entry, the real return address, the TSC) and put the return
-//!    trampoline's address on the stack. A full stack, a full neighbourhood of stacks, or a
-//!    frame already hijacked (a tail call between probed functions) counts a miss.
+//!    `lock cmpxchg`), take the first slot from the hash of the frame's key (the stack
+//!    pointer at entry) that is free or abandoned (a key below this frame's: left by a
+//!    longjmp or an exception), store the frame there (key, real return address, TSC, the
+//!    return trampoline) and put the return trampoline's address on the stack. A frame
+//!    still holding its own return trampoline (a tail call between probed functions) keeps
+//!    its one hijack; no free slot in the window counts a miss. One store claims a slot, so
+//!    a signal handler of the same thread entering a probed function at any instruction
+//!    either sees the slot taken or takes it and frees it before this code resumes.
 //! 3. The displaced instructions, re-encoded for their new address; a final `call` becomes
 //!    a push of the original return address and a jump (the callee sees the same return
 //!    address, and none ever points into the trampoline); then `jmp` back.
 //!
 //! Return trampoline (per point), reached by the function's `ret`: only registers that are
 //! dead after a return (rcx, rsi, rdi, r8–r11, flags) are used; rax and rdx (return values)
-//! are kept in r8/r9 around `rdtsc`. It finds the thread's stack, drops frames below this
-//! one, pops its frame, records the latency in ns (`(cycles * mult) >> shift`) with `lock`ed
+//! are kept in r8/r9 around `rdtsc`. It finds the thread's stack and its frame's slot, reads
+//! it, frees it, records the latency in ns (`(cycles * mult) >> shift`) with `lock`ed
 //! adds, a `lock inc` of its histogram bucket and `lock cmpxchg` loops for max and min, then
 //! jumps to the real return address. A frame that cannot be found (the stack was switched
 //! under the probe, e.g. by a coroutine library) executes `ud2`: there is no right place to
@@ -31,8 +34,8 @@ use iced_x86::code_asm::*;
 use iced_x86::{Code, IcedError, Instruction, MemoryOperand, Register};
 
 use super::area::{
-    ENTRY, FRAME_SIZE, FRAMES, HASH_MUL, HIST, LAT_MAX, LAT_MIN_INV, LAT_SUM, MISSED, PROBES,
-    RETURNS, SQ_HI, SQ_LO, THREAD_BITS, THREAD_SIZE,
+    ENTRY, FRAME_SIZE, HASH_MUL, HIST, LAT_MAX, LAT_MIN_INV, LAT_SUM, MISSED, PROBES, RETURNS,
+    SLOT_WINDOW, SQ_HI, SQ_LO, THREAD_BITS, THREAD_SIZE,
 };
 
 /// Bytes reserved for each trampoline.
@@ -169,9 +172,21 @@ fn thread_key(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.lea(rsi, ptr(rsi + 1))
 }
 
+/// `rax = &slots[1 + (key >> 4) % 64]` of the thread stack at `base` for frame key rcx.
+fn first_slot(a: &mut CodeAssembler, base: AsmRegister64) -> Result<(), IcedError> {
+    a.mov(rax, rcx)?;
+    a.shr(rax, 4)?;
+    a.and(eax, (SLOT_WINDOW - 1) as u32)?;
+    a.inc(eax)?;
+    a.shl(rax, FRAME_SIZE.trailing_zeros())?;
+    a.add(rax, base)
+}
+
 /// `extra`: bytes pushed since the function's entry (the return address is above them).
 fn hijack(a: &mut CodeAssembler, t: &EntryTramp, ret: u64, extra: i32) -> Result<(), IcedError> {
-    let (mut pop, mut push, mut miss, mut out) = (
+    let (mut probe, mut next, mut same, mut take, mut miss, mut out) = (
+        a.create_label(),
+        a.create_label(),
         a.create_label(),
         a.create_label(),
         a.create_label(),
@@ -187,40 +202,34 @@ fn hijack(a: &mut CodeAssembler, t: &EntryTramp, ret: u64, extra: i32) -> Result
     a.lea(rcx, ptr(rsp + 40 + extra))?; // the frame's key: where the return address is
     thread_key(a)?;
     thread_stack(a, rdx, Register::RDX, t.table, miss)?;
-    a.mov(rsi, qword_ptr(rdx + 8))?; // depth
-    // Frames at or below this one were abandoned (longjmp, exceptions): drop them. The same
-    // frame still holding its hijacked return address is a tail call between probed
-    // functions: it keeps its one hijack.
-    let (mut stale, mut same) = (a.create_label(), a.create_label());
-    a.set_label(&mut pop)?;
-    a.test(rsi, rsi)?;
-    a.jz(push)?;
-    a.mov(rax, rsi)?;
-    a.shl(rax, FRAME_SIZE.trailing_zeros())?;
-    a.cmp(qword_ptr(rdx + rax), rcx)?;
-    a.ja(push)?;
+    first_slot(a, rdx)?;
+    a.mov(esi, SLOT_WINDOW as u32)?;
+    // A slot is free (key 0) or abandoned (a key below this frame's: every live frame of the
+    // thread is a caller of this one, above it on the stack; frames below were left by a
+    // longjmp or an exception). A signal handler entering a probed function between the
+    // test and the claim takes the same slot and frees it before this code resumes.
+    a.set_label(&mut probe)?;
+    a.mov(r11, qword_ptr(rax))?;
+    a.cmp(r11, rcx)?;
+    a.jb(take)?;
     a.je(same)?;
-    a.set_label(&mut stale)?;
-    a.dec(rsi)?;
-    a.jmp(pop)?;
+    a.set_label(&mut next)?;
+    a.add(rax, FRAME_SIZE as i32)?;
+    a.dec(esi)?;
+    a.jnz(probe)?;
+    a.jmp(miss)?;
+    // The same frame still holding its own return trampoline: a tail call between probed
+    // functions keeps its one hijack. Otherwise the frame was abandoned.
     a.set_label(&mut same)?;
     a.mov(r11, qword_ptr(rcx))?;
-    a.cmp(r11, qword_ptr(rdx + rax + 24))?;
-    a.jne(stale)?;
-    a.jmp(miss)?;
-    a.set_label(&mut push)?;
-    a.cmp(rsi, FRAMES as i32)?;
-    a.jae(miss)?;
-    a.inc(rsi)?;
-    a.mov(rax, rsi)?;
-    a.shl(rax, FRAME_SIZE.trailing_zeros())?;
-    a.add(rax, rdx)?;
+    a.cmp(r11, qword_ptr(rax + 24))?;
+    a.je(miss)?;
+    a.set_label(&mut take)?;
     a.mov(qword_ptr(rax), rcx)?;
     a.mov(r11, qword_ptr(rcx))?;
     a.mov(qword_ptr(rax + 8), r11)?;
     a.mov(r11, qword_ptr(rsp))?;
     a.mov(qword_ptr(rax + 16), r11)?;
-    a.mov(qword_ptr(rdx + 8), rsi)?;
     lea_rip(a, Register::R11, ret)?;
     a.mov(qword_ptr(rax + 24), r11)?;
     a.mov(qword_ptr(rcx), r11)?;
@@ -261,7 +270,7 @@ pub fn ret(counters: u64, table: u64, tsc: Tsc, at: u64) -> Result<Vec<u8>, Stri
 }
 
 fn ret_code(a: &mut CodeAssembler, counters: u64, table: u64, tsc: Tsc) -> Result<(), IcedError> {
-    let (mut pop, mut found, mut lost) = (a.create_label(), a.create_label(), a.create_label());
+    let (mut find, mut found, mut lost) = (a.create_label(), a.create_label(), a.create_label());
     a.mov(r8, rax)?;
     a.mov(r9, rdx)?;
     a.rdtsc()?;
@@ -271,24 +280,21 @@ fn ret_code(a: &mut CodeAssembler, counters: u64, table: u64, tsc: Tsc) -> Resul
     a.lea(rcx, ptr(rsp - 8))?; // the frame's key: where the return address was
     thread_key(a)?;
     thread_stack(a, rdi, Register::RDI, table, lost)?;
-    a.mov(rsi, qword_ptr(rdi + 8))?;
-    // Frames below this one were abandoned (longjmp, exceptions): drop them.
-    a.set_label(&mut pop)?;
-    a.test(rsi, rsi)?;
-    a.jz(lost)?;
-    a.mov(rax, rsi)?;
-    a.shl(rax, FRAME_SIZE.trailing_zeros())?;
-    a.add(rax, rdi)?;
-    a.dec(rsi)?;
+    first_slot(a, rdi)?;
+    a.mov(esi, SLOT_WINDOW as u32)?;
+    a.set_label(&mut find)?;
     a.cmp(qword_ptr(rax), rcx)?;
     a.je(found)?;
-    a.jb(pop)?;
+    a.add(rax, FRAME_SIZE as i32)?;
+    a.dec(esi)?;
+    a.jnz(find)?;
     a.set_label(&mut lost)?;
     a.ud2()?;
     a.set_label(&mut found)?;
-    a.mov(qword_ptr(rdi + 8), rsi)?;
+    // Read the frame, then free it: a signal handler may take the slot right after.
     a.mov(rcx, qword_ptr(rax + 8))?;
     a.sub(r10, qword_ptr(rax + 16))?;
+    a.mov(qword_ptr(rax), 0)?;
     a.imul_3(rsi, r10, tsc.mult as i32)?;
     a.shr(rsi, tsc.shift)?;
     record(a, counters)?;

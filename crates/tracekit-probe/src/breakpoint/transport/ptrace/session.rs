@@ -201,7 +201,7 @@ where
         }
         let mut report = s.engine.report();
         if let Some(j) = &s.jump {
-            j.merge(&mut report, &s.engine.table);
+            j.merge(&mut report, &s.engine.table, s.opts.print, &mut s.warnings);
         }
         Ok(Outcome {
             report,

@@ -72,9 +72,24 @@ impl JumpState {
         }
     }
 
-    /// Adds what the trampolines counted (every area, live) to the int3 engine's report.
-    pub(super) fn merge<A: Arch>(&self, report: &mut ProbeReport, table: &ProbeTable<A>) {
+    /// Adds what the trampolines counted (every area, live) to the int3 engine's report;
+    /// with `print`, says that jump hits were counted but not streamed.
+    pub(super) fn merge<A: Arch>(
+        &self,
+        report: &mut ProbeReport,
+        table: &ProbeTable<A>,
+        print: bool,
+        warnings: &mut Vec<String>,
+    ) {
         report.engine = "jump".into();
+        if print && !self.areas.is_empty() {
+            warnings.push(
+                "the jump engine counts hits in the target without stopping it, so only the \
+                 probes placed with int3 were printed one by one; use --engine ptrace to see \
+                 every hit"
+                    .into(),
+            );
+        }
         for (def, res) in table.probes.iter().zip(&mut report.probes) {
             for a in &self.areas {
                 let c = a.counts(def.point);
