@@ -407,3 +407,39 @@ fn signal_handlers_entering_probed_functions_anywhere_lose_nothing() {
     assert_eq!((p[0].hits, p[1].hits, p[1].missed), (calls, calls, 0));
     assert_eq!(out.exit, Some(tracekit_probe::ExitStatus::Code(0)));
 }
+
+#[test]
+fn probes_in_a_library_loaded_later_with_dlopen() {
+    let lib = build_dl_lib().display().to_string();
+    let specs = vec![
+        format!("uprobe:{lib}:tk_dl_func"),
+        format!("uretprobe:{lib}:tk_dl_func"),
+        spec("uprobe", "tk_empty"),
+    ];
+    let args = ["--dlopen", &lib, "--only", "tk_empty", "300"];
+    let (out, stdout) = run_ok(&specs, &args, &jump());
+    all_jumps(&out);
+    for s in &specs {
+        assert_eq!(hits(&out, s), 300, "{s}");
+    }
+    assert_eq!(stdout, plain_output(&args).0);
+}
+
+#[test]
+fn libc_malloc_and_free_entry_and_return() {
+    // Real library code: the program's output must not change, and every return is seen.
+    let libc = "/lib/x86_64-linux-gnu/libc.so.6";
+    if !Path::new(libc).exists() {
+        return;
+    }
+    let specs = vec![format!("{libc}:malloc"), format!("{libc}:free")];
+    let args = ["--threads", "4", "--only", "tk_empty", "1000"];
+    let (out, stdout) = run_ok(&specs, &args, &jump());
+    all_jumps(&out);
+    let p = &out.report.probes;
+    for (entry, ret) in [(&p[0], &p[1]), (&p[2], &p[3])] {
+        assert!(entry.hits > 0, "{}", entry.spec);
+        assert_eq!((ret.hits, ret.missed), (entry.hits, 0), "{}", ret.spec);
+    }
+    assert_eq!(stdout, plain_output(&args).0);
+}
