@@ -443,3 +443,16 @@ fn libc_malloc_and_free_entry_and_return() {
     }
     assert_eq!(stdout, plain_output(&args).0);
 }
+
+#[test]
+fn vfork_child_counts_as_the_parent_until_exec() {
+    // The vfork child runs in its parent's memory (and its jumps, and its area) until it execs.
+    let specs = vec![spec("uprobe", "tk_empty"), spec("uretprobe", "tk_empty")];
+    let args = ["--vfork", "--only", "tk_empty", "50"];
+    let (out, stdout) = run_ok(&specs, &args, &jump());
+    all_jumps(&out);
+    assert!(stdout.contains("vfork child exit 0\n"), "{stdout}");
+    assert_eq!(stdout, plain_output(&args).0);
+    assert_eq!(hits(&out, &specs[0]), 51);
+    assert_eq!(hits(&out, &specs[1]), 51);
+}
