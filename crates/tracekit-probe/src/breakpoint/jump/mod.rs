@@ -25,8 +25,10 @@
 //!   the real return address.
 //!
 //! Safety of patching: every thread of the process is in a ptrace stop while bytes change,
-//! and a point is patched only if no thread's pc is inside its displaced bytes (otherwise it
-//! falls back to int3). The bytes are written in the kernel's `text_poke_bp` order (an int3
+//! and no thread's pc stays inside the displaced bytes: a thread stopped at a displaced
+//! instruction after the first is moved to its copy in the trampoline (one stopped in a
+//! `syscall` there restarts it from the copy, which directly precedes the copy of the next
+//! instruction), or the point falls back to int3. The bytes are written in the kernel's `text_poke_bp` order (an int3
 //! on the first byte, then the other bytes, then the first byte), so even a thread that ran
 //! concurrently would see either the old instruction, a breakpoint, or the whole jump, never
 //! a torn one. Displaced instructions may contain a `call` only as the last one (it is

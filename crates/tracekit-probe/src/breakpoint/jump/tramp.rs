@@ -86,16 +86,42 @@ fn lea_rip(a: &mut CodeAssembler, reg: Register, abs: u64) -> Result<(), IcedErr
     a.add_instruction(Instruction::with2(Code::Lea_r64_m, reg, rip(abs))?)
 }
 
-/// The entry trampoline's bytes, to run at `at`.
-pub fn entry(t: &EntryTramp, at: u64) -> Result<Vec<u8>, String> {
+/// An assembled entry trampoline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Each displaced instruction's original address and the address of its copy: where a
+    /// thread stopped at the original goes, so that the original bytes can be patched.
+    pub moved: Vec<(u64, u64)>,
+}
+
+/// The entry trampoline, to run at `at`.
+pub fn entry(t: &EntryTramp, at: u64) -> Result<Entry, String> {
     if t.displaced.is_empty() {
         return Err("no displaced instruction".into());
     }
     let mut a = CodeAssembler::new(64).map_err(err)?;
     prologue(&mut a, t).map_err(err)?;
-    displaced(&mut a, t.displaced).map_err(err)?;
-    let bytes = a.assemble(at).map_err(err)?;
-    fits(bytes)
+    let starts = displaced(&mut a, t.displaced).map_err(err)?;
+    let r = a
+        .assemble_options(
+            at,
+            iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+        )
+        .map_err(err)?
+        .inner;
+    let moved = starts
+        .into_iter()
+        .filter_map(|(ip, k)| {
+            let off = *r.new_instruction_offsets.get(k)?;
+            (off != u32::MAX).then(|| (ip, at + u64::from(off)))
+        })
+        .collect();
+    Ok(Entry {
+        bytes: fits(r.code_buffer)?,
+        moved,
+    })
 }
 
 fn fits(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
@@ -244,8 +270,12 @@ fn hijack(a: &mut CodeAssembler, t: &EntryTramp, ret: u64, extra: i32) -> Result
     Ok(())
 }
 
-fn displaced(a: &mut CodeAssembler, insns: &[Instruction]) -> Result<(), IcedError> {
+/// Adds the displaced instructions; returns each one's address and the index of its first
+/// assembled instruction.
+fn displaced(a: &mut CodeAssembler, insns: &[Instruction]) -> Result<Vec<(u64, usize)>, IcedError> {
+    let mut starts = Vec::new();
     for insn in insns {
+        starts.push((insn.ip(), a.instructions().len()));
         if insn.code() == Code::Call_rel32_64 {
             // Push the original return address, then jump: as the call did.
             let next = insn.next_ip();
@@ -258,7 +288,8 @@ fn displaced(a: &mut CodeAssembler, insns: &[Instruction]) -> Result<(), IcedErr
         }
     }
     let back = insns.last().map_or(0, Instruction::next_ip);
-    a.jmp(back)
+    a.jmp(back)?;
+    Ok(starts)
 }
 
 /// The return trampoline's bytes for the point whose counters are at `counters`, to run at
@@ -365,8 +396,11 @@ mod tests {
             ret_tramp: Some(0x48_0100),
         };
         let at = 0x48_0000;
-        let code = entry(&t, at).unwrap();
-        let out = decode(&code, at);
+        let e = entry(&t, at).unwrap();
+        let out = decode(&e.bytes, at);
+        // The copy of the mov is where a thread stopped on the original would go.
+        let copy = out.iter().find(|i| i.ip() == e.moved[0].1).unwrap();
+        assert_eq!((e.moved[0].0, copy.code()), (0x40_0000, Code::Mov_r64_rm64));
         assert!(out.iter().any(|i| i.is_ip_rel_memory_operand()
             && i.ip_rel_memory_address() == 0x40_0107
             && i.code() == Code::Mov_r64_rm64));
@@ -378,7 +412,7 @@ mod tests {
             ret_tramp: None,
             ..t
         };
-        let out = decode(&entry(&t, at).unwrap(), at);
+        let out = decode(&entry(&t, at).unwrap().bytes, at);
         assert!(
             out.iter()
                 .any(|i| i.code() == Code::Mov_rm32_imm32 && i.immediate32() == 0x40_0005)

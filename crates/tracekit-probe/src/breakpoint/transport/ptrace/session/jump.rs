@@ -58,6 +58,8 @@ struct Candidate {
     flags_free: bool,
     returns: bool,
     entries: bool,
+    /// Threads stopped at a displaced instruction after the first: moved to its copy.
+    movers: Vec<(i32, u64)>,
 }
 
 impl JumpState {
@@ -116,6 +118,29 @@ fn shadow_stack(pid: i32) -> bool {
         s.lines()
             .any(|l| l.starts_with("x86_Thread_features:") && l.contains("shstk"))
     })
+}
+
+/// Moves each thread of `movers` (tid, pc) stopped at a displaced instruction to its copy in
+/// the trampoline (`moved`: original → copy). A thread interrupted in a system call there
+/// restarts it from the copy: the instruction before each copy of a `syscall` is its copy.
+fn move_threads(
+    mem: &mut PtraceTarget,
+    movers: &[(i32, u64)],
+    moved: &[(u64, u64)],
+) -> Result<(), String> {
+    for &(tid, pc) in movers {
+        let (_, to) = moved
+            .iter()
+            .find(|(ip, _)| *ip == pc)
+            .ok_or_else(|| format!("thread {tid} at {pc:#x} has no place in the trampoline"))?;
+        let mut regs: libc::user_regs_struct = mem
+            .get_regs(tid)
+            .map_err(|e| format!("reading thread {tid}'s registers: {e}"))?;
+        regs.rip = *to;
+        mem.set_regs(tid, &regs)
+            .map_err(|e| format!("moving thread {tid} into the trampoline: {e}"))?;
+    }
+    Ok(())
 }
 
 /// `jmp rel32` from `addr` to `to`, padded with int3 to `len` bytes.
@@ -269,15 +294,20 @@ where
                 "the code in memory differs from the file (patched by someone else?)".into(),
             );
         }
-        if let Some((tid, pc)) = pcs.iter().find(|(_, pc)| *pc > addr && *pc < addr + len) {
-            return Err(format!(
-                "thread {tid} is stopped inside the displaced bytes (pc {pc:#x})"
-            ));
-        }
         let insns: Vec<_> =
             iced_x86::Decoder::with_ip(64, &now, addr, iced_x86::DecoderOptions::NONE)
                 .into_iter()
                 .collect();
+        let mut movers = Vec::new();
+        for &(tid, pc) in pcs.iter().filter(|(_, pc)| *pc > addr && *pc < addr + len) {
+            if !insns.iter().any(|i| i.ip() == pc) {
+                return Err(format!(
+                    "thread {tid} is stopped inside the displaced bytes (pc {pc:#x}), not at \
+                     an instruction of theirs, so it cannot be moved to the trampoline"
+                ));
+            }
+            movers.push((tid, pc));
+        }
         Ok(Candidate {
             index,
             addr,
@@ -285,6 +315,7 @@ where
             flags_free: plan.flags_free,
             returns,
             entries: !def.entry.is_empty(),
+            movers,
         })
     }
 
@@ -332,7 +363,9 @@ where
                 table,
                 ret_tramp: c.returns.then_some(ret_at),
             };
-            proc.mem.write(at, &tramp::entry(&t, at)?).map_err(werr)?;
+            let entry = tramp::entry(&t, at)?;
+            proc.mem.write(at, &entry.bytes).map_err(werr)?;
+            move_threads(&mut proc.mem, &c.movers, &entry.moved)?;
             let len = c.insns.iter().map(|i| i.len()).sum::<usize>();
             let mut orig = vec![0u8; len];
             proc.mem.read(c.addr, &mut orig).map_err(werr)?;
