@@ -86,7 +86,8 @@ fn by_thread_counts_every_thread_exactly() {
 #[test]
 fn intervals_add_up_to_the_total() {
     let spec = format!("uretprobe:{}:tk_sleep_1ms", target());
-    for engine in ["bpf", "ptrace"] {
+    // The jump engine's counters live in the target and are read while it runs.
+    for engine in ["bpf", "ptrace", "jump"] {
         // 2 threads x 150 sleeps of 1 ms: about 0.2 s, so several 0.05 s intervals.
         let out = probe(&[
             "--engine",
@@ -172,4 +173,12 @@ fn bad_watch_flags_get_clear_errors() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "a usage error");
+    let out = Command::new(TRACEKIT)
+        .args([
+            "probe", "--engine", "jump", "--by", "thread", &spec, "--", "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not per thread"));
 }

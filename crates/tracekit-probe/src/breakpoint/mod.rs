@@ -27,6 +27,7 @@
 pub mod arch;
 pub mod engine;
 mod error;
+pub mod jump;
 pub mod transport;
 
 pub use error::BreakpointError;

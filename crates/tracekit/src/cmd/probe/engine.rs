@@ -21,6 +21,9 @@ pub enum Engine {
     Bpf,
     /// tracekit's own breakpoint engine on ptrace (x86-64; no privileges beyond ptrace).
     Ptrace,
+    /// ptrace places, but each probe whose code allows it gets a jump to a trampoline that
+    /// counts without a trap (x86-64); the others keep int3, with the reason shown.
+    Jump,
 }
 
 /// Where the probes run.
@@ -104,6 +107,7 @@ pub(super) fn run_engine(
             pin_cpu: args.pin_cpu,
             follow_forks: args.follow_forks,
             by_thread,
+            jump: args.engine == Engine::Jump,
             ..Default::default()
         };
         let target = target.try_into().context("pid out of range")?;
@@ -112,7 +116,7 @@ pub(super) fn run_engine(
     let run_bpf = |sink: &mut dyn Sink| bpf::run_with_sink(probes, target, &bpf_opts, stop, sink);
     match args.engine {
         Engine::Bpf => Ok(run_bpf(sink)?),
-        Engine::Ptrace => run_ptrace(sink),
+        Engine::Ptrace | Engine::Jump => run_ptrace(sink),
         Engine::Auto => match run_bpf(sink) {
             Err(e) if e.is_refused() => {
                 let e = anyhow::Error::from(e);

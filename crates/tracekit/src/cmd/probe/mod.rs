@@ -41,7 +41,8 @@ pub struct ProbeArgs {
     /// Trace this running process (all its threads) until it exits or Ctrl-C.
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
     pid: Option<u32>,
-    /// Probe engine: bpf, ptrace, or auto (bpf, falling back to ptrace when bpf is refused).
+    /// Probe engine: bpf, ptrace, jump (ptrace placing jumps to counting trampolines: no trap
+    /// per hit), or auto (bpf, falling back to ptrace when bpf is refused).
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     engine: Engine,
     /// Print every hit as it happens (arguments at entry; return value and latency at return).
@@ -96,10 +97,17 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     }
     let specs = ProbeSpec::parse_all(&args.specs)?;
     if let Some(k) = specs.iter().find(|s| s.kind == ProbeKind::Kprobe) {
-        if args.engine == Engine::Ptrace {
-            bail!("`{k}`: the ptrace engine probes user functions only; use uprobe:BINARY:SYMBOL");
+        if matches!(args.engine, Engine::Ptrace | Engine::Jump) {
+            bail!(
+                "`{k}`: the ptrace and jump engines probe user functions only; use uprobe:BINARY:SYMBOL"
+            );
         }
         return Err(bpf::kernel::unavailable(&k.text).into());
+    }
+    if args.engine == Engine::Jump && args.by == By::Thread {
+        bail!(
+            "--engine jump counts in shared counters per probe, not per thread; use --by thread with --engine ptrace or bpf"
+        );
     }
     let place = place(&args)?;
     let spawned = matches!(place, Place::Local(Target::Command { .. }));

@@ -92,6 +92,11 @@ pub struct PtraceOptions {
     pub spin: Option<std::time::Duration>,
     /// Also count hits and latencies per thread ([`crate::ProbeResult::threads`]).
     pub by_thread: bool,
+    /// The jump engine ([`crate::breakpoint::jump`]): a point whose instructions allow it
+    /// gets a jump to a trampoline that counts without stopping anyone; the others keep
+    /// int3, with the reason in the outcome's warnings. Jump hits are counted, not streamed:
+    /// `on_hit` sees only the int3 points' hits.
+    pub jump: bool,
 }
 
 /// Runs the probes on the target until it exits or `stop` becomes true, then detaches
@@ -121,8 +126,14 @@ pub fn run_with_sink(
 ) -> Result<Outcome, BreakpointError> {
     // ptrace reaches only the tracer's own instruction set.
     let table = ProbeTable::<Host>::new(probes)?;
-    let mut sink = FoldingSink { inner: sink, probes };
-    let mut outcome = session::Session::run(table, target, opts, stop, &mut sink)?;
+    let jump = opts
+        .jump
+        .then(|| crate::breakpoint::jump::plan(probes, &table));
+    let mut sink = FoldingSink {
+        inner: sink,
+        probes,
+    };
+    let mut outcome = session::Session::run(table, target, opts, jump, stop, &mut sink)?;
     outcome.report.fold_sites(probes);
     Ok(outcome)
 }

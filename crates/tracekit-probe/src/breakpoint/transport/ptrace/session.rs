@@ -5,12 +5,13 @@
 //! the state it keeps; each other concern is a file of `session/`: [`tracees`] (spawn,
 //! attach, threads, forks, exec), [`loader`] (the dynamic loader's hook), [`install`] (slot
 //! areas, slots, breakpoints), [`inject`] (system calls in the tracee), [`detach`], and
-//! [`affinity`] (CPU pinning).
+//! [`affinity`] (CPU pinning), and [`jump`] (the jump engine's placement, forks and report).
 
 mod affinity;
 mod detach;
 mod inject;
 mod install;
+mod jump;
 mod loader;
 mod tracees;
 
@@ -118,6 +119,8 @@ pub(super) struct Session<'a, A: Arch> {
     exec_error: Option<OwnedFd>,
     program: PathBuf,
     saved_affinity: Option<libc::cpu_set_t>,
+    /// The jump engine, when it places the points it can take.
+    jump: Option<jump::JumpState>,
 }
 
 impl<'a, A: Arch> Session<'a, A>
@@ -128,6 +131,7 @@ where
         table: ProbeTable<A>,
         target: Target,
         opts: &'a PtraceOptions,
+        jump_plans: Option<Vec<Result<crate::breakpoint::jump::PointPlan, String>>>,
         stop: &AtomicBool,
         sink: &mut dyn Sink,
     ) -> Result<Outcome, BreakpointError> {
@@ -170,6 +174,7 @@ where
             exec_error: None,
             program: PathBuf::new(),
             saved_affinity: None,
+            jump: jump_plans.map(jump::JumpState::new),
         };
         let done = AtomicBool::new(false);
         let result = std::thread::scope(|scope| {
@@ -213,8 +218,12 @@ where
                 ));
             }
         }
+        let mut report = s.engine.report();
+        if let Some(j) = &s.jump {
+            j.merge(&mut report, &s.engine.table, s.opts.print, &mut s.warnings);
+        }
         Ok(Outcome {
-            report: s.engine.report(),
+            report,
             pid: s.main_pid,
             exit: s.exit,
             lost_events: 0,
@@ -268,10 +277,20 @@ where
             }
             // Also an interval whose stop came while every thread was being held.
             if std::mem::take(&mut self.interval_due) && sink.every().is_some() {
-                sink.interval(&self.engine.report());
+                sink.interval(&self.report_so_far());
             }
         }
         Ok(())
+    }
+
+    /// The counts so far, the jump engine's trampolines' included (they count in the target's
+    /// memory, which tracekit reads live).
+    fn report_so_far(&self) -> crate::ProbeReport {
+        let mut report = self.engine.report();
+        if let Some(j) = &self.jump {
+            j.merge(&mut report, &self.engine.table, false, &mut Vec::new());
+        }
+        report
     }
 
     /// The waker stopped or exited. Stopped: it is let go again, and an interval is due if

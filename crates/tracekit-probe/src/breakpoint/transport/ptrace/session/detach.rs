@@ -81,6 +81,7 @@ where
     }
 
     pub(super) fn restore_proc(&mut self, pid: i32) -> Result<(), BreakpointError> {
+        self.jump_restore(pid)?;
         let tids: Vec<i32> = self
             .threads
             .iter()

@@ -13,6 +13,7 @@ where
     /// remain, watches the dynamic loader for them. Every thread of `pid` must be stopped.
     pub(super) fn install(&mut self, pid: i32) -> Result<(), BreakpointError> {
         let mut lives = self.decode_points(pid)?;
+        self.jump_place(pid, &mut lives)?;
         if !lives.is_empty() {
             self.place_slots(pid, &mut lives)?;
             self.arm(pid, lives)?;

@@ -176,6 +176,9 @@ where
             .get(&parent_tid)
             .map(|t| t.state.clone())
             .unwrap_or_default();
+        if self.procs.contains_key(&parent_tgid) {
+            self.jump_fork(parent_tgid, child)?;
+        }
         let Some(parent) = self.procs.get(&parent_tgid) else {
             // SAFETY: detaching an untouched tracee.
             unsafe { libc::ptrace(libc::PTRACE_DETACH, child, 0, 0) };
@@ -265,6 +268,7 @@ where
         self.add_thread(tgid, tgid);
         self.threads.get_mut(&tgid).expect("leader").state = ThreadState::default();
         self.add_proc(tgid, ProcPhase::BeforeExec)?;
+        self.jump_forget(tgid);
         if tgid == self.main_pid {
             self.exec_error = None;
         }
