@@ -31,28 +31,49 @@ pub enum ValueKind {
     Other,
 }
 
-/// One named parameter, in the integer-register order of the calling convention.
+/// One named parameter and the integer argument register (0 = rdi ... 5 = r9) it arrives in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param {
     /// Its name in the source (`this` for a C++ method's object).
     pub name: String,
     /// How to show its value.
     pub kind: ValueKind,
+    /// Its argument register, by System V order.
+    pub reg: usize,
 }
 
 impl Param {
     /// `name=value`, with the value cut to the parameter's size and sign.
     pub fn show(&self, raw: u64) -> String {
-        let value = match self.kind {
+        format!("{}={}", self.name, self.kind.show(raw))
+    }
+}
+
+impl ValueKind {
+    /// A register's value cut to this type's size and sign.
+    pub fn show(self, raw: u64) -> String {
+        match self {
             ValueKind::Signed(n) => sign_extend(raw, n).to_string(),
             ValueKind::Unsigned(n) => truncate(raw, n).to_string(),
             ValueKind::Bool => (raw & 0xff != 0).to_string(),
             ValueKind::Char => show_char(raw as u8),
             ValueKind::Pointer => format!("{raw:#x}"),
             ValueKind::Other => crate::render::fmt_int(raw),
-        };
-        format!("{}={value}", self.name)
+        }
     }
+}
+
+/// What DWARF says of a function's entry: the parameters it can place in registers, whether
+/// those are all of them, and how to show its return value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    /// The named parameters, in register order.
+    pub params: Vec<Param>,
+    /// Whether every formal parameter was placed (otherwise the list stops at the first
+    /// whose passing this cannot tell).
+    pub complete: bool,
+    /// How to show the return value in rax, when it is one integer register.
+    pub ret: Option<ValueKind>,
 }
 
 fn truncate(raw: u64, bytes: u8) -> u64 {
@@ -83,7 +104,7 @@ fn show_char(c: u8) -> String {
 /// The named integer-register parameters of the functions starting at `addresses` (ELF
 /// virtual addresses) in `binary`. A function without debug information is absent; an
 /// unreadable file gives an empty map (the hits are printed unnamed, as without DWARF).
-pub fn parameters(binary: &Path, addresses: &HashSet<u64>) -> HashMap<u64, Vec<Param>> {
+pub fn parameters(binary: &Path, addresses: &HashSet<u64>) -> HashMap<u64, Function> {
     let Ok(data) = std::fs::read(binary) else {
         return HashMap::new();
     };
@@ -132,7 +153,7 @@ fn separate_debug_file(file: &object::File<'_>, binary: &Path) -> Option<PathBuf
 
 type Reader<'a> = EndianSlice<'a, RunTimeEndian>;
 
-fn read(file: &object::File<'_>, addresses: &HashSet<u64>) -> HashMap<u64, Vec<Param>> {
+fn read(file: &object::File<'_>, addresses: &HashSet<u64>) -> HashMap<u64, Function> {
     let endian = if file.is_little_endian() {
         RunTimeEndian::Little
     } else {
@@ -163,14 +184,26 @@ fn read(file: &object::File<'_>, addresses: &HashSet<u64>) -> HashMap<u64, Vec<P
     found
 }
 
-/// Finds the subprograms of `unit` that start at one of `addresses`.
+/// Finds the subprograms of `unit` that start at one of `addresses`. Units in Rust are
+/// skipped: Rust's own ABI passes arguments as it likes (a big struct by pointer, `u128` in
+/// two registers), so names would land on the wrong registers.
 fn scan_unit(
     dwarf: &gimli::Dwarf<Reader<'_>>,
     unit: &gimli::Unit<Reader<'_>>,
     addresses: &HashSet<u64>,
-    found: &mut HashMap<u64, Vec<Param>>,
+    found: &mut HashMap<u64, Function>,
 ) -> gimli::Result<()> {
     let mut entries = unit.entries();
+    let cpp = match entries.next_dfs()? {
+        Some((_, root)) => match root.attr_value(gimli::DW_AT_language)? {
+            Some(AttributeValue::Language(gimli::DW_LANG_Rust)) => return Ok(()),
+            Some(AttributeValue::Language(lang)) => lang
+                .static_string()
+                .is_some_and(|l| l.contains("C_plus_plus")),
+            _ => false,
+        },
+        None => return Ok(()),
+    };
     while let Some((_, entry)) = entries.next_dfs()? {
         if entry.tag() != gimli::DW_TAG_subprogram {
             continue;
@@ -181,21 +214,35 @@ fn scan_unit(
         let Some(low) = dwarf.attr_address(unit, value)? else {
             continue;
         };
-        if addresses.contains(&low) && !found.contains_key(&low) {
-            found.insert(low, params_of(dwarf, unit, entry.offset())?);
+        if addresses.contains(&low)
+            && !found.contains_key(&low)
+            && let Some(f) = function_of(dwarf, unit, entry.offset(), cpp)?
+        {
+            found.insert(low, f);
         }
     }
     Ok(())
 }
 
 /// The formal parameters of one subprogram that arrive in integer registers, in register
-/// order, up to the first whose passing this cannot tell.
-fn params_of(
+/// order, up to the first whose passing this cannot tell, and its return value's type.
+fn function_of(
     dwarf: &gimli::Dwarf<Reader<'_>>,
     unit: &gimli::Unit<Reader<'_>>,
     subprogram: UnitOffset,
-) -> gimli::Result<Vec<Param>> {
-    let mut params = Vec::new();
+    cpp: bool,
+) -> gimli::Result<Option<Function>> {
+    let returns = kind_of(unit, type_of(unit, subprogram, 0)?, 0, cpp)?;
+    let mut f = Function {
+        params: Vec::new(),
+        complete: true,
+        ret: match returns {
+            Passing::Register(kind) => Some(kind),
+            _ => None,
+        },
+    };
+    // An aggregate returned in memory: its address is a hidden first argument (rdi).
+    let mut reg = usize::from(matches!(returns, Passing::Memory | Passing::ByReference));
     let mut tree = unit.entries_tree(Some(subprogram))?;
     let mut children = tree.root()?.children();
     while let Some(child) = children.next()? {
@@ -204,13 +251,23 @@ fn params_of(
             continue;
         }
         let name = name_of(dwarf, unit, entry.offset(), 0)?.unwrap_or_else(|| "?".into());
-        match kind_of(unit, type_of(unit, entry.offset(), 0)?, 0)? {
-            Passing::Register(kind) => params.push(Param { name, kind }),
-            Passing::Elsewhere => continue,
-            Passing::Unknown => break,
+        let kind = match kind_of(unit, type_of(unit, entry.offset(), 0)?, 0, cpp)? {
+            Passing::Register(kind) => kind,
+            Passing::ByReference => ValueKind::Pointer,
+            Passing::Sse | Passing::Memory => continue,
+            Passing::Unknown => {
+                f.complete = false;
+                break;
+            }
+        };
+        if reg >= 6 {
+            f.complete = false;
+            break;
         }
+        f.params.push(Param { name, kind, reg });
+        reg += 1;
     }
-    Ok(params)
+    Ok(Some(f))
 }
 
 /// A DIE's name, following `DW_AT_abstract_origin` and `DW_AT_specification` (C++
@@ -259,24 +316,30 @@ fn type_of(
     }
 }
 
-/// How the System V x86-64 calling convention passes a parameter, as far as naming the
-/// integer registers needs.
+/// How the System V x86-64 calling convention passes a parameter (or a return value), as far
+/// as naming the integer registers needs.
 enum Passing {
     /// In the next integer register, shown this way.
     Register(ValueKind),
-    /// Not in an integer register (floats in SSE registers, aggregates over 16 bytes on the
-    /// stack): the next parameter takes the register.
-    Elsewhere,
-    /// Small aggregates (split between register classes) or types this does not read: the
-    /// registers from here on are left unnamed.
+    /// A C++ object with a non-trivial copy or destructor: its address in the next register.
+    ByReference,
+    /// In an SSE register (floats): the next parameter takes the integer register.
+    Sse,
+    /// In memory (an aggregate over 16 bytes: on the stack as a parameter; as a return value
+    /// the caller passes its address in rdi).
+    Memory,
+    /// Small aggregates (split between register classes), 16-byte integers, or types this
+    /// does not read: the registers from here on are left unnamed.
     Unknown,
 }
 
-/// How a value of type `ty` is passed.
+/// How a value of type `ty` is passed (`cpp`: the unit is C++, where a class may be passed by
+/// invisible reference).
 fn kind_of(
     unit: &gimli::Unit<Reader<'_>>,
     ty: Option<UnitOffset>,
     depth: u8,
+    cpp: bool,
 ) -> gimli::Result<Passing> {
     let Some(ty) = ty else {
         return Ok(Passing::Unknown);
@@ -291,12 +354,10 @@ fn kind_of(
         gimli::DW_TAG_pointer_type
         | gimli::DW_TAG_reference_type
         | gimli::DW_TAG_rvalue_reference_type => Passing::Register(ValueKind::Pointer),
-        gimli::DW_TAG_enumeration_type => Passing::Register(ValueKind::Other),
-        gimli::DW_TAG_base_type => base_kind(&entry, bytes)?,
-        gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_class_type
-            if size > 16 =>
-        {
-            Passing::Elsewhere
+        gimli::DW_TAG_enumeration_type if size <= 8 => Passing::Register(ValueKind::Other),
+        gimli::DW_TAG_base_type if size <= 8 => base_kind(&entry, bytes)?,
+        gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_class_type => {
+            aggregate(&entry, size, cpp)?
         }
         gimli::DW_TAG_typedef
         | gimli::DW_TAG_const_type
@@ -305,11 +366,32 @@ fn kind_of(
             if depth < 16 =>
         {
             match entry.attr_value(gimli::DW_AT_type)? {
-                Some(AttributeValue::UnitRef(t)) => kind_of(unit, Some(t), depth + 1)?,
+                Some(AttributeValue::UnitRef(t)) => kind_of(unit, Some(t), depth + 1, cpp)?,
                 // `const void` and friends.
                 _ => Passing::Register(ValueKind::Other),
             }
         }
+        _ => Passing::Unknown,
+    })
+}
+
+/// A struct, union or class by value: over 16 bytes it goes on the stack, unless C++ passes
+/// it by invisible reference (`DW_AT_calling_convention`); a small one may be split between
+/// register classes, which this does not work out.
+fn aggregate(
+    entry: &gimli::DebuggingInformationEntry<Reader<'_>>,
+    size: u64,
+    cpp: bool,
+) -> gimli::Result<Passing> {
+    let convention = match entry.attr_value(gimli::DW_AT_calling_convention)? {
+        Some(AttributeValue::CallingConvention(cc)) => Some(cc),
+        _ => None,
+    };
+    Ok(match convention {
+        Some(gimli::DW_CC_pass_by_reference) => Passing::ByReference,
+        // A C++ class that does not say how it is passed may be either.
+        None if cpp => Passing::Unknown,
+        _ if size > 16 => Passing::Memory,
         _ => Passing::Unknown,
     })
 }
@@ -329,7 +411,7 @@ fn base_kind(
             Passing::Register(ValueKind::Char)
         }
         gimli::DW_ATE_UTF if bytes == 1 => Passing::Register(ValueKind::Char),
-        gimli::DW_ATE_float => Passing::Elsewhere,
+        gimli::DW_ATE_float | gimli::DW_ATE_complex_float => Passing::Sse,
         _ if bytes <= 8 => Passing::Register(ValueKind::Other),
         _ => Passing::Unknown,
     })
@@ -344,6 +426,7 @@ mod tests {
         let p = |kind| Param {
             name: "x".into(),
             kind,
+            reg: 0,
         };
         assert_eq!(p(ValueKind::Signed(4)).show(0xdead_0000_ffff_fffe), "x=-2");
         assert_eq!(

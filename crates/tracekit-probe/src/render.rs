@@ -27,7 +27,7 @@ pub fn hit_line(h: &HitEvent, probes: &[ResolvedProbe], nargs: usize) -> String 
 pub struct HitPrinter<'a> {
     probes: &'a [ResolvedProbe],
     nargs: Option<usize>,
-    params: Vec<Option<Vec<crate::dwarf::Param>>>,
+    functions: Vec<Option<crate::dwarf::Function>>,
 }
 
 impl<'a> HitPrinter<'a> {
@@ -35,7 +35,7 @@ impl<'a> HitPrinter<'a> {
     /// `None` shows a function's named parameters, or 3 registers without DWARF.
     pub fn new(probes: &'a [ResolvedProbe], nargs: Option<usize>) -> Self {
         let mut printer = Self::without_names(probes, nargs);
-        printer.params = named_parameters(probes);
+        printer.functions = functions_of(probes);
         printer
     }
 
@@ -44,13 +44,13 @@ impl<'a> HitPrinter<'a> {
         HitPrinter {
             probes,
             nargs,
-            params: vec![None; probes.len()],
+            functions: vec![None; probes.len()],
         }
     }
 
-    /// The parameters DWARF names for probe `i`, if any.
-    pub fn parameters(&self, i: usize) -> Option<&[crate::dwarf::Param]> {
-        self.params.get(i)?.as_deref()
+    /// What DWARF says of probe `i`'s function, if anything.
+    pub fn function(&self, i: usize) -> Option<&crate::dwarf::Function> {
+        self.functions.get(i)?.as_ref()
     }
 
     /// One hit as a line.
@@ -62,7 +62,11 @@ impl<'a> HitPrinter<'a> {
         let mut line = format!("{:>7} {spec}", h.tid);
         if h.kind == ProbeKind::Uretprobe {
             if let Some(r) = h.retval {
-                let _ = write!(line, " = {}", fmt_int(r));
+                let shown = match self.function(h.probe).and_then(|f| f.ret) {
+                    Some(kind) => kind.show(r),
+                    None => fmt_int(r),
+                };
+                let _ = write!(line, " = {shown}");
             }
             if let Some(ns) = h.latency_ns {
                 let _ = write!(line, "  ({} us)", fmt_us(ns as f64));
@@ -75,7 +79,7 @@ impl<'a> HitPrinter<'a> {
             }
         } else {
             let args = self.arguments(h);
-            if !args.is_empty() || self.parameters(h.probe).is_some() {
+            if !args.is_empty() || self.function(h.probe).is_some() {
                 let _ = write!(line, "({})", args.join(", "));
             }
         }
@@ -83,28 +87,39 @@ impl<'a> HitPrinter<'a> {
         line
     }
 
+    /// The named parameters in their registers (`...` after them when DWARF could not place
+    /// the rest), or without DWARF the first registers raw.
     fn arguments(&self, h: &HitEvent) -> Vec<String> {
-        let named = self.parameters(h.probe).unwrap_or(&[]);
-        let n = match (self.nargs, self.parameters(h.probe)) {
-            (Some(n), _) => n,
-            (None, Some(params)) => params.len(),
-            (None, None) => 3,
+        // Without DWARF, or when not even the first parameter could be placed: raw registers.
+        let Some(f) = self
+            .function(h.probe)
+            .filter(|f| f.complete || !f.params.is_empty())
+        else {
+            let n = self.nargs.unwrap_or(3).min(6);
+            return h.args[..n].iter().map(|&v| fmt_int(v)).collect();
         };
-        (h.args.iter().take(n.min(6)).enumerate())
-            .map(|(i, &v)| match named.get(i) {
-                Some(p) => p.show(v),
-                None => fmt_int(v),
-            })
-            .collect()
+        let limit = self.nargs.unwrap_or(6);
+        let mut shown: Vec<String> = (f.params.iter())
+            .filter(|p| p.reg < limit)
+            .map(|p| p.show(h.args[p.reg]))
+            .collect();
+        if !f.complete && self.nargs.is_none() {
+            shown.push("...".into());
+        }
+        shown
     }
 }
 
-/// DWARF parameters of every entry probe at a function's first instruction, reading each
-/// binary once.
-fn named_parameters(probes: &[ResolvedProbe]) -> Vec<Option<Vec<crate::dwarf::Param>>> {
+/// DWARF of every probe at a function's first instruction, reading each binary once. GCC's
+/// clones (`f.constprop.0`, `f.isra.0`, `f.part.0`) are left out: their DWARF describes the
+/// original's parameters, not the clone's registers.
+fn functions_of(probes: &[ResolvedProbe]) -> Vec<Option<crate::dwarf::Function>> {
     use std::collections::{BTreeMap, HashSet};
-    let at_entry =
-        |p: &ResolvedProbe| p.spec.kind == ProbeKind::Uprobe && p.vaddr == p.symbol_vaddr;
+    let at_entry = |p: &ResolvedProbe| {
+        matches!(p.spec.kind, ProbeKind::Uprobe | ProbeKind::Uretprobe)
+            && p.vaddr == p.symbol_vaddr
+            && !p.symbol.as_deref().is_some_and(|s| s.contains('.'))
+    };
     let mut by_binary: BTreeMap<&std::path::Path, HashSet<u64>> = BTreeMap::new();
     for p in probes.iter().filter(|p| at_entry(p)) {
         by_binary.entry(&p.binary).or_default().insert(p.vaddr);

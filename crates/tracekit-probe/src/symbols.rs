@@ -963,7 +963,10 @@ fn qualified_name(demangled: &str) -> &str {
     {
         end = open;
     }
-    let start = last_top_level_space(&b[..end]).map_or(0, |i| i + 1);
+    // A conversion operator or new/delete (`Foo::operator bool`): the space after
+    // `operator` is part of the name, so the return type ends before it.
+    let name_end = masked[..end].find("operator ").unwrap_or(end);
+    let start = last_top_level_space(&b[..name_end]).map_or(0, |i| i + 1);
     &demangled[start..end]
 }
 
@@ -1372,6 +1375,12 @@ mod tests {
                 "std::vector<int, std::allocator<int> >::push_back",
             ),
             ("foo[abi:cxx11](int)", "foo[abi:cxx11]"),
+            ("Foo::operator bool() const", "Foo::operator bool"),
+            (
+                "Foo::operator unsigned long() const",
+                "Foo::operator unsigned long",
+            ),
+            ("void* operator new(unsigned long)", "operator new"),
         ] {
             assert_eq!(qualified_name(demangled), name, "{demangled}");
         }

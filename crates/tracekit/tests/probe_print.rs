@@ -39,9 +39,10 @@ fn programs() -> &'static (PathBuf, PathBuf) {
 
 /// The `--print` lines of a run, without the thread id, in order.
 fn printed(engine: &str, program: &Path, extra: &[&str], functions: &[&str]) -> Vec<String> {
-    let specs = functions
-        .iter()
-        .map(|f| format!("uprobe:{}:{f}", program.display()));
+    let specs = functions.iter().map(|f| match f.split_once(':') {
+        Some((kind, f)) => format!("{kind}:{}:{f}", program.display()),
+        None => format!("uprobe:{}:{f}", program.display()),
+    });
     let out = Command::new(TRACEKIT)
         .args(["probe", "--engine", engine, "--print"])
         .args(extra)
@@ -54,12 +55,13 @@ fn printed(engine: &str, program: &Path, extra: &[&str], functions: &[&str]) -> 
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "6\n");
-    let prefix = format!("uprobe:{}:", program.display());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "270\n");
+    let prefixes = ["uprobe", "uretprobe"].map(|k| format!("{k}:{}:", program.display()));
     stderr
         .lines()
         .filter_map(|l| l.trim_start().split_once(' '))
-        .filter_map(|(_, rest)| rest.strip_prefix(&prefix).map(str::to_owned))
+        .filter_map(|(_, rest)| prefixes.iter().find_map(|p| rest.strip_prefix(p.as_str())))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -94,6 +96,28 @@ fn arguments_are_named_and_typed_from_dwarf() {
             expected.push("after_float(a=1, b=18446744073709551615)".to_owned());
         }
         assert_eq!(lines, expected, "{engine}");
+    }
+}
+
+#[test]
+fn hidden_and_double_registers_are_accounted_for_and_returns_typed() {
+    let (with, _) = programs();
+    for engine in ["bpf", "ptrace"] {
+        let lines = printed(engine, with, &[], &["make_big", "wide"]);
+        let rets = printed(engine, with, &[], &["uretprobe:wide"]);
+        // make_big returns a struct in memory: rdi holds its address, x is in rsi. wide's
+        // __int128 takes rdi and rsi: nothing can be named, so the registers stay raw.
+        assert_eq!(
+            lines,
+            ["make_big(x=11, y=22)", "wide(33, 0, 44)"].repeat(3),
+            "{engine}"
+        );
+        // wide returns a short: -999, not 4294966297.
+        assert!(
+            rets.iter().all(|l| l.starts_with("wide = -999 ")),
+            "{engine}: {rets:?}"
+        );
+        assert_eq!(rets.len(), 3);
     }
 }
 

@@ -158,6 +158,9 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     if output.every.is_some() {
         // The last, partial interval: what the run saw after the last report.
         output.write_interval(&outcome.report)?;
+        if let Some(status) = outcome.exit {
+            eprintln!("tracekit: the command exited: {status}");
+        }
     } else {
         args.out.emit(
             &out,
