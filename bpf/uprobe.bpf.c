@@ -33,16 +33,21 @@ const volatile u32 cfg_tgid = 0;  // 0: any process (the attachments are already
 const volatile u32 cfg_print = 0; // stream events to `events`
 const volatile u32 cfg_by_thread = 0; // also count per thread in `thread_stats`
 
+// Entry-to-return latencies, exactly mergeable in user space.
+struct latency_sums {
+    u64 count;
+    u64 total;
+    u64 min;
+    u64 max;
+    u64 sum_sq_lo;
+    u64 sum_sq_hi;
+};
+
 struct probe_stats {
     u64 hits;
     u64 missed;   // returns without a recorded entry (entered before attach, stack too deep, map full)
     u64 lost;     // events the ring buffer had no room for
-    u64 lat_count;
-    u64 lat_total;
-    u64 lat_min;
-    u64 lat_max;
-    u64 sum_sq_lo;
-    u64 sum_sq_hi;
+    struct latency_sums lat;
     u64 hist[HIST_BUCKETS];
     u64 unattributed; // hits not counted per thread: `thread_stats` was full
 };
@@ -56,12 +61,7 @@ struct thread_key {
 struct thread_stats {
     u64 hits;
     u64 missed;
-    u64 lat_count;
-    u64 lat_total;
-    u64 lat_min;
-    u64 lat_max;
-    u64 sum_sq_lo;
-    u64 sum_sq_hi;
+    struct latency_sums lat;
 };
 
 struct stack_key {
@@ -152,15 +152,20 @@ static __always_inline struct probe_stats *stats_of(u32 id)
     return bpf_map_lookup_elem(&stats, &id);
 }
 
+static __always_inline void add_latency(struct latency_sums *l, u64 d)
+{
+    if (l->count == 0 || d < l->min)
+        l->min = d;
+    if (d > l->max)
+        l->max = d;
+    l->count++;
+    l->total += d;
+    tk_add_square(&l->sum_sq_lo, &l->sum_sq_hi, d);
+}
+
 static __always_inline void record_latency(struct probe_stats *st, u64 d)
 {
-    if (st->lat_count == 0 || d < st->lat_min)
-        st->lat_min = d;
-    if (d > st->lat_max)
-        st->lat_max = d;
-    st->lat_count++;
-    st->lat_total += d;
-    tk_add_square(&st->sum_sq_lo, &st->sum_sq_hi, d);
+    add_latency(&st->lat, d);
     u32 b = tk_log2_bucket(d);
     if (b < HIST_BUCKETS)
         st->hist[b]++;
@@ -180,17 +185,6 @@ static __always_inline struct thread_stats *thread_of(struct probe_stats *st, u3
             st->unattributed++;
     }
     return t;
-}
-
-static __always_inline void thread_latency(struct thread_stats *t, u64 d)
-{
-    if (t->lat_count == 0 || d < t->lat_min)
-        t->lat_min = d;
-    if (d > t->lat_max)
-        t->lat_max = d;
-    t->lat_count++;
-    t->lat_total += d;
-    tk_add_square(&t->sum_sq_lo, &t->sum_sq_hi, d);
 }
 
 static __always_inline u64 read_reg(struct pt_regs *ctx, u32 off)
@@ -352,7 +346,7 @@ int tk_return(struct pt_regs *ctx)
         latency = now - start;
         record_latency(st, latency);
         if (t)
-            thread_latency(t, latency);
+            add_latency(&t->lat, latency);
     } else {
         st->missed++;
         if (t)

@@ -159,6 +159,30 @@ fn describe(err: &(dyn std::error::Error + 'static)) -> (String, bool) {
     (tracekit_core::errors::chain(err), refused)
 }
 
+/// Mirror of `struct latency_sums` in uprobe.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KernelLatency {
+    count: u64,
+    total: u64,
+    min: u64,
+    max: u64,
+    sum_sq_lo: u64,
+    sum_sq_hi: u64,
+}
+
+impl KernelLatency {
+    fn stats(&self) -> LatencyStats {
+        LatencyStats {
+            count: self.count,
+            total: self.total,
+            min: self.min,
+            max: self.max,
+            sum_sq: (u128::from(self.sum_sq_hi) << 64) | u128::from(self.sum_sq_lo),
+        }
+    }
+}
+
 /// Mirror of `struct probe_stats` in uprobe.bpf.c.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -166,12 +190,7 @@ struct KernelStats {
     hits: u64,
     missed: u64,
     lost: u64,
-    lat_count: u64,
-    lat_total: u64,
-    lat_min: u64,
-    lat_max: u64,
-    sum_sq_lo: u64,
-    sum_sq_hi: u64,
+    lat: KernelLatency,
     hist: [u64; HIST_BUCKETS],
     unattributed: u64,
 }
@@ -190,12 +209,7 @@ struct ThreadKey {
 struct KernelThreadStats {
     hits: u64,
     missed: u64,
-    lat_count: u64,
-    lat_total: u64,
-    lat_min: u64,
-    lat_max: u64,
-    sum_sq_lo: u64,
-    sum_sq_hi: u64,
+    lat: KernelLatency,
 }
 
 /// Mirror of `struct event` in uprobe.bpf.c.
@@ -482,13 +496,7 @@ impl Session {
             let Some(p) = probes.get_mut(key.probe as usize) else {
                 continue;
             };
-            let latency = p.latency.map(|_| LatencyStats {
-                count: s.lat_count,
-                total: s.lat_total,
-                min: s.lat_min,
-                max: s.lat_max,
-                sum_sq: (u128::from(s.sum_sq_hi) << 64) | u128::from(s.sum_sq_lo),
-            });
+            let latency = p.latency.map(|_| s.lat.stats());
             let t = ThreadResult {
                 tid: key.tid as i32,
                 hits: s.hits,
@@ -572,13 +580,7 @@ fn result_of<'a>(p: &ResolvedProbe, per_cpu: impl Iterator<Item = &'a KernelStat
         missed += s.missed;
         lost += s.lost;
         unattributed += s.unattributed;
-        latency.merge(&LatencyStats {
-            count: s.lat_count,
-            total: s.lat_total,
-            min: s.lat_min,
-            max: s.lat_max,
-            sum_sq: (u128::from(s.sum_sq_hi) << 64) | u128::from(s.sum_sq_lo),
-        });
+        latency.merge(&s.lat.stats());
         histogram.add_buckets(&s.hist);
     }
     let is_return = p.spec.kind == ProbeKind::Uretprobe;
