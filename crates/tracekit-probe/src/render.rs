@@ -15,12 +15,6 @@ use crate::spec::ProbeKind;
 use crate::symbols::{Listing, Machine, ResolvedProbe};
 use crate::usdt::{ListReport, UsdtNote};
 
-/// One streamed hit as a line (with its newline): thread id and spec, then the first `nargs`
-/// argument registers at entry (unnamed), or the return value and latency at return.
-pub fn hit_line(h: &HitEvent, probes: &[ResolvedProbe], nargs: usize) -> String {
-    HitPrinter::without_names(probes, Some(nargs)).line(h)
-}
-
 /// Turns streamed hits into lines (`--print`): the thread, the probe, then the arguments at
 /// entry, named and typed from DWARF where the binary (or its separate debug file) has it,
 /// or the return value and latency at return.
