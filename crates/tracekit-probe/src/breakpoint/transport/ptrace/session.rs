@@ -5,13 +5,15 @@
 //! the state it keeps; each other concern is a file of `session/`: [`tracees`] (spawn,
 //! attach, threads, forks, exec), [`loader`] (the dynamic loader's hook), [`install`] (slot
 //! areas, slots, breakpoints), [`inject`] (system calls in the tracee), [`detach`], and
-//! [`affinity`] (CPU pinning).
+//! [`affinity`] (CPU pinning), and [`rescue`] (kill safety: what happens to the program when
+//! tracekit dies).
 
 mod affinity;
 mod detach;
 mod inject;
 mod install;
 mod loader;
+mod rescue;
 mod tracees;
 
 use std::collections::{HashMap, HashSet};
@@ -63,6 +65,8 @@ struct Proc<A: Arch> {
     keep_slots: bool,
     /// The dynamic loader's breakpoint (r_brk), while some probe waits for its library.
     loader: Option<LoaderHook<A>>,
+    /// The SIGTRAP handler that undoes our changes if tracekit dies.
+    rescue: rescue::Rescue,
 }
 
 /// glibc's `r_debug.r_brk`: the function the dynamic loader calls after changing the list of
@@ -378,6 +382,13 @@ where
             }
             return Ok((sig, false));
         }
+        let state = &self.threads[&tid].state;
+        let returns_before = rescue::before_trap(proc, &self.engine.table, state, tid, &regs)?;
+        if let Some(to) = rescue::guard_target(proc, A::breakpoint_address(A::pc(&regs))) {
+            A::set_pc(&mut regs, to);
+            set_regs::<A>(&mut proc.mem, tid, &regs)?;
+            return Ok((0, false));
+        }
         if let ProcPhase::AwaitEntry { addr, orig } = &proc.phase
             && A::breakpoint_address(A::pc(&regs)) == *addr
         {
@@ -413,7 +424,10 @@ where
         )?;
         match trap {
             Trap::Handled => {
+                rescue::redirect_guard(proc, &mut regs);
                 set_regs::<A>(&mut proc.mem, tid, &regs)?;
+                let after = thread.state.returns.len();
+                rescue::after_trap(proc, tid, returns_before, after)?;
                 Ok((0, false))
             }
             Trap::Foreign => Ok((sig, false)),
@@ -438,6 +452,8 @@ where
         }
         if tid == t.tgid {
             self.procs.remove(&tid);
+        } else if let Some(proc) = self.procs.get_mut(&t.tgid) {
+            proc.rescue.release(tid);
         }
         Ok(())
     }

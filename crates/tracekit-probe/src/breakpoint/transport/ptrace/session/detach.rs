@@ -111,11 +111,20 @@ where
         for &tid in &tids {
             let t = self.threads.get_mut(&tid).expect("listed");
             Engine::<A>::evacuate(&proc.inst, &mut t.state, tid, &mut proc.mem).map_err(sys)?;
+            super::rescue::evacuate_copies(proc, tid)?;
             let restored =
                 Engine::<A>::restore_returns(&proc.inst, &t.state, &mut proc.mem).map_err(sys)?;
             unrestored |= restored != t.state.returns.len();
             t.state.returns.clear();
         }
+        if let Some(&tid) = tids.first()
+            && let Err(e) = self.release_rescue(pid, tid)
+        {
+            self.warnings.push(format!(
+                "could not take the SIGTRAP handler out of process {pid}: {e}"
+            ));
+        }
+        let proc = self.procs.get_mut(&pid).expect("known process");
         let areas = std::mem::take(&mut proc.inst.areas);
         if areas.is_empty() || tids.is_empty() {
             return Ok(());
