@@ -117,6 +117,8 @@ where
             unrestored |= restored != t.state.returns.len();
             t.state.returns.clear();
         }
+        // Slot areas first: their munmap still runs from the rescue area's stub.
+        let r = self.unmap_slot_areas(pid, &tids, unrestored);
         if let Some(&tid) = tids.first()
             && let Err(e) = self.release_rescue(pid, tid)
         {
@@ -124,6 +126,16 @@ where
                 "could not take the SIGTRAP handler out of process {pid}: {e}"
             ));
         }
+        r
+    }
+
+    /// Unmaps `pid`'s slot areas, unless a frame may still point into them.
+    fn unmap_slot_areas(
+        &mut self,
+        pid: i32,
+        tids: &[i32],
+        unrestored: bool,
+    ) -> Result<(), BreakpointError> {
         let proc = self.procs.get_mut(&pid).expect("known process");
         let areas = std::mem::take(&mut proc.inst.areas);
         if areas.is_empty() || tids.is_empty() {

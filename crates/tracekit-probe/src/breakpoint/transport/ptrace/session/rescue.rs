@@ -49,15 +49,22 @@
 //! thread is sent to the copy, and each hijack's entry is written before the stack is
 //! changed. Entries of returns that completed are cleared only after the registers are set.
 //!
-//! **Not covered.** A probe on `ret` or after a `lock` prefix has no guard (code may jump
-//! over a `lock`), nor one whose next instruction cannot be copied; a thread that jumps
-//! straight to the guard after a one-byte instruction once tracekit is gone runs that
-//! instruction twice. An injected system call (the rescue area's `mmap` and `rt_sigaction`,
-//! slot areas when probes are placed, the restores at detach) runs with the thread's
-//! registers replaced for a few microseconds: a tracer killed exactly then leaves that
-//! thread with wrong registers (and single-stepping). A program with a SIGTRAP handler of
-//! its own keeps it (a warning says kill safety is off for it), as does one that installs
-//! one later; a thread that blocks SIGTRAP is killed by the kernel at an int3 as before. An
+//! **Injected system calls.** An injected call runs with the thread's registers replaced
+//! and single-stepping, for a few microseconds; a tracer that dies then leaves the trap
+//! flag set. Once the area exists every injection runs from its stub (`syscall; int3;
+//! int3`), the thread's own registers saved in the area first: the handler, entered from
+//! the stub (single-step trap or int3), puts them back (an interrupted restartable system
+//! call is restarted), and a single-step trap anywhere else just clears the flag.
+//!
+//! **Not covered.** The first injections in a process (the area's own `mmap` and the
+//! `rt_sigaction` that installs the handler, from the program's entry code) run before
+//! there is a handler: a tracer killed during them (microseconds, once per process and
+//! exec) leaves the thread with wrong registers. A probe on `ret` or after a `lock` prefix
+//! has no guard (code may jump over a `lock`), nor one whose next instruction cannot be
+//! copied; a thread that jumps straight to the guard after a one-byte instruction once
+//! tracekit is gone runs that instruction twice. A program with a SIGTRAP handler of its
+//! own keeps it (a warning says kill safety is off for it), as does one that installs one
+//! later; a thread that blocks SIGTRAP is killed by the kernel at an int3 as before. An
 //! unfollowed fork child keeps the handler (it only ever takes the "not ours" path there).
 
 mod area;
@@ -222,21 +229,58 @@ where
     /// (it may put ours back later: the area stays) or a signal frame may point into a slot.
     pub(super) fn release_rescue(&mut self, pid: i32, tid: i32) -> Result<(), BreakpointError> {
         let proc = self.procs.get_mut(&pid).expect("known process");
-        let Rescue::On(area) = std::mem::replace(&mut proc.rescue, Rescue::Off) else {
+        let Rescue::On(area) = &proc.rescue else {
             return Ok(());
         };
-        let keep = proc.keep_slots;
+        let (base, keep) = (area.base, proc.keep_slots);
         let scratch = read_entry(pid).map_err(sys("reading /proc/PID/auxv", pid))?;
+        // Injected from the stub while the handler is ours (the last one from the program's
+        // entry code).
         let current = self.sigaction(pid, tid, scratch, None)?;
-        if handler_of(&current) != area.base {
+        if handler_of(&current) != base {
+            self.procs.get_mut(&pid).expect("known").rescue = Rescue::Off;
             return Ok(());
         }
-        self.put_action_back(pid, tid, scratch, area.base + area::ORIG_ACT)?;
+        self.put_action_back(pid, tid, scratch, base + area::ORIG_ACT)?;
+        self.procs.get_mut(&pid).expect("known").rescue = Rescue::Off;
         if !keep {
-            let munmap = [area.base, area::LEN, 0, 0, 0, 0];
+            let munmap = [base, area::LEN, 0, 0, 0, 0];
             self.inject_syscall(pid, tid, scratch, A::NR_MUNMAP, munmap)?;
         }
         Ok(())
+    }
+}
+
+/// Before a system call is injected into `tid`: with the rescue area in place, the call
+/// runs from its stub and the thread's registers are saved there first (the handler puts
+/// them back if tracekit dies before the injection ends). Returns where to inject from.
+pub(super) fn begin_injection<A: Arch>(
+    proc: &mut Proc<A>,
+    tid: i32,
+    at: u64,
+) -> Result<u64, BreakpointError>
+where
+    PtraceTarget: Registers<A::Regs>,
+{
+    let Rescue::On(area) = &proc.rescue else {
+        return Ok(at);
+    };
+    let base = area.base;
+    let regs = get_regs::<A>(&mut proc.mem, tid)?;
+    if size_of::<A::Regs>() != size_of::<[u64; 27]>() {
+        return Ok(at);
+    }
+    // SAFETY: A::Regs is x86-64's user_regs_struct here (Machine::X86_64, checked when the
+    // area was set up, and the size just checked): 27 plain u64s, any bit pattern valid.
+    let words: [u64; 27] = unsafe { std::mem::transmute_copy(&regs) };
+    area::begin_injection(&mut proc.mem, base, &words).map_err(sys("saving registers", tid))?;
+    Ok(base + area::STUB)
+}
+
+/// After an injected system call (whatever its outcome).
+pub(super) fn end_injection<A: Arch>(proc: &mut Proc<A>) {
+    if let Rescue::On(area) = &proc.rescue {
+        let _ = area::end_injection(&mut proc.mem, area.base);
     }
 }
 

@@ -5,8 +5,8 @@
 #
 #   rdi = signal number, rsi = siginfo_t *, rdx = ucontext_t *
 #
-# Regenerate rescue.bin after a change (the bytes are in rescue.rs):
-#   as --64 -o rescue.o rescue.S && objcopy -O binary -j .text rescue.o rescue.bin
+# After a change, regenerate the bytes of `CODE` in area.rs from:
+#   as --64 -o handler.o handler.S && objcopy -O binary -j .text handler.o handler.bin
         .intel_syntax noprefix
         .set PATH, 0x400
         .set NPOINTS, 0x440
@@ -18,12 +18,33 @@
         .set MAGIC, 0x746b7274
         .set UC_RSP, 160
         .set UC_RIP, 168
+        .set UC_EFL, 176
+        .set UC_GREGS, 40
+        .set STUB, 0x3f0
+        .set SAVED_VALID, 0x4a0
+        .set SAVED, 0x4a8
         .text
 handler:
         lea r15, [rip + handler]
         mov r8, [rdx + UC_RIP]
         mov r9, [rdx + UC_RSP]
-        cmp dword ptr [rsi + 8], 0x80           # si_code: SI_KERNEL (an int3)?
+        lea rax, [r15 + STUB]                   # in the injection stub (syscall; int3; int3)
+        mov rcx, r8                             # with an injection under way: the tracer
+        sub rcx, rax                            # died during it; the thread's own registers
+        cmp rcx, 4                              # were saved first (in ucontext order)
+        ja 5f
+        cmp qword ptr [r15 + SAVED_VALID], 0
+        je 5f
+        lea rsi, [r15 + SAVED]
+        lea rdi, [rdx + UC_GREGS]
+        mov ecx, 18
+        rep movsq
+        ret
+5:      cmp dword ptr [rsi + 8], 2              # TRAP_TRACE: a single step left on by a
+        jne 6f                                  # tracer that died; the step is done
+        and qword ptr [rdx + UC_EFL], -0x101
+        ret
+6:      cmp dword ptr [rsi + 8], 0x80           # si_code: SI_KERNEL (an int3)?
         jne foreign
         cmp dword ptr [rsi + 4], MAGIC          # marked by the tracer when it took the trap?
         jne fresh
@@ -127,7 +148,12 @@ ret_found:                                      # { stack slot, real return addr
         mov rax, [rbx + 8]
         mov [rdx + UC_RIP], rax
         ret
-        .p2align 4
+        .org 0x1e0
 restorer:
         mov eax, 15                             # rt_sigreturn
         syscall
+        .org STUB
+stub:                                           # where system calls are injected once the
+        syscall                                 # area exists (no code of the program is
+        int3                                    # touched, and the handler recognises it)
+        int3
