@@ -117,13 +117,11 @@ where
             unrestored |= restored != t.state.returns.len();
             t.state.returns.clear();
         }
-        // Slot areas first: their munmap still runs from the rescue area's stub.
+        // Slot areas first: their munmap runs from the rescue area's stub.
         let r = self.unmap_slot_areas(pid, &tids, unrestored);
-        if let Some(&tid) = tids.first()
-            && let Err(e) = self.release_rescue(pid, tid)
-        {
+        if let Err(e) = self.release_rescue(pid) {
             self.warnings.push(format!(
-                "could not take the SIGTRAP handler out of process {pid}: {e}"
+                "could not empty the rescue area of process {pid}: {e}"
             ));
         }
         r

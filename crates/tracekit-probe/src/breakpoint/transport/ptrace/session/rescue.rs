@@ -7,7 +7,9 @@
 //! has a handler. So the program gets one: at attach (and after every exec), before any
 //! breakpoint is written, an injected `mmap` maps a *rescue area* into the process and an
 //! injected `rt_sigaction` installs the SIGTRAP handler written there (`rescue/handler.S`,
-//! 400 bytes of position-independent code; [`area`] has the layout). While tracekit lives
+//! position-independent code; [`area`] has the layout). At a normal detach its tables are
+//! emptied and it stays, handing any SIGTRAP to the program's own disposition (see
+//! [`Session::release_rescue`] for why). While tracekit lives
 //! the handler never runs for our traps: each is reported to tracekit first, which
 //! suppresses it. Once tracekit is gone, the handler finds the trap in the area's tables,
 //! which tracekit keeps complete at every moment:
@@ -56,15 +58,15 @@
 //! the stub (single-step trap or int3), puts them back (an interrupted restartable system
 //! call is restarted), and a single-step trap anywhere else just clears the flag.
 //!
-//! **Not covered.** The first injections in a process (the area's own `mmap` and the
-//! `rt_sigaction` that installs the handler, from the program's entry code) run before
-//! there is a handler: a tracer killed during them (microseconds, once per process and
-//! exec) leaves the thread with wrong registers. A probe on `ret` or after a `lock` prefix
-//! has no guard (code may jump over a `lock`), nor one whose next instruction cannot be
-//! copied; a thread that jumps straight to the guard after a one-byte instruction once
-//! tracekit is gone runs that instruction twice. A program with a SIGTRAP handler of its
-//! own keeps it (a warning says kill safety is off for it), as does one that installs one
-//! later; a thread that blocks SIGTRAP is killed by the kernel at an int3 as before. An
+//! **Not covered.** The first injections in a process (the area's own `mmap`, from the
+//! program's entry code, and at an exec stop a harmless `read` before it) run before there
+//! is an area: a tracer killed during them (microseconds, once per process and exec)
+//! leaves the thread with wrong registers and single-stepping. A probe on `ret` or after a
+//! `lock` prefix has no guard (code may jump over a `lock`), nor one whose next instruction
+//! cannot be copied; a thread that jumps straight to the guard after a one-byte instruction
+//! once tracekit is gone runs that instruction twice. A program with a SIGTRAP handler of
+//! its own keeps it (a warning says kill safety is off for it), as does one that installs
+//! one later; a thread that blocks SIGTRAP is killed by the kernel at an int3 as before. An
 //! unfollowed fork child keeps the handler (it only ever takes the "not ours" path there).
 
 mod area;
@@ -138,10 +140,11 @@ where
         if A::MACHINE != Machine::X86_64 {
             return;
         }
-        match self.map_rescue(pid) {
-            Ok(Some(area)) => {
-                self.procs.get_mut(&pid).expect("known").rescue = Rescue::On(Box::new(area))
-            }
+        let result = self.map_rescue(pid);
+        let proc = self.procs.get_mut(&pid).expect("known process");
+        proc.rescue = Rescue::Off;
+        match result {
+            Ok(Some(area)) => proc.rescue = Rescue::On(Box::new(area)),
             Ok(None) => self.warnings.push(format!(
                 "process {pid} has a SIGTRAP handler of its own: kill safety is off for it \
                  (if tracekit dies, a thread meeting a breakpoint gets that handler's SIGTRAP)"
@@ -168,9 +171,17 @@ where
             return Err(sys("mapping the rescue area", pid)(error));
         }
         let base = base as u64;
+        let proc = self.procs.get_mut(&pid).expect("known");
+        area::write_fixed(&mut proc.mem, base).map_err(sys("writing the rescue area", pid))?;
+        // From here on injections run from the area's stub (`begin_injection`): a tracer
+        // killed during the one that installs the handler leaves a thread that handler
+        // can put right.
+        proc.rescue = Rescue::On(Box::new(Area::new(base)));
+        let mut old = self.sigaction(pid, tid, scratch, Some(base + area::NEW_ACT))?;
         let mem = &mut self.procs.get_mut(&pid).expect("known").mem;
-        area::write_fixed(mem, base).map_err(sys("writing the rescue area", pid))?;
-        let old = self.sigaction(pid, tid, scratch, Some(base + area::NEW_ACT))?;
+        if let Some(orig) = area::earlier_original(mem, handler_of(&old)) {
+            old = orig; // an earlier tracekit's handler, left after its detach
+        }
         let mem = &mut self.procs.get_mut(&pid).expect("known").mem;
         mem.write(base + area::ORIG_ACT, &old)
             .map_err(sys("writing the rescue area", pid))?;
@@ -224,30 +235,18 @@ where
         Ok(())
     }
 
-    /// At detach (every breakpoint and return already restored): the program's own SIGTRAP
-    /// action back and the area unmapped, unless the program replaced our handler since
-    /// (it may put ours back later: the area stays) or a signal frame may point into a slot.
-    pub(super) fn release_rescue(&mut self, pid: i32, tid: i32) -> Result<(), BreakpointError> {
+    /// At detach (every breakpoint and return already restored, slot areas unmapped): the
+    /// handler's tables are emptied, so that from now on it only hands any SIGTRAP to the
+    /// program's own disposition. The handler stays installed and its area mapped: putting
+    /// the disposition back takes an injected system call, during which a tracer killed
+    /// after the call but before its single step is over would leave a trap flag that the
+    /// program's default SIGTRAP action turns into its death (seen once in a 50-run campaign).
+    pub(super) fn release_rescue(&mut self, pid: i32) -> Result<(), BreakpointError> {
         let proc = self.procs.get_mut(&pid).expect("known process");
-        let Rescue::On(area) = &proc.rescue else {
+        let Rescue::On(area) = std::mem::replace(&mut proc.rescue, Rescue::Off) else {
             return Ok(());
         };
-        let (base, keep) = (area.base, proc.keep_slots);
-        let scratch = read_entry(pid).map_err(sys("reading /proc/PID/auxv", pid))?;
-        // Injected from the stub while the handler is ours (the last one from the program's
-        // entry code).
-        let current = self.sigaction(pid, tid, scratch, None)?;
-        if handler_of(&current) != base {
-            self.procs.get_mut(&pid).expect("known").rescue = Rescue::Off;
-            return Ok(());
-        }
-        self.put_action_back(pid, tid, scratch, base + area::ORIG_ACT)?;
-        self.procs.get_mut(&pid).expect("known").rescue = Rescue::Off;
-        if !keep {
-            let munmap = [base, area::LEN, 0, 0, 0, 0];
-            self.inject_syscall(pid, tid, scratch, A::NR_MUNMAP, munmap)?;
-        }
-        Ok(())
+        area::empty(&mut proc.mem, area.base).map_err(sys("emptying the rescue area", pid))
     }
 }
 

@@ -146,6 +146,24 @@ pub(super) fn write_fixed(mem: &mut dyn Memory, base: u64) -> io::Result<()> {
     mem.write(base + NEW_ACT, &new_action(base))
 }
 
+/// After a normal detach: no point, no trampoline, no return is left for the handler, which
+/// then hands every SIGTRAP to the program's own disposition.
+pub(super) fn empty(mem: &mut dyn Memory, base: u64) -> io::Result<()> {
+    mem.write(base + NPOINTS, &[0u8; 24])
+}
+
+/// If `handler` is a rescue handler an earlier tracekit left installed, the program's own
+/// SIGTRAP action it kept.
+pub(super) fn earlier_original(mem: &mut dyn Memory, handler: u64) -> Option<[u8; 32]> {
+    let mut code = vec![0u8; CODE.len()];
+    if handler <= 1 || mem.read(handler, &mut code).is_err() || code != CODE {
+        return None;
+    }
+    let mut orig = [0u8; 32];
+    mem.read(handler + ORIG_ACT, &mut orig).ok()?;
+    Some(orig)
+}
+
 /// `user_regs_struct` index of each `ucontext_t` general register the handler restores.
 const UCONTEXT_ORDER: [usize; 18] = [9, 8, 7, 6, 3, 2, 1, 0, 14, 13, 4, 5, 12, 10, 11, 19, 16, 18];
 
