@@ -383,7 +383,7 @@ where
             return Ok((sig, false));
         }
         let state = &self.threads[&tid].state;
-        let returns_before = rescue::before_trap(proc, &self.engine.table, state, tid, &regs)?;
+        rescue::before_trap(proc, &self.engine.table, state, tid, &regs)?;
         if let Some(to) = rescue::guard_target(proc, A::breakpoint_address(A::pc(&regs))) {
             A::set_pc(&mut regs, to);
             set_regs::<A>(&mut proc.mem, tid, &regs)?;
@@ -426,8 +426,6 @@ where
             Trap::Handled => {
                 rescue::redirect_guard(proc, &mut regs);
                 set_regs::<A>(&mut proc.mem, tid, &regs)?;
-                let after = thread.state.returns.len();
-                rescue::after_trap(proc, tid, returns_before, after)?;
                 Ok((0, false))
             }
             Trap::Foreign => Ok((sig, false)),
@@ -453,7 +451,7 @@ where
         if tid == t.tgid {
             self.procs.remove(&tid);
         } else if let Some(proc) = self.procs.get_mut(&t.tgid) {
-            proc.rescue.release(tid);
+            proc.rescue.release(&mut proc.mem, tid);
         }
         Ok(())
     }

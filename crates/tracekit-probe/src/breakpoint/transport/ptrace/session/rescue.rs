@@ -49,7 +49,8 @@
 //! on unchanged when either differs from the signal frame's. Memory written while handling
 //! (a simulated push, the hijacked return slot) is written again the same way when the
 //! thread is sent to the copy, and each hijack's entry is written before the stack is
-//! changed. Entries of returns that completed are cleared only after the registers are set.
+//! changed. Entries of returns that completed are left: a thread's live entries are the
+//! lowest of its region, which the handler scans first (see [`Area::record_return`]).
 //!
 //! **Injected system calls.** An injected call runs with the thread's registers replaced
 //! and single-stepping, for a few microseconds; a tracer that dies then leaves the trap
@@ -100,10 +101,11 @@ pub(super) enum Rescue {
 }
 
 impl Rescue {
-    /// Thread `tid` exited: its region of returns may be reused.
-    pub(super) fn release(&mut self, tid: i32) {
+    /// Thread `tid` exited: its region of returns is cleared and may be reused.
+    pub(super) fn release(&mut self, mem: &mut PtraceTarget, tid: i32) {
         if let Rescue::On(area) = self {
-            area.release(tid);
+            // Best effort: the process may be gone with the thread.
+            let _ = area.release(mem, tid);
         }
     }
 
@@ -501,19 +503,19 @@ pub(super) fn protect_trampoline<A: Arch>(
 
 /// Before the tracer changes anything for thread `tid`, stopped at a SIGTRAP with `regs`:
 /// when the trap is ours, marks the stop's siginfo and records the return address the
-/// engine is about to hijack. Returns the thread's number of hijacked returns (for
-/// [`after_trap`]).
+/// engine is about to hijack (at the place in the thread's region where the engine puts
+/// it: entries above it are stale and left, see [`Area::record_return`]).
 pub(super) fn before_trap<A: Arch>(
     proc: &mut Proc<A>,
     table: &ProbeTable<A>,
     state: &ThreadState,
     tid: i32,
     regs: &A::Regs,
-) -> Result<usize, BreakpointError> {
+) -> Result<(), BreakpointError> {
     let n = state.returns.len();
     let addr = A::breakpoint_address(A::pc(regs));
     if !matches!(proc.rescue, Rescue::On(_)) || !is_ours(proc, addr) {
-        return Ok(n);
+        return Ok(());
     }
     mark::<A>(tid, regs)?;
     let Some(point) = proc
@@ -521,13 +523,13 @@ pub(super) fn before_trap<A: Arch>(
         .trampoline
         .and_then(|_| point_at(&proc.inst, addr))
     else {
-        return Ok(n);
+        return Ok(());
     };
     let ReturnSlot::Memory(slot) = A::return_slot(regs) else {
-        return Ok(n);
+        return Ok(());
     };
     if table.points[point].returns.is_empty() {
-        return Ok(n);
+        return Ok(());
     }
     // Where the engine's pre-handler will push it: after dropping abandoned frames.
     let frame = A::frame_at_entry(regs);
@@ -536,7 +538,7 @@ pub(super) fn before_trap<A: Arch>(
         depth -= 1;
     }
     if depth >= MAX_RETURN_DEPTH {
-        return Ok(n);
+        return Ok(());
     }
     let err = sys("recording a return address", tid);
     let real = proc.mem.read_u64(slot).map_err(&err)?;
@@ -545,25 +547,7 @@ pub(super) fn before_trap<A: Arch>(
     };
     area.record_return(&mut proc.mem, tid, depth, slot, real)
         .map_err(err)?;
-    Ok(n)
-}
-
-/// After the thread's registers are set: forgets the returns it no longer has (`before`
-/// hijacked returns then, `after` now).
-pub(super) fn after_trap<A: Arch>(
-    proc: &mut Proc<A>,
-    tid: i32,
-    before: usize,
-    after: usize,
-) -> Result<(), BreakpointError> {
-    let Rescue::On(area) = &mut proc.rescue else {
-        return Ok(());
-    };
-    if after >= before {
-        return Ok(());
-    }
-    (area.clear_returns(&mut proc.mem, tid, after, before))
-        .map_err(sys("clearing a return address", tid))
+    Ok(())
 }
 
 /// Whether one of our breakpoints is at `addr` in this process.

@@ -240,7 +240,12 @@ where
     /// A vfork child execs: it gets its own address space. Followed, it becomes a process
     /// of its own (returns true); otherwise it is let go (nothing of ours is in its new image).
     pub(super) fn vfork_exec(&mut self, tid: i32) -> Result<bool, BreakpointError> {
-        self.threads.remove(&tid);
+        // It ran on its parent's stack: its return entries must not stay in the parent's area.
+        if let Some(t) = self.threads.remove(&tid)
+            && let Some(parent) = self.procs.get_mut(&t.tgid)
+        {
+            parent.rescue.release(&mut parent.mem, tid);
+        }
         if self.opts.follow_forks {
             self.add_proc(tid, ProcPhase::BeforeExec)?;
             self.add_thread(tid, tid);

@@ -257,6 +257,11 @@ impl Area {
 
     /// Records that thread `tid`'s `depth`-th hijacked return address (from the outermost)
     /// is at stack slot `slot` and really `real`. False when every region is taken.
+    ///
+    /// Entries above a thread's depth (returns that completed, frames abandoned) are not
+    /// cleared: its live entries are always the lowest of its region, which the handler
+    /// scans from the bottom, so a stale entry for the same slot is never reached first; a
+    /// region is cleared when its thread exits (a new thread may reuse the stack).
     pub(super) fn record_return(
         &mut self,
         mem: &mut dyn Memory,
@@ -275,30 +280,14 @@ impl Area {
         Ok(true)
     }
 
-    /// Forgets thread `tid`'s entries `from..to` (returned, or abandoned frames).
-    pub(super) fn clear_returns(
-        &mut self,
-        mem: &mut dyn Memory,
-        tid: i32,
-        from: usize,
-        to: usize,
-    ) -> io::Result<()> {
-        let Some(&region) = self.regions.get(&tid) else {
+    /// Thread `tid` is gone: its region is cleared (its stack may be reused by another
+    /// thread, whose entries must not meet stale ones) and may go to another thread.
+    pub(super) fn release(&mut self, mem: &mut dyn Memory, tid: i32) -> io::Result<()> {
+        let Some(region) = self.regions.remove(&tid) else {
             return Ok(());
         };
-        let to = to.min(MAX_RETURN_DEPTH);
-        if from >= to {
-            return Ok(());
-        }
-        let zeros = vec![0u8; (to - from) * RETURN_SIZE as usize];
-        mem.write(self.entry_addr(region, from), &zeros)
-    }
-
-    /// Thread `tid` is gone: its region may go to another thread (cleared first).
-    pub(super) fn release(&mut self, tid: i32) {
-        if let Some(region) = self.regions.remove(&tid) {
-            self.free.push(region);
-        }
+        self.free.push(region);
+        self.clear_region(mem, region)
     }
 
     /// The copy a followed fork child has: the same area at the same address, whose only
@@ -406,10 +395,11 @@ mod tests {
             "thread 7's entry cleared"
         );
         assert_eq!(child.regions[&9], 1);
-        a.release(7);
+        a.record_return(&mut m, 7, 0, 0x7ff0, 0x401234).unwrap();
+        a.release(&mut m, 7).unwrap();
+        assert_eq!(m.read_u64(0x10000 + RETURNS).unwrap(), 0, "cleared at exit");
         a.record_return(&mut m, 10, 1, 0x5ff0, 0x402222).unwrap();
         assert_eq!(a.regions[&10], 0);
-        a.clear_returns(&mut m, 10, 1, 2).unwrap();
-        assert_eq!(m.read_u64(0x10000 + RETURNS + 16).unwrap(), 0);
+        assert_eq!(m.read_u64(0x10000 + RETURNS + 16).unwrap(), 0x5ff0);
     }
 }
