@@ -5,7 +5,8 @@
 //! the state it keeps; each other concern is a file of `session/`: [`tracees`] (spawn,
 //! attach, threads, forks, exec), [`loader`] (the dynamic loader's hook), [`install`] (slot
 //! areas, slots, breakpoints), [`inject`] (system calls in the tracee), [`detach`], and
-//! [`affinity`] (CPU pinning), and [`jump`] (the jump engine's placement, forks and report).
+//! [`affinity`] (CPU pinning), [`jump`] (the jump engine's placement, forks and report), and
+//! [`rescue`] (kill safety: what happens to the program when tracekit dies).
 
 mod affinity;
 mod detach;
@@ -13,6 +14,7 @@ mod inject;
 mod install;
 mod jump;
 mod loader;
+mod rescue;
 mod tracees;
 
 use std::collections::{HashMap, HashSet};
@@ -64,6 +66,8 @@ struct Proc<A: Arch> {
     keep_slots: bool,
     /// The dynamic loader's breakpoint (r_brk), while some probe waits for its library.
     loader: Option<LoaderHook<A>>,
+    /// The SIGTRAP handler that undoes our changes if tracekit dies.
+    rescue: rescue::Rescue,
 }
 
 /// glibc's `r_debug.r_brk`: the function the dynamic loader calls after changing the list of
@@ -417,6 +421,13 @@ where
             }
             return Ok((sig, false));
         }
+        let state = &self.threads[&tid].state;
+        rescue::before_trap(proc, &self.engine.table, state, tid, &regs)?;
+        if let Some(to) = rescue::guard_target(proc, A::breakpoint_address(A::pc(&regs))) {
+            A::set_pc(&mut regs, to);
+            set_regs::<A>(&mut proc.mem, tid, &regs)?;
+            return Ok((0, false));
+        }
         if let ProcPhase::AwaitEntry { addr, orig } = &proc.phase
             && A::breakpoint_address(A::pc(&regs)) == *addr
         {
@@ -452,6 +463,7 @@ where
         )?;
         match trap {
             Trap::Handled => {
+                rescue::redirect_guard(proc, &mut regs);
                 set_regs::<A>(&mut proc.mem, tid, &regs)?;
                 Ok((0, false))
             }
@@ -477,6 +489,8 @@ where
         }
         if tid == t.tgid {
             self.procs.remove(&tid);
+        } else if let Some(proc) = self.procs.get_mut(&t.tgid) {
+            proc.rescue.release(&mut proc.mem, tid);
         }
         Ok(())
     }

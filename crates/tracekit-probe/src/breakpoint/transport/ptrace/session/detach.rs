@@ -112,11 +112,30 @@ where
         for &tid in &tids {
             let t = self.threads.get_mut(&tid).expect("listed");
             Engine::<A>::evacuate(&proc.inst, &mut t.state, tid, &mut proc.mem).map_err(sys)?;
+            super::rescue::evacuate_copies(proc, tid)?;
             let restored =
                 Engine::<A>::restore_returns(&proc.inst, &t.state, &mut proc.mem).map_err(sys)?;
             unrestored |= restored != t.state.returns.len();
             t.state.returns.clear();
         }
+        // Slot areas first: their munmap runs from the rescue area's stub.
+        let r = self.unmap_slot_areas(pid, &tids, unrestored);
+        if let Err(e) = self.release_rescue(pid) {
+            self.warnings.push(format!(
+                "could not empty the rescue area of process {pid}: {e}"
+            ));
+        }
+        r
+    }
+
+    /// Unmaps `pid`'s slot areas, unless a frame may still point into them.
+    fn unmap_slot_areas(
+        &mut self,
+        pid: i32,
+        tids: &[i32],
+        unrestored: bool,
+    ) -> Result<(), BreakpointError> {
+        let proc = self.procs.get_mut(&pid).expect("known process");
         let areas = std::mem::take(&mut proc.inst.areas);
         if areas.is_empty() || tids.is_empty() {
             return Ok(());

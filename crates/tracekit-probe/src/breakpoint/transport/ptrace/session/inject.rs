@@ -22,12 +22,16 @@ where
         args: [u64; 6],
     ) -> Result<i64, BreakpointError> {
         let proc = self.procs.get_mut(&pid).expect("known process");
+        // With kill safety, from the rescue area's stub, the registers saved there first.
+        let at = super::rescue::begin_injection(proc, tid, at)?;
         let thread = self.threads.get_mut(&tid).expect("known thread");
         let mut injector = Injector {
             mem: &mut proc.mem,
             pending_sig: &mut thread.pending_sig,
         };
-        inject_syscall::<A, _>(&mut injector, tid, at, nr, args)
+        let r = inject_syscall::<A, _>(&mut injector, tid, at, nr, args);
+        super::rescue::end_injection(proc);
+        r
     }
 }
 

@@ -12,6 +12,8 @@ where
     /// Places every probe whose binary `pid` maps and that is not placed yet; while some
     /// remain, watches the dynamic loader for them. Every thread of `pid` must be stopped.
     pub(super) fn install(&mut self, pid: i32) -> Result<(), BreakpointError> {
+        // Before the first breakpoint (done after exec already; here when attaching).
+        self.setup_rescue(pid);
         let mut lives = self.decode_points(pid)?;
         self.jump_place(pid, &mut lives)?;
         if !lives.is_empty() {
@@ -30,13 +32,12 @@ where
     ) -> Result<(), BreakpointError> {
         let proc = self.procs.get_mut(&pid).expect("known process");
         for (i, live) in lives {
-            proc.mem
-                .write(live.addr, A::BREAKPOINT)
-                .map_err(|source| BreakpointError::Sys {
-                    what: "writing a breakpoint",
-                    pid,
-                    error: source,
-                })?;
+            let w = &mut self.warnings;
+            if let (Some(slot), SlotReturn::Breakpoint) = (live.slot, self.engine.slot_return) {
+                let back = live.addr + A::len(&live.insn) as u64;
+                super::rescue::protect_point(proc, pid, w, slot + live.slot_copy_len, back, None)?;
+            }
+            super::rescue::arm_point(proc, pid, w, live.addr, &live.orig)?;
             proc.inst.add(i, live, self.engine.slot_return);
             self.placed[i] = true;
             let def = &self.engine.table.points[i];
@@ -94,7 +95,9 @@ where
             let insn = A::decode(&code, addr)
                 .ok_or_else(|| BreakpointError::Undecodable { spec: spec(), addr })?;
             let handling = place::handling::<A>(&def.spec, &insn, self.opts.no_simulate)?;
-            let orig = code[..A::BREAKPOINT.len()].to_vec();
+            let jump = self.engine.slot_return == SlotReturn::Jump;
+            let n = super::rescue::point_patch_len::<A>(&proc.rescue, jump, &insn, &code, addr);
+            let orig = code[..n].to_vec();
             let live = LivePoint {
                 addr,
                 orig,
@@ -121,7 +124,10 @@ where
                 .iter()
                 .any(|(i, _)| !self.engine.table.points[*i].returns.is_empty());
         let mut clusters: Vec<Vec<usize>> = Vec::new();
-        for k in (0..lives.len()).filter(|&k| lives[k].1.handling == Handling::OutOfLine) {
+        // Kill safety gives simulated points a slot too: their rescue copy (rescue.rs).
+        let copies = matches!(self.procs[&pid].rescue, super::rescue::Rescue::On(_));
+        let slotted = |k: &usize| copies || lives[*k].1.handling == Handling::OutOfLine;
+        for k in (0..lives.len()).filter(slotted) {
             let addr = lives[k].1.addr;
             match clusters
                 .iter_mut()
@@ -138,7 +144,10 @@ where
         let scratch = lives[0].1.addr;
         for (n, cluster) in clusters.iter().enumerate() {
             let near = cluster.first().map_or(scratch, |&k| lives[k].1.addr);
-            let len = (16 + A::SLOT_SIZE * cluster.len() as u64).next_multiple_of(A::PAGE_SIZE);
+            // A one-byte point with a guard needs a second slot (rescue.rs).
+            let slots: Vec<u64> = cluster.iter().map(|&k| slots_for(&lives[k].1)).collect();
+            let total: u64 = slots.iter().sum();
+            let len = (16 + A::SLOT_SIZE * total).next_multiple_of(A::PAGE_SIZE);
             let area = self.map_area(pid, tid, scratch, near, len)?;
             let proc = self.procs.get_mut(&pid).expect("known process");
             proc.inst.areas.push((area, len));
@@ -148,11 +157,16 @@ where
                 error: source,
             };
             if need_tramp && n == 0 {
-                proc.mem.write(area, A::BREAKPOINT).map_err(sys)?;
+                // Two: see rescue.rs (a thread let go past the first traps on the second).
+                super::rescue::protect_trampoline(proc, pid, area)?;
+                proc.mem
+                    .write(area, &A::BREAKPOINT.repeat(2))
+                    .map_err(sys)?;
                 proc.inst.trampoline = Some(area);
             }
             for (m, &k) in cluster.iter().enumerate() {
-                let slot = area + 16 + A::SLOT_SIZE * m as u64;
+                let before: u64 = slots[..m].iter().sum();
+                let slot = area + 16 + A::SLOT_SIZE * before;
                 let spec = self.engine.table.points[lives[k].0].spec.clone();
                 let live = &mut lives[k].1;
                 if slot.abs_diff(live.addr) > A::SLOT_REACH {
@@ -163,11 +177,25 @@ where
                         reason,
                     });
                 }
+                if slots[m] == 2 {
+                    // Its copy is its slot too: the instruction, then a jump to the copy of
+                    // the next one (so that the guard on that one is never met).
+                    super::rescue::write_guarded_copies(proc, pid, live, slot)?;
+                    if live.handling == Handling::OutOfLine {
+                        (live.slot, live.slot_copy_len) = (Some(slot), 1);
+                    }
+                    continue;
+                }
+                if live.handling != Handling::OutOfLine {
+                    super::rescue::write_copy(proc, pid, live, slot)?;
+                    continue;
+                }
                 let image =
                     place::slot_image::<A>(&spec, &live.insn, slot, self.engine.slot_return)?;
                 proc.mem.write(slot, &image.bytes).map_err(sys)?;
                 live.slot = Some(slot);
                 live.slot_copy_len = image.copy_len;
+                super::rescue::note_copy(proc, live.addr, slot);
             }
         }
         Ok(())
@@ -227,4 +255,14 @@ pub(super) fn add_semaphore(mem: &mut PtraceTarget, addr: u64, delta: i16) -> io
     mem.read(addr, &mut b)?;
     let v = u16::from_le_bytes(b).saturating_add_signed(delta);
     mem.write(addr, &v.to_le_bytes())
+}
+
+/// Slots a point takes: its slot or rescue copy, and for a one-byte instruction with a guard
+/// the copy of the instruction after it too.
+fn slots_for<A: Arch>(live: &LivePoint<A>) -> u64 {
+    if live.orig.len() > A::BREAKPOINT.len() && A::len(&live.insn) == 1 {
+        2
+    } else {
+        1
+    }
 }

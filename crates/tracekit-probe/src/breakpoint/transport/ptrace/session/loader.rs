@@ -15,7 +15,8 @@ where
         match (&proc.loader, missing) {
             (None, true) => match find_loader_hook(&mut proc.mem, pid) {
                 Ok(Some(hook)) => {
-                    if proc.mem.write(hook.addr, A::BREAKPOINT).is_ok() {
+                    let w = &mut self.warnings;
+                    if super::rescue::arm_bytes(proc, pid, w, hook.addr, &hook.orig).is_ok() {
                         proc.loader = Some(hook);
                     }
                 }
@@ -122,7 +123,7 @@ pub(super) fn startup_hook<A: Arch>(
     Ok(Some(LoaderHook {
         r_debug,
         addr,
-        orig: code[..A::BREAKPOINT.len()].to_vec(),
+        orig: code[..super::rescue::patch_len::<A>(&insn, &code)].to_vec(),
         insn,
     }))
 }
@@ -174,7 +175,7 @@ pub(super) fn find_loader_hook<A: Arch>(
             "the loader's r_brk starts with an instruction the engine does not simulate",
         ));
     };
-    let orig = code[..A::BREAKPOINT.len()].to_vec();
+    let orig = code[..super::rescue::patch_len::<A>(&insn, &code)].to_vec();
     Ok(Some(LoaderHook {
         r_debug,
         addr,

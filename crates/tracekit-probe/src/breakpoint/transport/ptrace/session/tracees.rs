@@ -18,7 +18,8 @@ where
             program: program.into(),
             error: source,
         };
-        let (pid, err_fd) = fork_stopped_child(program, args, stdin, stdout).map_err(spawn_err)?;
+        let (pid, err_fd, go) =
+            fork_stopped_child(program, args, stdin, stdout).map_err(spawn_err)?;
         self.main_pid = pid;
         self.spawned = true;
         self.exec_error = Some(err_fd);
@@ -30,8 +31,12 @@ where
         }
         self.add_proc(pid, ProcPhase::BeforeExec)?;
         self.add_thread(pid, pid);
-        // SAFETY: plain kill; the child stopped itself before exec and this lets it go on.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
+        // The child waits for this byte before its exec (or for end of file: if tracekit
+        // dies first, the program runs unprobed instead of waiting forever).
+        // SAFETY: writing one byte from a local to a pipe we own.
+        if unsafe { libc::write(go.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
+            return Err(spawn_err(io::Error::last_os_error()));
+        }
         Ok(())
     }
 
@@ -97,6 +102,7 @@ where
                 phase,
                 keep_slots: false,
                 loader: None,
+                rescue: Default::default(),
             },
         );
         Ok(())
@@ -194,12 +200,17 @@ where
             // The child's memory is a copy: the same breakpoints, slots and loader hook.
             let inst = clone_installed(&parent.inst, self.engine.slot_return);
             let (phase, loader) = (parent.phase.clone(), parent.loader.clone());
+            let rescue = parent
+                .rescue
+                .fork_copy(&mut mem, parent_tid, child)
+                .map_err(sys)?;
             let proc = Proc {
                 mem,
                 inst,
                 phase,
                 keep_slots: false,
                 loader,
+                rescue,
             };
             self.procs.insert(child, proc);
             self.add_thread(child, child);
@@ -232,7 +243,12 @@ where
     /// A vfork child execs: it gets its own address space. Followed, it becomes a process
     /// of its own (returns true); otherwise it is let go (nothing of ours is in its new image).
     pub(super) fn vfork_exec(&mut self, tid: i32) -> Result<bool, BreakpointError> {
-        self.threads.remove(&tid);
+        // It ran on its parent's stack: its return entries must not stay in the parent's area.
+        if let Some(t) = self.threads.remove(&tid)
+            && let Some(parent) = self.procs.get_mut(&t.tgid)
+        {
+            parent.rescue.release(&mut parent.mem, tid);
+        }
         if self.opts.follow_forks {
             self.add_proc(tid, ProcPhase::BeforeExec)?;
             self.add_thread(tid, tid);
@@ -252,7 +268,8 @@ where
         let Ok(Some(hook)) = super::loader::startup_hook::<A>(&mut proc.mem, tgid) else {
             return false;
         };
-        if proc.mem.write(hook.addr, A::BREAKPOINT).is_err() {
+        let w = &mut self.warnings;
+        if super::rescue::arm_bytes(proc, tgid, w, hook.addr, &hook.orig).is_err() {
             return false;
         }
         proc.loader = Some(hook);
@@ -272,6 +289,8 @@ where
         if tgid == self.main_pid {
             self.exec_error = None;
         }
+        // Before any breakpoint is written in the new image.
+        self.setup_rescue(tgid);
         if self.watch_loader_from_start(tgid) {
             return Ok(());
         }
@@ -286,9 +305,13 @@ where
             pid: tgid,
             error: source,
         };
-        let mut orig = vec![0u8; A::BREAKPOINT.len()];
-        proc.mem.read(entry, &mut orig).map_err(sys)?;
-        proc.mem.write(entry, A::BREAKPOINT).map_err(sys)?;
+        let mut code = vec![0u8; A::MAX_INSN_LEN];
+        proc.mem.read(entry, &mut code).map_err(sys)?;
+        let n = A::decode(&code, entry).map_or(A::BREAKPOINT.len(), |insn| {
+            super::rescue::patch_len::<A>(&insn, &code)
+        });
+        let orig = code[..n].to_vec();
+        super::rescue::arm_bytes(proc, tgid, &mut self.warnings, entry, &orig)?;
         proc.phase = ProcPhase::AwaitEntry { addr: entry, orig };
         Ok(())
     }
@@ -364,14 +387,15 @@ pub(super) fn read_auxv(pid: i32, key: u64) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other(format!("no entry {key} in /proc/{pid}/auxv")))
 }
 
-/// Forks a child that stops itself, then execs the program once continued. Returns its pid
-/// and a pipe that yields the errno if exec fails.
+/// Forks a child that waits for a byte on a pipe, then execs the program (also when the
+/// pipe's write end closes without one: the tracer died). Returns its pid, a pipe that yields
+/// the errno if exec fails, and the write end the child waits on.
 pub(super) fn fork_stopped_child(
     program: &Path,
     args: &[OsString],
     stdin: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
-) -> io::Result<(i32, OwnedFd)> {
+) -> io::Result<(i32, OwnedFd, OwnedFd)> {
     let cstr = |s: &[u8]| {
         CString::new(s)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
@@ -388,12 +412,20 @@ pub(super) fn fork_stopped_child(
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    let mut go = [0; 2];
+    // SAFETY: go is a valid 2-int array.
+    if unsafe { libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: closing the two fds we just opened, once.
+        unsafe { (libc::close(fds[0]), libc::close(fds[1])) };
+        return Err(e);
+    }
     let (in_fd, out_fd) = (
         stdin.as_ref().map(|f| f.as_raw_fd()),
         stdout.as_ref().map(|f| f.as_raw_fd()),
     );
     // SAFETY: after fork the child only calls async-signal-safe functions (dup2, signal,
-    // sigprocmask, kill, execvp, write, _exit) on memory prepared before the fork.
+    // sigprocmask, close, read, execvp, write, _exit) on memory prepared before the fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -412,23 +444,25 @@ pub(super) fn fork_stopped_child(
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            libc::kill(libc::getpid(), libc::SIGSTOP);
+            libc::close(go[1]);
+            let mut byte = 0u8;
+            while libc::read(go[0], (&mut byte as *mut u8).cast(), 1) < 0 {}
             libc::execvp(argv[0], argv.as_ptr());
             let err = *libc::__errno_location();
             libc::write(fds[1], (&err as *const i32).cast(), 4);
             libc::_exit(127);
         }
     }
-    // SAFETY: we own fds[1] and close it once; fds[0] becomes an OwnedFd.
-    unsafe { libc::close(fds[1]) };
-    // SAFETY: fds[0] is an open fd we own.
-    let err_fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
-    // Wait for the child's self-stop so that the seize finds it stopped before exec.
-    let mut status = 0;
-    // SAFETY: status is a valid out pointer.
-    unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED | libc::__WNOTHREAD) };
+    // SAFETY: we own fds[1] and go[0] and close each once; fds[0] and go[1] become
+    // OwnedFds (open fds we own).
+    let (err_fd, go) = unsafe {
+        libc::close(fds[1]);
+        libc::close(go[0]);
+        use std::os::fd::FromRawFd;
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(go[1]))
+    };
     drop((stdin, stdout));
-    Ok((pid, err_fd))
+    Ok((pid, err_fd, go))
 }
 
 /// Forks the waker: a child that stops itself (SIGSTOP) for every byte written to its pipe
