@@ -521,6 +521,7 @@ where
                 phase: ProcPhase::Live,
                 keep_slots: false,
                 loader: None,
+                rescue: Default::default(),
             },
         );
         self.add_thread(child, child);
