@@ -3,7 +3,7 @@
  *
  * Build:  gcc -O1 -g -o jump-target jump.c -lpthread
  * Usage:  jump-target N           call every function N times, print a checksum
- *         jump-target --signals N call tkj_leaf N times while a 20 us timer's SIGALRM
+ *         jump-target --signals N call tkj_leaf N times while a 100 us timer's SIGALRM
  *                                 handler calls it too; prints how many calls there were in all
  *         jump-target --block     a thread blocks in tkj_read (read from stdin) at an
  *                                 instruction inside the first 5 bytes; main prints its pid and
@@ -101,8 +101,10 @@ static void on_alarm(int sig)
 	handler_calls++;
 }
 
-/* Calls tkj_leaf n times with a SIGALRM handler calling it too, every 20 us: the handler
- * lands anywhere in the probes' trampolines, including between their stores. */
+/* Calls tkj_leaf n times with a SIGALRM handler calling it too, every 100 us: the handler
+ * lands anywhere in the probes' trampolines, including between their stores. Each signal
+ * stops the program for its tracer: with a 20 us timer, a tracer slower than that left the
+ * loop almost no time to run (once over 190 s, where an earlier run took 53 s). */
 static int signals(long n)
 {
 	struct sigaction sa;
@@ -110,7 +112,7 @@ static int signals(long n)
 	sa.sa_handler = on_alarm;
 	sa.sa_flags = SA_RESTART;
 	sigaction(SIGALRM, &sa, NULL);
-	struct itimerval it = {{0, 20}, {0, 20}};
+	struct itimerval it = {{0, 100}, {0, 100}};
 	setitimer(ITIMER_REAL, &it, NULL);
 	unsigned long sum = 0;
 	for (long i = 0; i < n; i++)

@@ -396,7 +396,7 @@ fn a_tail_call_between_probed_functions_keeps_one_hijack() {
 
 #[test]
 fn signal_handlers_entering_probed_functions_anywhere_lose_nothing() {
-    // A 20 us SIGALRM handler calls tkj_leaf while the program calls it in a loop: handlers
+    // A 100 us SIGALRM handler calls tkj_leaf while the program calls it in a loop: handlers
     // land at every instruction of the trampolines, between every two stores.
     let specs = vec![jspec("uprobe", "tkj_leaf"), jspec("uretprobe", "tkj_leaf")];
     let (out, stdout) = traced_program(&specs, jump_target(), &["--signals", "1000000"], &jump());

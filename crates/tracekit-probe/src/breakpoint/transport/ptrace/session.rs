@@ -36,10 +36,13 @@ use crate::event::{ExitStatus, HitEvent, Outcome, Sink};
 use affinity::*;
 use tracees::*;
 
+// TRACESYSGOOD: system call stops (only the kill-safe injection asks for them, see
+// `rescue/bootstrap.rs`) are told apart from traps.
 const OPTIONS: libc::c_int = libc::PTRACE_O_TRACECLONE
     | libc::PTRACE_O_TRACEFORK
     | libc::PTRACE_O_TRACEVFORK
-    | libc::PTRACE_O_TRACEEXEC;
+    | libc::PTRACE_O_TRACEEXEC
+    | libc::PTRACE_O_TRACESYSGOOD;
 // WUNTRACED: the waker (not traced) reports its self-stops, one per interval.
 const WAIT_FLAGS: libc::c_int = libc::__WALL | libc::__WNOTHREAD | libc::WUNTRACED;
 

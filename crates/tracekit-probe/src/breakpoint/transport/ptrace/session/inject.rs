@@ -67,10 +67,39 @@ where
         let mut orig = vec![0u8; A::SYSCALL.len()];
         (self.mem.read(at, &mut orig)).map_err(|e| sys("reading code", e))?;
         (self.mem.write(at, A::SYSCALL)).map_err(|e| sys("writing a syscall instruction", e))?;
-        let stepped = step_syscall(tid, at, self.pending_sig);
+        let stepped = self.step_until_done::<A>(tid, at);
         let restored = self.mem.write(at, &orig);
         stepped?;
         restored.map_err(|e| sys("restoring code", e))
+    }
+}
+
+impl Injector<'_> {
+    /// Steps until the system call instruction at `at` has run. A thread stopped inside the
+    /// kernel on its way out of a system call (a new thread's first stop, an exec or clone
+    /// event) reports the step's trap at that call's exit, before running any instruction,
+    /// and the end of that call may overwrite the return register (execve's 0): the call's
+    /// registers are then set again and the step repeated. Without this the call was
+    /// silently not made (seen: the kill-safety handler never installed in a thread that
+    /// had just been created, and a killed tracekit then killed the program).
+    fn step_until_done<A: Arch>(&mut self, tid: i32, at: u64) -> Result<(), BreakpointError>
+    where
+        PtraceTarget: Registers<A::Regs>,
+    {
+        let call = get_regs::<A>(self.mem, tid)?;
+        for _ in 0..3 {
+            step_syscall(tid, at, self.pending_sig)?;
+            let regs = get_regs::<A>(self.mem, tid)?;
+            if A::pc(&regs) != at {
+                return Ok(());
+            }
+            set_regs::<A>(self.mem, tid, &call)?;
+        }
+        Err(BreakpointError::Sys {
+            what: "injecting a system call",
+            pid: tid,
+            error: io::Error::other(format!("the thread never ran the call at {at:#x}")),
+        })
     }
 }
 

@@ -290,7 +290,7 @@ where
             self.exec_error = None;
         }
         // Before any breakpoint is written in the new image.
-        self.setup_rescue(tgid);
+        self.setup_rescue(tgid, true);
         if self.watch_loader_from_start(tgid) {
             return Ok(());
         }

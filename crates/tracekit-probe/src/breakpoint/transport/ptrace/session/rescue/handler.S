@@ -40,9 +40,11 @@ handler:
         mov ecx, 18
         rep movsq
         ret
-5:      cmp dword ptr [rsi + 8], 2              # TRAP_TRACE: a single step left on by a
-        jne 6f                                  # tracer that died; the step is done
-        and qword ptr [rdx + UC_EFL], -0x101
+5:      mov eax, [rsi + 8]                      # a single step left on by a tracer that
+        dec eax                                 # died: TRAP_TRACE (2) after an instruction,
+        cmp eax, 1                              # TRAP_BRKPT (1) at every system call's exit
+        ja 6f                                   # (the kernel keeps that on until a tracer
+        and qword ptr [rdx + UC_EFL], -0x101    # clears it); the step is done
         ret
 6:      cmp dword ptr [rsi + 8], 0x80           # si_code: SI_KERNEL (an int3)?
         jne foreign
