@@ -64,8 +64,9 @@
 //! by `PTRACE_SYSCALL`, which leaves no trap flag behind. (Before, with a single step, a
 //! tracekit killed during it killed the program: 5 of 800 kills over eight seeds, all in the first milliseconds.)
 //!
-//! **Not covered.** Without room for that stub in the vDSO (or without a vDSO), the `mmap`
-//! is single-stepped as before: a tracer killed during it (microseconds, once per process
+//! **Not covered.** Without room for that stub in the vDSO (or without a vDSO), or where the
+//! stub cannot stand in for the kernel (see [`bootstrap::run`]), the `mmap` is
+//! single-stepped as before: a tracer killed during it (microseconds, once per process
 //! and exec) leaves the thread with wrong registers and single-stepping. A probe on `ret` or after a
 //! `lock` prefix has no guard (code may jump over a `lock`), nor one whose next instruction
 //! cannot be copied; a thread that jumps straight to the guard after a one-byte instruction
@@ -217,8 +218,10 @@ where
                 .get_mut(&tid)
                 .expect("known thread")
                 .pending_sig;
-            return bootstrap::run(&mut proc.mem, tid, at, at_exec, A::NR_MMAP, args, pending)
-                .map_err(sys("mapping the rescue area", pid));
+            let ran = bootstrap::run(&mut proc.mem, tid, at, at_exec, A::NR_MMAP, args, pending);
+            if let Some(base) = ran.map_err(sys("mapping the rescue area", pid))? {
+                return Ok(base);
+            }
         }
         if at_exec {
             // The thread is still inside execve, whose return value (0, `read` on x86-64)

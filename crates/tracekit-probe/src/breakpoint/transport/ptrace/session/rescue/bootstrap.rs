@@ -158,7 +158,15 @@ fn after_syscall(stub: u64) -> u64 {
 
 /// Runs system call `nr` in stopped thread `tid` from the stub at `at` and puts the thread
 /// back (see the module's doc); `at_exec`: the thread is at its exec stop. A signal that
-/// arrives meanwhile is kept in `pending_sig`. Returns the call's raw result.
+/// arrives meanwhile is kept in `pending_sig`. Returns the call's raw result, or `None`
+/// where the stub cannot stand in for the kernel (the caller single-steps instead):
+///
+/// - in a vfork (its end waits for the child) or at a thread's exit;
+/// - stopped for a signal inside a call the kernel restarts or ends with EINTR depending
+///   on that signal's handler, which tracekit delivers later.
+///
+/// A thread stopped at an event inside a call (clone, fork, exec) is first run to the
+/// call's exit: the kernel writes the call's result (a new thread's id) only then.
 pub(super) fn run(
     mem: &mut PtraceTarget,
     tid: i32,
@@ -167,11 +175,23 @@ pub(super) fn run(
     nr: u64,
     args: [u64; 6],
     pending_sig: &mut i32,
-) -> io::Result<i64> {
-    if at_exec {
+) -> io::Result<Option<i64>> {
+    let event = stop_event(tid);
+    if matches!(event, Some(EVENT_VFORK | EVENT_EXIT)) {
+        return Ok(None);
+    }
+    if at_exec
+        || matches!(
+            event,
+            Some(EVENT_FORK | EVENT_CLONE | EVENT_EXEC | EVENT_VFORK_DONE)
+        )
+    {
         syscall_exit(tid, None, pending_sig)?;
     }
     let saved = get(tid)?;
+    if *pending_sig != 0 && resumed(&saved) != saved {
+        return Ok(None);
+    }
     let after = resumed(&saved);
     mem.write(at, &stub(nr, args, &after))?;
     let mut regs = saved;
@@ -184,7 +204,24 @@ pub(super) fn run(
     let back = set(tid, &after);
     let regs = outcome?;
     back?;
-    Ok(regs[reg::RAX] as i64)
+    Ok(Some(regs[reg::RAX] as i64))
+}
+
+/// `PTRACE_EVENT_*` (linux/ptrace.h).
+const EVENT_FORK: i32 = 1;
+const EVENT_VFORK: i32 = 2;
+const EVENT_CLONE: i32 = 3;
+const EVENT_EXEC: i32 = 4;
+const EVENT_VFORK_DONE: i32 = 5;
+const EVENT_EXIT: i32 = 6;
+
+/// The ptrace event `tid` is stopped at (`si_code >> 8` of its stop's SIGTRAP), if any.
+fn stop_event(tid: i32) -> Option<i32> {
+    let mut info = [0i32; 32];
+    // SAFETY: PTRACE_GETSIGINFO writes one 128-byte siginfo_t to the pointer, which points to
+    // 128 bytes we own.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, tid, 0, info.as_mut_ptr()) };
+    (r == 0 && info[0] == libc::SIGTRAP && info[2] >> 8 != 0).then_some(info[2] >> 8)
 }
 
 /// Runs `tid` (`PTRACE_SYSCALL`) to the exit of a system call (the one whose pc is then
@@ -205,7 +242,9 @@ fn syscall_exit(tid: i32, pc: Option<u64>, pending_sig: &mut i32) -> io::Result<
             if op == SYSCALL_INFO_EXIT && pc.is_none_or(|pc| pc == ip) {
                 return Ok(());
             }
-        } else if status >> 16 == 0 && sig != libc::SIGTRAP {
+        } else if status >> 16 == 0 && *pending_sig == 0 {
+            // A signal for the program (not a ptrace event): kept for later, never dropped
+            // for another (one is kept at a time, as the session does).
             *pending_sig = sig;
         }
     }
