@@ -14,6 +14,7 @@ const STEPS: &[Step] = &[
         "LoongArch64 opcode table matches LLVM's disassembler",
         opcode_table,
     ),
+    ("kill-safety handler bytes match handler.S", rescue_handler),
     ("rustfmt", rustfmt),
     ("clippy", clippy),
     ("README test command", readme_test_command),
@@ -69,6 +70,18 @@ fn opcode_table() -> Result<(), String> {
     unchanged(
         "crates/tracekit-probe/src/breakpoint/arch/loongarch64/opcodes.rs",
         "run tools/loongarch-opcodes.py in crates/tracekit-probe and commit the table",
+    )
+}
+
+fn rescue_handler() -> Result<(), String> {
+    cmd::run(
+        cmd::at_root("python3")
+            .arg("tools/rescue-handler.py")
+            .current_dir(cmd::root().join("crates/tracekit-probe")),
+    )?;
+    unchanged(
+        "crates/tracekit-probe/src/breakpoint/transport/ptrace/session/rescue/area.rs",
+        "run tools/rescue-handler.py in crates/tracekit-probe and commit area.rs",
     )
 }
 

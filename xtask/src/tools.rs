@@ -153,6 +153,11 @@ pub const CI: &[Tool] = &[
         "git",
         "compares regenerated files with the committed ones",
     ),
+    command(
+        "as",
+        "binutils",
+        "assembles the kill-safety SIGTRAP handler to compare with its committed bytes",
+    ),
 ];
 
 /// Installs the missing tools of every list with apt-get, saying what and why. Without root or

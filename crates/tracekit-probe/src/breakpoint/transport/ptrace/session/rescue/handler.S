@@ -5,8 +5,8 @@
 #
 #   rdi = signal number, rsi = siginfo_t *, rdx = ucontext_t *
 #
-# After a change, regenerate the bytes of `CODE` in area.rs from:
-#   as --64 -o handler.o handler.S && objcopy -O binary -j .text handler.o handler.bin
+# After a change, regenerate the bytes of `CODE` in area.rs: `python3 tools/rescue-handler.py`
+# in crates/tracekit-probe (as --64, objcopy -O binary -j .text). CI checks they match.
         .intel_syntax noprefix
         .set PATH, 0x400
         .set NPOINTS, 0x440
