@@ -422,23 +422,7 @@ fn set_reg(r: &mut Regs, reg: Register, v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    struct FakeStack(HashMap<u64, u8>);
-    impl Memory for FakeStack {
-        fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
-            for (i, b) in buf.iter_mut().enumerate() {
-                *b = *self.0.get(&(addr + i as u64)).unwrap_or(&0);
-            }
-            Ok(())
-        }
-        fn write(&mut self, addr: u64, data: &[u8]) -> io::Result<()> {
-            for (i, b) in data.iter().enumerate() {
-                self.0.insert(addr + i as u64, *b);
-            }
-            Ok(())
-        }
-    }
+    use crate::breakpoint::transport::SparseMemory;
 
     fn regs() -> Regs {
         // SAFETY: plain integers; all-zero is valid.
@@ -449,7 +433,7 @@ mod tests {
         r
     }
 
-    fn sim(code: &[u8], at: u64, r: &mut Regs, mem: &mut FakeStack) {
+    fn sim(code: &[u8], at: u64, r: &mut Regs, mem: &mut SparseMemory) {
         let insn = X86_64::decode(code, at).unwrap();
         assert_eq!(
             X86_64::classify(&insn),
@@ -462,7 +446,7 @@ mod tests {
 
     #[test]
     fn simulates_call_push_lea_jcc() {
-        let mut m = FakeStack(HashMap::new());
+        let mut m = SparseMemory::default();
         let mut r = regs();
         sim(&[0xe8, 0x10, 0, 0, 0], 0x1000, &mut r, &mut m); // call +0x10
         assert_eq!(

@@ -48,6 +48,27 @@ pub trait Memory {
     }
 }
 
+/// Memory for unit tests: any address reads as 0 until written.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct SparseMemory(std::collections::HashMap<u64, u8>);
+
+#[cfg(test)]
+impl Memory for SparseMemory {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = *self.0.get(&(addr + i as u64)).unwrap_or(&0);
+        }
+        Ok(())
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> io::Result<()> {
+        for (i, b) in data.iter().enumerate() {
+            self.0.insert(addr + i as u64, *b);
+        }
+        Ok(())
+    }
+}
+
 /// Read and write a stopped thread's registers.
 pub trait Registers<R> {
     /// The thread's registers.

@@ -371,7 +371,17 @@ pub(super) fn arm_bytes<A: Arch>(
     for (i, &b) in orig.iter().enumerate() {
         protect_point(proc, pid, warnings, addr + i as u64, addr, Some(b))?;
     }
-    let patch = A::BREAKPOINT.repeat(orig.len() / A::BREAKPOINT.len());
+    write_breakpoint(proc, pid, addr, orig.len())
+}
+
+/// Covers `len` bytes at `addr` with breakpoints (each already in the handler's tables).
+fn write_breakpoint<A: Arch>(
+    proc: &mut Proc<A>,
+    pid: i32,
+    addr: u64,
+    len: usize,
+) -> Result<(), BreakpointError> {
+    let patch = A::BREAKPOINT.repeat(len / A::BREAKPOINT.len());
     (proc.mem.write(addr, &patch)).map_err(sys("writing a breakpoint", pid))
 }
 
@@ -518,8 +528,7 @@ pub(super) fn arm_point<A: Arch>(
     for i in 0..orig.len() as u64 {
         protect_point(proc, pid, warnings, addr + i, copy, None)?;
     }
-    let patch = A::BREAKPOINT.repeat(orig.len() / A::BREAKPOINT.len());
-    (proc.mem.write(addr, &patch)).map_err(sys("writing a breakpoint", pid))
+    write_breakpoint(proc, pid, addr, orig.len())
 }
 
 /// Records the return trampoline's address.

@@ -348,22 +348,7 @@ impl Area {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Fake(HashMap<u64, u8>);
-    impl Memory for Fake {
-        fn read(&mut self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
-            for (i, b) in buf.iter_mut().enumerate() {
-                *b = *self.0.get(&(addr + i as u64)).unwrap_or(&0);
-            }
-            Ok(())
-        }
-        fn write(&mut self, addr: u64, data: &[u8]) -> io::Result<()> {
-            for (i, b) in data.iter().enumerate() {
-                self.0.insert(addr + i as u64, *b);
-            }
-            Ok(())
-        }
-    }
+    use crate::breakpoint::transport::SparseMemory;
 
     #[test]
     fn code_fits_below_its_data_with_restorer_and_stub_in_place() {
@@ -374,7 +359,7 @@ mod tests {
 
     #[test]
     fn points_are_counted_after_their_entry_and_once() {
-        let mut m = Fake(HashMap::new());
+        let mut m = SparseMemory::default();
         let mut a = Area::new(0x10000);
         assert!(a.add_point(&mut m, 0x401000, 0x401000, Some(0x55)).unwrap());
         assert!(a.add_point(&mut m, 0x401000, 0x401000, Some(0x55)).unwrap());
@@ -384,7 +369,7 @@ mod tests {
 
     #[test]
     fn regions_are_cleared_when_reused_and_in_a_fork_copy() {
-        let mut m = Fake(HashMap::new());
+        let mut m = SparseMemory::default();
         let mut a = Area::new(0x10000);
         a.record_return(&mut m, 7, 0, 0x7ff0, 0x401234).unwrap();
         a.record_return(&mut m, 8, 0, 0x6ff0, 0x401111).unwrap();

@@ -19,11 +19,9 @@ use object::elf::FileHeader64;
 use object::read::elf::FileHeader;
 
 use crate::breakpoint::transport::Memory;
+use crate::breakpoint::transport::ptrace::session::waitpid;
 use crate::breakpoint::transport::ptrace::target::PtraceTarget;
 
-/// `PTRACE_GET_SYSCALL_INFO` (linux/ptrace.h) and its `op` at a system call's exit.
-const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
-const SYSCALL_INFO_EXIT: u8 = 2;
 /// x86-64's `restart_syscall`.
 const NR_RESTART_SYSCALL: u64 = 219;
 /// Bounded: a thread that keeps stopping for something else must not hold the tracer.
@@ -176,23 +174,26 @@ pub(super) fn run(
     args: [u64; 6],
     pending_sig: &mut i32,
 ) -> io::Result<Option<i64>> {
+    use libc::{PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC, PTRACE_EVENT_EXIT, PTRACE_EVENT_FORK};
+    use libc::{PTRACE_EVENT_VFORK, PTRACE_EVENT_VFORK_DONE};
     let event = stop_event(tid);
-    if matches!(event, Some(EVENT_VFORK | EVENT_EXIT)) {
+    if matches!(event, Some(PTRACE_EVENT_VFORK | PTRACE_EVENT_EXIT)) {
         return Ok(None);
     }
-    if at_exec
-        || matches!(
-            event,
-            Some(EVENT_FORK | EVENT_CLONE | EVENT_EXEC | EVENT_VFORK_DONE)
-        )
-    {
+    let inside_call = [
+        PTRACE_EVENT_FORK,
+        PTRACE_EVENT_CLONE,
+        PTRACE_EVENT_EXEC,
+        PTRACE_EVENT_VFORK_DONE,
+    ];
+    if at_exec || event.is_some_and(|e| inside_call.contains(&e)) {
         syscall_exit(tid, None, pending_sig)?;
     }
     let saved = get(tid)?;
-    if *pending_sig != 0 && resumed(&saved) != saved {
+    let after = resumed(&saved);
+    if *pending_sig != 0 && after != saved {
         return Ok(None);
     }
-    let after = resumed(&saved);
     mem.write(at, &stub(nr, args, &after))?;
     let mut regs = saved;
     regs[reg::RIP] = at;
@@ -206,14 +207,6 @@ pub(super) fn run(
     back?;
     Ok(Some(regs[reg::RAX] as i64))
 }
-
-/// `PTRACE_EVENT_*` (linux/ptrace.h).
-const EVENT_FORK: i32 = 1;
-const EVENT_VFORK: i32 = 2;
-const EVENT_CLONE: i32 = 3;
-const EVENT_EXEC: i32 = 4;
-const EVENT_VFORK_DONE: i32 = 5;
-const EVENT_EXIT: i32 = 6;
 
 /// The ptrace event `tid` is stopped at (`si_code >> 8` of its stop's SIGTRAP), if any.
 fn stop_event(tid: i32) -> Option<i32> {
@@ -232,14 +225,14 @@ fn syscall_exit(tid: i32, pc: Option<u64>, pending_sig: &mut i32) -> io::Result<
         if unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, 0, 0) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        let status = wait(tid)?;
+        let status = waitpid(tid, libc::__WALL).map_err(io::Error::other)?;
         if !libc::WIFSTOPPED(status) {
             return Err(io::Error::other("the thread exited"));
         }
         let sig = libc::WSTOPSIG(status);
         if sig == libc::SIGTRAP | 0x80 {
             let (op, ip) = syscall_info(tid)?;
-            if op == SYSCALL_INFO_EXIT && pc.is_none_or(|pc| pc == ip) {
+            if op == libc::PTRACE_SYSCALL_INFO_EXIT && pc.is_none_or(|pc| pc == ip) {
                 return Ok(());
             }
         } else if status >> 16 == 0 && *pending_sig == 0 {
@@ -259,7 +252,7 @@ fn syscall_info(tid: i32) -> io::Result<(u8, u64)> {
     // SAFETY: the kernel writes at most `size` (the buffer's) bytes to the pointer.
     let r = unsafe {
         libc::ptrace(
-            PTRACE_GET_SYSCALL_INFO,
+            libc::PTRACE_GET_SYSCALL_INFO,
             tid,
             size_of_val(&info),
             info.as_mut_ptr(),
@@ -269,20 +262,6 @@ fn syscall_info(tid: i32) -> io::Result<(u8, u64)> {
         return Err(io::Error::last_os_error());
     }
     Ok(((info[0] & 0xff) as u8, info[1]))
-}
-
-fn wait(tid: i32) -> io::Result<i32> {
-    let mut status = 0;
-    loop {
-        // SAFETY: status is a valid out pointer.
-        if unsafe { libc::waitpid(tid, &mut status, libc::__WALL) } >= 0 {
-            return Ok(status);
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
-        }
-    }
 }
 
 fn get(tid: i32) -> io::Result<Words> {
