@@ -65,6 +65,7 @@ for V in 1 2; do DIRTY+=("dirty-$V|$V||"); done
 DIRTY+=("dirty-w50a|2|-w 50 -a|-w 50 -a")
 DIRTY+=("dirty-x8|2|-x 8|-x 8")
 DIRTY+=("dirty-g|2|-g|-g")
+DIRTY+=("dirty-e|2|-e|-e")
 
 fail() { echo "bench/kvm-vs-selftests.sh: $*" >&2; exit 1; }
 
@@ -75,6 +76,7 @@ selftest() {
     # shellcheck disable=SC2086
     out=$("$ST/demand_paging_test" -v "$v" -b "$BYTES" -c "$(seq -s, 0 $((v - 1)))" $args 2>&1) ||
         fail "demand_paging_test $args failed: $out"
+    echo "$name" >>"$WORK/$name.st.runs"
     t=$(sed -n 's/^Total guest execution time:\s*\([0-9.]*\)s$/\1/p' <<<"$out")
     printed=$(sed -n 's/^Overall demand paging rate:\s*\([0-9.]*\) pgs\/sec$/\1/p' <<<"$out")
     pages=$((PAGES_PER_VCPU * v))
@@ -90,6 +92,7 @@ tracekit() {
     "$TK" bench demand-paging -v "$v" -b "$BYTES" -c "$(seq -s, 0 $((v - 1)))" "$@" --json -o "$WORK/r.json"
     [ "$(jq .verified "$WORK/r.json")" = true ] || fail "$name ($*) not verified"
     jq -r .pages_per_sec "$WORK/r.json" >>"$WORK/$name.$suffix"
+    echo "$name" >>"$WORK/$name.$suffix.runs"
 }
 
 # Dirty logging: the selftest's and tracekit's pages/sec per dirtying iteration (all pages
@@ -102,6 +105,8 @@ dirty_selftest() {
         fail "dirty_log_perf_test $args failed: $out"
     sed -n 's/^Iteration [0-9]* dirty memory time: \([0-9.]*\)s$/\1/p' <<<"$out" |
         awk -v p=$((PAGES_PER_VCPU * v)) '{print p / $1}' >>"$WORK/$name.st"
+    sed -n 's/^Disabling dirty logging time: \([0-9.]*\)s$/\1/p' <<<"$out" >>"$WORK/$name.st.off"
+    echo "$name" >>"$WORK/$name.st.runs"
 }
 dirty_tracekit() {
     local name=$1 v=$2 suffix=$3
@@ -109,6 +114,8 @@ dirty_tracekit() {
     "$TK" bench dirty-log -v "$v" -b "$BYTES" -i "$ITER" -c "$(seq -s, 0 $((v - 1)))" "$@" --json -o "$WORK/d.json"
     [ "$(jq '.verified and .bitmap_exact' "$WORK/d.json")" = true ] || fail "dirty-log $* not verified"
     jq -r --argjson p $((PAGES_PER_VCPU * v)) '.iterations[].dirty_seconds | $p / .' "$WORK/d.json" >>"$WORK/$name.$suffix"
+    jq -r .disable_seconds "$WORK/d.json" >>"$WORK/$name.$suffix.off"
+    echo "$name" >>"$WORK/$name.$suffix.runs"
 }
 
 # TK_ONLY=REGEX runs only the configurations whose name matches (e.g. TK_ONLY=hugetlb).
@@ -146,21 +153,26 @@ done
 
 median() { sort -g | awk '{v[NR]=$1} END {if (NR) print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; else print "-"}'; }
 med() { [ -s "$WORK/$1" ] && median <"$WORK/$1" || echo -; }
+# Runs that passed their checks (the script stops at the first that does not): the selftest's
+# exit status 0, tracekit's verified pages (and exact bitmaps).
+runs() { [ -s "$WORK/$1.runs" ] && wc -l <"$WORK/$1.runs" || echo 0; }
 row() {
-    local label=$1 name=$2 st t0 t3
+    local label=$1 name=$2 st t0 t3 ok
     st=$(med "$name.st") t0=$(med "$name.cpl0") t3=$(med "$name.cpl3")
-    awk -v l="$label" -v s="$st" -v a="$t0" -v b="$t3" 'BEGIN {
+    ok="$(runs "$name.st") + $(( $(runs "$name.cpl0") + $(runs "$name.cpl3") ))"
+    awk -v l="$label" -v s="$st" -v a="$t0" -v b="$t3" -v ok="$ok" 'BEGIN {
         r0 = (a == "-") ? "-" : sprintf("%.2fx", a / s)
         r3 = (b == "-") ? "-" : sprintf("%.2fx", b / s)
-        printf "| %-40s | %10.0f | %10s | %6s | %10s | %6s |\n", l, s, (a == "-") ? "-" : sprintf("%.0f", a), r0, (b == "-") ? "-" : sprintf("%.0f", b), r3
+        printf "| %-40s | %10.0f | %10s | %6s | %10s | %6s | %8s |\n", l, s, (a == "-") ? "-" : sprintf("%.0f", a), r0, (b == "-") ? "-" : sprintf("%.0f", b), r3, ok
     }'
 }
 
 printf '\nmachine: %s CPUs, %s, load average %s\n' "$(nproc)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf 'selftests: %s (linux-source-6.12 %s)\n' "$ST" "$(dpkg-query -W -f '${Version}' linux-source-6.12)"
-printf '%s per vCPU (4 KiB guest pages), %s interleaved repetitions, medians; tracekit verified every page of every run\n\n' "$BYTES" "$REPS"
-printf '| %-40s | %10s | %10s | %6s | %10s | %6s |\n' "configuration (pages/sec)" "selftest" "tk CPL 0" "ratio" "tk CPL 3" "ratio"
-printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..42})" "------------" "------------" "--------" "------------" "--------"
+printf '%s per vCPU (4 KiB guest pages), %s interleaved repetitions, medians\n' "$BYTES" "$REPS"
+printf 'verified: selftest runs that exited 0 + tracekit runs with every page (and every dirty bitmap) verified\n\n'
+printf '| %-40s | %10s | %10s | %6s | %10s | %6s | %8s |\n' "configuration (pages/sec)" "selftest" "tk CPL 0" "ratio" "tk CPL 3" "ratio" "verified"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..42})" "------------" "------------" "--------" "------------" "--------" "----------"
 for c in "${CONFIGS[@]}"; do
     IFS='|' read -r name v sargs _ <<<"$c"
     row "$v vCPU, $sargs" "$name"
@@ -169,8 +181,20 @@ for c in "${DIRTY[@]}"; do
     IFS='|' read -r name v sargs _ <<<"$c"
     row "$v vCPU, dirty-log pass ${sargs:-(-i $ITER)}" "$name"
 done
-printf '\nselftest printed "Overall demand paging rate" / (pages of memory / its time), by configuration:\n'
-sort -t$'\t' -k2,2 -k1,1g "$WORK/printed" | awk -F'\t' '
-    {if (!($2 in lo)) {lo[$2] = $1; order[++n] = $2}; hi[$2] = $1}
-    END {for (i = 1; i <= n; i++) {k = order[i]; printf "  %-40s %s..%s%s\n", k, lo[k], hi[k], (hi[k] > 1.001 || lo[k] < 0.999) ? "  <- differs" : ""}}' 
+if [ ${#DIRTY[@]} -gt 0 ]; then
+    printf '\ndisabling dirty logging at the end (seconds, medians; -e: the vCPUs keep dirtying meanwhile):\n'
+    printf '| %-40s | %10s | %10s | %10s |\n' "configuration" "selftest" "tk CPL 0" "tk CPL 3"
+    printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..42})" "------------" "------------" "------------"
+    for c in "${DIRTY[@]}"; do
+        IFS='|' read -r name v sargs _ <<<"$c"
+        printf '| %-40s | %10s | %10s | %10s |\n' "$v vCPU, dirty-log ${sargs:-(-i $ITER)}" \
+            "$(med "$name.st.off")" "$(med "$name.cpl0.off")" "$(med "$name.cpl3.off")"
+    done
+fi
+if [ -s "$WORK/printed" ]; then
+    printf '\nselftest printed "Overall demand paging rate" / (pages of memory / its time), by configuration:\n'
+    sort -t$'\t' -k2,2 -k1,1g "$WORK/printed" | awk -F'\t' '
+        {if (!($2 in lo)) {lo[$2] = $1; order[++n] = $2}; hi[$2] = $1}
+        END {for (i = 1; i <= n; i++) {k = order[i]; printf "  %-40s %s..%s%s\n", k, lo[k], hi[k], (hi[k] > 1.001 || lo[k] < 0.999) ? "  <- differs" : ""}}'
+fi
 printf 'load average after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -38,6 +38,24 @@ pub fn parse_size(input: &str) -> Result<u64, ParseError> {
     n.checked_mul(1 << shift).ok_or_else(err)
 }
 
+/// Parses an address: hexadecimal with `0x` (`0x100000000`), or decimal with an optional size
+/// suffix as [`parse_size`] takes it (`4G`).
+pub fn parse_address(input: &str) -> Result<u64, ParseError> {
+    let s = input.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).map_err(|_| ParseError {
+            what: "address",
+            input: input.to_owned(),
+            hint: "use hexadecimal digits after 0x, e.g. 0x100000000",
+        }),
+        None => parse_size(s).map_err(|_| ParseError {
+            what: "address",
+            input: input.to_owned(),
+            hint: "use 0x and hexadecimal digits, or a number with an optional K, M, G or T suffix",
+        }),
+    }
+}
+
 /// The highest CPU number a list may name: Linux's largest `NR_CPUS` is 8192. Without a bound,
 /// `0-4294967296` asked for a 32 GiB vector and aborted the process.
 pub const MAX_CPU: usize = 8191;
@@ -95,6 +113,16 @@ pub fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_address("0x100000000"), Ok(1 << 32));
+        assert_eq!(parse_address("4G"), Ok(4 << 30));
+        assert_eq!(parse_address("4096"), Ok(4096));
+        assert!(parse_address("0xg").is_err());
+        assert!(parse_address("0x").is_err());
+        assert!(parse_address("12Q").is_err());
+    }
 
     #[test]
     fn sizes() {

@@ -37,6 +37,10 @@ pub struct DirtyLogOptions {
     pub random_access: bool,
     /// Seed of the guest's random generator (dirty_log_perf_test's `-r`).
     pub seed: u32,
+    /// Keep the vCPUs dirtying memory while logging is disabled at the end
+    /// (dirty_log_perf_test's `-e`; KVM only): they run pass `iterations + 1` over and over
+    /// until the host has disabled it.
+    pub dirty_while_disabling: bool,
 }
 
 impl DirtyLogOptions {
@@ -84,6 +88,8 @@ pub struct DirtyLogOutcome {
     pub guest_mode: Option<&'static str>,
     /// The memory layout.
     pub layout: Layout,
+    /// Guest physical address of the test memory (KVM only).
+    pub test_gpa: Option<u64>,
     /// Host backing.
     pub backing: Backing,
     /// One page in `wr_fract` written per iteration (when `pattern.write_percent` is `None`).
@@ -103,6 +109,9 @@ pub struct DirtyLogOutcome {
     pub enable_seconds: Option<f64>,
     /// Seconds to disable it at the end (KVM only).
     pub disable_seconds: Option<f64>,
+    /// With [`DirtyLogOptions::dirty_while_disabling`]: the passes each vCPU completed while
+    /// logging was being disabled (each at least one; their writes are verified like the rest).
+    pub passes_while_disabling: Option<Vec<u64>>,
     /// Pages the first iteration writes, so must report dirty (every iteration's own count is
     /// in `iterations`; they differ only with a write percentage or random access).
     pub expected_dirty_pages: u64,
@@ -206,6 +215,20 @@ impl Subject {
     }
 }
 
+/// Disables dirty logging while every vCPU runs pass `iteration` again and again; returns the
+/// passes each completed and the seconds the disabling took.
+fn disable_while_dirtying(
+    vm: &mut PerfTestVm,
+    iteration: u64,
+    cpus: Option<&[usize]>,
+) -> Result<(Vec<u64>, f64)> {
+    vm.run_passes_while(iteration, cpus, |vm| {
+        let start = Instant::now();
+        vm.set_dirty_logging(false)?;
+        Ok(start.elapsed().as_secs_f64())
+    })
+}
+
 /// What collecting one iteration's dirty log found and cost.
 struct Collected {
     get_log_seconds: f64,
@@ -252,6 +275,19 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
             "a write percentage or random access needs the guest (drop --no-kvm)".into(),
         ));
     }
+    if options.dirty_while_disabling {
+        if common.engine == Engine::Host {
+            return Err(Error::Invalid(
+                "dirtying while logging is disabled (-e) needs the guest (drop --no-kvm)".into(),
+            ));
+        }
+        if options.iterations >= MAX_ITERATIONS {
+            return Err(Error::Invalid(format!(
+                "-e runs one pass after the last iteration; choose at most {} iterations",
+                MAX_ITERATIONS - 1
+            )));
+        }
+    }
     let mut subject = Subject::new(options)?;
     if let Subject::Kvm(vm) = &mut subject {
         vm.seed_random(options.seed);
@@ -278,7 +314,16 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
         let pass_tick = &mut |p| tick(iteration * total + p);
         iterations.push(subject.dirty_and_collect(iteration, cpus, &expected, pass_tick)?);
     }
-    let disable_seconds = subject.set_logging(false)?;
+    // -e with host threads was refused above.
+    let (disable_seconds, passes_while_disabling) = match &mut subject {
+        Subject::Kvm(vm) if options.dirty_while_disabling => {
+            let states = vm.random_states();
+            let (passes, seconds) = disable_while_dirtying(vm, options.iterations + 1, cpus)?;
+            expect.repeat(&pattern, &states, &passes, options.iterations + 1);
+            (Some(seconds), Some(passes))
+        }
+        _ => (subject.set_logging(false)?, None),
+    };
 
     let verification = layout.verify(
         subject.toucher().memory(),
@@ -302,6 +347,7 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
         engine: common.engine,
         guest_mode: common.guest_mode(),
         layout,
+        test_gpa: subject.toucher().test_gpa(),
         backing: common.backing,
         wr_fract: pattern.wr_fract,
         pattern,
@@ -311,6 +357,7 @@ pub fn run_dirty_log(options: &DirtyLogOptions, tick: Progress) -> Result<DirtyL
         populate_seconds: populate.total.as_secs_f64(),
         enable_seconds,
         disable_seconds,
+        passes_while_disabling,
         expected_dirty_pages: iterations.first().map_or(0, |i| i.expected_dirty_pages),
         dirty_seconds: summary(&|i| Some(i.dirty_seconds)),
         get_log_seconds: summary(&|i| i.get_log_seconds),
@@ -364,22 +411,42 @@ impl Expectation {
         let layout = self.layout;
         let mut bitmap = vec![0u64; layout.memory_pages().div_ceil(64) as usize];
         for (vcpu, state) in states.iter().enumerate() {
-            let mut state = *state;
-            replay(
-                pattern,
-                layout.pages_per_vcpu,
-                &mut state,
-                |page, written| {
-                    if written {
-                        let bit = layout.offset(vcpu, page) / layout.guest_page_size;
-                        bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
-                        self.last[(vcpu as u64 * layout.pages_per_vcpu + page) as usize] =
-                            iteration;
-                    }
-                },
-            );
+            self.replay_vcpu(pattern, vcpu, &mut state.clone(), iteration, |page| {
+                let bit = layout.offset(vcpu, page) / layout.guest_page_size;
+                bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
+            });
         }
         bitmap
+    }
+
+    /// Replays `passes[v]` passes of `iteration` for each vCPU `v`, one after another from its
+    /// generator state in `states` (the vCPUs kept dirtying while logging was disabled).
+    fn repeat(&mut self, pattern: &AccessPattern, states: &[u64], passes: &[u64], iteration: u64) {
+        for (vcpu, (state, &count)) in states.iter().zip(passes).enumerate() {
+            let mut state = *state;
+            for _ in 0..count {
+                self.replay_vcpu(pattern, vcpu, &mut state, iteration, |_| {});
+            }
+        }
+    }
+
+    /// Replays one pass of `vcpu` from generator state `state`, recording each write as the
+    /// page's last and telling `written` its page.
+    fn replay_vcpu(
+        &mut self,
+        pattern: &AccessPattern,
+        vcpu: usize,
+        state: &mut u64,
+        iteration: u64,
+        mut written: impl FnMut(u64),
+    ) {
+        let pages = self.layout.pages_per_vcpu;
+        replay(pattern, pages, state, |page, write| {
+            if write {
+                written(page);
+                self.last[(vcpu as u64 * pages + page) as usize] = iteration;
+            }
+        });
     }
 
     /// The iteration whose value page `page` of `vcpu` must hold: its own last write, or with

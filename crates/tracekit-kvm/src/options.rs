@@ -39,6 +39,9 @@ pub struct CommonOptions {
     pub overlap: bool,
     /// Memory slots the test memory is split into (the selftests' `-x`; KVM only).
     pub slots: usize,
+    /// Guest physical address of the test memory instead of the top of guest physical memory
+    /// (what dirty_log_perf_test's `-p` says it does; KVM only).
+    pub gpa: Option<u64>,
 }
 
 impl CommonOptions {
@@ -51,6 +54,7 @@ impl CommonOptions {
             privilege: self.privilege,
             overlap: self.overlap,
             slots: self.slots,
+            gpa: self.gpa,
         }
     }
 
@@ -62,6 +66,13 @@ impl CommonOptions {
                 "{} memslots requested, but host threads (--no-kvm) have no memslots; drop -x",
                 self.slots
             )));
+        }
+        if self.engine == Engine::Host && self.gpa.is_some() {
+            return Err(crate::Error::Invalid(
+                "a guest physical address was given, but host threads (--no-kvm) have no guest; \
+                 drop --gpa"
+                    .into(),
+            ));
         }
         Ok(())
     }

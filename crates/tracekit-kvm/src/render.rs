@@ -167,11 +167,21 @@ fn dirty_log_heading(r: &DirtyLogOutcome) -> String {
         l.pages_per_vcpu,
         r.backing.name(),
     );
-    if let Some(mode) = r.guest_mode {
-        out += &format!(" Guest: {mode}\n");
+    if let (Some(mode), Some(gpa)) = (r.guest_mode, r.test_gpa) {
+        out += &format!(
+            " Guest: {mode}; test memory at GPA {gpa:#x}, GVA {:#x}\n",
+            l.gva
+        );
     }
+    let meanwhile = r
+        .passes_while_disabling
+        .as_ref()
+        .map_or(String::new(), |p| {
+            let passes: Vec<String> = p.iter().map(u64::to_string).collect();
+            format!(" (vCPUs dirtying meanwhile: {} passes)", passes.join(" + "))
+        });
     out += &format!(
-        "\n Populate memory: {:.3} s   enable dirty logging: {} s   disable: {} s\n\n",
+        "\n Populate memory: {:.3} s   enable dirty logging: {} s   disable: {} s{meanwhile}\n\n",
         r.populate_seconds,
         seconds(r.enable_seconds),
         seconds(r.disable_seconds)
@@ -321,6 +331,7 @@ mod tests {
             engine: Engine::Kvm,
             guest_mode: Some("user mode (CPL 3)"),
             layout: Layout::new(1, 4 << 20, Backing::Anonymous, 8).unwrap(),
+            test_gpa: Some(0x1_0000_0000),
             backing: Backing::Anonymous,
             wr_fract: 1,
             pattern: crate::access::AccessPattern::WRITE_ALL,
@@ -330,6 +341,7 @@ mod tests {
             populate_seconds: 0.04,
             enable_seconds: Some(0.000145),
             disable_seconds: None,
+            passes_while_disabling: None,
             expected_dirty_pages: 1024,
             iterations: vec![iteration(1, 0.015), iteration(2, 0.045)],
             dirty_seconds: summary(&[0.015, 0.045]),
@@ -341,7 +353,7 @@ mod tests {
         };
         let want = "
  Dirty logging: 1 vCPUs x 4 MiB (1024 pages each), anonymous memory, writing 1 page in 1, collecting with KVM_GET_DIRTY_LOG
- Guest: user mode (CPL 3)
+ Guest: user mode (CPL 3); test memory at GPA 0x100000000, GVA 0xc0000000
 
  Populate memory: 0.040 s   enable dirty logging: 0.000145 s   disable: - s
 

@@ -78,12 +78,28 @@ pub(crate) fn run_threads<F>(
 where
     F: FnOnce() -> Result<()> + Send,
 {
+    run_threads_with(jobs, cpus, progress, tick, || Ok(())).map(|(times, ())| times)
+}
+
+/// [`run_threads`], with `host` run on the calling thread once the jobs are released and before
+/// waiting for them: the host's side of a test that acts while the vCPUs run. `host` must make
+/// the jobs end (they are joined after it returns, even when it fails).
+pub(crate) fn run_threads_with<F, R>(
+    jobs: Vec<F>,
+    cpus: Option<&[usize]>,
+    progress: &(dyn Fn() -> u64 + Sync),
+    tick: Progress,
+    host: impl FnOnce() -> Result<R>,
+) -> Result<(PassTimes, R)>
+where
+    F: FnOnce() -> Result<()> + Send,
+{
     check_cpus(cpus, jobs.len())?;
     // The gate holds every thread until all are created; its value says "abort" when
     // creating one of them failed.
     let gate = RwLock::new(false);
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let results: Vec<Result<(Instant, Instant)>> = std::thread::scope(|scope| {
+    let (results, hosted): (Vec<Result<(Instant, Instant)>>, _) = std::thread::scope(|scope| {
         let mut closed = gate.write().unwrap_or_else(|e| e.into_inner());
         let mut handles = Vec::with_capacity(jobs.len());
         let mut spawn_error = None;
@@ -117,6 +133,10 @@ where
         *closed = spawn_error.is_some();
         drop(closed);
         drop(done_tx);
+        let hosted = match spawn_error {
+            None => host(),
+            Some(_) => Err(Error::Invalid("the vCPU threads did not start".into())),
+        };
         let mut finished = 0;
         while finished < handles.len() {
             match done_rx.recv_timeout(TICK) {
@@ -130,14 +150,19 @@ where
             h.join()
                 .unwrap_or_else(|_| Err(Error::Invalid("a vCPU thread panicked".into())))
         });
-        spawn_error.map(Err).into_iter().chain(joined).collect()
+        (
+            spawn_error.map(Err).into_iter().chain(joined).collect(),
+            hosted,
+        )
     });
     let spans = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let hosted = hosted?;
     let first = spans.iter().map(|s| s.0).min().expect("at least one vCPU");
     let last = spans.iter().map(|s| s.1).max().expect("at least one vCPU");
-    Ok(PassTimes {
+    let times = PassTimes {
         per_vcpu: spans.iter().map(|(s, e)| *e - *s).collect(),
         total: last - first,
         guest: None,
-    })
+    };
+    Ok((times, hosted))
 }

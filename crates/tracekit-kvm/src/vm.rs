@@ -7,7 +7,7 @@ use crate::error::{Error, Result, kvm};
 use crate::guest::{self, ARGS_SIZE, PageTables, Privilege, SYNC_BAD_ARGS, SYNC_DONE, args};
 use crate::layout::Layout;
 use crate::memory::{Backing, HostMemory, PAGE_SIZE};
-use crate::runner::{PassTimes, Toucher, run_threads};
+use crate::runner::{PassTimes, Toucher, run_threads, run_threads_with};
 use kvm_bindings::{
     KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, kvm_clear_dirty_log,
     kvm_clear_dirty_log__bindgen_ty_1, kvm_segment, kvm_userspace_memory_region,
@@ -17,6 +17,7 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tracekit_core::process::Progress;
 
@@ -85,6 +86,9 @@ pub struct VmOptions {
     pub overlap: bool,
     /// Split the test memory into this many memory slots of equal size (the selftests' `-x`).
     pub slots: usize,
+    /// Put the test memory at this guest physical address instead of the top of guest physical
+    /// memory; it must be aligned to the backing's page size.
+    pub gpa: Option<u64>,
 }
 
 impl VmOptions {
@@ -97,6 +101,7 @@ impl VmOptions {
             privilege: Privilege::User,
             overlap: false,
             slots: 1,
+            gpa: None,
         }
     }
 }
@@ -137,7 +142,10 @@ impl PerfTestVm {
         let slots = check_slots(&layout, options.slots, kvm_sys.get_nr_memslots())?;
 
         let low_bytes = low_pages(&layout) * PAGE_SIZE;
-        let test_gpa = test_gpa(&layout, end_gfn, low_bytes)?;
+        let test_gpa = match options.gpa {
+            Some(gpa) => check_test_gpa(gpa, &layout, end_gfn, low_bytes)?,
+            None => test_gpa(&layout, end_gfn, low_bytes)?,
+        };
         let low = HostMemory::new(low_bytes, Backing::Anonymous)?;
         let test = HostMemory::new(layout.total_bytes(), options.backing)?;
         let mut this = PerfTestVm {
@@ -224,8 +232,9 @@ impl PerfTestVm {
             .collect()
     }
 
-    /// Starts or stops dirty logging on the test slots.
-    pub fn set_dirty_logging(&mut self, on: bool) -> Result<()> {
+    /// Starts or stops dirty logging on the test slots (safe while the vCPUs run: see
+    /// [`PerfTestVm::run_passes_while`]).
+    pub fn set_dirty_logging(&self, on: bool) -> Result<()> {
         let flags = if on { KVM_MEM_LOG_DIRTY_PAGES } else { 0 };
         self.set_test_slots(flags)
     }
@@ -418,6 +427,68 @@ impl Toucher for PerfTestVm {
 }
 
 impl PerfTestVm {
+    /// Runs pass `iteration` again and again on every vCPU while `host` runs on the calling
+    /// thread: dirty_log_perf_test's `-e`, where the vCPUs keep dirtying memory for the whole
+    /// time the host disables dirty logging. `host` starts once every vCPU thread has begun its
+    /// first pass; when it returns, each vCPU finishes the pass it is in. Returns the passes
+    /// each vCPU completed (at least one) and what `host` returned.
+    pub fn run_passes_while<R>(
+        &mut self,
+        iteration: u64,
+        cpus: Option<&[usize]>,
+        host: impl FnOnce(&PerfTestVm) -> Result<R>,
+    ) -> Result<(Vec<u64>, R)> {
+        let n = self.layout.vcpus;
+        for vcpu in 0..n {
+            self.low.write_u64(arg_at(vcpu, args::ITERATION), iteration);
+            self.low.write_u64(arg_at(vcpu, args::DONE), 0);
+        }
+        let sync_gpa = self.sync_gpa();
+        // The vCPUs leave `self` for the run so that `host` can use the VM beside them.
+        let mut vcpus = std::mem::take(&mut self.vcpus);
+        let started = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let passes: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        let this = &*self;
+        let work = vcpus
+            .iter_mut()
+            .enumerate()
+            .map(|(i, vcpu)| {
+                let (started, stop, passes) = (&started, &stop, &passes);
+                move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    loop {
+                        run_to_sync(vcpu, i, sync_gpa)?;
+                        passes[i].fetch_add(1, Ordering::SeqCst);
+                        if stop.load(Ordering::SeqCst) {
+                            return Ok(());
+                        }
+                    }
+                }
+            })
+            .collect();
+        let progress = || {
+            (0..n)
+                .map(|v| this.low.read_u64(arg_at(v, args::DONE)))
+                .sum()
+        };
+        let run = run_threads_with(work, cpus, &progress, &mut |_| {}, || {
+            // A vCPU whose pass fails has started too, so this wait always ends.
+            while started.load(Ordering::SeqCst) < n {
+                std::thread::yield_now();
+            }
+            let hosted = host(this);
+            stop.store(true, Ordering::SeqCst);
+            hosted
+        });
+        self.vcpus = vcpus;
+        let (_, hosted) = run?;
+        Ok((
+            passes.into_iter().map(AtomicU64::into_inner).collect(),
+            hosted,
+        ))
+    }
+
     /// Each vCPU's last pass as the guest timed it with its TSC.
     fn guest_times(&self) -> Vec<Duration> {
         let khz = u128::from(self.tsc_khz.max(1));
@@ -558,6 +629,36 @@ fn test_gpa(layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64>
     }
     let gpa = (region_end_gfn - pages - 1) * PAGE_SIZE;
     Ok(gpa & !(layout.host_page_size - 1))
+}
+
+/// Checks a test-memory address the user chose: aligned to the backing's page size, above low
+/// memory and its sync page, and with all the test memory below the end of guest physical
+/// memory.
+fn check_test_gpa(gpa: u64, layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64> {
+    let align = layout.host_page_size;
+    let lowest = (low_bytes + PAGE_SIZE).next_multiple_of(align);
+    let end = region_end_gfn * PAGE_SIZE;
+    let highest = end.saturating_sub(layout.total_bytes()) / align * align;
+    let problem = if !gpa.is_multiple_of(align) {
+        format!(
+            "is not a multiple of the backing's {} KiB page",
+            align >> 10
+        )
+    } else if gpa < lowest {
+        format!("overlaps the guest's low memory (code, arguments, page tables: below {lowest:#x})")
+    } else if gpa > highest {
+        format!(
+            "puts the {} MiB of test memory past the end of guest physical memory ({end:#x})",
+            layout.total_bytes() >> 20
+        )
+    } else {
+        return Ok(gpa);
+    };
+    Err(Error::Invalid(format!(
+        "test memory at GPA {gpa:#x} {problem}; choose an address from {lowest:#x} to \
+         {highest:#x} that is a multiple of {align:#x}, or leave --gpa out for the top of guest \
+         physical memory"
+    )))
 }
 
 fn setup_long_mode(vcpu: &VcpuFd, cr3: u64, id: usize, privilege: Privilege) -> Result<()> {

@@ -23,6 +23,7 @@ fn config(engine: Engine, vcpus: usize, uffd: Option<UffdOptions>) -> DemandPagi
             privilege: Privilege::User,
             overlap: false,
             slots: 1,
+            gpa: None,
         },
         uffd,
     }

@@ -16,6 +16,7 @@ fn config(vcpus: usize, wr_fract: u64, manual_protect: bool) -> DirtyLogOptions 
             privilege: Privilege::User,
             overlap: false,
             slots: 1,
+            gpa: None,
         },
         iterations: 2,
         wr_fract,
@@ -23,6 +24,7 @@ fn config(vcpus: usize, wr_fract: u64, manual_protect: bool) -> DirtyLogOptions 
         write_percent: None,
         random_access: false,
         seed: 1,
+        dirty_while_disabling: false,
     }
 }
 
@@ -170,5 +172,56 @@ fn memslot_counts_kvm_cannot_take_are_refused() {
         c.common.slots = slots;
         let err = run_dirty_log(&c, &mut |_| {}).unwrap_err().to_string();
         assert!(err.contains(message), "{slots}: {err}");
+    }
+}
+
+/// -e: the vCPUs keep dirtying while logging is disabled; every vCPU completes at least one
+/// more pass, and every page then holds the value of that extra iteration (the host replays
+/// each vCPU's passes, random pages included).
+#[test]
+fn vcpus_dirty_memory_while_logging_is_disabled() {
+    for random in [false, true] {
+        let mut c = config(2, 1, true);
+        (c.dirty_while_disabling, c.random_access, c.write_percent) =
+            (true, random, random.then_some(50));
+        let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+        let passes = r.passes_while_disabling.clone().unwrap();
+        assert_eq!(passes.len(), 2);
+        assert!(passes.iter().all(|&p| p >= 1), "{passes:?}");
+        assert!(r.disable_seconds.is_some());
+        assert_eq!(r.bitmap_exact, Some(true));
+        assert!(r.verified, "random {random}: {:?}", r.verification);
+    }
+    let mut c = config(1, 1, true);
+    (c.dirty_while_disabling, c.common.engine) = (true, Engine::Host);
+    let err = run_dirty_log(&c, &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("needs the guest"), "{err}");
+}
+
+/// --gpa: the test memory lands where asked (low, under 4 GiB, and above), every bitmap is still
+/// exact and every page verified; addresses that are unaligned, inside low memory or past the
+/// end of guest physical memory are refused with the range to choose from.
+#[test]
+fn test_memory_goes_at_the_guest_physical_address_asked() {
+    for gpa in [1 << 20, 0x8000_0000, 1 << 32] {
+        let mut c = config(2, 1, true);
+        c.common.gpa = Some(gpa);
+        let r = run_dirty_log(&c, &mut |_| {}).unwrap();
+        assert_eq!(r.test_gpa, Some(gpa));
+        assert_eq!(r.bitmap_exact, Some(true), "{gpa:#x}");
+        assert!(r.verified, "{gpa:#x}: {:?}", r.verification);
+    }
+    for (gpa, why) in [
+        (0x10_0001, "not a multiple"),
+        (0x1000, "overlaps the guest's low memory"),
+        (1 << 60, "past the end of guest physical memory"),
+    ] {
+        let mut c = config(1, 1, true);
+        c.common.gpa = Some(gpa);
+        let err = run_dirty_log(&c, &mut |_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains(why) && err.contains("choose an address"),
+            "{err}"
+        );
     }
 }

@@ -349,3 +349,27 @@ fn overlap_and_memslot_limits() {
         "the guest's code and page tables take one",
     );
 }
+
+/// -e and -p from the command line: the vCPUs' extra passes while logging is disabled are
+/// reported and verified, the test memory lands at the GPA asked (shown in the text report),
+/// and a GPA inside low memory is an error naming the range to choose from.
+#[test]
+fn dirty_while_disabling_and_test_memory_address() {
+    let doc = json(&["dirty-log", "-v", "2", "-b", "4M", "-i", "1", "-e"]);
+    let passes = doc["passes_while_disabling"].as_array().unwrap();
+    assert_eq!(passes.len(), 2);
+    assert!(passes.iter().all(|p| p.as_u64() >= Some(1)), "{passes:?}");
+    assert_eq!(doc["verified"], true);
+    let doc = json(&["demand-paging", "-b", "4M", "-p", "0x100000000"]);
+    assert_eq!(
+        (doc["test_gpa"].as_u64(), doc["verified"].as_bool()),
+        (Some(1 << 32), Some(true))
+    );
+    let out = tracekit(&["bench", "dirty-log", "-b", "4M", "-i", "1", "--gpa", "4G"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("test memory at GPA 0x100000000"), "{text}");
+    fails_with(
+        &["bench", "dirty-log", "-b", "4M", "-p", "0x1000"],
+        "overlaps the guest's low memory",
+    );
+}

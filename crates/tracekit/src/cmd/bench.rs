@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tracekit_core::report::Style;
-use tracekit_core::units::{parse_cpu_list, parse_size};
+use tracekit_core::units::{parse_address, parse_cpu_list, parse_size};
 use tracekit_kvm::{
     Backing, CommonOptions, DemandPagingOptions, DirtyLogOptions, Engine, FaultKind, HandlerMode,
     Privilege, UffdOptions, render,
@@ -63,6 +63,10 @@ pub struct CommonArgs {
     /// Split the test memory into this many memory slots (the selftests' -x).
     #[arg(short = 'x', long = "memslots", value_name = "N", default_value_t = 1)]
     slots: usize,
+    /// Put the test memory at this guest physical address, e.g. 0x100000000 (what the
+    /// dirty-log selftest's -p says it does; default: the top of guest physical memory).
+    #[arg(short = 'p', long, value_name = "GPA", value_parser = parse_address)]
+    gpa: Option<u64>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -121,6 +125,10 @@ pub struct DirtyLogArgs {
     /// Seed of the guest's random generator (the selftest's -r).
     #[arg(short = 'r', long, value_name = "SEED", default_value_t = 1)]
     seed: u32,
+    /// Keep the vCPUs dirtying memory while logging is disabled at the end, to stress the
+    /// disabling (the selftest's -e); their extra passes are verified like the rest.
+    #[arg(short = 'e', long)]
+    dirty_while_disabling: bool,
     /// Dirty the memory from host threads instead of vCPUs (no log; the floor for dirtying).
     #[arg(long)]
     no_kvm: bool,
@@ -148,6 +156,7 @@ impl CommonArgs {
             },
             overlap: self.overlap,
             slots: self.slots,
+            gpa: self.gpa,
         }
     }
 }
@@ -220,6 +229,7 @@ fn dirty_log(a: DirtyLogArgs) -> anyhow::Result<ExitCode> {
         write_percent: a.write_percent,
         random_access: a.random_access,
         seed: a.seed,
+        dirty_while_disabling: a.dirty_while_disabling,
     };
     // The populate pass and every iteration each visit all pages.
     let passes = a.iterations + 1;
