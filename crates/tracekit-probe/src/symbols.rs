@@ -161,13 +161,15 @@ pub enum SymbolError {
     },
     /// An IFUNC of a library whose selected implementation tracekit cannot learn.
     #[error(
-        "`{symbol}` in {path} is an IFUNC (a resolver that picks an implementation at load time), and tracekit can find the implementation only in libraries it has loaded itself (glibc), and only when it is code of that library (`time` and `gettimeofday` run in the vDSO); probe an implementation by name instead (`nm {path}` lists them)"
+        "`{symbol}` in {path} is an IFUNC (a resolver that picks an implementation at load time), and tracekit could not learn which implementation: {why}; probe an implementation by name instead (`nm {path}` lists them)"
     )]
     UnresolvedIfunc {
         /// The IFUNC.
         symbol: String,
         /// The library.
         path: PathBuf,
+        /// Why: the library did not load, the resolver picked code outside it, ...
+        why: String,
     },
     /// A C++ name without parameters that several overloads have.
     #[error(
@@ -1269,13 +1271,20 @@ impl Elf {
     /// The implementation IFUNC `sym` selects on this machine, named when the file names it
     /// (a `.symtab`), else under the IFUNC's own name with an unknown size.
     fn ifunc_implementation<'a>(&'a self, sym: &Sym<'a>) -> Result<Sym<'a>, SymbolError> {
-        let vaddr = crate::ifunc::implementation(&self.path, sym.file_name)
-            // Outside the file's code: the vDSO's (`time`, `gettimeofday`), not a file's.
-            .filter(|&vaddr| self.is_code(vaddr))
-            .ok_or_else(|| SymbolError::UnresolvedIfunc {
-                symbol: sym.name.to_owned(),
-                path: self.path.clone(),
-            })?;
+        let unresolved = |why: String| SymbolError::UnresolvedIfunc {
+            symbol: sym.name.to_owned(),
+            path: self.path.clone(),
+            why,
+        };
+        let vaddr = crate::ifunc::implementation(&self.path, sym.file_name).map_err(unresolved)?;
+        if !self.is_code(vaddr) {
+            // `time` and `gettimeofday`: the resolver picks the vDSO's code, not the file's.
+            return Err(unresolved(
+                "its resolver picks code outside the library (the vDSO's, for `time` and \
+                 `gettimeofday`)"
+                    .into(),
+            ));
+        }
         Ok(self
             .containing(vaddr)
             .filter(|s| s.vaddr == vaddr)

@@ -24,10 +24,12 @@ fn build(compiler: &str, args: &[&str], source: &str, output: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(output);
     let status = Command::new(compiler)
-        .args(args)
+        .args(args.iter().filter(|a| !a.starts_with("-l")))
         .arg("-o")
         .arg(&out)
         .arg(testdata(source))
+        // Libraries after the source that needs them.
+        .args(args.iter().filter(|a| a.starts_with("-l")))
         .status()
         .unwrap_or_else(|e| panic!("{compiler} is needed (cargo xtask test installs it): {e}"));
     assert!(status.success(), "{compiler} could not build {source}");
@@ -112,6 +114,18 @@ fn an_ifunc_is_probed_on_the_implementation_the_program_runs() {
             CALLS,
             "{engine}: {baseline} then {with_calls}"
         );
+    }
+}
+
+/// An IFUNC of a library tracekit has not loaded (libatomic): a helper process loads it and
+/// asks its loader, and every one of the program's calls is counted on the implementation.
+#[test]
+fn an_ifunc_of_a_library_tracekit_has_not_loaded_is_resolved() {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    let program = P.get_or_init(|| build("gcc", &["-O1", "-latomic"], "atomic16.c", "atomic16"));
+    let spec = ["uprobe:libatomic:__atomic_fetch_add_16".to_owned()];
+    for engine in ["bpf", "ptrace"] {
+        assert_eq!(hits(&probe(engine, &spec, program)), [CALLS], "{engine}");
     }
 }
 
