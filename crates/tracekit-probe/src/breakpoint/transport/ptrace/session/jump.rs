@@ -152,13 +152,24 @@ fn jump_bytes(addr: u64, to: u64, len: usize) -> Vec<u8> {
     b
 }
 
-/// Writes `new` over the instruction bytes at `addr` so that no thread could ever see a torn
-/// instruction: int3 on the first byte, then the rest, then the first byte (`text_poke_bp`).
+/// Writes `new` over the instruction bytes at `addr` (every thread is stopped) so that the
+/// code is never torn, even if tracekit is killed while writing. Within one page that is a
+/// single write to /proc/PID/mem, which the kernel copies whole before a SIGKILL can end
+/// tracekit. Across a page boundary that write could stop between the pages, so the bytes go
+/// as `text_poke_bp` writes them: int3 on the first byte, the rest, then the first byte;
+/// only a tracekit killed between those writes leaves an int3 (see the README).
 fn poke(mem: &mut PtraceTarget, addr: u64, new: &[u8]) -> io::Result<()> {
+    let last = addr + new.len() as u64 - 1;
+    if addr / PAGE == last / PAGE {
+        return mem.write(addr, new);
+    }
     mem.write(addr, &[0xcc])?;
     mem.write(addr + 1, &new[1..])?;
     mem.write(addr, &new[..1])
 }
+
+/// The page size of x86-64, the only architecture of the jump engine.
+const PAGE: u64 = 4096;
 
 impl<A: Arch> Session<'_, A>
 where
