@@ -182,13 +182,15 @@ for c in "${DIRTY[@]}"; do
     row "$v vCPU, dirty-log pass ${sargs:-(-i $ITER)}" "$name"
 done
 if [ ${#DIRTY[@]} -gt 0 ]; then
-    printf '\ndisabling dirty logging at the end (seconds, medians; -e: the vCPUs keep dirtying meanwhile):\n'
+    # ms SECONDS: milliseconds with 3 decimals ("-" stays).
+    ms() { awk -v s="$1" 'BEGIN {print (s == "-") ? "-" : sprintf("%.3f", s * 1000)}'; }
+    printf '\ndisabling dirty logging at the end (ms, medians; -e: the vCPUs keep dirtying meanwhile):\n'
     printf '| %-40s | %10s | %10s | %10s |\n' "configuration" "selftest" "tk CPL 0" "tk CPL 3"
     printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..42})" "------------" "------------" "------------"
     for c in "${DIRTY[@]}"; do
         IFS='|' read -r name v sargs _ <<<"$c"
         printf '| %-40s | %10s | %10s | %10s |\n' "$v vCPU, dirty-log ${sargs:-(-i $ITER)}" \
-            "$(med "$name.st.off")" "$(med "$name.cpl0.off")" "$(med "$name.cpl3.off")"
+            "$(ms "$(med "$name.st.off")")" "$(ms "$(med "$name.cpl0.off")")" "$(ms "$(med "$name.cpl3.off")")"
     done
 fi
 if [ -s "$WORK/printed" ]; then

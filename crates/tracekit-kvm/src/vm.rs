@@ -402,25 +402,17 @@ impl Toucher for PerfTestVm {
         cpus: Option<&[usize]>,
         tick: Progress,
     ) -> Result<PassTimes> {
-        for vcpu in 0..self.layout.vcpus {
-            self.low.write_u64(arg_at(vcpu, args::ITERATION), iteration);
-            self.low.write_u64(arg_at(vcpu, args::DONE), 0);
-        }
+        self.start_pass(iteration);
         let sync_gpa = self.sync_gpa();
-        let PerfTestVm {
-            vcpus, low, layout, ..
-        } = self;
+        let mut vcpus = std::mem::take(&mut self.vcpus);
         let work = vcpus
             .iter_mut()
             .enumerate()
             .map(|(i, vcpu)| move || run_to_sync(vcpu, i, sync_gpa))
             .collect();
-        let progress = || {
-            (0..layout.vcpus)
-                .map(|v| low.read_u64(arg_at(v, args::DONE)))
-                .sum()
-        };
-        let mut times = run_threads(work, cpus, &progress, tick)?;
+        let run = run_threads(work, cpus, &|| self.pages_done(), tick);
+        self.vcpus = vcpus;
+        let mut times = run?;
         times.guest = Some(self.guest_times());
         Ok(times)
     }
@@ -439,10 +431,7 @@ impl PerfTestVm {
         host: impl FnOnce(&PerfTestVm) -> Result<R>,
     ) -> Result<(Vec<u64>, R)> {
         let n = self.layout.vcpus;
-        for vcpu in 0..n {
-            self.low.write_u64(arg_at(vcpu, args::ITERATION), iteration);
-            self.low.write_u64(arg_at(vcpu, args::DONE), 0);
-        }
+        self.start_pass(iteration);
         let sync_gpa = self.sync_gpa();
         // The vCPUs leave `self` for the run so that `host` can use the VM beside them.
         let mut vcpus = std::mem::take(&mut self.vcpus);
@@ -467,12 +456,7 @@ impl PerfTestVm {
                 }
             })
             .collect();
-        let progress = || {
-            (0..n)
-                .map(|v| this.low.read_u64(arg_at(v, args::DONE)))
-                .sum()
-        };
-        let run = run_threads_with(work, cpus, &progress, &mut |_| {}, || {
+        let run = run_threads_with(work, cpus, &|| this.pages_done(), &mut |_| {}, || {
             // A vCPU whose pass fails has started too, so this wait always ends.
             while started.load(Ordering::SeqCst) < n {
                 std::thread::yield_now();
@@ -487,6 +471,21 @@ impl PerfTestVm {
             passes.into_iter().map(AtomicU64::into_inner).collect(),
             hosted,
         ))
+    }
+
+    /// Tells every vCPU the next pass's iteration and zeroes its count of pages done.
+    fn start_pass(&mut self, iteration: u64) {
+        for vcpu in 0..self.layout.vcpus {
+            self.low.write_u64(arg_at(vcpu, args::ITERATION), iteration);
+            self.low.write_u64(arg_at(vcpu, args::DONE), 0);
+        }
+    }
+
+    /// Pages the vCPUs have visited in their current pass, as they count them.
+    fn pages_done(&self) -> u64 {
+        (0..self.layout.vcpus)
+            .map(|v| self.low.read_u64(arg_at(v, args::DONE)))
+            .sum()
     }
 
     /// Each vCPU's last pass as the guest timed it with its TSC.
