@@ -115,8 +115,10 @@ fn sleep_latency_is_about_one_ms() {
     assert_eq!(p.hits, 20);
     let lat = p.latency.unwrap();
     assert_eq!(lat.count, 20);
+    // About 1 ms, not microseconds or seconds; the upper bound leaves room for a loaded
+    // machine that is slow to schedule the tracer at each stop.
     let mean_ms = lat.mean() / 1e6;
-    assert!((0.9..5.0).contains(&mean_ms), "mean latency {mean_ms} ms");
+    assert!((0.9..20.0).contains(&mean_ms), "mean latency {mean_ms} ms");
     // Times are taken when the tracer sees each stop, so one may come out a little short.
     assert!(
         lat.min >= 500_000,

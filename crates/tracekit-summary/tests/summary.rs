@@ -56,7 +56,9 @@ fn latency_statistics_match_known_sleeps() {
     // 5 sleeps of 2 ms and 5 of 6 ms (mean about 4 ms, population stddev about 2 ms). The
     // workload also times each call itself; the kernel's interval lies inside the workload's,
     // so each kernel figure is at most the workload's and short of it only by the syscall
-    // entry/exit path (allowing 1 ms for a preemption there on a loaded machine).
+    // entry/exit path and any preemption there: 1 ms for the min and the mean, which one
+    // preempted call barely moves, and a scheduler slice more (5 ms) for the max and the
+    // stddev, which one preempted call on a loaded machine moves by all of its delay.
     let log = std::env::temp_dir().join(format!("tracekit-sleeplog-{}", std::process::id()));
     let sleeps = ["2000000", "6000000"].repeat(5);
     let mut steps = vec!["sleeplog", log.to_str().unwrap(), "sleep"];
@@ -79,24 +81,25 @@ fn latency_statistics_match_known_sleeps() {
     );
     assert!(s.max >= 6_000_000, "max {}", s.max);
     const SLACK: f64 = 1_000_000.0;
-    for (name, kernel, workload) in [
-        ("min", s.min as f64, user.min as f64),
-        ("max", s.max as f64, user.max as f64),
-        ("mean", s.mean(), user.mean()),
+    const ONE_PREEMPTION: f64 = 5_000_000.0;
+    for (name, kernel, workload, slack) in [
+        ("min", s.min as f64, user.min as f64, SLACK),
+        ("max", s.max as f64, user.max as f64, ONE_PREEMPTION),
+        ("mean", s.mean(), user.mean(), SLACK),
     ] {
         assert!(
-            kernel <= workload && workload - kernel < SLACK,
+            kernel <= workload && workload - kernel < slack,
             "{name}: kernel {kernel} ns, workload {workload} ns"
         );
     }
     assert!(
-        (s.stddev() - user.stddev()).abs() < SLACK,
+        (s.stddev() - user.stddev()).abs() < ONE_PREEMPTION,
         "stddev: kernel {}, workload {}",
         s.stddev(),
         user.stddev()
     );
     assert!(
-        (1.5e6..4.0e6).contains(&s.stddev()),
+        (1.5e6..5.0e6).contains(&s.stddev()),
         "stddev {} ns",
         s.stddev()
     );
