@@ -189,6 +189,30 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A warning when process `pid` started with other `GLIBC_TUNABLES` than tracekit: its loader
+/// may have picked other implementations (`glibc.cpu.hwcaps=-AVX2` and the like) than the one
+/// tracekit's helper reports. The variable counts as the process saw it at its start, which
+/// is when its loader read it.
+pub(crate) fn tunables_differ(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let theirs = environ
+        .split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(b"GLIBC_TUNABLES="))
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    let ours = std::env::var("GLIBC_TUNABLES").ok();
+    if theirs == ours {
+        return None;
+    }
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "unset".into());
+    Some(format!(
+        "process {pid} started with GLIBC_TUNABLES={} and tracekit with {}: its dynamic loader \
+         may have picked other IFUNC implementations than those probed; run tracekit with the \
+         same GLIBC_TUNABLES",
+        show(&theirs),
+        show(&ours)
+    ))
+}
+
 /// The symbol's resolved address in this process, as a file virtual address.
 fn resolved(handle: *mut c_void, symbol: &CString, version: Option<&CString>) -> Option<u64> {
     // SAFETY: `handle` is a live dlopen handle, `symbol` and `version` NUL-terminated; for an
@@ -247,6 +271,35 @@ mod tests {
             .map(|s| s.address())
             .unwrap();
         assert_ne!(first, resolver);
+    }
+
+    /// A process started with other GLIBC_TUNABLES than ours is named, one with ours is not.
+    #[test]
+    fn other_tunables_of_an_attached_process_are_warned_about() {
+        let ours = std::env::var("GLIBC_TUNABLES").ok();
+        let start = |tunables: Option<&str>| {
+            let mut c = std::process::Command::new("sleep");
+            c.arg("10");
+            match tunables {
+                Some(t) => c.env("GLIBC_TUNABLES", t),
+                None => c.env_remove("GLIBC_TUNABLES"),
+            };
+            c.spawn().unwrap()
+        };
+        let mut other = start(Some("glibc.cpu.hwcaps=-AVX2"));
+        let mut same = start(ours.as_deref());
+        let warning = tunables_differ(other.id());
+        let none = tunables_differ(same.id());
+        for child in [&mut other, &mut same] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let warning = warning.unwrap();
+        assert!(
+            warning.contains("GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2"),
+            "{warning}"
+        );
+        assert_eq!(none, None);
     }
 
     #[test]

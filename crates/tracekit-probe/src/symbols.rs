@@ -552,6 +552,11 @@ pub fn resolve_specs(
             "{ifunc} is an IFUNC: probing {implementation}, the implementation this machine uses"
         ));
     }
+    if let Some(pid) = lookup.pid
+        && probes.iter().any(|p| p.ifunc.is_some())
+    {
+        notes.extend(crate::ifunc::tunables_differ(pid));
+    }
     Ok((probes, notes))
 }
 
