@@ -127,7 +127,7 @@ fn run_inputs(
 
 /// The CPU time this thread has used. Inputs are timed by it, not by the clock on the wall: on
 /// a loaded machine (CI, other builds) a one-byte input waited for the CPU for over a second.
-fn thread_cpu_time() -> Duration {
+pub fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

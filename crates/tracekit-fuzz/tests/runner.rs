@@ -66,8 +66,8 @@ fn a_slow_input_is_reported_and_the_same_seed_replays_the_same_inputs() {
     // far under the watchdog's wall-clock hang floor.
     fn slow_on_z(input: &[u8]) {
         if input == b"zzz" {
-            let start = cpu_time();
-            while cpu_time() - start < Duration::from_millis(30) {
+            let start = run::thread_cpu_time();
+            while run::thread_cpu_time() - start < Duration::from_millis(30) {
                 std::hint::spin_loop();
             }
         }
@@ -91,14 +91,4 @@ fn a_slow_input_is_reported_and_the_same_seed_replays_the_same_inputs() {
     let saved = |o: &run::Outcome| o.slow.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
     assert_eq!(saved(&first), saved(&again));
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-fn cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec to the pointer, which is valid and ours.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
