@@ -94,10 +94,12 @@ slot, and each of ITERATIONS iterations lets every vCPU write its pages again (o
 -f, reading the others; or, like the selftest, -w PERCENT of its accesses, -a at random pages, \
 -r SEED for the generator, which the host replays to know the exact pages written) while the host then collects the dirty bitmap with KVM_GET_DIRTY_LOG and, \
 when the kernel has KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (disable with -g), re-protects with \
-KVM_CLEAR_DIRTY_LOG.\n\n\
-Reports the populate time, per-iteration dirtying time (per vCPU and total) and collection times, \
-and checks that each bitmap is exactly the pages written and that the memory holds the last \
-iteration's values; the exit status is 1 otherwise.\n\n\
+KVM_CLEAR_DIRTY_LOG. At the end logging is disabled; with -e the vCPUs keep dirtying meanwhile \
+(the selftest's -e, which stresses the disabling).\n\n\
+Reports the populate time, per-iteration dirtying time (per vCPU and total), collection times and \
+the time to disable logging (with -e, each vCPU's passes meanwhile), and checks that each bitmap is \
+exactly the pages written and that the memory holds each page's last write; the exit status is 1 \
+otherwise.\n\n\
 --no-kvm dirties the same pages from host threads (no dirty log to collect): the floor for the \
 dirtying time, and a test for machines without /dev/kvm.";
 
