@@ -86,20 +86,33 @@ pub fn targets() -> Vec<Target> {
         },
         Target {
             name: "cli-size",
-            about: "units::parse_size and parse_cpu_list: `-b 64M`, `--cpus 0-3,6`",
+            about: "units::parse_size, parse_cpu_list and parse_address: `-b 64M`, `--cpus 0-3,6`, `--gpa 0x100000000`",
             seeds: || {
-                ["64M", "2GiB", "4096", " 1t ", "0-3,6", "0,1", "7"]
-                    .iter()
-                    .map(|s| s.as_bytes().to_vec())
-                    .collect()
+                [
+                    "64M",
+                    "2GiB",
+                    "4096",
+                    " 1t ",
+                    "0-3,6",
+                    "0,1",
+                    "7",
+                    "0x100000000",
+                    "4G",
+                ]
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect()
             },
-            dictionary: &[b"K", b"M", b"G", b"T", b"iB", b"B", b"-", b","],
+            dictionary: &[
+                b"K", b"M", b"G", b"T", b"iB", b"B", b"-", b",", b"0x", b"0X",
+            ],
             max_len: 64,
             limit: Duration::from_millis(200),
             run: |input| {
                 let s = text(input);
                 let _ = units::parse_size(&s);
                 let _ = units::parse_cpu_list(&s);
+                let _ = units::parse_address(&s);
             },
         },
     ]
