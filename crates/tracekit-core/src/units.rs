@@ -42,16 +42,18 @@ pub fn parse_size(input: &str) -> Result<u64, ParseError> {
 /// suffix as [`parse_size`] takes it (`4G`).
 pub fn parse_address(input: &str) -> Result<u64, ParseError> {
     let s = input.trim();
+    let error = |hint| ParseError {
+        what: "address",
+        input: input.to_owned(),
+        hint,
+    };
+    let hex_hint = "use hexadecimal digits after 0x, e.g. 0x100000000";
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16).map_err(|_| ParseError {
-            what: "address",
-            input: input.to_owned(),
-            hint: "use hexadecimal digits after 0x, e.g. 0x100000000",
-        }),
-        None => parse_size(s).map_err(|_| ParseError {
-            what: "address",
-            input: input.to_owned(),
-            hint: "use 0x and hexadecimal digits, or a number with an optional K, M, G or T suffix",
+        // from_str_radix would also take a sign (`0x+10`).
+        Some(hex) if !hex.bytes().all(|b| b.is_ascii_hexdigit()) => Err(error(hex_hint)),
+        Some(hex) => u64::from_str_radix(hex, 16).map_err(|_| error(hex_hint)),
+        None => parse_size(s).map_err(|_| {
+            error("use 0x and hexadecimal digits, or a number with an optional K, M, G or T suffix")
         }),
     }
 }
@@ -121,6 +123,8 @@ mod tests {
         assert_eq!(parse_address("4096"), Ok(4096));
         assert!(parse_address("0xg").is_err());
         assert!(parse_address("0x").is_err());
+        assert!(parse_address("0x+10").is_err());
+        assert!(parse_address("0x10000000000000000").is_err());
         assert!(parse_address("12Q").is_err());
     }
 

@@ -30,7 +30,7 @@ pub struct Target {
     /// Inputs are cut to this many bytes.
     pub max_len: usize,
     /// An input that takes more CPU time is reported; one that runs ten times longer by the
-    /// clock is taken to hang, and ends the run.
+    /// clock, and at least [`run::HANG_FLOOR`], is taken to hang, and ends the run.
     pub limit: Duration,
     /// Feeds one input to the parser; must not panic.
     pub run: fn(&[u8]),

@@ -181,18 +181,19 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Catches an input that hangs its target: a parser that loops forever on damaged input can
-/// not be interrupted in-process, so a thread watches the clock, saves the input that has run
-/// longer than the target's hang limit, and ends the process with status 3.
-///
-/// The hang limit is on the wall clock (a hang may sleep, using no CPU), so it is generous: ten
-/// times the target's CPU-time limit and never under [`HANG_FLOOR`]. An input that is only slow
-/// must not end the run because a loaded machine kept it waiting for the CPU.
+/// The least time by the clock an input may run before it is taken to hang. The hang limit is
+/// on the wall clock (a hang may sleep, using no CPU), so it is generous: ten times the
+/// target's CPU-time limit and never under this. An input that is only slow must not end the
+/// run because a loaded machine kept it waiting for the CPU.
 pub const HANG_FLOOR: Duration = Duration::from_secs(10);
 
 /// The input running and since when, if one is.
 type Running = Arc<Mutex<Option<(Instant, Vec<u8>)>>>;
 
+/// Catches an input that hangs its target: a parser that loops forever on damaged input can
+/// not be interrupted in-process, so a thread watches the clock, saves the input that has run
+/// longer than the target's hang limit (see [`HANG_FLOOR`]), and ends the process with
+/// status 3.
 struct Watchdog {
     current: Running,
     done: Arc<std::sync::atomic::AtomicBool>,

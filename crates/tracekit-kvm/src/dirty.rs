@@ -473,6 +473,56 @@ pub fn expected_bitmap(layout: &Layout, wr_fract: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::VmOptions;
+
+    /// Many passes while the host waits 30 ms before disabling (random pages, 1% written, so
+    /// that each pass still writes pages no earlier one did): the replay of each vCPU's passes
+    /// predicts every page, and one pass fewer would not.
+    #[test]
+    fn passes_while_disabling_are_replayed_exactly() {
+        let mut vm = PerfTestVm::new(2, 16 << 20, &VmOptions::new(Backing::Anonymous)).unwrap();
+        let layout = *vm.layout();
+        vm.seed_random(3);
+        let populate = AccessPattern {
+            write_percent: Some(100),
+            ..AccessPattern::WRITE_ALL
+        };
+        let mut expect = Expectation::new(&layout);
+        vm.set_access(&populate);
+        expect.pass(&populate, &vm.random_states(), 0);
+        vm.run_pass(0, None, &mut |_| {}).unwrap();
+        let pattern = AccessPattern {
+            write_percent: Some(1),
+            random: true,
+            wr_fract: 1,
+        };
+        vm.set_access(&pattern);
+        vm.set_dirty_logging(true).unwrap();
+        let states = vm.random_states();
+        let (passes, ()) = vm
+            .run_passes_while(1, None, |vm| {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                vm.set_dirty_logging(false)
+            })
+            .unwrap();
+        assert!(passes.iter().all(|&p| p >= 2), "{passes:?}");
+        let mut short = Expectation {
+            layout,
+            last: expect.last.clone(),
+        };
+        expect.repeat(&pattern, &states, &passes, 1);
+        let check = |e: &Expectation| {
+            layout
+                .verify(vm.memory(), |v, p| e.last_write(v, p), 0)
+                .ok(layout.total_pages())
+        };
+        assert!(check(&expect), "{passes:?}");
+        let fewer: Vec<u64> = passes.iter().map(|p| p - 1).collect();
+        short.repeat(&pattern, &states, &fewer, 1);
+        if short.last != expect.last {
+            assert!(!check(&short), "one pass fewer verified too");
+        }
+    }
 
     #[test]
     fn expected_bitmap_marks_every_wr_fract_page_of_each_vcpu() {

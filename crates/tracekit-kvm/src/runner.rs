@@ -8,6 +8,7 @@ use crate::memory::HostMemory;
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tracekit_core::process::Progress;
@@ -81,9 +82,10 @@ where
     run_threads_with(jobs, cpus, progress, tick, || Ok(())).map(|(times, ())| times)
 }
 
-/// [`run_threads`], with `host` run on the calling thread once the jobs are released and before
-/// waiting for them: the host's side of a test that acts while the vCPUs run. `host` must make
-/// the jobs end (they are joined after it returns, even when it fails).
+/// [`run_threads`], with `host` run on the calling thread once every thread has begun its job
+/// (or failed before it, e.g. to pin itself) and before waiting for them: the host's side of a
+/// test that acts while the vCPUs run. `host` must make the jobs end (they are joined after it
+/// returns, even when it fails).
 pub(crate) fn run_threads_with<F, R>(
     jobs: Vec<F>,
     cpus: Option<&[usize]>,
@@ -98,13 +100,15 @@ where
     // The gate holds every thread until all are created; its value says "abort" when
     // creating one of them failed.
     let gate = RwLock::new(false);
+    // Threads past the gate: about to run their job, or failed before it.
+    let entered = AtomicUsize::new(0);
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let (results, hosted): (Vec<Result<(Instant, Instant)>>, _) = std::thread::scope(|scope| {
         let mut closed = gate.write().unwrap_or_else(|e| e.into_inner());
         let mut handles = Vec::with_capacity(jobs.len());
         let mut spawn_error = None;
         for (i, job) in jobs.into_iter().enumerate() {
-            let (gate, done_tx) = (&gate, done_tx.clone());
+            let (gate, entered, done_tx) = (&gate, &entered, done_tx.clone());
             let cpu = cpus.map(|c| c[i]);
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{i}"))
@@ -112,6 +116,7 @@ where
                     let pinned = cpu.map_or(Ok(()), pin_current_thread);
                     let abort = *gate.read().unwrap_or_else(|e| e.into_inner());
                     let start = Instant::now();
+                    entered.fetch_add(1, Ordering::SeqCst);
                     let result = match pinned {
                         Ok(()) if abort => {
                             Err(Error::Invalid("another vCPU thread could not start".into()))
@@ -134,7 +139,12 @@ where
         drop(closed);
         drop(done_tx);
         let hosted = match spawn_error {
-            None => host(),
+            None => {
+                while entered.load(Ordering::SeqCst) < handles.len() {
+                    std::thread::yield_now();
+                }
+                host()
+            }
             Some(_) => Err(Error::Invalid("the vCPU threads did not start".into())),
         };
         let mut finished = 0;

@@ -17,9 +17,10 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tracekit_core::process::Progress;
+use tracekit_core::units::human_bytes;
 
 // kvm-ioctls 0.25 has no wrapper for KVM_CLEAR_DIRTY_LOG (_IOWR(KVMIO, 0xc0, ...)).
 mod sys {
@@ -422,8 +423,8 @@ impl PerfTestVm {
     /// Runs pass `iteration` again and again on every vCPU while `host` runs on the calling
     /// thread: dirty_log_perf_test's `-e`, where the vCPUs keep dirtying memory for the whole
     /// time the host disables dirty logging. `host` starts once every vCPU thread has begun its
-    /// first pass; when it returns, each vCPU finishes the pass it is in. Returns the passes
-    /// each vCPU completed (at least one) and what `host` returned.
+    /// first pass; when it returns (or panics), each vCPU finishes the pass it is in. Returns
+    /// the passes each vCPU completed (at least one) and what `host` returned.
     pub fn run_passes_while<R>(
         &mut self,
         iteration: u64,
@@ -435,7 +436,6 @@ impl PerfTestVm {
         let sync_gpa = self.sync_gpa();
         // The vCPUs leave `self` for the run so that `host` can use the VM beside them.
         let mut vcpus = std::mem::take(&mut self.vcpus);
-        let started = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let passes: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
         let this = &*self;
@@ -443,9 +443,8 @@ impl PerfTestVm {
             .iter_mut()
             .enumerate()
             .map(|(i, vcpu)| {
-                let (started, stop, passes) = (&started, &stop, &passes);
+                let (stop, passes) = (&stop, &passes);
                 move || {
-                    started.fetch_add(1, Ordering::SeqCst);
                     loop {
                         run_to_sync(vcpu, i, sync_gpa)?;
                         passes[i].fetch_add(1, Ordering::SeqCst);
@@ -457,13 +456,9 @@ impl PerfTestVm {
             })
             .collect();
         let run = run_threads_with(work, cpus, &|| this.pages_done(), &mut |_| {}, || {
-            // A vCPU whose pass fails has started too, so this wait always ends.
-            while started.load(Ordering::SeqCst) < n {
-                std::thread::yield_now();
-            }
-            let hosted = host(this);
-            stop.store(true, Ordering::SeqCst);
-            hosted
+            // Stops the vCPUs however `host` ends, a panic included: they are joined next.
+            let _stop = StopOnDrop(&stop);
+            host(this)
         });
         self.vcpus = vcpus;
         let (_, hosted) = run?;
@@ -500,6 +495,15 @@ impl PerfTestVm {
                 Duration::from_nanos(ns as u64)
             })
             .collect()
+    }
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -619,13 +623,7 @@ fn test_gpa(layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64>
             limit: region_end_gfn.saturating_sub(1 + low_gfns),
         });
     }
-    if low_bytes + PAGE_SIZE >= layout.gva {
-        return Err(Error::TooMuchMemory {
-            pages,
-            space: "identity-mapped low memory (page tables)",
-            limit: 0,
-        });
-    }
+    check_low_memory(layout, low_bytes)?;
     let gpa = (region_end_gfn - pages - 1) * PAGE_SIZE;
     Ok(gpa & !(layout.host_page_size - 1))
 }
@@ -634,10 +632,18 @@ fn test_gpa(layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64>
 /// memory and its sync page, and with all the test memory below the end of guest physical
 /// memory.
 fn check_test_gpa(gpa: u64, layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64> {
+    check_low_memory(layout, low_bytes)?;
     let align = layout.host_page_size;
     let lowest = (low_bytes + PAGE_SIZE).next_multiple_of(align);
     let end = region_end_gfn * PAGE_SIZE;
     let highest = end.saturating_sub(layout.total_bytes()) / align * align;
+    let size = human_bytes(layout.total_bytes());
+    if highest < lowest {
+        return Err(Error::Invalid(format!(
+            "the {size} of test memory do not fit in guest physical memory above the guest's \
+             low memory ({lowest:#x} to {end:#x}); give less memory (-b, -v)"
+        )));
+    }
     let problem = if !gpa.is_multiple_of(align) {
         format!(
             "is not a multiple of the backing's {} KiB page",
@@ -646,10 +652,7 @@ fn check_test_gpa(gpa: u64, layout: &Layout, region_end_gfn: u64, low_bytes: u64
     } else if gpa < lowest {
         format!("overlaps the guest's low memory (code, arguments, page tables: below {lowest:#x})")
     } else if gpa > highest {
-        format!(
-            "puts the {} MiB of test memory past the end of guest physical memory ({end:#x})",
-            layout.total_bytes() >> 20
-        )
+        format!("puts the {size} of test memory past the end of guest physical memory ({end:#x})")
     } else {
         return Ok(gpa);
     };
@@ -658,6 +661,19 @@ fn check_test_gpa(gpa: u64, layout: &Layout, region_end_gfn: u64, low_bytes: u64
          {highest:#x} that is a multiple of {align:#x}, or leave --gpa out for the top of guest \
          physical memory"
     )))
+}
+
+/// Refuses low memory (code, arguments, page tables) that would reach the test memory's guest
+/// virtual addresses, which it identity-maps.
+fn check_low_memory(layout: &Layout, low_bytes: u64) -> Result<()> {
+    if low_bytes + PAGE_SIZE >= layout.gva {
+        return Err(Error::TooMuchMemory {
+            pages: layout.memory_pages(),
+            space: "identity-mapped low memory (page tables)",
+            limit: 0,
+        });
+    }
+    Ok(())
 }
 
 fn setup_long_mode(vcpu: &VcpuFd, cr3: u64, id: usize, privilege: Privilege) -> Result<()> {

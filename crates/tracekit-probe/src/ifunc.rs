@@ -8,8 +8,10 @@
 //! already loaded into tracekit (glibc always is), its own `dlsym` returns the implementation
 //! the resolver selected, and the library's load bias turns that into the file's virtual
 //! address. Any other library (libatomic, libmvec, a program's own) is loaded in a short-lived
-//! helper process forked for it, never in tracekit itself: its constructors run there, and a
-//! library that fails to load or hangs costs only the helper.
+//! helper process forked for it, so its constructors run there and not in tracekit. The helper
+//! keeps nothing of tracekit's but the pipe for its answer (every other descriptor closed), runs
+//! the library's code as the file's owner (nobody for a file of another mount namespace), not
+//! as root, and is killed with its whole process group once it has answered or after 5 s.
 
 use std::ffi::{CString, c_void};
 use std::io::{self, Read, Write};
@@ -64,10 +66,11 @@ fn in_this_process(path: &CString, symbol: &CString, version: Option<&CString>) 
 /// Loads the library in a forked helper process and returns its loader's answer.
 fn in_helper(path: &CString, symbol: &CString, version: Option<&CString>) -> Result<u64, String> {
     let (reader, writer) = pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
-    // SAFETY: the child only loads the library, looks the symbol up, writes the answer and
-    // leaves with _exit (no destructors, no flushing of tracekit's buffers). glibc's fork
-    // resets the loader's and malloc's locks in the child, so dlopen works there even when
-    // another thread held them; a library whose constructor hangs is killed at the timeout.
+    // SAFETY: the child only drops its privileges, loads the library, looks the symbol up,
+    // writes the answer and leaves with _exit (no destructors, no flushing of tracekit's
+    // buffers). glibc's fork resets the loader's and malloc's locks in the child, so dlopen
+    // works there even when another thread held them; a constructor that hangs is killed at
+    // the timeout.
     match unsafe { libc::fork() } {
         -1 => Err(format!(
             "cannot fork a helper process: {}",
@@ -79,11 +82,15 @@ fn in_helper(path: &CString, symbol: &CString, version: Option<&CString>) -> Res
         }
         pid => {
             drop(writer);
+            // Its own process group (set here too, so that it exists before the kill below
+            // whoever runs first), so that anything a constructor forked goes with it.
+            // SAFETY: setpgid on our own child only.
+            unsafe { libc::setpgid(pid, pid) };
             let answer = read_answer(reader, pid);
-            // SAFETY: `pid` is our child; killing an exited child is harmless, and waitpid
-            // reaps it so no zombie is left.
+            // SAFETY: `pid` is our child and leads its group; killing exited processes is
+            // harmless, and waitpid reaps the child so no zombie is left.
             unsafe {
-                libc::kill(pid, libc::SIGKILL);
+                libc::kill(-pid, libc::SIGKILL);
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
             answer
@@ -91,19 +98,19 @@ fn in_helper(path: &CString, symbol: &CString, version: Option<&CString>) -> Res
     }
 }
 
-/// The helper process: loads the library, sends `0` and the vaddr or `1` and the reason, exits.
+/// The helper process: runs the library's code as someone who could have written it, sends
+/// `0` and the vaddr, or `1`, a 4-byte length and the reason, then exits.
 fn helper(path: &CString, symbol: &CString, version: Option<&CString>, answer: OwnedFd) -> ! {
-    quiet();
-    // SAFETY: `path` is NUL-terminated; this process exists to run the library's code.
-    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
-    let message = if handle.is_null() {
-        let mut m = vec![1];
-        m.extend_from_slice(format!("loading it failed: {}", dl_error()).as_bytes());
-        m
-    } else {
-        match resolved(handle, symbol, version) {
-            Some(vaddr) => [&[0u8][..], &vaddr.to_le_bytes()].concat(),
-            None => b"\x01the loader does not find it".to_vec(),
+    let answer = isolate(answer);
+    let result = match drop_privileges(path) {
+        Err(why) => Err(why),
+        Ok(()) => load_and_resolve(path, symbol, version),
+    };
+    let message = match result {
+        Ok(vaddr) => [&[0u8][..], &vaddr.to_le_bytes()].concat(),
+        Err(why) => {
+            let len = (why.len() as u32).to_le_bytes();
+            [&[1u8][..], &len, why.as_bytes()].concat()
         }
     };
     let _ = std::fs::File::from(answer).write_all(&message);
@@ -111,18 +118,75 @@ fn helper(path: &CString, symbol: &CString, version: Option<&CString>, answer: O
     unsafe { libc::_exit(0) }
 }
 
-/// Points the helper's standard streams at /dev/null: a constructor's output must not mix with
-/// tracekit's.
-fn quiet() {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors of this (helper) process only.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+fn load_and_resolve(
+    path: &CString,
+    symbol: &CString,
+    version: Option<&CString>,
+) -> Result<u64, String> {
+    // SAFETY: `path` is NUL-terminated; this process exists to run the library's code.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err(format!("loading it failed: {}", dl_error()));
+    }
+    resolved(handle, symbol, version).ok_or_else(|| "the loader does not find it".into())
+}
+
+/// Leaves the helper nothing of tracekit's but the answer pipe (as descriptor 3): standard
+/// streams on /dev/null (a constructor's output must not mix with tracekit's), every other
+/// descriptor (BPF objects, sockets, the terminal) closed, and death with tracekit.
+fn isolate(answer: OwnedFd) -> OwnedFd {
+    const ANSWER_FD: i32 = 3;
+    // SAFETY: these calls change only this (helper) process: its group, its parent-death
+    // signal and its descriptor table; the descriptors named are valid or ignored.
+    unsafe {
+        libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if answer.as_raw_fd() != ANSWER_FD {
+            libc::dup2(answer.as_raw_fd(), ANSWER_FD);
         }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        libc::syscall(libc::SYS_close_range, ANSWER_FD + 1, u32::MAX, 0);
+    }
+    std::mem::forget(answer);
+    // SAFETY: descriptor 3 is the answer pipe's write end, and nothing else owns it now.
+    unsafe { OwnedFd::from_raw_fd(ANSWER_FD) }
+}
+
+/// The identity the helper runs the library's code as: the file's owner when that is not root
+/// (a user's library must not run as root just because root probes it), nobody for a file of
+/// another mount namespace (a container's, reached through /proc/PID/root), else root.
+fn drop_privileges(path: &CString) -> Result<(), String> {
+    let text = path.to_string_lossy();
+    let (uid, gid) = if text.starts_with("/proc/") {
+        (65534, 65534)
+    } else {
+        let meta = std::fs::metadata(&*text).map_err(|e| format!("cannot read it: {e}"))?;
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta),
+        )
+    };
+    // SAFETY: getuid only reads this process's identity.
+    if uid == 0 || unsafe { libc::getuid() } == uid {
+        return Ok(());
+    }
+    // SAFETY: setgroups, setgid and setuid change only this helper's identity (it has one
+    // thread); the empty group list is a null pointer with length 0.
+    let ok = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setgid(gid) == 0
+            && libc::setuid(uid) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot run its code as uid {uid} (who could have written it): {}",
+            io::Error::last_os_error()
+        ))
     }
 }
 
@@ -139,12 +203,16 @@ fn dl_error() -> String {
         .into_owned()
 }
 
-/// Reads the helper's answer until it closes the pipe or the timeout passes.
+/// Reads the helper's answer until it is complete (a constructor that forked may keep the pipe
+/// open), the helper closes the pipe, or the timeout passes.
 fn read_answer(reader: OwnedFd, pid: libc::pid_t) -> Result<u64, String> {
     let deadline = Instant::now() + HELPER_TIMEOUT;
     let mut file = std::fs::File::from(reader);
     let mut message = Vec::new();
     loop {
+        if let Some(answer) = parse_answer(&message) {
+            return answer;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         let mut poll = libc::pollfd {
             fd: file.as_raw_fd(),
@@ -164,18 +232,30 @@ fn read_answer(reader: OwnedFd, pid: libc::pid_t) -> Result<u64, String> {
         }
         let mut chunk = [0u8; 512];
         match file.read(&mut chunk) {
-            Ok(0) => break,
+            Ok(0) => {
+                return Err("the helper process loading it ended without an answer".into());
+            }
             Ok(n) => message.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("reading the helper process's answer: {e}")),
         }
     }
-    match message.split_first() {
-        Some((0, vaddr)) if vaddr.len() == 8 => {
-            Ok(u64::from_le_bytes(vaddr.try_into().unwrap_or_default()))
+}
+
+/// The answer in `message` once it is complete: `0` and 8 bytes of vaddr, or `1`, a 4-byte
+/// length and the reason.
+fn parse_answer(message: &[u8]) -> Option<Result<u64, String>> {
+    match message.split_first()? {
+        (0, rest) => {
+            let vaddr: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+            Some(Ok(u64::from_le_bytes(vaddr)))
         }
-        Some((1, why)) => Err(String::from_utf8_lossy(why).into_owned()),
-        _ => Err("the helper process loading it ended without an answer".into()),
+        (1, rest) => {
+            let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            let why = rest.get(4..4 + len)?;
+            Some(Err(String::from_utf8_lossy(why).into_owned()))
+        }
+        _ => Some(Err("the helper process's answer was garbled".into())),
     }
 }
 
@@ -195,15 +275,22 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// is when its loader read it.
 pub(crate) fn tunables_differ(pid: u32) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    // The loader reads every definition; the last one wins.
     let theirs = environ
         .split(|&b| b == 0)
-        .find_map(|v| v.strip_prefix(b"GLIBC_TUNABLES="))
-        .map(|v| String::from_utf8_lossy(v).into_owned());
-    let ours = std::env::var("GLIBC_TUNABLES").ok();
+        .filter_map(|v| v.strip_prefix(b"GLIBC_TUNABLES="))
+        .next_back()
+        .map(<[u8]>::to_vec);
+    let ours = std::env::var_os("GLIBC_TUNABLES").map(|v| v.as_bytes().to_vec());
     if theirs == ours {
         return None;
     }
-    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "unset".into());
+    let show = |v: &Option<Vec<u8>>| {
+        v.as_deref().map_or_else(
+            || "unset".into(),
+            |v| String::from_utf8_lossy(v).into_owned(),
+        )
+    };
     Some(format!(
         "process {pid} started with GLIBC_TUNABLES={} and tracekit with {}: its dynamic loader \
          may have picked other IFUNC implementations than those probed; run tracekit with the \
@@ -286,7 +373,9 @@ mod tests {
             };
             c.spawn().unwrap()
         };
-        let mut other = start(Some("glibc.cpu.hwcaps=-AVX2"));
+        // A value tracekit's own environment cannot have: ours with more appended.
+        let different = format!("{}:glibc.cpu.hwcaps=-AVX2", ours.as_deref().unwrap_or(""));
+        let mut other = start(Some(&different));
         let mut same = start(ours.as_deref());
         let warning = tunables_differ(other.id());
         let none = tunables_differ(same.id());
@@ -296,7 +385,7 @@ mod tests {
         }
         let warning = warning.unwrap();
         assert!(
-            warning.contains("GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2"),
+            warning.contains(&format!("GLIBC_TUNABLES={different} and")),
             "{warning}"
         );
         assert_eq!(none, None);
@@ -305,7 +394,9 @@ mod tests {
     #[test]
     fn what_cannot_be_resolved_says_why() {
         let missing = implementation(Path::new("/nonexistent/libx.so"), "f").unwrap_err();
-        assert!(missing.starts_with("loading it failed"), "{missing}");
+        assert!(missing.starts_with("cannot read it"), "{missing}");
+        let not_elf = implementation(Path::new("/etc/passwd"), "f").unwrap_err();
+        assert!(not_elf.starts_with("loading it failed"), "{not_elf}");
         let lib = Path::new("/lib/x86_64-linux-gnu/libatomic.so.1");
         let unknown = implementation(lib, "no_such_function").unwrap_err();
         assert_eq!(unknown, "the loader does not find it");
