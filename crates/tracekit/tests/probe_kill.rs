@@ -288,7 +288,10 @@ fn attach_run(rng: &mut Rng, want: &[u8], span_ms: u64, dir: &Path) -> (Victims,
     let status = program.wait().unwrap();
     reap_all(&mut cli, &killed);
     let got = std::fs::read(&out_path).unwrap();
-    let what = format!("{victims:?} after {delay} µs (early {early})");
+    let what = format!(
+        "{victims:?} after {delay} µs (early {early}) pid {}",
+        program.id()
+    );
     if status.code() != Some(EXIT) {
         return (victims, Err(format!("{what}: program {status:?}")));
     }

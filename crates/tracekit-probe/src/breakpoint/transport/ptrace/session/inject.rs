@@ -22,6 +22,21 @@ where
         args: [u64; 6],
     ) -> Result<i64, BreakpointError> {
         let proc = self.procs.get_mut(&pid).expect("known process");
+        let thread = self.threads.get_mut(&tid).expect("known thread");
+        // Without a single step where possible (x86-64: see `rescue::run_from_stub`).
+        let by_stub =
+            super::rescue::run_from_stub(proc, pid, tid, false, nr, args, &mut thread.pending_sig);
+        match by_stub {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => {}
+            Err(error) => {
+                return Err(BreakpointError::Sys {
+                    what: "injecting a system call",
+                    pid: tid,
+                    error,
+                });
+            }
+        }
         // With kill safety, from the rescue area's stub, the registers saved there first.
         let at = super::rescue::begin_injection(proc, tid, at)?;
         let thread = self.threads.get_mut(&tid).expect("known thread");

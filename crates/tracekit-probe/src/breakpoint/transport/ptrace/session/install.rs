@@ -205,7 +205,11 @@ where
     /// that has just been created, in its first stop: attaching to a program that was
     /// creating threads, an `rt_sigaction` run there returned 0 without taking effect (the
     /// kill-safety handler was then missing: 22 of 300 kills during such an attach killed
-    /// the program; 0 of 300 with the leader).
+    /// the program; 0 of 300 with the leader). The cause: a new thread blocks every signal
+    /// until it has started, and the single step's SIGTRAP, forced on a thread that blocks
+    /// it, reset the action to `SIG_DFL`. The leader blocks them too inside
+    /// `pthread_create`: injections now run without a step where they can
+    /// ([`super::rescue::run_from_stub`]).
     pub(super) fn any_stopped_thread(&self, pid: i32) -> i32 {
         if self
             .threads

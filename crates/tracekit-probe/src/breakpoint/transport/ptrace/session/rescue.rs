@@ -52,17 +52,27 @@
 //! changed. Entries of returns that completed are left: a thread's live entries are the
 //! lowest of its region, which the handler scans first (see [`Area::record_return`]).
 //!
-//! **Injected system calls.** An injected call runs with the thread's registers replaced
-//! and single-stepping, for a few microseconds; a tracer that dies then leaves the trap
-//! flag set. Once the area exists every injection runs from its stub (`syscall; int3;
-//! int3`), the thread's own registers saved in the area first: the handler, entered from
-//! the stub (single-step trap or int3), puts them back (an interrupted restartable system
-//! call is restarted), and a single-step trap anywhere else just clears the flag.
+//! **Injected system calls** (the area's `mmap`, the handler's `rt_sigaction`, slot areas'
+//! `mmap` and `munmap`) run from a stub that puts the thread right by itself
+//! ([`bootstrap`], in the vDSO's tail), driven by `PTRACE_SYSCALL`: no trap flag, no trap,
+//! no signal, so a tracer killed at any moment of one leaves nothing behind. (Before, the
+//! area's `mmap` was single-stepped: a tracekit killed during it killed the program, 5 of
+//! 800 kills over eight seeds, all in the first milliseconds.) It matters beyond a dying
+//! tracer: the SIGTRAP that ends a single step is forced on the thread, and a forced signal
+//! the thread blocks is unblocked and its action reset to `SIG_DFL` for the whole process,
+//! tracer or not. Attaching while the program creates threads, an injection into its leader
+//! inside `pthread_create` (every signal blocked around its `clone`) took the handler away
+//! again (5 of 100 such attaches; ftrace showed the leader's step trap right after the
+//! injected `rt_sigaction`, and, once tracekit was killed, the next breakpoint delivered
+//! with `sa_handler` 0 and the handler's flags: 3 of 2,100 kills).
 //!
-//! **The area's own `mmap`** runs before there is an area, so no handler could put the thread
-//! right: it runs from a stub that puts the thread right by itself ([`bootstrap`]), driven
-//! by `PTRACE_SYSCALL`, which leaves no trap flag behind. (Before, with a single step, a
-//! tracekit killed during it killed the program: 5 of 800 kills over eight seeds, all in the first milliseconds.)
+//! Where that stub cannot be used (no room in the vDSO, or see [`bootstrap::run`]) a call
+//! is single-stepped with the thread's registers replaced, for a few microseconds; a tracer
+//! that dies then leaves the trap flag set. Once the area exists such an injection runs
+//! from its stub (`syscall; int3; int3`), the thread's own registers saved in the area
+//! first: the handler, entered from the stub (single-step trap or int3), puts them back (an
+//! interrupted restartable system call is restarted), and a single-step trap anywhere else
+//! just clears the flag.
 //!
 //! **Not covered.** Without room for that stub in the vDSO (or without a vDSO), or where the
 //! stub cannot stand in for the kernel (see [`bootstrap::run`]), the `mmap` is
@@ -72,7 +82,9 @@
 //! cannot be copied; a thread that jumps straight to the guard after a one-byte instruction
 //! once tracekit is gone runs that instruction twice. A program with a SIGTRAP handler of
 //! its own keeps it (a warning says kill safety is off for it), as does one that installs
-//! one later; a thread that blocks SIGTRAP is killed by the kernel at an int3 as before. An
+//! one later; a thread that blocks SIGTRAP is killed by the kernel at an int3 as before, and
+//! one that meets an int3 while tracekit lives (or is single-stepped, above) resets the
+//! handler to `SIG_DFL` for the whole process. An
 //! unfollowed fork child keeps the handler (it only ever takes the "not ours" path there).
 
 mod area;
@@ -211,17 +223,18 @@ where
     ) -> Result<i64, BreakpointError> {
         let args = mmap_args(0, area::LEN, libc::PROT_READ | libc::PROT_EXEC, 0);
         let proc = self.procs.get_mut(&pid).expect("known process");
-        let stub = bootstrap::stub_address(pid, &mut proc.mem);
-        if let Ok(Some(at)) = stub {
-            let pending = &mut self
-                .threads
-                .get_mut(&tid)
-                .expect("known thread")
-                .pending_sig;
-            let ran = bootstrap::run(&mut proc.mem, tid, at, at_exec, A::NR_MMAP, args, pending);
-            if let Some(base) = ran.map_err(sys("mapping the rescue area", pid))? {
-                return Ok(base);
-            }
+        let thread = self.threads.get_mut(&tid).expect("known thread");
+        let ran = run_from_stub(
+            proc,
+            pid,
+            tid,
+            at_exec,
+            A::NR_MMAP,
+            args,
+            &mut thread.pending_sig,
+        );
+        if let Some(base) = ran.map_err(sys("mapping the rescue area", pid))? {
+            return Ok(base);
         }
         if at_exec {
             // The thread is still inside execve, whose return value (0, `read` on x86-64)
@@ -285,6 +298,36 @@ where
         };
         area::empty(&mut proc.mem, area.base).map_err(sys("emptying the rescue area", pid))
     }
+}
+
+/// Runs system call `nr` in stopped thread `tid` of `pid` from the self-restoring stub in the
+/// vDSO's tail ([`bootstrap`]), driven by `PTRACE_SYSCALL`: no single step, so no trap and no
+/// signal at all. `None` where there is no stub (not x86-64, no room in the vDSO) or it
+/// cannot stand in for the kernel (see [`bootstrap::run`]): the caller single-steps.
+///
+/// Every injection goes this way when it can, not only the rescue area's `mmap`: a single
+/// step ends in a SIGTRAP the kernel forces on the thread, and a forced signal the thread
+/// blocks is unblocked and its action reset to `SIG_DFL`, for the whole process, even while
+/// a tracer takes the signal (force_sig_info_to_task). A thread inside `pthread_create`
+/// blocks every signal around its `clone`, and a new thread until it has started: an
+/// injection there silently took the rescue handler away again (and a program's own
+/// SIGTRAP handler), so that once tracekit died the next breakpoint killed the program.
+pub(super) fn run_from_stub<A: Arch>(
+    proc: &mut Proc<A>,
+    pid: i32,
+    tid: i32,
+    at_exec: bool,
+    nr: u64,
+    args: [u64; 6],
+    pending_sig: &mut i32,
+) -> io::Result<Option<i64>> {
+    if A::MACHINE != Machine::X86_64 {
+        return Ok(None);
+    }
+    let Ok(Some(at)) = bootstrap::stub_address(pid, &mut proc.mem) else {
+        return Ok(None);
+    };
+    bootstrap::run(&mut proc.mem, tid, at, at_exec, nr, args, pending_sig)
 }
 
 /// Before a system call is injected into `tid`: with the rescue area in place, the call

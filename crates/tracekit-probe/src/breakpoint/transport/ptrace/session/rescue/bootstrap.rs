@@ -1,5 +1,7 @@
 //! The system calls that create the rescue area run before there is one, so no handler can
-//! put a thread right if tracekit dies during them. They run instead from a stub that puts
+//! put a thread right if tracekit dies during them; and a single step would end in a SIGTRAP
+//! that a thread blocking it turns into the loss of the handler (see `rescue.rs`). They, and
+//! every later injected call where this stub can be used, run instead from a stub that puts
 //! the thread right by itself: it makes the call, loads every register the thread had
 //! before, and jumps to where the thread was (or back onto the system call it was
 //! interrupted in, as the kernel would restart it). tracekit drives it with
