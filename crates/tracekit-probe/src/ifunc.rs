@@ -371,7 +371,14 @@ mod tests {
                 Some(t) => c.env("GLIBC_TUNABLES", t),
                 None => c.env_remove("GLIBC_TUNABLES"),
             };
-            c.spawn().unwrap()
+            let child = c.spawn().unwrap();
+            // spawn returns once the child has let go of our memory, inside its execve: its
+            // environment is readable only when the exec is done.
+            let environ = format!("/proc/{}/environ", child.id());
+            while std::fs::read(&environ).is_ok_and(|e| e.is_empty()) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            child
         };
         // A value tracekit's own environment cannot have: ours with more appended.
         let different = format!("{}:glibc.cpu.hwcaps=-AVX2", ours.as_deref().unwrap_or(""));

@@ -792,6 +792,8 @@ fn which(name: &Path) -> Option<PathBuf> {
 struct MapLine {
     start: u64,
     end: u64,
+    /// The permissions column (`r-xp`).
+    perms: String,
     offset: u64,
     dev_ino: Option<(u64, u64)>,
     path: PathBuf,
@@ -808,7 +810,7 @@ fn read_maps(pid: u32) -> Result<Vec<MapLine>, SymbolError> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut f = line.split_ascii_whitespace();
-        let (Some(range), Some(_perms), Some(off), Some(dev), Some(ino)) =
+        let (Some(range), Some(perms), Some(off), Some(dev), Some(ino)) =
             (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
@@ -829,6 +831,7 @@ fn read_maps(pid: u32) -> Result<Vec<MapLine>, SymbolError> {
             out.push(MapLine {
                 start,
                 end,
+                perms: perms.into(),
                 offset,
                 dev_ino,
                 path: path.into(),
@@ -877,10 +880,19 @@ pub fn runtime_address(pid: u32, binary: &Path, file_offset: u64) -> Result<u64,
         error: source,
     })?;
     let id = (meta.dev(), meta.ino());
+    // The loader's mappings first: code is executable, data (a USDT semaphore) writable. A
+    // process may also map the whole file read-only for itself (a symbolizer reading its own
+    // libc does), which holds the same offset at another address.
+    let rank = |m: &MapLine| match (m.perms.contains('x'), m.perms.contains('w')) {
+        (true, _) => 0,
+        (false, true) => 1,
+        _ => 2,
+    };
     read_maps(pid)?
         .iter()
         .filter(|m| m.dev_ino == Some(id) || m.path == binary)
-        .find(|m| m.offset <= file_offset && file_offset < m.offset + (m.end - m.start))
+        .filter(|m| m.offset <= file_offset && file_offset < m.offset + (m.end - m.start))
+        .min_by_key(|m| rank(m))
         .map(|m| m.start + (file_offset - m.offset))
         .ok_or_else(|| SymbolError::NotMappedInProcess {
             path: binary.into(),
@@ -1474,6 +1486,34 @@ mod tests {
         // And this process maps them at the runtime address.
         let addr = r.runtime_address(std::process::id()).unwrap();
         assert_eq!(addr, libc::getpid as *const () as usize as u64);
+    }
+
+    /// A process that also maps its libc file for reading (a symbolizer printing a backtrace
+    /// does) has the code's offset at a second address: the probe goes to the loader's.
+    #[test]
+    fn a_second_read_only_mapping_of_the_file_is_not_taken_for_the_code() {
+        let r = resolve(&spec("uprobe:libc.so.6:getpid")).unwrap();
+        let file = fs::File::open(&r.binary).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        // Below the loader's mappings, so that it comes first in /proc/PID/maps.
+        let hint = 0x1000_0000 as *mut libc::c_void;
+        // SAFETY: a new private read-only mapping of a file we opened, at an address nothing
+        // else uses (MAP_FIXED_NOREPLACE fails rather than replace a mapping); unmapped below.
+        let copy = unsafe {
+            libc::mmap(
+                hint,
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_FIXED_NOREPLACE,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_eq!(copy, hint);
+        let addr = r.runtime_address(std::process::id());
+        // SAFETY: unmaps exactly the mapping made above.
+        unsafe { libc::munmap(copy, len) };
+        assert_eq!(addr.unwrap(), libc::getpid as *const () as usize as u64);
     }
 
     #[test]
