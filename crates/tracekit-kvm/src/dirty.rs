@@ -181,9 +181,7 @@ impl Subject {
         let Subject::Kvm(vm) = self else {
             return Ok(None);
         };
-        let start = Instant::now();
-        vm.set_dirty_logging(on)?;
-        Ok(Some(start.elapsed().as_secs_f64()))
+        set_logging_timed(vm, on).map(Some)
     }
 
     /// One iteration: every vCPU dirties its pages, then (KVM only) the log is collected and
@@ -222,11 +220,14 @@ fn disable_while_dirtying(
     iteration: u64,
     cpus: Option<&[usize]>,
 ) -> Result<(Vec<u64>, f64)> {
-    vm.run_passes_while(iteration, cpus, |vm| {
-        let start = Instant::now();
-        vm.set_dirty_logging(false)?;
-        Ok(start.elapsed().as_secs_f64())
-    })
+    vm.run_passes_while(iteration, cpus, |vm| set_logging_timed(vm, false))
+}
+
+/// Turns logging on or off and returns the seconds that took.
+fn set_logging_timed(vm: &PerfTestVm, on: bool) -> Result<f64> {
+    let start = Instant::now();
+    vm.set_dirty_logging(on)?;
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// What collecting one iteration's dirty log found and cost.

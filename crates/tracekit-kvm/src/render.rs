@@ -88,12 +88,7 @@ fn demand_paging_heading(r: &DemandPagingOutcome) -> String {
         r.pages_per_vcpu,
         r.backing.name()
     );
-    if let (Some(mode), Some(gpa)) = (r.guest_mode, r.test_gpa) {
-        out += &format!(
-            " Guest: {mode}; test memory at GPA {gpa:#x}, GVA {:#x}\n",
-            r.test_gva
-        );
-    }
+    out += &guest_line(r.guest_mode, r.test_gpa, r.test_gva);
     out.push('\n');
     out
 }
@@ -139,6 +134,17 @@ pub fn dirty_log(r: &DirtyLogOutcome, style: Style) -> String {
     out
 }
 
+/// The guest's mode and where its test memory is, for a report's heading (nothing without a
+/// guest).
+fn guest_line(mode: Option<&str>, gpa: Option<u64>, gva: u64) -> String {
+    match (mode, gpa) {
+        (Some(mode), Some(gpa)) => {
+            format!(" Guest: {mode}; test memory at GPA {gpa:#x}, GVA {gva:#x}\n")
+        }
+        _ => String::new(),
+    }
+}
+
 /// Who dirtied the memory, how the log was collected, and the times around the iterations.
 fn dirty_log_heading(r: &DirtyLogOutcome) -> String {
     let l = &r.layout;
@@ -167,12 +173,7 @@ fn dirty_log_heading(r: &DirtyLogOutcome) -> String {
         l.pages_per_vcpu,
         r.backing.name(),
     );
-    if let (Some(mode), Some(gpa)) = (r.guest_mode, r.test_gpa) {
-        out += &format!(
-            " Guest: {mode}; test memory at GPA {gpa:#x}, GVA {:#x}\n",
-            l.gva
-        );
-    }
+    out += &guest_line(r.guest_mode, r.test_gpa, l.gva);
     let meanwhile = r
         .passes_while_disabling
         .as_ref()

@@ -143,6 +143,7 @@ impl PerfTestVm {
         let slots = check_slots(&layout, options.slots, kvm_sys.get_nr_memslots())?;
 
         let low_bytes = low_pages(&layout) * PAGE_SIZE;
+        check_low_memory(&layout, low_bytes)?;
         let test_gpa = match options.gpa {
             Some(gpa) => check_test_gpa(gpa, &layout, end_gfn, low_bytes)?,
             None => test_gpa(&layout, end_gfn, low_bytes)?,
@@ -623,7 +624,6 @@ fn test_gpa(layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64>
             limit: region_end_gfn.saturating_sub(1 + low_gfns),
         });
     }
-    check_low_memory(layout, low_bytes)?;
     let gpa = (region_end_gfn - pages - 1) * PAGE_SIZE;
     Ok(gpa & !(layout.host_page_size - 1))
 }
@@ -632,7 +632,6 @@ fn test_gpa(layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64>
 /// memory and its sync page, and with all the test memory below the end of guest physical
 /// memory.
 fn check_test_gpa(gpa: u64, layout: &Layout, region_end_gfn: u64, low_bytes: u64) -> Result<u64> {
-    check_low_memory(layout, low_bytes)?;
     let align = layout.host_page_size;
     let lowest = (low_bytes + PAGE_SIZE).next_multiple_of(align);
     let end = region_end_gfn * PAGE_SIZE;

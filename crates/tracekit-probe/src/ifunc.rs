@@ -65,7 +65,7 @@ fn in_this_process(path: &CString, symbol: &CString, version: Option<&CString>) 
 
 /// Loads the library in a forked helper process and returns its loader's answer.
 fn in_helper(path: &CString, symbol: &CString, version: Option<&CString>) -> Result<u64, String> {
-    let (reader, writer) = pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let (reader, writer) = io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
     // SAFETY: the child only drops its privileges, loads the library, looks the symbol up,
     // writes the answer and leaves with _exit (no destructors, no flushing of tracekit's
     // buffers). glibc's fork resets the loader's and malloc's locks in the child, so dlopen
@@ -78,7 +78,7 @@ fn in_helper(path: &CString, symbol: &CString, version: Option<&CString>) -> Res
         )),
         0 => {
             drop(reader);
-            helper(path, symbol, version, writer)
+            helper(path, symbol, version, writer.into())
         }
         pid => {
             drop(writer);
@@ -205,9 +205,8 @@ fn dl_error() -> String {
 
 /// Reads the helper's answer until it is complete (a constructor that forked may keep the pipe
 /// open), the helper closes the pipe, or the timeout passes.
-fn read_answer(reader: OwnedFd, pid: libc::pid_t) -> Result<u64, String> {
+fn read_answer(mut reader: io::PipeReader, pid: libc::pid_t) -> Result<u64, String> {
     let deadline = Instant::now() + HELPER_TIMEOUT;
-    let mut file = std::fs::File::from(reader);
     let mut message = Vec::new();
     loop {
         if let Some(answer) = parse_answer(&message) {
@@ -215,7 +214,7 @@ fn read_answer(reader: OwnedFd, pid: libc::pid_t) -> Result<u64, String> {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let mut poll = libc::pollfd {
-            fd: file.as_raw_fd(),
+            fd: reader.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -231,7 +230,7 @@ fn read_answer(reader: OwnedFd, pid: libc::pid_t) -> Result<u64, String> {
             ));
         }
         let mut chunk = [0u8; 512];
-        match file.read(&mut chunk) {
+        match reader.read(&mut chunk) {
             Ok(0) => {
                 return Err("the helper process loading it ended without an answer".into());
             }
@@ -257,16 +256,6 @@ fn parse_answer(message: &[u8]) -> Option<Result<u64, String>> {
         }
         _ => Some(Err("the helper process's answer was garbled".into())),
     }
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two new descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors are new and owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// A warning when process `pid` started with other `GLIBC_TUNABLES` than tracekit: its loader

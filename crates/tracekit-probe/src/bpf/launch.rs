@@ -6,9 +6,9 @@
 //! `Command::spawn` only returns once the child has exec'd, so it runs on a helper thread.
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{PipeWriter, pipe};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -18,18 +18,8 @@ use std::thread::JoinHandle;
 #[derive(Debug)]
 pub struct GatedChild {
     pid: u32,
-    gate: Option<File>,
+    gate: Option<PipeWriter>,
     spawner: Option<JoinHandle<io::Result<Child>>>,
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Finds `program` like `execvp` would, so a missing program is reported before anything is
@@ -89,7 +79,7 @@ impl GatedChild {
     /// Forks `program args...` and leaves it waiting before `exec`.
     pub fn spawn(program: &Path, args: &[OsString]) -> io::Result<GatedChild> {
         let program = find_program(program)?;
-        let (pid_r, pid_w) = pipe()?;
+        let (mut pid_r, pid_w) = pipe()?;
         let (gate_r, gate_w) = pipe()?;
         let (pid_w_fd, gate_r_fd, gate_w_fd) =
             (pid_w.as_raw_fd(), gate_r.as_raw_fd(), gate_w.as_raw_fd());
@@ -125,8 +115,7 @@ impl GatedChild {
             result
         });
         let mut pid = [0u8; 4];
-        let mut reader = File::from(pid_r);
-        if let Err(e) = reader.read_exact(&mut pid) {
+        if let Err(e) = pid_r.read_exact(&mut pid) {
             // The fork itself failed: the spawner has the real error.
             return Err(match spawner.join() {
                 Ok(Err(err)) => err,
@@ -135,7 +124,7 @@ impl GatedChild {
         }
         Ok(GatedChild {
             pid: i32::from_ne_bytes(pid) as u32,
-            gate: Some(File::from(gate_w)),
+            gate: Some(gate_w),
             spawner: Some(spawner),
         })
     }

@@ -71,6 +71,10 @@ struct Proc<A: Arch> {
     loader: Option<LoaderHook<A>>,
     /// The SIGTRAP handler that undoes our changes if tracekit dies.
     rescue: rescue::Rescue,
+    /// Where injected system calls run from without a single step (the vDSO's spare tail,
+    /// see `rescue/bootstrap.rs`), once looked up: the inner `None` when there is no room.
+    /// A fork keeps it (the same layout); an exec makes a new `Proc`.
+    stub: Option<Option<u64>>,
 }
 
 /// glibc's `r_debug.r_brk`: the function the dynamic loader calls after changing the list of

@@ -533,6 +533,7 @@ where
                 keep_slots: false,
                 loader: None,
                 rescue: Default::default(),
+                stub: None,
             },
         );
         self.add_thread(child, child);

@@ -324,7 +324,11 @@ pub(super) fn run_from_stub<A: Arch>(
     if A::MACHINE != Machine::X86_64 {
         return Ok(None);
     }
-    let Ok(Some(at)) = bootstrap::stub_address(pid, &mut proc.mem) else {
+    if proc.stub.is_none() {
+        // A failed read is not remembered: the next injection looks again.
+        proc.stub = bootstrap::stub_address(pid, &mut proc.mem).ok();
+    }
+    let Some(Some(at)) = proc.stub else {
         return Ok(None);
     };
     bootstrap::run(&mut proc.mem, tid, at, at_exec, nr, args, pending_sig)

@@ -103,6 +103,7 @@ where
                 keep_slots: false,
                 loader: None,
                 rescue: Default::default(),
+                stub: None,
             },
         );
         Ok(())
@@ -211,6 +212,7 @@ where
                 keep_slots: false,
                 loader,
                 rescue,
+                stub: parent.stub,
             };
             self.procs.insert(child, proc);
             self.add_thread(child, child);
